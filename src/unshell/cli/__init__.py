@@ -1,0 +1,1 @@
+"""Command-line interface: thin Click commands over the library, one `Output` sink."""

@@ -1,0 +1,139 @@
+"""``unshell``: the console script. Each command is one library call plus rendering."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import UnshellError
+from .output import FORMATS, Output, columns, human_bytes, human_count, key_value_table
+
+EXIT_IO_ERROR = 19
+EXIT_OUT_OF_MEMORY = 21
+EXIT_INTERNAL = 70
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people, json for programs (versioned schema).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="unshell")
+def cli() -> None:
+    """Is this model a shell of another one? Evidence from checkpoints."""
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(path_type=str))
+@format_option
+@click.option("--tensors", "tensor_map", is_flag=True, help="List every tensor's role and canonical name.")
+def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
+    """What a checkpoint is, without reading weight data.
+
+    PATH is a safetensors file or sharded index, a Hugging Face model directory or hub-cache
+    folder, a PyTorch .bin/.pt, Meta consolidated.*.pth directory, GGUF, llama2.c export or ONNX.
+    """
+    from ..inspection import inspect
+
+    result = inspect(path)
+    Output(fmt).document(result.to_dict(tensor_map=tensor_map), lambda d: render_inspect(d, tensor_map))
+
+
+def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
+    arch = doc["architecture"]
+    config = arch["config"] or {}
+    rows: list[tuple[str, str]] = [("path", doc["path"]), ("format", f"{doc['format']} ({doc['layout']})")]
+    if arch["family"]:
+        matched = f", matched as {arch['matched_family']}" if arch["matched_family"] != arch["family"] else ""
+        rows.append(("architecture", f"{arch['family']} ({arch['reference']}){matched}, confidence {arch['confidence']}"))
+    else:
+        rows.append(("architecture", "not recognized"))
+    if arch["compatible_with"]:
+        rows.append(("same structure", ", ".join(arch["compatible_with"])))
+    if config:
+        heads = config.get("num_attention_heads")
+        kv = config.get("num_key_value_heads")
+        parts = [
+            f"hidden {config.get('hidden_size', '?')}",
+            f"layers {config.get('num_hidden_layers', '?')}",
+            f"heads {heads if heads is not None else '?'}/{kv if kv is not None else '?'} kv",
+            f"head_dim {config.get('head_dim') if config.get('head_dim') is not None else '?'}",
+            f"ffn {config.get('intermediate_size', '?')}",
+            f"vocab {config.get('vocab_size', '?')}",
+        ]
+        tie = config.get("tie_word_embeddings")
+        if tie is not None:
+            parts.append("tied embeddings" if tie else "untied embeddings")
+        rows.append(("config", ", ".join(str(p) for p in parts)))
+        if arch.get("declared_config_source"):
+            rows.append(("config source", f"shapes, with head counts from {arch['declared_config_source']}"))
+    dtypes = ", ".join(f"{k} {human_bytes(v['bytes'])}" for k, v in doc["dtypes"].items())
+    rows.append(("parameters", f"{human_count(doc['parameters'])} in {doc['tensors']} tensors ({dtypes})"))
+    tokenizer = doc.get("tokenizer")
+    if tokenizer:
+        rows.append(("tokenizer", f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})"))
+    claims = {k: v for k, v in (doc.get("declared") or {}).items() if isinstance(v, dict)}
+    if claims:
+        rows.append(("declared", "\n".join(f"{k}: {v.get('value')}  [{v.get('source')}]" for k, v in claims.items())))
+    naming = doc["naming"]
+    conventions = ", ".join(f"{k} {v}" for k, v in naming["conventions"].items()) or "none known"
+    rows.append(("naming", f"{conventions}; {naming['renamed']} renamed, {naming['ambiguous']} ambiguous"))
+    for note in arch["notes"] + doc["notes"]:
+        rows.append(("note", note))
+    if doc["unexplained"]:
+        rows.append(("unexplained", ", ".join(doc["unexplained"][:8]) + (" ..." if len(doc["unexplained"]) > 8 else "")))
+    text = key_value_table(rows)
+    if doc["renamed"]:
+        table_rows = []
+        for entry in doc["renamed"]:
+            target = entry["canonical"] or " | ".join(entry.get("candidates", []))
+            how = entry["resolved_by"]
+            table_rows.append((entry["name"], target, how))
+        text += "\nRenamed tensors (name -> reference name):\n" + columns(("NAME", "REFERENCE", "BY"), table_rows, limit=40) + "\n"
+    if tensor_map and "tensor_map" in doc:
+        table_rows = [
+            (e["name"], e["canonical"] or " | ".join(e.get("candidates", [])), e["resolved_by"]) for e in doc["tensor_map"]
+        ]
+        text += "\nAll tensors:\n" + columns(("NAME", "REFERENCE", "BY"), table_rows) + "\n"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning every unshell error into one line and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="unshell", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UnshellError as exc:
+        Output().error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        sys.exit(exc.exit_code)
+    except MemoryError:
+        click.echo("error: out of memory while reading the input", err=True)
+        sys.exit(EXIT_OUT_OF_MEMORY)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        click.echo(f"error: cannot read input: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_IO_ERROR)
+    except Exception as exc:  # a bug in unshell, not bad input: one line, and a way to see more
+        if os.environ.get("UNSHELL_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (set UNSHELL_DEBUG=1 for a traceback; please report it)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(0)

@@ -1,0 +1,390 @@
+"""What a checkpoint says about itself: name, base model, licence, architecture, organization.
+
+Declared metadata is evidence, not truth: anyone can edit a model card or a GGUF key. Every value
+is therefore kept together with where it was read (`Claim.source`), and when two places disagree
+the disagreement itself is recorded (`Declared.conflicts`), because a renamed copy often forgets
+to rewrite one of them.
+
+Sources, in order of precedence (the first that states a field wins):
+
+1. the model card (``README.md``) YAML front matter,
+2. ``config.json`` (``architectures``, ``model_type``, ``_name_or_path``),
+3. GGUF ``general.*`` keys,
+4. safetensors ``__metadata__``,
+5. the Hugging Face cache folder's repo id (``models--org--name``).
+
+Nothing here raises on bad input: an unreadable or malformed card becomes a note.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .formats.base import Checkpoint, sanitize
+
+__all__ = ["Claim", "Declared", "read_card_front_matter", "read_declared"]
+
+MAX_CARD_BYTES = 1_000_000
+MAX_FRONT_MATTER_BYTES = 256_000
+MAX_BASE_MODELS = 64
+MAX_VALUE_CHARS = 1_000
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One declared value and where it was read (say ``"GGUF general.license"``)."""
+
+    value: Any
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source}
+
+
+@dataclass
+class Declared:
+    """Declared metadata of one checkpoint. A field is None when no source states it."""
+
+    name: Claim | None = None
+    base_model: Claim | None = None
+    base_model_relation: Claim | None = None
+    license: Claim | None = None
+    license_name: Claim | None = None
+    license_link: Claim | None = None
+    architectures: Claim | None = None
+    model_type: Claim | None = None
+    organization: Claim | None = None
+    conflicts: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def claims(self) -> Iterator[tuple[str, Claim]]:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, Claim):
+                yield item.name, value
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{field: {"value", "source"}}`` for stated fields, plus ``conflicts``/``notes`` when any."""
+        out: dict[str, Any] = {name: claim.to_dict() for name, claim in self.claims()}
+        if self.conflicts:
+            out["conflicts"] = list(self.conflicts)
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+CLAIM_FIELDS = tuple(f.name for f in fields(Declared) if f.name not in ("conflicts", "notes"))
+
+
+def read_declared(checkpoint: Checkpoint) -> Declared:
+    """Collect the declared metadata of ``checkpoint`` from its card, config and format metadata."""
+    declared = Declared()
+    card = checkpoint.sidecars.get("card")
+    candidates: list[tuple[str, Claim]] = []
+    if card is not None:
+        candidates += _card_claims(card, declared.notes)
+    candidates += _config_claims(checkpoint.config)
+    candidates += _gguf_claims(checkpoint.metadata.get("gguf"))
+    candidates += _safetensors_claims(checkpoint.metadata.get("safetensors"))
+    candidates += _hf_cache_claims(checkpoint.metadata.get("hf_cache"))
+    for field_name, claim in candidates:
+        _merge(declared, field_name, claim)
+    if checkpoint.format == "llama2c" and not any(True for _ in declared.claims()):
+        declared.notes.append("llama2.c: none declared (the format has no metadata fields)")
+    return declared
+
+
+def _merge(declared: Declared, field_name: str, claim: Claim) -> None:
+    current: Claim | None = getattr(declared, field_name)
+    if current is None:
+        setattr(declared, field_name, claim)
+    elif not _same(field_name, current.value, claim.value):
+        declared.conflicts.append(
+            f"{field_name}: {current.source} says {_show(current.value)}, {claim.source} says {_show(claim.value)}"
+        )
+
+
+def _same(field_name: str, first: Any, second: Any) -> bool:
+    if field_name in ("name", "base_model"):
+        return _name_keys(first) == _name_keys(second)
+    return _plain_keys(first) == _plain_keys(second)
+
+
+def _name_keys(value: Any) -> frozenset[str]:
+    """Compare model names loosely: "google/gemma-3-270m" and "Gemma 3 270M" are the same name."""
+    items = value if isinstance(value, list) else [value]
+    return frozenset(
+        re.sub(r"[^0-9a-z]", "", str(item).rstrip("/").rsplit("/", 1)[-1].lower()) for item in items
+    )
+
+
+def _plain_keys(value: Any) -> frozenset[str]:
+    items = value if isinstance(value, list) else [value]
+    return frozenset(str(item).strip().casefold() for item in items)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(repr(sanitize(str(v), 120)) for v in value) + "]"
+    return repr(sanitize(str(value), 200))
+
+
+# -- model card ------------------------------------------------------------------------------------
+
+
+class _CardLoader(yaml.SafeLoader):
+    """YAML 1.1 safe loader that keeps ``no``/``yes``/``on``/``off`` and dates as written.
+
+    Model cards list languages (``no`` is Norwegian) and versions; YAML 1.1 would turn them into
+    booleans and datetimes (the "Norway problem"). Only ``true``/``false`` stay booleans.
+    """
+
+
+_UNWANTED_IMPLICIT_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+_CardLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _UNWANTED_IMPLICIT_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CardLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_card_front_matter(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """The YAML front matter of a model card as a dict, or None (with a note saying why)."""
+    label = sanitize(path.name)
+    text = _read_card_text(path, notes)
+    if text is None:
+        return None
+    block = _front_matter_block(text)
+    if block is None:
+        notes.append(f"{label}: no YAML front matter")
+        return None
+    if len(block.encode()) > MAX_FRONT_MATTER_BYTES:
+        notes.append(f"{label}: front matter larger than {MAX_FRONT_MATTER_BYTES} bytes, ignored")
+        return None
+    parsed = _parse_yaml(block, label, notes)
+    if parsed is None:
+        return None
+    if not isinstance(parsed, dict):
+        notes.append(f"{label}: front matter is a {type(parsed).__name__}, not a mapping; ignored")
+        return None
+    return parsed
+
+
+def _read_card_text(path: Path, notes: list[str]) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CARD_BYTES + 1)
+    except OSError as exc:
+        notes.append(f"{sanitize(path.name)}: unreadable ({sanitize(exc.strerror or type(exc).__name__)})")
+        return None
+    if len(raw) > MAX_CARD_BYTES:
+        # The front matter is at the top; the rest of a huge card is prose.
+        notes.append(f"{sanitize(path.name)}: larger than {MAX_CARD_BYTES} bytes, read the first part only")
+        raw = raw[:MAX_CARD_BYTES]
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _front_matter_block(text: str) -> str | None:
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in ("---", "..."):
+            return "\n".join(lines[1:index])
+    return None
+
+
+def _parse_yaml(block: str, label: str, notes: list[str]) -> Any:
+    try:
+        # yaml.load is safe here: _CardLoader is a SafeLoader.
+        return yaml.load(block, Loader=_CardLoader)
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as exc:
+        first_error = exc
+    if "\t" in block:
+        try:
+            parsed = yaml.load(block.replace("\t", "  "), Loader=_CardLoader)
+        except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+            pass
+        else:
+            notes.append(f"{label}: front matter indents with tabs (invalid YAML); read with tabs as spaces")
+            return parsed
+    problem = str(first_error).split("\n", 1)[0]
+    notes.append(f"{label}: front matter is not valid YAML ({sanitize(problem, 120)}); ignored")
+    return None
+
+
+def _card_claims(path: Path, notes: list[str]) -> list[tuple[str, Claim]]:
+    meta = read_card_front_matter(path, notes)
+    if meta is None:
+        return []
+    source = f"{sanitize(path.name)} front matter"
+    claims: list[tuple[str, Claim]] = []
+    for key in ("license", "license_name", "license_link", "base_model_relation"):
+        text = _text(meta.get(key))
+        if text is not None:
+            claims.append((key, Claim(text, source)))
+    name = _text(meta.get("model_name")) or _model_index_name(meta.get("model-index"))
+    if name is not None:
+        claims.append(("name", Claim(name, source)))
+    base = _base_model_value(meta.get("base_model"), f"{sanitize(path.name)}: base_model", notes)
+    if base is not None:
+        claims.append(("base_model", Claim(base, source)))
+        if isinstance(base, list) and len(base) > 1 and _text(meta.get("base_model_relation")) is None:
+            claims.append(
+                ("base_model_relation", Claim("merge", f"{source} (inferred: several base models)"))
+            )
+    return claims
+
+
+def _model_index_name(model_index: Any) -> str | None:
+    if isinstance(model_index, list) and model_index and isinstance(model_index[0], dict):
+        return _text(model_index[0].get("name"))
+    return None
+
+
+def _base_model_value(value: Any, where: str, notes: list[str]) -> str | list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        text = _text(value)
+        if text is None:
+            notes.append(f"{where} is a {type(value).__name__}, not a string or list; ignored")
+        return text
+    names = [text for item in value[:MAX_BASE_MODELS] if (text := _text(item)) is not None]
+    if len(names) != len(value):
+        notes.append(f"{where}: kept {len(names)} of {len(value)} entries (the rest are not names)")
+    if not names:
+        return None
+    return names[0] if len(names) == 1 else names
+
+
+def _text(value: Any) -> str | None:
+    """A declared scalar as text; numbers become text, containers and empty strings None."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = str(value).strip()
+    return text[:MAX_VALUE_CHARS] if text else None
+
+
+# -- config.json, GGUF, safetensors, hub cache -----------------------------------------------------
+
+
+def _config_claims(config: Mapping[str, Any] | None) -> list[tuple[str, Claim]]:
+    if not isinstance(config, Mapping):
+        return []
+    claims: list[tuple[str, Claim]] = []
+    architectures = config.get("architectures")
+    if isinstance(architectures, list):
+        names = [text for item in architectures[:MAX_BASE_MODELS] if (text := _text(item)) is not None]
+        if names:
+            claims.append(("architectures", Claim(names, "config.json")))
+    model_type = _text(config.get("model_type"))
+    if model_type is not None:
+        claims.append(("model_type", Claim(model_type, "config.json")))
+    name = _text(config.get("_name_or_path"))
+    if name is not None:
+        claims.append(("name", Claim(name, "config.json _name_or_path")))
+    return claims
+
+
+_GGUF_FIELDS = {
+    "general.name": "name",
+    "general.license": "license",
+    "general.license.name": "license_name",
+    "general.license.link": "license_link",
+    "general.organization": "organization",
+}
+
+
+def _gguf_claims(kv: Any) -> list[tuple[str, Claim]]:
+    if not isinstance(kv, Mapping):
+        return []
+    claims: list[tuple[str, Claim]] = []
+    for key, field_name in _GGUF_FIELDS.items():
+        text = _text(kv.get(key))
+        if text is not None:
+            claims.append((field_name, Claim(text, f"GGUF {key}")))
+    base = _gguf_base_models(kv)
+    if base is not None:
+        claims.append(("base_model", base))
+        if _text(kv.get("general.finetune")) is not None:
+            claims.append(("base_model_relation", Claim("finetune", "GGUF general.finetune")))
+    return claims
+
+
+def _gguf_base_models(kv: Mapping[str, Any]) -> Claim | None:
+    try:
+        count = operator.index(kv.get("general.base_model.count", 0))
+    except TypeError:
+        return None
+    found: list[tuple[str, str]] = []
+    for index in range(min(max(count, 0), MAX_BASE_MODELS)):
+        entry = _gguf_base_model(kv, index)
+        if entry is not None:
+            found.append(entry)
+    if not found:
+        return None
+    if len(found) == 1:
+        return Claim(found[0][0], found[0][1])
+    return Claim([name for name, _ in found], "GGUF general.base_model.*")
+
+
+def _gguf_base_model(kv: Mapping[str, Any], index: int) -> tuple[str, str] | None:
+    prefix = f"general.base_model.{index}"
+    url = _text(kv.get(f"{prefix}.repo_url"))
+    repo_id = _hub_repo_id(url) if url else None
+    if repo_id is not None:
+        return repo_id, f"GGUF {prefix}.repo_url"
+    name = _text(kv.get(f"{prefix}.name"))
+    if name is not None:
+        return name, f"GGUF {prefix}.name"
+    return None
+
+
+def _hub_repo_id(url: str) -> str | None:
+    match = re.match(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/\s]+/[^/\s?#]+)", url)
+    return match.group(1) if match else None
+
+
+_SAFETENSORS_FIELDS = {
+    "name": "name",
+    "modelspec.title": "name",
+    "license": "license",
+    "modelspec.license": "license",
+    "base_model": "base_model",
+    "modelspec.author": "organization",
+}
+
+
+def _safetensors_claims(metadata: Any) -> list[tuple[str, Claim]]:
+    if not isinstance(metadata, Mapping):
+        return []
+    claims: list[tuple[str, Claim]] = []
+    for key, field_name in _SAFETENSORS_FIELDS.items():
+        text = _text(metadata.get(key))
+        if text is not None:
+            claims.append((field_name, Claim(text, f"safetensors __metadata__ {key}")))
+    return claims
+
+
+def _hf_cache_claims(cache: Any) -> list[tuple[str, Claim]]:
+    """``metadata["hf_cache"]`` is the repo id, or a mapping with ``repo_id``."""
+    repo_id = _text(cache.get("repo_id")) if isinstance(cache, Mapping) else _text(cache)
+    if repo_id is None:
+        return []
+    claims = [("name", Claim(repo_id, "hf-cache repo id"))]
+    if "/" in repo_id:
+        claims.append(("organization", Claim(repo_id.split("/", 1)[0], "hf-cache repo id")))
+    return claims

@@ -1,0 +1,114 @@
+"""Every exception unshell raises on purpose.
+
+Each class carries the process exit code the CLI uses for it, so that scripts can tell
+"this is not a checkpoint" from "this checkpoint is corrupt" from "this pickle wanted to run code"
+without parsing messages. The codes are part of the public interface (documented in the README).
+
+All classes keep their message in ``args[0]`` only, so they pickle cleanly across process pools
+and Ray workers.
+"""
+
+from __future__ import annotations
+
+
+class UnshellError(Exception):
+    """Base class. ``exit_code`` is what ``unshell`` exits with when this reaches the CLI."""
+
+    exit_code: int = 1
+
+
+# --- problems with the input -------------------------------------------------------------------
+
+
+class InputError(UnshellError, ValueError):
+    """The input cannot be used. Subclasses say why."""
+
+    exit_code = 10
+
+
+class PathNotFoundError(InputError, FileNotFoundError):
+    """The path does not exist or cannot be read."""
+
+    exit_code = 11
+
+
+class NotACheckpointError(InputError):
+    """The path exists but holds nothing unshell recognizes as model weights."""
+
+    exit_code = 12
+
+
+class UnsupportedFormatError(InputError):
+    """A known container, but a variant or feature unshell does not read (say so, never guess)."""
+
+    exit_code = 13
+
+
+class CorruptCheckpointError(InputError):
+    """Truncated or corrupt file: it ends early, or its bytes do not parse."""
+
+    exit_code = 14
+
+
+class InconsistentHeaderError(CorruptCheckpointError):
+    """The header lies: offsets out of range or overlapping, dtype/shape/size mismatch, and so on."""
+
+    exit_code = 15
+
+
+class UnsafePickleError(InputError):
+    """A pickle asked for something outside the allow-list (it might have run code if loaded normally)."""
+
+    exit_code = 16
+
+
+class ResourceLimitError(InputError):
+    """The input asks for more than a safety bound allows (a header of gigabytes, a million dims)."""
+
+    exit_code = 17
+
+
+class TensorNotFoundError(UnshellError, KeyError):
+    """A tensor name that the checkpoint does not hold."""
+
+    exit_code = 18
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+# --- problems with the environment -------------------------------------------------------------
+
+
+class MissingDependencyError(UnshellError, ImportError):
+    """An optional extra is needed for this input (the message names the pip extra)."""
+
+    exit_code = 20
+
+
+# --- problems with what was asked --------------------------------------------------------------
+
+
+class UsageError(UnshellError):
+    """Arguments that cannot work together."""
+
+    exit_code = 2
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        UnshellError,
+        InputError,
+        PathNotFoundError,
+        NotACheckpointError,
+        UnsupportedFormatError,
+        CorruptCheckpointError,
+        InconsistentHeaderError,
+        UnsafePickleError,
+        ResourceLimitError,
+        TensorNotFoundError,
+        MissingDependencyError,
+        UsageError,
+    )
+}

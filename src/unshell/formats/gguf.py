@@ -1,0 +1,401 @@
+"""GGUF (llama.cpp) reader: header and tensor table only, tensor bytes stay in the file.
+
+Layout (little-endian): magic ``GGUF``, version u32, tensor count u64, key/value count u64, the
+key/value pairs, one info record per tensor (name, n_dims, ne[n_dims] innermost first, ggml type,
+offset relative to the data section), padding to ``general.alignment``, then the data section.
+
+Every count and length is checked against the bytes left in the file before it is used, so a
+hostile header fails fast with an unshell error and never allocates what it claims. Metadata
+arrays longer than `LAZY_ARRAY_THRESHOLD` (a 262,144-string vocabulary, say) are skipped at open
+time and kept as `GGUFArray` handles that decode on demand.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    CorruptCheckpointError,
+    InconsistentHeaderError,
+    NotACheckpointError,
+    PathNotFoundError,
+    ResourceLimitError,
+    UnsupportedFormatError,
+)
+from . import quants
+from .base import (
+    MAX_NAME_BYTES,
+    MAX_TENSORS,
+    Checkpoint,
+    TensorInfo,
+    expected_nbytes,
+    sanitize,
+    validate_ranges,
+)
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+GGML_MAX_DIMS = 4
+LAZY_ARRAY_THRESHOLD = 1024
+"""Arrays with more elements than this are not decoded when the file is opened."""
+MAX_KV_PAIRS = 1_000_000
+MAX_KEY_BYTES = 65_535  # the GGUF spec's limit on key length
+
+_STRING = 8
+_ARRAY = 9
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class _ScalarType:
+    name: str
+    layout: struct.Struct
+    dtype: np.dtype[Any]
+
+
+_SCALAR_TYPES: dict[int, _ScalarType] = {
+    type_id: _ScalarType(name, struct.Struct("<" + code), np.dtype("<" + code))
+    for type_id, name, code in (
+        (0, "uint8", "B"),
+        (1, "int8", "b"),
+        (2, "uint16", "H"),
+        (3, "int16", "h"),
+        (4, "uint32", "I"),
+        (5, "int32", "i"),
+        (6, "float32", "f"),
+        (7, "bool", "B"),
+        (10, "uint64", "Q"),
+        (11, "int64", "q"),
+        (12, "float64", "d"),
+    )
+}
+_BOOL = 7
+
+
+class GGUFArray:
+    """A metadata array too large to decode when the file is opened; `decode` reads it on demand.
+
+    ``element_type`` is the GGUF element type name: ``string``, ``uint8``, ``int32``, ``float32``...
+    """
+
+    def __init__(self, file: Path, element_type: str, count: int, offset: int, nbytes: int) -> None:
+        self.file = file
+        self.element_type = element_type
+        self.count = count
+        self.offset = offset
+        self.nbytes = nbytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"GGUFArray({self.element_type}, {self.count} elements)"
+
+    def decode(self) -> list[str] | np.ndarray:
+        """Strings as a list of str (invalid UTF-8 replaced), numbers as a numpy array, bools as bool."""
+        data = self._read_bytes()
+        if self.element_type == "string":
+            cursor = _Cursor(data, len(data), sanitize(self.file.name))
+            return [cursor.string("array element") for _ in range(self.count)]
+        scalar = next(t for t in _SCALAR_TYPES.values() if t.name == self.element_type)
+        values = np.frombuffer(data, dtype=scalar.dtype, count=self.count)
+        return values != 0 if self.element_type == "bool" else values
+
+    def _read_bytes(self) -> bytearray:
+        data = bytearray(self.nbytes)
+        try:
+            with self.file.open("rb") as handle:
+                handle.seek(self.offset)
+                got = handle.readinto(data)
+        except OSError as error:
+            raise PathNotFoundError(f"{sanitize(self.file.name)}: cannot read ({error.strerror})") from None
+        if got != self.nbytes:
+            raise CorruptCheckpointError(f"{sanitize(self.file.name)}: the file shrank after it was opened")
+        return data
+
+
+class _Cursor:
+    """Bounds-checked little-endian reads over a buffer. ``bytes_read`` counts what parsing touched."""
+
+    def __init__(self, buffer: bytes | bytearray | mmap.mmap, size: int, where: str) -> None:
+        self._buffer = buffer
+        self._size = size
+        self.where = where
+        self.pos = 0
+        self.bytes_read = 0
+
+    @property
+    def remaining(self) -> int:
+        return self._size - self.pos
+
+    def take(self, count: int, what: str) -> int:
+        """Claim ``count`` bytes for ``what``; returns their offset."""
+        if count > self.remaining:
+            raise CorruptCheckpointError(
+                f"{self.where}: {what} needs {count} bytes at offset {self.pos}, "
+                f"but the file ends {self.remaining} bytes later"
+            )
+        start = self.pos
+        self.pos += count
+        self.bytes_read += count
+        return start
+
+    def skip(self, count: int, what: str) -> int:
+        """Step over ``count`` bytes without reading them; returns their offset."""
+        start = self.take(count, what)
+        self.bytes_read -= count
+        return start
+
+    def peek(self, count: int) -> bytes:
+        return bytes(self._buffer[self.pos : self.pos + min(count, self.remaining)])
+
+    def unpack(self, layout: struct.Struct, what: str) -> Any:
+        return layout.unpack_from(self._buffer, self.take(layout.size, what))[0]
+
+    def u32(self, what: str) -> int:
+        return int(self.unpack(_U32, what))
+
+    def u64(self, what: str) -> int:
+        return int(self.unpack(_U64, what))
+
+    def bytes_at(self, start: int, count: int) -> bytes:
+        """A copy, so that no view keeps the mapped file open."""
+        return bytes(self._buffer[start : start + count])
+
+    def raw_string(self, what: str, limit: int | None = None) -> bytes:
+        length = self.u64(f"length of {what}")
+        if limit is not None and length > limit:
+            raise ResourceLimitError(f"{self.where}: {what} is {length} bytes long (limit {limit})")
+        return self.bytes_at(self.take(length, what), length)
+
+    def string(self, what: str) -> str:
+        return self.raw_string(what).decode("utf-8", errors="replace")
+
+    def name(self, what: str, limit: int) -> str:
+        """A key or tensor name: must be valid UTF-8."""
+        raw = self.raw_string(what, limit)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptCheckpointError(
+                f"{self.where}: {what} at offset {self.pos - len(raw)} is not valid UTF-8"
+            ) from None
+
+    def skip_strings(self, count: int, what: str) -> None:
+        """Step over ``count`` length-prefixed strings reading only their lengths."""
+        buffer, pos, size, unpack = self._buffer, self.pos, self._size, _U64.unpack_from
+        for index in range(count):
+            if pos + 8 > size:
+                raise CorruptCheckpointError(
+                    f"{self.where}: {what} element {index} runs past the end of the file"
+                )
+            pos += 8 + unpack(buffer, pos)[0]
+        if pos > size:
+            raise CorruptCheckpointError(
+                f"{self.where}: the last string of {what} runs past the end of the file"
+            )
+        self.bytes_read += 8 * count
+        self.pos = pos
+
+
+def read_gguf(path: Path) -> Checkpoint:
+    """Open a GGUF v2/v3 file: tensor table, metadata and lazy tensor access.
+
+    ``metadata["gguf"]`` maps each key to its value (int, float, bool, str, a list for short arrays,
+    a `GGUFArray` for long ones); ``metadata["gguf_header"]`` holds ``version``, ``tensor_count``,
+    ``kv_count``, ``alignment`` and ``data_offset``. Tensor shapes are numpy order (outermost
+    first), the reverse of GGUF's ``ne``.
+
+    Raises:
+        NotACheckpointError, UnsupportedFormatError, CorruptCheckpointError,
+        InconsistentHeaderError, ResourceLimitError.
+    """
+    where = sanitize(path.name)
+    size = path.stat().st_size
+    if size == 0:
+        raise CorruptCheckpointError(f"{where}: the file is empty")
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        cursor = _Cursor(mapped, size, where)
+        version, tensor_count, kv_count = _read_preamble(cursor)
+        metadata = _read_metadata(cursor, kv_count, path)
+        alignment = _alignment(metadata, where)
+        records = [_read_tensor_record(cursor, index) for index in range(tensor_count)]
+    data_offset = _align_up(cursor.pos, alignment)
+    tensors = _place_tensors(records, path, data_offset, alignment, size)
+    header = {
+        "version": version,
+        "tensor_count": tensor_count,
+        "kv_count": kv_count,
+        "alignment": alignment,
+        "data_offset": data_offset,
+    }
+    return Checkpoint(
+        format="gguf",
+        path=path,
+        files=[path],
+        tensors=tensors,
+        metadata={"gguf": metadata, "gguf_header": header},
+    )
+
+
+def _read_preamble(cursor: _Cursor) -> tuple[int, int, int]:
+    if cursor.remaining >= 4 and cursor.peek(4) != GGUF_MAGIC:
+        raise NotACheckpointError(f"{cursor.where}: not a GGUF file (no GGUF magic)")
+    cursor.take(4, "the magic")
+    version = cursor.u32("the version")
+    swapped = int.from_bytes(version.to_bytes(4, "little"), "big")
+    if version & 0xFFFF == 0 and swapped in (1, 2, 3):
+        raise UnsupportedFormatError(f"{cursor.where}: big-endian GGUF (v{swapped}) is not supported")
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedFormatError(
+            f"{cursor.where}: GGUF version {version} is not supported (only v2 and v3 are)"
+        )
+    tensor_count = cursor.u64("the tensor count")
+    kv_count = cursor.u64("the metadata count")
+    if tensor_count > MAX_TENSORS:
+        raise ResourceLimitError(f"{cursor.where}: {tensor_count} tensors exceeds the limit of {MAX_TENSORS}")
+    if kv_count > MAX_KV_PAIRS:
+        raise ResourceLimitError(
+            f"{cursor.where}: {kv_count} metadata pairs exceeds the limit of {MAX_KV_PAIRS}"
+        )
+    # Smallest possible records: a key/value is 8 + 4 + 1 bytes, a tensor info 8 + 4 + 4 + 8.
+    if kv_count * 13 + tensor_count * 24 > cursor.remaining:
+        raise CorruptCheckpointError(
+            f"{cursor.where}: the header announces {kv_count} metadata pairs and {tensor_count} tensors, "
+            f"more than the {cursor.remaining} bytes left can hold"
+        )
+    return version, tensor_count, kv_count
+
+
+def _read_metadata(cursor: _Cursor, kv_count: int, path: Path) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for index in range(kv_count):
+        key = cursor.name(f"metadata key #{index}", MAX_KEY_BYTES)
+        if key in metadata:
+            raise InconsistentHeaderError(f"{cursor.where}: duplicate metadata key {sanitize(key)!r}")
+        value_type = cursor.u32(f"the type of {sanitize(key)!r}")
+        metadata[key] = _read_value(cursor, value_type, sanitize(key), path)
+    return metadata
+
+
+def _read_value(cursor: _Cursor, value_type: int, key: str, path: Path) -> Any:
+    if value_type == _STRING:
+        return cursor.string(f"the value of {key!r}")
+    if value_type == _ARRAY:
+        return _read_array(cursor, key, path)
+    scalar = _SCALAR_TYPES.get(value_type)
+    if scalar is None:
+        raise CorruptCheckpointError(f"{cursor.where}: metadata {key!r} has unknown value type {value_type}")
+    value = cursor.unpack(scalar.layout, f"the value of {key!r}")
+    return bool(value) if value_type == _BOOL else value
+
+
+def _read_array(cursor: _Cursor, key: str, path: Path) -> Any:
+    element_type = cursor.u32(f"the element type of {key!r}")
+    count = cursor.u64(f"the length of {key!r}")
+    if element_type == _ARRAY:
+        raise UnsupportedFormatError(f"{cursor.where}: metadata {key!r} is a nested array")
+    scalar = _SCALAR_TYPES.get(element_type)
+    if element_type != _STRING and scalar is None:
+        raise CorruptCheckpointError(
+            f"{cursor.where}: metadata {key!r} has unknown element type {element_type}"
+        )
+    element_bytes = 8 if scalar is None else scalar.layout.size  # a string needs at least its length
+    if count * element_bytes > cursor.remaining:
+        raise CorruptCheckpointError(
+            f"{cursor.where}: metadata {key!r} claims {count} elements, more than the rest of the file holds"
+        )
+    if scalar is None:
+        if count <= LAZY_ARRAY_THRESHOLD:
+            return [cursor.string(f"element of {key!r}") for _ in range(count)]
+        start = cursor.pos
+        cursor.skip_strings(count, repr(key))
+        return GGUFArray(path, "string", count, start, cursor.pos - start)
+    if count > LAZY_ARRAY_THRESHOLD:
+        start = cursor.skip(count * element_bytes, repr(key))
+        return GGUFArray(path, scalar.name, count, start, count * element_bytes)
+    values = np.frombuffer(
+        cursor.bytes_at(cursor.take(count * element_bytes, repr(key)), count * element_bytes),
+        dtype=scalar.dtype,
+    ).tolist()
+    return [bool(v) for v in values] if element_type == _BOOL else values
+
+
+def _alignment(metadata: dict[str, Any], where: str) -> int:
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0:
+        raise InconsistentHeaderError(f"{where}: general.alignment is {alignment!r}, not a positive integer")
+    if alignment & (alignment - 1):
+        raise InconsistentHeaderError(f"{where}: general.alignment {alignment} is not a power of two")
+    return alignment
+
+
+@dataclass(frozen=True)
+class _TensorRecord:
+    name: str
+    ggml: quants.GGMLType
+    shape: tuple[int, ...]
+    relative_offset: int
+
+
+def _read_tensor_record(cursor: _Cursor, index: int) -> _TensorRecord:
+    name = cursor.name(f"the name of tensor #{index}", MAX_NAME_BYTES)
+    label = f"tensor {sanitize(name)!r}"
+    n_dims = cursor.u32(f"the rank of {label}")
+    if n_dims > GGML_MAX_DIMS:
+        raise InconsistentHeaderError(
+            f"{cursor.where}: {label} has {n_dims} dimensions; GGUF allows at most {GGML_MAX_DIMS}"
+        )
+    ne = [cursor.u64(f"a dimension of {label}") for _ in range(n_dims)]
+    if any(dim >= 1 << 63 for dim in ne):
+        raise InconsistentHeaderError(f"{cursor.where}: {label} has a dimension beyond int64")
+    type_id = cursor.u32(f"the type of {label}")
+    try:
+        ggml = quants.ggml_type(type_id)
+    except UnsupportedFormatError as error:
+        raise UnsupportedFormatError(f"{cursor.where}: {label}: {error}") from None
+    offset = cursor.u64(f"the offset of {label}")
+    return _TensorRecord(name, ggml, tuple(reversed(ne)), offset)
+
+
+def _place_tensors(
+    records: list[_TensorRecord], path: Path, data_offset: int, alignment: int, file_size: int
+) -> dict[str, TensorInfo]:
+    where = sanitize(path.name)
+    tensors: dict[str, TensorInfo] = {}
+    for record in records:
+        label = f"tensor {sanitize(record.name)!r}"
+        if record.name in tensors:
+            raise InconsistentHeaderError(f"{where}: duplicate {label}")
+        if record.relative_offset % alignment:
+            raise InconsistentHeaderError(
+                f"{where}: {label} starts at offset {record.relative_offset}, "
+                f"not a multiple of the alignment {alignment}"
+            )
+        try:
+            nbytes = expected_nbytes(record.ggml.code, record.shape)
+        except InconsistentHeaderError as error:
+            raise InconsistentHeaderError(f"{where}: {label}: {error}") from None
+        tensors[record.name] = TensorInfo(
+            name=record.name,
+            dtype=record.ggml.code,
+            shape=record.shape,
+            file=path,
+            offset=data_offset + record.relative_offset,
+            nbytes=nbytes,
+            extra={"ggml_type": record.ggml.type_id},
+        )
+    validate_ranges(list(tensors.values()), file_size, where=where)
+    return tensors
+
+
+def _align_up(offset: int, alignment: int) -> int:
+    return (offset + alignment - 1) // alignment * alignment

@@ -1,0 +1,357 @@
+"""llama2.c exports: the legacy v0 ``.bin`` and the versioned v1 (fp32) / v2 (int8) files.
+
+v0 is a 7 x int32 header (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a
+negative vocab_size means the classifier is stored, not tied) followed by fp32 tensors in run.c's
+order, RoPE tables included. It has no magic number, so a file is v0 only when its header is
+plausible and its size is exactly what the header implies.
+
+v1/v2 (llama2.c's export.py) start with magic ``ak42``, an int32 version, the same 7 ints (vocab
+always positive), a uint8 shared-classifier flag, for v2 an int32 group size, zero padding to
+256 bytes. v1 stores fp32 tensors; v2 stores the norms in fp32, then each weight as int8 values
+followed by one fp32 scale per group of ``group_size`` consecutive values.
+
+Tensor names are those of llama2.c's model.py (Meta style).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    CorruptCheckpointError,
+    InconsistentHeaderError,
+    NotACheckpointError,
+    UnsupportedFormatError,
+)
+from .base import Checkpoint, TensorInfo, register_decoder, sanitize
+from .safetensors import open_regular_file
+
+__all__ = ["MAGIC", "Llama2cHeader", "looks_like_llama2c_v0", "read_llama2c"]
+
+MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
+V0_HEADER_BYTES = 28
+VERSIONED_HEADER_BYTES = 256
+GROUPED_INT8 = "Q8_LLAMA2C"
+
+MAX_DIM = 65_536
+MAX_HIDDEN_DIM = 1 << 20
+MAX_LAYERS = 1024
+MAX_VOCAB = 10_000_000
+MAX_SEQ_LEN = 1 << 22
+
+
+@dataclass(frozen=True)
+class Llama2cHeader:
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    shared_classifier: bool
+    version: int
+    group_size: int = 0
+
+    @property
+    def head_size(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.head_size * self.n_kv_heads
+
+    @property
+    def header_bytes(self) -> int:
+        return V0_HEADER_BYTES if self.version == 0 else VERSIONED_HEADER_BYTES
+
+    def as_metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "dim": self.dim,
+            "hidden_dim": self.hidden_dim,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "shared_classifier": self.shared_classifier,
+            "version": self.version,
+        }
+        if self.version == 2:
+            metadata["group_size"] = self.group_size
+        return metadata
+
+
+def _implausibility(values: tuple[int, ...]) -> str | None:
+    """Why seven header ints cannot describe a llama2.c model (None if they can)."""
+    dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = values
+    bounds = {
+        "dim": (dim, MAX_DIM),
+        "hidden_dim": (hidden_dim, MAX_HIDDEN_DIM),
+        "n_layers": (n_layers, MAX_LAYERS),
+        "n_heads": (n_heads, MAX_DIM),
+        "n_kv_heads": (n_kv_heads, MAX_DIM),
+        "vocab_size": (abs(vocab_size), MAX_VOCAB),
+        "seq_len": (seq_len, MAX_SEQ_LEN),
+    }
+    for field_name, (value, limit) in bounds.items():
+        if not 0 < value <= limit:
+            return f"{field_name} {value} outside 1..{limit}"
+    if dim % n_heads:
+        return f"n_heads {n_heads} does not divide dim {dim}"
+    if n_heads % n_kv_heads:
+        return f"n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}"
+    return None
+
+
+# -- tensor layout ------------------------------------------------------------------------------
+
+
+def _layered(
+    header: Llama2cHeader, template: str, shape: tuple[int, ...]
+) -> list[tuple[str, tuple[int, ...]]]:
+    return [(template.format(i=i), shape) for i in range(header.n_layers)]
+
+
+def _weights(header: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
+    """The matrices, in the order every version stores them (embedding first)."""
+    h = header
+    return [
+        ("tok_embeddings.weight", (h.vocab_size, h.dim)),
+        *_layered(h, "layers.{i}.attention.wq.weight", (h.dim, h.dim)),
+        *_layered(h, "layers.{i}.attention.wk.weight", (h.kv_dim, h.dim)),
+        *_layered(h, "layers.{i}.attention.wv.weight", (h.kv_dim, h.dim)),
+        *_layered(h, "layers.{i}.attention.wo.weight", (h.dim, h.dim)),
+        *_layered(h, "layers.{i}.feed_forward.w1.weight", (h.hidden_dim, h.dim)),
+        *_layered(h, "layers.{i}.feed_forward.w2.weight", (h.dim, h.hidden_dim)),
+        *_layered(h, "layers.{i}.feed_forward.w3.weight", (h.hidden_dim, h.dim)),
+    ]
+
+
+def _classifier(header: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
+    return [] if header.shared_classifier else [("output.weight", (header.vocab_size, header.dim))]
+
+
+def _norms(header: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
+    """Versioned files store all norms first: attention norms, FFN norms, final norm."""
+    h = header
+    return [
+        *_layered(h, "layers.{i}.attention_norm.weight", (h.dim,)),
+        *_layered(h, "layers.{i}.ffn_norm.weight", (h.dim,)),
+        ("norm.weight", (h.dim,)),
+    ]
+
+
+def _v0_order(header: Llama2cHeader) -> list[tuple[str, tuple[int, ...]]]:
+    """run.c's legacy order: per kind across layers, norms interleaved with their blocks."""
+    h = header
+    weights = _weights(h)
+    embedding, attention, feed_forward = (
+        weights[:1],
+        weights[1 : 1 + 4 * h.n_layers],
+        weights[1 + 4 * h.n_layers :],
+    )
+    rope = (h.seq_len, h.head_size // 2)
+    return [
+        *embedding,
+        *_layered(h, "layers.{i}.attention_norm.weight", (h.dim,)),
+        *attention,
+        *_layered(h, "layers.{i}.ffn_norm.weight", (h.dim,)),
+        *feed_forward,
+        ("norm.weight", (h.dim,)),
+        ("freqs_cos", rope),
+        ("freqs_sin", rope),
+        *_classifier(h),
+    ]
+
+
+def _layout(header: Llama2cHeader, path: Path) -> list[TensorInfo]:
+    """Every tensor's TensorInfo, at consecutive offsets after the header."""
+    offset = header.header_bytes
+    infos = []
+
+    def add(name: str, shape: tuple[int, ...], dtype: str, nbytes: int, extra: dict[str, Any]) -> None:
+        nonlocal offset
+        infos.append(TensorInfo(name, dtype, shape, path, offset, nbytes, extra=extra))
+        offset += nbytes
+
+    if header.version == 0:
+        for name, shape in _v0_order(header):
+            buffer = {"buffer": True} if name.startswith("freqs_") else {}
+            add(name, shape, "F32", 4 * math.prod(shape), buffer)
+    elif header.version == 1:
+        for name, shape in _norms(header) + _weights(header) + _classifier(header):
+            add(name, shape, "F32", 4 * math.prod(shape), {})
+    else:
+        for name, shape in _norms(header):
+            add(name, shape, "F32", 4 * math.prod(shape), {})
+        for name, shape in _weights(header) + _classifier(header):
+            count = math.prod(shape)
+            if count % header.group_size:
+                raise InconsistentHeaderError(
+                    f"{sanitize(path.name)}: {name} has {count} values, not a multiple of group size {header.group_size}"
+                )
+            add(
+                name,
+                shape,
+                GROUPED_INT8,
+                count + 4 * (count // header.group_size),
+                {"group_size": header.group_size},
+            )
+    return infos
+
+
+def _expected_size(header: Llama2cHeader) -> int:
+    return header.header_bytes + sum(info.nbytes for info in _layout(header, Path()))
+
+
+# -- v2 values ----------------------------------------------------------------------------------
+
+
+def _decode_grouped_int8(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """int8 values times their group's fp32 scale, in float32 exactly as run.c dequantizes."""
+    group_size = int(info.extra["group_size"])
+    count = info.numel
+    groups = count // group_size
+    if raw.size != count + 4 * groups:
+        raise InconsistentHeaderError(
+            f"tensor {sanitize(info.name)!r}: {raw.size} bytes, expected {count + 4 * groups}"
+        )
+    values = raw[:count].view(np.int8).astype(np.float32)
+    scales = raw[count:].view("<f4").astype(np.float32)
+    return (values.reshape(groups, group_size) * scales[:, None]).reshape(info.shape)
+
+
+register_decoder(GROUPED_INT8, _decode_grouped_int8)
+
+
+# -- header parsing -----------------------------------------------------------------------------
+
+
+def _parse_v0(head: bytes) -> Llama2cHeader | None:
+    if len(head) < V0_HEADER_BYTES:
+        return None
+    values = struct.unpack("<7i", head[:V0_HEADER_BYTES])
+    if _implausibility(values) is not None:
+        return None
+    dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = values
+    if (dim // n_heads) % 2:
+        return None  # the RoPE tables need an even head size
+    return Llama2cHeader(
+        dim, hidden_dim, n_layers, n_heads, n_kv_heads, abs(vocab_size), seq_len, vocab_size > 0, 0
+    )
+
+
+def _parse_versioned(head: bytes, where: str) -> Llama2cHeader:
+    if len(head) < VERSIONED_HEADER_BYTES:
+        raise CorruptCheckpointError(f"{where}: {len(head)} bytes, too short for a llama2.c v1/v2 header")
+    (version,) = struct.unpack_from("<i", head, 4)
+    if version not in (1, 2):
+        raise UnsupportedFormatError(f"{where}: llama2.c export version {version} (unshell reads 0, 1 and 2)")
+    values = struct.unpack_from("<7i", head, 8)
+    problem = _implausibility(values)
+    if problem is not None or values[5] < 0:
+        raise InconsistentHeaderError(
+            f"{where}: implausible llama2.c header ({problem or 'negative vocab_size'})"
+        )
+    shared = head[36]
+    if shared not in (0, 1):
+        raise InconsistentHeaderError(f"{where}: shared-classifier flag is {shared}, not 0 or 1")
+    group_size = 0
+    padding_start = 37
+    if version == 2:
+        (group_size,) = struct.unpack_from("<i", head, 37)
+        padding_start = 41
+        if not 0 < group_size <= values[0] or values[0] % group_size:
+            raise InconsistentHeaderError(f"{where}: group size {group_size} does not divide dim {values[0]}")
+    if any(head[padding_start:VERSIONED_HEADER_BYTES]):
+        raise InconsistentHeaderError(f"{where}: non-zero bytes in the header padding")
+    dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len = values
+    return Llama2cHeader(
+        dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len, bool(shared), version, group_size
+    )
+
+
+def _read_header(path: Path) -> tuple[Llama2cHeader | None, int, str]:
+    """(header or None when v0 is implausible, file size, the first bytes' kind)."""
+    handle, size = open_regular_file(path)
+    with handle:
+        head = handle.read(VERSIONED_HEADER_BYTES)
+    where = sanitize(path.name)
+    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == MAGIC:
+        return _parse_versioned(head, where), size, "versioned"
+    return _parse_v0(head), size, "v0"
+
+
+def looks_like_llama2c_v0(path: Path) -> bool:
+    """True when the file is a legacy llama2.c export: plausible header and exactly the size it implies.
+
+    A file whose vocab_size sign says "tied" but whose size fits an untied classifier (or the reverse)
+    is accepted too; `read_llama2c` trusts the size and records a note.
+    """
+    try:
+        header, size, kind = _read_header(path)
+    except Exception:
+        return False
+    return kind == "v0" and header is not None and _v0_variant(header, size) is not None
+
+
+def _v0_variant(header: Llama2cHeader, size: int) -> Llama2cHeader | None:
+    """The header with the classifier flag the file size confirms, or None if neither fits."""
+    if _expected_size(header) == size:
+        return header
+    flipped = dataclasses.replace(header, shared_classifier=not header.shared_classifier)
+    return flipped if _expected_size(flipped) == size else None
+
+
+def read_llama2c(path: Path) -> Checkpoint:
+    """Open a llama2.c export (v0, v1 or v2): header checks, tensor table, no data read.
+
+    Raises:
+        NotACheckpointError: no magic and no plausible v0 header.
+        CorruptCheckpointError: shorter than the header implies.
+        InconsistentHeaderError: implausible header values, longer than the header implies.
+        UnsupportedFormatError: an export version other than 0, 1, 2.
+    """
+    where = sanitize(path.name)
+    header, size, kind = _read_header(path)
+    notes: list[str] = []
+    if header is None:
+        raise NotACheckpointError(f"{where}: neither a llama2.c v1/v2 file nor a plausible legacy header")
+    if kind == "v0":
+        variant = _v0_variant(header, size)
+        if variant is None:
+            _raise_size_mismatch(where, size, _expected_size(header))
+        assert variant is not None
+        if variant.shared_classifier != header.shared_classifier:
+            notes.append(
+                f"{where}: the vocab_size sign contradicts the file size; the size decides the classifier"
+            )
+        header = variant
+    elif size != _expected_size(header):
+        _raise_size_mismatch(where, size, _expected_size(header))
+    infos = _layout(header, path)
+    return Checkpoint(
+        format="llama2c",
+        path=path,
+        files=[path],
+        tensors={info.name: info for info in infos},
+        layout="file",
+        metadata={"llama2c": header.as_metadata()},
+        notes=notes,
+    )
+
+
+def _raise_size_mismatch(where: str, size: int, expected: int) -> None:
+    if size < expected:
+        raise CorruptCheckpointError(f"{where}: {size} bytes but the header implies {expected} (truncated?)")
+    raise InconsistentHeaderError(
+        f"{where}: {size} bytes but the header implies {expected} ({size - expected} extra)"
+    )

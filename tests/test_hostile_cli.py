@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hostile_files
-import hostile_gguf_onnx
 import pytest
 
+import hostile_files
+import hostile_gguf_onnx
 from unshell import errors
 
 MEMORY_LIMIT = 1536 * 1024 * 1024
@@ -38,6 +38,8 @@ def _generic_cases(directory: Path) -> dict[str, type[Exception]]:
     cases["weightless"] = errors.NotACheckpointError
     (directory / "bad.index.json").write_text("{not json")
     cases["bad.index.json"] = errors.CorruptCheckpointError
+    os.mkfifo(directory / "pipe.safetensors")
+    cases["pipe.safetensors"] = errors.NotACheckpointError
     cases["does-not-exist"] = errors.PathNotFoundError
     return cases
 
@@ -99,3 +101,4 @@ def test_every_hostile_file_gets_one_line_and_its_exit_code(
             failures.append(f"{name}: stderr does not start with 'error: ': {lines[0]!r}")
     assert not failures, "\n".join(failures)
     assert not MARKER.exists(), "a hostile pickle ran code"
+    assert not (directory / hostile_files.PWNED_MARKER).exists(), "a hostile pickle ran code"

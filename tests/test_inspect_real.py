@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from artifacts import fetch
 
 import unshell
+from artifacts import fetch
 from unshell.formats import open_checkpoint
 
 

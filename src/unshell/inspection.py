@@ -97,13 +97,24 @@ class InspectResult:
             "tensors": self.tensor_count,
             "bytes": self.total_bytes,
             "dtypes": self.dtypes,
-            "tokenizer": self.tokenizer,
-            "declared": self.declared,
+            "tokenizer": _sanitize_tree(self.tokenizer),
+            "declared": _sanitize_tree(self.declared),
             "notes": [sanitize(n, limit=1000) for n in self.notes],
         }
         if tensor_map:
             document["tensor_map"] = [_assignment_dict(a) for a in recognition.assignments]
         return document
+
+
+def _sanitize_tree(value: Any) -> Any:
+    """Escape control characters in every string of a JSON-able tree read from untrusted files."""
+    if isinstance(value, str):
+        return sanitize(value, limit=4096)
+    if isinstance(value, dict):
+        return {sanitize(str(k), limit=256): _sanitize_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sanitize_tree(v) for v in value]
+    return value
 
 
 def _same_up_to_prefix(name: str, canonical: str) -> bool:

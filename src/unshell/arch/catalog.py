@@ -145,7 +145,7 @@ def _templates(entries: list[dict[str, Any]], per_layer: bool) -> tuple[TensorTe
             TensorTemplate(
                 name=entry["name"],
                 role=entry["role"],
-                shape=tuple(parse_linear(s if not isinstance(s, int) else s) for s in entry["shape"]),
+                shape=tuple(parse_linear(s) for s in entry["shape"]),
                 shape_text=shape_text,
                 group=entry.get("group"),
                 repeat=entry.get("repeat"),
@@ -156,7 +156,7 @@ def _templates(entries: list[dict[str, Any]], per_layer: bool) -> tuple[TensorTe
 
 
 def family_from_dict(data: dict[str, Any]) -> Family:
-    facts = {
+    facts: dict[str, Any] = {
         key: data[key]
         for key in ("activation", "norm", "positional", "parallel_residual", "fused", "published")
         if key in data

@@ -119,9 +119,7 @@ class _Scoped:
     scope: str  # "global", "layer" or "all"
 
 
-def _bind_template(
-    template: TensorTemplate, shape: Shape, values: dict[str, int]
-) -> dict[str, int] | None:
+def _bind_template(template: TensorTemplate, shape: Shape, values: dict[str, int]) -> dict[str, int] | None:
     """Bindings that make ``template`` produce ``shape`` given ``values``; None if impossible."""
     if len(template.shape) != len(shape):
         return None
@@ -170,12 +168,15 @@ def _derive(values: dict[str, int], q_is_h: bool) -> dict[str, int]:
 def _consistent(values: dict[str, int]) -> bool:
     """Composite symbols must agree with their parts where both are known."""
     for composite, base in (("Q", "nh"), ("K", "nkv")):
-        if composite in values and base in values and "d" in values:
-            if values[base] * values["d"] != values[composite]:
-                return False
-    if "Q" in values and "K" in values and values["K"] > values["Q"]:
-        return False
-    return True
+        if (
+            composite in values
+            and base in values
+            and "d" in values
+            and values[base] * values["d"] != values[composite]
+        ):
+            return False
+    # Grouped-query attention shares KV heads; no architecture has more KV than query channels.
+    return not ("Q" in values and "K" in values and values["K"] > values["Q"])
 
 
 def _solve(
@@ -186,7 +187,11 @@ def _solve(
     q_is_h: bool,
 ) -> Iterator[dict[str, int]]:
     values = _derive(values, q_is_h)
-    if len(seen) >= MAX_LEAVES or not _consistent(values) or not _required_present(required, observed, values):
+    if (
+        len(seen) >= MAX_LEAVES
+        or not _consistent(values)
+        or not _required_present(required, observed, values)
+    ):
         return
     best: list[dict[str, int]] | None = None
     for scoped in required:
@@ -212,7 +217,9 @@ def _solve(
         yield from _solve(required, observed, {**values, **binding}, seen, q_is_h)
 
 
-def _required_present(required: Sequence[_Scoped], observed: dict[str, Counter[Shape]], values: dict[str, int]) -> bool:
+def _required_present(
+    required: Sequence[_Scoped], observed: dict[str, Counter[Shape]], values: dict[str, int]
+) -> bool:
     """Bound required templates must fit in the observed counts (one copy per layer at least)."""
     demand: dict[str, Counter[Shape]] = {}
     for scoped in required:
@@ -285,7 +292,9 @@ def _flat_layer_count(
     return sorted(c for c in candidates if c > 0)
 
 
-def _score(expected: dict[str, Counter[Shape]], observed: dict[str, Counter[Shape]], weights: dict[str, int]) -> tuple[bool, int, int] | None:
+def _score(
+    expected: dict[str, Counter[Shape]], observed: dict[str, Counter[Shape]], weights: dict[str, int]
+) -> tuple[bool, int, int] | None:
     """(exact, explained, unexplained), or None if the family demands tensors that are absent."""
     explained = unexplained = 0
     for scope, counts in observed.items():
@@ -327,7 +336,9 @@ def fit_family(
                 group_seen: set[frozenset[tuple[str, int]]] = set()
                 for values in _solve(needed, observed, base_values, group_seen, q_is_h):
                     layer_options = (
-                        [layer_count] if layered else _flat_layer_count(scoped, groups, values, observed["all"])
+                        [layer_count]
+                        if layered
+                        else _flat_layer_count(scoped, groups, values, observed["all"])
                     )
                     for layers in layer_options:
                         expected = _expected(scoped, groups, values, None if layered else layers)
@@ -462,7 +473,12 @@ def assign_roles(fit: Fit, tensors: Sequence[ObservedTensor]) -> list[Assignment
             if exact and not any(h.convention == fit.family.family for h in exact):
                 # Meta's "norm.weight" is Llama's "model.norm.weight" less a prefix; credit Meta.
                 hint = max(exact, key=lambda h: convention_rank[h.convention])
-                decided[(scope, key, shape)] = (own_role, candidates, f"alias:{hint.convention}", hint.convention)
+                decided[(scope, key, shape)] = (
+                    own_role,
+                    candidates,
+                    f"alias:{hint.convention}",
+                    hint.convention,
+                )
             else:
                 decided[(scope, key, shape)] = (own_role, candidates, "name", fit.family.family)
             continue
@@ -479,7 +495,7 @@ def assign_roles(fit: Fit, tensors: Sequence[ObservedTensor]) -> list[Assignment
             decided[(scope, key, shape)] = (None, candidates, "ambiguous", None)
 
     _eliminate(decided)
-    for slot, (role, candidates, how, convention) in list(decided.items()):
+    for slot, (role, candidates, _how, _convention) in list(decided.items()):
         if role is None:
             lexical = _lexical_roles(slot[1], candidates)
             taken = {r for s, (r, _, _, _) in decided.items() if r and s[0] == slot[0] and s[2] == slot[2]}
@@ -521,7 +537,9 @@ def _strip_prefixes(name: str) -> str:
     return name
 
 
-def _eliminate(decided: dict[tuple[str, str, Shape], tuple[str | None, tuple[str, ...], str, str | None]]) -> None:
+def _eliminate(
+    decided: dict[tuple[str, str, Shape], tuple[str | None, tuple[str, ...], str, str | None]],
+) -> None:
     """Within one (scope, shape) class, a role taken by a resolved tensor is not open to the rest."""
     classes: dict[tuple[str, Shape], list[tuple[str, str, Shape]]] = {}
     for slot in decided:
@@ -533,7 +551,7 @@ def _eliminate(decided: dict[tuple[str, str, Shape], tuple[str | None, tuple[str
             taken = {decided[s][0] for s in members if decided[s][0] is not None}
             open_slots = [s for s in members if decided[s][0] is None]
             for slot in open_slots:
-                role, candidates, how, convention = decided[slot]
+                _, candidates, _, convention = decided[slot]
                 remaining = tuple(c for c in candidates if c not in taken)
                 if len(remaining) == 1 and len(open_slots) == 1:
                     decided[slot] = (remaining[0], candidates, "elimination", convention)
@@ -574,20 +592,25 @@ def observe(tensors: Sequence[tuple[str, Shape]]) -> list[ObservedTensor]:
     return out
 
 
-def _layered_view(tensors: Sequence[ObservedTensor]) -> tuple[dict[str, Counter[Shape]], int, list[str]] | None:
+def _layered_view(
+    tensors: Sequence[ObservedTensor],
+) -> tuple[dict[str, Counter[Shape]], int, list[str]] | None:
     """Globals and the majority layer signature; None when names carry no layer structure."""
     layered = [t for t in tensors if t.layer is not None]
     if not layered or len(layered) < len(tensors) / 2:
         return None
     blocks: dict[int, Counter[Shape]] = {}
     for tensor in layered:
-        blocks.setdefault(tensor.layer, Counter())[tensor.shape] += 1  # type: ignore[index]
+        assert tensor.layer is not None
+        blocks.setdefault(tensor.layer, Counter())[tensor.shape] += 1
     signatures = Counter(frozenset(c.items()) for c in blocks.values())
     majority, count = signatures.most_common(1)[0]
     notes = []
     indices = sorted(blocks)
     if indices != list(range(indices[0], indices[0] + len(indices))):
-        notes.append(f"layer indices are not contiguous ({len(indices)} layers, indices {indices[0]}..{indices[-1]})")
+        notes.append(
+            f"layer indices are not contiguous ({len(indices)} layers, indices {indices[0]}..{indices[-1]})"
+        )
     if count != len(blocks):
         odd = sorted(i for i, c in blocks.items() if frozenset(c.items()) != majority)
         notes.append(f"{len(odd)} layer(s) differ in shape from the majority: {odd[:10]}")
@@ -617,23 +640,35 @@ def recognize(
     layered_view = _layered_view(observed_tensors)
     notes: list[str] = []
 
-    fits: list[Fit] = []
+    declared_values = {}
     for family in families:
-        declared_values = family.symbols_from_config(declared_config) if declared_config else {}
-        declared_values.pop("L", None)
-        fit = None
-        if layered_view is not None:
-            observed, layer_count, layer_notes = layered_view
-            fit = fit_family(family, observed, layered=True, layer_count=layer_count, declared=declared_values)
+        values = family.symbols_from_config(declared_config) if declared_config else {}
+        values.pop("L", None)
+        declared_values[family.family] = values
+
+    fits: list[Fit] = []
+    if layered_view is not None:
+        observed, layer_count, layer_notes = layered_view
+        for family in families:
+            fit = fit_family(
+                family,
+                observed,
+                layered=True,
+                layer_count=layer_count,
+                declared=declared_values[family.family],
+            )
             if fit is not None:
                 fit.notes.extend(layer_notes)
-        if fit is None or not fit.exact:
-            flat = {"all": Counter(t.shape for t in observed_tensors)}
-            flat_fit = fit_family(family, flat, layered=False, layer_count=1, declared=declared_values)
-            if flat_fit is not None and (fit is None or (flat_fit.exact and not fit.exact)):
-                fit = flat_fit
-        if fit is not None:
-            fits.append(fit)
+                fits.append(fit)
+    if not any(f.exact for f in fits):
+        # Names gave no usable layer structure (or none that fits): solve the layer count too.
+        flat = {"all": Counter(t.shape for t in observed_tensors)}
+        for family in families:
+            fit = fit_family(
+                family, flat, layered=False, layer_count=1, declared=declared_values[family.family]
+            )
+            if fit is not None:
+                fits.append(fit)
 
     exact = [f for f in fits if f.exact]
     if any(f.layered for f in exact):
@@ -643,7 +678,10 @@ def recognize(
 
     declared_exact = [f for f in exact if _declares(f.family, declared_names)]
     chosen_pool = declared_exact or exact
-    chosen = max(chosen_pool, key=lambda f: (f.declared_consistent, _name_score(f, observed_tensors), -f.family.priority))
+    chosen = max(
+        chosen_pool,
+        key=lambda f: (f.declared_consistent, _name_score(f, observed_tensors), -f.family.priority),
+    )
     assignments = assign_roles(chosen, observed_tensors)
     reference = family_by_id(chosen.family.reference_family) or chosen.family
     _canonicalize(assignments, reference, chosen.family)
@@ -658,7 +696,9 @@ def recognize(
         notes.append("the declared config disagrees with the tensor shapes; the shapes were used")
     notes.extend(chosen.notes)
     if not chosen.layered:
-        notes.append("names carry no layer index: layer positions cannot be recovered without reading weights")
+        notes.append(
+            "names carry no layer index: layer positions cannot be recovered without reading weights"
+        )
 
     compatible = sorted(
         {f.family.family for f in exact if f.family.family != reference.family}
@@ -731,7 +771,9 @@ def _partial(
         matched_family=best.family.family,
         compatible_with=[],
         confidence="low",
-        evidence=[f"closest family {best.family.family} explains {total - len(unexplained)} of {total} tensors"],
+        evidence=[
+            f"closest family {best.family.family} explains {total - len(unexplained)} of {total} tensors"
+        ],
         config=_config(best, declared_config),
         assignments=assignments,
         ignored=[],
@@ -745,6 +787,7 @@ def _canonicalize(assignments: list[Assignment], reference: Family, matched: Fam
     by_role = {t.role: t for t in matched.templates}
     by_role.update({t.role: t for t in reference.templates})
     for assignment in assignments:
+
         def render(role: str, a: Assignment = assignment) -> str | None:
             template = by_role.get(role)
             if template is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -54,7 +55,12 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
     rows: list[tuple[str, str]] = [("path", doc["path"]), ("format", f"{doc['format']} ({doc['layout']})")]
     if arch["family"]:
         matched = f", matched as {arch['matched_family']}" if arch["matched_family"] != arch["family"] else ""
-        rows.append(("architecture", f"{arch['family']} ({arch['reference']}){matched}, confidence {arch['confidence']}"))
+        rows.append(
+            (
+                "architecture",
+                f"{arch['family']} ({arch['reference']}){matched}, confidence {arch['confidence']}",
+            )
+        )
     else:
         rows.append(("architecture", "not recognized"))
     if arch["compatible_with"]:
@@ -80,31 +86,65 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
     rows.append(("parameters", f"{human_count(doc['parameters'])} in {doc['tensors']} tensors ({dtypes})"))
     tokenizer = doc.get("tokenizer")
     if tokenizer:
-        rows.append(("tokenizer", f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})"))
+        rows.append(
+            (
+                "tokenizer",
+                f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})",
+            )
+        )
     claims = {k: v for k, v in (doc.get("declared") or {}).items() if isinstance(v, dict)}
     if claims:
-        rows.append(("declared", "\n".join(f"{k}: {v.get('value')}  [{v.get('source')}]" for k, v in claims.items())))
+        rows.append(
+            ("declared", "\n".join(f"{k}: {v.get('value')}  [{v.get('source')}]" for k, v in claims.items()))
+        )
     naming = doc["naming"]
     conventions = ", ".join(f"{k} {v}" for k, v in naming["conventions"].items()) or "none known"
     rows.append(("naming", f"{conventions}; {naming['renamed']} renamed, {naming['ambiguous']} ambiguous"))
     for note in arch["notes"] + doc["notes"]:
         rows.append(("note", note))
     if doc["unexplained"]:
-        rows.append(("unexplained", ", ".join(doc["unexplained"][:8]) + (" ..." if len(doc["unexplained"]) > 8 else "")))
+        rows.append(
+            (
+                "unexplained",
+                ", ".join(doc["unexplained"][:8]) + (" ..." if len(doc["unexplained"]) > 8 else ""),
+            )
+        )
     text = key_value_table(rows)
     if doc["renamed"]:
-        table_rows = []
-        for entry in doc["renamed"]:
-            target = entry["canonical"] or " | ".join(entry.get("candidates", []))
-            how = entry["resolved_by"]
-            table_rows.append((entry["name"], target, how))
-        text += "\nRenamed tensors (name -> reference name):\n" + columns(("NAME", "REFERENCE", "BY"), table_rows, limit=40) + "\n"
+        text += "\nRenamed tensors (name -> reference name; {i} stands for the layer index):\n"
+        text += columns(("NAME", "REFERENCE", "LAYERS", "BY"), _grouped_rows(doc["renamed"]), limit=40) + "\n"
     if tensor_map and "tensor_map" in doc:
         table_rows = [
-            (e["name"], e["canonical"] or " | ".join(e.get("candidates", [])), e["resolved_by"]) for e in doc["tensor_map"]
+            (e["name"], e["canonical"] or " | ".join(e.get("candidates", [])), e["resolved_by"])
+            for e in doc["tensor_map"]
         ]
         text += "\nAll tensors:\n" + columns(("NAME", "REFERENCE", "BY"), table_rows) + "\n"
     return text
+
+
+def _layer_pattern(name: str, layer: int | None) -> str:
+    if layer is None:
+        return name
+    return re.sub(rf"(^|[./]){layer}(?=[./]|$)", r"\g<1>{i}", name, count=1)
+
+
+def _grouped_rows(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """One row per renaming pattern instead of one per layer: 80 layers make one line, not 80."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for entry in entries:
+        layer = entry.get("layer")
+        targets = [entry["canonical"]] if entry["canonical"] else entry.get("candidates", [])
+        target = " | ".join(_layer_pattern(t, layer) for t in targets)
+        key = (_layer_pattern(entry["name"], layer), target, entry["resolved_by"])
+        groups.setdefault(key, []).append(layer if layer is not None else -1)
+    rows = []
+    for (name, target, how), layers in groups.items():
+        known = sorted(x for x in layers if x >= 0)
+        span = (
+            f"{len(known)} ({known[0]}-{known[-1]})" if len(known) > 1 else (str(known[0]) if known else "")
+        )
+        rows.append((name, target, span, how))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

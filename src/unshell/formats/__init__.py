@@ -19,8 +19,10 @@ def detect_format(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".index.json"):
         return "sharded-index"
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    from .safetensors import open_regular_file
+
+    handle, size = open_regular_file(path)  # a FIFO or device under a weight file's name must not block us
+    with handle:
         head = handle.read(16)
     if head[:4] == b"GGUF":
         return "gguf"

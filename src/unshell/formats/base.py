@@ -11,6 +11,7 @@ together with its dequantizer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -228,7 +229,9 @@ def decode(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
         itemsize = np_dtype.itemsize
         needed = 1 + sum((n - 1) * s for n, s in zip(info.shape, info.strides, strict=True) if n > 0)
         if any(s < 0 for s in info.strides) or (info.numel and needed > flat.size):
-            raise InconsistentHeaderError(f"tensor {sanitize(info.name)!r}: strides reach outside its storage")
+            raise InconsistentHeaderError(
+                f"tensor {sanitize(info.name)!r}: strides reach outside its storage"
+            )
         array = np.lib.stride_tricks.as_strided(
             flat, shape=info.shape, strides=tuple(s * itemsize for s in info.strides), writeable=False
         )
@@ -340,11 +343,9 @@ class Checkpoint:
 
     def close(self) -> None:
         for mapped in self._maps.values():
-            try:
+            # A caller may still hold a view; the map is then freed once that goes away.
+            with contextlib.suppress(BufferError):
                 mapped.close()
-            except BufferError:
-                # A caller still holds a view; the map is freed once it goes away.
-                pass
         self._maps.clear()
 
     def __enter__(self) -> Checkpoint:

@@ -64,3 +64,21 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert block[2].startswith("# 2.") and "pytest" in block[3]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "grep -A1 '^# 2\\. ' README.md" in ci
+
+
+def test_readme_demo_runs_and_finds_the_rename() -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "run.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    out = completed.stdout
+    assert out.count("ARCHITECTURE    llama (LlamaForCausalLM)") == 5
+    assert "matched as yi" in out
+    assert "model.layers.{i}.ln1.weight" in out and "model.layers.{i}.input_layernorm.weight" in out
+    assert "model.layers.{i}.self_attn.k_proj.weight | model.layers.{i}.self_attn.v_proj.weight" in out

@@ -237,10 +237,12 @@ def _multiplicity(template: TensorTemplate, values: dict[str, int]) -> int | Non
     return values.get(template.repeat)
 
 
-def _expected(
-    templates: Sequence[_Scoped], groups: frozenset[str], values: dict[str, int], layers: int | None
-) -> dict[str, Counter[Shape]] | None:
-    expected: dict[str, Counter[Shape]] = {"global": Counter(), "layer": Counter(), "all": Counter()}
+def _instances(
+    templates: Sequence[_Scoped], groups: frozenset[str], values: dict[str, int]
+) -> list[tuple[_Scoped, Shape, int]] | None:
+    """(template, concrete shape, copies per block) for the templates ``groups`` switch on; None
+    while a shape or repeat count is still unknown."""
+    out = []
     for scoped in templates:
         template = scoped.template
         if template.group is not None and template.group not in groups:
@@ -249,7 +251,19 @@ def _expected(
         count = _multiplicity(template, values)
         if shape is None or count is None:
             return None
-        if scoped.scope == "all" and template.per_layer:
+        out.append((scoped, shape, count))
+    return out
+
+
+def _expected(
+    templates: Sequence[_Scoped], groups: frozenset[str], values: dict[str, int], layers: int | None
+) -> dict[str, Counter[Shape]] | None:
+    instances = _instances(templates, groups, values)
+    if instances is None:
+        return None
+    expected: dict[str, Counter[Shape]] = {"global": Counter(), "layer": Counter(), "all": Counter()}
+    for scoped, shape, count in instances:
+        if scoped.scope == "all" and scoped.template.per_layer:
             if layers is None:
                 return None
             count *= layers
@@ -273,17 +287,13 @@ def _flat_layer_count(
     templates: Sequence[_Scoped], groups: frozenset[str], values: dict[str, int], observed: Counter[Shape]
 ) -> list[int]:
     """Layer counts that could explain ``observed`` when names give no layer index."""
+    instances = _instances(templates, groups, values)
+    if instances is None:
+        return []
     per_layer: Counter[Shape] = Counter()
     fixed: Counter[Shape] = Counter()
-    for scoped in templates:
-        template = scoped.template
-        if template.group is not None and template.group not in groups:
-            continue
-        shape = template.concrete_shape(values)
-        count = _multiplicity(template, values)
-        if shape is None or count is None:
-            return []
-        (per_layer if template.per_layer else fixed)[shape] += count
+    for scoped, shape, count in instances:
+        (per_layer if scoped.template.per_layer else fixed)[shape] += count
     candidates = set()
     for shape, count in per_layer.items():
         available = observed[shape] - fixed[shape]

@@ -142,3 +142,20 @@ def test_cli_json_is_the_library_document(fixtures_dir: Path) -> None:
             "bytes": path.stat().st_size - 28,
         }
     }
+
+
+def test_sentence_transformers_onnx_export_with_anonymous_transposed_matmuls() -> None:
+    # paraphrase-MiniLM-L3-v2 as ONNX: biases and norms keep their names (under the
+    # sentence-transformers prefix "model.0.auto_model."), the 18 MatMul weights are anonymous
+    # ("onnx::MatMul_470") and stored [in, out]. Structure alone still says BERT, 3 layers.
+    result = unshell.inspect(fetch("paraphrase_minilm_onnx"))
+    assert result.format == "onnx"
+    assert result.family == "bert"
+    config = _config(result)
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (384, 3)
+    assert (config["intermediate_size"], config["vocab_size"]) == (1536, 30522)
+    assert not result.recognition.unexplained
+    by_name = {a.name: a for a in result.recognition.assignments}
+    bias = by_name["model.0.auto_model.encoder.layer.2.attention.self.query.bias"]
+    assert bias.layer == 2
+    assert "attn.q.bias" in (bias.candidates if bias.role is None else (bias.role,))

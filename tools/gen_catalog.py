@@ -230,6 +230,9 @@ class Family:
     # Symbols the family's config ties to others ("d": "H//nh", "nkv": "nh" or "1").
     forced: Mapping[str, str] = field(default_factory=dict)
     groups: tuple[Group, ...] = ()
+    # Heads a model can be built without although no config key says so (BertModel's pooler with
+    # add_pooling_layer=False, as sentence-transformers ONNX exports ship): (name prefix, group, text).
+    optional_heads: tuple[tuple[str, str, str], ...] = ()
     fused: Mapping[str, Any] = field(default_factory=dict)
     buffers: tuple[str, ...] = ()
     role_overrides: Mapping[str, str] = field(default_factory=dict)
@@ -1849,6 +1852,7 @@ def bert_family() -> Family:
         forced={"d": "H//nh", "nkv": "nh"},
         build_class="BertModel",
         variants_of=(("BertForMaskedLM", "bert."),),
+        optional_heads=(("pooler.", "pooler", "the pooling head; absent with add_pooling_layer=False"),),
         activation="gelu",
         norm="layernorm",
         positional="learned",
@@ -2691,6 +2695,14 @@ class Generator:
             if group.alt_name:
                 groups[group.alt_name] = group.alt_description
                 conditions[group.alt_name] = group.alt_condition
+        for prefix, name, description in family.optional_heads:
+            matched = [t for t in entries if t.startswith(prefix) and not entries[t].get("group")]
+            if not matched:
+                raise CatalogError(f"{family.family}: optional head {prefix!r} matches no tensor")
+            for template in matched:
+                entries[template]["group"] = name
+            groups[name] = description
+            conditions[name] = "1"  # present in the published configs; absence is a build choice
         model_type = family.build_model_type or family.model_type
         self._check_facts(family, model_type)
         source = (

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Family, TensorTemplate, family_by_id, load_catalog, lookup_name, normalize_name
+from .catalog import Family, TensorTemplate, family_by_id, load_catalog, lookup_name
 
 Shape = tuple[int, ...]
 
@@ -521,7 +521,7 @@ def assign_roles(fit: Fit, tensors: Sequence[ObservedTensor]) -> list[Assignment
             Assignment(
                 name=tensor.name,
                 shape=tensor.shape,
-                layer=tensor.layer if (fit.layered and tensor.layer is not None) else None,
+                layer=tensor.layer,
                 expert=tensor.expert,
                 role=role,
                 candidates=candidates if role is None else (role,),
@@ -595,10 +595,41 @@ def _declares(family: Family, names: set[str]) -> bool:
 
 
 def observe(tensors: Sequence[tuple[str, Shape]]) -> list[ObservedTensor]:
+    """Find each name's layer (and expert) index.
+
+    The index is a whole dot- or slash-delimited number, but not every such number is one:
+    sentence-transformers prefixes everything with ``model.0.``. Among names that differ only in
+    their numbers, the positions whose values vary are indices and constant ones are part of
+    the name. A checkpoint where nothing varies (one layer) falls back to the first number.
+    """
+    split = [re.split(r"([./])", name) for name, _ in tensors]
+    numeric = [
+        [i for i, token in enumerate(tokens) if token.isdigit() and len(token) <= 6] for tokens in split
+    ]
+    skeletons: dict[tuple[str, ...], list[int]] = {}
+    for row, (tokens, positions) in enumerate(zip(split, numeric, strict=True)):
+        skeleton = tuple("#" if i in positions else t for i, t in enumerate(tokens))
+        skeletons.setdefault(skeleton, []).append(row)
+    varying: dict[int, list[int]] = {}
+    for rows in skeletons.values():
+        positions = numeric[rows[0]]
+        moving = [p for p in positions if len({split[r][p] for r in rows}) > 1]
+        for r in rows:
+            varying[r] = moving
+    anything_varies = any(varying.values())
+
     out = []
-    for name, shape in tensors:
-        key, layer, expert = normalize_name(name)
-        out.append(ObservedTensor(name, tuple(shape), key, layer, expert))
+    for row, (name, shape) in enumerate(tensors):
+        tokens = list(split[row])
+        indices = varying[row] if anything_varies else numeric[row][:2]
+        layer = expert = None
+        for position in indices[:2]:
+            value = int(tokens[position])
+            if layer is None:
+                layer, tokens[position] = value, "{i}"
+            else:
+                expert, tokens[position] = value, "{e}"
+        out.append(ObservedTensor(name, tuple(shape), "".join(tokens), layer, expert))
     return out
 
 
@@ -706,8 +737,12 @@ def recognize(
         notes.append("the declared config disagrees with the tensor shapes; the shapes were used")
     notes.extend(chosen.notes)
     if not chosen.layered:
+        indexed = sum(1 for t in observed_tensors if t.layer is not None)
         notes.append(
-            "names carry no layer index: layer positions cannot be recovered without reading weights"
+            f"only {indexed} of {len(observed_tensors)} names carry a layer index: the layer positions of "
+            "the others cannot be recovered without reading weights"
+            if indexed
+            else "names carry no layer index: layer positions cannot be recovered without reading weights"
         )
 
     compatible = sorted(

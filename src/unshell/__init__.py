@@ -5,6 +5,8 @@ Every CLI command is one call here::
     import unshell
     result = unshell.inspect("path/to/model")      # headers only
     result.family, result.to_dict()["renamed"]
+    verdict = unshell.compare("base", "suspect")     # weight lineage
+    verdict.verdict, verdict.p_value, verdict.how
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from __future__ import annotations
 from .errors import UnshellError
 from .formats import open_checkpoint
 from .inspection import InspectResult, inspect
+from .lineage.compare import CompareResult, compare
 
 __version__ = "0.1.0"
 
-__all__ = ["InspectResult", "UnshellError", "__version__", "inspect", "open_checkpoint"]
+__all__ = [
+    "CompareResult",
+    "InspectResult",
+    "UnshellError",
+    "__version__",
+    "compare",
+    "inspect",
+    "open_checkpoint",
+]

@@ -95,6 +95,36 @@ class UsageError(UnshellError):
     exit_code = 2
 
 
+# --- conversion ---------------------------------------------------------------------------------
+
+
+class ConversionRefusedError(UnshellError):
+    """The checkpoint is not exactly the target architecture (ALiBi, LayerNorm, partial rotary,
+    parallel attention, GeGLU...): the message says why, and nothing was written."""
+
+    exit_code = 30
+
+
+class OutputExistsError(UnshellError):
+    """The output path exists and is not empty (``--force`` replaces it)."""
+
+    exit_code = 31
+
+
+class AmbiguousRolesError(ConversionRefusedError):
+    """Tensors whose roles neither names nor shapes decide (k vs v, gate vs up, the two norms):
+    the message lists them; a ``--mapping`` file resolves them. Never guessed."""
+
+    exit_code = 32
+
+
+class VerificationFailedError(UnshellError):
+    """The converted checkpoint's logits differ from the source's beyond the tolerance; nothing
+    was written."""
+
+    exit_code = 33
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -110,5 +140,9 @@ EXIT_CODES: dict[str, int] = {
         TensorNotFoundError,
         MissingDependencyError,
         UsageError,
+        ConversionRefusedError,
+        OutputExistsError,
+        AmbiguousRolesError,
+        VerificationFailedError,
     )
 }

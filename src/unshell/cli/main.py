@@ -49,6 +49,186 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     Output(fmt).document(result.to_dict(tensor_map=tensor_map), lambda d: render_inspect(d, tensor_map))
 
 
+@cli.command("convert")
+@click.argument("src", type=click.Path(path_type=str))
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["llama"]),
+    default="llama",
+    show_default=True,
+    help="Target architecture: Hugging Face Llama, as transformers, vLLM and llama.cpp load it.",
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Directory to create; it must not exist or be empty, unless --force.",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty output (only once the new one is complete).")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Compare source and output logits before writing (default: on when torch and transformers are installed).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(path_type=str),
+    help="JSON object {source tensor name: reference name} for roles names and shapes cannot decide.",
+)
+@click.option(
+    "--shard-size", default="5GB", show_default=True, help="Largest safetensors shard (5GB, 500MiB, bytes)."
+)
+@format_option
+def convert_command(
+    src: str,
+    target: str,
+    output: str,
+    force: bool,
+    verify: bool | None,
+    mapping: str | None,
+    shard_size: str,
+    fmt: str,
+) -> None:
+    """Write SRC as a Hugging Face Llama checkpoint in OUTPUT, or refuse and say why.
+
+    Output: safetensors shards with an index, config.json, tokenizer and licence files, a model
+    card keeping the original's name, licence and base_model, and conversion.json (hashes,
+    transforms, verification). Nothing is written unless the whole conversion succeeds.
+    """
+    from ..convert import convert
+
+    result = convert(
+        src, to=target, output=output, force=force, verify=verify, mapping=mapping, shard_size=shard_size
+    )
+    Output(fmt).document(result.to_dict(), render_convert)
+
+
+def render_convert(doc: dict[str, Any]) -> str:
+    source, out, verification = doc["source"], doc["output"], doc["verification"]
+    weights = [f for f in out["files"] if f["path"].endswith(".safetensors")]
+    rows: list[tuple[str, str]] = [
+        ("output", doc["output_path"]),
+        (
+            "source",
+            f"{source['path']} ({source['format']}, {source['matched_family']}, rotary {source['rotary']})",
+        ),
+        ("written", f"{out['tensors']} tensors, {human_bytes(out['bytes'])} in {len(weights)} shard(s)"),
+        (
+            "exact",
+            "yes: every tensor holds the source's bits"
+            if doc["exact"]
+            else "no: values folded or dequantized",
+        ),
+    ]
+    if verification.get("status") == "ran":
+        rows.append(
+            (
+                "verified",
+                f"max |logit diff| {verification.get('max_abs_logit_diff')} "
+                f"<= {verification.get('tolerance')} ({verification.get('reference')})",
+            )
+        )
+    else:
+        rows.append(("verified", verification.get("reason", "no")))
+    for entry in doc["transforms"]:
+        if entry["transform"] != "rename":
+            rows.append(("transform", f"{entry['to']}: {entry['transform']} x{entry['tensors']}"))
+    for note in doc["notes"]:
+        rows.append(("note", note))
+    return key_value_table(rows)
+
+
+@cli.command("compare")
+@click.argument("a", type=click.Path(path_type=str))
+@click.argument("b", type=click.Path(path_type=str))
+@format_option
+@click.option(
+    "--quick", is_flag=True, help="Decide from a sample of each matrix's rows (at most 5% of the bytes)."
+)
+def compare_command(a: str, b: str, fmt: str, quick: bool) -> None:
+    """Did B's weights come from A's, or were they trained independently?
+
+    Reports architecture reuse apart from weight reuse, a verdict (identical, derived,
+    independent, inconclusive) with a calibrated p-value for "trained independently", how B was
+    derived where it can be told, and which layer of A each layer of B matches.
+    """
+    from ..lineage.compare import compare
+
+    result = compare(a, b, quick=quick)
+    Output(fmt).document(result.to_dict(), render_compare)
+
+
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "< 1e-300" if p == 0 else f"{p:.3g}"
+
+
+def render_compare(doc: dict[str, Any]) -> str:
+    arch = doc["architecture"]
+    evidence = doc["evidence"]
+    same = "same family" if arch["same_family"] else "different families"
+    shapes = "identical shapes" if arch["same_shapes"] else "different shapes"
+    rows: list[tuple[str, str]] = [
+        ("a", f"{doc['a']['path']} ({doc['a']['family']}, {doc['a']['format']})"),
+        ("b", f"{doc['b']['path']} ({doc['b']['family']}, {doc['b']['format']})"),
+        (
+            "architecture",
+            f"{same} ({arch['family_a']} / {arch['family_b']}), {shapes}; {arch['renamed_in_b']} tensors renamed in B",
+        ),
+        ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
+        ("p-value", f"{_p_text(doc['p_value'])} for H0 'B was trained independently of A'"),
+    ]
+    if doc["score"] is not None:
+        rows.append(
+            ("score", f"{doc['score']:.3f} (mean similarity of matched matrices; 0 = unrelated, 1 = same)")
+        )
+    if doc["how"]:
+        rows.append(("how", ", ".join(doc["how"])))
+    hashes = evidence.get("hashes")
+    if hashes:
+        rows.append(
+            (
+                "hashes",
+                f"B's parameters with a twin in A: exact {hashes['exact']:.0%}, after bf16 rounding {hashes['rounded']:.0%}, as value multisets {hashes['multiset']:.0%}",
+            )
+        )
+    alignment = evidence.get("alignment")
+    if alignment:
+        residual = alignment["residual"]
+        rows.append(
+            (
+                "alignment",
+                f"{alignment['method']}, residual {residual if residual is not None else 'n/a'} over {alignment['anchors']} anchor tokens",
+            )
+        )
+    if evidence.get("std_profile_correlation") is not None:
+        rows.append(
+            (
+                "std profile",
+                f"correlation {evidence['std_profile_correlation']:.3f} (reference only: unrelated models of one architecture score 0.9 and more)",
+            )
+        )
+    for note in doc["notes"]:
+        rows.append(("note", note))
+    text = key_value_table(rows)
+    if doc["layers"]:
+        table = [
+            (
+                row["layer_b"],
+                row["layer_a"],
+                f"{row['similarity']:.3f}",
+                f"{row['agreeing_units']}/{row['units']}",
+            )
+            for row in doc["layers"]
+        ]
+        text += "\nLayer map (each layer of B, the layer of A its matrices match):\n"
+        text += columns(("B LAYER", "A LAYER", "SIMILARITY", "AGREEING"), table) + "\n"
+    return text
+
+
 def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
     arch = doc["architecture"]
     config = arch["config"] or {}

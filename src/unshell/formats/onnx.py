@@ -96,13 +96,29 @@ _PACKED_VARINTS = {
 
 
 class OnnxCheckpoint(Checkpoint):
-    """A `Checkpoint` whose small integer tensors may be stored as protobuf varints."""
+    """A `Checkpoint` whose small integer tensors may be stored as protobuf varints, and whose
+    quantized weights (an integer initializer times a scale, in the graph) read as one float tensor.
+    """
+
+    # Integer codes, scales and zero points folded into dequantized tensors, by name.
+    components: dict[str, TensorInfo]
 
     def read(self, name: str) -> np.ndarray:
         info = self.info(name)
+        dequantize = info.extra.get("dequantize")
+        if dequantize:
+            values = self._decode(info).astype(np.float32)
+            zero_point = dequantize.get("zero_point")
+            if zero_point:
+                values = values - self._decode(self.components[zero_point]).astype(np.float32)
+            scale = self._decode(self.components[dequantize["scale"]]).astype(np.float32)
+            return values * np.reshape(scale, dequantize["scale_shape"])
+        return self._decode(info)
+
+    def _decode(self, info: TensorInfo) -> np.ndarray:
         if info.extra.get("encoding") == "varint":
             return decode_varint_tensor(self.raw_bytes(info), info)
-        return super().read(name)
+        return decode(self.raw_bytes(info), info)
 
 
 @dataclass(frozen=True)
@@ -213,6 +229,7 @@ def read_onnx(path: Path) -> Checkpoint:
     if size == 0:
         raise CorruptCheckpointError(f"{where}: the file is empty")
     checkpoint = OnnxCheckpoint(format="onnx", path=path, files=[path], tensors={})
+    checkpoint.components = {}
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         wire = _Wire(mapped, where)
         metadata, graph = _read_model(wire, size)
@@ -278,6 +295,7 @@ def _read_graph(wire: _Wire, graph: _Field, path: Path, checkpoint: OnnxCheckpoi
     graph_name = ""
     sparse = 0
     found: list[tuple[str, _TensorProto]] = []
+    nodes: list[tuple[str, list[str], list[str]]] = []
     for item in wire.fields(graph.value, graph.value + graph.length):
         if item.number == 2:
             graph_name = wire.text(item, "the graph name")
@@ -289,6 +307,10 @@ def _read_graph(wire: _Wire, graph: _Field, path: Path, checkpoint: OnnxCheckpoi
             constant = _read_constant_node(wire, item)
             if constant is not None:
                 found.append(("constant", constant))
+            elif len(nodes) < MAX_TENSORS:
+                signature = _read_node_signature(wire, item)
+                if signature is not None:
+                    nodes.append(signature)
         elif item.number == 15:
             sparse += 1
         if len(found) > MAX_TENSORS:
@@ -308,7 +330,83 @@ def _read_graph(wire: _Wire, graph: _Field, path: Path, checkpoint: OnnxCheckpoi
         checkpoint.tensors[info.name] = info
         if info.file not in checkpoint.files:
             checkpoint.files.append(info.file)
+    _fold_dequantization(checkpoint, nodes)
     return graph_name
+
+
+# Nodes that turn a stored integer tensor into a float weight inside the graph.
+_DEQUANTIZING_OPS = frozenset({"Cast", "Mul", "DequantizeLinear"})
+_QUANTIZED_CODES = frozenset({"I8", "U8", "I16", "U16", "I32"})
+
+
+def _read_node_signature(wire: _Wire, message: _Field) -> tuple[str, list[str], list[str]] | None:
+    """(op_type, inputs, outputs) of a node that may dequantize a weight; None for any other node."""
+    op_type = ""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for item in wire.fields(message.value, message.value + message.length):
+        if item.number == 1 and len(inputs) < 4:
+            inputs.append(wire.text(item, "a node input", limit=MAX_NAME_BYTES, strict=False))
+        elif item.number == 2 and len(outputs) < 2:
+            outputs.append(wire.text(item, "a node output", limit=MAX_NAME_BYTES, strict=False))
+        elif item.number == 4:
+            op_type = wire.text(item, "a node op_type")
+    if op_type not in _DEQUANTIZING_OPS or len(outputs) != 1:
+        return None
+    return op_type, inputs, outputs
+
+
+def _fold_dequantization(checkpoint: OnnxCheckpoint, nodes: list[tuple[str, list[str], list[str]]]) -> None:
+    """``Mul(Cast(q), scale)`` and ``DequantizeLinear(q, scale, zero_point)`` over initializers
+    become one logical tensor named after the node's output, read as ``(q - zero_point) * scale``.
+
+    A quantized export then shows the weights it computes with, under the graph's own names, and
+    its integer codes and scales stop looking like extra tensors of an unknown architecture.
+    """
+    tensors = checkpoint.tensors
+    casts = {
+        outputs[0]: inputs[0]
+        for op, inputs, outputs in nodes
+        if op == "Cast" and inputs and inputs[0] in tensors and tensors[inputs[0]].dtype in _QUANTIZED_CODES
+    }
+    for op, inputs, outputs in nodes:
+        if op == "Mul" and len(inputs) == 2:
+            first, second = inputs
+            quantized, scale = (casts.get(first), second) if first in casts else (casts.get(second), first)
+            zero_point = None
+        elif op == "DequantizeLinear" and len(inputs) >= 2 and inputs[0] in tensors:
+            quantized, scale = inputs[0], inputs[1]
+            zero_point = inputs[2] if len(inputs) > 2 and inputs[2] else None
+        else:
+            continue
+        if quantized is None or quantized not in tensors or scale not in tensors or outputs[0] in tensors:
+            continue
+        q_info, scale_info = tensors[quantized], tensors[scale]
+        if q_info.dtype not in _QUANTIZED_CODES or scale_info.dtype not in ("F32", "F16"):
+            continue
+        scale_shape = _broadcast_shape(scale_info.shape, q_info.shape)
+        if scale_shape is None or (zero_point and zero_point not in tensors):
+            continue
+        extra = {
+            **q_info.extra,
+            "dequantize": {"scale": scale, "zero_point": zero_point, "scale_shape": scale_shape},
+        }
+        tensors[outputs[0]] = replace(q_info, name=outputs[0], extra=extra)
+        for part in (quantized, scale, zero_point):
+            if part and part in tensors:
+                checkpoint.components[part] = tensors.pop(part)
+
+
+def _broadcast_shape(scale: tuple[int, ...], target: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape to view ``scale`` in so it broadcasts over ``target`` per row or per column."""
+    count = int(np.prod(scale)) if scale else 1
+    if count == 1:
+        return (1,) * len(target) if target else ()
+    if len(target) == 2 and count == target[0] and (scale in ((target[0],), (target[0], 1))):
+        return (target[0], 1)
+    if len(target) == 2 and count == target[1] and (scale in ((target[1],), (1, target[1]))):
+        return (1, target[1])
+    return None
 
 
 def _read_tensor_proto(wire: _Wire, message: _Field) -> _TensorProto:

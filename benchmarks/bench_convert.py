@@ -1,0 +1,225 @@
+"""Benchmark: `unshell convert` of a 7B-shaped sharded bf16 checkpoint, against a plain copy.
+
+The source is a Llama-2-7B-shaped checkpoint (H 4096, FFN 11008, 32 heads, vocabulary 32000,
+bf16) in InternLM2's layout (``wqkv`` grouped per KV head, ``wo``, ``feed_forward.w1/w2/w3``,
+``tok_embeddings``/``output``), or Yi's (a pure rename), in safetensors shards of about 2 GB
+with an index. Values are random bf16 bits with a normal-sized exponent, written shard by shard.
+``--layers`` scales the depth: 32 is the whole 7B (13.5 GB); the default 8 layers plus the full
+embedding and output matrices (3.8 GB) keeps the source, the copy and the output within the disk
+of a small CI machine while every tensor keeps its 7B shape.
+
+Measured in the same run, each repeated ``--repeat`` times (median reported):
+
+* plain copy: ``shutil.copyfile`` of every source file (sendfile in the kernel, no Python in the
+  data path): the floor for moving the bytes once;
+* convert: ``python -m unshell convert SRC -o OUT --no-verify`` in a child process: recognition,
+  planning, reading, splitting, writing the shards, hashing source and output (sha256), record;
+  peak RSS from ``wait4``.
+
+Throughput is source bytes per second. The page cache is dropped before each measurement when
+the machine allows it (root with a writable /proc/sys/vm/drop_caches), else every run is warm.
+
+    python benchmarks/bench_convert.py [--layers 8] [--layout internlm2] [--repeat 3] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HIDDEN, FFN, HEADS, KV_HEADS, VOCAB = 4096, 11008, 32, 32, 32000
+SHARD_BYTES = 2_000_000_000
+
+
+def _tensors(layout: str, layers: int) -> list[tuple[str, tuple[int, ...]]]:
+    head_dim = HIDDEN // HEADS
+    out: list[tuple[str, tuple[int, ...]]] = []
+    if layout == "internlm2":
+        out.append(("model.tok_embeddings.weight", (VOCAB, HIDDEN)))
+        for i in range(layers):
+            p = f"model.layers.{i}"
+            out += [
+                (f"{p}.attention_norm.weight", (HIDDEN,)),
+                (f"{p}.attention.wqkv.weight", ((HEADS + 2 * KV_HEADS) * head_dim, HIDDEN)),
+                (f"{p}.attention.wo.weight", (HIDDEN, HIDDEN)),
+                (f"{p}.ffn_norm.weight", (HIDDEN,)),
+                (f"{p}.feed_forward.w1.weight", (FFN, HIDDEN)),
+                (f"{p}.feed_forward.w3.weight", (FFN, HIDDEN)),
+                (f"{p}.feed_forward.w2.weight", (HIDDEN, FFN)),
+            ]
+        out += [("model.norm.weight", (HIDDEN,)), ("output.weight", (VOCAB, HIDDEN))]
+        return out
+    out.append(("model.embed_tokens.weight", (VOCAB, HIDDEN)))
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        out += [
+            (f"{p}.ln1.weight", (HIDDEN,)),
+            (f"{p}.self_attn.q_proj.weight", (HIDDEN, HIDDEN)),
+            (f"{p}.self_attn.k_proj.weight", (KV_HEADS * head_dim, HIDDEN)),
+            (f"{p}.self_attn.v_proj.weight", (KV_HEADS * head_dim, HIDDEN)),
+            (f"{p}.self_attn.o_proj.weight", (HIDDEN, HIDDEN)),
+            (f"{p}.ln2.weight", (HIDDEN,)),
+            (f"{p}.mlp.gate_proj.weight", (FFN, HIDDEN)),
+            (f"{p}.mlp.up_proj.weight", (FFN, HIDDEN)),
+            (f"{p}.mlp.down_proj.weight", (HIDDEN, FFN)),
+        ]
+    out += [("model.norm.weight", (HIDDEN,)), ("lm_head.weight", (VOCAB, HIDDEN))]
+    return out
+
+
+def _config(layout: str, layers: int) -> dict[str, object]:
+    common = {
+        "hidden_size": HIDDEN,
+        "intermediate_size": FFN,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "num_hidden_layers": layers,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "hidden_act": "silu",
+    }
+    if layout == "internlm2":
+        return {"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "bias": False, **common}
+    return {"architectures": ["YiForCausalLM"], "model_type": "Yi", **common}
+
+
+def _random_bf16(rng: np.random.Generator, count: int) -> np.ndarray:
+    """bf16 bits of values with magnitude in [2^-8, 2^0), random sign: plausible weights, fast."""
+    bits = rng.integers(0x3B80, 0x3F80, size=count, dtype=np.uint16)
+    return bits | (rng.integers(0, 2, size=count, dtype=np.uint16) << 15)
+
+
+def _write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], rng: np.random.Generator) -> None:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    position = 0
+    for name, shape in tensors:
+        size = int(np.prod(shape)) * 2
+        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [position, position + size]}
+        position += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-(8 + len(encoded)) % 8)
+    with path.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)) + encoded)
+        for _, shape in tensors:
+            remaining = int(np.prod(shape))
+            while remaining:
+                count = min(remaining, 32 << 20)
+                handle.write(_random_bf16(rng, count).tobytes())
+                remaining -= count
+
+
+def make_checkpoint(directory: Path, layout: str, layers: int) -> int:
+    """Write the sharded checkpoint; returns its weight bytes."""
+    directory.mkdir(parents=True)
+    tensors = _tensors(layout, layers)
+    groups: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, shape in tensors:
+        nbytes = int(np.prod(shape)) * 2
+        if groups[-1] and size + nbytes > SHARD_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((name, shape))
+        size += nbytes
+    rng = np.random.default_rng(0)
+    weight_map = {}
+    for number, group in enumerate(groups, start=1):
+        file_name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+        _write_shard(directory / file_name, group, rng)
+        weight_map.update(dict.fromkeys((n for n, _ in group), file_name))
+    total = sum(int(np.prod(s)) * 2 for _, s in tensors)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (directory / "config.json").write_text(json.dumps(_config(layout, layers), indent=2))
+    return total
+
+
+def _drop_caches() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as handle:
+            handle.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def plain_copy(source: Path, target: Path) -> float:
+    cold = _drop_caches()
+    start = time.perf_counter()
+    target.mkdir()
+    for entry in sorted(source.iterdir()):
+        shutil.copyfile(entry, target / entry.name)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(target)
+    del cold
+    return seconds
+
+
+def run_convert(source: Path, target: Path) -> tuple[float, int]:
+    """(seconds, peak RSS bytes) of one `python -m unshell convert` child process."""
+    _drop_caches()
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unshell", "convert", str(source), "-o", str(target), "--no-verify"],
+        stdout=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"convert failed with exit code {process.returncode}")
+    shutil.rmtree(target)
+    return seconds, usage.ru_maxrss * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--layout", choices=("internlm2", "yi"), default="internlm2")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="unshell-bench-convert-", dir=args.dir))
+    try:
+        source = work / "source"
+        start = time.perf_counter()
+        total = make_checkpoint(source, args.layout, args.layers)
+        print(
+            f"generated {total:,} bytes ({args.layout}, {args.layers} layers) in {time.perf_counter() - start:.1f} s"
+        )
+        copies, converts, peaks = [], [], []
+        for _ in range(args.repeat):
+            copies.append(plain_copy(source, work / "copy"))
+            seconds, peak = run_convert(source, work / "out")
+            converts.append(seconds)
+            peaks.append(peak)
+        copy_s, convert_s = statistics.median(copies), statistics.median(converts)
+        cold = _drop_caches()
+        print(f"page cache: {'dropped before each run' if cold else 'warm (cannot drop caches here)'}")
+        print(f"copies s: {[round(s, 2) for s in copies]}  converts s: {[round(s, 2) for s in converts]}")
+        print(f"plain copy: {copy_s:.2f} s, {total / copy_s / 1e9:.2f} GB/s")
+        print(f"convert:    {convert_s:.2f} s, {total / convert_s / 1e9:.2f} GB/s")
+        print(f"ratio (convert throughput / copy throughput): {copy_s / convert_s:.2f}")
+        print(f"peak RSS of convert: {max(peaks) / 2**20:.0f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,588 @@
+"""Streaming output: safetensors shards with an index, hashed while written, staged and renamed.
+
+Memory stays bounded by one block of rows (`CHUNK_BYTES`), not by the model: every safetensors
+header is computed from the plan (shapes and dtypes give byte sizes) before any weight is read;
+source rows are read with ``pread`` into a fresh buffer (never memory-mapped, so the source's
+pages are not charged to this process), transformed, written and hashed, then dropped.
+
+Hashes (sha256, the Hub's LFS object id) run on background threads, which hashlib lets run in
+parallel with the main thread's reads and writes: one per output file, fed the bytes as they are
+written, and one that reads the source files front to back.
+
+The output is assembled in a hidden temporary directory next to the destination and renamed into
+place only when complete, so an interrupted run leaves no destination behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import struct
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptCheckpointError, OutputExistsError, UsageError
+from ..formats.base import BLOCK_TYPES, EXTRA_DECODERS, PLAIN_DTYPES, Checkpoint, TensorInfo, sanitize
+from .plan import Recipe
+from .transforms import cast_values, normalize_rows, row_index, scale, to_values
+
+__all__ = [
+    "CHUNK_BYTES",
+    "DEFAULT_SHARD_SIZE",
+    "OutputFile",
+    "SourceReader",
+    "check_destination",
+    "commit",
+    "hash_files",
+    "parse_size",
+    "staging_directory",
+    "write_json",
+    "write_shards",
+]
+
+CHUNK_BYTES = 16 << 20
+DEFAULT_SHARD_SIZE = 5_000_000_000
+INDEX_NAME = "model.safetensors.index.json"
+_HASH_QUEUE = 4
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: str
+    """Relative to the output directory."""
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def parse_size(value: int | str) -> int:
+    """``5000000000``, ``"5GB"``, ``"500MiB"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        text = str(value).strip().upper().replace(" ", "")
+        units = {
+            "KIB": 1 << 10,
+            "MIB": 1 << 20,
+            "GIB": 1 << 30,
+            "KB": 10**3,
+            "MB": 10**6,
+            "GB": 10**9,
+            "B": 1,
+        }
+        factor = 1
+        for unit, multiple in units.items():
+            if text.endswith(unit):
+                text, factor = text[: -len(unit)], multiple
+                break
+        try:
+            size = int(float(text) * factor)
+        except ValueError:
+            raise UsageError(
+                f"shard size {sanitize(str(value), 40)!r} is not a size like 5GB or 500MiB"
+            ) from None
+    if size < 1 << 20:
+        raise UsageError(f"shard size {size} bytes is below the 1 MiB minimum")
+    return size
+
+
+# -- reading source rows ----------------------------------------------------------------------------
+
+
+def _pread_into(fd: int, buffer: np.ndarray, offset: int, name: str) -> None:
+    view = buffer.data.cast("B")
+    done = 0
+    while done < len(view):
+        count = os.preadv(fd, [view[done:]], offset + done)
+        if count == 0:
+            raise CorruptCheckpointError(
+                f"tensor {sanitize(name)!r} lies beyond the end of its file (truncated?)"
+            )
+        done += count
+
+
+class _Rows:
+    """Rows (axis 0) of one source tensor. ``code`` is the dtype of what `read` returns: the stored
+    dtype for plain types (BF16 as its uint16 bits), F32 for dequantized ones."""
+
+    code: str
+    rows: int
+    row_bytes: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Rows by index: one read of the span when it is compact, else one read per run."""
+        if index.size == 0:
+            return self.read(0, 0)
+        low, high = int(index.min()), int(index.max()) + 1
+        if (high - low) * self.row_bytes <= 2 * index.size * self.row_bytes + CHUNK_BYTES:
+            return self.read(low, high)[index - low]
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        runs = np.split(index, breaks)
+        return np.concatenate([self.read(int(run[0]), int(run[-1]) + 1) for run in runs])
+
+
+class _PlainRows(_Rows):
+    def __init__(self, fd: int, info: TensorInfo) -> None:
+        self.fd, self.info = fd, info
+        self.code = info.dtype
+        self.dtype = PLAIN_DTYPES[info.dtype]
+        self.shape = info.shape if info.shape else (1,)
+        self.rows = self.shape[0]
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        buffer = np.empty((stop - start) * self.row_bytes, dtype=np.uint8)
+        _pread_into(self.fd, buffer, self.info.offset + start * self.row_bytes, self.info.name)
+        return buffer.view(self.dtype).reshape((stop - start, *self.shape[1:]))
+
+
+class _BlockRows(_Rows):
+    """GGML block-quantized rows: each row is whole blocks, dequantized per read."""
+
+    def __init__(self, fd: int, info: TensorInfo) -> None:
+        self.fd, self.info = fd, info
+        self.block = BLOCK_TYPES[info.dtype]
+        self.code = "F32"
+        self.rows = info.shape[0]
+        self.row_elements = int(np.prod(info.shape[1:], dtype=np.int64))
+        self.row_bytes = self.row_elements // self.block.block_elements * self.block.block_bytes
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        buffer = np.empty((stop - start) * self.row_bytes, dtype=np.uint8)
+        _pread_into(self.fd, buffer, self.info.offset + start * self.row_bytes, self.info.name)
+        values = self.block.dequantize(buffer, (stop - start) * self.row_elements)
+        return np.asarray(values, dtype=np.float32).reshape((stop - start, *self.info.shape[1:]))
+
+
+class _MaterializedRows(_Rows):
+    """Layouts that are not addressable by row (strided views, llama2.c's grouped int8): the whole
+    tensor is decoded once; memory is one tensor."""
+
+    def __init__(self, array: np.ndarray, code: str) -> None:
+        self.array = np.ascontiguousarray(array if array.ndim else array.reshape(1))
+        self.code = code
+        self.rows = self.array.shape[0]
+        self.row_bytes = self.array[:1].nbytes
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.array[start:stop]
+
+
+class _ConcatRows(_Rows):
+    """A logical tensor concatenated from model-parallel parts (Meta's consolidated shards)."""
+
+    def __init__(self, parts: list[_Rows], axis: int) -> None:
+        self.parts, self.axis = parts, axis
+        codes = {p.code for p in parts}
+        if len(codes) != 1:
+            raise CorruptCheckpointError("the parts of a sharded tensor decode to different dtypes")
+        self.code = codes.pop()
+        if axis == 0:
+            self.starts = np.cumsum([0] + [p.rows for p in parts])
+            self.rows = int(self.starts[-1])
+        else:
+            self.rows = parts[0].rows
+        self.row_bytes = sum(p.row_bytes for p in parts) // (len(parts) if axis == 0 else 1)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.axis != 0:
+            return np.concatenate([p.read(start, stop) for p in self.parts], axis=self.axis)
+        pieces = []
+        for part, begin in zip(self.parts, self.starts[:-1], strict=True):
+            low, high = max(start, int(begin)), min(stop, int(begin) + part.rows)
+            if low < high:
+                pieces.append(part.read(low - int(begin), high - int(begin)))
+        return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+
+
+class SourceReader:
+    """Opens each source file once and hands out row readers for its tensors."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self._fds: dict[Path, int] = {}
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY)
+            self._fds[path] = fd
+        return fd
+
+    def rows(self, name: str) -> _Rows:
+        info = self.checkpoint.info(name)
+        if info.parts:
+            return _ConcatRows([self._single(p, name) for p in info.parts], info.concat_axis)
+        return self._single(info, name)
+
+    def _single(self, info: TensorInfo, name: str) -> _Rows:
+        if info.dtype in PLAIN_DTYPES and info.strides is None:
+            return _PlainRows(self._fd(info.file), info)
+        if info.dtype in BLOCK_TYPES and info.strides is None and len(info.shape) >= 2:
+            return _BlockRows(self._fd(info.file), info)
+        if info.dtype in PLAIN_DTYPES:
+            return _MaterializedRows(self._strided(info), info.dtype)
+        if info.dtype in EXTRA_DECODERS or info.dtype in BLOCK_TYPES:
+            return _MaterializedRows(self.checkpoint.read(name), "F32")
+        raise CorruptCheckpointError(f"tensor {sanitize(name)!r}: dtype {info.dtype} cannot be read")
+
+    def _strided(self, info: TensorInfo) -> np.ndarray:
+        """A strided (say, transposed) PyTorch view, read from its storage span in stored dtype."""
+        assert info.strides is not None
+        dtype = PLAIN_DTYPES[info.dtype]
+        span = 1 + sum((n - 1) * s for n, s in zip(info.shape, info.strides, strict=True) if n > 0)
+        if any(s < 0 for s in info.strides) or span * dtype.itemsize > info.nbytes:
+            raise CorruptCheckpointError(f"tensor {sanitize(info.name)!r}: strides reach outside its storage")
+        buffer = np.empty(span * dtype.itemsize, dtype=np.uint8)
+        _pread_into(self._fd(info.file), buffer, info.offset, info.name)
+        flat = buffer.view(dtype)
+        view = np.lib.stride_tricks.as_strided(
+            flat, shape=info.shape, strides=tuple(s * dtype.itemsize for s in info.strides), writeable=False
+        )
+        return np.ascontiguousarray(view)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def recipe_chunks(recipe: Recipe, reader: SourceReader) -> Iterator[np.ndarray]:
+    """The output bytes of one recipe, as little-endian arrays of at most about `CHUNK_BYTES`."""
+    if not recipe.shape:
+        raise UsageError(f"{recipe.output}: scalar tensors are not part of a Llama checkpoint")
+    row_elements = int(np.prod(recipe.shape[1:], dtype=np.int64))
+    out_row_bytes = max(1, row_elements * PLAIN_DTYPES[recipe.dtype].itemsize)
+    per_chunk = max(1, CHUNK_BYTES // out_row_bytes)
+    total = recipe.shape[0]
+    if recipe.source is None:
+        for start in range(0, total, per_chunk):
+            count = min(per_chunk, total - start)
+            yield cast_values(np.zeros((count, *recipe.shape[1:]), dtype=np.float32), recipe.dtype)
+        return
+    rows = reader.rows(recipe.source)
+    index = row_index(rows.rows, [(s.op, s.args) for s in recipe.row_maps])
+    for start in range(0, total, per_chunk):
+        stop = min(total, start + per_chunk)
+        data = rows.read(start, stop) if index is None else rows.take(index[start:stop])
+        if not recipe.folds and rows.code == recipe.dtype:
+            yield data
+            continue
+        values = to_values(data, rows.code)
+        for fold in recipe.folds:
+            values = (
+                normalize_rows(values) if fold.op == "normalize_rows" else scale(values, fold.args["factor"])
+            )
+        yield cast_values(values, recipe.dtype)
+
+
+# -- hashing ------------------------------------------------------------------------------------------
+
+
+class _BackgroundHash:
+    """sha256 on a worker thread; `update` blocks when the worker is `_HASH_QUEUE` chunks behind."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=_HASH_QUEUE)
+        self._thread = threading.Thread(target=self._run, name="unshell-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._hash.update(item)
+
+    def update(self, data: Any) -> None:
+        self._queue.put(data)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _hash_file(path: Path, stop: threading.Event) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    buffer = bytearray(8 << 20)
+    view = memoryview(buffer)
+    size = 0
+    with path.open("rb", buffering=0) as handle:
+        while not stop.is_set():
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+            size += count
+    return size, digest.hexdigest()
+
+
+class _FileHashes:
+    """sha256 of a list of files, computed on one background thread while the conversion runs."""
+
+    def __init__(self, paths: Iterable[Path]) -> None:
+        self._paths = list(dict.fromkeys(paths))
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-source-hash")
+        self._futures: list[Future[tuple[int, str]]] = [
+            self._pool.submit(_hash_file, path, self._stop) for path in self._paths
+        ]
+
+    def result(self) -> dict[Path, tuple[int, str]]:
+        try:
+            return {path: future.result() for path, future in zip(self._paths, self._futures, strict=True)}
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def cancel(self) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def hash_files(paths: Iterable[Path]) -> Iterator[_FileHashes]:
+    """Hash files in the background for the duration of the block (cancelled if it fails)."""
+    hashes = _FileHashes(paths)
+    try:
+        yield hashes
+    except BaseException:
+        hashes.cancel()
+        raise
+
+
+# -- safetensors shards --------------------------------------------------------------------------------
+
+
+def _shard_groups(recipes: list[Recipe], shard_size: int) -> list[list[Recipe]]:
+    groups: list[list[Recipe]] = []
+    current: list[Recipe] = []
+    size = 0
+    for recipe in recipes:
+        if current and size + recipe.nbytes > shard_size:
+            groups.append(current)
+            current, size = [], 0
+        current.append(recipe)
+        size += recipe.nbytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _header(recipes: list[Recipe]) -> bytes:
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    position = 0
+    for recipe in recipes:
+        header[recipe.output] = {
+            "dtype": recipe.dtype,
+            "shape": list(recipe.shape),
+            "data_offsets": [position, position + recipe.nbytes],
+        }
+        position += recipe.nbytes
+    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Pad so that the data section, and with it every tensor (largest element size first), is aligned.
+    return encoded + b" " * (-(8 + len(encoded)) % 8)
+
+
+def _write_all(handle: Any, data: Any) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = handle.write(view)
+        view = view[written:]
+
+
+def _write_shard(
+    path: Path, recipes: list[Recipe], produce: Callable[[Recipe], Iterator[np.ndarray]]
+) -> tuple[int, str]:
+    header = _header(recipes)
+    digest = _BackgroundHash()
+    size = 0
+    try:
+        with path.open("wb", buffering=0) as handle:
+            for chunk in (struct.pack("<Q", len(header)), header):
+                _write_all(handle, chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            for recipe in recipes:
+                written = 0
+                for data in produce(recipe):
+                    data = np.ascontiguousarray(data)
+                    _write_all(handle, data)
+                    digest.update(data)
+                    written += data.nbytes
+                if written != recipe.nbytes:
+                    raise CorruptCheckpointError(
+                        f"{recipe.output}: produced {written} bytes, the header promised {recipe.nbytes}"
+                    )
+                size += written
+        return size, digest.hexdigest()
+    finally:
+        digest.close()
+
+
+def write_shards(
+    directory: Path,
+    recipes: list[Recipe],
+    produce: Callable[[Recipe], Iterator[np.ndarray]],
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> list[OutputFile]:
+    """Write ``model-0000i-of-0000n.safetensors`` shards (recipes in the given order, cut at
+    ``shard_size`` bytes; a tensor larger than that gets its own shard) and the index. Within a
+    shard, tensors are ordered by descending element size so every tensor is aligned."""
+    groups = _shard_groups(recipes, shard_size)
+    files: list[OutputFile] = []
+    weight_map: dict[str, str] = {}
+    for number, group in enumerate(groups, start=1):
+        ordered = sorted(group, key=lambda r: -PLAIN_DTYPES[r.dtype].itemsize)
+        name = f"model-{number:05d}-of-{len(groups):05d}.safetensors"
+        size, sha = _write_shard(directory / name, ordered, produce)
+        files.append(OutputFile(name, size, sha))
+        weight_map.update(dict.fromkeys((r.output for r in group), name))
+    index = {
+        "metadata": {"total_size": sum(r.nbytes for r in recipes)},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    files.append(write_json(directory / INDEX_NAME, index))
+    return files
+
+
+def write_json(path: Path, value: Any) -> OutputFile:
+    data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    path.write_bytes(data)
+    return OutputFile(path.name, len(data), hashlib.sha256(data).hexdigest())
+
+
+def copy_file(source: Path, directory: Path, name: str | None = None) -> OutputFile:
+    target = directory / (name or source.name)
+    shutil.copyfile(source, target)
+    size, sha = _hash_file(target, threading.Event())
+    return OutputFile(target.name, size, sha)
+
+
+def write_text(path: Path, text: str) -> OutputFile:
+    data = text.encode("utf-8")
+    path.write_bytes(data)
+    return OutputFile(path.name, len(data), hashlib.sha256(data).hexdigest())
+
+
+# -- destination ---------------------------------------------------------------------------------------
+
+
+def _inside(path: Path, other: Path) -> bool:
+    return path == other or path.is_relative_to(other)
+
+
+def check_destination(destination: Path, source: Path, *, force: bool) -> None:
+    """Refuse a destination that exists and is not empty (unless ``force``), and one that is or
+    contains the source: replacing it would modify the input.
+
+    Raises:
+        OutputExistsError: a non-empty destination without ``force``.
+        UsageError: the destination is the source or contains it.
+    """
+    resolved, source_resolved = destination.resolve(), source.resolve()
+    if _inside(source_resolved, resolved):
+        raise UsageError(f"the output {sanitize(str(destination))} is or contains the input")
+    if not os.path.lexists(destination):
+        return
+    if destination.is_dir() and not destination.is_symlink() and not any(destination.iterdir()):
+        return
+    if not force:
+        what = "directory is not empty" if destination.is_dir() else "path exists"
+        raise OutputExistsError(
+            f"{sanitize(str(destination))}: the output {what} (pass --force to replace it)"
+        )
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt during the block, so cleanup runs (main thread only, and
+    only when nobody else handles SIGTERM)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("terminated")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def staging_directory(destination: Path) -> Iterator[Path]:
+    """A hidden temporary directory beside ``destination``, removed unless `commit` moved it."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.unshell-"))
+    # mkdtemp makes the directory private; the output should get the permissions mkdir would give.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o777 & ~mask)
+    try:
+        with _terminate_as_interrupt():
+            yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit(staging: Path, destination: Path, *, force: bool) -> None:
+    """Move the finished staging directory to ``destination`` (replacing an empty directory, or
+    with ``force`` anything there, which is moved aside first and deleted only after the rename)."""
+    if not os.path.lexists(destination):
+        try:
+            os.rename(staging, destination)
+            return
+        except OSError:
+            if not os.path.lexists(destination):
+                raise
+    if destination.is_dir() and not destination.is_symlink() and not any(destination.iterdir()):
+        os.replace(staging, destination)
+        return
+    if not force:
+        raise OutputExistsError(
+            f"{sanitize(str(destination))} appeared while converting (pass --force to replace it)"
+        )
+    aside = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.replaced-"))
+    os.rmdir(aside)
+    os.rename(destination, aside)
+    try:
+        os.rename(staging, destination)
+    except BaseException:
+        os.rename(aside, destination)
+        raise
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)

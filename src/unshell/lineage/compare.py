@@ -1,0 +1,561 @@
+"""`unshell.compare(a, b)`: did B's weights come from A's, or were they trained independently?
+
+The decisive evidence is a test of H0 "B was trained independently of A", on weights alone:
+
+1. Residual alignment: orthogonal Procrustes between the embedding rows of shared token ids
+   undoes a permuted, sign-flipped or rotated residual stream (norm gains are folded into the
+   matrices that read the normalized stream first, as a disguiser would have to).
+2. Units: every matrix that touches the residual stream, as the set of its vectors in residual
+   space. A unit's sketch (`sketch.gram_sketch`) forgets neuron and head permutations, sign
+   flips, rotations inside heads and the scaling of one matrix against the next.
+3. Each of B's units is matched to its most similar unit of A, by name-blind search over all of A.
+   The unit's null is the rest of its own row: how similar B's unit is to A's *other* units,
+   robustly located (median) and scaled (MAD, floored at the exact spread of two randomly
+   rotated sketches). The best match's z-score is corrected for having been picked among
+   N candidates (Šidák), giving a per-unit p-value; units are combined with Stouffer's method.
+   Under H0 the best match is just the largest of N exchangeable draws, so the combined p-value
+   is uniform or conservative; `benchmarks/RESULTS.md` holds the simulation over independent
+   pairs that checks it, and the hardest negatives (same data, same recipe, other seed).
+
+Cheap evidence (content hashes, std profiles, the alignment residual) is always reported next to
+it, and never decides alone, except `identical`, which needs every weight's values to match.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats import open_checkpoint
+from ..formats.base import Checkpoint, sanitize
+from ..inspection import InspectResult, _weights, inspect_checkpoint
+from .canonical import READS_RESIDUAL, CanonicalModel, canonical_model
+from .hashes import HashMatch, content_hashes, match_hashes
+from .sketch import SKETCH_DIM, Alignment, align_embeddings, gram_sketch, identity_alignment, projection
+
+SCHEMA_VERSION = 1
+DERIVED_P = 1e-6
+INDEPENDENT_P = 0.01
+MIN_UNITS = 4
+QUANTIZED_DTYPES_PREFIX = ("Q", "IQ", "TQ", "MXFP", "I8")
+
+
+@dataclass
+class Unit:
+    """One matrix as a set of vectors in residual space."""
+
+    name: str
+    layer: int | None
+    role: str | None
+    orientation: str  # "rows" or "columns"
+    vectors: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.orientation}]"
+
+
+@dataclass
+class UnitMatch:
+    b: Unit
+    a: Unit
+    similarity: float
+    null_median: float
+    null_scale: float
+    z: float
+    p: float
+
+
+@dataclass
+class CompareResult:
+    path_a: str
+    path_b: str
+    inspect_a: InspectResult
+    inspect_b: InspectResult
+    verdict: str
+    reason: str
+    how: list[str]
+    p_value: float | None
+    score: float | None
+    layers: list[dict[str, Any]]
+    hashes: HashMatch | None
+    alignment: Alignment | None
+    profile_correlation: float | None
+    matches: list[UnitMatch] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    quick: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        arch_a, arch_b = self.inspect_a.recognition, self.inspect_b.recognition
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "a": _side(self.path_a, self.inspect_a),
+            "b": _side(self.path_b, self.inspect_b),
+            "architecture": {
+                "same_family": bool(arch_a.family and arch_a.family == arch_b.family),
+                "family_a": arch_a.family,
+                "family_b": arch_b.family,
+                "same_shapes": arch_a.config == arch_b.config,
+                "config_a": arch_a.config,
+                "config_b": arch_b.config,
+                "renamed_in_b": len(self.inspect_b.renamed),
+                "note": "architecture reuse is reported apart from weight reuse: sharing a design is not sharing weights",
+            },
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "how": self.how,
+            "p_value": self.p_value,
+            "score": None if self.score is None else round(self.score, 6),
+            "layers": self.layers,
+            "evidence": {
+                "hashes": None if self.hashes is None else self.hashes.to_dict(),
+                "alignment": None
+                if self.alignment is None
+                else {
+                    "method": self.alignment.method,
+                    "residual": None
+                    if math.isnan(self.alignment.residual)
+                    else round(self.alignment.residual, 6),
+                    "anchors": self.alignment.anchors,
+                },
+                "std_profile_correlation": None
+                if self.profile_correlation is None
+                else round(self.profile_correlation, 6),
+                "std_profile_note": (
+                    "per-layer weight std profiles correlate highly between unrelated models of one "
+                    "architecture (0.9 and more); shown for reference only"
+                ),
+                "units_compared": len(self.matches),
+                "quick": self.quick,
+                "bytes_read": self.bytes_read,
+            },
+            "notes": self.notes,
+        }
+
+
+def _side(path: str, result: InspectResult) -> dict[str, Any]:
+    return {
+        "path": sanitize(path, limit=4096),
+        "format": result.format,
+        "family": result.recognition.family,
+        "parameters": result.parameters,
+        "dtypes": sorted(result.dtypes),
+    }
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+
+def _units(model: CanonicalModel, hidden: int, *, row_fraction: float = 1.0) -> list[Unit]:
+    """Every 2-D weight with a residual-sized side, oriented so its vectors live in residual space."""
+    units: list[Unit] = []
+    roles = {a.name: a for a in model.result.recognition.assignments}
+    for name, info in model.checkpoint.tensors.items():
+        assignment = roles.get(name)
+        if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
+            continue
+        role = assignment.role
+        if role in ("embed.weight", "lm_head.weight", "pos_embed.weight", "type_embed.weight"):
+            continue
+        if (
+            role is None
+            and assignment.candidates
+            and set(assignment.candidates)
+            <= {
+                "embed.weight",
+                "lm_head.weight",
+            }
+        ):
+            continue
+        matrix = _read_rows(model, name, row_fraction)
+        orientations = _orientations(role, info.shape, hidden)
+        for orientation in orientations:
+            vectors = matrix if orientation == "rows" else matrix.T
+            if orientation == "rows" and role in READS_RESIDUAL:
+                gain = model.role(assignment.layer, READS_RESIDUAL[role])
+                if gain is not None and gain.shape == (vectors.shape[1],):
+                    vectors = vectors * gain[None, :]
+            units.append(Unit(name, assignment.layer, role, orientation, np.ascontiguousarray(vectors)))
+    return units
+
+
+def _orientations(role: str | None, shape: tuple[int, ...], hidden: int) -> list[str]:
+    rows, cols = shape
+    if (role in READS_RESIDUAL or role in ("attn.qkv.weight", "mlp.gate_up.weight")) and cols == hidden:
+        return ["rows"]
+    if role in ("attn.o.weight", "mlp.down.weight") and rows == hidden:
+        return ["columns"]
+    # Unknown or transposed storage (ONNX MatMul weights are [in, out]): try every residual side.
+    out = []
+    if cols == hidden:
+        out.append("rows")
+    if rows == hidden:
+        out.append("columns")
+    return out
+
+
+def _read_rows(model: CanonicalModel, name: str, fraction: float) -> np.ndarray:
+    matrix = np.asarray(model.checkpoint.read(name), dtype=np.float32)
+    if fraction >= 1.0 or matrix.shape[0] < 64:
+        return matrix
+    # A fixed stride keeps the sample the same across runs and models.
+    step = max(1, round(1 / fraction))
+    return matrix[::step]
+
+
+# --- the test --------------------------------------------------------------------------------------
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _normal_isf(p: float) -> float:
+    """z with upper tail p, accurate far into the tail (bisection on erfc)."""
+    p = min(max(p, 1e-300), 1 - 1e-16)
+    low, high = -40.0, 40.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if _normal_sf(middle) > p:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def haar_scale(dim: int) -> float:
+    """Standard deviation of the cosine between two traceless sketches when one is rotated at random."""
+    return math.sqrt(2.0 / ((dim - 1) * (dim + 2)))
+
+
+def match_units(
+    units_a: list[Unit], units_b: list[Unit], basis_a: np.ndarray, basis_b: np.ndarray
+) -> list[UnitMatch]:
+    sketches_a = np.stack([gram_sketch(u.vectors, basis_a).ravel() for u in units_a])
+    sketches_b = np.stack([gram_sketch(u.vectors, basis_b).ravel() for u in units_b])
+    table = sketches_b @ sketches_a.T
+    # Under H0 a B sketch is randomly oriented relative to every A sketch: cosine mean 0 with the
+    # exact Haar spread. Real independent models sit slightly above that (some shared structure
+    # survives), so each unit's null also takes the location and spread of its own row (B's unit
+    # against all of A's other units), and the wider of the two is used: conservative by design.
+    floor = haar_scale(basis_a.shape[1])
+    matches = []
+    candidates = len(units_a)
+    for row, unit in enumerate(units_b):
+        values = table[row]
+        best = int(np.argmax(values))
+        rest = np.delete(values, best)
+        median = max(float(np.median(rest)), 0.0) if rest.size else 0.0
+        mad = 1.4826 * float(np.median(np.abs(rest - median))) if rest.size else 0.0
+        scale = max(floor, mad)
+        z = (float(values[best]) - median) / scale
+        # Šidák: the best of N candidates is not one candidate.
+        tail = _normal_sf(z)
+        p = -math.expm1(candidates * math.log1p(-tail)) if tail < 1 else 1.0
+        matches.append(UnitMatch(unit, units_a[best], float(values[best]), median, scale, z, p))
+    return _one_per_tensor(matches)
+
+
+def _one_per_tensor(matches: list[UnitMatch]) -> list[UnitMatch]:
+    """A matrix tried in both orientations counts once, by its better orientation (Bonferroni x2)."""
+    best: dict[str, UnitMatch] = {}
+    tries: dict[str, int] = {}
+    for match in matches:
+        tries[match.b.name] = tries.get(match.b.name, 0) + 1
+        current = best.get(match.b.name)
+        if current is None or match.p < current.p:
+            best[match.b.name] = match
+    for name, match in best.items():
+        match.p = min(1.0, match.p * tries[name])
+    return list(best.values())
+
+
+def combine(matches: list[UnitMatch]) -> tuple[float, float]:
+    """Stouffer's combination of the per-unit p-values: (Z, p)."""
+    if not matches:
+        return 0.0, 1.0
+    zs = [_normal_isf(m.p) for m in matches]
+    combined = sum(zs) / math.sqrt(len(zs))
+    return combined, _normal_sf(combined)
+
+
+# --- layer map and classification ---------------------------------------------------------------
+
+
+def layer_map(matches: list[UnitMatch]) -> list[dict[str, Any]]:
+    by_layer: dict[int, list[UnitMatch]] = {}
+    for match in matches:
+        if match.b.layer is not None:
+            by_layer.setdefault(match.b.layer, []).append(match)
+    rows = []
+    for layer in sorted(by_layer):
+        votes: dict[int | None, list[float]] = {}
+        for match in by_layer[layer]:
+            votes.setdefault(match.a.layer, []).append(match.similarity)
+        best_a = max(votes, key=lambda k: (len(votes[k]), float(np.mean(votes[k]))))
+        rows.append(
+            {
+                "layer_b": layer,
+                "layer_a": best_a,
+                "similarity": round(float(np.mean([m.similarity for m in by_layer[layer]])), 6),
+                "units": len(by_layer[layer]),
+                "agreeing_units": len(votes[best_a]),
+            }
+        )
+    return rows
+
+
+def _how(
+    a: InspectResult,
+    b: InspectResult,
+    layers: list[dict[str, Any]],
+    alignment: Alignment | None,
+    model_a: CanonicalModel,
+    model_b: CanonicalModel,
+) -> list[str]:
+    how: list[str] = []
+    config_a, config_b = a.recognition.config, b.recognition.config
+    if any(d.startswith(QUANTIZED_DTYPES_PREFIX) for d in b.dtypes) and not any(
+        d.startswith(QUANTIZED_DTYPES_PREFIX) for d in a.dtypes
+    ):
+        how.append("quantized")
+    layers_a = config_a.get("num_hidden_layers") or 0
+    layers_b = config_b.get("num_hidden_layers") or 0
+    mapped = [row["layer_a"] for row in layers if row["layer_a"] is not None]
+    if mapped and len(mapped) != len(set(mapped)):
+        how.append("upscaled")
+    elif layers_b and layers_a and layers_b < layers_a:
+        how.append("pruned")
+    for key in ("hidden_size", "intermediate_size"):
+        if config_a.get(key) and config_b.get(key) and config_b[key] < config_a[key] and "pruned" not in how:
+            how.append("pruned")
+    if (
+        config_a.get("vocab_size")
+        and config_b.get("vocab_size")
+        and config_b["vocab_size"] > config_a["vocab_size"]
+    ):
+        how.append("vocab-extended")
+    square = alignment is not None and alignment.transform.shape[0] == alignment.transform.shape[1]
+    # The residual stream was permuted, sign-flipped or rotated if the alignment is no identity.
+    if (
+        square
+        and alignment is not None
+        and float(np.linalg.norm(alignment.transform - np.eye(alignment.transform.shape[0]))) > 1.0
+    ):
+        how.append("obfuscated")
+    drift, scrambled = _relative_drift(model_a, model_b, alignment)
+    if scrambled and "obfuscated" not in how:
+        how.append("obfuscated")  # neurons permuted or matrices rescaled against each other
+    if drift is not None and "quantized" not in how:
+        how.append("finetune" if drift < 0.25 else "continued-pretraining")
+    return how
+
+
+def _relative_drift(
+    a: CanonicalModel, b: CanonicalModel, alignment: Alignment | None
+) -> tuple[float | None, bool]:
+    """(median over layers of ||W_B - W_A|| / ||W_A|| for position-aligned MLP up matrices, whether
+    positions disagree). Drift can only be read off position by position when neurons were not
+    permuted; a low position-wise cosine between matrices whose sketches match says they were."""
+    drifts, scrambled = [], False
+    for layer in sorted(set(a.layers) & set(b.layers))[:8]:
+        wa, wb = a.folded(layer, "mlp.up.weight"), b.folded(layer, "mlp.up.weight")
+        if wa is None or wb is None or wa.shape != wb.shape:
+            continue
+        if alignment is not None and alignment.transform.shape == (wb.shape[1], wa.shape[1]):
+            wb = wb @ alignment.transform
+        cos = float(np.sum(wa * wb) / max(float(np.linalg.norm(wa) * np.linalg.norm(wb)), 1e-30))
+        if cos < 0.3:
+            scrambled = True
+            continue
+        drifts.append(float(np.linalg.norm(wb - wa) / max(float(np.linalg.norm(wa)), 1e-30)))
+    return (float(np.median(drifts)) if drifts else None), scrambled
+
+
+# --- profile (the std-profile evidence, reported for reference only) ----------------------------
+
+
+def _profile(model: CanonicalModel) -> list[float]:
+    values = []
+    for layer in model.layers:
+        for role in (
+            "attn.q.weight",
+            "attn.k.weight",
+            "attn.v.weight",
+            "attn.o.weight",
+            "mlp.up.weight",
+            "mlp.down.weight",
+        ):
+            matrix = model.role(layer, role)
+            values.append(float(matrix.std()) if matrix is not None else float("nan"))
+    return values
+
+
+def _profile_correlation(a: CanonicalModel, b: CanonicalModel) -> float | None:
+    pa, pb = np.array(_profile(a)), np.array(_profile(b))
+    if pa.size != pb.size or pa.size < 3:
+        return None
+    keep = ~(np.isnan(pa) | np.isnan(pb))
+    if keep.sum() < 3 or np.std(pa[keep]) == 0 or np.std(pb[keep]) == 0:
+        return None
+    return float(np.corrcoef(pa[keep], pb[keep])[0, 1])
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+
+def _embedding(model: CanonicalModel) -> np.ndarray | None:
+    embed = model.embedding()
+    if embed is not None:
+        return embed
+    for assignment in model.result.recognition.assignments:
+        if assignment.role is None and "embed.weight" in assignment.candidates:
+            return model.tensor(assignment.name)
+    return None
+
+
+def _hash_names(checkpoint: Checkpoint) -> list[str]:
+    names, _ = _weights(checkpoint)
+    return [name for name, _ in names]
+
+
+def compare_checkpoints(
+    a: Checkpoint, b: Checkpoint, *, quick: bool = False, path_a: str = "", path_b: str = ""
+) -> CompareResult:
+    inspect_a, inspect_b = inspect_checkpoint(a), inspect_checkpoint(b)
+    model_a, model_b = canonical_model(a, inspect_a), canonical_model(b, inspect_b)
+    notes: list[str] = []
+
+    hashes = (
+        None if quick else match_hashes(content_hashes(a, _hash_names(a)), content_hashes(b, _hash_names(b)))
+    )
+    reverse = (
+        None if quick else match_hashes(content_hashes(b, _hash_names(b)), content_hashes(a, _hash_names(a)))
+    )
+    profile = _profile_correlation(model_a, model_b)
+
+    def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
+        return CompareResult(
+            path_a=path_a,
+            path_b=path_b,
+            inspect_a=inspect_a,
+            inspect_b=inspect_b,
+            verdict=verdict,
+            reason=reason,
+            hashes=hashes,
+            profile_correlation=profile,
+            notes=notes,
+            quick=quick,
+            **kwargs,
+        )
+
+    if hashes is not None and reverse is not None and min(hashes.rounded, reverse.rounded) >= 0.999999:
+        how = ["dtype-cast"] if hashes.exact < 0.999999 else []
+        return result(
+            "identical",
+            "every weight tensor's values have a twin on the other side",
+            how=how,
+            p_value=None,
+            score=1.0,
+            layers=[],
+            alignment=None,
+        )
+    if hashes is not None and reverse is not None and min(hashes.multiset, reverse.multiset) >= 0.999999:
+        return result(
+            "identical",
+            "the same values, re-laid out (transposed, permuted or re-fused)",
+            how=["re-laid-out"],
+            p_value=None,
+            score=1.0,
+            layers=[],
+            alignment=None,
+        )
+
+    hidden_a, hidden_b = model_a.hidden, model_b.hidden
+    if not hidden_a or not hidden_b:
+        return result(
+            "inconclusive",
+            "the hidden size of one model could not be recognized",
+            how=[],
+            p_value=None,
+            score=None,
+            layers=[],
+            alignment=None,
+        )
+    embed_a, embed_b = _embedding(model_a), _embedding(model_b)
+    if embed_a is not None and embed_b is not None:
+        alignment = align_embeddings(embed_a, embed_b)
+    elif hidden_a == hidden_b:
+        alignment = identity_alignment(hidden_a, hidden_b)
+        notes.append(
+            "no embeddings to align the residual streams: compared in the stored basis (a rotation would hide lineage)"
+        )
+    else:
+        return result(
+            "inconclusive",
+            "different hidden sizes and no embeddings to align them",
+            how=[],
+            p_value=None,
+            score=None,
+            layers=[],
+            alignment=None,
+        )
+
+    fraction = 0.05 if quick else 1.0
+    units_a = _units(model_a, hidden_a, row_fraction=fraction)
+    units_b = _units(model_b, hidden_b, row_fraction=fraction)
+    if len(units_a) < 2 or len(units_b) < 1:
+        return result(
+            "inconclusive",
+            "no comparable weight matrices",
+            how=[],
+            p_value=None,
+            score=None,
+            layers=[],
+            alignment=alignment,
+        )
+    basis_a = projection(hidden_a, SKETCH_DIM)
+    basis_b = alignment.transform @ basis_a
+    matches = match_units(units_a, units_b, basis_a, basis_b)
+    z, p = combine(matches)
+    layers = layer_map(matches)
+    score = float(np.mean([m.similarity for m in matches]))
+
+    if len(matches) < MIN_UNITS:
+        verdict, reason = (
+            "inconclusive",
+            f"only {len(matches)} comparable matrices: too few for a calibrated test",
+        )
+    elif p < DERIVED_P:
+        verdict, reason = "derived", f"B's weight matrices match A's far beyond chance (Stouffer Z = {z:.1f})"
+    elif p < INDEPENDENT_P:
+        verdict, reason = (
+            "inconclusive",
+            f"weak evidence of shared weights (p = {p:.2g}): not enough to claim derivation",
+        )
+    else:
+        verdict, reason = "independent", "no weight matrix of B matches A's beyond what unrelated models show"
+    how = _how(inspect_a, inspect_b, layers, alignment, model_a, model_b) if verdict == "derived" else []
+    return result(
+        verdict, reason, how=how, p_value=p, score=score, layers=layers, alignment=alignment, matches=matches
+    )
+
+
+def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool = False) -> CompareResult:
+    """Compare two checkpoints: architecture reuse, and whether B's weights derive from A's.
+
+    Example:
+        >>> import unshell
+        >>> result = unshell.compare("base", "suspect")  # doctest: +SKIP
+        >>> result.verdict, result.p_value
+    """
+    with open_checkpoint(a) as checkpoint_a, open_checkpoint(b) as checkpoint_b:
+        return compare_checkpoints(
+            checkpoint_a, checkpoint_b, quick=quick, path_a=str(Path(a)), path_b=str(Path(b))
+        )

@@ -1,0 +1,101 @@
+"""Name-agnostic content hashes and weight-statistics profiles: cheap evidence, never a verdict alone.
+
+Three hashes per tensor, each blind to the tensor's name:
+
+- ``exact``: the stored bytes (same dtype, same layout);
+- ``rounded``: the values rounded to bfloat16, so a lossless or bf16 cast of the same weights
+  still matches;
+- ``multiset``: the sorted bfloat16-rounded values, so transposition, fused/split layouts and
+  permutations of rows or columns still match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..formats.base import Checkpoint, bf16_to_f32
+
+
+def _bf16_bits(values: np.ndarray) -> np.ndarray:
+    """Round float32 to bfloat16 (nearest even), as uint16 bits."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + 0x7FFF
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class TensorHashes:
+    name: str
+    numel: int
+    exact: str
+    rounded: str
+    multiset: str
+    std: float
+
+
+@dataclass
+class ContentHashes:
+    tensors: list[TensorHashes] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.numel for t in self.tensors)
+
+    def by(self, kind: str) -> Counter[str]:
+        return Counter(getattr(t, kind) for t in self.tensors)
+
+
+def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
+    info = checkpoint.info(name)
+    exact = hashlib.sha256()
+    if info.parts:
+        for part in info.parts:
+            exact.update(checkpoint.raw_bytes(part).data)
+    else:
+        exact.update(checkpoint.raw_bytes(info).data)
+    values = np.asarray(checkpoint.read(name), dtype=np.float32)
+    bits = _bf16_bits(values.ravel())
+    rounded = hashlib.sha256(bits.tobytes()).hexdigest()
+    # Any fixed order of the bit patterns identifies the multiset; numeric order is not needed.
+    multiset = hashlib.sha256(np.sort(bits).tobytes()).hexdigest()
+    std = float(bf16_to_f32(bits).std()) if values.size else 0.0
+    return TensorHashes(name, values.size, exact.hexdigest(), rounded, multiset, std)
+
+
+def content_hashes(checkpoint: Checkpoint, names: list[str]) -> ContentHashes:
+    """Stream ``names`` one tensor at a time."""
+    return ContentHashes([hash_tensor(checkpoint, n) for n in names])
+
+
+@dataclass(frozen=True)
+class HashMatch:
+    """Fraction of B's parameters whose tensor has a twin in A under each hash."""
+
+    exact: float
+    rounded: float
+    multiset: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "exact": round(self.exact, 6),
+            "rounded": round(self.rounded, 6),
+            "multiset": round(self.multiset, 6),
+        }
+
+
+def match_hashes(a: ContentHashes, b: ContentHashes) -> HashMatch:
+    def fraction(kind: str) -> float:
+        available = a.by(kind)
+        matched = 0
+        for tensor in b.tensors:
+            key = getattr(tensor, kind)
+            if available[key] > 0:
+                available[key] -= 1
+                matched += tensor.numel
+        return matched / b.parameters if b.parameters else 0.0
+
+    return HashMatch(fraction("exact"), fraction("rounded"), fraction("multiset"))

@@ -1,0 +1,55 @@
+"""The lineage zoo for tests: ``zoo()`` builds it on first use (about 6 minutes on 2 cores) or
+loads it from the cache (``~/.cache/unshell-tests/zoo/<key>/``; ``UNSHELL_TEST_CACHE`` moves it).
+
+    from zoo_fixture import zoo
+
+    for pair in zoo().derived:        # Pair(name, a, b, how, note)
+        ...
+    zoo().independent                 # pairs that share no weights
+    zoo().bases                       # name -> path
+    zoo().null_pairs(200)             # cheap independent pairs for null calibration (cached too)
+
+The builder is ``tools/zoo.py`` (also a CLI: ``python tools/zoo.py build``); this module only
+imports it, under a name of its own so that it cannot clash with a test module.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+_TOOLS_ZOO = Path(__file__).resolve().parent.parent / "tools" / "zoo.py"
+_MODULE_NAME = "unshell_tools_zoo"
+
+
+def zoo_module() -> ModuleType:
+    """``tools/zoo.py`` as a module (loaded once per process)."""
+    module = sys.modules.get(_MODULE_NAME)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(_MODULE_NAME, _TOOLS_ZOO)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {_TOOLS_ZOO}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_MODULE_NAME] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return module
+
+
+_zoo = zoo_module()
+if TYPE_CHECKING:
+    from tools.zoo import Pair, Zoo
+else:
+    Pair, Zoo = _zoo.Pair, _zoo.Zoo
+
+__all__ = ["Pair", "Zoo", "zoo", "zoo_module"]
+
+
+@functools.cache
+def zoo() -> Zoo:
+    """The lineage zoo, built (once, under a lock) or loaded from the cache."""
+    result: Zoo = _zoo.load_or_build()
+    return result

@@ -14,10 +14,12 @@ Measured in the same run, each repeated ``--repeat`` times (median reported):
   data path): the floor for moving the bytes once;
 * convert: ``python -m unshell convert SRC -o OUT --no-verify`` in a child process: recognition,
   planning, reading, splitting, writing the shards, hashing source and output (sha256), record;
-  peak RSS from ``wait4``.
+  peak RSS from ``wait4``;
+* convert without sha256 (diagnostic): the same child with the two hashers replaced by no-ops, to
+  separate the data path from the cost of the record's sha256 of every source and output byte.
 
-Throughput is source bytes per second. The page cache is dropped before each measurement when
-the machine allows it (root with a writable /proc/sys/vm/drop_caches), else every run is warm.
+Throughput is source bytes per second. Before each measurement the source files are evicted
+from the page cache (``posix_fadvise(DONTNEED)``), so both sides read the weights from disk.
 
     python benchmarks/bench_convert.py [--layers 8] [--layout internlm2] [--repeat 3] [--dir /tmp]
 """
@@ -149,36 +151,57 @@ def make_checkpoint(directory: Path, layout: str, layers: int) -> int:
     return total
 
 
-def _drop_caches() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as handle:
-            handle.write("3\n")
-        return True
-    except OSError:
-        return False
+def _evict(directory: Path) -> None:
+    """Drop the source files' pages from the page cache (and only theirs: the interpreter and
+    numpy stay cached), so every run reads the weights from disk."""
+    os.sync()
+    for entry in directory.iterdir():
+        fd = os.open(entry, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def plain_copy(source: Path, target: Path) -> float:
-    cold = _drop_caches()
+    _evict(source)
     start = time.perf_counter()
     target.mkdir()
     for entry in sorted(source.iterdir()):
         shutil.copyfile(entry, target / entry.name)
     seconds = time.perf_counter() - start
     shutil.rmtree(target)
-    del cold
     return seconds
 
 
-def run_convert(source: Path, target: Path) -> tuple[float, int]:
-    """(seconds, peak RSS bytes) of one `python -m unshell convert` child process."""
-    _drop_caches()
+WITHOUT_HASHES = """
+import sys
+from unshell.convert import writer
+
+class _NoHash:
+    def update(self, data): pass
+    def hexdigest(self): return "-"
+    def close(self): pass
+
+class _NoFileHashes:
+    def __init__(self, paths): self.paths = list(paths)
+    def result(self): return {p: (0, "-") for p in self.paths}
+    def cancel(self): pass
+
+writer._BackgroundHash = _NoHash
+writer._FileHashes = _NoFileHashes
+from unshell.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def run_convert(source: Path, target: Path, *, hashes: bool = True) -> tuple[float, int]:
+    """(seconds, peak RSS bytes) of one `unshell convert` child process."""
+    _evict(source)
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "unshell", "convert", str(source), "-o", str(target), "--no-verify"],
-        stdout=subprocess.DEVNULL,
-    )
+    arguments = ["convert", str(source), "-o", str(target), "--no-verify"]
+    command = ["-m", "unshell", *arguments] if hashes else ["-c", WITHOUT_HASHES, *arguments]
+    process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -203,19 +226,24 @@ def main() -> None:
         print(
             f"generated {total:,} bytes ({args.layout}, {args.layers} layers) in {time.perf_counter() - start:.1f} s"
         )
-        copies, converts, peaks = [], [], []
+        copies, converts, bare, peaks = [], [], [], []
         for _ in range(args.repeat):
             copies.append(plain_copy(source, work / "copy"))
             seconds, peak = run_convert(source, work / "out")
             converts.append(seconds)
             peaks.append(peak)
-        copy_s, convert_s = statistics.median(copies), statistics.median(converts)
-        cold = _drop_caches()
-        print(f"page cache: {'dropped before each run' if cold else 'warm (cannot drop caches here)'}")
+            bare.append(run_convert(source, work / "out", hashes=False)[0])
+        copy_s, convert_s, bare_s = (
+            statistics.median(copies),
+            statistics.median(converts),
+            statistics.median(bare),
+        )
         print(f"copies s: {[round(s, 2) for s in copies]}  converts s: {[round(s, 2) for s in converts]}")
+        print(f"converts without sha256 s: {[round(s, 2) for s in bare]}")
         print(f"plain copy: {copy_s:.2f} s, {total / copy_s / 1e9:.2f} GB/s")
         print(f"convert:    {convert_s:.2f} s, {total / convert_s / 1e9:.2f} GB/s")
         print(f"ratio (convert throughput / copy throughput): {copy_s / convert_s:.2f}")
+        print(f"convert without sha256: {bare_s:.2f} s, ratio {copy_s / bare_s:.2f}")
         print(f"peak RSS of convert: {max(peaks) / 2**20:.0f} MiB")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The suite's numpy matrices are tiny: OpenBLAS threads only add spin-waiting (and on a shared
+# 2-core machine can make a 128 x 128 eigendecomposition a hundred times slower). Set before numpy
+# loads. torch keeps its own thread pool, so zoo training is not affected.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import sys
 from collections.abc import Iterator
 from pathlib import Path

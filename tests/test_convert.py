@@ -557,6 +557,38 @@ def test_not_exactly_llama_is_refused_with_reason_and_exit_code(
     assert {p.name: _sha256(p) for p in source.iterdir()} == before
 
 
+SWITCHES = [
+    (
+        "phi3-longrope",
+        to_phi3,
+        {"rope_scaling": {"type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+        "rope scaling",
+    ),
+    ("phi4-partial-rotary", to_phi3, {"partial_rotary_factor": 0.75}, "part of each head"),
+    ("yi-gelu", to_yi, {"hidden_act": "gelu"}, "SiLU-only"),
+    (
+        "minicpm-no-scale",
+        lambda s, d: to_minicpm(s, d, scale_emb=12, scale_depth=1.4, dim_model_base=16),
+        {"scale_emb": None},
+        "scale_emb",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "build", "change", "reason"), SWITCHES, ids=[s[0] for s in SWITCHES])
+def test_config_switches_that_change_the_math_are_refused(
+    tmp_path: Path, label: str, build: Builder, change: dict[str, Any], reason: str
+) -> None:
+    foreign = build(_llama(tmp_path), tmp_path / label)
+    config = json.loads((foreign / "config.json").read_text())
+    config.update(change)
+    config = {k: v for k, v in config.items() if v is not None}
+    (foreign / "config.json").write_text(json.dumps(config))
+    with pytest.raises(errors.ConversionRefusedError, match=reason):
+        convert(foreign, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_refusal_through_the_console_script_is_one_line(tmp_path: Path) -> None:
     source = _probe_checkpoint(tmp_path / "falcon", "falcon")
     completed = subprocess.run(

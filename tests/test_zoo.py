@@ -24,6 +24,7 @@ from zoo_fixture import Zoo, zoo, zoo_module
 
 Z = zoo_module()
 Tensors = dict[str, np.ndarray]
+# The forward passes here are tiny; one thread cannot thrash when the machine is busy.
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def logits_of(built: Zoo, name: str, ids: torch.Tensor) -> torch.Tensor:
         params = Z.load_gguf(path, shape)
     else:
         params, shape = Z.load_hf(path, entry.get("renamed"))
-    with Z.torch_session():
+    with Z.torch_session(1):
         result: torch.Tensor = Z.forward(params, shape, ids)
     return result
 
@@ -126,6 +127,13 @@ def test_pairs_are_consistent_with_the_recorded_ancestry(built: Zoo) -> None:
         assert not pair.how
     derived_keys = {frozenset((p.a, p.b)) for p in built.derived}
     assert not derived_keys & {frozenset((p.a, p.b)) for p in built.independent}
+    for pair in built.derived + built.identical:
+        if pair.layers is not None:
+            layers_b = built.info(by_path[pair.b])["layer_source"]
+            assert len(pair.layers) == len(layers_b), pair.name
+            assert all(-1 <= i < len(built.info(by_path[pair.a])["layer_source"]) for i in pair.layers)
+    renamed_only = [n for n, e in built.manifest["models"].items() if e.get("obfuscations") == ["rename"]]
+    assert renamed_only and all("obfuscated" not in built.info(n)["how"] for n in renamed_only)
     same_seed_pairs = [p for p in built.independent if p.note == "same data and recipe, different seeds"]
     assert len(same_seed_pairs) >= 6
     assert len(built.derived) >= 30 and len(built.independent) >= 100
@@ -259,6 +267,12 @@ _TOUCHED = {
 }
 
 
+def _touched(step: str, single_kv_head: bool) -> set[str]:
+    if step == "permute-heads" and single_kv_head:
+        return {"q_proj", "o_proj"}  # one KV head has nowhere to move
+    return _TOUCHED[step]
+
+
 def test_obfuscations_really_change_the_stored_weights(built: Zoo) -> None:
     for name in _obfuscated(built):
         steps = built.info(name)["obfuscations"]
@@ -266,10 +280,10 @@ def test_obfuscations_really_change_the_stored_weights(built: Zoo) -> None:
         if "rename" in steps:
             assert all(key.startswith("w.") for key in ours)
             assert len(set(built.info(name)["renamed"].values())) == len(ours)
-        touched = set().union(*(_TOUCHED[step] for step in steps))
-        if built.info(name)["config"]["num_key_value_heads"] == 1 and "*" not in touched:
-            touched -= {"k_proj", "v_proj"}  # a single KV head has nowhere to move
+        single_kv_head = built.info(name)["config"]["num_key_value_heads"] == 1
+        touched = set().union(*(_touched(step, single_kv_head) for step in steps))
         theirs = _source_tensors(built, built.info(name)["source"])
+        theirs.setdefault("lm_head.weight", theirs["model.embed_tokens.weight"])  # a tied source
         mine = true_named(built, name)
         for key, value in mine.items():
             if value.ndim != 2:
@@ -285,7 +299,7 @@ def _source_tensors(built: Zoo, name: str) -> Tensors:
     if built.info(name)["format"] == "llama2c":
         params, _ = Z.load_llama2c(built.models[name])
         return {k: v.numpy() for k, v in params.items()}
-    return true_named(built, name)
+    return dict(true_named(built, name))
 
 
 # --- derivatives moved, and how ------------------------------------------------------------------
@@ -429,7 +443,7 @@ def test_training_is_deterministic_and_seeded() -> None:
     shape = Z.base_shape(Z.SETTINGS, bpe.vocab_size)
     tokens = bpe.encode(Z.corpora().docs[:50_000])
     recipe = Z.Recipe(steps=3, lr=1e-3, batch=4, seq=32, warmup=1)
-    with Z.torch_session():
+    with Z.torch_session(1):
         runs = [
             Z.train_copy(Z.init_params(shape, seed), shape, tokens, recipe, seed)[0] for seed in (5, 5, 6)
         ]
@@ -484,7 +498,7 @@ def test_make_7b_pair_writes_a_noisy_copy_and_a_function_preserving_rotation(tmp
         else:
             assert np.all(rotated[name] == 1.0)
     ids = sample_ids(3000)
-    with Z.torch_session():
+    with Z.torch_session(1):
         logits = {label: Z.forward(params, shape_, ids) for label, (params, shape_) in loaded.items()}
     scale = float(logits["base"].abs().max())
     assert float((logits["rotated"] - logits["base"]).abs().max()) < 0.02 * scale  # bf16 rounding only
@@ -492,11 +506,12 @@ def test_make_7b_pair_writes_a_noisy_copy_and_a_function_preserving_rotation(tmp
     assert unshell.inspect(tmp_path / "rotated").family == "llama"
 
 
-def test_identical_copies_hold_base_s0s_values_exactly(built: Zoo) -> None:
-    base = true_named(built, "base-s0")
-    assert {p.b.name for p in built.identical} >= {"base-s0-resharded", "base-s0-renamed", "base-s0-f32.gguf"}
+def test_identical_copies_hold_their_sources_values_exactly(built: Zoo) -> None:
+    by_path = {path: name for name, path in built.models.items()}
+    names = {by_path[p.b] for p in built.identical}
+    assert names >= {"base-s0-resharded", "base-s0-renamed", "base-s0-f32", "finetune-renamed"}
     for pair in built.identical:
-        name = next(n for n, path in built.models.items() if path == pair.b)
+        name, source = by_path[pair.b], by_path[pair.a]
         if built.info(name)["format"] == "gguf":
             shape = Z.Shape.from_config(built.info(name)["config"])
             copy = {k: v.numpy() for k, v in Z.load_gguf(pair.b, shape).items()}
@@ -505,6 +520,7 @@ def test_identical_copies_hold_base_s0s_values_exactly(built: Zoo) -> None:
             assert len(list(pair.b.glob("model-*-of-00003.safetensors"))) == 3
         else:
             copy = true_named(built, name)
-        assert copy.keys() == base.keys(), name
-        for key, value in base.items():
+        original = true_named(built, source)
+        assert copy.keys() == original.keys(), name
+        for key, value in original.items():
             np.testing.assert_array_equal(copy[key], value)

@@ -50,6 +50,7 @@ __all__ = ["Pair", "Zoo", "zoo", "zoo_module"]
 
 @functools.cache
 def zoo() -> Zoo:
-    """The lineage zoo, built (once, under a lock) or loaded from the cache."""
-    result: Zoo = _zoo.load_or_build()
+    """The lineage zoo, built (once, under a lock) or loaded from the cache. A build logs its
+    progress to stderr (``pytest -s`` shows it)."""
+    result: Zoo = _zoo.load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
     return result

@@ -25,8 +25,12 @@ lock, so concurrent test processes build once.
     python tools/zoo.py pairs
 
 The manifest ``zoo.json`` records every model's recipe, its relative weight change from its
-source, how its layers map to the source's layers, and, for obfuscated files, the true name of
-every renamed tensor.
+source (``relative_change``, ||W' - W|| / ||W|| over the tensors they share, measured before any
+obfuscation), the layer of its root model each of its layers descends from (``layer_source``),
+and, for renamed files, the true name of every tensor (``renamed``: stored -> Hugging Face name).
+Pairs come as ``derived`` (with ``how`` in `unshell.compare`'s vocabulary), ``identical`` (same
+values stored differently: shards, names, GGUF F32) and ``independent``; ``Pair.layers`` gives,
+where known, the layer of ``a`` behind each layer of ``b``.
 """
 
 from __future__ import annotations
@@ -603,12 +607,15 @@ def forward(params: Mapping[str, torch.Tensor], shape: Shape, ids: torch.Tensor)
 
 
 def thread_count() -> int:
-    """2 (the CI machine's cores) unless ``UNSHELL_ZOO_THREADS`` says otherwise: on a machine
-    already busy with other work, 2 spinning OpenMP threads can run 10x slower than 1.
+    """1 unless ``UNSHELL_ZOO_THREADS`` says otherwise.
+
+    On an idle 2-core machine 2 threads train these models only 1.35x faster (46 against 62 ms a
+    step), but on a machine busy with other work OpenMP's spinning threads made a step 50 to 80
+    times slower (3 to 5 s), which would turn a 6-minute build into hours.
 
     The count is not part of the cache key: another count may round a few sums differently, which
     changes no property the zoo is used for. The manifest records the count used."""
-    return int(os.environ.get(THREADS_ENV) or 2)
+    return int(os.environ.get(THREADS_ENV) or 1)
 
 
 @contextlib.contextmanager
@@ -705,17 +712,6 @@ def train_copy(
     leaves = clone(params)
     losses = train(leaves, lambda: leaves, shape, tokens, recipe, seed)
     return leaves, losses
-
-
-def evaluate_loss(
-    params: Mapping[str, torch.Tensor], shape: Shape, tokens: np.ndarray, seed: int = 99
-) -> float:
-    """Mean next-token loss on 8 fixed windows of 64 tokens."""
-    import torch.nn.functional as F
-
-    windows = sample_batches(tokens, Recipe(steps=1, lr=0.0, batch=8, seq=64), seed)[0]
-    logits = forward(params, shape, windows[:, :-1])
-    return float(F.cross_entropy(logits.reshape(-1, shape.vocab), windows[:, 1:].reshape(-1)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1371,6 +1367,8 @@ class Pair:
     b: Path
     how: frozenset[str]
     note: str = ""
+    layers: tuple[int, ...] | None = None
+    """For each layer of ``b``, the layer of ``a`` it descends from, where the zoo knows it."""
 
 
 @dataclass
@@ -1425,7 +1423,14 @@ def zoo_from_manifest(root: Path, settings: Settings = SETTINGS, null_root: Path
 
     def pairs(kind: str) -> list[Pair]:
         return [
-            Pair(p["name"], models[p["a"]], models[p["b"]], frozenset(p["how"]), p.get("note", ""))
+            Pair(
+                p["name"],
+                models[p["a"]],
+                models[p["b"]],
+                frozenset(p["how"]),
+                p.get("note", ""),
+                None if p.get("layers") is None else tuple(p["layers"]),
+            )
             for p in manifest[kind]
         ]
 
@@ -1486,6 +1491,7 @@ def build_into(final: Path, make: Callable[[Path], object]) -> None:
     temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         make(temp)
+        temp.chmod(0o755)  # mkdtemp's 0700 would otherwise stay on the finished folder
         temp.rename(final)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -1497,9 +1503,10 @@ def load_or_build(
 ) -> Zoo:
     """The cached zoo, built first if needed (several processes: one builds, the others wait)."""
     base = (root or cache_root()) / "zoo"
-    final = base / cache_key(settings)
+    key = cache_key(settings)
+    final = base / key
     if not (final / MANIFEST).is_file():
-        with _locked(base / ".lock"):
+        with _locked(base / f".{key}.lock"):  # per key: a stale build elsewhere must not block this one
             if not (final / MANIFEST).is_file():
                 build_into(final, lambda temp: build(temp, settings, log))
     return zoo_from_manifest(final, settings, (root or cache_root()) / "zoo-null")
@@ -1575,20 +1582,23 @@ class _Builder:
         for offset, step in enumerate(steps):
             params, shape = OBFUSCATIONS[step](params, shape, seed + offset)
         entry = self.models[source]
+        applied = [*steps, *(["rename"] if rename else [])]
+        # Renaming alone changes no value: `identical` to the source, not `obfuscated`.
+        extra: dict[str, Any] = {"obfuscations": applied, "relative_change": entry.get("relative_change")}
+        extra["how_from_source"] = ["obfuscated"] if steps else []
+        if not steps:
+            extra["identical"] = True
         self.add_hf(
             name,
             params,
             shape,
             tokenizer,
             source=source,
-            how=sorted({*entry["how"], "obfuscated"}),
-            recipe="obfuscation of " + source + ": " + ", ".join([*steps, *(["rename"] if rename else [])]),
+            how=sorted({*entry["how"], "obfuscated"} if steps else set(entry["how"])),
+            recipe="obfuscation of " + source + ": " + ", ".join(applied),
             layer_source=entry["layer_source"],
             rename=random_names(list(tensor_shapes(shape)), seed + 97) if rename else None,
-            extra={
-                "obfuscations": [*steps, *(["rename"] if rename else [])],
-                "relative_change": entry.get("relative_change"),
-            },
+            extra=extra,
         )
 
     def add_gguf(
@@ -1609,6 +1619,7 @@ class _Builder:
             "source": source,
             "how": sorted(set(entry["how"]) if identical else {*entry["how"], "quantized"}),
             "recipe": f"GGUF of {source}: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())),
+            "how_from_source": [] if identical else ["quantized"],
             "layer_source": entry["layer_source"],
             "gguf_types": stored,
             "relative_change": entry.get("relative_change"),
@@ -2004,20 +2015,55 @@ def _build_stories(b: _Builder, s: Settings, docs_text: str) -> None:
     )
 
 
-def _pair(name: str, a: str, b: str, how: Sequence[str] | frozenset[str], note: str = "") -> Pair:
-    return Pair(name, Path(a), Path(b), frozenset(how), note)
+def _pair(
+    name: str,
+    a: str,
+    b: str,
+    how: Sequence[str] | frozenset[str],
+    note: str = "",
+    layers: Sequence[int] | None = None,
+) -> Pair:
+    return Pair(name, Path(a), Path(b), frozenset(how), note, None if layers is None else tuple(layers))
+
+
+def _layers_from(models: Mapping[str, Mapping[str, Any]], a: str, b: str) -> list[int] | None:
+    """For each layer of ``b``, the layer of ``a`` that descends from the same root layer (-1:
+    none does); None when that is ambiguous (``a`` holds duplicated layers)."""
+    a_layers, b_layers = models[a]["layer_source"], models[b]["layer_source"]
+    if a_layers == b_layers:
+        return list(range(len(b_layers)))
+    mapping = []
+    for root_layer in b_layers:
+        matches = [i for i, layer in enumerate(a_layers) if layer == root_layer]
+        if len(matches) > 1:
+            return None
+        mapping.append(matches[0] if matches else -1)
+    return mapping
 
 
 def _derived_pairs(models: Mapping[str, Mapping[str, Any]]) -> list[Pair]:
-    """Every model against its source, plus siblings that share an ancestor."""
+    """Every model against its source (unless `identical` to it) and its root, plus siblings."""
     pairs = []
     for name, entry in models.items():
-        if entry.get("source") and not entry.get("identical"):
-            source = entry["source"]
-            ancestor = _root_of(models, name)
-            pairs.append(_pair(f"{source}->{name}", source, name, entry["how"], entry["recipe"]))
-            if ancestor != source:
-                pairs.append(_pair(f"{ancestor}->{name}", ancestor, name, entry["how"], f"via {source}"))
+        source = entry.get("source")
+        if not source:
+            continue
+        if not entry.get("identical"):
+            how = entry.get("how_from_source", entry["how"])
+            pairs.append(
+                _pair(
+                    f"{source}->{name}",
+                    source,
+                    name,
+                    how,
+                    entry["recipe"],
+                    _layers_from(models, source, name),
+                )
+            )
+        ancestor = _root_of(models, name)
+        if ancestor != source:
+            layers = _layers_from(models, ancestor, name)
+            pairs.append(_pair(f"{ancestor}->{name}", ancestor, name, entry["how"], f"via {source}", layers))
     siblings = [
         ("finetune", "finetune-2", ["finetune"], "two fine-tunes of base-s0 on different data"),
         ("finetune", "continued-pretraining", ["finetune", "continued-pretraining"], "siblings from base-s0"),
@@ -2031,13 +2077,22 @@ def _derived_pairs(models: Mapping[str, Mapping[str, Any]]) -> list[Pair]:
             "siblings from base-s0",
         ),
     ]
-    pairs += [_pair(f"{a}<->{b}", a, b, how, note) for a, b, how, note in siblings]
+    pairs += [
+        _pair(f"{a}<->{b}", a, b, how, note, _layers_from(models, a, b)) for a, b, how, note in siblings
+    ]
     return pairs
 
 
 def _identical_pairs(models: Mapping[str, Mapping[str, Any]]) -> list[Pair]:
     return [
-        _pair(f"{entry['source']}=={name}", entry["source"], name, [], entry["recipe"])
+        _pair(
+            f"{entry['source']}=={name}",
+            entry["source"],
+            name,
+            [],
+            entry["recipe"],
+            _layers_from(models, entry["source"], name),
+        )
         for name, entry in models.items()
         if entry.get("identical")
     ]
@@ -2120,7 +2175,7 @@ def ensure_null_models(
     paths = [root / f"null-{i:03d}" for i in range(count)]
     missing = [i for i, path in enumerate(paths) if not (path / "config.json").is_file()]
     if missing:
-        with _locked(root.parent / ".lock"), torch_session():
+        with _locked(root.parent / f".{root.name}.lock"), torch_session():
             bpe, _ = tokenizers(settings)
             docs = bpe.encode(corpora().docs)
             shape = base_shape(settings, bpe.vocab_size)
@@ -2130,8 +2185,11 @@ def ensure_null_models(
                 seed = NULL_SEED_OFFSET + i
 
                 def make(temp: Path, seed: int = seed) -> None:
-                    params, _ = train_copy(init_params(shape, seed), shape, docs, settings.null, seed)
+                    params, losses = train_copy(init_params(shape, seed), shape, docs, settings.null, seed)
                     save_hf(temp, params, shape, bpe)
+                    recipe = _recipe_text(settings.null, "docs", seed)
+                    record = {"recipe": recipe, "loss_first": losses[0], "loss_last": losses[-1]}
+                    (temp / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
                 build_into(paths[i], make)
     return paths

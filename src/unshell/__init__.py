@@ -7,10 +7,12 @@ Every CLI command is one call here::
     result.family, result.to_dict()["renamed"]
     verdict = unshell.compare("base", "suspect")     # weight lineage
     verdict.verdict, verdict.p_value, verdict.how
+    unshell.convert("yi-model", to="llama", output="yi-llama")   # reference names back, verified
 """
 
 from __future__ import annotations
 
+from .convert import ConversionResult, convert
 from .errors import UnshellError
 from .formats import open_checkpoint
 from .inspection import InspectResult, inspect

@@ -208,13 +208,13 @@ def render_compare(doc: dict[str, Any]) -> str:
         rows.append(
             (
                 "std profile",
-                f"correlation {evidence['std_profile_correlation']:.3f} (reference only: unrelated models of one architecture score 0.9 and more)",
+                f"correlation {evidence['std_profile_correlation']:.3f}; {evidence['std_profile_note']}",
             )
         )
     for note in doc["notes"]:
         rows.append(("note", note))
     text = key_value_table(rows)
-    if doc["layers"]:
+    if doc["layers"] and doc["verdict"] in ("derived", "inconclusive"):  # for unrelated models it is noise
         table = [
             (
                 row["layer_b"],

@@ -148,7 +148,7 @@ def convert(
             files.append(write_json(staging / "config.json", plan.config))
             files += _copy_side_files(checkpoint, staging)
             files.append(write_text(staging / "README.md", model_card(checkpoint, result, plan)))
-            verification = _verification_record(run_verification, verification_note, source, staging)
+            verification = _verification_record(run_verification, verification_note, source, staging, entries)
             hashes = source_hashes.result()
             record = _record(checkpoint, result, plan, files, hashes, mapping_info, verification)
             write_json(staging / "conversion.json", record)
@@ -259,7 +259,9 @@ def _verification_wanted(verify: bool | None, checkpoint: Checkpoint) -> tuple[b
     return True, ""
 
 
-def _verification_record(run: bool, note: str, source: Path, output: Path) -> dict[str, Any]:
+def _verification_record(
+    run: bool, note: str, source: Path, output: Path, mapping: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     if not run:
         return {"status": "skipped", "reason": note}
     try:
@@ -268,7 +270,7 @@ def _verification_record(run: bool, note: str, source: Path, output: Path) -> di
         raise MissingDependencyError(
             f"verification is unavailable ({error}): pip install 'unshell[transformers]'"
         ) from None
-    report = verify_conversion(source, output)
+    report = verify_conversion(source, output, mapping=mapping or None)
     if not report.passed:
         raise VerificationFailedError(
             f"the converted model's logits differ from the source's by {report.max_abs_logit_diff:.3g} "

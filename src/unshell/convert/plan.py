@@ -122,8 +122,7 @@ ROTARY_ROLES = {
     "attn.k.bias": "kv_heads",
 }
 
-# MiniCPM's config defaults (configuration_minicpm.py), used when a key is absent.
-MINICPM_DEFAULTS = {"scale_emb": 1.0, "scale_depth": 1.4, "dim_model_base": 1}
+MINICPM_SCALARS = ("scale_emb", "scale_depth", "dim_model_base")
 
 
 @dataclass(frozen=True)
@@ -648,19 +647,18 @@ def _fold(recipe: Recipe, step: Step) -> None:
     recipe.steps.append(step)
 
 
-def _folds(
-    family: Family, config: dict[str, Any], dims: Dimensions, notes: list[str]
-) -> dict[str, list[Step]]:
+def _folds(family: Family, config: dict[str, Any], dims: Dimensions) -> dict[str, list[Step]]:
     """Value folds per role for families with runtime scalars (tensor-naming.md §4 class D)."""
     if family.family == "minicpm":
         values = {}
-        for key, default in MINICPM_DEFAULTS.items():
+        for key in MINICPM_SCALARS:
             raw = config.get(key)
-            if isinstance(raw, int | float) and not isinstance(raw, bool):
-                values[key] = float(raw)
-            else:
-                values[key] = float(default)
-                notes.append(f"MiniCPM config has no {key}; used the remote code's default {default}")
+            if not isinstance(raw, int | float) or isinstance(raw, bool) or not raw > 0:
+                # The remote code's defaults differ between releases: never guess a scale.
+                raise ConversionRefusedError(
+                    f"MiniCPM's config does not give {key}, a scale factor the conversion folds"
+                )
+            values[key] = float(raw)
         residual = values["scale_depth"] / math.sqrt(dims.layers)
         logits = values["dim_model_base"] / dims.hidden
         return {
@@ -738,7 +736,7 @@ def build_plan(
     rotary = _rotary_convention(checkpoint, roles)
     builder = _Builder(checkpoint, family, dims, roles, layer_numbers, rotary)
     _refuse_foreign_roles(builder)
-    folds = _folds(family, declared, dims, notes)
+    folds = _folds(family, declared, dims)
     recipes, tied_source, tied_output = _recipes(builder, folds)
     config = _llama_config(checkpoint, family, dims, recipes, tied_output, declared, rotary, notes)
     return ConversionPlan(

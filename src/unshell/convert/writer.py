@@ -105,6 +105,7 @@ def parse_size(value: int | str) -> int:
 
 
 def _pread_into(fd: int, buffer: np.ndarray, offset: int, name: str) -> None:
+    """Fill a C-contiguous array from the file at ``offset``."""
     view = buffer.data.cast("B")
     done = 0
     while done < len(view):
@@ -127,16 +128,27 @@ class _Rows:
     def read(self, start: int, stop: int) -> np.ndarray:
         raise NotImplementedError
 
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        out[...] = self.read(start, stop)
+
     def take(self, index: np.ndarray) -> np.ndarray:
-        """Rows by index: one read of the span when it is compact, else one read per run."""
+        """Rows by index. Long runs of consecutive rows (fused splits: whole heads) are read run by
+        run straight into the result; short ones (the rotary permutation pairs single rows) through
+        one read of their span."""
         if index.size == 0:
             return self.read(0, 0)
-        low, high = int(index.min()), int(index.max()) + 1
-        if (high - low) * self.row_bytes <= 2 * index.size * self.row_bytes + CHUNK_BYTES:
-            return self.read(low, high)[index - low]
         breaks = np.flatnonzero(np.diff(index) != 1) + 1
-        runs = np.split(index, breaks)
-        return np.concatenate([self.read(int(run[0]), int(run[-1]) + 1) for run in runs])
+        low, high = int(index.min()), int(index.max()) + 1
+        compact = (high - low) * self.row_bytes <= 2 * index.size * self.row_bytes + CHUNK_BYTES
+        if compact and index.size < 8 * (breaks.size + 1):
+            return self.read(low, high)[index - low]
+        first = self.read(int(index[0]), int(index[0]) + 1)
+        out = np.empty((index.size, *first.shape[1:]), dtype=first.dtype)
+        position = 0
+        for run in np.split(index, breaks):
+            self.read_into(int(run[0]), int(run[-1]) + 1, out[position : position + run.size])
+            position += run.size
+        return out
 
 
 class _PlainRows(_Rows):
@@ -149,9 +161,12 @@ class _PlainRows(_Rows):
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        buffer = np.empty((stop - start) * self.row_bytes, dtype=np.uint8)
-        _pread_into(self.fd, buffer, self.info.offset + start * self.row_bytes, self.info.name)
-        return buffer.view(self.dtype).reshape((stop - start, *self.shape[1:]))
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        self.read_into(start, stop, out)
+        return out
+
+    def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        _pread_into(self.fd, out, self.info.offset + start * self.row_bytes, self.info.name)
 
 
 class _BlockRows(_Rows):

@@ -1,0 +1,111 @@
+"""`unshell compare` on the lineage zoo (tools/zoo.py: tiny Llama models trained on real text,
+their derivatives and obfuscations, and independently trained models), and null calibration.
+
+Ground truth comes from how each model was made, never from unshell's answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from zoo_fixture import zoo
+
+import unshell
+
+STRUCTURAL_TAGS = {"quantized", "pruned", "upscaled", "vocab-extended"}
+# Obfuscations that keep every value (only names and positions change): the truthful verdict is
+# "identical", which the issue defines as equal values up to renaming and value-preserving re-layout.
+VALUE_PRESERVING = {"rename", "permute-mlp", "permute-heads"}
+
+
+def _obfuscations(note: str) -> set[str] | None:
+    prefix = "obfuscation of "
+    if not note.startswith(prefix) or ": " not in note:
+        return None
+    return {step.strip() for step in note.split(": ", 1)[1].split(",")}
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, tuple[object, unshell.CompareResult]]:
+    lineage = zoo()
+    out = {}
+    for pair in [*lineage.derived, *lineage.independent]:
+        out[pair.name] = (pair, unshell.compare(pair.a, pair.b))
+    return out
+
+
+def test_zoo_is_large_enough() -> None:
+    lineage = zoo()
+    assert len(lineage.derived) >= 30 and len(lineage.independent) >= 100
+    hows = set().union(*(p.how for p in lineage.derived))
+    assert {
+        "finetune",
+        "continued-pretraining",
+        "pruned",
+        "upscaled",
+        "vocab-extended",
+        "quantized",
+        "merged",
+        "obfuscated",
+    } <= hows
+
+
+def test_every_derived_pair_is_detected(results: dict) -> None:
+    failures = []
+    for pair, result in (results[p.name] for p in zoo().derived):
+        steps = _obfuscations(pair.note)
+        if steps is not None and steps <= VALUE_PRESERVING:
+            ok = result.verdict == "identical"
+        else:
+            ok = result.verdict == "derived" and result.p_value is not None and result.p_value < 1e-6
+        if not ok:
+            failures.append(f"{pair.name}: {result.verdict} p={result.p_value}")
+    assert not failures, failures
+
+
+def test_no_independent_pair_is_accused(results: dict) -> None:
+    accused = [
+        f"{pair.name}: p={result.p_value}"
+        for pair, result in (results[p.name] for p in zoo().independent)
+        if result.verdict in ("derived", "identical")
+    ]
+    assert not accused, accused
+    # Same data, same recipe, different seed: the hardest negatives still look independent.
+    hardest = [results[p.name][1] for p in zoo().independent if "same data and recipe" in p.note]
+    assert hardest and all(r.verdict == "independent" for r in hardest)
+
+
+def test_how_names_what_was_done(results: dict) -> None:
+    missing = []
+    for pair, result in (results[p.name] for p in zoo().derived):
+        if result.verdict != "derived":
+            continue
+        if pair.name.startswith(("base-s0->", "stories260K->")):
+            for tag in (set(pair.how) & STRUCTURAL_TAGS) - set(result.how):
+                missing.append(f"{pair.name}: {tag}")
+        steps = _obfuscations(pair.note) or set()
+        if (
+            steps & {"rotate-residual", "signed-permute-residual", "permute-mlp"}
+            and "obfuscated" not in result.how
+        ):
+            missing.append(f"{pair.name}: obfuscated")
+    assert not missing, missing
+
+
+def test_layer_map_shows_upscaling_and_pruning(results: dict) -> None:
+    _, upscaled = results["base-s0->upscaled"]
+    # layers 4 -> 6 by duplication [0, 1, 2, 1, 2, 3]
+    assert [row["layer_a"] for row in upscaled.layers] == [0, 1, 2, 1, 2, 3]
+    _, pruned = results["base-s0->pruned-depth"]
+    assert [row["layer_a"] for row in pruned.layers] == [0, 1, 3]  # layer 2 dropped
+
+
+def test_null_calibration() -> None:
+    """Over at least 200 independent pairs the fraction with p < alpha is at most alpha."""
+    pairs = zoo().null_pairs(200)
+    assert len(pairs) >= 200
+    p_values = np.array([unshell.compare(pair.a, pair.b).p_value for pair in pairs], dtype=float)
+    for alpha in (0.01, 0.05):
+        # allow two binomial standard errors of sampling noise
+        bound = alpha + 2 * np.sqrt(alpha * (1 - alpha) / len(p_values))
+        assert (p_values < alpha).mean() <= bound, (alpha, (p_values < alpha).mean())

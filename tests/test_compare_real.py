@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from artifacts import fetch
 
 import unshell
+from artifacts import fetch
 
 
 def test_two_packagings_of_all_minilm_are_identical() -> None:

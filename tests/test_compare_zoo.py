@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from zoo_fixture import zoo
 
 import unshell
+from zoo_fixture import zoo
 
 STRUCTURAL_TAGS = {"quantized", "pruned", "upscaled", "vocab-extended"}
 # Obfuscations that keep every value (only names and positions change): the truthful verdict is

@@ -22,10 +22,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompareResult",
+    "ConversionResult",
     "InspectResult",
     "UnshellError",
     "__version__",
     "compare",
+    "convert",
     "inspect",
     "open_checkpoint",
 ]

@@ -6,7 +6,7 @@ base vs a permuted and rotated copy (norms folded, residual stream rotated by a 
 process so peak RSS is its own; the baseline is a plain sequential read (16 MiB chunks) of the
 same files, after dropping them from the page cache, in the same run.
 
-    python benchmarks/bench_compare.py [--layers 8] [--work DIR]
+    python benchmarks/bench_compare.py [--layers 8] [--directory DIR]
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--work", type=Path, default=HERE / "_work" / "llama2-7b-pair")
+    parser.add_argument("--directory", type=Path, default=None, help="where the pair is (made if absent)")
     args = parser.parse_args()
     shape = Llama(layers=args.layers)
-    directory = args.work / f"layers-{args.layers}"
+    directory = args.directory or HERE / "_work" / "llama2-7b-pair" / f"layers-{args.layers}"
     make_pair(directory, shape, log=lambda line: print(line, file=sys.stderr))
     base = directory / "base"
     rows = []

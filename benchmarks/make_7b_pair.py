@@ -150,21 +150,25 @@ def bf16_round(values: np.ndarray) -> np.ndarray:
 
 
 def base_rows(name: str, index: int, start: int, stop: int, shape: Llama, seed: int) -> np.ndarray:
-    """Rows ``start:stop`` of base tensor number ``index``, exactly as stored (bf16-rounded)."""
+    """Rows ``start:stop`` of base tensor number ``index``, exactly as stored (bf16-rounded).
+
+    Row block ``b`` always comes from the generator seeded ``[seed, index, b]``, so any slice is
+    reproducible on its own; blocks are rounded one at a time to keep temporaries small."""
     dims = shape.tensors()[name]
     if len(dims) == 1:
         rng = np.random.default_rng([seed, index])
         return bf16_round(1.0 + 0.1 * rng.standard_normal(dims[0], dtype=np.float32))
-    blocks = []
+    std = np.float32(tensor_std(name, shape))
+    out = np.empty((stop - start, dims[1]), dtype=np.float32)
     for block in range(start // ROW_BLOCK, math.ceil(stop / ROW_BLOCK)):
-        rows = min(ROW_BLOCK, dims[0] - block * ROW_BLOCK)
-        rng = np.random.default_rng([seed, index, block])
-        blocks.append(rng.standard_normal((rows, dims[1]), dtype=np.float32))
-    joined = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    offset = start - (start // ROW_BLOCK) * ROW_BLOCK
-    values = joined[offset : offset + stop - start]
-    values *= np.float32(tensor_std(name, shape))
-    return bf16_round(values)
+        first = block * ROW_BLOCK
+        rows = min(ROW_BLOCK, dims[0] - first)
+        values = np.random.default_rng([seed, index, block]).standard_normal(
+            (rows, dims[1]), dtype=np.float32
+        )
+        low, high = max(start, first), min(stop, first + rows)
+        out[low - start : high - start] = bf16_round(values[low - first : high - first] * std)
+    return out
 
 
 def base_tensor(name: str, shape: Llama, seed: int) -> np.ndarray:
@@ -201,9 +205,12 @@ def noisy_variant(shape: Llama, seed: int, noise: float) -> Variant:
 
 
 def haar_orthogonal(size: int, seed: int) -> np.ndarray:
+    """Haar-random orthogonal matrix, float32 throughout (orthogonal to ~1e-6, far below bf16's
+    rounding, and a quarter of float64's memory)."""
     rng = np.random.default_rng([seed, 77])
-    q, r = np.linalg.qr(rng.standard_normal((size, size)))
-    return (q * np.sign(np.diag(r))).astype(np.float32)
+    q, r = np.linalg.qr(rng.standard_normal((size, size), dtype=np.float32))
+    q *= np.sign(np.diag(r))
+    return q
 
 
 def rotated_variant(shape: Llama, seed: int) -> tuple[Variant, dict[str, Any]]:
@@ -211,7 +218,6 @@ def rotated_variant(shape: Llama, seed: int) -> tuple[Variant, dict[str, Any]]:
     if shape.kv_heads != shape.heads:
         raise ValueError("the head permutation here assumes no grouped-query attention")
     q = haar_orthogonal(shape.hidden, seed)
-    names = list(shape.tensors())
     d = shape.head_dim
 
     def permutations(layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +271,6 @@ def rotated_variant(shape: Llama, seed: int) -> tuple[Variant, dict[str, Any]]:
         "rotation": f"Haar orthogonal {shape.hidden}x{shape.hidden}, numpy default_rng([seed, 77])",
         "permutations": "per layer from default_rng([seed, 99, layer]): heads, then MLP neurons",
         "norms": "folded into q/k/v, gate/up and lm_head; stored as ones",
-        "tensor_order": names,
     }
     return rows, truth
 

@@ -109,3 +109,12 @@ def test_null_calibration() -> None:
         # allow two binomial standard errors of sampling noise
         bound = alpha + 2 * np.sqrt(alpha * (1 - alpha) / len(p_values))
         assert (p_values < alpha).mean() <= bound, (alpha, (p_values < alpha).mean())
+
+
+def test_value_preserving_copies_are_identical() -> None:
+    """Resharded, renamed and GGUF-F32 copies hold the same values: `identical`, with hashes."""
+    pairs = zoo().identical
+    assert pairs
+    for pair in pairs:
+        result = unshell.compare(pair.a, pair.b)
+        assert result.verdict == "identical", (pair.name, result.verdict, result.p_value)

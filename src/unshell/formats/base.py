@@ -316,12 +316,41 @@ class Checkpoint:
         return np.frombuffer(mapped, dtype=np.uint8, count=info.nbytes, offset=info.offset)
 
     def read(self, name: str) -> np.ndarray:
-        """Values of one tensor as numpy (bf16/fp8/quantized widened to float32)."""
+        """Values of one tensor as numpy (bf16/fp8/quantized widened to float32).
+
+        The result owns its memory and the tensor's pages are released from this process after
+        decoding, so streaming a 100 GB model keeps memory near one tensor, not the whole file.
+        """
         info = self.info(name)
         if info.parts:
             pieces = [decode(self.raw_bytes(p), p) for p in info.parts]
+            for part in info.parts:
+                self.release(part)
             return np.concatenate(pieces, axis=info.concat_axis)
-        return decode(self.raw_bytes(info), info)
+        values = decode(self.raw_bytes(info), info)
+        if np.shares_memory(values, self._map(info.file)):
+            values = values.copy()
+        self.release(info)
+        return values
+
+    def release(self, info: TensorInfo) -> None:
+        """Drop one tensor's file pages from this process's resident memory (they stay on disk)."""
+        mapped = self._maps.get(info.file)
+        if mapped is None or not hasattr(mapped, "madvise") or info.nbytes == 0:
+            return
+        page = mmap.PAGESIZE
+        start = info.offset - info.offset % page
+        end = min(len(mapped), info.offset + info.nbytes)
+        with contextlib.suppress(OSError, ValueError):
+            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def advise_random(self, info: TensorInfo) -> None:
+        """Turn off readahead for a tensor that will be sampled sparsely (every n-th row)."""
+        mapped = self._map(info.file)
+        page = mmap.PAGESIZE
+        start = info.offset - info.offset % page
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            mapped.madvise(mmap.MADV_RANDOM, start, min(len(mapped), info.offset + info.nbytes) - start)
 
     def iter_tensors(self, names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Stream tensors one at a time (memory: one decoded tensor at once)."""

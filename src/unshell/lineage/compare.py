@@ -37,7 +37,15 @@ from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, _weights, inspect_checkpoint
 from .canonical import READS_RESIDUAL, CanonicalModel, canonical_model
 from .hashes import HashMatch, content_hashes, match_hashes
-from .sketch import SKETCH_DIM, Alignment, align_embeddings, gram_sketch, identity_alignment, projection
+from .sketch import (
+    SKETCH_DIM,
+    Alignment,
+    align_embeddings,
+    anchor_stride,
+    gram_sketch,
+    identity_alignment,
+    projection,
+)
 
 SCHEMA_VERSION = 1
 DERIVED_P = 1e-6
@@ -233,9 +241,12 @@ def _read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     if step > 1 and plain and info.shape[0] >= 64:
         rows, cols = info.shape
         itemsize = 4 if info.dtype == "F32" else 2
+        model.checkpoint.advise_random(info)
         raw = model.checkpoint.raw_bytes(info).reshape(rows, cols * itemsize)[::step]
         sampled = replace(info, shape=(raw.shape[0], cols), nbytes=raw.size)
-        return np.asarray(decode(np.ascontiguousarray(raw).ravel(), sampled), dtype=np.float32)
+        values = np.asarray(decode(np.ascontiguousarray(raw).ravel(), sampled), dtype=np.float32)
+        model.checkpoint.release(info)
+        return values
     matrix = np.asarray(model.checkpoint.read(name), dtype=np.float32)
     return matrix[::step] if step > 1 and matrix.shape[0] >= 64 else matrix
 
@@ -366,6 +377,8 @@ def _how(
     alignment: Alignment | None,
     model_a: CanonicalModel,
     model_b: CanonicalModel,
+    *,
+    quick: bool = False,
 ) -> list[str]:
     how: list[str] = []
     config_a, config_b = a.recognition.config, b.recognition.config
@@ -396,18 +409,22 @@ def _how(
         how.append("vocab-extended")
     square = alignment is not None and alignment.transform.shape[0] == alignment.transform.shape[1]
     # The residual stream was permuted, sign-flipped or rotated if the alignment is no identity.
-    if (
-        square
-        and alignment is not None
-        and float(np.linalg.norm(alignment.transform - np.eye(alignment.transform.shape[0]))) > 1.0
-    ):
+    if square and alignment is not None and _off_identity(alignment.transform) > 0.5:
         how.append("obfuscated")
-    drift, scrambled = _relative_drift(model_a, model_b, alignment, layers)
+    # --quick skips this full read of the MLP matrices: `how` is then coarser (no finetune or
+    # continued-pretraining, and obfuscation only when the residual stream itself was changed).
+    drift, scrambled = (None, False) if quick else _relative_drift(model_a, model_b, alignment, layers)
     if scrambled and "obfuscated" not in how:
         how.append("obfuscated")  # neurons permuted or matrices rescaled against each other
     if drift is not None and "quantized" not in how:
         how.append("finetune" if drift < 0.1 else "continued-pretraining")
     return how
+
+
+def _off_identity(transform: np.ndarray) -> float:
+    """How far an alignment is from "no change": RMS distance from the identity, per dimension
+    (0 for none; a random rotation gives about 1.4; fine-tuning noise stays near 0)."""
+    return float(np.linalg.norm(transform - np.eye(transform.shape[0]))) / math.sqrt(transform.shape[0])
 
 
 def _relative_drift(
@@ -427,6 +444,9 @@ def _relative_drift(
         wb = b.folded(row["layer_b"], "mlp.up.weight")
         if wa is None or wb is None or wa.shape != wb.shape:
             continue
+        # 512 rows tell the median angle as well as 11,008 do, at a twentieth of the cost.
+        step = max(1, wa.shape[0] // 512)
+        wa, wb = wa[::step], wb[::step]
         if alignment is not None and alignment.transform.shape == (wb.shape[1], wa.shape[1]):
             wb = wb @ alignment.transform
         norm_a = np.linalg.norm(wa, axis=1)
@@ -465,17 +485,22 @@ def _profile_correlation(units_a: list[Unit], units_b: list[Unit]) -> float | No
 # --- orchestration -------------------------------------------------------------------------------
 
 
-def _embedding_candidates(model: CanonicalModel) -> list[np.ndarray]:
-    """The input embedding, or every tensor that could be it when names do not say (a scrambled
-    checkpoint's embedding and output head have the same shape)."""
-    embed = model.embedding()
-    if embed is not None:
-        return [embed]
+def _embedding_candidates(model: CanonicalModel) -> list[str]:
+    """The input embedding's name, or every tensor that could be it when names do not say (a
+    scrambled checkpoint's embedding and output head have the same shape)."""
+    names = model.slots.get((None, "embed.weight"), [])
+    if len(names) == 1:
+        return names
     return [
-        model.tensor(a.name)
+        a.name
         for a in model.result.recognition.assignments
         if a.role is None and "embed.weight" in a.candidates
     ]
+
+
+def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> np.ndarray:
+    """Embedding rows to anchor on (every n-th, see `anchor_stride`), read without touching the rest."""
+    return _read_rows(model, name, anchor_stride(rows, hidden))
 
 
 def _best_alignment(model_a: CanonicalModel, model_b: CanonicalModel) -> Alignment | None:
@@ -489,9 +514,16 @@ def _best_alignment(model_a: CanonicalModel, model_b: CanonicalModel) -> Alignme
     pairings of the right bijection, unrelated models do not. The bijection whose worse pairing
     aligns best is chosen, and that worse pairing is the anchor: conservative by construction.
     """
-    candidates_a, candidates_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
-    if not candidates_a or not candidates_b:
+    names_a, names_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
+    if not names_a or not names_b:
         return None
+    rows = min(model_a.checkpoint.info(names_a[0]).shape[0], model_b.checkpoint.info(names_b[0]).shape[0])
+    hidden = max(model_a.hidden or 0, model_b.hidden or 0)
+    candidates_a = [_anchor_matrix(model_a, n, rows, hidden) for n in names_a]
+    candidates_b = [_anchor_matrix(model_b, n, rows, hidden) for n in names_b]
+    rows = min(c.shape[0] for c in candidates_a + candidates_b)
+    candidates_a = [c[:rows] for c in candidates_a]
+    candidates_b = [c[:rows] for c in candidates_b]
     if len(candidates_a) == 1 or len(candidates_b) == 1:
         options = [align_embeddings(a, b) for a in candidates_a for b in candidates_b]
         return min(options, key=lambda alignment: alignment.residual)
@@ -623,7 +655,11 @@ def compare_checkpoints(
         )
     else:
         verdict, reason = "independent", "no weight matrix of B matches A's beyond what unrelated models show"
-    how = _how(inspect_a, inspect_b, layers, alignment, model_a, model_b) if verdict == "derived" else []
+    how = (
+        _how(inspect_a, inspect_b, layers, alignment, model_a, model_b, quick=quick)
+        if verdict == "derived"
+        else []
+    )
     return result(
         verdict, reason, how=how, p_value=p, score=score, layers=layers, alignment=alignment, matches=matches
     )

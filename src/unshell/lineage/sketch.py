@@ -37,22 +37,45 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return (u @ vt).astype(np.float32)
 
 
-def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, max_rows: int = 50_000) -> Alignment:
-    """Residual alignment from the embedding rows of tokens both vocabularies hold (same ids).
+ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
+
+
+def anchor_stride(rows: int, hidden: int) -> int:
+    """Read every n-th embedding row as an anchor: all rows while they fit in `ANCHOR_BYTES` and
+    there are not more than 32,768 (a small model's whole vocabulary), else an even stride.
+    A rotation of H dimensions is fixed by well-spread rows numbering a few H; more only average
+    noise, and a 128k-token, 8k-wide embedding would cost gigabytes for nothing."""
+    keep = min(max(4 * hidden, 32768), max(ANCHOR_BYTES // (4 * hidden), 2 * hidden))
+    return max(1, -(-rows // keep))
+
+
+def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray) -> Alignment:
+    """Residual alignment from embedding rows of tokens both vocabularies hold (same ids, same rows).
 
     Vocabulary extension keeps the original ids, so the shared prefix is the anchor. Rows are
-    centered first: the mean embedding is a direction every model has and says nothing about lineage.
+    centered first (in place: callers pass arrays they own): the mean embedding is a direction
+    every model has and says nothing about lineage.
     """
-    rows = min(embed_a.shape[0], embed_b.shape[0], max_rows)
-    a = embed_a[:rows].astype(np.float32)
-    b = embed_b[:rows].astype(np.float32)
-    a = a - a.mean(axis=0, keepdims=True)
-    b = b - b.mean(axis=0, keepdims=True)
-    transform = procrustes(b, a)
-    fitted = b @ transform
-    # Compare shapes of point clouds, not scales: fine-tuning can rescale embeddings.
-    scale = float(np.sum(fitted * a)) / max(float(np.sum(fitted * fitted)), 1e-30)
-    residual = float(np.linalg.norm(scale * fitted - a)) / max(float(np.linalg.norm(a)), 1e-30)
+    rows = min(embed_a.shape[0], embed_b.shape[0])
+    a = np.asarray(embed_a[:rows], dtype=np.float32)
+    b = np.asarray(embed_b[:rows], dtype=np.float32)
+    a = a if a.flags.writeable else a.copy()
+    b = b if b.flags.writeable else b.copy()
+    a -= a.mean(axis=0, keepdims=True)
+    b -= b.mean(axis=0, keepdims=True)
+    u, _, vt = np.linalg.svd((b.T @ a).astype(np.float64), full_matrices=False)
+    transform = (u @ vt).astype(np.float32)
+    # Compare shapes of point clouds, not scales (fine-tuning can rescale embeddings), in blocks of
+    # rows so no second full-size matrix is made.
+    dot = fitted_norm = 0.0
+    for start in range(0, rows, 4096):
+        fitted = b[start : start + 4096] @ transform
+        dot += float(np.sum(fitted * a[start : start + 4096]))
+        fitted_norm += float(np.sum(fitted * fitted))
+    scale = dot / max(fitted_norm, 1e-30)
+    target_norm = float(np.sum(a * a))
+    residual_sq = scale * scale * fitted_norm - 2 * scale * dot + target_norm
+    residual = float(np.sqrt(max(residual_sq, 0.0) / max(target_norm, 1e-30)))
     return Alignment(transform=transform, residual=residual, anchors=rows, method="procrustes-embeddings")
 
 

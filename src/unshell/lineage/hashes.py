@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..formats.base import Checkpoint
+from ..formats.base import PLAIN_DTYPES, Checkpoint, TensorInfo, decode
 
 
 def _bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -48,20 +49,43 @@ class ContentHashes:
         return Counter(getattr(t, kind) for t in self.tensors)
 
 
+_BLOCK_ELEMENTS = 1 << 24  # 16M values (64 MB as float32) per step
+
+
+def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
+    """A tensor's values as float32, in blocks of rows, so hashing a 128k x 8k embedding never
+    holds more than one block."""
+    if info.parts or info.strides is not None or info.dtype not in PLAIN_DTYPES or len(info.shape) < 1:
+        yield np.asarray(checkpoint.read(info.name), dtype=np.float32).ravel()
+        return
+    raw = checkpoint.raw_bytes(info)
+    rows = info.shape[0] if info.shape else 1
+    per_row = max(1, info.numel // max(rows, 1))
+    itemsize = PLAIN_DTYPES[info.dtype].itemsize
+    step = max(1, _BLOCK_ELEMENTS // per_row)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        chunk = raw[start * per_row * itemsize : stop * per_row * itemsize]
+        block = replace(info, shape=(stop - start, *info.shape[1:]), nbytes=chunk.size)
+        yield np.asarray(decode(chunk, block), dtype=np.float32).ravel()
+    checkpoint.release(info)
+
+
 def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
     info = checkpoint.info(name)
     exact = hashlib.sha256()
-    if info.parts:
-        for part in info.parts:
-            exact.update(checkpoint.raw_bytes(part).data)
-    else:
-        exact.update(checkpoint.raw_bytes(info).data)
-    values = np.asarray(checkpoint.read(name), dtype=np.float32)
-    bits = _bf16_bits(values.ravel())
-    rounded = hashlib.sha256(bits.tobytes()).hexdigest()
+    for part in info.parts or (info,):
+        exact.update(checkpoint.raw_bytes(part).data)
+        checkpoint.release(part)
+    rounded = hashlib.sha256()
+    histogram = np.zeros(1 << 16, dtype=np.int64)
+    for values in _value_blocks(checkpoint, info):
+        bits = _bf16_bits(values)
+        rounded.update(bits.tobytes())
+        histogram += np.bincount(bits, minlength=1 << 16)
     # The histogram of the 65,536 bfloat16 bit patterns is the multiset, exactly, in O(n).
-    multiset = hashlib.sha256(np.bincount(bits, minlength=1 << 16).astype(np.int64).tobytes()).hexdigest()
-    return TensorHashes(name, values.size, exact.hexdigest(), rounded, multiset)
+    multiset = hashlib.sha256(histogram.tobytes()).hexdigest()
+    return TensorHashes(name, info.numel, exact.hexdigest(), rounded.hexdigest(), multiset)
 
 
 def content_hashes(checkpoint: Checkpoint, names: list[str]) -> ContentHashes:

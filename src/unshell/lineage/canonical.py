@@ -40,8 +40,6 @@ class CanonicalModel:
     layers: list[int]
     # (layer or None, role) -> source tensor names; several names when the role is ambiguous.
     slots: dict[tuple[int | None, str], list[str]] = field(default_factory=dict)
-    # Layer -> groups of roles that structure could not tell apart in this checkpoint.
-    ambiguous: dict[int | None, list[tuple[str, ...]]] = field(default_factory=dict)
     fused: dict[tuple[int | None, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
@@ -61,15 +59,6 @@ class CanonicalModel:
         if fused is not None:
             return self._split(fused[0], fused[1], role)
         return None
-
-    def candidates(self, layer: int | None, roles: tuple[str, ...]) -> list[np.ndarray]:
-        """Tensors of an ambiguous group (e.g. k and v of one layer), in no particular order."""
-        names: list[str] = []
-        for role in roles:
-            for name in self.slots.get((layer, role), []):
-                if name not in names:
-                    names.append(name)
-        return [self.tensor(n) for n in names]
 
     def folded(self, layer: int | None, role: str) -> np.ndarray | None:
         matrix = self.role(layer, role)
@@ -138,10 +127,8 @@ def canonical_model(checkpoint: Checkpoint, result: InspectResult | None = None)
                 for part in spec["parts"]:
                     model.fused[(layer, part)] = (assignment.name, spec)
         elif assignment.candidates:
-            group = tuple(sorted(assignment.candidates))
-            for role in group:
+            # Every candidate role lists the tensor, so `role()` sees the ambiguity and declines.
+            for role in assignment.candidates:
                 model.slots.setdefault((layer, role), []).append(assignment.name)
-            if group not in model.ambiguous.setdefault(layer, []):
-                model.ambiguous[layer].append(group)
     model.layers = sorted(layers)
     return model

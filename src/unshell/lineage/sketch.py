@@ -31,12 +31,6 @@ class Alignment:
     method: str
 
 
-def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Orthogonal (or semi-orthogonal) T minimizing ||source @ T - target||_F."""
-    u, _, vt = np.linalg.svd(source.T.astype(np.float64) @ target.astype(np.float64), full_matrices=False)
-    return (u @ vt).astype(np.float32)
-
-
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
 
 
@@ -119,8 +113,3 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     gram -= np.eye(gram.shape[0]) * (np.trace(gram) / gram.shape[0])
     norm = np.linalg.norm(gram)
     return (gram / norm if norm > 0 else gram).astype(np.float32)
-
-
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine between two sketches (both already unit norm)."""
-    return float(np.sum(a * b))

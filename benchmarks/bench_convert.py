@@ -21,12 +21,17 @@ Measured in the same run, each repeated ``--repeat`` times (median reported):
 Throughput is source bytes per second. Before each measurement the source files are evicted
 from the page cache (``posix_fadvise(DONTNEED)``), so both sides read the weights from disk.
 
-    python benchmarks/bench_convert.py [--layers 8] [--layout internlm2] [--repeat 3] [--dir /tmp]
+    python benchmarks/bench_convert.py [--layers 8] [--layout internlm2] [--repeat 3] [--dir /tmp] [--hub-cache]
+
+``--hub-cache`` lays the source out the way ``huggingface_hub`` stores a download (weights as
+blobs named by their sha256); `convert` then takes the source digests from the blob names and
+hashes only its output.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -151,6 +156,31 @@ def make_checkpoint(directory: Path, layout: str, layers: int) -> int:
     return total
 
 
+def as_hub_cache(directory: Path, root: Path) -> Path:
+    """Move a model folder into the Hugging Face cache layout and return the snapshot folder.
+
+    Weight files become blobs named by their sha256 (the LFS object id, as the Hub stores
+    them); small files get 40-digit git blob names. This is how a model downloaded with
+    ``huggingface_hub`` sits on disk, and it lets `convert` take source digests from the names.
+    """
+    repo = root / "models--bench--internlm2-7b"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for path in sorted(directory.iterdir()):
+        digest = hashlib.sha256() if path.suffix == ".safetensors" else hashlib.sha1()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(8 << 20), b""):
+                digest.update(block)
+        blob = repo / "blobs" / digest.hexdigest()
+        path.rename(blob)
+        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
+    directory.rmdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
 def _evict(directory: Path) -> None:
     """Drop the source files' pages from the page cache (and only theirs: the interpreter and
     numpy stay cached), so every run reads the weights from disk."""
@@ -185,7 +215,7 @@ class _NoHash:
 
 class _NoFileHashes:
     def __init__(self, paths): self.paths = list(paths)
-    def result(self): return {p: (0, "-") for p in self.paths}
+    def result(self): return {p: writer.FileDigest(0, "-", "computed") for p in self.paths}
     def cancel(self): pass
 
 writer._BackgroundHash = _NoHash
@@ -217,6 +247,11 @@ def main() -> None:
     parser.add_argument("--layout", choices=("internlm2", "yi"), default="internlm2")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--hub-cache",
+        action="store_true",
+        help="lay the source out as a Hugging Face cache repo (sha256-named blobs)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="unshell-bench-convert-", dir=args.dir))
     try:
@@ -226,6 +261,9 @@ def main() -> None:
         print(
             f"generated {total:,} bytes ({args.layout}, {args.layers} layers) in {time.perf_counter() - start:.1f} s"
         )
+        if args.hub_cache:
+            source = as_hub_cache(source, work / "hub")
+            print(f"laid out as a Hub cache repo: {source}")
         copies, converts, bare, peaks = [], [], [], []
         for _ in range(args.repeat):
             copies.append(plain_copy(source, work / "copy"))

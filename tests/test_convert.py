@@ -872,3 +872,28 @@ def test_record_schema_doc_lists_every_field(tmp_path: Path) -> None:
     ops = {step["op"] for entry in record["transforms"] for step in entry["steps"]}
     for op in ops | {"split_contiguous", "split_per_head_qkv", "meta_to_hf", "scale", "normalize_rows"}:
         assert f"| `{op}` |" in doc, op
+
+
+def test_hub_cache_source_digests_come_from_lfs_blob_names(tmp_path: Path) -> None:
+    """Weight files in a Hub cache are named by their sha256 (the LFS object id): not hashed again."""
+    source = to_internlm2(make_tiny_llama(tmp_path / "llama"), tmp_path / "internlm2")
+    repo = tmp_path / "hub" / "models--someone--tiny-internlm2"
+    snapshot = repo / "snapshots" / ("c" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        data = path.read_bytes()
+        # Large files are LFS objects (sha256 names); small ones are git blobs (40-digit sha1 names).
+        name = _sha256(path) if path.suffix == ".safetensors" else hashlib.sha1(data).hexdigest()
+        (repo / "blobs" / name).write_bytes(data)
+        (snapshot / path.name).symlink_to(os.path.relpath(repo / "blobs" / name, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+
+    record = _convert(repo, tmp_path / "out")
+
+    sources = {Path(f["path"]).name: f for f in record["source"]["files"]}
+    weights, config = sources["model.safetensors"], sources["config.json"]
+    assert weights["sha256_from"] == "hub-cache-blob-name"
+    assert weights["sha256"] == _sha256(source / "model.safetensors")
+    assert config["sha256_from"] == "computed" and config["sha256"] == _sha256(source / "config.json")

@@ -60,6 +60,7 @@ class Declared:
     license_link: Claim | None = None
     architectures: Claim | None = None
     model_type: Claim | None = None
+    auto_map: Claim | None = None
     organization: Claim | None = None
     conflicts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -293,6 +294,16 @@ def _config_claims(config: Mapping[str, Any] | None) -> list[tuple[str, Claim]]:
     model_type = _text(config.get("model_type"))
     if model_type is not None:
         claims.append(("model_type", Claim(model_type, "config.json")))
+    auto_map = config.get("auto_map")
+    if isinstance(auto_map, Mapping):
+        # Which of the model's own code files transformers would run (`trust_remote_code`).
+        targets: dict[str, str] = {}
+        for key, value in list(auto_map.items())[:MAX_BASE_MODELS]:
+            first = value[0] if isinstance(value, list) and value else value  # [slow, fast] tokenizer pairs
+            if isinstance(key, str) and (text := _text(first)) is not None:
+                targets[sanitize(key, 100)] = text
+        if targets:
+            claims.append(("auto_map", Claim(targets, "config.json auto_map")))
     name = _text(config.get("_name_or_path"))
     if name is not None:
         claims.append(("name", Claim(name, "config.json _name_or_path")))

@@ -10,11 +10,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arch.recognize import Assignment, Recognition, is_buffer, recognize
-from .formats import open_checkpoint
 from .formats.base import Checkpoint, sanitize
+
+if TYPE_CHECKING:
+    from .tokenizers.report import TokenizerReport
 
 SCHEMA_VERSION = 1
 
@@ -259,6 +261,20 @@ def _file_rows(files: Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _tokenizer_section(checkpoint: Checkpoint, tokenizer: Any) -> dict[str, Any] | None:
+    """The tokenizer's description, with the known family it belongs to (None when none)."""
+    from .tokenizers.families import match_families
+    from .tokenizers.report import family_section
+    from .tokenizers.vocab import vocabulary_of
+
+    if tokenizer is None:
+        return None
+    section: dict[str, Any] = tokenizer.to_dict()
+    vocabulary = vocabulary_of(checkpoint)
+    section["family"] = family_section(match_families(vocabulary)) if vocabulary is not None else None
+    return section
+
+
 def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
     """Inspect an already opened checkpoint (reads no tensor data)."""
     from .declared import read_declared
@@ -292,17 +308,18 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
         total_bytes=checkpoint.total_bytes,
         dtypes=_dtype_summary(checkpoint),
         ignored=ignored,
-        tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
+        tokenizer=_tokenizer_section(checkpoint, tokenizer),
         declared=claims,
         notes=notes,
         native_conventions=NATIVE_CONVENTIONS.get(checkpoint.format, frozenset()),
     )
 
 
-def inspect(path: str | os.PathLike[str]) -> InspectResult:
+def inspect(path: str | os.PathLike[str]) -> InspectResult | TokenizerReport:
     """What a checkpoint is: format, architecture, renamed tensors, tokenizer, declared lineage.
 
-    Reads headers and small side files only, never tensor data.
+    Reads headers and small side files only, never tensor data. A tokenizer alone (a tokenizer
+    file or folder, a vocabulary-only GGUF) gets a `TokenizerReport`: its kind and family.
 
     Example:
         >>> import unshell
@@ -310,5 +327,10 @@ def inspect(path: str | os.PathLike[str]) -> InspectResult:
         >>> result.family
         'llama'
     """
-    with open_checkpoint(path) as checkpoint:
+    from .tokenizers.report import inspect_tokenizer, open_model_or_tokenizer
+
+    opened = open_model_or_tokenizer(path)
+    if not isinstance(opened, Checkpoint):
+        return inspect_tokenizer(path, opened)
+    with opened as checkpoint:
         return inspect_checkpoint(checkpoint)

@@ -10,12 +10,15 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..audit.report import LEVELS
 from ..errors import UnshellError
 from .output import FORMATS, Output, columns, human_bytes, human_count, key_value_table
 
 EXIT_IO_ERROR = 19
 EXIT_OUT_OF_MEMORY = 21
 EXIT_INTERNAL = 70
+EXIT_FINDING = 1  # `audit --fail-on`: the audit ran, and found something that severe
+DECLARED_SHOWN = ("name", "base_model", "base_model_relation", "license", "license_name", "model_type")
 
 format_option = click.option(
     "--format",
@@ -169,6 +172,8 @@ def _p_text(p: float | None) -> str:
 
 
 def render_compare(doc: dict[str, Any]) -> str:
+    if doc.get("kind") == "tokenizer-comparison":
+        return render_tokenizer_comparison(doc)
     arch = doc["architecture"]
     evidence = doc["evidence"]
     same = "same family" if arch["same_family"] else "different families"
@@ -213,6 +218,8 @@ def render_compare(doc: dict[str, Any]) -> str:
                 f"correlation {evidence['std_profile_correlation']:.3f}; {evidence['std_profile_note']}",
             )
         )
+    if doc.get("tokenizer"):
+        rows.append(("tokenizer", _relation_text(doc["tokenizer"])))
     for note in doc["notes"]:
         rows.append(("note", note))
     text = key_value_table(rows)
@@ -231,7 +238,123 @@ def render_compare(doc: dict[str, Any]) -> str:
     return text
 
 
+def _family_text(family: dict[str, Any] | None) -> str:
+    if not family:
+        return "no known family"
+    text = f"{family['name']} family ({family['relation']}, {family['kept']}/{family['sampled_tokens']} sampled tokens kept"
+    text += f", offset {family['offset']:+d})" if family.get("offset") else ")"
+    if family.get("also_matches"):
+        text += f"; also keeps {', '.join(family['also_matches'])}"
+    return text
+
+
+def render_tokenizer(doc: dict[str, Any]) -> str:
+    tokenizer = doc["tokenizer"]
+    merges = tokenizer.get("merges")
+    rows = [
+        ("path", doc["path"]),
+        ("tokenizer", f"{tokenizer['kind']} ({tokenizer['model']}), read from {tokenizer['source']}"),
+        (
+            "tokens",
+            f"{tokenizer['vocab_size']:,} ids: {tokenizer['ordinary_tokens']:,} ordinary, {tokenizer['special_tokens']:,} special"
+            + (f"; {merges:,} merges" if merges is not None else ""),
+        ),
+        ("family", _family_text(tokenizer.get("family"))),
+    ]
+    return key_value_table(rows)
+
+
+def _relation_text(tokenizer: dict[str, Any]) -> str:
+    merges = tokenizer.get("merges")
+    text = f"{tokenizer['relation'].upper()}: {tokenizer['reason']}"
+    if merges:
+        text += (
+            f"\nmerges: {merges['shared']:,} shared ({merges['shared_fraction']:.1%} of the smaller list), "
+            f"first {merges['common_prefix']:,} in the same order"
+        )
+    return text
+
+
+def render_tokenizer_comparison(doc: dict[str, Any]) -> str:
+    rows = [
+        ("a", f"{doc['a']['path']} ({doc['a']['kind']}, {doc['a']['vocab_size']:,} ids)"),
+        ("b", f"{doc['b']['path']} ({doc['b']['kind']}, {doc['b']['vocab_size']:,} ids)"),
+        ("tokenizer", _relation_text(doc["tokenizer"])),
+    ]
+    return key_value_table(rows)
+
+
+@cli.command("audit")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option(
+    "--against",
+    type=click.Path(path_type=str),
+    help="A base model to test the weights against (the only evidence that can show a derivative).",
+)
+@click.option("--quick", is_flag=True, help="Compare weights as `compare --quick` does.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(LEVELS[:-1]),
+    help="Exit with status 1 when a finding is this severe or worse (for CI and upload checks).",
+)
+@format_option
+def audit_command(path: str, against: str | None, quick: bool, fail_on: str | None, fmt: str) -> None:
+    """Disclosure audit: detected lineage (weights, architecture, tokenizer, code) against declared.
+
+    Reports the most severe finding as the level (undisclosed-derivative,
+    licence-obligations-unmet, architecture-reuse-undisclosed, inconclusive, note, ok), each
+    finding with its evidence and one line of advice.
+    """
+    from ..audit.report import audit
+
+    result = audit(path, against=against, quick=quick)
+    Output(fmt).document(result.to_dict(), render_audit)
+    if fail_on is not None and LEVELS.index(result.level) <= LEVELS.index(fail_on):
+        sys.exit(EXIT_FINDING)
+
+
+def render_audit(doc: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = [("path", doc["path"])]
+    if doc["against"]:
+        rows.append(("against", doc["against"]))
+    rows.append(("level", doc["level"].upper()))
+    declared = {k: v for k, v in doc["declared"].items() if isinstance(v, dict) and k in DECLARED_SHOWN}
+    if declared:
+        rows.append(
+            (
+                "declared",
+                "\n".join(f"{k}: {v.get('value')}  [{v.get('source')}]" for k, v in declared.items()),
+            )
+        )
+    arch = doc["detected"].get("architecture") or {}
+    if arch.get("family"):
+        rows.append(("architecture", f"{arch['family']} ({arch['renamed_tensors']} tensors renamed)"))
+    tokenizer = doc["detected"].get("tokenizer")
+    if tokenizer is not None:
+        rows.append(("tokenizer", f"{tokenizer['name']} family ({tokenizer['relation']})"))
+    for match in doc["detected"].get("code") or []:
+        rows.append(
+            ("code", f"{match['file']}: closest {match['reference']} (similarity {match['similarity']:.2f})")
+        )
+    weights = doc["detected"].get("weights")
+    if weights:
+        rows.append(
+            ("weights", f"{weights['verdict']} vs {weights['base']} (p = {_p_text(weights['p_value'])})")
+        )
+    licence = doc["detected"].get("licence")
+    if licence:
+        rows.append(("licence", f"{licence.get('name', licence['id'])}: {licence['why']}"))
+    text = key_value_table(rows) + "\nFindings:\n"
+    for finding in doc["findings"]:
+        text += f"  [{finding['level']}] {finding['message']}\n      advice: {finding['advice']}\n"
+    for note in doc["notes"]:
+        text += f"  note: {note}\n"
+    return text
+
+
 def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
+    if doc.get("kind") == "tokenizer":
+        return render_tokenizer(doc)
     arch = doc["architecture"]
     config = arch["config"] or {}
     rows: list[tuple[str, str]] = [("path", doc["path"]), ("format", f"{doc['format']} ({doc['layout']})")]
@@ -274,6 +397,8 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
                 f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})",
             )
         )
+        if "family" in tokenizer:
+            rows.append(("tokenizer family", _family_text(tokenizer["family"])))
     claims = {k: v for k, v in (doc.get("declared") or {}).items() if isinstance(v, dict)}
     if claims:
         rows.append(

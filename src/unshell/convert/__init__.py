@@ -32,6 +32,7 @@ from ..inspection import InspectResult, inspect_checkpoint
 from .plan import ConversionPlan, Recipe, build_plan
 from .writer import (
     DEFAULT_SHARD_SIZE,
+    FileDigest,
     OutputFile,
     SourceReader,
     check_destination,
@@ -403,7 +404,7 @@ def _record(
     result: InspectResult,
     plan: ConversionPlan,
     files: list[OutputFile],
-    hashes: dict[Path, tuple[int, str]],
+    hashes: dict[Path, FileDigest],
     mapping: dict[str, Any] | None,
     verification: dict[str, Any],
 ) -> dict[str, Any]:
@@ -430,8 +431,13 @@ def _record(
             "rotary": plan.rotary,
             "tied_embeddings": plan.tied_in_source,
             "files": [
-                {"path": sanitize(str(path), limit=4096), "bytes": size, "sha256": sha}
-                for path, (size, sha) in hashes.items()
+                {
+                    "path": sanitize(str(path), limit=4096),
+                    "bytes": digest.bytes,
+                    "sha256": digest.sha256,
+                    "sha256_from": digest.origin,
+                }
+                for path, digest in hashes.items()
             ],
         },
         "output": {

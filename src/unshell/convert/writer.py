@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import struct
@@ -42,11 +43,13 @@ from .transforms import cast_values, normalize_rows, row_index, scale, to_values
 __all__ = [
     "CHUNK_BYTES",
     "DEFAULT_SHARD_SIZE",
+    "FileDigest",
     "OutputFile",
     "SourceReader",
     "check_destination",
     "commit",
     "hash_files",
+    "hub_blob_sha256",
     "parse_size",
     "staging_directory",
     "write_json",
@@ -356,26 +359,67 @@ def _hash_file(path: Path, stop: threading.Event) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+_LFS_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
+
+
+def hub_blob_sha256(path: Path) -> str | None:
+    """The sha256 a Hugging Face cache states for ``path``, or None.
+
+    Snapshot files link to ``blobs/<name>``; for files stored with Git LFS (every weight file)
+    the name is the LFS object id, which is the sha256 of the content, and the download checked
+    it. Small files kept in git are named by their 40-digit git hash and do not qualify.
+    """
+    if not path.is_symlink():
+        return None
+    target = path.resolve()
+    if target.parent.name != "blobs" or not _LFS_BLOB_NAME.fullmatch(target.name):
+        return None
+    return target.name
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and sha256 of one source file; ``origin`` says how the digest was obtained."""
+
+    bytes: int
+    sha256: str
+    origin: str  # "computed" or "hub-cache-blob-name"
+
+
 class _FileHashes:
-    """sha256 of a list of files, computed on one background thread while the conversion runs."""
+    """sha256 of a list of files, computed on one background thread while the conversion runs.
+
+    Files whose digest a Hub cache already states (see `hub_blob_sha256`) are not read again:
+    hashing is the one cost that keeps a conversion from running at copy speed on two cores.
+    """
 
     def __init__(self, paths: Iterable[Path]) -> None:
         self._paths = list(dict.fromkeys(paths))
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-source-hash")
-        self._futures: list[Future[tuple[int, str]]] = [
-            self._pool.submit(_hash_file, path, self._stop) for path in self._paths
-        ]
+        self._known = {path: sha for path in self._paths if (sha := hub_blob_sha256(path)) is not None}
+        self._futures: dict[Path, Future[tuple[int, str]]] = {
+            path: self._pool.submit(_hash_file, path, self._stop)
+            for path in self._paths
+            if path not in self._known
+        }
 
-    def result(self) -> dict[Path, tuple[int, str]]:
+    def result(self) -> dict[Path, FileDigest]:
         try:
-            return {path: future.result() for path, future in zip(self._paths, self._futures, strict=True)}
+            digests: dict[Path, FileDigest] = {}
+            for path in self._paths:
+                if path in self._known:
+                    digests[path] = FileDigest(path.stat().st_size, self._known[path], "hub-cache-blob-name")
+                else:
+                    size, sha = self._futures[path].result()
+                    digests[path] = FileDigest(size, sha, "computed")
+            return digests
         finally:
             self._pool.shutdown(wait=True)
 
     def cancel(self) -> None:
         self._stop.set()
-        for future in self._futures:
+        for future in self._futures.values():
             future.cancel()
         self._pool.shutdown(wait=True)
 

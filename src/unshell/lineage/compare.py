@@ -28,13 +28,15 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..formats import open_checkpoint
+from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, _weights, inspect_checkpoint
+from ..tokenizers.relations import TokenizerRelation, relate
+from ..tokenizers.vocab import vocabulary_of
 from .canonical import READS_RESIDUAL, CanonicalModel, canonical_model
 from .hashes import HashMatch, content_hashes, match_hashes
 from .sketch import (
@@ -46,6 +48,9 @@ from .sketch import (
     identity_alignment,
     projection,
 )
+
+if TYPE_CHECKING:
+    from ..tokenizers.report import TokenizerComparison
 
 SCHEMA_VERSION = 1
 DERIVED_P = 1e-6
@@ -111,6 +116,7 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     bytes_read: int = 0
     quick: bool = False
+    tokenizer: TokenizerRelation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         arch_a, arch_b = self.inspect_a.recognition, self.inspect_b.recognition
@@ -128,6 +134,7 @@ class CompareResult:
                 "renamed_in_b": len(self.inspect_b.renamed),
                 "note": "architecture reuse is reported apart from weight reuse: sharing a design is not sharing weights",
             },
+            "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
             "verdict": self.verdict,
             "reason": self.reason,
             "how": self.how,
@@ -542,6 +549,14 @@ def _hash_names(checkpoint: Checkpoint) -> list[str]:
     return [name for name, _ in names]
 
 
+def _tokenizer_relation(a: Checkpoint, b: Checkpoint) -> TokenizerRelation | None:
+    """How B's tokenizer relates to A's, when both carry one (vocabulary extension shows here)."""
+    vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
+    if vocabulary_a is None or vocabulary_b is None:
+        return None
+    return relate(vocabulary_a, vocabulary_b)
+
+
 def compare_checkpoints(
     a: Checkpoint, b: Checkpoint, *, quick: bool = False, path_a: str = "", path_b: str = ""
 ) -> CompareResult:
@@ -554,6 +569,7 @@ def compare_checkpoints(
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     profile: float | None = None
+    tokenizer = _tokenizer_relation(a, b)
 
     def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
         return CompareResult(
@@ -567,6 +583,7 @@ def compare_checkpoints(
             profile_correlation=profile,
             notes=notes,
             quick=quick,
+            tokenizer=tokenizer,
             **kwargs,
         )
 
@@ -665,15 +682,43 @@ def compare_checkpoints(
     )
 
 
-def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool = False) -> CompareResult:
+def compare(
+    a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool = False
+) -> CompareResult | TokenizerComparison:
     """Compare two checkpoints: architecture reuse, and whether B's weights derive from A's.
+
+    When either side is a tokenizer alone, only the tokenizers are compared (`TokenizerComparison`).
 
     Example:
         >>> import unshell
         >>> result = unshell.compare("base", "suspect")  # doctest: +SKIP
         >>> result.verdict, result.p_value
     """
-    with open_checkpoint(a) as checkpoint_a, open_checkpoint(b) as checkpoint_b:
-        return compare_checkpoints(
-            checkpoint_a, checkpoint_b, quick=quick, path_a=str(Path(a)), path_b=str(Path(b))
-        )
+    from ..tokenizers.report import compare_tokenizers, open_model_or_tokenizer
+
+    opened_a = open_model_or_tokenizer(a)
+    try:
+        opened_b = open_model_or_tokenizer(b)
+    except BaseException:
+        if isinstance(opened_a, Checkpoint):
+            opened_a.close()
+        raise
+    if isinstance(opened_a, Checkpoint) and isinstance(opened_b, Checkpoint):
+        with opened_a as checkpoint_a, opened_b as checkpoint_b:
+            return compare_checkpoints(
+                checkpoint_a, checkpoint_b, quick=quick, path_a=str(Path(a)), path_b=str(Path(b))
+            )
+    # A tokenizer on either side: compare tokenizers only (a checkpoint contributes the one it carries).
+    vocabularies = []
+    for path, opened in ((a, opened_a), (b, opened_b)):
+        if isinstance(opened, Checkpoint):
+            with opened:
+                vocabulary = vocabulary_of(opened)
+            if vocabulary is None:
+                raise UsageError(
+                    f"{sanitize(str(path))} carries no tokenizer to compare with the other side's"
+                )
+            vocabularies.append(vocabulary)
+        else:
+            vocabularies.append(opened)
+    return compare_tokenizers(a, b, vocabularies[0], vocabularies[1])

@@ -1,7 +1,32 @@
-"""Tokenizer files: what kind of tokenizer a checkpoint carries, read without tokenizer libraries."""
+"""Tokenizers read without tokenizer libraries: kind and size, whole vocabularies normalized to
+bytes, relations between two vocabularies, and the library of known tokenizer families."""
 
 from __future__ import annotations
 
 from .describe import TokenizerInfo, describe_gguf_tokenizer, describe_tokenizer, describe_tokenizer_file
+from .families import FamilyMatch, Fingerprint, known_families, match_families, match_family
+from .relations import MergeAgreement, TokenizerRelation, relate
+from .report import TokenizerComparison, TokenizerReport, compare_tokenizers, inspect_tokenizer
+from .vocab import Vocabulary, read_vocabulary, vocabulary_of
 
-__all__ = ["TokenizerInfo", "describe_gguf_tokenizer", "describe_tokenizer", "describe_tokenizer_file"]
+__all__ = [
+    "FamilyMatch",
+    "Fingerprint",
+    "MergeAgreement",
+    "TokenizerComparison",
+    "TokenizerInfo",
+    "TokenizerRelation",
+    "TokenizerReport",
+    "Vocabulary",
+    "compare_tokenizers",
+    "describe_gguf_tokenizer",
+    "describe_tokenizer",
+    "describe_tokenizer_file",
+    "inspect_tokenizer",
+    "known_families",
+    "match_families",
+    "match_family",
+    "read_vocabulary",
+    "relate",
+    "vocabulary_of",
+]

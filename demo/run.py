@@ -1,8 +1,10 @@
-"""The README's first command: inspect real checkpoints shipped in the repo, plus a renamed copy.
+"""The README's first command: unshell's commands on real checkpoints shipped in the repo.
 
 Makes a Yi-style copy of the real stories260K model (Hugging Face Llama names, with the two norms
-renamed ``ln1``/``ln2`` as Yi-34B shipped in November 2023, and a config claiming "Yi") and a copy
-with every name replaced by random tokens, then runs ``unshell inspect`` on each.
+renamed ``ln1``/``ln2`` as Yi-34B shipped in November 2023, a config claiming "Yi", and a card
+that names no base) and a copy with every name replaced by random tokens, then runs
+``unshell inspect`` on each, names a real tokenizer's family, compares two independently trained
+real models, and audits the Yi-style copy's disclosure.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def make_copies(directory: Path) -> tuple[Path, Path]:
     write_safetensors(yi_dir / "model.safetensors", yi)
     (yi_dir / "config.json").write_text(json.dumps(config, indent=2))
     (yi_dir / "README.md").write_text(
-        "---\nlicense: mit\nbase_model: karpathy/tinyllamas\n---\n# A renamed copy\n"
+        "---\nlicense: mit\n---\n# Yi-style\n\nOur own model, trained from scratch.\n"
     )
 
     rng = random.Random(2023)
@@ -101,9 +103,22 @@ def main() -> int:
             ("stories260K renamed the way Yi-34B was (ln1/ln2), config says 'Yi'", yi_dir),
             ("stories260K with every name replaced by random tokens, no config", scrambled_dir),
         ]
-        for title, path in targets:
-            print(f"\n=== {title}\n$ unshell inspect {path.name}", flush=True)
-            code = subprocess.call([sys.executable, "-m", "unshell", "inspect", str(path)])
+        commands = [(title, ["inspect", str(path)]) for title, path in targets]
+        commands += [
+            (
+                "a real tokenizer on its own: which known family is it?",
+                ["inspect", str(FIXTURES / "llama2.tokenizer.model")],
+            ),
+            (
+                "two real models of the same shape, trained independently: did one come from the other?",
+                ["compare", str(FIXTURES / "stories260K.bin"), str(FIXTURES / "llama2xs.model.bin")],
+            ),
+            ("the Yi-style copy's disclosure: its card names no base", ["audit", str(yi_dir)]),
+        ]
+        for title, arguments in commands:
+            shown = " ".join(Path(a).name if "/" in a else a for a in arguments)
+            print(f"\n=== {title}\n$ unshell {shown}", flush=True)
+            code = subprocess.call([sys.executable, "-m", "unshell", *arguments])
             if code != 0:
                 return code
     return 0

@@ -82,3 +82,7 @@ def test_readme_demo_runs_and_finds_the_rename() -> None:
     assert "matched as yi" in out
     assert "model.layers.{i}.ln1.weight" in out and "model.layers.{i}.input_layernorm.weight" in out
     assert "model.layers.{i}.self_attn.k_proj.weight | model.layers.{i}.self_attn.v_proj.weight" in out
+    # The rest of the tour: a tokenizer's family, an independent real pair, the Yi-style audit.
+    assert "FAMILY     Llama 2 family (identical" in out
+    assert "VERDICT       INDEPENDENT" in out
+    assert "LEVEL         ARCHITECTURE-REUSE-UNDISCLOSED" in out

@@ -244,7 +244,7 @@ def _family_text(family: dict[str, Any] | None) -> str:
     text = f"{family['name']} family ({family['relation']}, {family['kept']}/{family['sampled_tokens']} sampled tokens kept"
     text += f", offset {family['offset']:+d})" if family.get("offset") else ")"
     if family.get("also_matches"):
-        text += f"; also keeps {', '.join(family['also_matches'])}"
+        text += f"; also matches {', '.join(family['also_matches'])}"
     return text
 
 
@@ -391,14 +391,10 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
     rows.append(("parameters", f"{human_count(doc['parameters'])} in {doc['tensors']} tensors ({dtypes})"))
     tokenizer = doc.get("tokenizer")
     if tokenizer:
-        rows.append(
-            (
-                "tokenizer",
-                f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})",
-            )
-        )
+        text = f"{tokenizer.get('kind')}, {tokenizer.get('vocab_size')} tokens ({tokenizer.get('source')})"
         if "family" in tokenizer:
-            rows.append(("tokenizer family", _family_text(tokenizer["family"])))
+            text += "\n" + _family_text(tokenizer["family"])
+        rows.append(("tokenizer", text))
     claims = {k: v for k, v in (doc.get("declared") or {}).items() if isinstance(v, dict)}
     if claims:
         rows.append(

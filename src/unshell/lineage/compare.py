@@ -98,6 +98,36 @@ class UnitMatch:
 
 
 @dataclass
+class LayerSimilarity:
+    """Every layer of B against every layer of A (for reports; the verdict never reads it).
+
+    ``matrix[i][j]``: for each weight matrix of B's layer ``layers_b[i]``, its similarity (sketch
+    cosine, 0 = unrelated, 1 = same) to the most similar matrix of A's layer ``layers_a[j]``,
+    averaged over the layer's matrices. A derivative shows one cell per row far above the rest
+    (a duplicated layer: two rows with the same best column); unrelated models show no pattern.
+    """
+
+    layers_a: list[int]
+    layers_b: list[int]
+    matrix: list[list[float]]
+
+    def best_a(self) -> list[int | None]:
+        """For each row, the layer of A with the highest value (None for an empty row)."""
+        return [
+            self.layers_a[max(range(len(row)), key=row.__getitem__)] if row else None for row in self.matrix
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers_a": self.layers_a,
+            "layers_b": self.layers_b,
+            "matrix": self.matrix,
+            "statistic": "for each matrix of B's layer, its sketch similarity to the most similar matrix "
+            "of A's layer, averaged over the layer (rows: B's layers, columns: A's layers)",
+        }
+
+
+@dataclass
 class CompareResult:
     path_a: str
     path_b: str
@@ -117,6 +147,9 @@ class CompareResult:
     bytes_read: int = 0
     quick: bool = False
     tokenizer: TokenizerRelation | None = None
+    # For reports (never used by the verdict): B's layers against A's, and per-layer std profiles.
+    layer_similarity: LayerSimilarity | None = None
+    std_profiles: dict[str, dict[str, list[float | None]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         arch_a, arch_b = self.inspect_a.recognition, self.inspect_b.recognition
@@ -141,6 +174,7 @@ class CompareResult:
             "p_value": self.p_value,
             "score": None if self.score is None else round(self.score, 6),
             "layers": self.layers,
+            "layer_similarity": None if self.layer_similarity is None else self.layer_similarity.to_dict(),
             "evidence": {
                 "hashes": None if self.hashes is None else self.hashes.to_dict(),
                 "alignment": None
@@ -155,6 +189,7 @@ class CompareResult:
                 "std_profile_correlation": None
                 if self.profile_correlation is None
                 else round(self.profile_correlation, 6),
+                "std_profiles": self.std_profiles,
                 "std_profile_note": (
                     f"for reference only: independently trained same-architecture pairs in the lineage "
                     f"zoo score median {PROFILE_NULL_MEDIAN}, up to {PROFILE_NULL_MAX} "
@@ -283,10 +318,19 @@ def haar_scale(dim: int) -> float:
     return math.sqrt(2.0 / ((dim - 1) * (dim + 2)))
 
 
-def match_units(units_a: list[Unit], units_b: list[Unit], sketch_dim: int) -> list[UnitMatch]:
+def similarity_table(units_a: list[Unit], units_b: list[Unit]) -> np.ndarray:
+    """Sketch cosine of every unit of B (rows) with every unit of A (columns)."""
     sketches_a = np.stack([u.sketch for u in units_a])
     sketches_b = np.stack([u.sketch for u in units_b])
-    table = sketches_b @ sketches_a.T
+    return sketches_b @ sketches_a.T
+
+
+def match_units(
+    units_a: list[Unit], units_b: list[Unit], sketch_dim: int, table: np.ndarray | None = None
+) -> list[UnitMatch]:
+    """``table``: `similarity_table` of the same units, when the caller already has it."""
+    if table is None:
+        table = similarity_table(units_a, units_b)
     # Under H0 a B sketch is randomly oriented relative to every A sketch: cosine mean 0 with the
     # exact Haar spread. Real independent models sit slightly above that (some shared structure
     # survives), so each unit's null also takes the location and spread of its own row (B's unit
@@ -352,6 +396,49 @@ def combine(matches: list[UnitMatch]) -> tuple[float, float]:
 
 
 # --- layer map and classification ---------------------------------------------------------------
+
+
+def layer_similarity(units_a: list[Unit], units_b: list[Unit], table: np.ndarray) -> LayerSimilarity | None:
+    """B's layers against A's, from the unit table `match_units` reads (see `LayerSimilarity`).
+    A matrix tried in both orientations counts once, by its better one."""
+    layers_a = sorted({u.layer for u in units_a if u.layer is not None})
+    layers_b = sorted({u.layer for u in units_b if u.layer is not None})
+    if not layers_a or not layers_b:
+        return None
+    # Best unit of each A layer, for every B unit: (units of B) x (layers of A).
+    best = np.stack(
+        [table[:, [k for k, u in enumerate(units_a) if u.layer == layer]].max(axis=1) for layer in layers_a],
+        axis=1,
+    )
+    by_tensor: dict[tuple[int, str], np.ndarray] = {}
+    for row, unit in enumerate(units_b):
+        if unit.layer is None:
+            continue
+        key = (unit.layer, unit.name)
+        by_tensor[key] = best[row] if key not in by_tensor else np.maximum(by_tensor[key], best[row])
+    matrix = []
+    for layer in layers_b:
+        rows = [values for (owner, _), values in by_tensor.items() if owner == layer]
+        matrix.append([round(float(v), 4) for v in np.mean(rows, axis=0)])
+    return LayerSimilarity(layers_a, layers_b, matrix)
+
+
+def std_profile(units: list[Unit]) -> dict[str, list[float | None]]:
+    """Per role, the std of each layer's matrix (the values `_profile_correlation` correlates),
+    indexed by layer number (None where a layer has no such matrix)."""
+    values = {
+        (u.layer, u.role): u.std
+        for u in units
+        if u.layer is not None and u.role is not None and math.isfinite(u.std)
+    }
+    if not values:
+        return {}
+    count = max(layer for layer, _ in values) + 1
+    roles = sorted({role for _, role in values})
+    return {
+        role: [None if (i, role) not in values else round(values[(i, role)], 6) for i in range(count)]
+        for role in roles
+    }
 
 
 def layer_map(matches: list[UnitMatch]) -> list[dict[str, Any]]:
@@ -652,8 +739,12 @@ def compare_checkpoints(
             layers=[],
             alignment=alignment,
         )
-    matches = match_units(units_a, units_b, basis_a.shape[1])
+    table = similarity_table(units_a, units_b)
+    matches = match_units(units_a, units_b, basis_a.shape[1], table)
     profile = _profile_correlation(units_a, units_b)
+    similarity = layer_similarity(units_a, units_b, table)
+    profiles = {"a": std_profile(units_a), "b": std_profile(units_b)}
+    del table
     layers = layer_map(matches)
     z, p = combine(one_to_one(matches))
     score = float(np.mean([m.similarity for m in matches]))
@@ -678,7 +769,16 @@ def compare_checkpoints(
         else []
     )
     return result(
-        verdict, reason, how=how, p_value=p, score=score, layers=layers, alignment=alignment, matches=matches
+        verdict,
+        reason,
+        how=how,
+        p_value=p,
+        score=score,
+        layers=layers,
+        alignment=alignment,
+        matches=matches,
+        layer_similarity=similarity,
+        std_profiles=profiles,
     )
 
 

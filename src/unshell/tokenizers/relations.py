@@ -29,6 +29,7 @@ their pieces, while every derived pair in the tests keeps over 99.9%.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,19 @@ class TokenizerRelation:
         }
 
 
+@functools.lru_cache(maxsize=64)
+def _prepared(vocabulary: Vocabulary) -> tuple[dict[int, bytes], dict[bytes, int], int]:
+    """Ordinary tokens by id and by content, and how many are multi-byte: built once per
+    vocabulary (one suspect is compared with many)."""
+    ordinary = _ordinary(vocabulary)
+    return ordinary, _positions(ordinary), sum(1 for token in ordinary.values() if len(token) > 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _merge_set(vocabulary: Vocabulary) -> frozenset[tuple[bytes, bytes]]:
+    return frozenset(vocabulary.merges or ())
+
+
 def _ordinary(vocabulary: Vocabulary) -> dict[int, bytes]:
     special = vocabulary.special
     return {i: t for i, t in enumerate(vocabulary.tokens) if t is not None and i not in special}
@@ -165,19 +179,19 @@ def merge_agreement(a: Vocabulary, b: Vocabulary) -> MergeAgreement | None:
         if x != y:
             break
         prefix += 1
-    shared = len(set(a.merges) & set(b.merges))
+    shared = len(_merge_set(a) & _merge_set(b))
     return MergeAgreement(len(a.merges), len(b.merges), shared, prefix)
 
 
 def relate(a: Vocabulary, b: Vocabulary) -> TokenizerRelation:
     """The relation of B to A (A is the reference, B the suspect)."""
-    ordinary_a, ordinary_b = _ordinary(a), _ordinary(b)
-    where_b = _positions(ordinary_b)
-    where_a = _positions(ordinary_a)
-    shared = sum(1 for token in where_a if token in where_b)
-    same_id = sum(1 for index, token in ordinary_a.items() if ordinary_b.get(index) == token)
-    b_in_a_same_id = sum(1 for index, token in ordinary_b.items() if ordinary_a.get(index) == token)
-    shifts = Counter(where_b[token] - index for token, index in where_a.items() if token in where_b)
+    ordinary_a, where_a, multi_a = _prepared(a)
+    ordinary_b, where_b, multi_b = _prepared(b)
+    common = where_a.keys() & where_b.keys()
+    shared = len(common)
+    # (id, token) pairs on both sides: A's tokens at their id in B, equally B's at their id in A.
+    same_id = b_in_a_same_id = len(ordinary_a.items() & ordinary_b.items())
+    shifts = Counter(where_b[token] - where_a[token] for token in common)
     offset, offset_count = next(((s, c) for s, c in shifts.most_common(2) if s != 0), (None, 0))
     prefix, prefix_multi = _common_prefix(a, b)
     special_renamed = sum(
@@ -186,10 +200,7 @@ def relate(a: Vocabulary, b: Vocabulary) -> TokenizerRelation:
         if index < len(a.tokens) and index < len(b.tokens) and a.tokens[index] != b.tokens[index]
     )
     n_a, n_b = len(ordinary_a), len(ordinary_b)
-    multi = min(
-        sum(1 for token in ordinary_a.values() if len(token) > 1),
-        sum(1 for token in ordinary_b.values() if len(token) > 1),
-    )
+    multi = min(multi_a, multi_b)
 
     def made(relation: str, reason: str) -> TokenizerRelation:
         return TokenizerRelation(
@@ -247,7 +258,7 @@ def relate(a: Vocabulary, b: Vocabulary) -> TokenizerRelation:
             "common-prefix",
             f"the first {prefix:,} ids hold the same tokens, then the vocabularies diverge",
         )
-    b_in_a = [(where_a[token], index) for token, index in where_b.items() if token in where_a]
+    b_in_a = [(where_a[token], where_b[token]) for token in common]
     if n_b < n_a and len(b_in_a) >= SHARED * distinct_b and _monotone_fraction(b_in_a) >= KEPT:
         return made(
             "pruned", f"{len(b_in_a):,} of B's {n_b:,} ordinary tokens are A's, in A's order at compacted ids"

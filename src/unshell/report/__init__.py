@@ -1,0 +1,15 @@
+"""Self-contained HTML reports for `compare` and `audit`.
+
+One file each: inline CSS and inline SVG drawn here, no scripts, no fonts, no web addresses (those
+quoted from model files are shown defanged), every string read from a model escaped::
+
+    from unshell.report import audit_html, compare_html, write_html
+
+    write_html(compare_html(unshell.compare("base", "suspect")), "report.html")
+"""
+
+from __future__ import annotations
+
+from .html import audit_html, compare_html, write_html
+
+__all__ = ["audit_html", "compare_html", "write_html"]

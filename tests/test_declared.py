@@ -293,3 +293,24 @@ def test_real_gemma_gguf_declares_name_and_license() -> None:
         "name": {"value": "Gemma 3 270m", "source": "GGUF general.name"},
         "license": {"value": "gemma", "source": "GGUF general.license"},
     }
+
+
+def test_auto_map_names_the_model_code_transformers_would_run() -> None:
+    config = {
+        "architectures": ["YiForCausalLM"],
+        "model_type": "Yi",
+        "auto_map": {
+            "AutoConfig": "configuration_yi.YiConfig",
+            "AutoModelForCausalLM": "modeling_yi.YiForCausalLM",
+            "AutoTokenizer": ["tokenization_yi.YiTokenizer", None],
+            "bogus": 7,
+        },
+    }
+    declared = read_declared(_checkpoint(None, config=config))
+    assert declared.auto_map is not None
+    assert declared.auto_map.source == "config.json auto_map"
+    assert declared.auto_map.value == {
+        "AutoConfig": "configuration_yi.YiConfig",
+        "AutoModelForCausalLM": "modeling_yi.YiForCausalLM",
+        "AutoTokenizer": "tokenization_yi.YiTokenizer",
+    }

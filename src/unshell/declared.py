@@ -300,7 +300,7 @@ def _config_claims(config: Mapping[str, Any] | None) -> list[tuple[str, Claim]]:
         targets: dict[str, str] = {}
         for key, value in list(auto_map.items())[:MAX_BASE_MODELS]:
             first = value[0] if isinstance(value, list) and value else value  # [slow, fast] tokenizer pairs
-            if isinstance(key, str) and (text := _text(first)) is not None:
+            if isinstance(key, str) and isinstance(first, str) and (text := _text(first)) is not None:
                 targets[sanitize(key, 100)] = text
         if targets:
             claims.append(("auto_map", Claim(targets, "config.json auto_map")))

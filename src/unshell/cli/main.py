@@ -30,6 +30,14 @@ format_option = click.option(
 )
 
 
+html_option = click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="Also write a self-contained HTML report to this file (no network resources).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="unshell")
 def cli() -> None:
@@ -152,7 +160,8 @@ def render_convert(doc: dict[str, Any]) -> str:
     is_flag=True,
     help="Decide from embedding anchors and 1 row in 20 of each matrix, no hashing (about 4% of a 7B pair's bytes).",
 )
-def compare_command(a: str, b: str, fmt: str, quick: bool) -> None:
+@html_option
+def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None) -> None:
     """Did B's weights come from A's, or were they trained independently?
 
     Reports architecture reuse apart from weight reuse, a verdict (identical, derived,
@@ -162,6 +171,10 @@ def compare_command(a: str, b: str, fmt: str, quick: bool) -> None:
     from ..lineage.compare import compare
 
     result = compare(a, b, quick=quick)
+    if html_path is not None:
+        from ..report.html import compare_html, write_html
+
+        write_html(compare_html(result), html_path)
     Output(fmt).document(result.to_dict(), render_compare)
 
 
@@ -298,7 +311,10 @@ def render_tokenizer_comparison(doc: dict[str, Any]) -> str:
     help="Exit with status 1 when a finding is this severe or worse (for CI and upload checks).",
 )
 @format_option
-def audit_command(path: str, against: str | None, quick: bool, fail_on: str | None, fmt: str) -> None:
+@html_option
+def audit_command(
+    path: str, against: str | None, quick: bool, fail_on: str | None, fmt: str, html_path: str | None
+) -> None:
     """Disclosure audit: detected lineage (weights, architecture, tokenizer, code) against declared.
 
     Reports the most severe finding as the level (undisclosed-derivative,
@@ -308,9 +324,46 @@ def audit_command(path: str, against: str | None, quick: bool, fail_on: str | No
     from ..audit.report import audit
 
     result = audit(path, against=against, quick=quick)
+    if html_path is not None:
+        from ..report.html import audit_html, write_html
+
+        write_html(audit_html(result), html_path)
     Output(fmt).document(result.to_dict(), render_audit)
     if fail_on is not None and LEVELS.index(result.level) <= LEVELS.index(fail_on):
         sys.exit(EXIT_FINDING)
+
+
+@cli.command("serve")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default)."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=str, exists=True, file_okay=False),
+    help="A directory the UI may read checkpoints under (repeatable); nothing outside is opened.",
+)
+@click.option("--max-jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent jobs.")
+def serve_command(host: str, port: int, roots: tuple[str, ...], max_jobs: int) -> None:
+    """A local web UI and JSON API over inspect, compare and audit (needs the `web` extra).
+
+    Reads only under the --root directories, runs nothing from model files, and bounds concurrent
+    jobs. The API mirrors the CLI; its OpenAPI schema is at /openapi.json.
+    """
+    from pathlib import Path
+
+    from ..errors import MissingDependencyError
+
+    try:
+        from ..web import serve
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"unshell serve needs the web extra: pip install 'unshell[web]' ({error.name} is missing)"
+        ) from None
+    serve(host=host, port=port, roots=[Path(r) for r in roots], max_jobs=max_jobs)
 
 
 def render_audit(doc: dict[str, Any]) -> str:

@@ -49,7 +49,7 @@ TOKENIZER_NAMES = frozenset(
         "sentencepiece.bpe.model",
     }
 )
-MODEL_DIR_MARKERS = frozenset({"config.json", "params.json", "snapshots"})
+MODEL_DIR_MARKERS = frozenset({"config.json", "params.json", "snapshots", "pytorch_model.bin"})
 
 
 class PathRejected(Exception):
@@ -238,7 +238,10 @@ def _is_tokenizer(name: str) -> bool:
 
 
 def is_model_directory(path: Path) -> bool:
-    """A directory holding a config, weights, or a hub-cache layout (its entries' names only)."""
+    """A model directory: a config, safetensors, or a hub-cache layout (judged from entry names only).
+
+    A folder of loose ``*.bin``/``*.gguf`` files is not one: its files are listed one by one.
+    """
     if path.name.startswith("models--"):
         return True
     try:
@@ -246,7 +249,10 @@ def is_model_directory(path: Path) -> bool:
             for count, entry in enumerate(entries):
                 if count >= MAX_LISTED:
                     break
-                if entry.name in MODEL_DIR_MARKERS or _is_weights(entry.name):
+                lower = entry.name.lower()
+                if entry.name in MODEL_DIR_MARKERS or lower.endswith(
+                    (".safetensors", ".safetensors.index.json")
+                ):
                     return True
     except OSError:
         return False

@@ -1,0 +1,327 @@
+"""Self-contained HTML reports (`unshell.report`) of real comparisons and audits.
+
+* the lineage zoo's upscaled model (``tools/zoo.py``: base-s0's layers 1 and 2 duplicated, then
+  trained) against its base: derived, and the duplicated layers show in the layer matrix;
+* two zoo bases trained from different seeds: independent;
+* a tokenizer-only comparison (the zoo's BPE against its extension);
+* a Yi-style renamed Llama (``foreign_layouts``), with and without a copy of transformers' Llama code;
+* a zoo fine-tune against its base with a wrong licence: derived, licence obligations;
+* a checkpoint whose tensor names, folder name and card carry markup and web addresses.
+
+Every page is checked the same way: it parses as well-formed HTML, and holds no script, no external
+resource and no web address.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import unshell
+from foreign_layouts import make_tiny_llama, read_safetensors_dir, to_yi
+from test_audit import _card, _zoo_pair
+from test_audit_code import _rebranded_llama
+from unshell.formats.safetensors import write_safetensors
+from unshell.report import audit_html, compare_html, write_html
+from unshell.report.html import chance_bound
+from unshell.tokenizers.report import TokenizerComparison
+from zoo_fixture import zoo
+
+# Every element a report may hold: anything else came out of a model's files.
+ELEMENTS = {
+    *("html", "head", "meta", "title", "style", "body", "header", "nav", "section", "footer", "h1", "h2"),
+    *("h3", "p", "ul", "li", "a", "div", "span", "strong", "code", "br", "blockquote", "dl", "dt", "dd"),
+    *("table", "caption", "thead", "tbody", "tr", "th", "td", "figure", "figcaption"),
+    *("svg", "desc", "g", "text", "rect", "line", "polyline", "polygon", "circle"),
+}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+HOSTILE_TENSOR = "model.layers.0.<script>alert(1)</script>.weight"
+HOSTILE_FOLDER = "<img src=x onerror=alert(2)>"
+
+
+class StrictPage(HTMLParser):
+    """Records what a page is made of and everything that makes it malformed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: Counter[str] = Counter()
+        self.best: list[tuple[int, int]] = []
+        self.svg_titles: list[bool] = []
+        self._svg_first_child = False
+        self.style = ""
+        self.text: list[str] = []
+        self.doctype = False
+
+    def _attributes(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] += 1
+        if self._svg_first_child:
+            self.svg_titles.append(tag == "title")
+            self._svg_first_child = False
+        values = dict(attrs)
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.errors.append(f"event handler {name} on <{tag}>")
+            if name in ("href", "src", "xlink:href") and not (value or "").startswith("#"):
+                self.errors.append(f"{name}={value!r} on <{tag}>")
+        if tag == "rect" and "best" in (values.get("class") or "").split():
+            self.best.append((int(values["data-b"] or -1), int(values["data-a"] or -1)))
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._attributes(tag, attrs)
+        if tag == "svg":
+            self._svg_first_child = True
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._attributes(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else 'nothing'}>")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.stack and self.stack[-1] == "style":
+            self.style += data
+        self.text.append(data)
+
+
+def check_page(page: str) -> StrictPage:
+    """Well-formed, self-contained, script-free; returns the parse for further checks."""
+    lowered = page.lower()
+    assert "http://" not in lowered and "https://" not in lowered
+    assert "<script" not in lowered and "<link" not in lowered and "<iframe" not in lowered
+    assert "<img" not in lowered and "<object" not in lowered and "<embed" not in lowered
+    assert "javascript:" not in lowered
+    parser = StrictPage()
+    parser.feed(page)
+    parser.close()
+    assert parser.doctype, "no <!DOCTYPE html>"
+    assert not parser.errors, parser.errors
+    assert not parser.stack, f"unclosed: {parser.stack}"
+    assert set(parser.tags) <= ELEMENTS, set(parser.tags) - ELEMENTS
+    assert parser.tags["html"] == parser.tags["head"] == parser.tags["body"] == parser.tags["style"] == 1
+    css = parser.style.lower()
+    assert "url(" not in css and "@import" not in css and "@font-face" not in css
+    assert "@media print" in css and "break-before: page" in css
+    # Accessible: every SVG starts with its <title>, every table has header cells.
+    assert parser.tags["svg"] == len(parser.svg_titles) and all(parser.svg_titles)
+    assert parser.tags["th"] >= parser.tags["table"]
+    return parser
+
+
+def _pair(kind: str, name: str) -> unshell.CompareResult:
+    pairs = zoo().derived if kind == "derived" else zoo().independent
+    pair = next(p for p in pairs if p.name == name)
+    result = unshell.compare(pair.a, pair.b)
+    assert isinstance(result, unshell.CompareResult)
+    return result
+
+
+# -- compare ------------------------------------------------------------------------------------------
+
+
+def test_upscaled_model_report_shows_the_duplicated_layers(tmp_path: Path) -> None:
+    pair = next(p for p in zoo().derived if p.name == "base-s0->upscaled")
+    assert pair.layers == (0, 1, 2, 1, 2, 3)  # the zoo duplicated base-s0's layers 1 and 2
+    result = unshell.compare(pair.a, pair.b)
+    assert isinstance(result, unshell.CompareResult)
+    assert result.verdict == "derived" and "upscaled" in result.how
+
+    similarity = result.layer_similarity
+    assert similarity is not None
+    assert similarity.layers_a == [0, 1, 2, 3] and similarity.layers_b == [0, 1, 2, 3, 4, 5]
+    assert len(similarity.matrix) == 6 and all(len(row) == 4 for row in similarity.matrix)
+    best = similarity.best_a()
+    assert tuple(best) == pair.layers  # every layer of B finds the layer it was copied from
+    assert [row["layer_a"] for row in result.layers] == best  # and agrees with the voting layer map
+    duplicated = {a: [b for b, x in enumerate(best) if x == a] for a, n in Counter(best).items() if n > 1}
+    assert duplicated == {1: [1, 3], 2: [2, 4]}
+    for row, a in zip(similarity.matrix, best, strict=True):  # the copy stands far above the rest
+        assert row[a] > 0.8 and sorted(row)[-2] < 0.3
+    document = json.loads(json.dumps(result.to_dict()))
+    assert document["layer_similarity"]["layers_b"] == [0, 1, 2, 3, 4, 5]
+    assert document["layer_similarity"]["matrix"] == similarity.matrix
+    profiles = document["evidence"]["std_profiles"]
+    assert len(profiles["a"]["mlp.up.weight"]) == 4 and len(profiles["b"]["mlp.up.weight"]) == 6
+
+    page = compare_html(result)
+    parsed = check_page(page)
+    assert "VERDICT: DERIVED" in page
+    assert "the chance that independently trained models look this alike is below 1e-" in page.lower()
+    assert 'id="heatmap-t"' in page
+    # Every row's best cell is marked, the duplicated ones included, and the pattern is spelled out.
+    assert sorted(parsed.best) == sorted(zip(similarity.layers_b, best, strict=True))
+    assert {(1, 1), (3, 1), (2, 2), (4, 2)} <= set(parsed.best)
+    assert "A&#x27;s layer 1 is the best match of B&#x27;s layers 1, 3" in page
+    assert "A&#x27;s layer 2 is the best match of B&#x27;s layers 2, 4" in page
+    assert "upscaled" in page
+    # The std-profile statistic is drawn against the band of independent pairs, as not deciding.
+    assert "This statistic does not decide." in page and 'id="profile-band-t"' in page
+    assert f"{result.profile_correlation:.3f}" in page
+    assert page.count('id="profile-') >= 7 + 1  # one chart per role, plus the band
+
+    target = tmp_path / "report.html"
+    target.write_text("an older report")
+    write_html(page, target)
+    assert target.read_text(encoding="utf-8") == page
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def test_independent_pair_report_says_the_heatmap_is_not_meaningful() -> None:
+    result = _pair("independent", "base-s0<->base-s1")
+    assert result.verdict == "independent" and result.p_value is not None
+
+    page = compare_html(result)
+    check_page(page)
+    assert "VERDICT: INDEPENDENT" in page
+    assert f"p = {result.p_value:.2g}" in page and "of the time" in page
+    assert "Not meaningful for this pair" in page
+    assert 'id="layer-pattern"' not in page  # no layer pattern is claimed for unrelated models
+    assert "is the best match of B" not in page
+    assert "Same design" in page  # architecture reuse is stated apart: both are Llama
+
+
+def test_tokenizer_only_comparison_report() -> None:
+    models = zoo().models
+    result = unshell.compare(
+        models["base-s0"] / "tokenizer.json", models["vocab-extended"] / "tokenizer.json"
+    )
+    assert isinstance(result, TokenizerComparison) and result.verdict == "extension"
+
+    page = compare_html(result)
+    check_page(page)
+    assert "RELATION: EXTENSION" in page and "VERDICT" not in page
+    relation = result.relation
+    assert f"A {relation.size_a:,} / B {relation.size_b:,}" in page
+    assert f"{relation.same_id:,}" in page and "BPE merges" in page
+
+
+def test_p_value_bounds_read_as_sentences() -> None:
+    assert chance_bound(0.0) == "below 1e-300"
+    assert chance_bound(3e-13) == "below 1e-12"
+    assert chance_bound(4.2e-7) == "below 1e-6"
+    assert chance_bound(0.25) == "about 25% (p = 0.25)"
+    assert chance_bound(0.004) == "about 0.4% (p = 0.004)"
+
+
+# -- audit --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def yi_style(tmp_path: Path) -> Path:
+    model = to_yi(make_tiny_llama(tmp_path / "llama"), tmp_path / "yi-tiny")
+    _card(
+        model, {"license": "apache-2.0"}, "# Yi-Tiny\n\nA bilingual model trained from scratch by our team."
+    )
+    return model
+
+
+def test_yi_style_audit_report_shows_the_finding_its_advice_and_the_rename_map(yi_style: Path) -> None:
+    result = unshell.audit(yi_style)
+    assert result.level == "architecture-reuse-undisclosed"
+    finding = next(f for f in result.findings if f.level == "architecture-reuse-undisclosed")
+
+    page = audit_html(result)
+    check_page(page)
+    assert "LEVEL: ARCHITECTURE-REUSE-UNDISCLOSED" in page
+    assert html.escape(finding.message) in page and html.escape(finding.advice) in page
+    rename_map = page[page.index("Rename map (name in the model") :]
+    rename_map = rename_map[: rename_map.index("</table>")]
+    rows = re.findall(r"<tr><td><code>(.*?)</code></td><td><code>(.*?)</code></td></tr>", rename_map)
+    assert rows == [
+        ("model.layers.{i}.ln1.weight", "model.layers.{i}.input_layernorm.weight"),
+        ("model.layers.{i}.ln2.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    ]
+    assert "not tested (no --against base)" in page  # weights are not judged without a base
+    assert "Yi <span" in page and "llama (matched as yi" in page  # declared against detected
+
+
+def test_yi_style_audit_report_with_copied_model_code(yi_style: Path) -> None:
+    (yi_style / "modeling_yi.py").write_text(_rebranded_llama())
+    result = unshell.audit(yi_style)
+    code = result.detected["code"][0]
+
+    page = audit_html(result)
+    check_page(page)
+    assert "LEVEL: LICENCE-OBLIGATIONS-UNMET" in page
+    assert "<code>transformers/models/llama/modeling_llama.py</code> (llama)" in page
+    assert f"{code['similarity']:.2f} of the file is found in the reference" in page
+    assert "class LlamaMLP -&gt; YiMLP" in page  # removed references, escaped
+    assert "Obligations of copied model code" in page and "apache-2.0" in page
+
+
+def test_derivative_audit_report_shows_weights_and_licence_obligations(tmp_path: Path) -> None:
+    base, tuned = _zoo_pair(tmp_path)
+    _card(tuned, {"license": "mit"}, "# tuned\n\nOur own model.")
+    result = unshell.audit(tuned, against=base)
+    assert result.level == "undisclosed-derivative"
+
+    page = audit_html(result)
+    check_page(page)
+    assert "LEVEL: UNDISCLOSED-DERIVATIVE" in page and "VERDICT: DERIVED" in page
+    assert "base_model: zoo-base-7m" in page  # the advice
+    obligations = {o["obligation"]: o["status"] for o in result.detected["licence"]["obligations"]}
+    assert obligations["licence-copy"] == "missing"
+    assert "licence-copy" in page and "MISSING" in page and "NEEDS A PERSON" in page
+    assert "Apache License, Version 2.0" in page and "§4(a)" in page
+
+
+# -- hostile input ------------------------------------------------------------------------------------
+
+
+def test_markup_and_addresses_from_model_files_are_escaped(tmp_path: Path) -> None:
+    clean = make_tiny_llama(tmp_path / "clean")
+    hostile = tmp_path / HOSTILE_FOLDER
+    shutil.copytree(clean, hostile)
+    tensors = read_safetensors_dir(clean)
+    tensors[HOSTILE_TENSOR] = tensors.pop("model.layers.0.mlp.down_proj.weight")
+    write_safetensors(hostile / "model.safetensors", tensors, metadata={"format": "pt"})
+    _card(
+        hostile,
+        {
+            "license": "<script>alert(3)</script>",
+            "base_model": "https://evil.example/<b>base</b>",
+            "model_name": "</title><script>alert(4)</script>",
+        },
+        "# hostile\n\nSee http://evil.example/x.",
+    )
+    inspected = unshell.inspect(hostile)
+    assert any(a.name == HOSTILE_TENSOR for a in inspected.renamed)
+
+    comparison = unshell.compare(clean, hostile)
+    audit = unshell.audit(hostile)
+    compare_page, audit_page = compare_html(comparison), audit_html(audit)
+    for page in (compare_page, audit_page):
+        check_page(page)  # only the report's own elements, no script, no address
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in compare_page  # the tensor, in B's rename map
+    assert "&lt;img src=x onerror=alert(2)&gt;" in compare_page  # the folder
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in audit_page  # the declared licence
+    assert "https[:]//evil.example/&lt;b&gt;base&lt;/b&gt;" in audit_page  # defanged, escaped
+
+
+def test_write_html_leaves_the_old_report_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("the previous report")
+    with pytest.raises(UnicodeEncodeError):
+        write_html("half a report \ud800", target)  # a lone surrogate cannot be written as UTF-8
+    assert target.read_text() == "the previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    with pytest.raises(FileNotFoundError):
+        write_html("<p>x</p>", tmp_path / "missing" / "report.html")

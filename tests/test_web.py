@@ -1,0 +1,508 @@
+"""`unshell serve`: the web application through an HTTP test client, on real fixture checkpoints.
+
+Path confinement is tested against a layout with something worth stealing: ``outside/secret.bin``
+is a real checkpoint (a read would succeed), reachable from the root through ``..``, an absolute
+path, a symlinked file, a symlinked directory, a dangling symlink and a model directory whose
+weights are a symlink out. Two observers prove that a refused path is never read: the library
+entry points are wrapped to record calls, and an audit hook records every ``open`` and directory
+listing that reaches the operating system under ``outside/`` (registered after the server's own
+confinement hook, so it sees exactly what that hook let through).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra is not installed: pip install -e '.[web]'")
+pytest.importorskip("httpx", reason="the test client needs httpx")
+
+from fastapi.testclient import TestClient
+
+from unshell.errors import PathNotFoundError, UsageError
+from unshell.web import create_app, is_loopback
+from unshell.web import paths as web_paths
+
+BASE_URL = "http://127.0.0.1:8000"
+JOB_TIMEOUT_S = 120.0
+
+# --- observers -------------------------------------------------------------------------------
+
+_WATCHED: list[str] = []
+_SEEN: list[tuple[str, str]] = []
+_recorder_installed = False
+
+
+def _recorder(event: str, args: tuple[Any, ...]) -> None:
+    if not _WATCHED or event not in ("open", "os.listdir", "os.scandir"):
+        return
+    target = args[0] if args else None
+    if target is None or isinstance(target, int):
+        return
+    real = os.path.realpath(os.fsdecode(target))
+    if any(real == w or real.startswith(w + os.sep) for w in _WATCHED):
+        _SEEN.append((event, real))
+
+
+@pytest.fixture
+def layout(tmp_path: Path, fixtures_dir: Path) -> dict[str, Path]:
+    """root/ with two real checkpoints and escape routes; outside/ with a real checkpoint."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    shutil.copyfile(fixtures_dir / "stories260K.bin", root / "stories260K.bin")
+    shutil.copyfile(fixtures_dir / "llama2xs.model.bin", root / "llama2xs.model.bin")
+    shutil.copyfile(fixtures_dir / "stories260K.bin", outside / "secret.bin")
+    (root / "sub").mkdir()
+    (root / "sub" / "notes.bin").write_bytes(b"not a checkpoint at all, just some bytes\n" * 4)
+    (root / "escape.bin").symlink_to(outside / "secret.bin")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    (root / "dangling.bin").symlink_to(outside / "missing.bin")
+    trojan = root / "trojan"  # a model directory inside the root whose weights live outside
+    trojan.mkdir()
+    (trojan / "config.json").write_text('{"model_type": "llama"}')
+    (trojan / "model.bin").symlink_to(outside / "secret.bin")
+    return {"root": root, "outside": outside, "secret": outside / "secret.bin", "trojan": trojan}
+
+
+@pytest.fixture
+def opened_outside(layout: dict[str, Path]) -> Iterator[list[tuple[str, str]]]:
+    """Every open or listing under outside/ that reached the OS while the test ran."""
+    global _recorder_installed
+    web_paths.install_confinement()  # first, so the recorder only sees what it let through
+    if not _recorder_installed:
+        sys.addaudithook(_recorder)
+        _recorder_installed = True
+    _WATCHED.append(os.path.realpath(layout["outside"]))
+    _SEEN.clear()
+    try:
+        with open(layout["secret"], "rb"):  # positive control: the recorder does see opens
+            pass
+        assert _SEEN, "the audit recorder saw nothing: the test would prove nothing"
+        _SEEN.clear()
+        yield _SEEN
+    finally:
+        _WATCHED.clear()
+
+
+@pytest.fixture
+def library_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
+    """Calls that reached unshell.inspect / compare / audit (they pass through to the real ones)."""
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    for module_name, name in (
+        ("unshell.inspection", "inspect"),
+        ("unshell.lineage.compare", "compare"),
+        ("unshell.audit.report", "audit"),
+    ):
+        module = importlib.import_module(module_name)  # `unshell.audit` the attribute is the function
+        real = getattr(module, name)
+
+        def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append((_name, args))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.fixture
+def client(layout: dict[str, Path]) -> Iterator[TestClient]:
+    app = create_app([layout["root"]], max_jobs=1, max_queued=2)
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def wait_for(client: TestClient, job_id: str, timeout: float = JOB_TIMEOUT_S) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
+        if doc["state"] in ("done", "failed"):
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def assert_one_line_error(response: Any, status: int | tuple[int, ...]) -> str:
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    message = response.json()["error"]
+    assert message and "\n" not in message
+    return str(message)
+
+
+# --- what works --------------------------------------------------------------------------------
+
+
+def test_inspect_returns_the_result(client: TestClient, layout: dict[str, Path]) -> None:
+    response = client.post("/api/inspect", json={"path": "stories260K.bin"})
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    assert doc["architecture"]["family"] == "llama"
+    assert doc["format"] == "llama2c"
+
+    # the same through GET, with an explicit root, and as an absolute path inside the root
+    by_root = client.get("/api/inspect", params={"root": 0, "path": "stories260K.bin"}).json()
+    absolute = client.post("/api/inspect", json={"path": str(layout["root"] / "stories260K.bin")}).json()
+    assert by_root["architecture"] == absolute["architecture"] == doc["architecture"]
+
+    page = client.get("/inspect", params={"path": "llama2xs.model.bin"})
+    assert page.status_code == 200
+    assert 'id="family">llama<' in page.text
+
+
+def test_compare_job_runs_to_a_verdict(client: TestClient) -> None:
+    response = client.post(
+        "/api/compare", json={"a": "stories260K.bin", "b": {"root": 0, "path": "llama2xs.model.bin"}}
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["state"] in ("queued", "running")
+    assert response.headers["location"] == f"/api/jobs/{accepted['id']}"
+
+    doc = wait_for(client, accepted["id"])
+    assert doc["state"] == "done", doc
+    assert doc["result"]["verdict"] == "independent"  # two independently trained llama2.c models
+    assert doc["elapsed_s"] >= doc["running_s"] > 0
+    assert accepted["id"] in [job["id"] for job in client.get("/api/jobs").json()["jobs"]]
+
+    page = client.get(f"/jobs/{accepted['id']}")
+    assert 'data-verdict="independent"' in page.text
+    assert 'http-equiv="refresh"' not in page.text  # finished: no more polling
+
+    report = client.get(f"/api/jobs/{accepted['id']}/report.html")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert "independent" in report.text.lower()
+    assert "sandbox" in report.headers["content-security-policy"]
+    download = client.get(f"/api/jobs/{accepted['id']}/report.html", params={"download": 1})
+    assert download.headers["content-disposition"].startswith("attachment;")
+    result = client.get(f"/api/jobs/{accepted['id']}/result.json")
+    assert result.json()["verdict"] == "independent"
+
+
+def test_audit_form_runs_a_job(client: TestClient, layout: dict[str, Path]) -> None:
+    response = client.post(
+        "/audit",
+        data={"path": "llama2xs.model.bin", "against": str(layout["root"] / "stories260K.bin")},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    job_id = response.headers["location"].rsplit("/", 1)[1]
+    doc = wait_for(client, job_id)
+    assert doc["state"] == "done", doc
+    assert doc["result"]["detected"]["weights"]["verdict"] == "independent"
+    page = client.get(f"/jobs/{job_id}")
+    assert f'data-verdict="{doc["result"]["level"]}"' in page.text
+
+
+def test_failed_job_keeps_a_one_line_error(client: TestClient) -> None:
+    job_id = client.post("/api/compare", json={"a": "stories260K.bin", "b": "sub/notes.bin"}).json()["id"]
+    doc = wait_for(client, job_id)
+    assert doc["state"] == "failed"
+    assert doc["exit_code"] == 12 and doc["error_type"] == "NotACheckpointError"
+    assert doc["error"] and "\n" not in doc["error"]
+    assert_one_line_error(client.get(f"/api/jobs/{job_id}/report.html"), 409)
+    assert 'id="error"' in client.get(f"/jobs/{job_id}").text
+
+
+def test_unshell_errors_map_to_4xx(client: TestClient) -> None:
+    response = client.post("/api/inspect", json={"path": "sub/notes.bin"})
+    assert_one_line_error(response, 422)
+    assert response.json()["exit_code"] == 12
+    assert_one_line_error(client.post("/api/inspect", json={"path": "nope.bin"}), 404)
+    assert_one_line_error(client.get("/api/jobs/0123456789abcdef"), 404)
+    assert_one_line_error(client.post("/api/compare", json={"a": "stories260K.bin"}), 422)
+
+
+def test_files_lists_checkpoints_and_marks_escapes(client: TestClient, layout: dict[str, Path]) -> None:
+    evil = layout["root"] / "<img src=x onerror=alert(1)>.gguf"
+    evil.write_bytes(b"GGUF")
+    listing = client.get("/api/files").json()
+    kinds = {entry["name"]: entry["kind"] for entry in listing["entries"]}
+    assert kinds["stories260K.bin"] == "weights"
+    assert kinds["trojan"] == "model" and kinds["sub"] == "directory"
+    assert kinds["escape.bin"] == kinds["linkdir"] == "outside"
+    assert "dangling.bin" not in kinds
+    page = client.get("/browse/0/")
+    assert page.status_code == 200
+    assert "&lt;img src=x onerror=alert(1)&gt;.gguf" in page.text and "<img" not in page.text  # escaped
+    assert client.get("/browse/0/sub").status_code == 200
+    found = {c["path"] for c in client.get("/api/checkpoints").json()["checkpoints"]}
+    assert {"stories260K.bin", "llama2xs.model.bin", "trojan"} <= found
+    assert not any(p.startswith(("escape", "linkdir")) for p in found)
+
+
+# --- confinement --------------------------------------------------------------------------------
+
+
+def _escapes(layout: dict[str, Path]) -> list[tuple[Any, tuple[int, ...]]]:
+    secret = str(layout["secret"])
+    return [
+        ("../outside/secret.bin", (400,)),
+        ("sub/../../outside/secret.bin", (400,)),
+        ("./../outside/secret.bin", (400,)),
+        (secret, (403,)),
+        (str(layout["root"]) + "/../outside/secret.bin", (400,)),
+        ("escape.bin", (403,)),
+        ("linkdir/secret.bin", (403,)),
+        ("linkdir", (403,)),
+        ("dangling.bin", (403,)),
+        ("stories260K.bin\x00../outside/secret.bin", (400,)),
+        ("%2e%2e/outside/secret.bin", (404,)),  # in JSON nothing is URL-decoded: a literal, absent name
+        ({"root": 0, "path": "../outside/secret.bin"}, (400,)),
+        ({"root": 0, "path": secret}, (400,)),
+        ({"root": 7, "path": "stories260K.bin"}, (404,)),
+    ]
+
+
+def test_path_escapes_are_refused_before_anything_is_read(
+    client: TestClient,
+    layout: dict[str, Path],
+    opened_outside: list[tuple[str, str]],
+    library_calls: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    for path, statuses in _escapes(layout):
+        requests = [
+            ("/api/inspect", {"path": path}),
+            ("/api/compare", {"a": "stories260K.bin", "b": path}),
+            ("/api/compare", {"a": path, "b": "stories260K.bin"}),
+            ("/api/audit", {"path": path}),
+            ("/api/audit", {"path": "stories260K.bin", "against": path}),
+        ]
+        for url, body in requests:
+            message = assert_one_line_error(client.post(url, json=body), statuses)
+            assert str(layout["outside"]) not in message or path == str(layout["secret"]), message
+    assert library_calls == []
+    assert opened_outside == []
+    assert client.get("/api/jobs").json()["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/files?path=%2e%2e",
+        "/api/files?path=%2e%2e%2foutside",
+        "/api/files?path=linkdir",
+        "/api/inspect?path=%2e%2e/outside/secret.bin",
+        "/api/inspect?path=%2E%2E%2Foutside%2Fsecret.bin",
+        "/api/inspect?path=escape.bin",
+        "/api/inspect?path=stories260K.bin%00",
+        "/api/inspect?root=0&path=%2e%2e/outside/secret.bin",
+        "/api/inspect?path=%252e%252e/outside/secret.bin",  # decoded once: a literal '%2e%2e' name
+        "/browse/0/%2e%2e/outside",
+        "/browse/0/linkdir",
+        "/browse/0/sub/%2e%2e/%2e%2e/outside",
+        "/inspect?path=%2e%2e%2foutside%2fsecret.bin",
+        "/inspect?path=escape.bin",
+    ],
+)
+def test_encoded_escapes_in_urls_are_refused(
+    client: TestClient,
+    url: str,
+    opened_outside: list[tuple[str, str]],
+    library_calls: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    response = client.get(url)
+    assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+    if url.startswith("/api/"):
+        assert_one_line_error(response, response.status_code)
+    if "%2e%2e" in url.lower() and "%252e" not in url:
+        assert "'..' is not allowed" in response.text.replace("&#39;", "'")  # the server saw the dots
+    assert library_calls == []
+    assert opened_outside == []
+
+
+def test_form_escapes_are_refused_with_a_page(
+    client: TestClient,
+    opened_outside: list[tuple[str, str]],
+    library_calls: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    for data in (
+        {"a": "stories260K.bin", "b": "../outside/secret.bin"},
+        {"a": "escape.bin", "b": "stories260K.bin"},
+        {"a": "stories260K.bin\x00", "b": "stories260K.bin"},
+    ):
+        response = client.post("/compare", data=data, follow_redirects=False)
+        assert response.status_code in (400, 403), response.text
+        assert response.headers["content-type"].startswith("text/html")
+        assert 'id="error"' in response.text
+    response = client.post(
+        "/audit",
+        content=b"path=stories260K.bin&against=%2e%2e%2foutside%2fsecret.bin",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 400
+    assert library_calls == [] and opened_outside == []
+
+
+def test_a_symlink_inside_a_model_directory_is_not_followed_out(
+    client: TestClient,
+    layout: dict[str, Path],
+    opened_outside: list[tuple[str, str]],
+    library_calls: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    # The directory itself is inside the root, so the path check lets it through: the run-time
+    # confinement around the library call is what stops the read.
+    response = client.post("/api/inspect", json={"path": "trojan"})
+    assert 400 <= response.status_code < 500, response.text
+    assert_one_line_error(response, response.status_code)
+    assert library_calls and library_calls[0][0] == "inspect"
+    job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "trojan"}).json()
+    doc = wait_for(client, job["id"])
+    assert doc["state"] == "failed", doc
+    assert opened_outside == []
+
+
+def test_confined_blocks_reads_listings_and_processes_outside_the_roots(layout: dict[str, Path]) -> None:
+    roots = web_paths.Roots.from_paths([layout["root"]])
+    with web_paths.confined(roots):
+        with open(layout["root"] / "stories260K.bin", "rb") as handle:  # inside: fine
+            assert handle.read(4)
+        assert os.listdir(layout["root"])
+        with pytest.raises(PermissionError):
+            open(layout["secret"], "rb")  # noqa: SIM115
+        with pytest.raises(PermissionError):
+            open(layout["root"] / "escape.bin", "rb")  # noqa: SIM115
+        with pytest.raises(PermissionError):
+            os.listdir(layout["outside"])
+        with pytest.raises(PermissionError):
+            subprocess.run(["true"], check=False)
+        import json  # already imported modules and the standard library still load
+
+        assert json.dumps([1]) == "[1]"
+    with open(layout["secret"], "rb"):  # outside the context nothing is restricted
+        pass
+    done: list[bool] = []
+
+    def other_thread() -> None:  # nor in other threads while one thread is confined
+        with open(layout["secret"], "rb"):
+            done.append(True)
+
+    with web_paths.confined(roots):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert done == [True]
+
+
+# --- limits and guards --------------------------------------------------------------------------
+
+
+class _Finished:
+    verdict = "independent"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "reason": "stub", "p_value": 0.5}
+
+
+def test_too_many_jobs_are_refused_with_429(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Path]
+) -> None:
+    compare_module = importlib.import_module("unshell.lineage.compare")
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_compare(a: Any, b: Any, *, quick: bool = False) -> _Finished:
+        started.set()
+        release.wait(30)
+        return _Finished()
+
+    monkeypatch.setattr(compare_module, "compare", slow_compare)
+    body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
+    try:
+        ids = [client.post("/api/compare", json=body).json()["id"]]  # max_jobs=1: runs
+        assert started.wait(10)
+        ids += [client.post("/api/compare", json=body).json()["id"] for _ in range(2)]  # max_queued=2
+        states = [client.get(f"/api/jobs/{i}").json() for i in ids]
+        assert [s["state"] for s in states] == ["running", "queued", "queued"]
+        assert [s.get("queue_position") for s in states[1:]] == [1, 2]
+        assert 'http-equiv="refresh"' in client.get(f"/jobs/{ids[1]}").text  # still polling
+
+        refused = client.post("/api/compare", json=body)
+        assert_one_line_error(refused, 429)
+        assert refused.headers["retry-after"]
+        assert_one_line_error(client.post("/api/audit", json={"path": "stories260K.bin"}), 429)
+        page = client.post("/compare", data=body, follow_redirects=False)
+        assert page.status_code == 429 and 'id="error"' in page.text
+    finally:
+        release.set()
+    assert [wait_for(client, i)["state"] for i in ids] == ["done"] * 3
+    assert client.post("/api/compare", json=body).status_code == 202  # room again
+
+
+def test_host_origin_and_body_guards(client: TestClient) -> None:
+    body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
+    assert client.get("/", headers={"host": "evil.example"}).status_code == 421  # DNS rebinding
+    assert client.get("/api/roots", headers={"host": "localhost:8000"}).status_code == 200
+    cross = client.post("/api/compare", json=body, headers={"origin": "http://evil.example"})
+    assert_one_line_error(cross, 403)
+    fetch = client.post("/compare", data=body, headers={"sec-fetch-site": "cross-site"})
+    assert fetch.status_code == 403
+    assert client.post("/compare", data=body, headers={"origin": "null"}).status_code == 403
+    assert client.get("/api/jobs").json()["jobs"] == []  # none of them started a job
+    big = client.post(
+        "/api/inspect", content=b"{" + b" " * 70_000 + b"}", headers={"content-type": "application/json"}
+    )
+    assert_one_line_error(big, 413)
+    form = client.post("/compare", content=b"a=1", headers={"content-type": "text/plain"})
+    assert form.status_code == 415
+    same = client.post("/api/compare", json=body, headers={"origin": BASE_URL})
+    assert same.status_code == 202
+
+
+def test_pages_load_nothing_external(client: TestClient) -> None:
+    job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "llama2xs.model.bin"}).json()
+    wait_for(client, job["id"])
+    for url in ("/", "/browse/0/", "/inspect?path=stories260K.bin", f"/jobs/{job['id']}", "/jobs/nope"):
+        response = client.get(url)
+        assert response.headers["content-type"].startswith("text/html"), url
+        assert "http://" not in response.text and "https://" not in response.text, url
+        assert "<script" not in response.text.lower(), url
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp, url
+        assert response.headers["x-content-type-options"] == "nosniff"
+    report = client.get(f"/api/jobs/{job['id']}/report.html")
+    assert "http://" not in report.text and "https://" not in report.text
+    assert client.get("/docs").status_code == 404  # the interactive docs would load a CDN
+
+
+def test_openapi_lists_the_api(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    routes = {path: set(methods) for path, methods in schema["paths"].items()}
+    assert routes["/api/inspect"] >= {"get", "post"}
+    assert "post" in routes["/api/compare"] and "post" in routes["/api/audit"]
+    for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/report.html", "/api/files"):
+        assert "get" in routes[path], path
+    assert all(path.startswith("/api/") for path in routes)  # pages are not part of the API
+    assert "PathRef" in schema["components"]["schemas"]
+
+
+def test_create_app_validates_roots_and_limits(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        create_app([])
+    with pytest.raises(PathNotFoundError):
+        create_app([tmp_path / "missing"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError):
+        create_app([tmp_path / "file"])
+    with pytest.raises(UsageError):
+        create_app([tmp_path], max_jobs=0)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2")
+    import inspect as pyinspect
+
+    from unshell.web import serve
+
+    assert pyinspect.signature(serve).parameters["host"].default == "127.0.0.1"

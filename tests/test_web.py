@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -356,12 +357,13 @@ def test_a_symlink_inside_a_model_directory_is_not_followed_out(
     # The directory itself is inside the root, so the path check lets it through: the run-time
     # confinement around the library call is what stops the read.
     response = client.post("/api/inspect", json={"path": "trojan"})
-    assert 400 <= response.status_code < 500, response.text
-    assert_one_line_error(response, response.status_code)
+    message = assert_one_line_error(response, 403)
+    assert "model.bin: outside the served roots" in message, message
+    assert response.json()["exit_code"] == 11
     assert library_calls and library_calls[0][0] == "inspect"
     job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "trojan"}).json()
     doc = wait_for(client, job["id"])
-    assert doc["state"] == "failed", doc
+    assert doc["state"] == "failed" and doc["error_type"] == "OutsideRootsError", doc
     assert opened_outside == []
 
 
@@ -506,3 +508,54 @@ def test_create_app_validates_roots_and_limits(tmp_path: Path) -> None:
     from unshell.web import serve
 
     assert pyinspect.signature(serve).parameters["host"].default == "127.0.0.1"
+
+
+def test_report_falls_back_to_json_without_the_html_renderer(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the import fails, as it did while the renderer was being written
+    monkeypatch.delattr(importlib.import_module("unshell.report"), "html", raising=False)
+    monkeypatch.setitem(sys.modules, "unshell.report.html", None)
+    job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "llama2xs.model.bin"}).json()
+    assert wait_for(client, job["id"])["state"] == "done"
+    report = client.get(f"/api/jobs/{job['id']}/report.html")
+    assert report.status_code == 200
+    assert "not available in this installation" in report.text
+    assert "&#34;verdict&#34;: &#34;independent&#34;" in report.text  # the JSON, escaped
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}: {process.stderr.read()!r}")  # type: ignore[union-attr]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("serve did not start listening")
+
+
+def test_serve_listens_on_loopback(layout: dict[str, Path]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = f"from unshell.web import serve; serve(port={port}, roots=[{str(layout['root'])!r}], max_jobs=1)"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, process)
+        import httpx
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            roots = http.get("/api/roots").json()["roots"]
+            assert roots == [{"index": 0, "path": str(layout["root"]), "name": "root"}]
+            assert http.get("/", headers={"host": "attacker.example"}).status_code == 421
+            assert http.post("/api/inspect", json={"path": "stories260K.bin"}).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -744,9 +744,12 @@ def _heatmap_section(result: CompareResult, doc: dict[str, Any]) -> str:
     if not meaningful:
         parts.append(
             '<p class="callout"><strong>Not meaningful for this pair:</strong> the verdict is '
-            f"{_e(verdict)}, so no layer of B was found to come from A. Every cell is at the level "
-            "unrelated matrices reach, and the outlined 'best' cells are noise; a derivative would show "
-            "one cell per row far above the rest.</p>"
+            + (
+                "independent, so no layer of B was found to come from A: the outlined 'best' cells are noise."
+                if verdict == "independent"
+                else f"{_e(verdict)}, so the outlined 'best' cells may be noise."
+            )
+            + " A derivative shows one cell per row far above the rest of its row.</p>"
         )
     parts.append(
         "<figure>"
@@ -810,7 +813,14 @@ def _short_role(role: str) -> str:
 def _profile_section(result: CompareResult, doc: dict[str, Any]) -> str:
     evidence = doc["evidence"]
     value = evidence.get("std_profile_correlation")
-    profiles = result.std_profiles or {}
+    if result.std_profiles is None:
+        why = (
+            "the values are A's, proven by hashes, so no statistic was needed"
+            if doc["verdict"] == "identical"
+            else "the weight test did not run far enough to measure the matrices"
+        )
+        return f"<p>Not computed: {_e(why)}.</p>"
+    profiles = result.std_profiles
     pa, pb = profiles.get("a") or {}, profiles.get("b") or {}
     parts = [
         '<p class="callout"><strong>This statistic does not decide.</strong> The correlation of '

@@ -42,7 +42,16 @@ from ..errors import (
     UsageError,
 )
 from .jobs import Job, JobManager, QueueFull, one_line
-from .paths import MAX_PATH_CHARS, Entry, PathRejected, Roots, confined, find_checkpoints, list_directory
+from .paths import (
+    MAX_PATH_CHARS,
+    Entry,
+    OutsideRootsError,
+    PathRejected,
+    Roots,
+    confined,
+    find_checkpoints,
+    list_directory,
+)
 
 log = logging.getLogger("unshell.web")
 
@@ -109,6 +118,8 @@ class WebError(Exception):
 
 def http_status(exc: UnshellError) -> int:
     """The HTTP status for an unshell error (the JSON body carries its CLI exit code too)."""
+    if isinstance(exc, OutsideRootsError):
+        return 403
     if isinstance(exc, PathNotFoundError | TensorNotFoundError):
         return 404
     if isinstance(exc, ResourceLimitError):
@@ -333,7 +344,8 @@ def create_app(
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on form posts
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.headers.setdefault("Cross-Origin-Resource-Policy", "same-origin")
         response.headers.setdefault("Cache-Control", "no-store")
@@ -368,6 +380,8 @@ def create_app(
 
         try:
             return await anyio.to_thread.run_sync(work, limiter=state.inspect_limiter)
+        except UnshellError:  # some are OSErrors too (PathNotFoundError): the handler maps them
+            raise
         except MemoryError:
             raise WebError("out of memory while reading the input", 422) from None
         except OSError as exc:

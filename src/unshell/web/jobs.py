@@ -118,7 +118,10 @@ class JobManager:
             job = Job(id=secrets.token_hex(8), kind=kind, params=params)
             self._jobs[job.id] = job
             self._evict()
-        self._executor.submit(self._run, job, work)
+        try:
+            self._executor.submit(self._run, job, work)
+        except RuntimeError as exc:  # the pool is shutting down with the server
+            self._fail(job, "the server is shutting down", exc, exit_code=70)
         return job
 
     def _evict(self) -> None:

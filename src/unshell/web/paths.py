@@ -161,7 +161,31 @@ class Roots:
 
 # --- run-time confinement ----------------------------------------------------------------------
 
-_confined_to: ContextVar[tuple[Path, ...] | None] = ContextVar("unshell_web_confined_to", default=None)
+
+class OutsideRootsError(PathNotFoundError):
+    """The library was about to read outside the roots (through a symlink inside a checkpoint).
+
+    A `PathNotFoundError` (exit code 11: the path cannot be read), served as HTTP 403.
+    """
+
+
+@dataclass
+class Confinement:
+    """What one confined call may touch, and what it was refused (for the error message)."""
+
+    roots: tuple[Path, ...]
+    refused: list[str] = field(default_factory=list)
+
+    def check(self, exc: BaseException) -> None:
+        """Re-raise a failure that followed a refused read as what it was."""
+        if self.refused:
+            raise OutsideRootsError(
+                f"{_shown(self.refused[0])}: outside the served roots (reached through a symlink inside "
+                "the checkpoint); not read"
+            ) from exc
+
+
+_confined_to: ContextVar[Confinement | None] = ContextVar("unshell_web_confined_to", default=None)
 _PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir"})
 _SPAWN_EVENTS = frozenset(
     {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"}
@@ -186,8 +210,8 @@ def _python_dirs() -> tuple[Path, ...]:
 def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
     if event not in _PATH_EVENTS and event not in _SPAWN_EVENTS:
         return
-    roots = _confined_to.get()
-    if roots is None:
+    confinement = _confined_to.get()
+    if confinement is None:
         return
     if event in _SPAWN_EVENTS:
         raise PermissionError(errno.EPERM, f"unshell serve: a job may not start processes ({event})")
@@ -197,8 +221,9 @@ def _audit_hook(event: str, args: tuple[Any, ...]) -> None:
     if target is None:
         target = "."
     real = Path(os.path.realpath(os.fsdecode(target)))
-    if _inside(real, roots) or _inside(real, _runtime_dirs):
+    if _inside(real, confinement.roots) or _inside(real, _runtime_dirs):
         return
+    confinement.refused.append(os.fsdecode(target))
     raise PermissionError(errno.EACCES, "outside the served roots", os.fsdecode(target))
 
 
@@ -214,12 +239,19 @@ def install_confinement() -> None:
 
 
 @contextlib.contextmanager
-def confined(roots: Roots) -> Iterator[None]:
-    """In this thread, until exit: opens and listings outside the roots fail, processes never start."""
+def confined(roots: Roots) -> Iterator[Confinement]:
+    """In this thread, until exit: opens and listings outside the roots fail, processes never start.
+
+    An exception that escapes after a refused read becomes `OutsideRootsError`.
+    """
     install_confinement()
-    token = _confined_to.set(roots.paths)
+    confinement = Confinement(roots.paths)
+    token = _confined_to.set(confinement)
     try:
-        yield
+        yield confinement
+    except Exception as exc:
+        confinement.check(exc)
+        raise
     finally:
         _confined_to.reset(token)
 

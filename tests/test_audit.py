@@ -197,3 +197,14 @@ def test_yi_style_model_code_copied_from_llama_with_its_attribution_removed(yi_s
     attribution = next(f for f in result.findings if f.level == "licence-obligations-unmet")
     assert "§4(c)" in attribution.advice and attribution.evidence["file"] == "modeling_yi.py"
     assert result.level == "licence-obligations-unmet"
+
+
+def test_schema_doc_lists_every_field(tmp_path: Path) -> None:
+    base, tuned = _zoo_pair(tmp_path)
+    _card(tuned, {"license": "apache-2.0"}, "# tuned")
+    document = unshell.audit(tuned, against=base).to_dict()
+    schema = (Path(__file__).resolve().parent.parent / "docs" / "audit-schema.md").read_text()
+    for key in document:
+        assert f"`{key}" in schema, key
+    for key in document["detected"]:
+        assert f"`detected.{key}`" in schema, key

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..arch.recognize import Assignment
 from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, _weights, inspect_checkpoint
@@ -223,40 +224,57 @@ def _units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool
     stream and skips those that write it, whose residual side is their rows."""
     units: list[Unit] = []
     roles = {a.name: a for a in model.result.recognition.assignments}
-    for name, info in model.checkpoint.tensors.items():
-        assignment = roles.get(name)
-        if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
-            continue
-        role = assignment.role
-        if role in ("embed.weight", "lm_head.weight", "pos_embed.weight", "type_embed.weight"):
-            continue
-        if (
-            role is None
-            and assignment.candidates
-            and set(assignment.candidates) <= {"embed.weight", "lm_head.weight"}
-        ):
-            continue
-        orientations = _orientations(role, info.shape, hidden)
-        if quick:
-            orientations = [o for o in orientations if o == "rows"]
-        if not orientations:
-            continue
-        matrix = _read_rows(model, name, QUICK_ROW_STEP if quick else 1)
-        for orientation in orientations:
-            vectors = matrix if orientation == "rows" else matrix.T
-            if orientation == "rows" and role in READS_RESIDUAL:
-                gain = model.role(assignment.layer, READS_RESIDUAL[role])
-                if gain is not None and gain.shape == (vectors.shape[1],):
-                    vectors = vectors * gain[None, :]
-            std = float(vectors.std())
-            # Unit length per vector: scaling a neuron's input against its output (or a query row
-            # against its key row) preserves the function, so it must not change the sketch.
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-            units.append(
-                Unit(name, assignment.layer, role, orientation, gram_sketch(vectors, basis).ravel(), std)
-            )
-        del matrix
+    for name in model.checkpoint.tensors:
+        units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick))
+    return units
+
+
+def tensor_units(
+    model: CanonicalModel,
+    name: str,
+    roles: dict[str, Assignment],
+    hidden: int,
+    basis: np.ndarray,
+    *,
+    quick: bool = False,
+) -> list[Unit]:
+    """The units of one tensor (none when it does not touch the residual stream); see `_units`.
+    ``roles``: the recognition's assignments by tensor name."""
+    info = model.checkpoint.info(name)
+    assignment = roles.get(name)
+    if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
+        return []
+    role = assignment.role
+    if role in ("embed.weight", "lm_head.weight", "pos_embed.weight", "type_embed.weight"):
+        return []
+    if (
+        role is None
+        and assignment.candidates
+        and set(assignment.candidates) <= {"embed.weight", "lm_head.weight"}
+    ):
+        return []
+    orientations = _orientations(role, info.shape, hidden)
+    if quick:
+        orientations = [o for o in orientations if o == "rows"]
+    if not orientations:
+        return []
+    units: list[Unit] = []
+    matrix = _read_rows(model, name, QUICK_ROW_STEP if quick else 1)
+    for orientation in orientations:
+        vectors = matrix if orientation == "rows" else matrix.T
+        if orientation == "rows" and role in READS_RESIDUAL:
+            gain = model.role(assignment.layer, READS_RESIDUAL[role])
+            if gain is not None and gain.shape == (vectors.shape[1],):
+                vectors = vectors * gain[None, :]
+        std = float(vectors.std())
+        # Unit length per vector: scaling a neuron's input against its output (or a query row
+        # against its key row) preserves the function, so it must not change the sketch.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+        units.append(
+            Unit(name, assignment.layer, role, orientation, gram_sketch(vectors, basis).ravel(), std)
+        )
+    del matrix
     return units
 
 
@@ -644,6 +662,30 @@ def _tokenizer_relation(a: Checkpoint, b: Checkpoint) -> TokenizerRelation | Non
     return relate(vocabulary_a, vocabulary_b)
 
 
+def identical_by_hashes(hashes: HashMatch | None, reverse: HashMatch | None) -> tuple[str, list[str]] | None:
+    """(reason, how) when the content hashes prove B holds A's values (both directions), else None."""
+    if hashes is not None and reverse is not None and min(hashes.rounded, reverse.rounded) >= 0.999999:
+        how = ["dtype-cast"] if hashes.exact < 0.999999 else []
+        return "every weight tensor's values have a twin on the other side", how
+    if hashes is not None and reverse is not None and min(hashes.multiset, reverse.multiset) >= 0.999999:
+        return "the same values, re-laid out (transposed, permuted or re-fused)", ["re-laid-out"]
+    return None
+
+
+def decide(units: int, z: float, p: float) -> tuple[str, str]:
+    """(verdict, reason) from the combined test over ``units`` matched matrices."""
+    if units < MIN_UNITS:
+        return "inconclusive", f"only {units} comparable matrices: too few for a calibrated test"
+    if p < DERIVED_P:
+        return "derived", f"B's weight matrices match A's far beyond chance (Stouffer Z = {z:.1f})"
+    if p < INDEPENDENT_P:
+        return (
+            "inconclusive",
+            f"weak evidence of shared weights (p = {p:.2g}): not enough to claim derivation",
+        )
+    return "independent", "no weight matrix of B matches A's beyond what unrelated models show"
+
+
 def compare_checkpoints(
     a: Checkpoint, b: Checkpoint, *, quick: bool = False, path_a: str = "", path_b: str = ""
 ) -> CompareResult:
@@ -674,27 +716,9 @@ def compare_checkpoints(
             **kwargs,
         )
 
-    if hashes is not None and reverse is not None and min(hashes.rounded, reverse.rounded) >= 0.999999:
-        how = ["dtype-cast"] if hashes.exact < 0.999999 else []
-        return result(
-            "identical",
-            "every weight tensor's values have a twin on the other side",
-            how=how,
-            p_value=None,
-            score=1.0,
-            layers=[],
-            alignment=None,
-        )
-    if hashes is not None and reverse is not None and min(hashes.multiset, reverse.multiset) >= 0.999999:
-        return result(
-            "identical",
-            "the same values, re-laid out (transposed, permuted or re-fused)",
-            how=["re-laid-out"],
-            p_value=None,
-            score=1.0,
-            layers=[],
-            alignment=None,
-        )
+    same = identical_by_hashes(hashes, reverse)
+    if same is not None:
+        return result("identical", same[0], how=same[1], p_value=None, score=1.0, layers=[], alignment=None)
 
     hidden_a, hidden_b = model_a.hidden, model_b.hidden
     if not hidden_a or not hidden_b:
@@ -749,20 +773,7 @@ def compare_checkpoints(
     z, p = combine(one_to_one(matches))
     score = float(np.mean([m.similarity for m in matches]))
 
-    if len(matches) < MIN_UNITS:
-        verdict, reason = (
-            "inconclusive",
-            f"only {len(matches)} comparable matrices: too few for a calibrated test",
-        )
-    elif p < DERIVED_P:
-        verdict, reason = "derived", f"B's weight matrices match A's far beyond chance (Stouffer Z = {z:.1f})"
-    elif p < INDEPENDENT_P:
-        verdict, reason = (
-            "inconclusive",
-            f"weak evidence of shared weights (p = {p:.2g}): not enough to claim derivation",
-        )
-    else:
-        verdict, reason = "independent", "no weight matrix of B matches A's beyond what unrelated models show"
+    verdict, reason = decide(len(matches), z, p)
     how = (
         _how(inspect_a, inspect_b, layers, alignment, model_a, model_b, quick=quick)
         if verdict == "derived"

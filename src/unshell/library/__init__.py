@@ -1,0 +1,8 @@
+"""The fingerprint library (SQLite) and `search` over it."""
+
+from __future__ import annotations
+
+from .search import Candidate, SearchResult, holm, search
+from .store import Library, LibraryEntry, default_library_path
+
+__all__ = ["Candidate", "Library", "LibraryEntry", "SearchResult", "default_library_path", "holm", "search"]

@@ -15,6 +15,8 @@ Measured in the same run, each repeated ``--repeat`` times (median reported):
 * convert: ``python -m unshell convert SRC -o OUT --no-verify`` in a child process: recognition,
   planning, reading, splitting, writing the shards, hashing source and output (sha256), record;
   peak RSS from ``wait4``;
+* convert --no-source-digests: the same, hashing only the output (the user's option when the
+  source is not in a Hub cache, whose blob names are the source digests for free);
 * convert without sha256 (diagnostic): the same child with the two hashers replaced by no-ops, to
   separate the data path from the cost of the record's sha256 of every source and output byte.
 
@@ -214,7 +216,7 @@ class _NoHash:
     def close(self): pass
 
 class _NoFileHashes:
-    def __init__(self, paths): self.paths = list(paths)
+    def __init__(self, paths, compute=True): self.paths = list(paths)
     def result(self): return {p: writer.FileDigest(0, "-", "computed") for p in self.paths}
     def cancel(self): pass
 
@@ -225,11 +227,13 @@ main(sys.argv[1:])
 """
 
 
-def run_convert(source: Path, target: Path, *, hashes: bool = True) -> tuple[float, int]:
+def run_convert(
+    source: Path, target: Path, *, hashes: bool = True, options: tuple[str, ...] = ()
+) -> tuple[float, int]:
     """(seconds, peak RSS bytes) of one `unshell convert` child process."""
     _evict(source)
     start = time.perf_counter()
-    arguments = ["convert", str(source), "-o", str(target), "--no-verify"]
+    arguments = ["convert", str(source), "-o", str(target), "--no-verify", *options]
     command = ["-m", "unshell", *arguments] if hashes else ["-c", WITHOUT_HASHES, *arguments]
     process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
@@ -264,12 +268,13 @@ def main() -> None:
         if args.hub_cache:
             source = as_hub_cache(source, work / "hub")
             print(f"laid out as a Hub cache repo: {source}")
-        copies, converts, bare, peaks = [], [], [], []
+        copies, converts, lean, bare, peaks = [], [], [], [], []
         for _ in range(args.repeat):
             copies.append(plain_copy(source, work / "copy"))
             seconds, peak = run_convert(source, work / "out")
             converts.append(seconds)
             peaks.append(peak)
+            lean.append(run_convert(source, work / "out", options=("--no-source-digests",))[0])
             bare.append(run_convert(source, work / "out", hashes=False)[0])
         copy_s, convert_s, bare_s = (
             statistics.median(copies),
@@ -281,6 +286,9 @@ def main() -> None:
         print(f"plain copy: {copy_s:.2f} s, {total / copy_s / 1e9:.2f} GB/s")
         print(f"convert:    {convert_s:.2f} s, {total / convert_s / 1e9:.2f} GB/s")
         print(f"ratio (convert throughput / copy throughput): {copy_s / convert_s:.2f}")
+        lean_s = statistics.median(lean)
+        print(f"convert --no-source-digests s: {[round(s, 2) for s in lean]}")
+        print(f"convert --no-source-digests: {lean_s:.2f} s, ratio {copy_s / lean_s:.2f}")
         print(f"convert without sha256: {bare_s:.2f} s, ratio {copy_s / bare_s:.2f}")
         print(f"peak RSS of convert: {max(peaks) / 2**20:.0f} MiB")
     finally:

@@ -4,7 +4,8 @@ Makes a Yi-style copy of the real stories260K model (Hugging Face Llama names, w
 renamed ``ln1``/``ln2`` as Yi-34B shipped in November 2023, a config claiming "Yi", and a card
 that names no base) and a copy with every name replaced by random tokens, then runs
 ``unshell inspect`` on each, names a real tokenizer's family, compares two independently trained
-real models, and audits the Yi-style copy's disclosure.
+real models, audits the Yi-style copy's disclosure, and looks the scrambled copy up in a
+fingerprint library of the real models.
 """
 
 from __future__ import annotations
@@ -90,9 +91,13 @@ def make_copies(directory: Path) -> tuple[Path, Path]:
     return yi_dir, scrambled_dir
 
 
+KNOWN = ("stories260K.bin", "llama2xs.model.bin", "llama-2-tiny-random.gguf")
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="unshell-demo-") as tmp:
         yi_dir, scrambled_dir = make_copies(Path(tmp))
+        library = str(Path(tmp) / "library.sqlite")
         targets = [
             ("a real llama2.c export (Karpathy's stories260K)", FIXTURES / "stories260K.bin"),
             (
@@ -114,6 +119,14 @@ def main() -> int:
                 ["compare", str(FIXTURES / "stories260K.bin"), str(FIXTURES / "llama2xs.model.bin")],
             ),
             ("the Yi-style copy's disclosure: its card names no base", ["audit", str(yi_dir)]),
+            (
+                "a fingerprint library of three real models (weights read once, a few hundred KiB each)",
+                ["library", "add", "--library", library, *(str(FIXTURES / name) for name in KNOWN)],
+            ),
+            (
+                "the scrambled copy looked up in the library: whose weights are these?",
+                ["search", "--library", library, str(scrambled_dir)],
+            ),
         ]
         for title, arguments in commands:
             shown = " ".join(Path(a).name if "/" in a else a for a in arguments)

@@ -33,8 +33,9 @@ def fixtures_dir() -> Path:
 def isolated_hf_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """Keep every test away from the user's Hugging Face cache and from the network."""
+    """Keep every test away from the user's Hugging Face cache, unshell library and the network."""
     home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("UNSHELL_HOME", str(home / "unshell"))
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -897,3 +897,11 @@ def test_hub_cache_source_digests_come_from_lfs_blob_names(tmp_path: Path) -> No
     assert weights["sha256_from"] == "hub-cache-blob-name"
     assert weights["sha256"] == _sha256(source / "model.safetensors")
     assert config["sha256_from"] == "computed" and config["sha256"] == _sha256(source / "config.json")
+
+    # Without source digests, the Hub's names are still recorded (they cost nothing); the rest is
+    # marked as not computed, never left looking like a digest.
+    lean = _convert(repo, tmp_path / "lean", source_digests=False)
+    lean_sources = {Path(f["path"]).name: f for f in lean["source"]["files"]}
+    assert lean_sources["model.safetensors"] == weights
+    assert lean_sources["config.json"] == {**config, "sha256": None, "sha256_from": "not-computed"}
+    assert all(len(f["sha256"]) == 64 for f in lean["output"]["files"])  # the output is always hashed

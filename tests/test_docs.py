@@ -38,13 +38,23 @@ def test_exit_codes_are_distinct_per_error_kind() -> None:
 
 
 def test_every_command_has_help() -> None:
+    import click
+
     runner = CliRunner()
+    commands = []
     for name, command in cli_main.cli.commands.items():
-        assert command.help, f"command {name} has no help text"
-        result = runner.invoke(cli_main.cli, [name, "--help"])
+        if isinstance(command, click.Group):  # `library add`, `library list`, ...
+            assert command.help, f"group {name} has no help text"
+            commands += [([name, sub], subcommand) for sub, subcommand in command.commands.items()]
+        else:
+            commands.append(([name], command))
+    assert len(commands) >= 12
+    for argv, command in commands:
+        assert command.help, f"command {' '.join(argv)} has no help text"
+        result = runner.invoke(cli_main.cli, [*argv, "--help"])
         assert result.exit_code == 0, result.output
-        if name != "serve":  # a server, not a document
-            assert "--format" in result.output
+        if argv != ["serve"]:  # a server, not a document
+            assert "--format" in result.output, argv
 
 
 def test_schema_doc_lists_every_top_level_field(fixtures_dir: Path) -> None:
@@ -87,3 +97,8 @@ def test_readme_demo_runs_and_finds_the_rename() -> None:
     assert "FAMILY     Llama 2 family (identical" in out
     assert "VERDICT       INDEPENDENT" in out
     assert "LEVEL         ARCHITECTURE-REUSE-UNDISCLOSED" in out
+    # The library: the scrambled copy is found as stories260K's weights, the others are not it.
+    search = out[out.index("$ unshell search") :].splitlines()
+    verdicts = {line.split()[0]: line.split()[1] for line in search if len(line.split()) >= 2}
+    assert verdicts.get("stories260K.bin") == "identical"
+    assert verdicts.get("llama2xs.model.bin") == "independent"

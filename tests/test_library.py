@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -96,7 +95,15 @@ def test_add_get_list_remove(tmp_path: Path) -> None:
     rows = library.list()
     assert [r.name for r in rows] == ["a", "b"]
     assert rows[0].tokenizer_family == "Llama 2" and rows[0].size == len(changed.to_bytes())
-    assert set(rows[0].to_dict()) >= {"name", "family", "signature", "parameters", "tokenizer_family", "added", "size_bytes"}
+    assert set(rows[0].to_dict()) >= {
+        "name",
+        "family",
+        "signature",
+        "parameters",
+        "tokenizer_family",
+        "added",
+        "size_bytes",
+    }
     library.remove("a")
     assert library.names() == ["b"]
     # the content hashes went with it (foreign key cascade)
@@ -138,10 +145,22 @@ def test_migration_from_version_1(tmp_path: Path) -> None:
     db.executescript(V1_SCHEMA)
     db.execute(f"PRAGMA application_id = {store.APPLICATION_ID}")
     db.execute("PRAGMA user_version = 1")
-    for i, fp in enumerate([FakeFingerprint("old-a", content_hashes=["ab" * 16]), FakeFingerprint("old-b")], 1):
+    for i, fp in enumerate(
+        [FakeFingerprint("old-a", content_hashes=["ab" * 16]), FakeFingerprint("old-b")], 1
+    ):
         db.execute(
             "INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (i, fp.name, fp.family, fp.signature, fp.hidden, fp.vocab_size, fp.parameters, 1000.0 + i, fp.to_bytes()),
+            (
+                i,
+                fp.name,
+                fp.family,
+                fp.signature,
+                fp.hidden,
+                fp.vocab_size,
+                fp.parameters,
+                1000.0 + i,
+                fp.to_bytes(),
+            ),
         )
     db.execute("INSERT INTO content_hashes VALUES (?, 1)", ("ab" * 16,))
     db.commit()
@@ -371,12 +390,23 @@ def test_import_refuses_undecodable_blobs(tmp_path: Path) -> None:
     blob = b"\x80\x04not a fingerprint"
     import hashlib
 
-    record = {"name": "x", "added": 1.0, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-              "blob": base64.b64encode(blob).decode()}
+    record = {
+        "name": "x",
+        "added": 1.0,
+        "size": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "blob": base64.b64encode(blob).decode(),
+    }
     line = json.dumps(record, sort_keys=True) + "\n"
     trailer = {"end": True, "count": 1, "records_sha256": hashlib.sha256(line.encode()).hexdigest()}
     path = tmp_path / "x.jsonl"
-    path.write_text(json.dumps({"format": store.EXPORT_FORMAT, "version": 1, "count": 1}) + "\n" + line + json.dumps(trailer) + "\n")
+    path.write_text(
+        json.dumps({"format": store.EXPORT_FORMAT, "version": 1, "count": 1})
+        + "\n"
+        + line
+        + json.dumps(trailer)
+        + "\n"
+    )
     with pytest.raises(CorruptCheckpointError, match="not a fingerprint"):
         Library(tmp_path / "b.sqlite").import_(path)
 
@@ -387,20 +417,42 @@ def test_import_refuses_undecodable_blobs(tmp_path: Path) -> None:
 def test_cheap_candidates_rank_and_bound(tmp_path: Path) -> None:
     library = Library(tmp_path / "lib.sqlite")
     library.add(FakeFingerprint("same-signature"))
-    library.add(FakeFingerprint("shares-a-hash", family="gpt2", signature="g", hidden=768, vocab_size=50257,
-                                tokenizer=None, content_hashes=["cd" * 32]))
-    library.add(FakeFingerprint("same-hidden", family="qwen2", signature="q", vocab_size=1, tokenizer=None))
+    library.add(
+        FakeFingerprint(
+            "shares-a-hash",
+            family="gpt2",
+            signature="g",
+            hidden=768,
+            vocab_size=50257,
+            tokenizer=None,
+            content_hashes=["cd" * 32],
+        )
+    )
+    library.add(FakeFingerprint("same-hidden", family="qwen2", signature="q", vocab_size=512, tokenizer=None))
     library.add(FakeFingerprint("same-tokenizer", family="qwen2", signature="q", hidden=7, vocab_size=1))
-    library.add(FakeFingerprint("nothing", family="bert", signature="b", hidden=7, vocab_size=1, tokenizer=None))
+    library.add(
+        FakeFingerprint("nothing", family="bert", signature="b", hidden=7, vocab_size=1, tokenizer=None)
+    )
+    for i in range(10):
+        library.add(
+            FakeFingerprint(f"family-{i:02d}", signature="f", hidden=999, vocab_size=3, tokenizer=None)
+        )
     for i in range(50):
-        library.add(FakeFingerprint(f"filler-{i:02d}", signature="f", hidden=999, vocab_size=3, tokenizer=None))
+        library.add(
+            FakeFingerprint(
+                f"filler-{i:02d}", family="mistral", signature="m", hidden=9, tokenizer=None, vocab_size=3
+            )
+        )
     query = store.cheap_signals(FakeFingerprint("q"))
-    found = cheap_candidates(library, query, ["cd" * 32], limit=4)
-    assert [c.name for c in found] == ["shares-a-hash", "same-signature", "same-hidden", "filler-00"]
+    found = cheap_candidates(library, query, ["cd" * 32], limit=3)
+    assert [c.name for c in found] == ["shares-a-hash", "same-signature", "same-hidden"]
     assert found[1].matched == ["signature", "family", "hidden", "tokenizer_family", "vocab_size"]
-    assert found[0].shared_hashes == 1
-    everything = cheap_candidates(library, query, ["cd" * 32], limit=100)
-    assert "nothing" not in [c.name for c in everything] and len(everything) == 54
+    assert found[0].shared_hashes == 1 and found[2].matched == ["hidden", "vocab_size"]
+    assert len(cheap_candidates(library, query, [], limit=5)) == 5
+    everything = {c.name for c in cheap_candidates(library, query, ["cd" * 32], limit=100)}
+    assert everything == {"shares-a-hash", "same-signature", "same-hidden", "same-tokenizer"} | {
+        f"family-{i:02d}" for i in range(10)
+    }
 
 
 def test_holm_known_values() -> None:

@@ -23,10 +23,16 @@ from foreign_layouts import make_tiny_llama
 from llama2c_export import load_legacy
 from unshell.errors import MissingDependencyError, PathNotFoundError, UsageError
 from unshell.formats.safetensors import write_safetensors, write_sharded_safetensors
-from unshell.scan import RECORD_FIELDS, TIMING_FIELDS, comparable, discover, discover_found, read_records, scan
+from unshell.scan import (
+    RECORD_FIELDS,
+    TIMING_FIELDS,
+    comparable,
+    discover,
+    discover_found,
+    read_records,
+    scan,
+)
 from unshell.scan.engine import Unit, make_batches
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _cache_repo(hub: Path, tensors: dict[str, np.ndarray], revision: str = "b" * 40) -> Path:
@@ -177,13 +183,16 @@ def test_scan_records_every_checkpoint_and_errors_do_not_stop_it(tree: Path, tmp
             assert record["format"] == kind and record["family"] == "llama", record
             assert record["parameters"] > 0 and len(record["header_hash"]) == 64
             assert record["error"] is None and record["mode"] == "headers"
+            assert record["signature"].startswith("llama|h") and record["fingerprint_bytes"] is None
     assert named["karpathy/stories260K"]["layout"] == "hf-cache"
     assert named["stories260K.bin"]["header_hash"] != named["karpathy/stories260K"]["header_hash"]
     assert (summary.ok, summary.errors, summary.skipped, summary.exit_code) == (7, 1, 0, 1)
     assert not (output.parent / "scan.jsonl.partial").exists()
 
 
-def test_second_scan_skips_unchanged_and_rescans_changed(tree: Path, tmp_path: Path, fixtures_dir: Path) -> None:
+def test_second_scan_skips_unchanged_and_rescans_changed(
+    tree: Path, tmp_path: Path, fixtures_dir: Path
+) -> None:
     output = tmp_path / "scan.jsonl"
     first = by_name(scan([tree], output=output, fingerprints=False, workers=1, progress=False).records)
 
@@ -205,9 +214,10 @@ def test_second_scan_skips_unchanged_and_rescans_changed(tree: Path, tmp_path: P
     changed = second["team/llama2xs.model.bin"]
     assert changed["header_hash"] != first["team/llama2xs.model.bin"]["header_hash"]
     assert changed["parameters"] == first["stories260K.bin"]["parameters"]
-    assert second["team/gguf/llama-2-tiny-random.gguf"]["header_hash"] == first[
-        "team/gguf/llama-2-tiny-random.gguf"
-    ]["header_hash"]
+    assert (
+        second["team/gguf/llama-2-tiny-random.gguf"]["header_hash"]
+        == first["team/gguf/llama-2-tiny-random.gguf"]["header_hash"]
+    )
     for name in ("stories260K.bin", "karpathy/stories260K", "hf/tiny-llama"):
         assert comparable(second[name]) == {**comparable(first[name]), "status": "skipped"}
 
@@ -218,6 +228,60 @@ def test_second_scan_skips_unchanged_and_rescans_changed(tree: Path, tmp_path: P
     output.rename(journal)
     fourth = scan([tree], output=output, fingerprints=False, workers=1, progress=False)
     assert fourth.skipped == 7 and not journal.exists()
+
+
+def test_library_is_written_by_the_driver_and_resumed_from(tree: Path, tmp_path: Path) -> None:
+    from unshell.library.store import Library
+
+    library_path = tmp_path / "fleet.sqlite"
+    output = tmp_path / "scan.jsonl"
+    options = {"library": library_path, "output": output, "progress": False}
+
+    first = scan([tree], workers=2, **options)  # type: ignore[arg-type]
+
+    assert first.mode == "fingerprints" and first.library_added == 7
+    ok = sorted(r["name"] for r in first.records if r["status"] == "ok")
+    with Library(library_path) as library:
+        assert library.names() == ok
+        entry = {e.name: e for e in library.list()}["hf/tiny-llama"]
+        assert (
+            entry.family == "llama"
+            and entry.parameters == by_name(first.records)["hf/tiny-llama"]["parameters"]
+        )
+    assert all(r["fingerprint_bytes"] > 0 for r in first.records if r["status"] == "ok")
+
+    # Unchanged and in the library: skipped. Gone from the library: fingerprinted again.
+    with Library(library_path) as library:
+        library.remove("team/llama2xs.model.bin")
+    second = scan([tree], workers=1, **options)  # type: ignore[arg-type]
+    statuses = {r["name"]: r["status"] for r in second.records}
+    assert statuses["team/llama2xs.model.bin"] == "ok" and second.library_added == 1
+    assert second.skipped == 6 and second.errors == 1
+    with Library(library_path) as library:
+        assert library.names() == ok
+
+    # Header-only records never stand for fingerprints.
+    scan([tree], fingerprints=False, output=tmp_path / "headers.jsonl", workers=1, progress=False)
+    third = scan([tree], workers=1, **{**options, "output": tmp_path / "headers.jsonl"})  # type: ignore[arg-type]
+    assert third.skipped == 0 and third.ok == 7
+
+
+def test_progress_falls_back_to_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unshell.scan import _Progress
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "rich.progress", None)
+    bar = _Progress(2, enabled=True)
+    bar.update({"status": "ok"})
+    bar.update({"status": "error"})
+    bar.close()
+    assert capsys.readouterr().err.endswith("scan: 2/2 checkpoints, 1 errors, 0 skipped\n")
+    silent = _Progress(2, enabled=False)
+    silent.update({"status": "ok"})
+    silent.close()
+    assert capsys.readouterr().err == ""
 
 
 def test_usage_errors(tree: Path) -> None:
@@ -259,21 +323,50 @@ def ray_cluster() -> Iterator[object]:
         ray.shutdown()
 
 
-def test_ray_engine_equals_local_record_for_record(ray_cluster: object, tree: Path, tmp_path: Path) -> None:
-    local = scan([tree], output=tmp_path / "local.jsonl", fingerprints=False, workers=2, progress=False)
+@pytest.mark.parametrize("fingerprints", [True, False], ids=["fingerprints", "headers"])
+def test_ray_engine_equals_local_record_for_record(
+    ray_cluster: object, tree: Path, tmp_path: Path, fingerprints: bool
+) -> None:
+    from unshell.library.store import Library
+
+    local = scan(
+        [tree],
+        output=tmp_path / "local.jsonl",
+        library=tmp_path / "local.sqlite" if fingerprints else None,
+        fingerprints=fingerprints,
+        workers=2,
+        progress=False,
+    )
     # A batch threshold between the small and the larger files: some tasks alone, some grouped.
     remote = scan(
-        [tree], output=tmp_path / "ray.jsonl", engine="ray", fingerprints=False, progress=False, batch_bytes=1_500_000
+        [tree],
+        output=tmp_path / "ray.jsonl",
+        library=tmp_path / "ray.sqlite" if fingerprints else None,
+        engine="ray",
+        fingerprints=fingerprints,
+        progress=False,
+        batch_bytes=1_500_000,
     )
 
     assert remote.engine == "ray" and remote.total == local.total == len(EXPECTED)
     assert [comparable(r) for r in read_records(tmp_path / "ray.jsonl")] == [
         comparable(r) for r in read_records(tmp_path / "local.jsonl")
     ]
-    assert TIMING_FIELDS == {"seconds"}
+    assert {"seconds"} == TIMING_FIELDS
     assert by_name(remote.records)["broken/corrupt.safetensors"]["exit_code"] == 14
+    if fingerprints:
+        with Library(tmp_path / "local.sqlite") as one, Library(tmp_path / "ray.sqlite") as other:
+            assert one.names() == other.names() and len(one.names()) == 7
+            assert all(one.get_bytes(name) == other.get_bytes(name) for name in one.names())
 
     # Resume works the same through Ray: everything unchanged is skipped.
-    again = scan([tree], output=tmp_path / "ray.jsonl", engine="ray", fingerprints=False, progress=False)
+    again = scan(
+        [tree],
+        output=tmp_path / "ray.jsonl",
+        library=tmp_path / "ray.sqlite" if fingerprints else None,
+        engine="ray",
+        fingerprints=fingerprints,
+        progress=False,
+    )
     assert (again.skipped, again.errors) == (7, 1)
     assert ray_cluster.is_initialized(), "a runtime the scan did not start is left running"  # type: ignore[attr-defined]

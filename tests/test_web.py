@@ -467,7 +467,15 @@ def test_host_origin_and_body_guards(client: TestClient) -> None:
 def test_pages_load_nothing_external(client: TestClient) -> None:
     job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "llama2xs.model.bin"}).json()
     wait_for(client, job["id"])
-    for url in ("/", "/browse/0/", "/inspect?path=stories260K.bin", f"/jobs/{job['id']}", "/jobs/nope"):
+    pages = (
+        "/",
+        "/browse/0/",
+        "/inspect?path=stories260K.bin",
+        f"/jobs/{job['id']}",
+        "/jobs/nope",
+        "/library",
+    )
+    for url in pages:
         response = client.get(url)
         assert response.headers["content-type"].startswith("text/html"), url
         assert "http://" not in response.text and "https://" not in response.text, url
@@ -484,7 +492,12 @@ def test_openapi_lists_the_api(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     routes = {path: set(methods) for path, methods in schema["paths"].items()}
     assert routes["/api/inspect"] >= {"get", "post"}
-    assert "post" in routes["/api/compare"] and "post" in routes["/api/audit"]
+    assert (
+        "post" in routes["/api/compare"]
+        and "post" in routes["/api/audit"]
+        and "post" in routes["/api/search"]
+    )
+    assert "get" in routes["/api/library"] and "get" in routes["/api/library/{name}"]
     for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/report.html", "/api/files"):
         assert "get" in routes[path], path
     assert all(path.startswith("/api/") for path in routes)  # pages are not part of the API
@@ -559,3 +572,84 @@ def test_serve_listens_on_loopback(layout: dict[str, Path]) -> None:
             process.stderr.close()
         if process.stdout is not None:
             process.stdout.close()
+
+
+# --- the fingerprint library ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def library_client(layout: dict[str, Path], tmp_path: Path, fixtures_dir: Path) -> Iterator[TestClient]:
+    """A server whose library holds two real models' fingerprints (one under a name with a slash)."""
+    from unshell.library import Library
+    from unshell.lineage.fingerprint import fingerprint
+
+    with Library(tmp_path / "known.sqlite") as library:
+        library.add(fingerprint(fixtures_dir / "stories260K.bin", name="karpathy/stories260K"))
+        library.add(fingerprint(fixtures_dir / "llama2xs.model.bin", name="llama2xs"))
+    app = create_app([layout["root"]], max_jobs=1, max_queued=2, library=tmp_path / "known.sqlite")
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        yield test_client
+
+
+def test_library_list_filter_and_model_page(library_client: TestClient) -> None:
+    listing = library_client.get("/api/library").json()
+    assert listing["size"] == 2 and listing["families"] == ["llama"]
+    assert [e["name"] for e in listing["entries"]] == ["karpathy/stories260K", "llama2xs"]
+    assert [
+        e["name"] for e in library_client.get("/api/library", params={"q": "STORIES"}).json()["entries"]
+    ] == ["karpathy/stories260K"]
+    assert library_client.get("/api/library", params={"family": "bert"}).json()["entries"] == []
+
+    page = library_client.get("/library", params={"q": "xs"})
+    assert page.status_code == 200
+    assert (
+        'href="/library/llama2xs"' in page.text
+        and "stories260K" not in page.text.split('id="entries"')[1].split("</section>")[0]
+    )
+
+    model = library_client.get("/api/library/karpathy/stories260K").json()
+    assert model["family"] == "llama" and model["hidden"] == 64 and model["layers"] == 5
+    assert model["sketch_dim"] == 64 and model["sketched_matrices"] > 0 and model["tensors"] > 0
+    assert model["anchor_tokens"] > 0
+    html = library_client.get("/library/karpathy/stories260K").text
+    assert "karpathy/stories260K" in html and f"{model['sketched_matrices']} at 64 random directions" in html
+    assert_one_line_error(library_client.get("/api/library/nope"), 404)
+    assert library_client.get("/library/nope").status_code == 404
+
+
+def test_search_job_finds_the_source_and_stays_inside_the_roots(
+    library_client: TestClient, layout: dict[str, Path], opened_outside: list[tuple[str, str]]
+) -> None:
+    response = library_client.post("/search", data={"path": "stories260K.bin"}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    job_id = response.headers["location"].rsplit("/", 1)[1]
+    doc = wait_for(library_client, job_id)
+    assert doc["state"] == "done", doc
+    first = doc["result"]["candidates"][0]
+    assert (first["name"], first["verdict"]) == ("karpathy/stories260K", "identical")
+    assert doc["result"]["library"]["size"] == 2
+    page = library_client.get(f"/jobs/{job_id}").text
+    assert 'data-verdict="identical"' in page and "karpathy/stories260K" in page
+    assert library_client.get(f"/api/jobs/{job_id}/report.html").status_code == 200
+
+    # The API too; a suspect outside the roots is refused before anything is read.
+    accepted = library_client.post("/api/search", json={"path": "llama2xs.model.bin", "top": 1})
+    assert accepted.status_code == 202
+    result = wait_for(library_client, accepted.json()["id"])["result"]
+    assert [(c["name"], c["verdict"]) for c in result["candidates"]] == [("llama2xs", "identical")]
+    assert_one_line_error(library_client.post("/api/search", json={"path": str(layout["secret"])}), 403)
+    assert_one_line_error(library_client.post("/api/search", json={"path": "escape.bin"}), 403)
+    assert opened_outside == []
+
+
+def test_missing_library_is_shown_empty_and_not_created(layout: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "none" / "library.sqlite"
+    with TestClient(create_app([layout["root"]], library=path), base_url=BASE_URL) as fresh:
+        assert fresh.get("/api/library").json() == {
+            "library": str(path),
+            "size": 0,
+            "families": [],
+            "entries": [],
+        }
+        assert "The library is empty" in fresh.get("/library").text
+    assert not path.exists() and not path.parent.exists()

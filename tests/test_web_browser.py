@@ -65,8 +65,15 @@ def server(tmp_path: Path, fixtures_dir: Path, playwright_api: object) -> Iterat
     root.mkdir()
     for name in ("stories260K.bin", "llama2xs.model.bin"):
         shutil.copyfile(fixtures_dir / name, root / name)
+    from unshell.library import Library
+    from unshell.lineage.fingerprint import fingerprint
+
+    with Library(tmp_path / "known.sqlite") as library:  # a fingerprint library of two real models
+        for name in ("stories260K.bin", "llama2xs.model.bin", "llama-2-tiny-random.gguf"):
+            library.add(fingerprint(fixtures_dir / name, name=f"fixtures/{name}"))
     port = _free_port()
-    config = uvicorn.Config(create_app([root], max_jobs=1), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app([root], max_jobs=1, library=tmp_path / "known.sqlite")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="unshell-serve-test", daemon=True)
     thread.start()
@@ -117,6 +124,26 @@ def test_compare_in_the_browser(server: tuple[str, Path], playwright_api: object
             page.wait_for_load_state()
             assert "independent" in page.content().lower()
             page.screenshot(path=str(ARTIFACTS / "web-report.png"), full_page=True)
+
+            # The library: filter it, open a model page, search a checkpoint against it.
+            page.goto(base + "/library")
+            page.fill("#q", "llama")
+            page.click("#filter-form button[type=submit]")
+            page.wait_for_url(f"{base}/library?*")
+            names = page.locator("#entries td.mono a").all_inner_texts()
+            assert names == ["fixtures/llama-2-tiny-random.gguf", "fixtures/llama2xs.model.bin"]
+            page.screenshot(path=str(ARTIFACTS / "web-library.png"), full_page=True)
+            page.click("text=fixtures/llama2xs.model.bin")
+            assert "random directions" in page.locator("#contents").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "web-library-model.png"), full_page=True)
+            page.goto(base + "/library")
+            page.fill("#search-path", "stories260K.bin")
+            page.click("#search-form button[type=submit]")
+            page.wait_for_url(f"{base}/jobs/*")
+            found = page.wait_for_selector("#verdict", timeout=VERDICT_TIMEOUT_MS)
+            assert found is not None and found.get_attribute("data-verdict") == "identical"
+            assert "fixtures/stories260K.bin" in page.locator("#reason").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "web-search.png"), full_page=True)
         finally:
             browser.close()
     assert requested and all(url.startswith(base + "/") for url in requested), requested  # nothing external

@@ -38,6 +38,14 @@ html_option = click.option(
 )
 
 
+library_option = click.option(
+    "--library",
+    "library_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="The fingerprint library (SQLite). Default: $UNSHELL_HOME/library.sqlite (~/.cache/unshell).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="unshell")
 def cli() -> None:
@@ -91,6 +99,12 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
 @click.option(
     "--shard-size", default="5GB", show_default=True, help="Largest safetensors shard (5GB, 500MiB, bytes)."
 )
+@click.option(
+    "--source-digests/--no-source-digests",
+    default=True,
+    show_default=True,
+    help="Record every source file's sha256 in conversion.json (free from a Hub cache, else a second read).",
+)
 @format_option
 def convert_command(
     src: str,
@@ -100,6 +114,7 @@ def convert_command(
     verify: bool | None,
     mapping: str | None,
     shard_size: str,
+    source_digests: bool,
     fmt: str,
 ) -> None:
     """Write SRC as a Hugging Face Llama checkpoint in OUTPUT, or refuse and say why.
@@ -111,7 +126,14 @@ def convert_command(
     from ..convert import convert
 
     result = convert(
-        src, to=target, output=output, force=force, verify=verify, mapping=mapping, shard_size=shard_size
+        src,
+        to=target,
+        output=output,
+        force=force,
+        verify=verify,
+        mapping=mapping,
+        shard_size=shard_size,
+        source_digests=source_digests,
     )
     Output(fmt).document(result.to_dict(), render_convert)
 
@@ -347,8 +369,11 @@ def audit_command(
     help="A directory the UI may read checkpoints under (repeatable); nothing outside is opened.",
 )
 @click.option("--max-jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent jobs.")
-def serve_command(host: str, port: int, roots: tuple[str, ...], max_jobs: int) -> None:
-    """A local web UI and JSON API over inspect, compare and audit (needs the `web` extra).
+@library_option
+def serve_command(
+    host: str, port: int, roots: tuple[str, ...], max_jobs: int, library_path: str | None
+) -> None:
+    """A local web UI and JSON API over inspect, compare, audit and the library (the `web` extra).
 
     Reads only under the --root directories, runs nothing from model files, and bounds concurrent
     jobs. The API mirrors the CLI; its OpenAPI schema is at /openapi.json.
@@ -363,7 +388,265 @@ def serve_command(host: str, port: int, roots: tuple[str, ...], max_jobs: int) -
         raise MissingDependencyError(
             f"unshell serve needs the web extra: pip install 'unshell[web]' ({error.name} is missing)"
         ) from None
-    serve(host=host, port=port, roots=[Path(r) for r in roots], max_jobs=max_jobs)
+    serve(host=host, port=port, roots=[Path(r) for r in roots], max_jobs=max_jobs, library=library_path)
+
+
+def _open_library(path: str | None) -> Any:
+    from ..library import Library
+
+    return Library(path)
+
+
+@cli.group("library")
+def library_group() -> None:
+    """The fingerprint library that `unshell search` looks suspects up in.
+
+    A fingerprint is a few megabytes per 7B model: content hashes of every tensor, sketches of
+    every matrix and embedding anchors, enough to test lineage without the base weights.
+    """
+
+
+@library_group.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--name", help="The entry's name (one PATH only). Default: the checkpoint's name.")
+@click.option("--replace", is_flag=True, help="Replace an entry of the same name.")
+@library_option
+@format_option
+def library_add_command(
+    paths: tuple[str, ...], name: str | None, replace: bool, library_path: str | None, fmt: str
+) -> None:
+    """Fingerprint each checkpoint (reads its weights once) and store it in the library."""
+    from ..errors import UsageError
+    from ..library import add_checkpoint
+
+    if name is not None and len(paths) > 1:
+        raise UsageError("--name names one entry: give one PATH with it")
+    with _open_library(library_path) as library:
+        added = [add_checkpoint(library, path, name=name, replace=replace) for path in paths]
+        doc = {
+            "library": str(library.path),
+            "added": [entry.to_dict() for entry in added],
+            "size": len(library),
+        }
+    Output(fmt).document(doc, render_library_added)
+
+
+@library_group.command("list")
+@library_option
+@format_option
+def library_list_command(library_path: str | None, fmt: str) -> None:
+    """Every fingerprint in the library, with its family, shape and tokenizer."""
+    with _open_library(library_path) as library:
+        doc = {"library": str(library.path), "entries": [entry.to_dict() for entry in library.list()]}
+    Output(fmt).document(doc, render_library_list)
+
+
+@library_group.command("remove")
+@click.argument("names", nargs=-1, required=True)
+@library_option
+@format_option
+def library_remove_command(names: tuple[str, ...], library_path: str | None, fmt: str) -> None:
+    """Remove entries by name (all or none: an unknown name removes nothing)."""
+    with _open_library(library_path) as library:
+        library.remove_many(list(names))
+        doc = {"library": str(library.path), "removed": list(names), "size": len(library)}
+    Output(fmt).document(
+        doc, lambda d: f"removed {', '.join(d['removed'])}; {d['size']} left in {d['library']}\n"
+    )
+
+
+@library_group.command("export")
+@click.argument("file", type=click.Path(path_type=str, dir_okay=False))
+@library_option
+@format_option
+def library_export_command(file: str, library_path: str | None, fmt: str) -> None:
+    """Write the whole library to a portable, checksummed JSON-lines FILE."""
+    with _open_library(library_path) as library:
+        count = library.export(file)
+        doc = {"library": str(library.path), "file": file, "exported": count}
+    Output(fmt).document(doc, lambda d: f"exported {d['exported']} fingerprints to {d['file']}\n")
+
+
+@library_group.command("import")
+@click.argument("file", type=click.Path(path_type=str, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Replace entries of the same name.")
+@library_option
+@format_option
+def library_import_command(file: str, replace: bool, library_path: str | None, fmt: str) -> None:
+    """Add every fingerprint of an exported FILE, all or nothing, after checking each one."""
+    with _open_library(library_path) as library:
+        count = library.import_(file, replace=replace)
+        doc = {"library": str(library.path), "file": file, "imported": count, "size": len(library)}
+    Output(fmt).document(
+        doc, lambda d: f"imported {d['imported']} fingerprints; {d['size']} in {d['library']}\n"
+    )
+
+
+@cli.command("search")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Candidates shown.")
+@library_option
+@format_option
+def search_command(path: str, top: int, library_path: str | None, fmt: str) -> None:
+    """Which fingerprints in the library does PATH's weights come from?
+
+    A cheap stage ranks the library by shared content hashes, architecture, width, vocabulary and
+    tokenizer; the best candidates get the full lineage test against PATH's weights. p-values are
+    Holm-adjusted over the whole library, so a bigger library needs stronger evidence.
+    """
+    from ..library import search
+
+    with _open_library(library_path) as library:
+        result = search(path, library, top=top)
+    Output(fmt).document(result.to_dict(), render_search)
+
+
+@cli.command("scan")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "--output",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="JSON-lines file, one record per checkpoint; an existing one is resumed from.",
+)
+@library_option
+@click.option(
+    "--add/--no-add",
+    "add_to_library",
+    default=False,
+    show_default=True,
+    help="Add every fingerprint computed to the library.",
+)
+@click.option("--headers-only", is_flag=True, help="Read tensor tables only, no weights (no fingerprints).")
+@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True)
+@click.option("--address", help="A running Ray cluster (--engine ray); default: start a local one.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 4096),
+    help="Processes (local) or CPUs (local Ray). Default: every core.",
+)
+@click.option(
+    "--max-depth", default=12, show_default=True, type=click.IntRange(0, 64), help="How deep to look."
+)
+@format_option
+def scan_command(
+    roots: tuple[str, ...],
+    output: str | None,
+    library_path: str | None,
+    add_to_library: bool,
+    headers_only: bool,
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    max_depth: int,
+    fmt: str,
+) -> None:
+    """Fingerprint every checkpoint under ROOTS, locally or on Ray; exit 1 if any failed.
+
+    Finds safetensors, PyTorch, GGUF, ONNX and llama2.c checkpoints and Hugging Face model and
+    hub-cache folders. A checkpoint that fails is recorded with its error and the scan goes on; a
+    second scan with the same --output skips the checkpoints that did not change.
+    """
+    from ..scan import scan
+
+    library: Any = None
+    if add_to_library:
+        library = _open_library(library_path)
+    elif library_path is not None:
+        from ..errors import UsageError
+
+        raise UsageError("--library is where --add puts fingerprints: give --add with it")
+    try:
+        summary = scan(
+            list(roots),
+            library=library,
+            engine=engine,
+            address=address,
+            output=output,
+            fingerprints=not headers_only,
+            workers=workers,
+            progress=fmt == "table",
+            max_depth=max_depth,
+        )
+    finally:
+        if library is not None:
+            library.close()
+    doc = {**summary.to_dict(), "records": summary.records}
+    Output(fmt).document(doc, render_scan)
+    if summary.exit_code:
+        sys.exit(EXIT_FINDING)
+
+
+def render_library_added(doc: dict[str, Any]) -> str:
+    rows = [(e["name"], e["family"] or "?", human_bytes(e["size_bytes"])) for e in doc["added"]]
+    return columns(("ADDED", "FAMILY", "SIZE"), rows) + f"\n{doc['size']} fingerprints in {doc['library']}\n"
+
+
+def render_library_list(doc: dict[str, Any]) -> str:
+    if not doc["entries"]:
+        return f"the library {doc['library']} is empty (add with: unshell library add PATH)\n"
+    rows = [
+        (
+            e["name"],
+            e["family"] or "?",
+            human_count(e["parameters"]),
+            e["hidden"] or "?",
+            e["vocab_size"] or "?",
+            e["tokenizer_family"] or "",
+            human_bytes(e["size_bytes"]),
+        )
+        for e in doc["entries"]
+    ]
+    headers = ("NAME", "FAMILY", "PARAMS", "HIDDEN", "VOCAB", "TOKENIZER", "SIZE")
+    return columns(headers, rows) + f"\n{len(rows)} fingerprints in {doc['library']}\n"
+
+
+def render_search(doc: dict[str, Any]) -> str:
+    suspect = doc["suspect"]
+    head = key_value_table(
+        [
+            ("suspect", suspect["path"] or suspect["name"] or "?"),
+            ("family", suspect["family"] or "?"),
+            ("library", f"{doc['library']['path']} ({doc['library']['size']} fingerprints)"),
+            ("tested", f"{doc['tested']} candidates in full, {doc['screened_out']} screened out"),
+        ]
+    )
+    if not doc["candidates"]:
+        body = "no candidates: nothing in the library shares this model's architecture or weights\n"
+    else:
+        rows = [
+            (c["name"], c["verdict"], _p_text(c["p_value"]), _p_text(c["p_adjusted"]), ", ".join(c["how"]))
+            for c in doc["candidates"]
+        ]
+        body = columns(("CANDIDATE", "VERDICT", "P", "P (HOLM)", "HOW"), rows) + "\n"
+    notes = "".join(f"note: {n}\n" for n in doc["notes"])
+    return head + "\n" + body + notes
+
+
+def render_scan(doc: dict[str, Any]) -> str:
+    failed = [r for r in doc["records"] if r["status"] == "error"]
+    rows = [(r["path"], r["error"] or "") for r in failed]
+    found = [
+        (r["name"], r["format"] or "", r["family"] or "?", human_count(r["parameters"]), r["status"])
+        for r in doc["records"]
+        if r["status"] != "error"
+    ]
+    listing = (
+        columns(("CHECKPOINT", "FORMAT", "FAMILY", "PARAMS", "STATUS"), found, limit=50) + "\n\n"
+        if found
+        else ""
+    )
+    summary = listing + (
+        f"{doc['total']} checkpoints ({human_bytes(doc['bytes'])} on disk) in {doc['seconds']:.1f} s on {doc['engine']}: "
+        f"{doc['ok']} ok, {doc['skipped']} unchanged, {doc['errors']} failed"
+    )
+    if doc["library_added"]:
+        summary += f"; {doc['library_added']} fingerprints added to the library"
+    if doc["output"]:
+        summary += f"\nrecords: {doc['output']}"
+    text = summary + "\n"
+    if rows:
+        text += "\n" + columns(("FAILED", "ERROR"), rows, limit=20) + "\n"
+    return text
 
 
 def render_audit(doc: dict[str, Any]) -> str:

@@ -106,6 +106,7 @@ def convert(
     verify: bool | None = None,
     mapping: str | os.PathLike[str] | Mapping[str, str] | None = None,
     shard_size: int | str = DEFAULT_SHARD_SIZE,
+    source_digests: bool = True,
 ) -> ConversionResult:
     """Write ``src`` as a Hugging Face Llama checkpoint in the directory ``output``.
 
@@ -119,6 +120,10 @@ def convert(
         mapping: ``{source tensor name: reference name}`` (a dict or a JSON file) for tensors whose
             role names and shapes do not decide.
         shard_size: largest safetensors shard, in bytes or as ``"5GB"``.
+        source_digests: record the sha256 of every source file in ``conversion.json``. Free for
+            a Hub-cache source (the blob names are the digests); elsewhere a second full read and
+            hash of the source, the slowest part of a conversion on two cores. ``False`` records
+            ``"sha256": null, "sha256_from": "not-computed"`` for files a Hub cache does not name.
 
     Raises:
         ConversionRefusedError: the architecture is not exactly Llama; the message says why.
@@ -138,7 +143,9 @@ def convert(
         plan = build_plan(checkpoint, result, mapping=entries, target=to)
         run_verification, verification_note = _verification_wanted(verify, checkpoint)
         source_files = _source_files(checkpoint)
-        with staging_directory(destination) as staging, hash_files(source_files) as source_hashes:
+        with staging_directory(destination) as staging, hash_files(
+            source_files, compute=source_digests
+        ) as source_hashes:
             reader = SourceReader(checkpoint)
             try:
                 files = write_shards(

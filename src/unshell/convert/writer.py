@@ -382,8 +382,8 @@ class FileDigest:
     """Size and sha256 of one source file; ``origin`` says how the digest was obtained."""
 
     bytes: int
-    sha256: str
-    origin: str  # "computed" or "hub-cache-blob-name"
+    sha256: str | None
+    origin: str  # "computed", "hub-cache-blob-name" or "not-computed" (convert(source_digests=False))
 
 
 class _FileHashes:
@@ -393,7 +393,7 @@ class _FileHashes:
     hashing is the one cost that keeps a conversion from running at copy speed on two cores.
     """
 
-    def __init__(self, paths: Iterable[Path]) -> None:
+    def __init__(self, paths: Iterable[Path], *, compute: bool = True) -> None:
         self._paths = list(dict.fromkeys(paths))
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-source-hash")
@@ -401,7 +401,7 @@ class _FileHashes:
         self._futures: dict[Path, Future[tuple[int, str]]] = {
             path: self._pool.submit(_hash_file, path, self._stop)
             for path in self._paths
-            if path not in self._known
+            if path not in self._known and compute
         }
 
     def result(self) -> dict[Path, FileDigest]:
@@ -410,6 +410,8 @@ class _FileHashes:
             for path in self._paths:
                 if path in self._known:
                     digests[path] = FileDigest(path.stat().st_size, self._known[path], "hub-cache-blob-name")
+                elif path not in self._futures:
+                    digests[path] = FileDigest(path.stat().st_size, None, "not-computed")
                 else:
                     size, sha = self._futures[path].result()
                     digests[path] = FileDigest(size, sha, "computed")
@@ -425,9 +427,11 @@ class _FileHashes:
 
 
 @contextlib.contextmanager
-def hash_files(paths: Iterable[Path]) -> Iterator[_FileHashes]:
-    """Hash files in the background for the duration of the block (cancelled if it fails)."""
-    hashes = _FileHashes(paths)
+def hash_files(paths: Iterable[Path], *, compute: bool = True) -> Iterator[_FileHashes]:
+    """Hash files in the background for the duration of the block (cancelled if it fails).
+
+    ``compute=False`` hashes nothing: only digests a Hub cache states are reported."""
+    hashes = _FileHashes(paths, compute=compute)
     try:
         yield hashes
     except BaseException:

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from .search import Candidate, SearchResult, holm, search
-from .store import Library, LibraryEntry, default_library_path
+from .store import Library, LibraryEntry, add_checkpoint, default_library_path
 
-__all__ = ["Candidate", "Library", "LibraryEntry", "SearchResult", "default_library_path", "holm", "search"]
+__all__ = [
+    "Candidate",
+    "Library",
+    "LibraryEntry",
+    "SearchResult",
+    "add_checkpoint",
+    "default_library_path",
+    "holm",
+    "search",
+]

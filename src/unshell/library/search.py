@@ -50,9 +50,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 MAX_CANDIDATES = 32
 COMMON_HASH_LIMIT = 1000  # a hash held by more fingerprints than this is a constant, not evidence
-# Cheap score: shared content hashes dominate; then the architecture signature, family and hidden
-# size; the tokenizer family and vocabulary size last (independent models share those often).
-HASH_BONUS = 100.0
+# Cheap score: shared content hashes dominate (100 x the fraction of the suspect's hashes shared, so
+# one shared constant tensor, an all-ones norm, weighs next to nothing while a copy weighs 100); then
+# the architecture signature, family and hidden size; the tokenizer family and vocabulary size last
+# (independent models share those often).
 HASH_WEIGHT = 100.0
 WEIGHTS: dict[str, float] = {
     "signature": 16.0,
@@ -131,11 +132,13 @@ def cheap_candidates(
             rows[row[0]] = row
 
     def score_of(row: tuple[Any, ...]) -> tuple[float, list[str]]:
-        values = dict(zip(("family", "signature", "hidden", "vocab_size", "tokenizer_family"), row[2:], strict=True))
+        values = dict(
+            zip(("family", "signature", "hidden", "vocab_size", "tokenizer_family"), row[2:], strict=True)
+        )
         matched = [f for f in _FEATURES if signals.get(f) is not None and values[f] == signals[f]]
         score = sum(WEIGHTS[f] for f in matched)
         if shared.get(row[0]):
-            score += HASH_BONUS + HASH_WEIGHT * shared[row[0]] / max(len(hashes), 1)
+            score += HASH_WEIGHT * shared[row[0]] / max(len(hashes), 1)
         return score, matched
 
     scores = {row_id: score_of(row)[0] for row_id, row in rows.items()}
@@ -241,24 +244,35 @@ class SearchResult:
         }
 
 
-def _suspect_fingerprint(suspect: Any) -> Fingerprint:
-    from ..lineage.fingerprint import Fingerprint, fingerprint, fingerprint_checkpoint
-
-    if isinstance(suspect, Fingerprint):
-        return suspect
-    if isinstance(suspect, Checkpoint):
-        return fingerprint_checkpoint(suspect)
-    return fingerprint(suspect)
-
-
 def _relation(result: Any) -> str | None:
     tokenizer = getattr(result, "tokenizer", None)
-    return getattr(tokenizer, "relation", None)
+    if tokenizer is not None:
+        return str(tokenizer.relation)
+    for note in getattr(result, "notes", []):  # a fingerprint comparison reports it on A's sample
+        if note.startswith("tokenizer"):
+            return str(note)
+    return None
+
+
+def _compare_all(
+    library: Library, kept: list[CheapCandidate], suspect: Any, notes: list[str]
+) -> list[tuple[CheapCandidate, Any]]:
+    from ..lineage.fingerprint import compare_with_fingerprint
+
+    tested: list[tuple[CheapCandidate, Any]] = []
+    for cheap in kept:
+        try:
+            result = compare_with_fingerprint(library.get(cheap.name), suspect)
+        except UnshellError as error:
+            notes.append(f"{cheap.name}: could not be compared ({error})")
+            result = None
+        tested.append((cheap, result))
+    return tested
 
 
 def search(
     suspect: str | os.PathLike[str] | Checkpoint | Fingerprint,
-    library: Library,
+    library: Library | str | os.PathLike[str] | None = None,
     *,
     top: int = 5,
     max_candidates: int = MAX_CANDIDATES,
@@ -266,31 +280,50 @@ def search(
     """Search ``library`` for the fingerprints ``suspect`` derives from (a path, an open
     checkpoint, or a fingerprint). Returns at most ``top`` candidates, matches first.
 
+    ``library`` is a `Library`, the path of one, or None for the default library.
+
     Example:
         >>> from unshell.library import Library, search
         >>> search("suspect/", Library()).to_dict()["candidates"]   # doctest: +SKIP
     """
-    from ..lineage.fingerprint import compare_with_fingerprint
+    if not isinstance(library, Library):
+        with Library(library) as opened_library:
+            return search(suspect, opened_library, top=top, max_candidates=max_candidates)
+    from ..formats import open_checkpoint
+    from ..lineage.fingerprint import Fingerprint, fingerprint_checkpoint
 
-    suspect_fp = _suspect_fingerprint(suspect)
-    signals = cheap_signals(suspect_fp)
-    hashes = hashes_of(suspect_fp)
-    library_size = len(library)
-    start = time.perf_counter()
-    kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
-    candidate_seconds = time.perf_counter() - start
-
-    start = time.perf_counter()
     notes: list[str] = []
-    tested: list[tuple[CheapCandidate, Any]] = []
-    for cheap in kept:
-        try:
-            result = compare_with_fingerprint(library.get(cheap.name), suspect_fp)
-        except UnshellError as error:
-            notes.append(f"{cheap.name}: could not be compared ({error})")
-            result = None
-        tested.append((cheap, result))
-    lineage_seconds = time.perf_counter() - start
+    suspect_path = ""
+    if isinstance(suspect, Fingerprint):
+        notes.append(
+            "the suspect was given as a fingerprint: fingerprint against fingerprint does not detect "
+            "derivatives whose residual stream was rotated or permuted, nor width-pruned ones"
+        )
+        opened = None
+        suspect_fp = suspect
+    elif isinstance(suspect, Checkpoint):
+        opened = None
+        suspect_fp = fingerprint_checkpoint(suspect, path=str(suspect.path))
+    else:
+        suspect_path = str(Path(suspect))
+        opened = open_checkpoint(suspect)
+    try:
+        if opened is not None:
+            suspect_fp = fingerprint_checkpoint(opened, name=Path(suspect_path).name, path=suspect_path)
+        signals = cheap_signals(suspect_fp)
+        hashes = hashes_of(suspect_fp)
+        library_size = len(library)
+        start = time.perf_counter()
+        kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
+        candidate_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        # Against the suspect's weights when we have them: the full-strength test.
+        target: Any = opened if opened is not None else suspect
+        tested = _compare_all(library, kept, target, notes)
+        lineage_seconds = time.perf_counter() - start
+    finally:
+        if opened is not None:
+            opened.close()
 
     raw = [None if result is None else result.p_value for _, result in tested]
     adjusted = holm(raw, library_size)
@@ -320,11 +353,19 @@ def search(
 
     def order(candidate: Candidate) -> tuple[int, float, float, str]:
         matched = candidate.verdict in ("identical", "derived")
-        p = -1.0 if candidate.verdict == "identical" else (candidate.p_adjusted if candidate.p_adjusted is not None else 2.0)
+        p = (
+            -1.0
+            if candidate.verdict == "identical"
+            else (candidate.p_adjusted if candidate.p_adjusted is not None else 2.0)
+        )
         return (0 if matched else 1, p, -candidate.evidence["cheap_score"], candidate.name)
 
     candidates.sort(key=order)
-    suspect_path = "" if isinstance(suspect, Checkpoint) or not isinstance(suspect, str | os.PathLike) else str(Path(suspect))
+    suspect_path = (
+        ""
+        if isinstance(suspect, Checkpoint) or not isinstance(suspect, str | os.PathLike)
+        else str(Path(suspect))
+    )
     return SearchResult(
         suspect={
             "path": sanitize(suspect_path, limit=4096),

@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CorruptCheckpointError, PathNotFoundError, ResourceLimitError, UnsupportedFormatError, UsageError
+from ..errors import (
+    CorruptCheckpointError,
+    PathNotFoundError,
+    ResourceLimitError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..formats.base import sanitize
 
 if TYPE_CHECKING:
@@ -332,7 +338,9 @@ class Library:
                 (f"{version}->{SCHEMA_VERSION} at {time.time():.0f}",),
             )
             if version == 0:
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('created', ?)", (f"{time.time():.0f}",))
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('created', ?)", (f"{time.time():.0f}",)
+                )
 
     def _check_application(self, db: sqlite3.Connection) -> None:
         application = db.execute("PRAGMA application_id").fetchone()[0]
@@ -375,11 +383,15 @@ class Library:
         replace: bool,
     ) -> None:
         if len(blob) > MAX_BLOB_BYTES:
-            raise ResourceLimitError(f"fingerprint {name!r} is {len(blob):,} bytes (limit {MAX_BLOB_BYTES:,})")
+            raise ResourceLimitError(
+                f"fingerprint {name!r} is {len(blob):,} bytes (limit {MAX_BLOB_BYTES:,})"
+            )
         existing = db.execute("SELECT id FROM fingerprints WHERE name = ?", (name,)).fetchone()
         if existing is not None:
             if not replace:
-                raise UsageError(f"the library already holds a fingerprint named {name!r} (replace it explicitly)")
+                raise UsageError(
+                    f"the library already holds a fingerprint named {name!r} (replace it explicitly)"
+                )
             db.execute("DELETE FROM fingerprints WHERE id = ?", (existing[0],))
         cursor = db.execute(
             f"INSERT INTO fingerprints (name, added, {', '.join(COLUMNS)}) "
@@ -398,10 +410,15 @@ class Library:
 
     def remove(self, name: str) -> None:
         """Delete one fingerprint (its blob and content hashes go with it)."""
+        self.remove_many([name])
+
+    def remove_many(self, names: Sequence[str]) -> None:
+        """Delete several fingerprints, all or none: an unknown name removes nothing."""
         with _transaction(self.db) as db:
-            cursor = db.execute("DELETE FROM fingerprints WHERE name = ?", (name,))
-            if cursor.rowcount == 0:
-                raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
+            for name in names:
+                cursor = db.execute("DELETE FROM fingerprints WHERE name = ?", (name,))
+                if cursor.rowcount == 0:
+                    raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
 
     # reading ------------------------------------------------------------------------------------
 
@@ -426,7 +443,9 @@ class Library:
             raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
         blob = bytes(row[0])
         if hashlib.sha256(blob).hexdigest() != row[1]:
-            raise CorruptCheckpointError(f"the library's copy of {sanitize(name)!r} is corrupt (sha256 mismatch)")
+            raise CorruptCheckpointError(
+                f"the library's copy of {sanitize(name)!r} is corrupt (sha256 mismatch)"
+            )
         return blob
 
     def get(self, name: str) -> Fingerprint:
@@ -434,12 +453,15 @@ class Library:
 
     def list(self) -> list[LibraryEntry]:
         """Every fingerprint's summary, by name."""
-        rows = self.db.execute(
-            "SELECT f.name, f.family, f.signature, f.hidden, f.layers, f.vocab_size, f.parameters, "
-            "f.tokenizer_family, f.format, f.source, f.added, b.size "
-            "FROM fingerprints f JOIN blobs b ON b.fingerprint_id = f.id ORDER BY f.name"
-        )
+        rows = self.db.execute(_ENTRY_QUERY + " ORDER BY f.name")
         return [LibraryEntry(*row) for row in rows]
+
+    def entry(self, name: str) -> LibraryEntry:
+        """One fingerprint's summary (no blob is read)."""
+        row = self.db.execute(_ENTRY_QUERY + " WHERE f.name = ?", (name,)).fetchone()
+        if row is None:
+            raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
+        return LibraryEntry(*row)
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
@@ -476,7 +498,9 @@ class Library:
                     for name, added, size, sha, blob in rows:
                         blob = bytes(blob)
                         if hashlib.sha256(blob).hexdigest() != sha:
-                            raise CorruptCheckpointError(f"the library's copy of {name!r} is corrupt (sha256 mismatch)")
+                            raise CorruptCheckpointError(
+                                f"the library's copy of {name!r} is corrupt (sha256 mismatch)"
+                            )
                         record = {
                             "name": name,
                             "added": added,
@@ -517,6 +541,27 @@ class Library:
             for name, added, blob, fp in records:
                 self._insert(db, name, blob, cheap_signals(fp), hashes_of(fp), added, replace=replace)
         return len(records)
+
+
+_ENTRY_QUERY = (
+    "SELECT f.name, f.family, f.signature, f.hidden, f.layers, f.vocab_size, f.parameters, "
+    "f.tokenizer_family, f.format, f.source, f.added, b.size "
+    "FROM fingerprints f JOIN blobs b ON b.fingerprint_id = f.id"
+)
+
+
+def add_checkpoint(
+    library: Library, path: str | os.PathLike[str], *, name: str | None = None, replace: bool = False
+) -> LibraryEntry:
+    """Fingerprint the checkpoint at ``path`` (reads its weights once), store it, return its entry.
+
+    The name defaults to the checkpoint's file or folder name."""
+    from ..lineage.fingerprint import fingerprint
+
+    chosen = _valid_name(name if name is not None else Path(path).name)
+    if not replace and chosen in library:
+        raise UsageError(f"the library already holds {sanitize(chosen)!r} (use --replace to overwrite it)")
+    return library.entry(library.add(fingerprint(path, name=chosen), name=chosen, replace=replace))
 
 
 def _valid_name(name: object) -> str:
@@ -571,7 +616,9 @@ def _read_export(source: Path) -> Iterator[tuple[str, float, bytes, Fingerprint]
             record = parse(line, f"record {count + 1}")
             if record.get("end") is True:
                 if record.get("count") != count or expected != count:
-                    raise corrupt(f"the trailer counts {record.get('count')!r} records, the file holds {count}")
+                    raise corrupt(
+                        f"the trailer counts {record.get('count')!r} records, the file holds {count}"
+                    )
                 if record.get("records_sha256") != digest.hexdigest():
                     raise corrupt("the records' sha256 does not match the trailer")
                 if handle.read(1):
@@ -592,7 +639,9 @@ def _read_export(source: Path) -> Iterator[tuple[str, float, bytes, Fingerprint]
             try:
                 fp = _decode(blob)
             except Exception as error:
-                raise corrupt(f"record {count} ({sanitize(name)!r}) is not a fingerprint ({error})") from error
+                raise corrupt(
+                    f"record {count} ({sanitize(name)!r}) is not a fingerprint ({error})"
+                ) from error
             yield (
                 _valid_name(name),
                 float(added) if isinstance(added, int | float) else time.time(),

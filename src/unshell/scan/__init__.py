@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UnshellError, UsageError
+from ..formats.base import sanitize
 from .discover import DEFAULT_MAX_DEPTH, Found, discover, discover_found
 from .engine import (
     CARRIED_FIELDS,
@@ -171,7 +172,9 @@ def scan(
     mode = "fingerprints" if fingerprints else "headers"
     store = _open_library(library)
     try:
-        return _scan(roots, store, engine, address, output, mode, workers, progress, max_depth, batch_bytes, work)
+        return _scan(
+            roots, store, engine, address, output, mode, workers, progress, max_depth, batch_bytes, work
+        )
     finally:
         if store is not library:
             store.close()  # opened here from a path
@@ -217,13 +220,21 @@ def _scan(
         journal = open(_partial(output_path), "a", encoding="utf-8")  # noqa: SIM115 (closed below)
     try:
         for unit, record, fingerprint in results:
+            if fingerprint is not None and store is not None:
+                try:
+                    _library_add(store, fingerprint, record)
+                    added += 1
+                except UnshellError as error:  # e.g. a fingerprint over the library's size limit
+                    record.update(
+                        status="error",
+                        error=sanitize(" ".join(f"library: {error}".split()), limit=500),
+                        error_type=type(error).__name__,
+                        exit_code=error.exit_code,
+                    )
             records[unit.index] = record
             if journal is not None:
                 journal.write(json.dumps(record) + "\n")
                 journal.flush()
-            if fingerprint is not None and store is not None:
-                _library_add(store, fingerprint, record)
-                added += 1
             bar.update(record)
     finally:
         bar.close()

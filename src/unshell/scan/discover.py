@@ -207,9 +207,7 @@ def _weight_files(files: list[Path]) -> list[Path]:
             elif split.group(1) not in gguf_groups:  # files are sorted: the first part comes first
                 gguf_groups.add(split.group(1))
                 chosen.append(path)
-        elif lower.endswith(".onnx"):
-            chosen.append(path)
-        elif lower.endswith(SNIFFED_SUFFIXES) and _looks_like_weights(path):
+        elif lower.endswith(".onnx") or (lower.endswith(SNIFFED_SUFFIXES) and _looks_like_weights(path)):
             chosen.append(path)
     return sorted(chosen, key=lambda path: path.name)
 

@@ -9,15 +9,12 @@ fingerprint to the driver, which is the only writer.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependencyError, UnshellError, UsageError
@@ -57,7 +54,7 @@ RECORD_FIELDS = (
     "tensors",
     "bytes",  # bytes on disk of the weight and side files the checkpoint is made of
     "mtime_ns",  # the newest of their modification times
-    "header_hash",  # sha256 of the tensor table (names, dtypes, shapes, sizes) and format
+    "header_hash",  # `unshell.lineage.fingerprint.header_hash`: sha256 of the tensor table
     "fingerprint_bytes",  # size of the serialized fingerprint (fingerprints mode), else null
     "seconds",
 )
@@ -66,7 +63,16 @@ RECORD_FIELDS = (
 TIMING_FIELDS = frozenset({"seconds"})
 COMPARED_FIELDS = tuple(name for name in RECORD_FIELDS if name not in TIMING_FIELDS)
 # Fields a skipped checkpoint keeps from its previous record.
-CARRIED_FIELDS = ("mode", "format", "layout", "family", "signature", "parameters", "tensors", "fingerprint_bytes")
+CARRIED_FIELDS = (
+    "mode",
+    "format",
+    "layout",
+    "family",
+    "signature",
+    "parameters",
+    "tensors",
+    "fingerprint_bytes",
+)
 
 DEFAULT_BATCH_BYTES = 256 * 2**20
 DEFAULT_BATCH_UNITS = 16
@@ -105,9 +111,10 @@ WorkFunction = Callable[[Checkpoint, str, str], Analysis]
 def analyze_headers(checkpoint: Checkpoint, path: str, name: str) -> Analysis:
     """The header-only work: what `unshell inspect` says (family, parameters), no tensor data."""
     from ..inspection import inspect_checkpoint
+    from ..lineage.fingerprint import signature_of
 
     result = inspect_checkpoint(checkpoint)
-    signature = _fingerprint_signature(result)
+    signature = signature_of(result.recognition.family, dict(result.recognition.config))
     return Analysis(
         fields={
             "family": result.family,
@@ -117,44 +124,16 @@ def analyze_headers(checkpoint: Checkpoint, path: str, name: str) -> Analysis:
     )
 
 
-def _fingerprint_signature(result: Any) -> str | None:
-    """The architecture signature the fingerprint module would give, when it can from headers."""
-    try:
-        from ..lineage import fingerprint as module  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    compute = getattr(module, "signature_of", None)
-    if compute is None:
-        return None
-    try:
-        value = compute(result)
-    except Exception:
-        return None
-    return value if isinstance(value, str) else None
-
-
 def analyze_fingerprint(checkpoint: Checkpoint, path: str, name: str) -> Analysis:
-    """The fingerprint work: `unshell.lineage.fingerprint.fingerprint(path)` (reads weights).
+    """The fingerprint work: `unshell.lineage.fingerprint.fingerprint_checkpoint` (streams the
+    weights once, one tensor in memory at a time)."""
+    from ..lineage.fingerprint import fingerprint_checkpoint
 
-    Raises:
-        MissingDependencyError: this unshell has no fingerprint module.
-    """
-    try:
-        from ..lineage.fingerprint import fingerprint  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"fingerprints need unshell.lineage.fingerprint ({error}); scan with --headers-only"
-        ) from None
-    fp = fingerprint(path, name=name)
-    data = fp.to_bytes()
+    fp = fingerprint_checkpoint(checkpoint, name=name, path=path)
     return Analysis(
-        fields={
-            "family": getattr(fp, "family", None),
-            "signature": getattr(fp, "signature", None),
-            "parameters": getattr(fp, "parameters", None),
-        },
+        fields={"family": fp.family, "signature": fp.signature, "parameters": fp.parameters},
         fingerprint=fp,
-        fingerprint_bytes=len(data),
+        fingerprint_bytes=len(fp.to_bytes()),
     )
 
 
@@ -162,13 +141,11 @@ WORK_FUNCTIONS: dict[str, WorkFunction] = {"headers": analyze_headers, "fingerpr
 
 
 def header_hash(checkpoint: Checkpoint) -> str:
-    """sha256 of the format and the tensor table: changes when any tensor's name, dtype, shape or
-    stored size does, whatever the files' times say."""
-    digest = hashlib.sha256(checkpoint.format.encode())
-    for name in sorted(checkpoint.tensors):
-        info = checkpoint.tensors[name]
-        digest.update(json.dumps([name, info.dtype, list(info.shape), info.nbytes]).encode())
-    return digest.hexdigest()
+    """The fingerprint's `header_hash`: sha256 of the format and the tensor table (names, dtypes,
+    shapes, files, offsets, sizes), so a record's hash equals its library fingerprint's."""
+    from ..lineage.fingerprint import header_hash as fingerprint_header_hash
+
+    return fingerprint_header_hash(checkpoint)
 
 
 def _stat_key(checkpoint: Checkpoint) -> tuple[int, int]:
@@ -256,7 +233,9 @@ def _resumable(previous: dict[str, Any] | None, mode: str, size: int, mtime_ns: 
     )
 
 
-def run_batch(units: list[Unit], mode: str, work: WorkFunction | None = None) -> list[tuple[dict[str, Any], Any]]:
+def run_batch(
+    units: list[Unit], mode: str, work: WorkFunction | None = None
+) -> list[tuple[dict[str, Any], Any]]:
     """Several small units in one task (Ray batches small checkpoints)."""
     return [run_unit(unit, mode, work) for unit in units]
 

@@ -56,6 +56,7 @@ def serve(
     port: int = 8000,
     roots: Sequence[str | os.PathLike[str]] = (),
     max_jobs: int = 2,
+    library: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve the web application until interrupted. Loopback only unless ``host`` says otherwise.
 
@@ -81,7 +82,7 @@ def serve(
             "reach this port can read every checkpoint under the roots",
             file=sys.stderr,
         )
-    app = create_app(roots, max_jobs=max_jobs, allowed_hosts=allowed)
+    app = create_app(roots, max_jobs=max_jobs, allowed_hosts=allowed, library=library)
     shown = f"[{host}]" if ":" in host else host
     print(f"unshell serve: http://{shown}:{port}/ (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

@@ -107,6 +107,12 @@ class AuditRequest(BaseModel):
     quick: bool = Field(False, description="compare weights as `compare --quick` does")
 
 
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: PathArg
+    top: int = Field(5, ge=1, le=100, description="candidates returned, as `unshell search --top`")
+
+
 class WebError(Exception):
     """An error a handler reports as ``status`` with a one-line message."""
 
@@ -144,6 +150,7 @@ class WebState:
     allowed_hosts: frozenset[str] | None  # None: any Host (the operator bound to a wildcard address)
     inspect_limiter: anyio.CapacityLimiter
     templates: jinja2.Environment
+    library_path: Path
     _checkpoints: tuple[float, list[Entry]] | None = field(default=None)
 
     def checkpoints(self) -> list[Entry]:
@@ -200,6 +207,8 @@ def _summary_text(kind: str, doc: dict[str, Any]) -> str | None:
             return str(cli_main.render_audit(doc))
         if kind == "inspect":
             return str(cli_main.render_inspect(doc))
+        if kind == "search":
+            return str(cli_main.render_search(doc))
     except Exception:  # a rendering nicety must not hide the result
         log.exception("could not render the %s summary", kind)
     return None
@@ -219,6 +228,24 @@ def headline(kind: str, doc: dict[str, Any] | None) -> dict[str, Any] | None:
             "detail": doc.get("reason"),
             "p_value": doc.get("p_value"),
         }
+    if kind == "search":
+        candidates = doc.get("candidates") or []
+        matches = [c for c in candidates if c.get("verdict") in ("identical", "derived")]
+        if not matches:
+            tested = doc.get("tested", 0)
+            return {
+                "label": "best match",
+                "value": "none",
+                "detail": f"no fingerprint in the library ({tested} tested in full) is this model's source",
+            }
+        best = matches[0]
+        return {
+            "label": "best match",
+            "value": best.get("verdict"),
+            "detail": f"{best.get('name')}: {best.get('reason')}",
+            "p_value": best.get("p_adjusted"),
+            "p_label": "Holm-adjusted over the library",
+        }
     if kind == "audit":
         findings = doc.get("findings") or []
         return {
@@ -235,8 +262,14 @@ def create_app(
     max_jobs: int = 2,
     max_queued: int = 8,
     allowed_hosts: Sequence[str] | None = tuple(LOOPBACK_HOSTS),
+    library: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
-    """The ASGI application serving ``roots``. ``allowed_hosts=None`` accepts any Host header."""
+    """The ASGI application serving ``roots``. ``allowed_hosts=None`` accepts any Host header.
+
+    ``library`` is the fingerprint library the pages browse and `search` jobs use (default: the
+    default library). It is the operator's file, opened read-only-ish: the UI never writes to it."""
+    from ..library.store import default_library_path
+
     if max_jobs < 1:
         raise UsageError("max_jobs must be at least 1")
     if max_queued < 0:
@@ -247,6 +280,7 @@ def create_app(
         allowed_hosts=None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts),
         inspect_limiter=anyio.CapacityLimiter(max(2, max_jobs)),
         templates=_templates(),
+        library_path=Path(library).expanduser() if library is not None else default_library_path(),
     )
 
     @asynccontextmanager
@@ -407,6 +441,69 @@ def create_app(
         params = {"path": str(path), "against": None if against is None else str(against), "quick": quick}
         return state.jobs.submit("audit", params, work)
 
+    def submit_search(path: Path, top: int) -> Job:
+        def work() -> Any:
+            from ..library import Library, search
+
+            # The library is the operator's own file (outside the roots): opened before confinement.
+            with Library(state.library_path) as library:
+                len(library)
+                with confined(state.roots):
+                    return search(path, library, top=top)
+
+        return state.jobs.submit("search", {"path": str(path), "top": top}, work)
+
+    def library_entries(query: str = "", family: str = "") -> dict[str, Any]:
+        """The library's entries, filtered by a substring of the name and by family (no blob read)."""
+        from ..library import Library
+
+        if not state.library_path.is_file():
+            return {"library": str(state.library_path), "size": 0, "families": [], "entries": []}
+        with Library(state.library_path) as library:
+            entries = [entry.to_dict() for entry in library.list()]
+        families = sorted({e["family"] for e in entries if e["family"]})
+        needle = query.strip().lower()
+        shown = [
+            e
+            for e in entries
+            if (not needle or needle in e["name"].lower()) and (not family or e["family"] == family)
+        ]
+        return {
+            "library": str(state.library_path),
+            "size": len(entries),
+            "families": families,
+            "entries": shown,
+        }
+
+    def library_model(name: str) -> dict[str, Any]:
+        """One fingerprint: its summary and what it holds (hashes, sketched matrices, anchors)."""
+        from ..library import Library
+
+        if not state.library_path.is_file():
+            raise WebError(f"the library holds no fingerprint named {name!r}", 404)
+        with Library(state.library_path) as library:
+            if name not in library:
+                raise WebError(f"the library holds no fingerprint named {name!r}", 404)
+            entry = library.entry(name).to_dict()
+            fp = library.get(name)
+        roles: dict[str, int] = {}
+        for unit in fp.units:
+            role = str(unit.get("role") or "?")
+            roles[role] = roles.get(role, 0) + 1
+        tokenizer = fp.tokenizer or {}
+        return {
+            **entry,
+            "version": fp.version,
+            "header_hash": fp.header_hash,
+            "tensors": len(fp.tensor_numels),
+            "sketched_matrices": len(fp.units),
+            "sketch_dim": fp.sketch_dim,
+            "sketched_roles": dict(sorted(roles.items())),
+            "anchor_tokens": int(fp.anchors.shape[1]) if fp.anchors.ndim == 3 else 0,
+            "tokenizer": {k: v for k, v in tokenizer.items() if isinstance(v, str | int | float | bool)},
+            "config": {k: v for k, v in fp.config.items() if isinstance(v, str | int | float | bool)},
+        }
+
     def job_or_404(job_id: str) -> Job:
         job = state.jobs.get(job_id)
         if job is None:
@@ -432,7 +529,11 @@ def create_app(
         try:
             from ..report import html as report_module
 
-            render = report_module.compare_html if job.kind == "compare" else report_module.audit_html
+            renderers: dict[str, Callable[[Any], str]] = {
+                "compare": report_module.compare_html,
+                "audit": report_module.audit_html,
+            }
+            render = renderers.get(job.kind)
         except (ImportError, AttributeError):
             render = None
         if render is not None:
@@ -526,6 +627,27 @@ def create_app(
         path = await resolve(body.path)
         against = None if body.against is None else await resolve(body.against)
         return accepted(submit_audit(path, against, body.quick))
+
+    @app.post(
+        "/api/search",
+        tags=["jobs", "library"],
+        status_code=202,
+        summary="Start a search job (which fingerprints in the library does this checkpoint come from?)",
+        responses={202: {"description": "the job, queued"}, 429: {"description": "the queue is full"}},
+    )
+    async def api_search(body: SearchRequest) -> JSONResponse:
+        return accepted(submit_search(await resolve(body.path), body.top))
+
+    @app.get("/api/library", tags=["library"], summary="The fingerprint library's entries, filtered")
+    async def api_library(
+        q: Annotated[str, Query(max_length=512, description="a substring of the name")] = "",
+        family: Annotated[str, Query(max_length=128)] = "",
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(library_entries, q, family)
+
+    @app.get("/api/library/{name:path}", tags=["library"], summary="One fingerprint: summary and contents")
+    async def api_library_model(name: str) -> dict[str, Any]:
+        return await run_in_threadpool(library_model, name)
 
     @app.get("/api/jobs", tags=["jobs"], summary="Recent jobs and the pool's occupancy")
     async def api_jobs() -> dict[str, Any]:
@@ -640,6 +762,28 @@ def create_app(
         against = await resolve_text(against_text, "against") if against_text else None
         job = submit_audit(path, against, quick=form.get("quick") in ("on", "1", "true"))
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+    @app.post("/search", include_in_schema=False)
+    async def search_form(request: Request) -> RedirectResponse:
+        form = await read_form(request)
+        path = await resolve_text(form.get("path", ""), "search")
+        try:
+            top = min(max(int(form.get("top", "5") or 5), 1), 100)
+        except ValueError:
+            raise WebError("top: give a whole number", 400) from None
+        job = submit_search(path, top)
+        return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+    @app.get("/library", include_in_schema=False)
+    async def library_page(q: str = "", family: str = "") -> HTMLResponse:
+        doc = await run_in_threadpool(library_entries, q[:512], family[:128])
+        checkpoints = [(e, state.absolute(e)) for e in state.checkpoints()]
+        return page("library.html", doc=doc, q=q, family=family, checkpoints=checkpoints)
+
+    @app.get("/library/{name:path}", include_in_schema=False)
+    async def library_model_page(name: str) -> HTMLResponse:
+        model = await run_in_threadpool(library_model, name)
+        return page("library_model.html", model=model)
 
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:

@@ -1,0 +1,918 @@
+"""Compact fingerprints: test a suspect against a base without the base's weights.
+
+A fingerprint holds A's side of `compare`'s calibrated test, computed in one streaming pass over
+A's weights (tensor by tensor):
+
+- **unit sketches**: every matrix that touches the residual stream, as `sketch.gram_sketch` of its
+  vectors in a fixed random ``r``-dimensional projection of A's residual space (``r`` =
+  `FINGERPRINT_DIM` = 64, against 256 for the full comparison), stored as upper triangles in float16;
+- **anchor projections**: ``P = (E[ids] - mean) @ basis`` (n x r, float16) for A's embedding rows
+  at a recorded set of token ids (every `anchor_stride`-th id; n <= max(4096, 1.5 H)). They replace
+  A's embeddings in the residual alignment: B's rows at the same ids are fitted to ``P`` by ridge
+  least squares, ``M = argmin ||B M - P||``, and ``M``'s polar factor (orthonormal columns, like
+  ``R @ basis`` for a residual rotation ``R``) becomes B's sketch basis. A rotated, permuted or
+  sign-flipped residual stream is a rotation, which least squares recovers exactly;
+- **content hashes** (exact, bf16-rounded and multiset, name-blind, `hashes.py`) for identical copies;
+- the architecture signature and shape config, the tokenizer's content-defined sample
+  (`tokenizers.families`), and a sha256 of the tensor table (`header_hash`, for scan resume).
+
+A 7B-shaped model's fingerprint is about 1.7 MB (`benchmarks/RESULTS.md`).
+
+`compare_with_fingerprint(base, suspect)` answers with `compare`'s verdicts and thresholds
+(`derived` only at p < 1e-6). Where it is weaker than the full comparison:
+
+- the sketches live in 64 dimensions, not 256: per-matrix evidence is smaller (a Haar null spread
+  of 0.022 instead of 0.0055), so heavily retrained derivatives reach smaller Z (the zoo's
+  continued pretraining: p ~ 1e-37 against 1e-119). Calibration is re-checked at this dimension
+  (tests/test_fingerprint.py, benchmarks/RESULTS.md);
+- the alignment is fitted to n anchor rows projected to 64 dimensions instead of all of A's
+  embedding coordinates;
+- `how` is the one of ``--quick``: quantized, pruned, upscaled, vocab-extended, and obfuscated when
+  the fitted basis is far from A's (same hidden size only). No finetune / continued-pretraining
+  distinction and no detection of neurons permuted inside a layer (both need A's raw rows);
+- the tokenizer relation is computed on A's sample (about 1 token in 32), reported in the notes;
+  `CompareResult.tokenizer` stays None.
+
+**Fingerprint against fingerprint** (both compressed) is weaker still: B's sketches are in B's own
+basis, which is A's basis only when both have the same hidden size (the projection is seeded by the
+size) and B's residual stream was not rotated. An ``r x r`` Procrustes fit between the two anchor
+projections on shared token ids corrects rotations *inside* the 64-dimensional subspace but not
+out of it, so a derivative whose residual stream was rotated, permuted or sign-flipped (an
+obfuscation) is not reliably detected that way (not at all when r is much smaller than H, as at
+7B scale), nor one with another hidden size (width pruning): those give `inconclusive` or
+`independent`. Fine-tunes, merges, quantized copies, depth changes and
+vocabulary extensions are detected; identical copies are found by hashes; calibration is the same
+test's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arch.recognize import Recognition
+from ..errors import CorruptCheckpointError
+from ..formats import open_checkpoint
+from ..formats.base import Checkpoint, sanitize
+from ..inspection import InspectResult, inspect_checkpoint
+from ..tokenizers import families
+from ..tokenizers.vocab import vocabulary_of
+from .canonical import CanonicalModel, canonical_model
+from .compare import (
+    CompareResult,
+    Unit,
+    _embedding_candidates,
+    _hash_names,
+    _how,
+    _profile_correlation,
+    _read_rows,
+    _units,
+    combine,
+    decide,
+    identical_by_hashes,
+    layer_map,
+    layer_similarity,
+    match_units,
+    one_to_one,
+    similarity_table,
+    std_profile,
+    tensor_units,
+)
+from .hashes import ContentHashes, TensorHashes, content_hashes, hash_tensor, match_hashes
+from .sketch import Alignment, projection
+
+__all__ = [
+    "FINGERPRINT_DIM",
+    "FINGERPRINT_VERSION",
+    "Fingerprint",
+    "compare_with_fingerprint",
+    "fingerprint",
+    "fingerprint_checkpoint",
+    "header_hash",
+]
+
+FINGERPRINT_VERSION = 1
+FINGERPRINT_DIM = 64
+MAGIC = b"UNSHELL-FINGERPRINT\n"
+ANCHOR_MIN = 4096  # anchor rows kept at least (all of a smaller vocabulary)
+ANCHOR_PER_HIDDEN = 1.5  # ... or 1.5 per residual dimension, for least squares to be determined
+ANCHOR_MAX = 16384
+RIDGE = 1e-6  # relative ridge of the anchor least squares (only matters when rows < hidden)
+OBFUSCATED_OFF_BASIS = (
+    1.0  # RMS distance of the fitted basis from A's: a rotated stream gives ~1.4, heavy retraining <= 0.6
+)
+_HEADER_LIMIT = 64 << 20
+_ARRAY_DTYPES = {"sketches": "<f2", "anchors": "<f2", "hashes": "|u1"}
+
+
+def anchor_stride(rows: int, hidden: int) -> int:
+    """Keep every n-th embedding row as an anchor: at most max(4096, 1.5 hidden) rows, capped at 16384."""
+    keep = min(ANCHOR_MAX, max(ANCHOR_MIN, math.ceil(ANCHOR_PER_HIDDEN * hidden)))
+    return max(1, -(-rows // keep))
+
+
+def header_hash(checkpoint: Checkpoint) -> str:
+    """sha256 of the checkpoint's tensor table (names, dtypes, shapes, file, offsets, sizes) and its
+    format: changes when any header changes, reads no weight data (for resuming scans)."""
+    table = [
+        [name, info.dtype, list(info.shape), info.file.name, info.offset, info.nbytes, len(info.parts)]
+        for name, info in checkpoint.tensors.items()
+    ]
+    document = json.dumps([checkpoint.format, table], separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(document.encode("ascii")).hexdigest()
+
+
+def signature_of(family: str | None, config: dict[str, Any]) -> str:
+    """Architecture signature: family and shape config, e.g. ``llama|h128|l4|q4|kv2|ffn256|v512``."""
+    keys = (
+        ("h", "hidden_size"),
+        ("l", "num_hidden_layers"),
+        ("q", "num_attention_heads"),
+        ("kv", "num_key_value_heads"),
+        ("ffn", "intermediate_size"),
+        ("v", "vocab_size"),
+    )
+    parts = [family or "unknown"]
+    parts.extend(f"{short}{config[key]}" for short, key in keys if config.get(key) is not None)
+    return "|".join(parts)
+
+
+# --- the fingerprint ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    """A's side of the lineage test, compact and self-describing (see the module docstring).
+
+    ``content_hashes`` holds two hex sha256 per weight tensor, in tensor order: ``[2i]`` the stored
+    bytes (exact), ``[2i + 1]`` the values rounded to bfloat16 (matches across lossless casts);
+    ``multiset_hashes[i]`` and ``tensor_numels[i]`` go with tensor ``i``. Any shared hash means a
+    shared tensor, whatever the names.
+    """
+
+    version: int
+    name: str
+    source: str
+    format: str
+    family: str | None
+    signature: str
+    hidden: int | None
+    layers: int | None
+    vocab_size: int | None
+    parameters: int
+    tokenizer: dict[str, Any] | None
+    content_hashes: list[str]
+    header_hash: str
+    # --- the weight evidence ---
+    config: dict[str, Any] = field(default_factory=dict)
+    dtypes: dict[str, dict[str, int]] = field(default_factory=dict)
+    multiset_hashes: list[str] = field(default_factory=list)
+    tensor_numels: list[int] = field(default_factory=list)
+    sketch_dim: int = 0
+    units: list[dict[str, Any]] = field(default_factory=list)  # name, layer, role, orientation, std
+    sketches: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
+    anchor_names: list[str] = field(default_factory=list)  # embedding candidates (one row of anchors each)
+    anchor_rows: int = 0  # rows of A's embedding
+    anchor_stride: int = 1  # anchor token ids: 0, stride, 2 stride, ... (anchors.shape[1] of them)
+    anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.float16))
+    anchor_scale: float = 1.0  # the anchors are stored divided by this (float16 range)
+    total_bytes: int = 0
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def hashes(self) -> ContentHashes:
+        """The content hashes in `hashes.py`'s form (names are positions: the hashes are name-blind)."""
+        return ContentHashes(
+            [
+                TensorHashes(
+                    f"#{i}", numel, self.content_hashes[2 * i], self.content_hashes[2 * i + 1], multiset
+                )
+                for i, (numel, multiset) in enumerate(
+                    zip(self.tensor_numels, self.multiset_hashes, strict=True)
+                )
+            ]
+        )
+
+    def unit_list(self) -> list[Unit]:
+        """A's units with their full sketches (float32, unit norm)."""
+        r = self.sketch_dim
+        upper = np.triu_indices(r)
+        units = []
+        for info, packed in zip(self.units, self.sketches, strict=True):
+            full = np.zeros((r, r), dtype=np.float32)
+            full[upper] = packed.astype(np.float32)
+            full = full + np.triu(full, 1).T
+            norm = float(np.linalg.norm(full))
+            sketch = (full / norm if norm > 0 else full).ravel()
+            units.append(
+                Unit(info["name"], info["layer"], info["role"], info["orientation"], sketch, info["std"])
+            )
+        return units
+
+    def anchor_projection(self, candidate: int) -> np.ndarray:
+        return self.anchors[candidate].astype(np.float32) * np.float32(self.anchor_scale)
+
+    # -- bytes --------------------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """``MAGIC``, a little-endian u32 header length, a JSON header, then raw little-endian arrays
+        (the header lists each array's dtype, shape and offset, and the payload's sha256)."""
+        hashes = np.zeros((len(self.tensor_numels), 3, 32), dtype=np.uint8)
+        for i in range(len(self.tensor_numels)):
+            for k, text in enumerate(
+                (self.content_hashes[2 * i], self.content_hashes[2 * i + 1], self.multiset_hashes[i])
+            ):
+                hashes[i, k] = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+        arrays = {
+            "sketches": np.ascontiguousarray(self.sketches, dtype="<f2"),
+            "anchors": np.ascontiguousarray(self.anchors, dtype="<f2"),
+            "hashes": hashes,
+        }
+        layout: dict[str, Any] = {}
+        payload = bytearray()
+        for key, array in arrays.items():
+            layout[key] = {"dtype": _ARRAY_DTYPES[key], "shape": list(array.shape), "offset": len(payload)}
+            payload += array.tobytes()
+        header = {
+            "version": self.version,
+            "name": self.name,
+            "source": self.source,
+            "format": self.format,
+            "family": self.family,
+            "signature": self.signature,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "vocab_size": self.vocab_size,
+            "parameters": self.parameters,
+            "tokenizer": self.tokenizer,
+            "header_hash": self.header_hash,
+            "config": self.config,
+            "dtypes": self.dtypes,
+            "tensor_numels": self.tensor_numels,
+            "sketch_dim": self.sketch_dim,
+            "units": self.units,
+            "anchor_names": self.anchor_names,
+            "anchor_rows": self.anchor_rows,
+            "anchor_stride": self.anchor_stride,
+            "anchor_scale": self.anchor_scale,
+            "total_bytes": self.total_bytes,
+            "arrays": layout,
+            "payload_bytes": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode(
+            "ascii"
+        )
+        return MAGIC + struct.pack("<I", len(encoded)) + encoded + bytes(payload)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Fingerprint:
+        """Parse and validate strictly; any inconsistency raises `CorruptCheckpointError`."""
+        try:
+            return _parse(bytes(data))
+        except CorruptCheckpointError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error) as error:
+            raise CorruptCheckpointError(f"fingerprint: malformed ({sanitize(str(error))})") from None
+
+
+def _bad(message: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"fingerprint: {message}")
+
+
+def _typed(header: dict[str, Any], key: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+    value = header.get(key) if optional else header[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (
+        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
+        raise _bad(f"field {key!r} has the wrong type")
+    return value
+
+
+def _count(header: dict[str, Any], key: str, *, optional: bool = False) -> int | None:
+    value = _typed(header, key, int, optional=optional)
+    if value is not None and value < 0:
+        raise _bad(f"field {key!r} is negative")
+    return value if value is None else int(value)
+
+
+def _parse(data: bytes) -> Fingerprint:
+    if not data.startswith(MAGIC):
+        raise _bad("not an unshell fingerprint (bad magic)")
+    start = len(MAGIC) + 4
+    if len(data) < start:
+        raise _bad("truncated header")
+    (length,) = struct.unpack_from("<I", data, len(MAGIC))
+    if length > _HEADER_LIMIT or start + length > len(data):
+        raise _bad("truncated header")
+    try:
+        header = json.loads(data[start : start + length].decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _bad("header is not JSON") from None
+    if not isinstance(header, dict):
+        raise _bad("header is not an object")
+    if header.get("version") != FINGERPRINT_VERSION:
+        raise _bad(f"unsupported fingerprint version {sanitize(repr(header.get('version')))}")
+    payload = data[start + length :]
+    if len(payload) != _count(header, "payload_bytes"):
+        raise _bad(f"payload holds {len(payload)} bytes, the header says {header.get('payload_bytes')}")
+    if hashlib.sha256(payload).hexdigest() != _typed(header, "payload_sha256", str):
+        raise _bad("payload checksum mismatch (corrupt or truncated)")
+    layout = _typed(header, "arrays", dict)
+    if set(layout) != set(_ARRAY_DTYPES):
+        raise _bad("unexpected array table")
+    arrays: dict[str, np.ndarray] = {}
+    end = 0
+    for key in _ARRAY_DTYPES:  # contiguous, in this order, tiling the payload exactly
+        spec = layout[key]
+        if not isinstance(spec, dict) or spec.get("dtype") != _ARRAY_DTYPES[key] or spec.get("offset") != end:
+            raise _bad(f"array {key!r}: bad layout")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise _bad(f"array {key!r}: bad shape")
+        dtype = np.dtype(_ARRAY_DTYPES[key])
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end + nbytes > len(payload):
+            raise _bad(f"array {key!r} runs past the payload")
+        arrays[key] = np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=end).reshape(shape)
+        end += nbytes
+    if end != len(payload):
+        raise _bad("trailing bytes after the arrays")
+
+    numels = _typed(header, "tensor_numels", list)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numels):
+        raise _bad("bad tensor sizes")
+    hashes = arrays["hashes"]
+    if hashes.shape != (len(numels), 3, 32):
+        raise _bad("hash table does not match the tensor count")
+    r = _count(header, "sketch_dim") or 0
+    units = _typed(header, "units", list)
+    sketches = arrays["sketches"]
+    if sketches.shape != (len(units), r * (r + 1) // 2) and not (len(units) == 0 and sketches.size == 0):
+        raise _bad("sketch table does not match the units")
+    for unit in units:
+        if (
+            not isinstance(unit, dict)
+            or set(unit) != {"name", "layer", "role", "orientation", "std"}
+            or not isinstance(unit["name"], str)
+            or not (
+                unit["layer"] is None
+                or (isinstance(unit["layer"], int) and not isinstance(unit["layer"], bool))
+            )
+            or not (unit["role"] is None or isinstance(unit["role"], str))
+            or unit["orientation"] not in ("rows", "columns")
+            or not isinstance(unit["std"], int | float)
+        ):
+            raise _bad("bad unit record")
+    anchors = arrays["anchors"]
+    anchor_names = _typed(header, "anchor_names", list)
+    if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != r):
+        raise _bad("anchor table does not match its candidates")
+    if not all(isinstance(n, str) for n in anchor_names):
+        raise _bad("bad anchor names")
+    stride = _count(header, "anchor_stride") or 0
+    rows = _count(header, "anchor_rows") or 0
+    if anchors.size and (stride < 1 or anchors.shape[1] != -(-rows // stride)):
+        raise _bad("anchor ids do not match the embedding rows")
+    scale = _typed(header, "anchor_scale", (int, float))
+    if not math.isfinite(scale) or scale <= 0:
+        raise _bad("bad anchor scale")
+    if not (np.isfinite(sketches).all() and np.isfinite(anchors).all()):
+        raise _bad("non-finite values")
+    tokenizer = _typed(header, "tokenizer", dict, optional=True)
+    if tokenizer is not None:
+        sample = tokenizer.get("sample")
+        if not isinstance(sample, dict):
+            raise _bad("bad tokenizer sample")
+        try:
+            families.Fingerprint.from_dict(sample)
+        except (ValueError, TypeError, KeyError) as error:
+            raise _bad(f"bad tokenizer sample ({sanitize(str(error))})") from None
+    header_hash_value = _typed(header, "header_hash", str)
+    if len(header_hash_value) != 64 or any(c not in "0123456789abcdef" for c in header_hash_value):
+        raise _bad("bad header hash")
+    content: list[str] = []
+    multiset: list[str] = []
+    for row in hashes:
+        content.extend((row[0].tobytes().hex(), row[1].tobytes().hex()))
+        multiset.append(row[2].tobytes().hex())
+    return Fingerprint(
+        version=FINGERPRINT_VERSION,
+        name=_typed(header, "name", str),
+        source=_typed(header, "source", str),
+        format=_typed(header, "format", str),
+        family=_typed(header, "family", str, optional=True),
+        signature=_typed(header, "signature", str),
+        hidden=_count(header, "hidden", optional=True),
+        layers=_count(header, "layers", optional=True),
+        vocab_size=_count(header, "vocab_size", optional=True),
+        parameters=_count(header, "parameters") or 0,
+        tokenizer=tokenizer,
+        content_hashes=content,
+        header_hash=header_hash_value,
+        config=_typed(header, "config", dict),
+        dtypes=_typed(header, "dtypes", dict),
+        multiset_hashes=multiset,
+        tensor_numels=list(numels),
+        sketch_dim=r,
+        units=list(units),
+        sketches=sketches.copy(),
+        anchor_names=list(anchor_names),
+        anchor_rows=rows,
+        anchor_stride=max(stride, 1),
+        anchors=anchors.copy(),
+        anchor_scale=float(scale),
+        total_bytes=_count(header, "total_bytes") or 0,
+    )
+
+
+# --- computing one ---------------------------------------------------------------------------
+
+
+def _tokenizer_entry(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    vocabulary = vocabulary_of(checkpoint)
+    if vocabulary is None:
+        return None
+    match = families.match_family(vocabulary)
+    sample = families.fingerprint(
+        vocabulary, family=match.family if match else "", name=match.name if match else ""
+    )
+    return {
+        "family": match.family if match else None,
+        "relation": match.relation if match else None,
+        "sample": sample.to_dict(),
+    }
+
+
+def _anchors(model: CanonicalModel, hidden: int, basis: np.ndarray) -> tuple[list[str], int, int, np.ndarray]:
+    """(candidate names, embedding rows, stride, anchors (candidates x n x r, float32))."""
+    names = [
+        n
+        for n in _embedding_candidates(model)
+        if len(shape := model.checkpoint.info(n).shape) == 2 and shape[1] == hidden
+    ]
+    if not names:
+        return [], 0, 1, np.zeros((0, 0, basis.shape[1]), dtype=np.float32)
+    rows = min(model.checkpoint.info(n).shape[0] for n in names)
+    stride = anchor_stride(rows, hidden)
+    count = -(-rows // stride)
+    projected = []
+    for name in names:
+        matrix = _read_rows(model, name, stride)[:count]
+        matrix = matrix - matrix.mean(axis=0, keepdims=True)
+        projected.append(matrix @ basis)
+    return names, rows, stride, np.stack(projected).astype(np.float32)
+
+
+def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, path: str = "") -> Fingerprint:
+    """A's fingerprint, in one streaming pass over the weights (one tensor in memory at a time)."""
+    result = inspect_checkpoint(checkpoint)
+    model = canonical_model(checkpoint, result)
+    config = dict(result.recognition.config)
+    hidden = model.hidden
+    source = path or str(checkpoint.path)
+    display = name if name is not None else (Path(source).name or source)
+    r = min(FINGERPRINT_DIM, hidden) if hidden else 0
+    basis = projection(hidden, FINGERPRINT_DIM) if hidden else np.zeros((0, 0), dtype=np.float32)
+    if hidden:
+        anchor_names, rows, stride, anchors = _anchors(model, hidden, basis)
+    else:
+        anchor_names, rows, stride, anchors = [], 0, 1, np.zeros((0, 0, 0), dtype=np.float32)
+    peak = float(np.max(np.abs(anchors))) if anchors.size else 0.0
+    scale = peak / 32768.0 if peak > 0 else 1.0  # keep float16 far from overflow
+    hash_names = set(_hash_names(checkpoint))
+    roles = {a.name: a for a in result.recognition.assignments}
+    tensor_hashes: list[TensorHashes] = []
+    units: list[Unit] = []
+    for tensor in checkpoint.tensors:
+        if tensor in hash_names:
+            tensor_hashes.append(hash_tensor(checkpoint, tensor))
+        if hidden:
+            units.extend(tensor_units(model, tensor, roles, hidden, basis))
+    upper = np.triu_indices(r)
+    sketches = (
+        np.stack([u.sketch.reshape(r, r)[upper] for u in units]).astype(np.float16)
+        if units
+        else np.zeros((0, r * (r + 1) // 2), dtype=np.float16)
+    )
+    content: list[str] = []
+    for t in tensor_hashes:
+        content.extend((t.exact, t.rounded))
+    layers = config.get("num_hidden_layers")
+    vocab = config.get("vocab_size")
+    return Fingerprint(
+        version=FINGERPRINT_VERSION,
+        name=display,
+        source=sanitize(source, limit=4096),
+        format=checkpoint.format,
+        family=result.recognition.family,
+        signature=signature_of(result.recognition.family, config),
+        hidden=hidden,
+        layers=int(layers) if layers else None,
+        vocab_size=int(vocab) if vocab else None,
+        parameters=result.parameters,
+        tokenizer=_tokenizer_entry(checkpoint),
+        content_hashes=content,
+        header_hash=header_hash(checkpoint),
+        config=_json_safe(config),
+        dtypes=result.dtypes,
+        multiset_hashes=[t.multiset for t in tensor_hashes],
+        tensor_numels=[t.numel for t in tensor_hashes],
+        sketch_dim=r,
+        units=[
+            {
+                "name": u.name,
+                "layer": u.layer,
+                "role": u.role,
+                "orientation": u.orientation,
+                "std": _finite(u.std),
+            }
+            for u in units
+        ],
+        sketches=sketches,
+        anchor_names=anchor_names,
+        anchor_rows=rows,
+        anchor_stride=stride,
+        anchors=(anchors / scale).astype(np.float16),
+        anchor_scale=scale,
+        total_bytes=result.total_bytes,
+    )
+
+
+def _finite(value: float) -> float:
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str, allow_nan=True).replace("NaN", "null"))
+
+
+def fingerprint(path: str | os.PathLike[str], *, name: str | None = None) -> Fingerprint:
+    """Fingerprint the checkpoint at ``path`` (any format `unshell inspect` reads)."""
+    with open_checkpoint(path) as checkpoint:
+        return fingerprint_checkpoint(
+            checkpoint, name=name if name is not None else Path(path).name, path=str(Path(path))
+        )
+
+
+# --- comparing against one -------------------------------------------------------------------
+
+
+def _polar(matrix: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(matrix, full_matrices=False)
+    return u @ vt
+
+
+def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
+    """B's sketch basis from its anchor rows: the polar factor of the ridge least-squares map from
+    B's centered rows (n x H_B) onto A's anchor projections (n x r), and the relative residual of
+    the fit (with a free scale). Exact for a rotated, permuted or sign-flipped residual stream."""
+    x = np.asarray(rows_b, dtype=np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    y = np.asarray(target, dtype=np.float64)
+    y = y - y.mean(axis=0, keepdims=True)
+    gram = x.T @ x
+    ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
+    solution = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), x.T @ y)
+    basis = _polar(solution)
+    fitted = x @ basis
+    scale = float(np.sum(fitted * y)) / max(float(np.sum(fitted * fitted)), 1e-30)
+    residual = float(np.linalg.norm(scale * fitted - y)) / max(float(np.linalg.norm(y)), 1e-30)
+    return basis.astype(np.float32), residual
+
+
+def _suspect_alignment(base: Fingerprint, model_b: CanonicalModel, hidden_b: int) -> Alignment | None:
+    """Fit B's basis to the fingerprint's anchors, pairing embedding candidates as `compare` does
+    (a bijection, anchored on its worse pairing, when both sides have two candidates)."""
+    import itertools
+
+    names_b = [
+        n
+        for n in _embedding_candidates(model_b)
+        if len(shape := model_b.checkpoint.info(n).shape) == 2 and shape[1] == hidden_b
+    ]
+    if not base.anchor_names or not names_b:
+        return None
+    rows_b = min(model_b.checkpoint.info(n).shape[0] for n in names_b)
+    stride = base.anchor_stride
+    count = min(base.anchors.shape[1], -(-rows_b // stride))
+    if count < 2:
+        return None
+    candidates_b = []
+    for name in names_b:
+        candidates_b.append(_read_rows(model_b, name, stride)[:count])
+
+    def fit(i: int, j: int) -> Alignment:
+        basis, residual = fit_anchor_basis(candidates_b[j], base.anchor_projection(i)[:count])
+        return Alignment(basis, residual, count, "least-squares-fingerprint-anchors")
+
+    if len(base.anchor_names) == 1 or len(candidates_b) == 1:
+        options = [fit(i, j) for i in range(len(base.anchor_names)) for j in range(len(candidates_b))]
+        return min(options, key=lambda a: a.residual)
+    chosen: Alignment | None = None
+    size = min(len(base.anchor_names), len(candidates_b))
+    for order in itertools.permutations(range(len(candidates_b)), size):
+        worst = max((fit(i, j) for i, j in enumerate(order)), key=lambda a: a.residual)
+        if chosen is None or worst.residual < chosen.residual:
+            chosen = worst
+    return chosen
+
+
+def _base_inspect(base: Fingerprint) -> InspectResult:
+    """A stand-in `InspectResult` for A, from what the fingerprint recorded."""
+    recognition = Recognition(
+        family=base.family,
+        reference=None,
+        matched_family=None,
+        compatible_with=[],
+        confidence="fingerprint",
+        evidence=[],
+        config=dict(base.config),
+        assignments=[],
+        ignored=[],
+        unexplained=[],
+        notes=[],
+        layered=bool(base.layers),
+    )
+    return InspectResult(
+        path=base.source,
+        format=base.format,
+        layout="fingerprint",
+        files=[],
+        recognition=recognition,
+        declared_config=None,
+        declared_config_source=None,
+        parameters=base.parameters,
+        tensor_count=len(base.tensor_numels),
+        total_bytes=base.total_bytes,
+        dtypes=dict(base.dtypes),
+        ignored=[],
+        tokenizer=None,
+        declared={},
+        notes=[f"fingerprint {base.name!r} ({base.signature})"],
+    )
+
+
+def _tokenizer_note(base: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size: int) -> str | None:
+    if base.tokenizer is None:
+        return None
+    sample = families.Fingerprint.from_dict(base.tokenizer["sample"])
+    match = families._relation_to(sample, ids, hashes, size)
+    if match is None:
+        return "tokenizer (on A's sample, 1 token in 32): no id-preserving relation to A's vocabulary"
+    return (
+        f"tokenizer (on A's sample, 1 token in 32): B's vocabulary is {match.relation} of A's "
+        f"({match.kept} of {match.sampled} sampled tokens kept"
+        + (f", at offset {match.offset})" if match.offset else ")")
+    )
+
+
+def compare_with_fingerprint(
+    base: Fingerprint, suspect: Checkpoint | str | os.PathLike[str] | Fingerprint
+) -> CompareResult:
+    """`compare`'s test of H0 "B was trained independently of A", with A given as a fingerprint.
+
+    Same verdicts and thresholds as `compare`; the fields it cannot fill (A's tokenizer relation,
+    the finer `how`) stay None or empty, and the notes say it was a fingerprint comparison. Where
+    it is weaker than the full comparison, and what Fingerprint-vs-Fingerprint can and cannot
+    detect: see the module docstring.
+    """
+    if isinstance(suspect, Fingerprint):
+        return _compare_fingerprints(base, suspect)
+    if isinstance(suspect, Checkpoint):
+        return _compare_checkpoint(base, suspect, str(suspect.path))
+    with open_checkpoint(suspect) as checkpoint:
+        return _compare_checkpoint(base, checkpoint, str(Path(suspect)))
+
+
+def _finish(
+    base: Fingerprint,
+    inspect_b: InspectResult,
+    path_b: str,
+    units_a: list[Unit],
+    units_b: list[Unit],
+    hashes: Any,
+    alignment: Alignment | None,
+    notes: list[str],
+    off_basis: float | None,
+) -> CompareResult:
+    inspect_a = _base_inspect(base)
+
+    def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
+        return CompareResult(
+            path_a=base.source,
+            path_b=path_b,
+            inspect_a=inspect_a,
+            inspect_b=inspect_b,
+            verdict=verdict,
+            reason=reason,
+            hashes=hashes,
+            notes=notes,
+            quick=False,
+            tokenizer=None,
+            **kwargs,
+        )
+
+    if len(units_a) < 2 or len(units_b) < 1:
+        return result(
+            "inconclusive",
+            "no comparable weight matrices",
+            how=[],
+            p_value=None,
+            score=None,
+            layers=[],
+            alignment=alignment,
+            profile_correlation=None,
+        )
+    table = similarity_table(units_a, units_b)
+    matches = match_units(units_a, units_b, base.sketch_dim, table)
+    similarity = layer_similarity(units_a, units_b, table)
+    layers = layer_map(matches)
+    z, p = combine(one_to_one(matches))
+    verdict, reason = decide(len(matches), z, p)
+    how: list[str] = []
+    if verdict == "derived":
+        # `compare --quick`'s `how` (model_a and model_b are not read when quick is set).
+        how = _how(inspect_a, inspect_b, layers, None, None, None, quick=True)  # type: ignore[arg-type]
+        if off_basis is not None and off_basis > OBFUSCATED_OFF_BASIS and "obfuscated" not in how:
+            how.append("obfuscated")
+    return result(
+        verdict,
+        reason,
+        how=how,
+        p_value=p,
+        score=float(np.mean([m.similarity for m in matches])),
+        layers=layers,
+        alignment=alignment,
+        profile_correlation=_profile_correlation(units_a, units_b),
+        matches=matches,
+        layer_similarity=similarity,
+        std_profiles={"a": std_profile(units_a), "b": std_profile(units_b)},
+    )
+
+
+def _identical(base: Fingerprint, hashes_b: ContentHashes) -> tuple[Any, tuple[str, list[str]] | None]:
+    hashes_a = base.hashes()
+    if not hashes_a.tensors or not hashes_b.tensors:
+        return None, None
+    forward, reverse = match_hashes(hashes_a, hashes_b), match_hashes(hashes_b, hashes_a)
+    return forward, identical_by_hashes(forward, reverse)
+
+
+def _compare_checkpoint(base: Fingerprint, checkpoint: Checkpoint, path_b: str) -> CompareResult:
+    inspect_b = inspect_checkpoint(checkpoint)
+    model_b = canonical_model(checkpoint, inspect_b)
+    notes = [f"fingerprint comparison: A is the fingerprint of {base.name!r}; B's weights were read in full"]
+    vocabulary = vocabulary_of(checkpoint)
+    if vocabulary is not None:
+        ids, sample_hashes = families._sample(vocabulary)
+        note = _tokenizer_note(base, ids, sample_hashes, len(vocabulary.tokens))
+        if note:
+            notes.append(note)
+    hashes, same = _identical(base, content_hashes(checkpoint, _hash_names(checkpoint)))
+    if same is not None:
+        return _identical_result(base, inspect_b, path_b, hashes, same, notes)
+    hidden_b = model_b.hidden
+    if not hidden_b or not base.hidden or not base.units:
+        return _inconclusive(
+            base, inspect_b, path_b, hashes, notes, "the hidden size of one model could not be recognized"
+        )
+    alignment = _suspect_alignment(base, model_b, hidden_b)
+    if alignment is None:
+        if hidden_b != base.hidden:
+            return _inconclusive(
+                base,
+                inspect_b,
+                path_b,
+                hashes,
+                notes,
+                "different hidden sizes and no embeddings to align them",
+            )
+        alignment = Alignment(projection(hidden_b, FINGERPRINT_DIM), float("nan"), 0, "identity")
+        notes.append(
+            "no embeddings to align the residual streams: compared in the stored basis (a rotation would hide lineage)"
+        )
+    off_basis = None
+    if hidden_b == base.hidden:
+        reference = projection(base.hidden, FINGERPRINT_DIM)
+        off_basis = float(np.linalg.norm(alignment.transform - reference)) / math.sqrt(reference.shape[1])
+    units_b = _units(model_b, hidden_b, alignment.transform)
+    return _finish(base, inspect_b, path_b, base.unit_list(), units_b, hashes, alignment, notes, off_basis)
+
+
+def _identical_result(
+    base: Fingerprint,
+    inspect_b: InspectResult,
+    path_b: str,
+    hashes: Any,
+    same: tuple[str, list[str]],
+    notes: list[str],
+) -> CompareResult:
+    return CompareResult(
+        path_a=base.source,
+        path_b=path_b,
+        inspect_a=_base_inspect(base),
+        inspect_b=inspect_b,
+        verdict="identical",
+        reason=same[0],
+        how=same[1],
+        p_value=None,
+        score=1.0,
+        layers=[],
+        hashes=hashes,
+        alignment=None,
+        profile_correlation=None,
+        notes=notes,
+    )
+
+
+def _inconclusive(
+    base: Fingerprint, inspect_b: InspectResult, path_b: str, hashes: Any, notes: list[str], reason: str
+) -> CompareResult:
+    return CompareResult(
+        path_a=base.source,
+        path_b=path_b,
+        inspect_a=_base_inspect(base),
+        inspect_b=inspect_b,
+        verdict="inconclusive",
+        reason=reason,
+        how=[],
+        p_value=None,
+        score=None,
+        layers=[],
+        hashes=hashes,
+        alignment=None,
+        profile_correlation=None,
+        notes=notes,
+    )
+
+
+def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareResult:
+    """Both sides compressed (weaker: see the module docstring)."""
+    inspect_b = _base_inspect(suspect)
+    notes = [
+        f"fingerprint comparison: A is the fingerprint of {base.name!r}, B the fingerprint of {suspect.name!r}; "
+        "fingerprint against fingerprint cannot see through a rotated residual stream or a change of hidden size"
+    ]
+    if suspect.tokenizer is not None:
+        sample = families.Fingerprint.from_dict(suspect.tokenizer["sample"])
+        note = _tokenizer_note(base, sample.ids, sample.hashes, sample.size)
+        if note:
+            notes.append(note)
+    hashes, same = _identical(base, suspect.hashes())
+    if same is not None:
+        return _identical_result(base, inspect_b, suspect.source, hashes, same, notes)
+    if (
+        not base.hidden
+        or base.hidden != suspect.hidden
+        or base.sketch_dim != suspect.sketch_dim
+        or not base.units
+    ):
+        return _inconclusive(
+            base,
+            inspect_b,
+            suspect.source,
+            hashes,
+            notes,
+            "fingerprints of different hidden sizes (or without sketches) cannot be compared; compare against the checkpoint",
+        )
+    # Both bases are the same seeded projection; an r x r Procrustes fit on shared anchor ids
+    # corrects what moved inside it.
+    r = base.sketch_dim
+    rotation = np.eye(r, dtype=np.float32)
+    alignment = Alignment(rotation, float("nan"), 0, "identity")
+    step = math.lcm(base.anchor_stride, suspect.anchor_stride)
+    rows = min(base.anchor_rows, suspect.anchor_rows)
+    if base.anchor_names and suspect.anchor_names and rows > step * 2 * r:
+        ids = np.arange(0, rows, step)
+        pa = base.anchor_projection(0)[ids // base.anchor_stride].astype(np.float64)
+        pb = suspect.anchor_projection(0)[ids // suspect.anchor_stride].astype(np.float64)
+        pa -= pa.mean(axis=0)
+        pb -= pb.mean(axis=0)
+        rotation = _polar(pb.T @ pa).astype(np.float32)
+        fitted = pb @ rotation
+        scale = float(np.sum(fitted * pa)) / max(float(np.sum(fitted * fitted)), 1e-30)
+        residual = float(np.linalg.norm(scale * fitted - pa)) / max(float(np.linalg.norm(pa)), 1e-30)
+        alignment = Alignment(rotation, residual, len(ids), "procrustes-fingerprint-anchors")
+    else:
+        notes.append("no shared anchor rows: B's sketches compared in the stored basis")
+    units_b = []
+    for unit in suspect.unit_list():
+        sketch = unit.sketch.reshape(r, r)
+        rotated = rotation.T @ sketch @ rotation
+        norm = float(np.linalg.norm(rotated))
+        unit.sketch = (rotated / norm if norm > 0 else rotated).ravel().astype(np.float32)
+        units_b.append(unit)
+    return _finish(base, inspect_b, suspect.source, base.unit_list(), units_b, hashes, alignment, notes, None)

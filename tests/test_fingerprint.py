@@ -250,3 +250,12 @@ def test_real_stories260k_and_llama2xs_not_derived(fixtures_dir: Path) -> None:
     assert both.verdict not in ("derived", "identical")
     document = result.to_dict()  # the usual JSON document, A described from the fingerprint
     assert document["architecture"]["family_a"] == "llama" and document["a"]["format"] == "llama2c"
+
+
+def test_tokenizer_note_says_how_the_vocabularies_relate(fixtures_dir: Path) -> None:
+    from unshell.lineage.fingerprint import compare_with_fingerprint, fingerprint
+
+    gguf = fixtures_dir / "llama-2-tiny-random.gguf"  # Meta's 32,000-token Llama-2 vocabulary
+    notes = compare_with_fingerprint(fingerprint(gguf), gguf).notes
+    tokenizer = [n for n in notes if n.startswith("tokenizer")]
+    assert len(tokenizer) == 1 and "B's vocabulary is identical to A's" in tokenizer[0]

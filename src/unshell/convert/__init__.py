@@ -143,9 +143,10 @@ def convert(
         plan = build_plan(checkpoint, result, mapping=entries, target=to)
         run_verification, verification_note = _verification_wanted(verify, checkpoint)
         source_files = _source_files(checkpoint)
-        with staging_directory(destination) as staging, hash_files(
-            source_files, compute=source_digests
-        ) as source_hashes:
+        with (
+            staging_directory(destination) as staging,
+            hash_files(source_files, compute=source_digests) as source_hashes,
+        ):
             reader = SourceReader(checkpoint)
             try:
                 files = write_shards(

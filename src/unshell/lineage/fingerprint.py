@@ -665,15 +665,29 @@ def _base_inspect(base: Fingerprint) -> InspectResult:
     )
 
 
+_RELATION_PHRASE = {
+    "identical": "identical to A's",
+    "extension": "an extension of A's",
+    "shifted-extension": "a shifted extension of A's",
+    "subset": "a subset of A's",
+}
+
+
 def _tokenizer_note(base: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size: int) -> str | None:
     if base.tokenizer is None:
         return None
     sample = families.Fingerprint.from_dict(base.tokenizer["sample"])
+    sampled = min(len(sample.ids), len(ids))
+    if sampled < families.MIN_SAMPLES:
+        return (
+            f"tokenizer (on A's sample, 1 token in 32): not related, {sampled} tokens sampled "
+            f"(fewer than {families.MIN_SAMPLES}: the vocabulary is too small for a sample to tell)"
+        )
     match = families._relation_to(sample, ids, hashes, size)
     if match is None:
         return "tokenizer (on A's sample, 1 token in 32): no id-preserving relation to A's vocabulary"
     return (
-        f"tokenizer (on A's sample, 1 token in 32): B's vocabulary is {match.relation} of A's "
+        f"tokenizer (on A's sample, 1 token in 32): B's vocabulary is {_RELATION_PHRASE.get(match.relation, match.relation)} "
         f"({match.kept} of {match.sampled} sampled tokens kept"
         + (f", at offset {match.offset})" if match.offset else ")")
     )

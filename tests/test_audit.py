@@ -208,3 +208,89 @@ def test_schema_doc_lists_every_field(tmp_path: Path) -> None:
         assert f"`{key}" in schema, key
     for key in document["detected"]:
         assert f"`detected.{key}`" in schema, key
+
+
+# -- --library: the weights' source searched among known fingerprints ---------------------------------
+
+
+def _library_of(tmp_path: Path, models: dict[str, Path]) -> Path:
+    from unshell.library import Library
+    from unshell.lineage.fingerprint import fingerprint
+
+    path = tmp_path / "known.sqlite"
+    with Library(path) as library:
+        for name, model in models.items():
+            library.add(fingerprint(model, name=name))
+    return path
+
+
+def test_library_finds_the_undisclosed_base(tmp_path: Path) -> None:
+    base, tuned = _zoo_pair(tmp_path)
+    other = next(p for p in zoo().independent if p.name == "base-s0<->base-s1")
+    _card(tuned, {"license": "apache-2.0"}, "# tuned\n\nOur own model, trained from scratch.")
+    library = _library_of(tmp_path, {"zoo/zoo-base-7m": base, "zoo/unrelated": other.b})
+
+    result = unshell.audit(tuned, library=library)
+
+    assert result.level == "undisclosed-derivative"
+    finding = next(f for f in result.findings if f.level == "undisclosed-derivative")
+    assert "zoo/zoo-base-7m" in finding.message and finding.evidence["p_value"] < 1e-6
+    weights = result.detected["weights"]
+    assert weights["source"] == "library" and weights["base"] == "zoo/zoo-base-7m"
+    assert weights["verdict"] == "derived" and weights["library"]["size"] == 2
+    # The p-value judged is the Holm-adjusted one, never smaller than the raw one.
+    best = weights["candidates"][0]
+    assert best["name"] == "zoo/zoo-base-7m" and weights["p_value"] == best["p_adjusted"] >= best["p_value"]
+
+    from unshell.report.html import audit_html
+
+    page = audit_html(result)
+    assert "Holm-adjusted over the whole library" in page and "zoo/unrelated" in page
+
+    # The same model, with its card naming the base (by its short name), is in order.
+    _card(tuned, {"license": "apache-2.0", "base_model": "zoo-base-7m"}, "# tuned\n\nA fine-tune.")
+    declared = unshell.audit(tuned, library=library)
+    assert "undisclosed-derivative" not in _levels(declared)
+    assert any("declares it" in f.message for f in declared.findings)
+
+
+def test_library_without_the_base_claims_nothing(tmp_path: Path, fixtures_dir: Path) -> None:
+    _, tuned = _zoo_pair(tmp_path)
+    library = _library_of(tmp_path, {"stories260K": fixtures_dir / "stories260K.bin"})
+
+    result = unshell.audit(tuned, library=library)
+
+    assert "undisclosed-derivative" not in _levels(result)
+    assert result.detected["weights"]["base"] is None
+    note = next(f for f in result.findings if "none of the library's 1 fingerprints" in f.message)
+    assert note.level == "note"
+
+
+def test_library_cli_errors_and_report(tmp_path: Path, yi_style: Path, fixtures_dir: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["audit", str(yi_style), "--library", str(tmp_path / "none.sqlite")])
+    assert missing.exit_code != 0 and not (tmp_path / "none.sqlite").exists()
+    library = _library_of(tmp_path, {"stories260K": fixtures_dir / "stories260K.bin"})
+    both = runner.invoke(cli, ["audit", str(yi_style), "--against", str(yi_style), "--library", str(library)])
+    assert both.exit_code != 0
+    report = tmp_path / "audit.html"
+    shown = runner.invoke(cli, ["audit", str(yi_style), "--library", str(library), "--html", str(report)])
+    assert shown.exit_code == 0, shown.output
+    assert "no source found among 1 fingerprints" in shown.output
+    assert "searched a fingerprint library of 1: no source found" in report.read_text()
+
+
+def test_library_entry_of_the_model_itself_is_not_its_base(tmp_path: Path) -> None:
+    base, tuned = _zoo_pair(tmp_path)
+    # The library holds the audited model (recorded from this very folder, under another name) and
+    # its real base: the base is found, the model itself is not counted.
+    library = _library_of(tmp_path, {"uploads/model-1234": tuned, "zoo/zoo-base-7m": base})
+    _card(tuned, {"license": "apache-2.0"}, "# tuned\n\nOur own model.")
+
+    result = unshell.audit(tuned, library=library)
+
+    assert result.detected["weights"]["base"] == "zoo/zoo-base-7m"
+    assert any("uploads/model-1234 is this model itself" in n for n in result.notes)
+    # With only itself in the library, nothing is claimed.
+    alone = _library_of(tmp_path / "alone", {"tuned": base.parent / "tuned"})
+    assert "undisclosed-derivative" not in _levels(unshell.audit(tuned, library=alone))

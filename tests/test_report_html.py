@@ -249,7 +249,7 @@ def test_yi_style_audit_report_shows_the_finding_its_advice_and_the_rename_map(y
         ("model.layers.{i}.ln1.weight", "model.layers.{i}.input_layernorm.weight"),
         ("model.layers.{i}.ln2.weight", "model.layers.{i}.post_attention_layernorm.weight"),
     ]
-    assert "not tested (no --against base)" in page  # weights are not judged without a base
+    assert "not tested (no --against base or --library)" in page  # weights are not judged without a base
     assert "Yi <span" in page and "llama (matched as yi" in page  # declared against detected
 
 

@@ -35,6 +35,7 @@ def fake_lineage(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeResult]:
     module.Fingerprint = FakeFingerprint  # type: ignore[attr-defined]
     module.fingerprint = lambda path, *, name=None: FakeFingerprint(str(name or path))  # type: ignore[attr-defined]
     module.fingerprint_checkpoint = lambda checkpoint, *, name=None, path="": FakeFingerprint("x")  # type: ignore[attr-defined]
+    module.prepare_suspect = lambda checkpoint, path="": pytest.fail("a fake suspect is never prepared")  # type: ignore[attr-defined]
     module.compare_with_fingerprint = lambda base, suspect: answers[base.name]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "unshell.lineage.fingerprint", module)
     monkeypatch.setattr(store, "_decode", FakeFingerprint.from_bytes)
@@ -263,3 +264,22 @@ def test_real_independent_model_is_not_accused(
     result = search(fixtures_dir / "stories260K.bin", library, top=4)
     assert result.matches == []
     assert "llama2xs" in [c.name for c in result.candidates]
+
+
+def test_the_suspect_is_hashed_once_for_every_candidate(
+    real_library: Library, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unshell.lineage import fingerprint as fingerprint_module
+
+    calls: list[str] = []
+    real = fingerprint_module.content_hashes
+
+    def counting(checkpoint: Any, names: Any) -> Any:
+        calls.append(str(checkpoint.path))
+        return real(checkpoint, names)
+
+    monkeypatch.setattr(fingerprint_module, "content_hashes", counting)
+    result = search(fixtures_dir / "llama2xs.ckpt.pt", real_library, top=4)
+    assert result.tested >= 3  # several candidates got the full test...
+    assert len(calls) == 1  # ...from one hashing pass over the suspect
+    assert result.candidates[0].verdict == "identical"

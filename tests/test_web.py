@@ -653,3 +653,18 @@ def test_missing_library_is_shown_empty_and_not_created(layout: dict[str, Path],
         }
         assert "The library is empty" in fresh.get("/library").text
     assert not path.exists() and not path.parent.exists()
+
+
+def test_audit_can_search_the_library(library_client: TestClient, layout: dict[str, Path]) -> None:
+    # The root's llama2xs.model.bin is in the library as "llama2xs"; the file declares no base.
+    response = library_client.post("/api/audit", json={"path": "llama2xs.model.bin", "library": True})
+    assert response.status_code == 202, response.text
+    doc = wait_for(library_client, response.json()["id"])
+    assert doc["state"] == "done", doc
+    weights = doc["result"]["detected"]["weights"]
+    assert (weights["source"], weights["base"], weights["verdict"]) == ("library", "llama2xs", "identical")
+    assert doc["result"]["level"] == "undisclosed-derivative"
+    both = library_client.post(
+        "/api/audit", json={"path": "llama2xs.model.bin", "against": "stories260K.bin", "library": True}
+    )
+    assert_one_line_error(both, 400)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UnshellError, UsageError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, inspect_checkpoint
@@ -87,6 +87,17 @@ class AuditResult:
             "declared": self.declared,
             "notes": self.notes,
         }
+
+
+@dataclass
+class LibraryMatch:
+    """The weight evidence of `audit --library`: the best library candidate `search` found, with
+    its Holm-adjusted p-value standing in for the pairwise one (the library is many hypotheses)."""
+
+    verdict: str
+    p_value: float | None
+    how: list[str]
+    reason: str
 
 
 # -- names -----------------------------------------------------------------------------------------
@@ -262,11 +273,7 @@ def _code_matches(directory: Path | None, config: Any, notes: list[str]) -> list
         return []
     try:
         return list(code_provenance(directory))
-    except Exception as error:
-        from ..errors import UnshellError
-
-        if not isinstance(error, UnshellError):
-            raise
+    except UnshellError as error:
         notes.append(f"model code not compared: {error}")
         return []
 
@@ -287,7 +294,7 @@ def _display(family: str) -> str:
 
 
 def _weight_findings(
-    comparison: CompareResult,
+    comparison: CompareResult | LibraryMatch,
     result: InspectResult,
     base_names: list[str],
     card: str,
@@ -424,6 +431,7 @@ def audit_checkpoint(
     path: str = "",
     base_path: str | None = None,
     quick: bool = False,
+    library: Any = None,
 ) -> AuditResult:
     from ..tokenizers.families import match_families
     from ..tokenizers.vocab import vocabulary_of
@@ -484,6 +492,8 @@ def audit_checkpoint(
                     )
             else:
                 notes.append(f"{base_names[0]} declares no licence; its obligations are not checked")
+    elif library is not None:
+        detected["weights"] = _library_weights(checkpoint, path, library, result, card, findings, notes)
     elif families:
         family = families[0]
         notes.append(
@@ -498,12 +508,15 @@ def audit_checkpoint(
         licence_id, licence_name, why, directory, model_name, card, relation, findings, notes
     )
     if not any(f.level != "note" for f in findings):
+        tested = base is not None or library is not None
         findings.append(
             Finding(
                 "ok",
                 "nothing undisclosed found"
-                + ("" if base is not None else " (weights not compared: no --against)"),
-                "nothing to change" if base is not None else "audit with --against BASE to test weight reuse",
+                + ("" if tested else " (weights not compared: no --against or --library)"),
+                "nothing to change"
+                if tested
+                else "audit with --against BASE, or --library FILE, to test weight reuse",
             )
         )
     return AuditResult(
@@ -516,6 +529,76 @@ def audit_checkpoint(
     )
 
 
+def _library_weights(
+    checkpoint: Checkpoint,
+    path: str,
+    library: Any,
+    result: InspectResult,
+    card: str,
+    findings: list[Finding],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Search the fingerprint library for the weights' source; a match is judged as `--against`
+    would judge it, with the Holm-adjusted p-value (so a large library claims nothing cheaply)."""
+    from ..library.search import search
+
+    found = search(checkpoint, library, top=3)
+    weights: dict[str, Any] = {
+        "source": "library",
+        "library": {"path": sanitize(str(library.path), limit=4096), "size": found.library_size},
+        "tested": found.tested,
+        "candidates": [c.to_dict() for c in found.candidates],
+    }
+    own = {_name_key(n) for n in identities(result, path or str(checkpoint.path))}
+    matches = []
+    for candidate in found.matches:
+        if _is_itself(candidate.name, library, own, path or str(checkpoint.path)):
+            notes.append(
+                f"weights: the library's {candidate.name} is this model itself (same name or same file); "
+                "not counted as a base"
+            )
+        else:
+            matches.append(candidate)
+    if not matches:
+        best = next((c for c in found.candidates if c not in found.matches), None)
+        weights.update(base=None, verdict=None, p_value=None, reason=None, how=[])
+        findings.append(
+            Finding(
+                "note",
+                f"none of the library's {found.library_size} fingerprints is the source of these weights"
+                + (f" (closest tested: {best.name}, {best.verdict})" if best is not None else ""),
+                "a base missing from the library would not show: add it with `unshell library add`, or "
+                "audit with --against BASE",
+                {"library_size": found.library_size, "tested": found.tested},
+            )
+        )
+        return weights
+    match = matches[0]
+    evidence = LibraryMatch(match.verdict, match.p_adjusted, list(match.how), match.reason)
+    names = list(dict.fromkeys([match.name, match.name.rstrip("/").rsplit("/", 1)[-1]]))
+    weights.update(
+        base=match.name, verdict=match.verdict, p_value=match.p_adjusted, reason=match.reason, how=match.how
+    )
+    _weight_findings(evidence, result, names, card, findings)
+    notes.append(
+        f"weights: found in the fingerprint library as {match.name} (p Holm-adjusted over "
+        f"{found.library_size} fingerprints); a fingerprint records no licence, so the base's licence "
+        "obligations are checked only with --against BASE"
+    )
+    return weights
+
+
+def _is_itself(name: str, library: Any, own_names: set[str], path: str) -> bool:
+    """A library entry recorded from this very model: the same name, or the same file."""
+    if _name_key(name) in own_names:
+        return True
+    try:
+        source = library.entry(name).source
+        return bool(source) and Path(source).resolve() == Path(path).resolve()
+    except (OSError, UnshellError):
+        return False
+
+
 def _front_matter(checkpoint: Checkpoint, notes: list[str]) -> dict[str, Any] | None:
     from ..declared import read_card_front_matter
 
@@ -524,19 +607,38 @@ def _front_matter(checkpoint: Checkpoint, notes: list[str]) -> dict[str, Any] | 
 
 
 def audit(
-    path: str | os.PathLike[str], *, against: str | os.PathLike[str] | None = None, quick: bool = False
+    path: str | os.PathLike[str],
+    *,
+    against: str | os.PathLike[str] | None = None,
+    quick: bool = False,
+    library: Any = None,
 ) -> AuditResult:
     """Detected lineage (weights, architecture, tokenizer, code) against declared lineage.
+
+    The weights are tested against ``against`` (a base checkpoint), or, without one, searched in
+    ``library`` (a `unshell.Library` or the path of one) when it is given.
 
     Example:
         >>> import unshell
         >>> report = unshell.audit("suspect", against="base")  # doctest: +SKIP
         >>> report.level, [f.message for f in report.findings]
     """
-    with open_checkpoint(path) as checkpoint:
-        if not checkpoint.tensors:
-            raise UsageError(f"{sanitize(str(path))}: no weights to audit (a tokenizer alone? use inspect)")
-        if against is None:
-            return audit_checkpoint(checkpoint, path=str(path))
-        with open_checkpoint(against) as base:
-            return audit_checkpoint(checkpoint, base, path=str(path), base_path=str(against), quick=quick)
+    if against is not None and library is not None:
+        raise UsageError("give a base to test against or a library to search, not both")
+    from ..library import Library, existing_library
+
+    opened = library is not None and not isinstance(library, Library)
+    store = existing_library(library) if opened else library
+    try:
+        with open_checkpoint(path) as checkpoint:
+            if not checkpoint.tensors:
+                raise UsageError(
+                    f"{sanitize(str(path))}: no weights to audit (a tokenizer alone? use inspect)"
+                )
+            if against is None:
+                return audit_checkpoint(checkpoint, path=str(path), library=store)
+            with open_checkpoint(against) as base:
+                return audit_checkpoint(checkpoint, base, path=str(path), base_path=str(against), quick=quick)
+    finally:
+        if opened:
+            store.close()

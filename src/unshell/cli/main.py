@@ -328,6 +328,12 @@ def render_tokenizer_comparison(doc: dict[str, Any]) -> str:
 )
 @click.option("--quick", is_flag=True, help="Compare weights as `compare --quick` does.")
 @click.option(
+    "--library",
+    "library_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="Without --against: search this fingerprint library for the weights' source (p Holm-adjusted).",
+)
+@click.option(
     "--fail-on",
     type=click.Choice(LEVELS[:-1]),
     help="Exit with status 1 when a finding is this severe or worse (for CI and upload checks).",
@@ -335,7 +341,13 @@ def render_tokenizer_comparison(doc: dict[str, Any]) -> str:
 @format_option
 @html_option
 def audit_command(
-    path: str, against: str | None, quick: bool, fail_on: str | None, fmt: str, html_path: str | None
+    path: str,
+    against: str | None,
+    quick: bool,
+    library_path: str | None,
+    fail_on: str | None,
+    fmt: str,
+    html_path: str | None,
 ) -> None:
     """Disclosure audit: detected lineage (weights, architecture, tokenizer, code) against declared.
 
@@ -345,7 +357,7 @@ def audit_command(
     """
     from ..audit.report import audit
 
-    result = audit(path, against=against, quick=quick)
+    result = audit(path, against=against, quick=quick, library=library_path)
     if html_path is not None:
         from ..report.html import audit_html, write_html
 
@@ -494,9 +506,9 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str) -> N
     tokenizer; the best candidates get the full lineage test against PATH's weights. p-values are
     Holm-adjusted over the whole library, so a bigger library needs stronger evidence.
     """
-    from ..library import search
+    from ..library import existing_library, search
 
-    with _open_library(library_path) as library:
+    with existing_library(library_path) as library:
         result = search(path, library, top=top)
     Output(fmt).document(result.to_dict(), render_search)
 
@@ -673,7 +685,19 @@ def render_audit(doc: dict[str, Any]) -> str:
             ("code", f"{match['file']}: closest {match['reference']} (similarity {match['similarity']:.2f})")
         )
     weights = doc["detected"].get("weights")
-    if weights:
+    if weights and weights.get("source") == "library":
+        searched = f"{weights['library']['size']} fingerprints in {weights['library']['path']}"
+        if weights["base"] is None:
+            rows.append(("weights", f"no source found among {searched}"))
+        else:
+            rows.append(
+                (
+                    "weights",
+                    f"{weights['verdict']} from {weights['base']} (p = {_p_text(weights['p_value'])}, "
+                    f"Holm over {searched})",
+                )
+            )
+    elif weights:
         rows.append(
             ("weights", f"{weights['verdict']} vs {weights['base']} (p = {_p_text(weights['p_value'])})")
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .search import Candidate, SearchResult, holm, search
-from .store import Library, LibraryEntry, add_checkpoint, default_library_path
+from .store import Library, LibraryEntry, add_checkpoint, default_library_path, existing_library
 
 __all__ = [
     "Candidate",
@@ -12,6 +12,7 @@ __all__ = [
     "SearchResult",
     "add_checkpoint",
     "default_library_path",
+    "existing_library",
     "holm",
     "search",
 ]

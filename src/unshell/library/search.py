@@ -290,35 +290,35 @@ def search(
         with Library(library) as opened_library:
             return search(suspect, opened_library, top=top, max_candidates=max_candidates)
     from ..formats import open_checkpoint
-    from ..lineage.fingerprint import Fingerprint, fingerprint_checkpoint
+    from ..lineage.fingerprint import Fingerprint, prepare_suspect
 
     notes: list[str] = []
     suspect_path = ""
+    opened = None
     if isinstance(suspect, Fingerprint):
         notes.append(
             "the suspect was given as a fingerprint: fingerprint against fingerprint does not detect "
             "derivatives whose residual stream was rotated or permuted, nor width-pruned ones"
         )
-        opened = None
-        suspect_fp = suspect
-    elif isinstance(suspect, Checkpoint):
-        opened = None
-        suspect_fp = fingerprint_checkpoint(suspect, path=str(suspect.path))
-    else:
+    elif not isinstance(suspect, Checkpoint):
         suspect_path = str(Path(suspect))
         opened = open_checkpoint(suspect)
     try:
+        # The suspect is recognized and hashed once; each candidate then only aligns and sketches.
+        target: Any = suspect
         if opened is not None:
-            suspect_fp = fingerprint_checkpoint(opened, name=Path(suspect_path).name, path=suspect_path)
-        signals = cheap_signals(suspect_fp)
-        hashes = hashes_of(suspect_fp)
+            target = prepare_suspect(opened, suspect_path)
+        elif isinstance(suspect, Checkpoint):
+            target = prepare_suspect(suspect)
+        described = target.signals if target is not suspect else suspect
+        suspect_fp = described
+        signals = cheap_signals(described)
+        hashes = hashes_of(described)
         library_size = len(library)
         start = time.perf_counter()
         kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
         candidate_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        # Against the suspect's weights when we have them: the full-strength test.
-        target: Any = opened if opened is not None else suspect
         tested = _compare_all(library, kept, target, notes)
         lineage_seconds = time.perf_counter() - start
     finally:

@@ -543,6 +543,17 @@ class Library:
         return len(records)
 
 
+def existing_library(path: str | os.PathLike[str] | None) -> Library:
+    """The library at ``path`` (None: the default one), which must exist: reading a library that
+    is not there is a mistake to report, not an empty library to create."""
+    library = Library(path)
+    if not library.path.is_file():
+        raise PathNotFoundError(
+            f"no fingerprint library at {sanitize(str(library.path))} (create one with `unshell library add`)"
+        )
+    return library
+
+
 _ENTRY_QUERY = (
     "SELECT f.name, f.family, f.signature, f.hidden, f.layers, f.vocab_size, f.parameters, "
     "f.tokenizer_family, f.format, f.source, f.added, b.size "

@@ -693,22 +693,100 @@ def _tokenizer_note(base: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size
     )
 
 
+@dataclass
+class PreparedSuspect:
+    """B's side of fingerprint comparisons, computed once for many bases (`unshell search`):
+    the recognition, the canonical roles, the tokenizer sample and the content hashes (the one
+    full hashing pass). Alignment and sketches depend on each base's anchors, so they are not
+    here. The checkpoint must stay open while the prepared suspect is used."""
+
+    checkpoint: Checkpoint
+    path: str
+    inspect: InspectResult
+    model: CanonicalModel
+    hashes: ContentHashes
+    vocabulary_sample: tuple[np.ndarray, np.ndarray, int] | None
+    tokenizer: dict[str, Any] | None
+
+    @property
+    def signals(self) -> Any:
+        """What the library's cheap stage reads (the attributes `store.cheap_signals` looks at)."""
+        config = self.inspect.recognition.config
+        layers, vocab = config.get("num_hidden_layers"), config.get("vocab_size")
+        content: list[str] = []
+        for tensor in self.hashes.tensors:
+            content.extend((tensor.exact, tensor.rounded))
+        return _Signals(
+            name=Path(self.path).name or self.path,
+            family=self.inspect.recognition.family,
+            signature=signature_of(self.inspect.recognition.family, dict(config)),
+            hidden=self.model.hidden,
+            layers=int(layers) if layers else None,
+            vocab_size=int(vocab) if vocab else None,
+            parameters=self.inspect.parameters,
+            tokenizer=self.tokenizer,
+            format=self.checkpoint.format,
+            source=sanitize(self.path, limit=4096),
+            version=FINGERPRINT_VERSION,
+            content_hashes=content,
+        )
+
+
+@dataclass(frozen=True)
+class _Signals:
+    name: str
+    family: str | None
+    signature: str
+    hidden: int | None
+    layers: int | None
+    vocab_size: int | None
+    parameters: int
+    tokenizer: dict[str, Any] | None
+    format: str
+    source: str
+    version: int
+    content_hashes: list[str]
+
+
+def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:
+    """Read what every comparison of ``checkpoint`` against a fingerprint needs, once."""
+    inspect_b = inspect_checkpoint(checkpoint)
+    model_b = canonical_model(checkpoint, inspect_b)
+    vocabulary = vocabulary_of(checkpoint)
+    sample = None
+    if vocabulary is not None:
+        ids, sample_hashes = families._sample(vocabulary)
+        sample = (ids, sample_hashes, len(vocabulary.tokens))
+    return PreparedSuspect(
+        checkpoint=checkpoint,
+        path=path or str(checkpoint.path),
+        inspect=inspect_b,
+        model=model_b,
+        hashes=content_hashes(checkpoint, _hash_names(checkpoint)),
+        vocabulary_sample=sample,
+        tokenizer=_tokenizer_entry(checkpoint),
+    )
+
+
 def compare_with_fingerprint(
-    base: Fingerprint, suspect: Checkpoint | str | os.PathLike[str] | Fingerprint
+    base: Fingerprint, suspect: Checkpoint | str | os.PathLike[str] | Fingerprint | PreparedSuspect
 ) -> CompareResult:
     """`compare`'s test of H0 "B was trained independently of A", with A given as a fingerprint.
 
     Same verdicts and thresholds as `compare`; the fields it cannot fill (A's tokenizer relation,
     the finer `how`) stay None or empty, and the notes say it was a fingerprint comparison. Where
     it is weaker than the full comparison, and what Fingerprint-vs-Fingerprint can and cannot
-    detect: see the module docstring.
+    detect: see the module docstring. Comparing one suspect with many bases: pass a
+    `prepare_suspect` result, so that B is recognized and hashed once.
     """
     if isinstance(suspect, Fingerprint):
         return _compare_fingerprints(base, suspect)
+    if isinstance(suspect, PreparedSuspect):
+        return _compare_checkpoint(base, suspect)
     if isinstance(suspect, Checkpoint):
-        return _compare_checkpoint(base, suspect, str(suspect.path))
+        return _compare_checkpoint(base, prepare_suspect(suspect))
     with open_checkpoint(suspect) as checkpoint:
-        return _compare_checkpoint(base, checkpoint, str(Path(suspect)))
+        return _compare_checkpoint(base, prepare_suspect(checkpoint, str(Path(suspect))))
 
 
 def _finish(
@@ -785,17 +863,14 @@ def _identical(base: Fingerprint, hashes_b: ContentHashes) -> tuple[Any, tuple[s
     return forward, identical_by_hashes(forward, reverse)
 
 
-def _compare_checkpoint(base: Fingerprint, checkpoint: Checkpoint, path_b: str) -> CompareResult:
-    inspect_b = inspect_checkpoint(checkpoint)
-    model_b = canonical_model(checkpoint, inspect_b)
+def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareResult:
+    inspect_b, model_b, path_b = suspect.inspect, suspect.model, suspect.path
     notes = [f"fingerprint comparison: A is the fingerprint of {base.name!r}; B's weights were read in full"]
-    vocabulary = vocabulary_of(checkpoint)
-    if vocabulary is not None:
-        ids, sample_hashes = families._sample(vocabulary)
-        note = _tokenizer_note(base, ids, sample_hashes, len(vocabulary.tokens))
+    if suspect.vocabulary_sample is not None:
+        note = _tokenizer_note(base, *suspect.vocabulary_sample)
         if note:
             notes.append(note)
-    hashes, same = _identical(base, content_hashes(checkpoint, _hash_names(checkpoint)))
+    hashes, same = _identical(base, suspect.hashes)
     if same is not None:
         return _identical_result(base, inspect_b, path_b, hashes, same, notes)
     hidden_b = model_b.hidden

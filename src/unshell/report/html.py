@@ -1142,14 +1142,18 @@ def _declared_detected(doc: dict[str, Any]) -> str:
         if arch.get("family")
         else "not recognized"
     )
-    if weights:
+    library = weights.get("library") if weights else None
+    if weights and library and weights.get("base") is None:
+        weights_text = f'<span class="sub">searched a fingerprint library of {_e(library.get("size"))}: no source found</span>'
+    elif weights:
         weights_text = (
             f"{_badge(weights['verdict'])} against {_e(weights['base'])} (p {_e(_p_text(weights['p_value']))}"
+            + (f", Holm-adjusted over a library of {_e(library.get('size'))}" if library else "")
             + (f"; {_e(', '.join(weights['how']))}" if weights.get("how") else "")
             + ")"
         )
     else:
-        weights_text = '<span class="sub">not tested (no --against base)</span>'
+        weights_text = '<span class="sub">not tested (no --against base or --library)</span>'
     base_declared = _claim(declared, "base_model")
     relation = declared.get("base_model_relation")
     if isinstance(relation, dict):
@@ -1336,19 +1340,52 @@ def _weights_section(doc: dict[str, Any]) -> str:
     weights = doc["detected"].get("weights")
     if not weights:
         return (
-            "<p>Not tested: the audit ran without <code>--against BASE</code>. Only a calibrated weight "
+            "<p>Not tested: the audit ran without <code>--against BASE</code> or <code>--library FILE</code>. "
+            "Only a calibrated weight "
             "comparison can show a derivative; tokenizer and architecture evidence never accuse.</p>"
+        )
+    library = weights.get("library")
+    candidates = _library_candidates(weights) if library else ""
+    if library and weights.get("base") is None:
+        return (
+            f"<p>Searched a fingerprint library of {_e(library.get('size'))} models "
+            f"(<code>{_e(library.get('path'))}</code>): none is the source of these weights. A base "
+            "that is not in the library would not show; this is not evidence of independent training.</p>"
+            + candidates
         )
     headline, meaning = _verdict_text(
         weights["verdict"], weights["p_value"], weights["reason"], weights["how"]
     )
-    text = (
-        f"<p>Against <code>{_e(weights['base'])}</code> (A is that base, B this model):</p>"
-        + _verdict_box(weights["verdict"], headline, meaning)
+    where = (
+        f"Found in a fingerprint library of {_e(library.get('size'))} models as "
+        f"<code>{_e(weights['base'])}</code>; its p-value is Holm-adjusted over the whole library"
+        if library
+        else f"Against <code>{_e(weights['base'])}</code>"
     )
+    text = f"<p>{where} (A is that base, B this model):</p>" + _verdict_box(
+        weights["verdict"], headline, meaning
+    )
+    text += candidates
     if weights.get("tokenizer"):
         text += "<h3>Tokenizer against the base's</h3>" + _tokenizer_table(weights["tokenizer"])
     return text
+
+
+def _library_candidates(weights: dict[str, Any]) -> str:
+    rows = [
+        (
+            _e(c.get("name")),
+            _badge(str(c.get("verdict"))),
+            _e(_p_text(c.get("p_value"))),
+            _e(_p_text(c.get("p_adjusted"))),
+        )
+        for c in weights.get("candidates") or []
+    ]
+    if not rows:
+        return ""
+    return "<h3>Library candidates tested</h3>" + _table(
+        ("Candidate", "Verdict", "p", "p (Holm, over the library)"), rows, numeric=(2, 3)
+    )
 
 
 _HOW_TO_READ_AUDIT = (

@@ -105,6 +105,9 @@ class AuditRequest(BaseModel):
     path: PathArg
     against: PathArg | None = Field(None, description="a base model to test the weights against")
     quick: bool = Field(False, description="compare weights as `compare --quick` does")
+    library: bool = Field(
+        False, description="without `against`: search the served fingerprint library for the weights' source"
+    )
 
 
 class SearchRequest(BaseModel):
@@ -431,14 +434,29 @@ def create_app(
 
         return state.jobs.submit("compare", {"a": str(a), "b": str(b), "quick": quick}, work)
 
-    def submit_audit(path: Path, against: Path | None, quick: bool) -> Job:
+    def submit_audit(path: Path, against: Path | None, quick: bool, use_library: bool = False) -> Job:
+        if use_library and against is not None:
+            raise WebError("give a base to test against or search the library, not both", 400)
+
         def work() -> Any:
             from ..audit.report import audit
+            from ..library import existing_library
 
-            with confined(state.roots):
-                return audit(path, against=against, quick=quick)
+            if not use_library:
+                with confined(state.roots):
+                    return audit(path, against=against, quick=quick)
+            # The library is the operator's own file (outside the roots): opened before confinement.
+            with existing_library(state.library_path) as library:
+                len(library)
+                with confined(state.roots):
+                    return audit(path, quick=quick, library=library)
 
-        params = {"path": str(path), "against": None if against is None else str(against), "quick": quick}
+        params = {
+            "path": str(path),
+            "against": None if against is None else str(against),
+            "quick": quick,
+            "library": use_library,
+        }
         return state.jobs.submit("audit", params, work)
 
     def submit_search(path: Path, top: int) -> Job:
@@ -626,7 +644,7 @@ def create_app(
     async def api_audit(body: AuditRequest) -> JSONResponse:
         path = await resolve(body.path)
         against = None if body.against is None else await resolve(body.against)
-        return accepted(submit_audit(path, against, body.quick))
+        return accepted(submit_audit(path, against, body.quick, body.library))
 
     @app.post(
         "/api/search",
@@ -760,7 +778,12 @@ def create_app(
         path = await resolve_text(form.get("path", ""), "audit")
         against_text = form.get("against", "").strip()
         against = await resolve_text(against_text, "against") if against_text else None
-        job = submit_audit(path, against, quick=form.get("quick") in ("on", "1", "true"))
+        job = submit_audit(
+            path,
+            against,
+            quick=form.get("quick") in ("on", "1", "true"),
+            use_library=form.get("library") in ("on", "1", "true"),
+        )
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     @app.post("/search", include_in_schema=False)

@@ -370,3 +370,30 @@ def test_ray_engine_equals_local_record_for_record(
     )
     assert (again.skipped, again.errors) == (7, 1)
     assert ray_cluster.is_initialized(), "a runtime the scan did not start is left running"  # type: ignore[attr-defined]
+
+
+def test_a_scan_into_a_library_resumes_without_its_output_file(tree: Path, tmp_path: Path) -> None:
+    from unshell.library.store import Library
+
+    library_path = tmp_path / "fleet.sqlite"
+    first = scan([tree], library=library_path, workers=1, progress=False)  # no output file
+    assert first.library_added == 7 and first.output is None
+
+    # The library remembers what it saw: unchanged checkpoints are skipped with their fields kept.
+    second = scan([tree], library=library_path, workers=1, progress=False)
+    assert (second.skipped, second.ok, second.errors, second.library_added) == (7, 0, 1, 0)
+    before, after = by_name(first.records), by_name(second.records)
+    for name, record in after.items():
+        if record["status"] == "skipped":
+            assert comparable(record) == {**comparable(before[name]), "status": "skipped"}
+
+    # A changed file is fingerprinted again; a removed fingerprint takes its resume key with it.
+    target = tree / "stories260K.bin"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    with Library(library_path) as library:
+        library.remove("team/llama2xs.model.bin")
+        assert len(library.resume_keys()) == 6
+    third = scan([tree], library=library_path, workers=1, progress=False)
+    statuses = {r["name"]: r["status"] for r in third.records}
+    assert statuses["stories260K.bin"] == "ok" and statuses["team/llama2xs.model.bin"] == "ok"
+    assert third.skipped == 5 and third.library_added == 2

@@ -57,7 +57,7 @@ __all__ = [
     "default_library_path",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x756E7368  # "unsh"
 BUSY_TIMEOUT_MS = 30_000
 EXPORT_FORMAT = "unshell-fingerprint-library"
@@ -259,7 +259,22 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX fp_family ON fingerprints(family)")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """Version 3: what `unshell scan` last saw of each fingerprinted checkpoint (path, size, mtime,
+    tensor-table hash), so a scan into a library resumes without its previous output file."""
+    db.execute(
+        """CREATE TABLE scan_state (
+            fingerprint_id INTEGER PRIMARY KEY REFERENCES fingerprints(id) ON DELETE CASCADE,
+            record TEXT NOT NULL)"""
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+    3: _migrate_to_3,
+}
+MAX_RESUME_RECORD_CHARS = 64 * 1024
 
 
 # --- the library ----------------------------------------------------------------------------------
@@ -419,6 +434,37 @@ class Library:
                 cursor = db.execute("DELETE FROM fingerprints WHERE name = ?", (name,))
                 if cursor.rowcount == 0:
                     raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
+
+    # scan resume keys ---------------------------------------------------------------------------
+
+    def set_resume_key(self, name: str, record: dict[str, Any]) -> None:
+        """Remember what `unshell scan` saw of the checkpoint behind ``name`` (a JSON object of
+        plain values; dropped with the fingerprint when it is removed or replaced)."""
+        text = json.dumps(record, sort_keys=True, default=str)
+        if len(text) > MAX_RESUME_RECORD_CHARS:
+            raise ResourceLimitError(
+                f"scan record for {sanitize(name)!r} is over {MAX_RESUME_RECORD_CHARS} chars"
+            )
+        with _transaction(self.db) as db:
+            row = db.execute("SELECT id FROM fingerprints WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
+            db.execute(
+                "INSERT OR REPLACE INTO scan_state (fingerprint_id, record) VALUES (?, ?)", (row[0], text)
+            )
+
+    def resume_keys(self) -> list[dict[str, Any]]:
+        """Every remembered scan record whose fingerprint is still in the library (rows that do not
+        parse are skipped: a resume key only ever saves work, it never stands for evidence)."""
+        records = []
+        for (text,) in self.db.execute("SELECT record FROM scan_state ORDER BY fingerprint_id"):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     # reading ------------------------------------------------------------------------------------
 

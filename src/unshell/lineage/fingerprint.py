@@ -709,14 +709,14 @@ class PreparedSuspect:
     tokenizer: dict[str, Any] | None
 
     @property
-    def signals(self) -> Any:
-        """What the library's cheap stage reads (the attributes `store.cheap_signals` looks at)."""
+    def signals(self) -> Fingerprint:
+        """What the library's cheap stage reads: a fingerprint without the weight evidence."""
         config = self.inspect.recognition.config
         layers, vocab = config.get("num_hidden_layers"), config.get("vocab_size")
         content: list[str] = []
         for tensor in self.hashes.tensors:
             content.extend((tensor.exact, tensor.rounded))
-        return _Signals(
+        return Fingerprint(
             name=Path(self.path).name or self.path,
             family=self.inspect.recognition.family,
             signature=signature_of(self.inspect.recognition.family, dict(config)),
@@ -729,23 +729,8 @@ class PreparedSuspect:
             source=sanitize(self.path, limit=4096),
             version=FINGERPRINT_VERSION,
             content_hashes=content,
+            header_hash=header_hash(self.checkpoint),
         )
-
-
-@dataclass(frozen=True)
-class _Signals:
-    name: str
-    family: str | None
-    signature: str
-    hidden: int | None
-    layers: int | None
-    vocab_size: int | None
-    parameters: int
-    tokenizer: dict[str, Any] | None
-    format: str
-    source: str
-    version: int
-    content_hashes: list[str]
 
 
 def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:

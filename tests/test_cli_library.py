@@ -140,10 +140,20 @@ def test_search_finds_the_renamed_finetune(
     assert others == []
     assert doc["library"]["size"] == 3 and doc["multiple_testing"]["hypotheses"] == 3
 
-    code, out, _ = run(["search", "--library", str(library_file), str(finetune)], capsys)
+    report = library_file.parent / "search.html"
+    code, out, _ = run(
+        ["search", "--library", str(library_file), str(finetune), "--html", str(report)], capsys
+    )
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("stories260K.bin"))
     assert row.split()[1] == "derived"
+    page = report.read_text()
+    assert "VERDICT: DERIVED" in page and "derived from stories260K.bin&#x27;s" in page
+
+    # A library that is not there is an error (exit 11), and is not created.
+    missing = library_file.parent / "missing.sqlite"
+    code, _, err = run(["search", "--library", str(missing), str(finetune)], capsys)
+    assert code == 11 and "no fingerprint library" in err and not missing.exists()
 
 
 def test_search_of_an_exact_copy_is_identical(

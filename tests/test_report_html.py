@@ -325,3 +325,34 @@ def test_write_html_leaves_the_old_report_when_writing_fails(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     with pytest.raises(FileNotFoundError):
         write_html("<p>x</p>", tmp_path / "missing" / "report.html")
+
+
+# --- search -------------------------------------------------------------------------------------------
+
+
+def test_search_report_names_the_base_and_explains_the_adjustment(tmp_path: Path, fixtures_dir: Path) -> None:
+    from unshell.library import Library, search
+    from unshell.lineage.fingerprint import fingerprint
+    from unshell.report import search_html
+
+    base, tuned = _zoo_pair(tmp_path)
+    library = Library(tmp_path / "known.sqlite")
+    library.add(fingerprint(base, name="zoo/base-7m"))
+    for name in ("stories260K.bin", "llama2xs.model.bin"):
+        library.add(fingerprint(fixtures_dir / name, name=f"fixtures/{name}"))
+
+    found = search(tuned, library, top=3)
+    page = search_html(found)
+    parser = check_page(page)
+    text = " ".join(parser.text)
+    assert "VERDICT: DERIVED" in text and "Best match" not in text  # the sentence names it instead
+    assert "derived from zoo/base-7m's" in text and "Holm-adjusted over the whole library" in text
+    assert "fixtures/llama2xs.model.bin" in text and "INDEPENDENT" in text
+    assert parser.tags["table"] >= 2
+
+    # Nothing in the library: said plainly, with what it does not mean.
+    empty = Library(tmp_path / "other.sqlite")
+    empty.add(fingerprint(fixtures_dir / "stories260K.bin", name="stories"))
+    page = search_html(search(tuned, empty, top=3))
+    check_page(page)
+    assert "NO MATCH" in page and "not evidence of independent training" in page

@@ -630,7 +630,9 @@ def test_search_job_finds_the_source_and_stays_inside_the_roots(
     assert doc["result"]["library"]["size"] == 2
     page = library_client.get(f"/jobs/{job_id}").text
     assert 'data-verdict="identical"' in page and "karpathy/stories260K" in page
-    assert library_client.get(f"/api/jobs/{job_id}/report.html").status_code == 200
+    report = library_client.get(f"/api/jobs/{job_id}/report.html")
+    assert report.status_code == 200 and "VERDICT: IDENTICAL" in report.text  # the search report
+    assert "karpathy/stories260K" in report.text and "https://" not in report.text
 
     # The API too; a suspect outside the roots is refused before anything is read.
     accepted = library_client.post("/api/search", json={"path": "llama2xs.model.bin", "top": 1})

@@ -499,7 +499,8 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Candidates shown.")
 @library_option
 @format_option
-def search_command(path: str, top: int, library_path: str | None, fmt: str) -> None:
+@html_option
+def search_command(path: str, top: int, library_path: str | None, fmt: str, html_path: str | None) -> None:
     """Which fingerprints in the library does PATH's weights come from?
 
     A cheap stage ranks the library by shared content hashes, architecture, width, vocabulary and
@@ -510,6 +511,10 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str) -> N
 
     with existing_library(library_path) as library:
         result = search(path, library, top=top)
+    if html_path is not None:
+        from ..report.html import search_html, write_html
+
+        write_html(search_html(result), html_path)
     Output(fmt).document(result.to_dict(), render_search)
 
 

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports for `compare` and `audit`.
+"""Self-contained HTML reports for `compare`, `audit` and `search`.
 
 One file each: inline CSS and inline SVG drawn here, no scripts, no fonts, no web addresses (those
 quoted from model files are shown defanged), every string read from a model escaped::
@@ -10,6 +10,6 @@ quoted from model files are shown defanged), every string read from a model esca
 
 from __future__ import annotations
 
-from .html import audit_html, compare_html, write_html
+from .html import audit_html, compare_html, search_html, write_html
 
-__all__ = ["audit_html", "compare_html", "write_html"]
+__all__ = ["audit_html", "compare_html", "search_html", "write_html"]

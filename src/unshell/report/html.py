@@ -1,4 +1,4 @@
-"""HTML reports: `compare_html`, `audit_html` and `write_html`.
+"""HTML reports: `compare_html`, `audit_html`, `search_html` and `write_html`.
 
 The page is one self-contained file: inline CSS, inline SVG drawn from the result's numbers, no
 JavaScript, no fonts, and no web address at all (addresses quoted from model cards or licence
@@ -35,7 +35,7 @@ from ..lineage.compare import (
 )
 from ..tokenizers.report import TokenizerComparison
 
-__all__ = ["audit_html", "compare_html", "write_html"]
+__all__ = ["audit_html", "compare_html", "search_html", "write_html"]
 
 # --- text -----------------------------------------------------------------------------------------
 
@@ -160,6 +160,7 @@ th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical
   overflow-wrap: break-word; }
 th { background: #f6f8fa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 .verdict { border: 2px solid #57606a; border-left-width: 12px; border-radius: 6px; padding: 12px 16px;
   margin: 14px 0; }
 .verdict .word { font-weight: 700; letter-spacing: 0.04em; }
@@ -1439,6 +1440,130 @@ def audit_html(result: AuditResult) -> str:
     ]
     subtitle = f"model: {_e(doc['path'])}" + (f"<br>against: {_e(doc['against'])}" if doc["against"] else "")
     return _page(f"unshell audit: {level}", subtitle, toc, body)
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+_HOW_TO_READ_SEARCH = (
+    "The library holds fingerprints of known models: enough of each to test lineage without its "
+    "weights. The suspect's own weights were read in full.",
+    "A cheap stage ranks the whole library by shared tensor hashes, architecture signature, width, "
+    "vocabulary and tokenizer family; only the best candidates get the calibrated lineage test. A "
+    "fingerprint screened out there counts as p = 1 below.",
+    "Testing one suspect against many bases makes small p-values easier to find by chance, so every "
+    "p-value is adjusted (Holm-Bonferroni) over the whole library, and 'derived' needs the adjusted "
+    f"value below {_exp(DERIVED_P)}. A bigger library therefore needs stronger evidence.",
+    "'identical' rests on content hashes, not on a p-value. 'inconclusive' makes no claim either way.",
+    "Finding no match says only that none of these fingerprints is the source. A base that is not in "
+    "the library would not show.",
+)
+
+
+def _search_headline(doc: dict[str, Any]) -> str:
+    matches = [c for c in doc["candidates"] if c["verdict"] in ("identical", "derived")]
+    size = doc["library"]["size"]
+    if not matches:
+        return (
+            '<div class="verdict lv-ok" role="status"><div class="word">NO MATCH</div>'
+            f'<p class="headline">None of the library\'s {_e(size)} fingerprints is the source of these '
+            f"weights ({_e(doc['tested'])} tested in full).</p>"
+            "<p>This is not evidence of independent training: a base missing from the library would "
+            "not show.</p></div>"
+        )
+    best = matches[0]
+    how = f" ({', '.join(best['how'])})" if best["how"] else ""
+    if best["verdict"] == "identical":
+        headline = f"The suspect holds the weights of {best['name']}: the same values{how}, proven by content hashes."
+        meaning = "No p-value is needed: identical values cannot come from independent training."
+    else:
+        p = best["p_adjusted"]
+        headline = (
+            f"The suspect's weights were derived from {best['name']}'s, or both from a common ancestor{how}: "
+            f"adjusted p {_p_relation(p)}."
+        )
+        meaning = (
+            f"The chance that an independently trained model looks this much like one of the library's "
+            f"{size} fingerprints is {chance_bound(p)} (Holm-adjusted over the whole library). "
+            f"'Derived' is only said when this chance is below {_exp(DERIVED_P)}."
+        )
+    others = len(matches) - 1
+    extra = f"<p>{others} more match(es) below.</p>" if others else ""
+    return _verdict_box(best["verdict"], headline, meaning, extra)
+
+
+def search_html(result: Any) -> str:
+    """The report of `unshell.search` (a `SearchResult`) as one self-contained HTML page."""
+    doc = result.to_dict()
+    suspect = doc["suspect"]
+    rows = [
+        (
+            f"<code>{_e(c['name'])}</code>",
+            _badge(str(c["verdict"])),
+            _e(_p_text(c["p_value"])),
+            _e(_p_text(c["p_adjusted"])),
+            _e(", ".join(c["how"])),
+            _e(f"{c['evidence'].get('shared_hashes', 0)} of {c['evidence'].get('suspect_hashes', 0)}"),
+            _e(", ".join(c["evidence"].get("matched") or []) or "none"),
+            _e(c["reason"]),
+        )
+        for c in doc["candidates"]
+    ]
+    table = (
+        _table(
+            (
+                "Candidate",
+                "Verdict",
+                "p",
+                "p (Holm)",
+                "How",
+                "Shared tensor hashes",
+                "Cheap signals shared",
+                "Reason",
+            ),
+            rows,
+            numeric=(2, 3),
+        )
+        if rows
+        else "<p>No candidates: nothing in the library shares this model's architecture or weights.</p>"
+    )
+    suspect_rows = _table(
+        ("", "Suspect"),
+        [
+            ("Path", f"<code>{_e(suspect['path'] or suspect['name'] or '?')}</code>"),
+            ("Family", _e(suspect["family"] or "unrecognized")),
+            ("Signature", f"<code>{_e(suspect['signature'] or '')}</code>"),
+            ("Hidden size", _e(suspect["hidden"] if suspect["hidden"] is not None else "?")),
+            ("Vocabulary", _e(suspect["vocab_size"] if suspect["vocab_size"] is not None else "?")),
+            ("Tokenizer family", _e(suspect["tokenizer_family"] or "none recognized")),
+            ("Tensor hashes", _e(suspect["content_hashes"])),
+        ],
+        row_headers=True,
+    )
+    screening = (
+        f"<p>{_e(doc['tested'])} candidates tested in full; {_e(doc['screened_out'])} screened out by "
+        f"the cheap stage in {_e(doc['timing']['candidates_ms'])} ms; lineage tests took "
+        f"{_e(doc['timing']['lineage_s'])} s. {_e(doc['multiple_testing']['note'])}.</p>"
+    )
+    body = [
+        _section("result", "Result", _search_headline(doc), lead=True),
+        _section("candidates", "Candidates, best first", screening + table),
+        _section("suspect", "The suspect", suspect_rows),
+    ]
+    if doc["notes"]:
+        body.append(_section("notes", "Notes", _list(doc["notes"])))
+    body.append(_section("how-to-read", "How to read this", _how_to_read(_HOW_TO_READ_SEARCH)))
+    toc = [
+        ("result", "Result"),
+        ("candidates", "Candidates"),
+        ("suspect", "Suspect"),
+        *([("notes", "Notes")] if doc["notes"] else []),
+        ("how-to-read", "How to read this"),
+    ]
+    subtitle = (
+        f"suspect: {_e(suspect['path'] or suspect['name'])}<br>library: {_e(doc['library']['path'])} "
+        f"({_e(doc['library']['size'])} fingerprints)"
+    )
+    return _page("unshell search", subtitle, toc, body)
 
 
 # --- writing --------------------------------------------------------------------------------------

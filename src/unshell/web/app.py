@@ -550,6 +550,7 @@ def create_app(
             renderers: dict[str, Callable[[Any], str]] = {
                 "compare": report_module.compare_html,
                 "audit": report_module.audit_html,
+                "search": report_module.search_html,
             }
             render = renderers.get(job.kind)
         except (ImportError, AttributeError):

@@ -4,8 +4,8 @@ Makes a Yi-style copy of the real stories260K model (Hugging Face Llama names, w
 renamed ``ln1``/``ln2`` as Yi-34B shipped in November 2023, a config claiming "Yi", and a card
 that names no base) and a copy with every name replaced by random tokens, then runs
 ``unshell inspect`` on each, names a real tokenizer's family, compares two independently trained
-real models, audits the Yi-style copy's disclosure, and looks the scrambled copy up in a
-fingerprint library of the real models.
+real models, audits the Yi-style copy's disclosure, looks the scrambled copy up in a
+fingerprint library of the real models, and audits the Yi-style copy again with that library.
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ def main() -> int:
             (
                 "the scrambled copy looked up in the library: whose weights are these?",
                 ["search", "--library", library, str(scrambled_dir)],
+            ),
+            (
+                "the Yi-style copy audited with the library: a base found that its card never names",
+                ["audit", "--library", library, str(yi_dir)],
             ),
         ]
         for title, arguments in commands:

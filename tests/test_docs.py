@@ -102,3 +102,7 @@ def test_readme_demo_runs_and_finds_the_rename() -> None:
     verdicts = {line.split()[0]: line.split()[1] for line in search if len(line.split()) >= 2}
     assert verdicts.get("stories260K.bin") == "identical"
     assert verdicts.get("llama2xs.model.bin") == "independent"
+    # The Yi-style copy audited with the library: its undeclared base is found.
+    audit = out[out.index("$ unshell audit --library") :]
+    assert "LEVEL         UNDISCLOSED-DERIVATIVE" in audit
+    assert "WEIGHTS       identical: stories260K.bin (by content hashes" in audit

@@ -695,13 +695,12 @@ def render_audit(doc: dict[str, Any]) -> str:
         if weights["base"] is None:
             rows.append(("weights", f"no source found among {searched}"))
         else:
-            rows.append(
-                (
-                    "weights",
-                    f"{weights['verdict']} from {weights['base']} (p = {_p_text(weights['p_value'])}, "
-                    f"Holm over {searched})",
-                )
+            how = (
+                "by content hashes"
+                if weights["p_value"] is None
+                else f"p = {_p_text(weights['p_value'])}, Holm-adjusted"
             )
+            rows.append(("weights", f"{weights['verdict']}: {weights['base']} ({how}; searched {searched})"))
     elif weights:
         rows.append(
             ("weights", f"{weights['verdict']} vs {weights['base']} (p = {_p_text(weights['p_value'])})")

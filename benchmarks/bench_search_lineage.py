@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="search's threads (default: its own)")
     args = parser.parse_args()
 
     from unshell.library import Library, search
@@ -48,7 +49,7 @@ def main() -> None:
             library.add(fp, name=f"base-copy-{i}")
         _evict(suspect)
         start = time.perf_counter()
-        result = search(suspect, library, top=args.candidates)
+        result = search(suspect, library, top=args.candidates, workers=args.workers)
         total_s = time.perf_counter() - start
         library.close()
     verdicts = sorted({(c.verdict, c.p_adjusted) for c in result.candidates}, key=str)

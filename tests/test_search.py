@@ -283,3 +283,12 @@ def test_the_suspect_is_hashed_once_for_every_candidate(
     assert result.tested >= 3  # several candidates got the full test...
     assert len(calls) == 1  # ...from one hashing pass over the suspect
     assert result.candidates[0].verdict == "identical"
+
+
+def test_threads_give_the_sequential_result(real_library: Library, fixtures_dir: Path) -> None:
+    for suspect in (fixtures_dir / "stories260K.bin", fixtures_dir / "llama2xs.ckpt.pt"):
+        one, two = (search(suspect, real_library, top=4, workers=w).to_dict() for w in (1, 2))
+        for out in (one, two):
+            out.pop("timing")
+        assert one == two
+        assert one["tested"] >= 2  # more than one candidate, so the threads did share the work

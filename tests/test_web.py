@@ -670,3 +670,23 @@ def test_audit_can_search_the_library(library_client: TestClient, layout: dict[s
         "/api/audit", json={"path": "llama2xs.model.bin", "against": "stories260K.bin", "library": True}
     )
     assert_one_line_error(both, 400)
+
+
+def test_search_threads_stay_confined(library_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`search` tests candidates on threads of its own: the confinement must hold in them too."""
+    from unshell.lineage import fingerprint as fingerprint_module
+
+    seen: list[tuple[str, object]] = []
+    real = fingerprint_module.compare_with_fingerprint
+
+    def recording(base: Any, suspect: Any) -> Any:
+        seen.append((threading.current_thread().name, web_paths._confined_to.get()))
+        return real(base, suspect)
+
+    monkeypatch.setattr(fingerprint_module, "compare_with_fingerprint", recording)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # threads even on a one-core machine
+    job = library_client.post("/api/search", json={"path": "stories260K.bin"}).json()
+    assert wait_for(library_client, job["id"])["state"] == "done"
+    assert len(seen) == 2
+    assert any(name.startswith("unshell-search") for name, _ in seen)  # it did use its threads
+    assert all(confinement is not None for _, confinement in seen)

@@ -20,10 +20,12 @@ Three stages:
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,19 +257,40 @@ def _relation(result: Any) -> str | None:
 
 
 def _compare_all(
-    library: Library, kept: list[CheapCandidate], suspect: Any, notes: list[str]
+    library: Library, kept: list[CheapCandidate], suspect: Any, notes: list[str], workers: int
 ) -> list[tuple[CheapCandidate, Any]]:
+    """Every kept candidate against the suspect. With a prepared checkpoint, candidates run on
+    ``workers`` threads: each comparison is numpy matrix work and memory-mapped reads, which
+    release the GIL, and each holds about one tensor of the suspect at a time."""
     from ..lineage.fingerprint import compare_with_fingerprint
 
-    tested: list[tuple[CheapCandidate, Any]] = []
-    for cheap in kept:
+    fingerprints: list[Any] = []
+    for cheap in kept:  # SQLite is read on this thread only
         try:
-            result = compare_with_fingerprint(library.get(cheap.name), suspect)
+            fingerprints.append(library.get(cheap.name))
         except UnshellError as error:
-            notes.append(f"{cheap.name}: could not be compared ({error})")
-            result = None
-        tested.append((cheap, result))
-    return tested
+            notes.append(f"{cheap.name}: could not be read from the library ({error})")
+            fingerprints.append(None)
+
+    def one(index: int) -> Any:
+        fp = fingerprints[index]
+        if fp is None:
+            return None
+        try:
+            return compare_with_fingerprint(fp, suspect)
+        except UnshellError as error:
+            notes.append(f"{kept[index].name}: could not be compared ({error})")
+            return None
+
+    if workers > 1 and len(kept) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unshell-search") as pool:
+            # Each task runs in a copy of the caller's context: whatever the caller set there (the
+            # web server's path confinement, for one) holds in the worker threads too.
+            futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(kept))]
+            results = [future.result() for future in futures]
+    else:
+        results = [one(i) for i in range(len(kept))]
+    return list(zip(kept, results, strict=True))
 
 
 def search(
@@ -276,11 +299,14 @@ def search(
     *,
     top: int = 5,
     max_candidates: int = MAX_CANDIDATES,
+    workers: int | None = None,
 ) -> SearchResult:
     """Search ``library`` for the fingerprints ``suspect`` derives from (a path, an open
     checkpoint, or a fingerprint). Returns at most ``top`` candidates, matches first.
 
-    ``library`` is a `Library`, the path of one, or None for the default library.
+    ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
+    threads test candidates side by side (default: every core, at most 4, since each holds about
+    one tensor of the suspect in memory).
 
     Example:
         >>> from unshell.library import Library, search
@@ -288,7 +314,7 @@ def search(
     """
     if not isinstance(library, Library):
         with Library(library) as opened_library:
-            return search(suspect, opened_library, top=top, max_candidates=max_candidates)
+            return search(suspect, opened_library, top=top, max_candidates=max_candidates, workers=workers)
     from ..formats import open_checkpoint
     from ..lineage.fingerprint import Fingerprint, prepare_suspect
 
@@ -319,7 +345,8 @@ def search(
         kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
         candidate_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        tested = _compare_all(library, kept, target, notes)
+        threads = workers if workers is not None else min(os.cpu_count() or 1, 4)
+        tested = _compare_all(library, kept, target, notes, max(1, threads))
         lineage_seconds = time.perf_counter() - start
     finally:
         if opened is not None:

@@ -207,3 +207,21 @@ def test_scan_adds_to_the_library_and_reports_failures(
 def test_scan_library_needs_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["scan", str(tmp_path), "--library", str(tmp_path / "x.sqlite")], capsys)
     assert code == UsageError.exit_code and "--add" in err
+
+
+def test_hub_cache_entries_are_named_by_repo_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_scan import _cache_repo
+
+    _, state, _ = load_legacy(Path(__file__).parent / "data" / "fixtures" / "stories260K.bin")
+    repo = _cache_repo(tmp_path / "hub", state)  # models--karpathy--stories260K, one snapshot
+    snapshot = next((repo / "snapshots").iterdir())
+    library = str(tmp_path / "lib.sqlite")
+    code, out, _ = run(["library", "add", "--library", library, "--format", "json", str(repo)], capsys)
+    assert code == 0 and json.loads(out)["added"][0]["name"] == "karpathy/stories260K"
+    code, _, err = run(["library", "add", "--library", library, str(snapshot)], capsys)
+    assert code == UsageError.exit_code and "karpathy/stories260K" in err  # the same model, same name
+
+
+def test_scan_headers_only_cannot_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["scan", str(tmp_path), "--headers-only", "--add"], capsys)
+    assert code == UsageError.exit_code and "--headers-only" in err

@@ -420,7 +420,9 @@ def library_group() -> None:
 
 @library_group.command("add")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--name", help="The entry's name (one PATH only). Default: the checkpoint's name.")
+@click.option(
+    "--name", help="The entry's name (one PATH only). Default: the Hub repo id, else the file or folder name."
+)
 @click.option("--replace", is_flag=True, help="Replace an entry of the same name.")
 @library_option
 @format_option
@@ -433,8 +435,13 @@ def library_add_command(
 
     if name is not None and len(paths) > 1:
         raise UsageError("--name names one entry: give one PATH with it")
+    chatty = fmt == "table" and sys.stderr.isatty()
     with _open_library(library_path) as library:
-        added = [add_checkpoint(library, path, name=name, replace=replace) for path in paths]
+        added = []
+        for number, path in enumerate(paths, 1):
+            if chatty:  # a 7B model takes a minute or more: say what is happening
+                click.echo(f"[{number}/{len(paths)}] fingerprinting {path} ...", err=True)
+            added.append(add_checkpoint(library, path, name=name, replace=replace))
         doc = {
             "library": str(library.path),
             "added": [entry.to_dict() for entry in added],
@@ -566,6 +573,10 @@ def scan_command(
     from ..scan import scan
 
     library: Any = None
+    if add_to_library and headers_only:
+        from ..errors import UsageError
+
+        raise UsageError("--headers-only computes no fingerprints: nothing to --add")
     if add_to_library:
         library = _open_library(library_path)
     elif library_path is not None:

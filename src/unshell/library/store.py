@@ -607,15 +607,26 @@ _ENTRY_QUERY = (
 )
 
 
+def default_entry_name(path: str | os.PathLike[str]) -> str:
+    """The name a checkpoint gets in the library unless one is given: the Hub repo id for a
+    Hugging Face cache folder or one of its snapshots (``models--org--name`` is ``org/name``),
+    else the file or folder name."""
+    target = Path(path)
+    for folder in (target, target.parent.parent if target.parent.name == "snapshots" else None):
+        if folder is not None and folder.name.startswith("models--") and len(folder.name) > len("models--"):
+            return folder.name[len("models--") :].replace("--", "/")
+    return target.name or str(target)
+
+
 def add_checkpoint(
     library: Library, path: str | os.PathLike[str], *, name: str | None = None, replace: bool = False
 ) -> LibraryEntry:
     """Fingerprint the checkpoint at ``path`` (reads its weights once), store it, return its entry.
 
-    The name defaults to the checkpoint's file or folder name."""
+    The name defaults to `default_entry_name`: the Hub repo id, or the file or folder name."""
     from ..lineage.fingerprint import fingerprint
 
-    chosen = _valid_name(name if name is not None else Path(path).name)
+    chosen = _valid_name(name if name is not None else default_entry_name(path))
     if not replace and chosen in library:
         raise UsageError(f"the library already holds {sanitize(chosen)!r} (use --replace to overwrite it)")
     return library.entry(library.add(fingerprint(path, name=chosen), name=chosen, replace=replace))

@@ -225,3 +225,42 @@ def test_hub_cache_entries_are_named_by_repo_id(tmp_path: Path, capsys: pytest.C
 def test_scan_headers_only_cannot_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["scan", str(tmp_path), "--headers-only", "--add"], capsys)
     assert code == UsageError.exit_code and "--headers-only" in err
+
+
+def test_schema_doc_lists_every_field(
+    library_file: Path, finetune: Path, fixtures_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "library-schema.md").read_text()
+
+    def documented(key: str) -> None:
+        assert f"| `{key}` |" in doc, f"{key} is not documented in docs/library-schema.md"
+
+    _, out, _ = run(["search", "--library", str(library_file), "--format", "json", str(finetune)], capsys)
+    search_doc = json.loads(out)
+    for key, value in search_doc.items():
+        if isinstance(value, dict):
+            for sub in value:
+                documented(f"{key}.{sub}")
+        else:
+            documented(key)
+    for candidate in search_doc["candidates"]:
+        for key in candidate:
+            if key != "evidence":
+                documented(f"candidates[].{key}")
+        for key in candidate["evidence"]:
+            documented(f"candidates[].evidence.{key}")
+
+    _, out, _ = run(
+        ["scan", str(fixtures_dir), "--headers-only", "--workers", "1", "--format", "json"], capsys
+    )
+    scan_doc = json.loads(out)
+    for key in scan_doc:
+        documented(key)
+    for record in scan_doc["records"]:
+        for key in record:
+            documented(f"records[].{key}")
+
+    _, out, _ = run(["library", "list", "--library", str(library_file), "--format", "json"], capsys)
+    for entry in json.loads(out)["entries"]:
+        for key in entry:
+            documented(f"entries[].{key}")

@@ -79,6 +79,11 @@ def test_add_list_remove(library_file: Path, capsys: pytest.CaptureFixture[str])
     assert code == UsageError.exit_code and err.startswith("error: ") and "'nope'" in err
     assert len(Library(library_file)) == 3
 
+    code, out, _ = run(["library", "show", "--library", str(library_file), "stories260K.bin"], capsys)
+    assert code == 0 and "35 matrices at 64 directions" in out
+    code, _, err = run(["library", "show", "--library", str(library_file), "nope"], capsys)
+    assert code == UsageError.exit_code and "'nope'" in err
+
     code, out, _ = run(
         ["library", "remove", "--library", str(library_file), "--format", "json", "llama2xs.model.bin"],
         capsys,
@@ -261,6 +266,12 @@ def test_schema_doc_lists_every_field(
             documented(f"records[].{key}")
 
     _, out, _ = run(["library", "list", "--library", str(library_file), "--format", "json"], capsys)
-    for entry in json.loads(out)["entries"]:
+    entries = json.loads(out)["entries"]
+    for entry in entries:
         for key in entry:
             documented(f"entries[].{key}")
+    show = ["library", "show", "--library", str(library_file), "--format", "json", "stories260K.bin"]
+    _, out, _ = run(show, capsys)
+    for key in json.loads(out):
+        if key not in entries[0]:
+            documented(key)

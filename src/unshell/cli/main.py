@@ -460,6 +460,19 @@ def library_list_command(library_path: str | None, fmt: str) -> None:
     Output(fmt).document(doc, render_library_list)
 
 
+@library_group.command("show")
+@click.argument("name")
+@library_option
+@format_option
+def library_show_command(name: str, library_path: str | None, fmt: str) -> None:
+    """One fingerprint: family, shape, tokenizer, source, and what it holds."""
+    from ..library import existing_library
+
+    with existing_library(library_path) as library:
+        doc = library.describe(name)
+    Output(fmt).document(doc, render_library_show)
+
+
 @library_group.command("remove")
 @click.argument("names", nargs=-1, required=True)
 @library_option
@@ -626,6 +639,24 @@ def render_library_list(doc: dict[str, Any]) -> str:
     ]
     headers = ("NAME", "FAMILY", "PARAMS", "HIDDEN", "VOCAB", "TOKENIZER", "SIZE")
     return columns(headers, rows) + f"\n{len(rows)} fingerprints in {doc['library']}\n"
+
+
+def render_library_show(doc: dict[str, Any]) -> str:
+    roles = ", ".join(f"{role} {count}" for role, count in doc["sketched_roles"].items())
+    rows = [
+        ("name", doc["name"]),
+        ("family", doc["family"] or "?"),
+        ("signature", doc["signature"] or ""),
+        ("parameters", human_count(doc["parameters"])),
+        ("tokenizer", doc["tokenizer_family"] or "none recorded"),
+        ("source", f"{doc['source'] or '?'} ({doc['format'] or '?'})"),
+        ("added", doc["added"]),
+        ("fingerprint", f"{human_bytes(doc['size_bytes'])}, format version {doc['version']}"),
+        ("hashes", f"{doc['tensors']} tensors (exact bytes and bf16-rounded values)"),
+        ("sketches", f"{doc['sketched_matrices']} matrices at {doc['sketch_dim']} directions: {roles}"),
+        ("anchors", f"{doc['anchor_tokens']} embedding rows"),
+    ]
+    return key_value_table(rows)
 
 
 def render_search(doc: dict[str, Any]) -> str:

@@ -509,6 +509,29 @@ class Library:
             raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
         return LibraryEntry(*row)
 
+    def describe(self, name: str) -> dict[str, Any]:
+        """One fingerprint's summary (`entry`) and what it holds: tensor hashes, sketched matrices
+        by role, embedding anchors, the tensor-table hash, the tokenizer and the shape config."""
+        entry = self.entry(name).to_dict()
+        fp = self.get(name)
+        roles: dict[str, int] = {}
+        for unit in fp.units:
+            role = str(unit.get("role") or "?")
+            roles[role] = roles.get(role, 0) + 1
+        tokenizer = fp.tokenizer or {}
+        return {
+            **entry,
+            "version": fp.version,
+            "header_hash": fp.header_hash,
+            "tensors": len(fp.tensor_numels),
+            "sketched_matrices": len(fp.units),
+            "sketch_dim": fp.sketch_dim,
+            "sketched_roles": dict(sorted(roles.items())),
+            "anchor_tokens": int(fp.anchors.shape[1]) if fp.anchors.ndim == 3 else 0,
+            "tokenizer": {k: v for k, v in tokenizer.items() if isinstance(v, str | int | float | bool)},
+            "config": {k: v for k, v in fp.config.items() if isinstance(v, str | int | float | bool)},
+        }
+
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 

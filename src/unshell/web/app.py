@@ -502,25 +502,7 @@ def create_app(
         with Library(state.library_path) as library:
             if name not in library:
                 raise WebError(f"the library holds no fingerprint named {name!r}", 404)
-            entry = library.entry(name).to_dict()
-            fp = library.get(name)
-        roles: dict[str, int] = {}
-        for unit in fp.units:
-            role = str(unit.get("role") or "?")
-            roles[role] = roles.get(role, 0) + 1
-        tokenizer = fp.tokenizer or {}
-        return {
-            **entry,
-            "version": fp.version,
-            "header_hash": fp.header_hash,
-            "tensors": len(fp.tensor_numels),
-            "sketched_matrices": len(fp.units),
-            "sketch_dim": fp.sketch_dim,
-            "sketched_roles": dict(sorted(roles.items())),
-            "anchor_tokens": int(fp.anchors.shape[1]) if fp.anchors.ndim == 3 else 0,
-            "tokenizer": {k: v for k, v in tokenizer.items() if isinstance(v, str | int | float | bool)},
-            "config": {k: v for k, v in fp.config.items() if isinstance(v, str | int | float | bool)},
-        }
+            return library.describe(name)
 
     def job_or_404(job_id: str) -> Job:
         job = state.jobs.get(job_id)

@@ -651,6 +651,8 @@ def test_missing_library_is_shown_empty_and_not_created(layout: dict[str, Path],
             "library": str(path),
             "size": 0,
             "families": [],
+            "matching": 0,
+            "offset": 0,
             "entries": [],
         }
         assert "The library is empty" in fresh.get("/library").text
@@ -690,3 +692,33 @@ def test_search_threads_stay_confined(library_client: TestClient, monkeypatch: p
     assert len(seen) == 2
     assert any(name.startswith("unshell-search") for name, _ in seen)  # it did use its threads
     assert all(confinement is not None for _, confinement in seen)
+
+
+def test_library_pages_through_a_large_library(
+    layout: dict[str, Path], tmp_path: Path, fixtures_dir: Path
+) -> None:
+    """Filtering and paging happen in SQL: a page shows 200 entries and links to the next."""
+    from unshell.library import Library
+    from unshell.lineage.fingerprint import fingerprint
+
+    path = tmp_path / "big.sqlite"
+    fp = fingerprint(fixtures_dir / "stories260K.bin")
+    with Library(path) as library:
+        for i in range(450):
+            library.add(fp, name=f"org-{i % 3}/model_{i:04d}")
+        library.add(fp, name="100%_real")  # LIKE's wildcards are matched literally
+    with TestClient(create_app([layout["root"]], library=path), base_url=BASE_URL) as client:
+        first = client.get("/api/library").json()
+        assert (first["size"], first["matching"], len(first["entries"])) == (451, 451, 200)
+        third = client.get("/api/library", params={"offset": 400}).json()
+        assert len(third["entries"]) == 51 and third["entries"][-1]["name"] == "org-2/model_0449"
+        org1 = client.get("/api/library", params={"q": "ORG-1/", "limit": 1000}).json()
+        assert org1["matching"] == 150 and all(e["name"].startswith("org-1/") for e in org1["entries"])
+        assert [e["name"] for e in client.get("/api/library", params={"q": "%_r"}).json()["entries"]] == [
+            "100%_real"
+        ]
+        assert client.get("/api/library", params={"q": "model_", "family": "bert"}).json()["matching"] == 0
+        page = client.get("/library", params={"q": "org-0"}).text
+        assert "1–150 of 150 matching" in page and 'id="next"' not in page
+        page = client.get("/library").text
+        assert "1–200 of 451 matching" in page and "offset=200" in page

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import hashlib
 import json
 import os
@@ -497,10 +498,40 @@ class Library:
     def get(self, name: str) -> Fingerprint:
         return _decode(self.get_bytes(name))
 
-    def list(self) -> list[LibraryEntry]:
-        """Every fingerprint's summary, by name."""
-        rows = self.db.execute(_ENTRY_QUERY + " ORDER BY f.name")
-        return [LibraryEntry(*row) for row in rows]
+    def list(
+        self, *, contains: str = "", family: str = "", limit: int | None = None, offset: int = 0
+    ) -> list[LibraryEntry]:
+        """Fingerprint summaries by name: every one, or those whose name contains ``contains``
+        (case-insensitive) and whose family is ``family``, ``limit`` at most from ``offset``."""
+        where, params = self._filter(contains, family)
+        query = _ENTRY_QUERY + where + " ORDER BY f.name"
+        if limit is not None:
+            query += " LIMIT ? OFFSET ?"
+            params += [max(limit, 0), max(offset, 0)]
+        return [LibraryEntry(*row) for row in self.db.execute(query, params)]
+
+    def count(self, *, contains: str = "", family: str = "") -> int:
+        """How many fingerprints `list` would give without a limit."""
+        where, params = self._filter(contains, family)
+        return int(self.db.execute("SELECT count(*) FROM fingerprints f" + where, params).fetchone()[0])
+
+    def families(self) -> builtins.list[str]:
+        """The architecture families present, sorted."""
+        rows = self.db.execute("SELECT DISTINCT family FROM fingerprints WHERE family IS NOT NULL")
+        return sorted(str(row[0]) for row in rows)
+
+    @staticmethod
+    def _filter(contains: str, family: str) -> tuple[str, builtins.list[Any]]:
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if contains:
+            escaped = contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("lower(f.name) LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        if family:
+            clauses.append("f.family = ?")
+            params.append(family)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def entry(self, name: str) -> LibraryEntry:
         """One fingerprint's summary (no blob is read)."""

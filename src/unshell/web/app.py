@@ -66,6 +66,7 @@ PAGE_CSP = (
 # sandbox (an opaque origin) in case an escaping bug ever let markup through.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"
 CHECKPOINT_CACHE_S = 10.0
+LIBRARY_PAGE = 200
 
 PathText = Annotated[str, Field(max_length=MAX_PATH_CHARS + 1)]
 
@@ -471,27 +472,29 @@ def create_app(
 
         return state.jobs.submit("search", {"path": str(path), "top": top}, work)
 
-    def library_entries(query: str = "", family: str = "") -> dict[str, Any]:
-        """The library's entries, filtered by a substring of the name and by family (no blob read)."""
+    def library_entries(
+        query: str = "", family: str = "", limit: int = LIBRARY_PAGE, offset: int = 0
+    ) -> dict[str, Any]:
+        """The library's entries, filtered in SQL by a substring of the name and by family, one
+        page at a time (a library can hold millions; no blob is read)."""
         from ..library import Library
 
+        empty = {"library": str(state.library_path), "size": 0, "families": [], "matching": 0}
         if not state.library_path.is_file():
-            return {"library": str(state.library_path), "size": 0, "families": [], "entries": []}
+            return {**empty, "offset": offset, "entries": []}
+        needle = query.strip()
         with Library(state.library_path) as library:
-            entries = [entry.to_dict() for entry in library.list()]
-        families = sorted({e["family"] for e in entries if e["family"]})
-        needle = query.strip().lower()
-        shown = [
-            e
-            for e in entries
-            if (not needle or needle in e["name"].lower()) and (not family or e["family"] == family)
-        ]
-        return {
-            "library": str(state.library_path),
-            "size": len(entries),
-            "families": families,
-            "entries": shown,
-        }
+            return {
+                "library": str(state.library_path),
+                "size": len(library),
+                "families": library.families(),
+                "matching": library.count(contains=needle, family=family),
+                "offset": offset,
+                "entries": [
+                    e.to_dict()
+                    for e in library.list(contains=needle, family=family, limit=limit, offset=offset)
+                ],
+            }
 
     def library_model(name: str) -> dict[str, Any]:
         """One fingerprint: its summary and what it holds (hashes, sketched matrices, anchors)."""
@@ -643,8 +646,10 @@ def create_app(
     async def api_library(
         q: Annotated[str, Query(max_length=512, description="a substring of the name")] = "",
         family: Annotated[str, Query(max_length=128)] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = LIBRARY_PAGE,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        return await run_in_threadpool(library_entries, q, family)
+        return await run_in_threadpool(library_entries, q, family, limit, offset)
 
     @app.get("/api/library/{name:path}", tags=["library"], summary="One fingerprint: summary and contents")
     async def api_library_model(name: str) -> dict[str, Any]:
@@ -781,10 +786,10 @@ def create_app(
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     @app.get("/library", include_in_schema=False)
-    async def library_page(q: str = "", family: str = "") -> HTMLResponse:
-        doc = await run_in_threadpool(library_entries, q[:512], family[:128])
+    async def library_page(q: str = "", family: str = "", offset: int = 0) -> HTMLResponse:
+        doc = await run_in_threadpool(library_entries, q[:512], family[:128], LIBRARY_PAGE, max(offset, 0))
         checkpoints = [(e, state.absolute(e)) for e in state.checkpoints()]
-        return page("library.html", doc=doc, q=q, family=family, checkpoints=checkpoints)
+        return page("library.html", doc=doc, q=q, family=family, checkpoints=checkpoints, page=LIBRARY_PAGE)
 
     @app.get("/library/{name:path}", include_in_schema=False)
     async def library_model_page(name: str) -> HTMLResponse:

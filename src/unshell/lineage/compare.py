@@ -763,33 +763,61 @@ def compare_checkpoints(
             layers=[],
             alignment=alignment,
         )
-    table = similarity_table(units_a, units_b)
-    matches = match_units(units_a, units_b, basis_a.shape[1], table)
-    profile = _profile_correlation(units_a, units_b)
-    similarity = layer_similarity(units_a, units_b, table)
-    profiles = {"a": std_profile(units_a), "b": std_profile(units_b)}
-    del table
-    layers = layer_map(matches)
-    z, p = combine(one_to_one(matches))
-    score = float(np.mean([m.similarity for m in matches]))
-
-    verdict, reason = decide(len(matches), z, p)
+    weighed = weigh_units(units_a, units_b, basis_a.shape[1])
+    profile = weighed.profile_correlation
     how = (
-        _how(inspect_a, inspect_b, layers, alignment, model_a, model_b, quick=quick)
-        if verdict == "derived"
+        _how(inspect_a, inspect_b, weighed.layers, alignment, model_a, model_b, quick=quick)
+        if weighed.verdict == "derived"
         else []
     )
     return result(
-        verdict,
-        reason,
+        weighed.verdict,
+        weighed.reason,
         how=how,
-        p_value=p,
-        score=score,
-        layers=layers,
+        p_value=weighed.p_value,
+        score=weighed.score,
+        layers=weighed.layers,
         alignment=alignment,
+        matches=weighed.matches,
+        layer_similarity=weighed.layer_similarity,
+        std_profiles=weighed.std_profiles,
+    )
+
+
+@dataclass
+class WeighedUnits:
+    """The calibrated test on two sets of sketched units, and what the reports draw from it."""
+
+    verdict: str
+    reason: str
+    p_value: float
+    score: float
+    matches: list[UnitMatch]
+    layers: list[dict[str, Any]]
+    layer_similarity: LayerSimilarity | None
+    std_profiles: dict[str, dict[str, list[float | None]]]
+    profile_correlation: float | None
+
+
+def weigh_units(units_a: list[Unit], units_b: list[Unit], sketch_dim: int) -> WeighedUnits:
+    """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
+    `compare` and the comparison against a fingerprint (`lineage.fingerprint`)."""
+    table = similarity_table(units_a, units_b)
+    matches = match_units(units_a, units_b, sketch_dim, table)
+    similarity = layer_similarity(units_a, units_b, table)
+    del table
+    z, p = combine(one_to_one(matches))
+    verdict, reason = decide(len(matches), z, p)
+    return WeighedUnits(
+        verdict=verdict,
+        reason=reason,
+        p_value=p,
+        score=float(np.mean([m.similarity for m in matches])),
         matches=matches,
+        layers=layer_map(matches),
         layer_similarity=similarity,
-        std_profiles=profiles,
+        std_profiles={"a": std_profile(units_a), "b": std_profile(units_b)},
+        profile_correlation=_profile_correlation(units_a, units_b),
     )
 
 

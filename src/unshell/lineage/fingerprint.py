@@ -72,19 +72,11 @@ from .compare import (
     _embedding_candidates,
     _hash_names,
     _how,
-    _profile_correlation,
     _read_rows,
     _units,
-    combine,
-    decide,
     identical_by_hashes,
-    layer_map,
-    layer_similarity,
-    match_units,
-    one_to_one,
-    similarity_table,
-    std_profile,
     tensor_units,
+    weigh_units,
 )
 from .hashes import ContentHashes, TensorHashes, content_hashes, hash_tensor, match_hashes
 from .sketch import Alignment, projection
@@ -774,6 +766,40 @@ def compare_with_fingerprint(
         return _compare_checkpoint(base, prepare_suspect(checkpoint, str(Path(suspect))))
 
 
+def _result(
+    base: Fingerprint,
+    inspect_b: InspectResult,
+    path_b: str,
+    hashes: Any,
+    notes: list[str],
+    verdict: str,
+    reason: str,
+    inspect_a: InspectResult | None = None,
+    **fields: Any,
+) -> CompareResult:
+    """A comparison's result with A given as a fingerprint: no tokenizer relation (A's vocabulary
+    is only sampled) and, unless the caller says otherwise, no weight evidence."""
+    evidence: dict[str, Any] = {
+        "how": [],
+        "p_value": None,
+        "score": None,
+        "layers": [],
+        "alignment": None,
+        "profile_correlation": None,
+    }
+    return CompareResult(
+        path_a=base.source,
+        path_b=path_b,
+        inspect_a=inspect_a if inspect_a is not None else _base_inspect(base),
+        inspect_b=inspect_b,
+        verdict=verdict,
+        reason=reason,
+        hashes=hashes,
+        notes=notes,
+        **{**evidence, **fields},
+    )
+
+
 def _finish(
     base: Fingerprint,
     inspect_b: InspectResult,
@@ -785,58 +811,43 @@ def _finish(
     notes: list[str],
     off_basis: float | None,
 ) -> CompareResult:
-    inspect_a = _base_inspect(base)
-
-    def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
-        return CompareResult(
-            path_a=base.source,
-            path_b=path_b,
-            inspect_a=inspect_a,
-            inspect_b=inspect_b,
-            verdict=verdict,
-            reason=reason,
-            hashes=hashes,
-            notes=notes,
-            quick=False,
-            tokenizer=None,
-            **kwargs,
-        )
-
     if len(units_a) < 2 or len(units_b) < 1:
-        return result(
+        return _result(
+            base,
+            inspect_b,
+            path_b,
+            hashes,
+            notes,
             "inconclusive",
             "no comparable weight matrices",
-            how=[],
-            p_value=None,
-            score=None,
-            layers=[],
             alignment=alignment,
-            profile_correlation=None,
         )
-    table = similarity_table(units_a, units_b)
-    matches = match_units(units_a, units_b, base.sketch_dim, table)
-    similarity = layer_similarity(units_a, units_b, table)
-    layers = layer_map(matches)
-    z, p = combine(one_to_one(matches))
-    verdict, reason = decide(len(matches), z, p)
+    inspect_a = _base_inspect(base)
+    weighed = weigh_units(units_a, units_b, base.sketch_dim)
     how: list[str] = []
-    if verdict == "derived":
+    if weighed.verdict == "derived":
         # `compare --quick`'s `how` (model_a and model_b are not read when quick is set).
-        how = _how(inspect_a, inspect_b, layers, None, None, None, quick=True)  # type: ignore[arg-type]
+        how = _how(inspect_a, inspect_b, weighed.layers, None, None, None, quick=True)  # type: ignore[arg-type]
         if off_basis is not None and off_basis > OBFUSCATED_OFF_BASIS and "obfuscated" not in how:
             how.append("obfuscated")
-    return result(
-        verdict,
-        reason,
+    return _result(
+        base,
+        inspect_b,
+        path_b,
+        hashes,
+        notes,
+        weighed.verdict,
+        weighed.reason,
+        inspect_a=inspect_a,
         how=how,
-        p_value=p,
-        score=float(np.mean([m.similarity for m in matches])),
-        layers=layers,
+        p_value=weighed.p_value,
+        score=weighed.score,
+        layers=weighed.layers,
         alignment=alignment,
-        profile_correlation=_profile_correlation(units_a, units_b),
-        matches=matches,
-        layer_similarity=similarity,
-        std_profiles={"a": std_profile(units_a), "b": std_profile(units_b)},
+        profile_correlation=weighed.profile_correlation,
+        matches=weighed.matches,
+        layer_similarity=weighed.layer_similarity,
+        std_profiles=weighed.std_profiles,
     )
 
 
@@ -894,43 +905,13 @@ def _identical_result(
     same: tuple[str, list[str]],
     notes: list[str],
 ) -> CompareResult:
-    return CompareResult(
-        path_a=base.source,
-        path_b=path_b,
-        inspect_a=_base_inspect(base),
-        inspect_b=inspect_b,
-        verdict="identical",
-        reason=same[0],
-        how=same[1],
-        p_value=None,
-        score=1.0,
-        layers=[],
-        hashes=hashes,
-        alignment=None,
-        profile_correlation=None,
-        notes=notes,
-    )
+    return _result(base, inspect_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
 
 
 def _inconclusive(
     base: Fingerprint, inspect_b: InspectResult, path_b: str, hashes: Any, notes: list[str], reason: str
 ) -> CompareResult:
-    return CompareResult(
-        path_a=base.source,
-        path_b=path_b,
-        inspect_a=_base_inspect(base),
-        inspect_b=inspect_b,
-        verdict="inconclusive",
-        reason=reason,
-        how=[],
-        p_value=None,
-        score=None,
-        layers=[],
-        hashes=hashes,
-        alignment=None,
-        profile_correlation=None,
-        notes=notes,
-    )
+    return _result(base, inspect_b, path_b, hashes, notes, "inconclusive", reason)
 
 
 def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareResult:

@@ -656,6 +656,11 @@ def test_missing_library_is_shown_empty_and_not_created(layout: dict[str, Path],
             "entries": [],
         }
         assert "The library is empty" in fresh.get("/library").text
+        # A search needs a library: the job fails with the path-not-found code, creating nothing.
+        job = fresh.post("/api/search", json={"path": "stories260K.bin"}).json()
+        failed = wait_for(fresh, job["id"])
+        assert failed["state"] == "failed" and failed["exit_code"] == 11
+        assert "no fingerprint library" in failed["error"]
     assert not path.exists() and not path.parent.exists()
 
 

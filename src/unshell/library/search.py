@@ -336,8 +336,7 @@ def search(
             target = prepare_suspect(opened, suspect_path)
         elif isinstance(suspect, Checkpoint):
             target = prepare_suspect(suspect)
-        described = target.signals if target is not suspect else suspect
-        suspect_fp = described
+        described = suspect if target is suspect else target.signals
         signals = cheap_signals(described)
         hashes = hashes_of(described)
         library_size = len(library)
@@ -388,15 +387,10 @@ def search(
         return (0 if matched else 1, p, -candidate.evidence["cheap_score"], candidate.name)
 
     candidates.sort(key=order)
-    suspect_path = (
-        ""
-        if isinstance(suspect, Checkpoint) or not isinstance(suspect, str | os.PathLike)
-        else str(Path(suspect))
-    )
     return SearchResult(
         suspect={
             "path": sanitize(suspect_path, limit=4096),
-            "name": getattr(suspect_fp, "name", None),
+            "name": getattr(described, "name", None),
             **{k: signals[k] for k in ("family", "signature", "hidden", "vocab_size", "tokenizer_family")},
             "content_hashes": len(hashes),
         },

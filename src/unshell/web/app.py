@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -441,16 +441,12 @@ def create_app(
 
         def work() -> Any:
             from ..audit.report import audit
-            from ..library import existing_library
 
             if not use_library:
                 with confined(state.roots):
                     return audit(path, against=against, quick=quick)
-            # The library is the operator's own file (outside the roots): opened before confinement.
-            with existing_library(state.library_path) as library:
-                len(library)
-                with confined(state.roots):
-                    return audit(path, quick=quick, library=library)
+            with served_library() as library, confined(state.roots):
+                return audit(path, quick=quick, library=library)
 
         params = {
             "path": str(path),
@@ -460,15 +456,22 @@ def create_app(
         }
         return state.jobs.submit("audit", params, work)
 
+    @contextmanager
+    def served_library() -> Iterator[Any]:
+        """The operator's library, which must exist (the UI never creates or writes it). It lives
+        outside the roots, so it is connected here, before a job enters its confinement."""
+        from ..library import existing_library
+
+        with existing_library(state.library_path) as library:
+            _ = library.db
+            yield library
+
     def submit_search(path: Path, top: int) -> Job:
         def work() -> Any:
-            from ..library import Library, search
+            from ..library import search
 
-            # The library is the operator's own file (outside the roots): opened before confinement.
-            with Library(state.library_path) as library:
-                len(library)
-                with confined(state.roots):
-                    return search(path, library, top=top)
+            with served_library() as library, confined(state.roots):
+                return search(path, library, top=top)
 
         return state.jobs.submit("search", {"path": str(path), "top": top}, work)
 

@@ -209,6 +209,21 @@ def test_scan_adds_to_the_library_and_reports_failures(
     assert "2 unchanged, 1 failed" in out and "bad.safetensors" in out
 
 
+def test_reading_commands_do_not_create_a_missing_library(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "typo.sqlite"
+    for argv in (
+        ["library", "list"],
+        ["library", "show", "x"],
+        ["library", "remove", "x"],
+        ["library", "export", str(tmp_path / "out.jsonl")],
+    ):
+        code, _, err = run([*argv, "--library", str(missing)], capsys)
+        assert code == 11 and "no fingerprint library" in err, argv
+    assert not missing.exists() and not (tmp_path / "out.jsonl").exists()
+
+
 def test_scan_library_needs_add(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["scan", str(tmp_path), "--library", str(tmp_path / "x.sqlite")], capsys)
     assert code == UsageError.exit_code and "--add" in err

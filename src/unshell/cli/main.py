@@ -403,10 +403,12 @@ def serve_command(
     serve(host=host, port=port, roots=[Path(r) for r in roots], max_jobs=max_jobs, library=library_path)
 
 
-def _open_library(path: str | None) -> Any:
-    from ..library import Library
+def _open_library(path: str | None, *, create: bool = False) -> Any:
+    """The library at ``path`` (default: the default one). Only commands that add fingerprints
+    create it; the others report a missing library instead of leaving an empty file behind."""
+    from ..library import Library, existing_library
 
-    return Library(path)
+    return Library(path) if create else existing_library(path)
 
 
 @cli.group("library")
@@ -436,7 +438,7 @@ def library_add_command(
     if name is not None and len(paths) > 1:
         raise UsageError("--name names one entry: give one PATH with it")
     chatty = fmt == "table" and sys.stderr.isatty()
-    with _open_library(library_path) as library:
+    with _open_library(library_path, create=True) as library:
         added = []
         for number, path in enumerate(paths, 1):
             if chatty:  # a 7B model takes a minute or more: say what is happening
@@ -466,9 +468,7 @@ def library_list_command(library_path: str | None, fmt: str) -> None:
 @format_option
 def library_show_command(name: str, library_path: str | None, fmt: str) -> None:
     """One fingerprint: family, shape, tokenizer, source, and what it holds."""
-    from ..library import existing_library
-
-    with existing_library(library_path) as library:
+    with _open_library(library_path) as library:
         doc = library.describe(name)
     Output(fmt).document(doc, render_library_show)
 
@@ -506,7 +506,7 @@ def library_export_command(file: str, library_path: str | None, fmt: str) -> Non
 @format_option
 def library_import_command(file: str, replace: bool, library_path: str | None, fmt: str) -> None:
     """Add every fingerprint of an exported FILE, all or nothing, after checking each one."""
-    with _open_library(library_path) as library:
+    with _open_library(library_path, create=True) as library:
         count = library.import_(file, replace=replace)
         doc = {"library": str(library.path), "file": file, "imported": count, "size": len(library)}
     Output(fmt).document(
@@ -527,9 +527,9 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     tokenizer; the best candidates get the full lineage test against PATH's weights. p-values are
     Holm-adjusted over the whole library, so a bigger library needs stronger evidence.
     """
-    from ..library import existing_library, search
+    from ..library import search
 
-    with existing_library(library_path) as library:
+    with _open_library(library_path) as library:
         result = search(path, library, top=top)
     if html_path is not None:
         from ..report.html import search_html, write_html
@@ -591,7 +591,7 @@ def scan_command(
 
         raise UsageError("--headers-only computes no fingerprints: nothing to --add")
     if add_to_library:
-        library = _open_library(library_path)
+        library = _open_library(library_path, create=True)
     elif library_path is not None:
         from ..errors import UsageError
 

@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_compare import drop_cache  # noqa: E402
 from make_7b_pair import Llama, make_pair  # noqa: E402
 
 CHILD = """
@@ -53,15 +54,6 @@ with open("/proc/self/io") as handle:
 out["read_bytes"] = int(io["read_bytes"])
 print(json.dumps(out))
 """
-
-
-def drop_cache(paths: list[Path]) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def child(*args: str) -> dict[str, object]:

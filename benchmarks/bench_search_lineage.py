@@ -14,18 +14,16 @@ candidates it tests.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
+from bench_compare import drop_cache
+
 
 def _evict(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    drop_cache([path for path in folder.rglob("*") if path.is_file()])
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def test_every_public_name_is_the_documented_callable() -> None:
     (some load lazily, and `unshell.scan` is also a subpackage)."""
     import unshell
     import unshell.lineage.fingerprint
-    from unshell.library import store  # noqa: F401
+    from unshell.library import store
     from unshell.scan import discover  # noqa: F401
 
     for name in unshell.__all__:

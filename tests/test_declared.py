@@ -20,8 +20,11 @@ def _checkpoint(
     *,
     config: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
-    format: str = "safetensors",
+    format: str | None = None,
 ) -> Checkpoint:
+    # Each format's reader reads its own metadata: GGUF keys are read from a GGUF checkpoint.
+    if format is None:
+        format = "gguf" if metadata and "gguf" in metadata else "safetensors"
     return Checkpoint(
         format=format,
         path=Path("model"),
@@ -274,10 +277,13 @@ def test_real_minilm_card_and_config() -> None:
         "license": "apache-2.0",
         "architectures": ["BertModel"],
         "model_type": "bert",
-        "name": "nreimers/MiniLM-L6-H384-uncased",
+        "started_from": "nreimers/MiniLM-L6-H384-uncased",
     }
-    assert declared.name is not None
-    assert declared.name.source == "config.json _name_or_path"
+    # `_name_or_path` records where training started (here the parent's parent), not this model's
+    # name: issue 12 found audits naming the base after it.
+    assert declared.name is None
+    assert declared.started_from is not None
+    assert declared.started_from.source == "config.json _name_or_path"
     assert declared.notes == []
 
 
@@ -292,6 +298,10 @@ def test_real_gemma_gguf_declares_name_and_license() -> None:
     assert declared.to_dict() == {
         "name": {"value": "Gemma 3 270m", "source": "GGUF general.name"},
         "license": {"value": "gemma", "source": "GGUF general.license"},
+        # The architecture is declared too: an audit that missed it accused Google's own file.
+        "model_type": {"value": "gemma3", "source": "GGUF general.architecture"},
+        "basename": {"value": "gemma-3", "source": "GGUF general.basename"},
+        "tags": {"value": ["gemma3", "gemma", "google", "text-generation"], "source": "GGUF general.tags"},
     }
 
 

@@ -8,17 +8,19 @@ to rewrite one of them.
 Sources, in order of precedence (the first that states a field wins):
 
 1. the model card (``README.md``) YAML front matter,
-2. ``config.json`` (``architectures``, ``model_type``, ``_name_or_path``),
-3. GGUF ``general.*`` keys,
-4. safetensors ``__metadata__``,
-5. the Hugging Face cache folder's repo id (``models--org--name``).
+2. ``config.json`` (``architectures``, ``model_type``, ``auto_map``; ``_name_or_path`` is kept
+   apart as ``started_from``: it records where training started, often the parent's parent,
+   never the model's own name),
+3. the format's own metadata, from its reader (`unshell.formats.facts`): GGUF ``general.*``
+   keys, ONNX ``metadata_props``/producer/doc string, safetensors ``__metadata__``, a PyTorch
+   training checkpoint's ``init_from``,
+4. the Hugging Face cache folder's repo id (``models--org--name``).
 
 Nothing here raises on bad input: an unreadable or malformed card becomes a note.
 """
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -28,6 +30,7 @@ from typing import Any
 import yaml
 
 from .formats.base import Checkpoint, sanitize
+from .formats.facts import Claim, FormatFacts, claim_text, facts_of
 
 __all__ = ["Claim", "Declared", "read_card_front_matter", "read_declared"]
 
@@ -35,17 +38,6 @@ MAX_CARD_BYTES = 1_000_000
 MAX_FRONT_MATTER_BYTES = 256_000
 MAX_BASE_MODELS = 64
 MAX_VALUE_CHARS = 1_000
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One declared value and where it was read (say ``"GGUF general.license"``)."""
-
-    value: Any
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "source": self.source}
 
 
 @dataclass
@@ -62,6 +54,15 @@ class Declared:
     model_type: Claim | None = None
     auto_map: Claim | None = None
     organization: Claim | None = None
+    repo_id: Claim | None = None
+    source_repo: Claim | None = None
+    started_from: Claim | None = None
+    basename: Claim | None = None
+    finetune: Claim | None = None
+    quantized_by: Claim | None = None
+    tags: Claim | None = None
+    producer: Claim | None = None
+    description: Claim | None = None
     conflicts: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -84,21 +85,20 @@ class Declared:
 CLAIM_FIELDS = tuple(f.name for f in fields(Declared) if f.name not in ("conflicts", "notes"))
 
 
-def read_declared(checkpoint: Checkpoint) -> Declared:
+def read_declared(checkpoint: Checkpoint, facts: FormatFacts | None = None) -> Declared:
     """Collect the declared metadata of ``checkpoint`` from its card, config and format metadata."""
     declared = Declared()
+    facts = facts_of(checkpoint) if facts is None else facts
     card = checkpoint.sidecars.get("card")
     candidates: list[tuple[str, Claim]] = []
     if card is not None:
         candidates += _card_claims(card, declared.notes)
     candidates += _config_claims(checkpoint.config)
-    candidates += _gguf_claims(checkpoint.metadata.get("gguf"))
-    candidates += _safetensors_claims(checkpoint.metadata.get("safetensors"))
-    candidates += _hf_cache_claims(checkpoint.metadata.get("hf_cache"))
+    candidates += list(facts.claims)
     for field_name, claim in candidates:
         _merge(declared, field_name, claim)
-    if checkpoint.format == "llama2c" and not any(True for _ in declared.claims()):
-        declared.notes.append("llama2.c: none declared (the format has no metadata fields)")
+    if not facts.can_declare and not any(True for _ in declared.claims()):
+        declared.notes.append(f"{facts.label}: none declared (the format has no metadata fields)")
     return declared
 
 
@@ -113,7 +113,7 @@ def _merge(declared: Declared, field_name: str, claim: Claim) -> None:
 
 
 def _same(field_name: str, first: Any, second: Any) -> bool:
-    if field_name in ("name", "base_model"):
+    if field_name in ("name", "base_model", "repo_id", "source_repo", "started_from"):
         return _name_keys(first) == _name_keys(second)
     return _plain_keys(first) == _plain_keys(second)
 
@@ -269,17 +269,10 @@ def _base_model_value(value: Any, where: str, notes: list[str]) -> str | list[st
     return names[0] if len(names) == 1 else names
 
 
-def _text(value: Any) -> str | None:
-    """A declared scalar as text; numbers become text, containers and empty strings None."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    text = str(value).strip()
-    return text[:MAX_VALUE_CHARS] if text else None
+_text = claim_text
 
 
-# -- config.json, GGUF, safetensors, hub cache -----------------------------------------------------
+# -- config.json ------------------------------------------------------------------------------------
 
 
 def _config_claims(config: Mapping[str, Any] | None) -> list[tuple[str, Claim]]:
@@ -306,96 +299,5 @@ def _config_claims(config: Mapping[str, Any] | None) -> list[tuple[str, Claim]]:
             claims.append(("auto_map", Claim(targets, "config.json auto_map")))
     name = _text(config.get("_name_or_path"))
     if name is not None:
-        claims.append(("name", Claim(name, "config.json _name_or_path")))
-    return claims
-
-
-_GGUF_FIELDS = {
-    "general.name": "name",
-    "general.license": "license",
-    "general.license.name": "license_name",
-    "general.license.link": "license_link",
-    "general.organization": "organization",
-}
-
-
-def _gguf_claims(kv: Any) -> list[tuple[str, Claim]]:
-    if not isinstance(kv, Mapping):
-        return []
-    claims: list[tuple[str, Claim]] = []
-    for key, field_name in _GGUF_FIELDS.items():
-        text = _text(kv.get(key))
-        if text is not None:
-            claims.append((field_name, Claim(text, f"GGUF {key}")))
-    base = _gguf_base_models(kv)
-    if base is not None:
-        claims.append(("base_model", base))
-        if _text(kv.get("general.finetune")) is not None:
-            claims.append(("base_model_relation", Claim("finetune", "GGUF general.finetune")))
-    return claims
-
-
-def _gguf_base_models(kv: Mapping[str, Any]) -> Claim | None:
-    try:
-        count = operator.index(kv.get("general.base_model.count", 0))
-    except TypeError:
-        return None
-    found: list[tuple[str, str]] = []
-    for index in range(min(max(count, 0), MAX_BASE_MODELS)):
-        entry = _gguf_base_model(kv, index)
-        if entry is not None:
-            found.append(entry)
-    if not found:
-        return None
-    if len(found) == 1:
-        return Claim(found[0][0], found[0][1])
-    return Claim([name for name, _ in found], "GGUF general.base_model.*")
-
-
-def _gguf_base_model(kv: Mapping[str, Any], index: int) -> tuple[str, str] | None:
-    prefix = f"general.base_model.{index}"
-    url = _text(kv.get(f"{prefix}.repo_url"))
-    repo_id = _hub_repo_id(url) if url else None
-    if repo_id is not None:
-        return repo_id, f"GGUF {prefix}.repo_url"
-    name = _text(kv.get(f"{prefix}.name"))
-    if name is not None:
-        return name, f"GGUF {prefix}.name"
-    return None
-
-
-def _hub_repo_id(url: str) -> str | None:
-    match = re.match(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/\s]+/[^/\s?#]+)", url)
-    return match.group(1) if match else None
-
-
-_SAFETENSORS_FIELDS = {
-    "name": "name",
-    "modelspec.title": "name",
-    "license": "license",
-    "modelspec.license": "license",
-    "base_model": "base_model",
-    "modelspec.author": "organization",
-}
-
-
-def _safetensors_claims(metadata: Any) -> list[tuple[str, Claim]]:
-    if not isinstance(metadata, Mapping):
-        return []
-    claims: list[tuple[str, Claim]] = []
-    for key, field_name in _SAFETENSORS_FIELDS.items():
-        text = _text(metadata.get(key))
-        if text is not None:
-            claims.append((field_name, Claim(text, f"safetensors __metadata__ {key}")))
-    return claims
-
-
-def _hf_cache_claims(cache: Any) -> list[tuple[str, Claim]]:
-    """``metadata["hf_cache"]`` is the repo id, or a mapping with ``repo_id``."""
-    repo_id = _text(cache.get("repo_id")) if isinstance(cache, Mapping) else _text(cache)
-    if repo_id is None:
-        return []
-    claims = [("name", Claim(repo_id, "hf-cache repo id"))]
-    if "/" in repo_id:
-        claims.append(("organization", Claim(repo_id.split("/", 1)[0], "hf-cache repo id")))
+        claims.append(("started_from", Claim(name, "config.json _name_or_path")))
     return claims

@@ -14,21 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .arch.recognize import Assignment, Recognition, is_buffer, recognize
 from .formats.base import Checkpoint, sanitize
+from .formats.facts import FormatFacts, facts_of
 
 if TYPE_CHECKING:
     from .tokenizers.report import TokenizerReport
 
 SCHEMA_VERSION = 1
-
-# Names that are the container's own convention, not a rename by whoever published the model.
-NATIVE_CONVENTIONS: dict[str, frozenset[str]] = {
-    "gguf": frozenset({"gguf"}),
-    "llama2c": frozenset({"meta"}),
-    "meta-pth": frozenset({"meta"}),
-}
-
-# GGUF architecture names that differ from the catalog's model_type.
-_GGUF_ARCH_TO_MODEL_TYPE = {"gptneox": "gpt_neox", "phi2": "phi", "gemma3": "gemma3", "command-r": "cohere"}
 
 
 @dataclass
@@ -48,7 +39,11 @@ class InspectResult:
     tokenizer: dict[str, Any] | None
     declared: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-    native_conventions: frozenset[str] = frozenset()
+    facts: FormatFacts = field(default_factory=FormatFacts)
+
+    @property
+    def native_conventions(self) -> frozenset[str]:
+        return self.facts.native_conventions
 
     @property
     def family(self) -> str | None:
@@ -161,7 +156,9 @@ def declared_config(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
         return config, "config.json"
     gguf = checkpoint.metadata.get("gguf")
     if isinstance(gguf, dict) and isinstance(gguf.get("general.architecture"), str):
-        return _gguf_config(gguf), "GGUF metadata"
+        from .formats.gguf import GGUF_ARCH_TO_FAMILY
+
+        return _gguf_config(gguf, GGUF_ARCH_TO_FAMILY), "GGUF metadata"
     header = checkpoint.metadata.get("llama2c")
     if isinstance(header, dict):
         return _llama_style(header, "llama2.c header"), "llama2.c header"
@@ -200,9 +197,9 @@ def _llama_style(values: dict[str, Any], _source: str) -> dict[str, Any]:
     return config
 
 
-def _gguf_config(gguf: dict[str, Any]) -> dict[str, Any]:
+def _gguf_config(gguf: dict[str, Any], arch_to_family: dict[str, str]) -> dict[str, Any]:
     arch = str(gguf["general.architecture"])
-    config: dict[str, Any] = {"model_type": _GGUF_ARCH_TO_MODEL_TYPE.get(arch, arch)}
+    config: dict[str, Any] = {"model_type": arch_to_family.get(arch, arch)}
     mapping = {
         "embedding_length": "hidden_size",
         "block_count": "num_hidden_layers",
@@ -280,17 +277,12 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
     from .declared import read_declared
     from .tokenizers import describe_tokenizer
 
+    facts = facts_of(checkpoint)
     config, config_source = declared_config(checkpoint)
     weights, ignored = _weights(checkpoint)
-    gguf = checkpoint.metadata.get("gguf")
-    family_hint = None
-    if checkpoint.format in ("llama2c", "meta-pth"):
-        family_hint = "llama"
-    elif isinstance(gguf, dict) and isinstance(gguf.get("general.architecture"), str):
-        family_hint = _GGUF_ARCH_TO_MODEL_TYPE.get(gguf["general.architecture"], gguf["general.architecture"])
-    recognition = recognize(weights, declared_config=config, declared_family=family_hint)
+    recognition = recognize(weights, declared_config=config, declared_family=facts.family_hint)
     tokenizer = describe_tokenizer(checkpoint)
-    declared = read_declared(checkpoint)
+    declared = read_declared(checkpoint, facts)
     notes = list(checkpoint.notes)
     notes.extend(declared.notes)
     notes.extend(f"declared metadata conflict: {c}" for c in declared.conflicts)
@@ -311,7 +303,7 @@ def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
         tokenizer=_tokenizer_section(checkpoint, tokenizer),
         declared=claims,
         notes=notes,
-        native_conventions=NATIVE_CONVENTIONS.get(checkpoint.format, frozenset()),
+        facts=facts,
     )
 
 

@@ -236,14 +236,26 @@ def name_index() -> dict[str, tuple[NameHint, ...]]:
     for family in load_catalog():
         for template in family.templates:
             add(template.name, template.role, family.family)
-    try:
-        aliases = json.loads((resources.files("unshell.arch") / "aliases.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        aliases = {"aliases": {}}
-    for role, entries in aliases.get("aliases", {}).items():
+    for role, entries in _aliases().get("aliases", {}).items():
         for entry in entries:
             add(entry["name"], role, entry.get("convention", "alias"))
     return {key: tuple(value) for key, value in index.items()}
+
+
+@cache
+def _aliases() -> dict[str, Any]:
+    try:
+        loaded = json.loads((resources.files("unshell.arch") / "aliases.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"aliases": {}}
+    return loaded if isinstance(loaded, dict) else {"aliases": {}}
+
+
+@cache
+def ecosystem_conventions() -> frozenset[str]:
+    """Naming conventions set by a format, an exporter or a library, not by one publisher
+    (``aliases.json``: ``ecosystem_conventions``): a tensor named in one is not a rename."""
+    return frozenset(_aliases().get("ecosystem_conventions", ()))
 
 
 def lookup_name(normalized: str) -> tuple[NameHint, ...]:

@@ -116,14 +116,66 @@ def _values(claim: Any) -> list[str]:
     return [str(v) for v in items if isinstance(v, str | int | float) and str(v)]
 
 
-def identities(result: InspectResult, path: str) -> list[str]:
-    """Every name a model is known by: declared name, hub repo id, folder (or file) name."""
-    names = _values(result.declared.get("name"))
+@dataclass(frozen=True)
+class ModelName:
+    """What to call a model in a finding, and where that name came from.
+
+    ``pastable`` names are Hub repo ids, what a card's ``base_model`` holds: from the Hub cache
+    path, GGUF ``general.repo_url``/``general.source.*``/``general.base_model.N``, a library
+    entry. Otherwise the file name stands in, and the finding says so. A config's
+    ``_name_or_path`` is never used: it records where training started, often the parent's parent.
+    ``aliases`` are every name the model is known by, for matching what a suspect declares.
+    """
+
+    name: str
+    source: str
+    pastable: bool
+    aliases: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": sanitize(self.name), "source": self.source, "hub_repo_id": self.pastable}
+
+
+_REPO_FIELDS = ("repo_id", "source_repo", "base_model")
+
+
+def verified_name(result: InspectResult, path: str) -> ModelName:
+    """The verified identity of the model at ``path`` (see `ModelName`)."""
+    from ..formats.facts import hub_repo_id
+
+    declared = result.declared
+    # A model's own names; the base it declares is not one of them (unless named after it below).
+    aliases = [v for key in ("name", "basename", "repo_id", "source_repo") for v in _values(declared.get(key))]
     target = Path(path)
-    if target.name.startswith("models--"):
-        names.append(target.name.removeprefix("models--").replace("--", "/"))
-    names.append(target.name if target.is_dir() else target.stem)
-    return list(dict.fromkeys(n for n in names if _name_key(n)))
+    stem = target.name if target.is_dir() else target.stem
+    aliases.append(stem)
+    for key in _REPO_FIELDS:
+        claim = declared.get(key)
+        repos = [r for v in _values(claim) if (r := hub_repo_id(v)) is not None]
+        if repos and isinstance(claim, dict) and (key != "base_model" or len(repos) == 1):
+            source = str(claim.get("source", key))
+            if key == "base_model":
+                source += " (the base the file declares: its weights derive from it)"
+            return ModelName(repos[0], source, True, tuple(dict.fromkeys([*aliases, repos[0]])))
+    return ModelName(stem, "file name (no Hub repo id is recorded)", False, tuple(dict.fromkeys(aliases)))
+
+
+def identities(result: InspectResult, path: str) -> list[str]:
+    """Every name a model is known by: its verified name first, then declared names and the path."""
+    named = verified_name(result, path)
+    return list(dict.fromkeys(n for n in (named.name, *named.aliases) if _name_key(n)))
+
+
+def declared_bases(result: InspectResult) -> list[tuple[str, str]]:
+    """Every base the model itself names, with where: ``base_model`` (card, GGUF, safetensors, a
+    training config's ``init_from``), the GGUF source repo, and config ``_name_or_path`` (for a
+    derivative, where its training started: its base)."""
+    found: list[tuple[str, str]] = []
+    for key in ("base_model", "source_repo", "started_from"):
+        claim = result.declared.get(key)
+        if isinstance(claim, dict):
+            found += [(value, str(claim.get("source", key))) for value in _values(claim)]
+    return found
 
 
 def _mentions(text: str, names: list[str]) -> bool:
@@ -157,55 +209,121 @@ def _card_text(checkpoint: Checkpoint, notes: list[str]) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _renamed_examples(result: InspectResult, limit: int = 6) -> list[str]:
+def _renamed_examples(result: InspectResult, renames: list[Any], limit: int = 6) -> list[str]:
     """Renamings as patterns ("model.layers.{i}.input_layernorm.weight -> model.layers.{i}.ln1.weight")."""
     patterns: dict[str, None] = {}
-    for entry in result.to_dict()["renamed"]:
-        target = entry.get("canonical") or " | ".join(entry.get("candidates", []))
-        pattern = re.sub(r"(?<=[./])\d+(?=[./])", "{i}", f"{target} -> {entry['name']}")
+    for assignment in renames:
+        target = assignment.canonical or " | ".join(assignment.canonical_candidates)
+        pattern = re.sub(r"(?<=[./])\d+(?=[./])", "{i}", f"{target} -> {sanitize(assignment.name)}")
         patterns.setdefault(pattern, None)
         if len(patterns) == limit:
             break
     return list(patterns)
 
 
+def _publisher_renames(result: InspectResult) -> list[Any]:
+    """Renames that the publisher chose: not the format's or an exporter's names, not a convention
+    that a format or a library sets for everyone (GGUF, Meta's layout, transformers' variants)."""
+    from ..arch.catalog import ecosystem_conventions
+
+    if result.facts.names_from == "exporter":
+        return []
+    shared = ecosystem_conventions()
+    return [a for a in result.renamed if a.convention not in shared]
+
+
+def _genuine(family_id: str) -> bool:
+    """A catalog family that is its own published architecture, not another's renaming (the
+    catalog's ``yi`` is Llama under Yi's November 2023 names: declaring it declares no Llama)."""
+    from ..arch.catalog import family_by_id
+
+    entry = family_by_id(family_id)
+    return entry is not None and entry.reference_family == entry.family
+
+
+def _family_keys(result: InspectResult) -> set[str]:
+    """The detected family and every genuine family that is structurally identical on this checkpoint."""
+    recognition = result.recognition
+    names = [recognition.matched_family, *recognition.compatible_with]
+    keys = {_name_key(n) for n in names if n and _genuine(n)}
+    if recognition.family:
+        keys.add(_name_key(recognition.family))
+    return keys
+
+
+def _declares(declared_type: str, families: set[str]) -> bool:
+    """``LlamaForCausalLM``, ``llama`` and ``gemma3_text`` declare llama and gemma3."""
+    key = _name_key(declared_type)
+    return any(family and family in key for family in families)
+
+
+def _known_family(declared_type: str) -> str | None:
+    """The catalog family a declared type names (``Qwen2ForCausalLM`` -> qwen2), if any."""
+    from ..arch.catalog import load_catalog
+
+    key = _name_key(declared_type)
+    matches = [
+        f.family
+        for f in load_catalog()
+        if f.reference_family == f.family and _name_key(f.family) and _name_key(f.family) in key
+    ]
+    return max(matches, key=len) if matches else None
+
+
 def _architecture_findings(
     result: InspectResult, card: str, code: list[Any], findings: list[Finding]
 ) -> dict[str, Any]:
+    """Architecture reuse is a fault only when the model presents an identity of its own that hides
+    the architecture it reuses (docs/audit-schema.md, "What counts as undisclosed architecture
+    reuse"): publisher renames, a declared new architecture, or model code copied under a new
+    name, while nothing (config, card, format metadata, a declared base) declares the real one."""
     recognition = result.recognition
     family = recognition.family
     declared_types = _values(result.declared.get("model_type")) + _values(
         result.declared.get("architectures")
     )
+    renames = _publisher_renames(result)
+    facts = result.facts
     detected: dict[str, Any] = {
         "family": family,
         "matched_family": recognition.matched_family,
         "confidence": recognition.confidence,
-        "renamed_tensors": len(result.renamed),
+        "renamed_tensors": len(renames),
         "declared_model_type": declared_types,
+        "declared_model_type_sources": sorted(
+            {
+                c["source"]
+                for c in (result.declared.get("model_type"), result.declared.get("architectures"))
+                if c
+            }
+        ),
+        "names_from": facts.names_from,
     }
+    if len(result.renamed) != len(renames):
+        detected["convention_names"] = len(result.renamed) - len(renames)
     if family is None:
         return detected
-    said_in_config = any(_name_key(family) in _name_key(t) for t in declared_types)
+    families = _family_keys(result)
+    said_in_config = any(_declares(t, families) for t in declared_types)
     said_in_card = _mentions(card, [family])
     declares_base = bool(_values(result.declared.get("base_model")))
     copied = [m for m in code if m.similarity >= CODE_COPY_SIMILARITY and m.reference_family]
     evidence: dict[str, Any] = {
         "family": family,
         "declared_model_type": declared_types,
-        "renamed_tensors": len(result.renamed),
-        "renamed_examples": _renamed_examples(result),
+        "renamed_tensors": len(renames),
+        "renamed_examples": _renamed_examples(result, renames),
         "card_mentions_family": said_in_card,
     }
     if copied:
         evidence["code"] = [m.to_dict() for m in copied]
     shown = _display(family)
     if said_in_config or said_in_card or declares_base:
-        if result.renamed:
+        if renames:
             findings.append(
                 Finding(
                     "note",
-                    f"{len(result.renamed)} tensors are renamed from {shown}'s reference names",
+                    f"{len(renames)} tensors are renamed from {shown}'s reference names",
                     f"renamed tensors make {shown}-compatible code fail to load the model; "
                     f"`unshell convert {sanitize(result.path)} --to llama` restores the names"
                     if family == "llama"
@@ -214,11 +332,13 @@ def _architecture_findings(
                 )
             )
         return detected
+    new_types = [t for t in declared_types if _known_family(t) is None]
+    other_known = sorted({k for t in declared_types if (k := _known_family(t)) is not None})
     reasons = []
-    if result.renamed:
-        reasons.append(f"{len(result.renamed)} tensors renamed")
-    if declared_types:
-        reasons.append(f"declared as {', '.join(sorted(set(declared_types)))}")
+    if renames:
+        reasons.append(f"{len(renames)} tensors renamed")
+    if new_types:
+        reasons.append(f"declared as {', '.join(sorted(set(new_types)))}")
     for match in copied:
         removed = (
             f", {len(match.removed_references)} references to it removed" if match.removed_references else ""
@@ -226,17 +346,53 @@ def _architecture_findings(
         reasons.append(
             f"{match.file} is a copy of {match.reference} (similarity {match.similarity:.2f}{removed})"
         )
-    findings.append(
-        Finding(
-            "architecture-reuse-undisclosed",
-            f"the architecture is {shown}'s ({'; '.join(reasons) or 'same structure'}), "
-            f"but neither the config nor the card says so",
-            f"reusing {shown}'s architecture is fine: say so in the model card, and keep {shown}'s tensor names "
-            f"and model code so existing {shown} code loads the model unchanged",
-            evidence,
+    if reasons:
+        findings.append(
+            Finding(
+                "architecture-reuse-undisclosed",
+                f"the architecture is {shown}'s ({'; '.join(reasons)}), but nothing the model declares says so",
+                f"reusing {shown}'s architecture is fine: say so in the model card, and keep {shown}'s tensor names "
+                f"and model code so existing {shown} code loads the model unchanged",
+                evidence,
+            )
         )
-    )
+        return detected
+    findings.append(_silent_architecture_note(result, shown, other_known, evidence))
     return detected
+
+
+def _silent_architecture_note(
+    result: InspectResult, shown: str, other_known: list[str], evidence: dict[str, Any]
+) -> Finding:
+    """Nothing declares the architecture, and nothing hides it either: a note, never a fault."""
+    facts = result.facts
+    if other_known:
+        message = (
+            f"declared as {', '.join(_display(k) for k in other_known)}, but the structure is {shown}'s; "
+            "a mislabel, not a claim of a new architecture"
+        )
+        advice = f"check the declared architecture; {shown} code is what loads these tensors"
+    elif facts.names_from == "exporter":
+        message = (
+            f"the architecture is {shown}'s; {facts.label} declares none, and its tensor names are the "
+            "exporter's convention, not a rename"
+        )
+        advice = f"to say what it is, name the source model in the card or in the {facts.label} metadata"
+    elif not facts.can_declare:
+        message = (
+            f"the architecture is {shown}'s; nothing can be declared in {facts.label} files "
+            "(the format has no metadata fields), so nothing is hidden"
+        )
+        advice = "a model card beside the file is where to name the architecture and the source"
+    else:
+        message = (
+            f"the architecture is {shown}'s, under {shown}'s own tensor names; nothing declares it, and "
+            "nothing claims another"
+        )
+        advice = f"say in the card or config that the model is a {shown}"
+    if facts.naming_note:
+        evidence = {**evidence, "naming": facts.naming_note}
+    return Finding("note", message, advice, evidence)
 
 
 def _code_licence_findings(code: list[Any], findings: list[Finding]) -> None:
@@ -293,47 +449,72 @@ def _display(family: str) -> str:
     return name or family
 
 
+def _relation_advice(how: list[str], facts_label: str, names_from: str) -> str:
+    """``base_model_relation`` to declare, from what the weights show (one value when it is known)."""
+    if "quantized" in how:
+        relation = "`base_model_relation: quantized`"
+    elif "merge" in how:
+        relation = "`base_model_relation: merge`"
+    else:
+        relation = "`base_model_relation` (finetune, merge, quantized or adapter)"
+    if names_from == "publisher":
+        return relation
+    # An export (GGUF, ONNX) carries its declaration in a card beside it, or in its own metadata.
+    keys = " or `general.base_model.0.repo_url` in the GGUF" if facts_label == "GGUF" else ""
+    return f"{relation}{keys}"
+
+
 def _weight_findings(
     comparison: CompareResult | LibraryMatch,
     result: InspectResult,
-    base_names: list[str],
+    base: ModelName,
     card: str,
     findings: list[Finding],
 ) -> None:
-    declared_bases = _values(result.declared.get("base_model"))
-    declared_keys = {_name_key(b) for b in declared_bases}
-    names_base = any(_name_key(n) in declared_keys for n in base_names)
+    bases = declared_bases(result)
+    declared_keys = {_name_key(value) for value, _ in bases}
+    names_base = any(_name_key(n) in declared_keys for n in (base.name, *base.aliases) if _name_key(n))
+    how = list(comparison.how)
     evidence: dict[str, Any] = {
         "verdict": comparison.verdict,
         "p_value": comparison.p_value,
-        "how": comparison.how,
-        "base": base_names[:4],
-        "declared_base_model": declared_bases,
+        "how": how,
+        "base": base.to_dict(),
+        "declared_base_model": [value for value, _ in bases],
+        "declared_base_sources": sorted({source for _, source in bases}),
     }
+    shown = base.name if base.pastable else f"{base.name} (file name; no Hub repo id recorded)"
     p_text = "" if comparison.p_value is None else f", p {_p(comparison.p_value)}"
     if comparison.verdict in ("derived", "identical"):
         if names_base:
+            where = next(source for value, source in bases if _name_key(value) in _keys_of(base))
             findings.append(
                 Finding(
                     "ok",
-                    f"the weights derive from {base_names[0]} ({comparison.verdict}{p_text}), and the card declares it",
+                    f"the weights derive from {shown} ({comparison.verdict}{p_text}), and the model declares it "
+                    f"({where})",
                     "nothing to change: the base is named",
                     evidence,
                 )
             )
             return
-        mentioned = _mentions(card, base_names)
+        mentioned = _mentions(card, [base.name, *base.aliases])
         where = (
-            f"declares base_model {', '.join(declared_bases)}"
-            if declared_bases
-            else ("mentions it in prose only" if mentioned else "does not name it")
+            f"declares base {', '.join(value for value, _ in bases)} instead"
+            if bases
+            else ("mentions it in prose only" if mentioned else "names no base")
+        )
+        paste = (
+            f"`base_model: {base.name}`"
+            if base.pastable
+            else f"`base_model: {base.name}` (a file name: write the base's Hub repo id instead, if it has one)"
         )
         findings.append(
             Finding(
                 "undisclosed-derivative",
-                f"the weights derive from {base_names[0]} ({comparison.verdict}{p_text}), but the card {where}",
-                f"declare the base in the model card's front matter: `base_model: {base_names[0]}` "
-                "(and `base_model_relation`: finetune, merge, quantized or adapter)",
+                f"the weights derive from {shown} ({comparison.verdict}{p_text}), but the model {where}",
+                f"declare the base in the model card's front matter: {paste} and "
+                f"{_relation_advice(how, result.facts.label, result.facts.names_from)}",
                 evidence,
             )
         )
@@ -341,7 +522,7 @@ def _weight_findings(
         findings.append(
             Finding(
                 "inconclusive",
-                f"the weights neither show nor exclude derivation from {base_names[0]}: {comparison.reason}",
+                f"the weights neither show nor exclude derivation from {shown}: {comparison.reason}",
                 "compare without --quick, or against the exact base release; no claim is made either way",
                 evidence,
             )
@@ -350,7 +531,7 @@ def _weight_findings(
         findings.append(
             Finding(
                 "note",
-                f"the card declares {base_names[0]} as its base, but the weights look independently trained{p_text}",
+                f"the model declares {shown} as its base, but the weights look independently trained{p_text}",
                 "check that the declared base is the right release; a different base would explain it",
                 evidence,
             )
@@ -359,11 +540,15 @@ def _weight_findings(
         findings.append(
             Finding(
                 "ok",
-                f"the weights are independent of {base_names[0]}{p_text}",
+                f"the weights are independent of {shown}{p_text}",
                 "nothing to disclose about this base",
                 evidence,
             )
         )
+
+
+def _keys_of(base: ModelName) -> set[str]:
+    return {k for n in (base.name, *base.aliases) if (k := _name_key(n))}
 
 
 def _licence_findings(
@@ -463,16 +648,18 @@ def audit_checkpoint(
         assert base_path is not None
         comparison = compare_checkpoints(base, checkpoint, quick=quick, path_a=base_path, path_b=path)
         base_result = comparison.inspect_a
-        base_names = identities(base_result, base_path)
+        base_name = verified_name(base_result, base_path)
+        base_names = [base_name.name]
         detected["weights"] = {
-            "base": base_names[0],
+            "base": base_name.name,
+            "base_name_source": base_name.source,
             "verdict": comparison.verdict,
             "p_value": comparison.p_value,
             "reason": comparison.reason,
             "how": comparison.how,
             "tokenizer": comparison.to_dict().get("tokenizer"),
         }
-        _weight_findings(comparison, result, base_names, card, findings)
+        _weight_findings(comparison, result, base_name, card, findings)
         if comparison.verdict in ("derived", "identical"):
             base_licence, base_licence_name = _declared_licence(base_result)
             if base_licence is not None:
@@ -575,17 +762,41 @@ def _library_weights(
         return weights
     match = matches[0]
     evidence = LibraryMatch(match.verdict, match.p_adjusted, list(match.how), match.reason)
-    names = list(dict.fromkeys([match.name, match.name.rstrip("/").rsplit("/", 1)[-1]]))
+    base = _library_name(library, match.name)
     weights.update(
-        base=match.name, verdict=match.verdict, p_value=match.p_adjusted, reason=match.reason, how=match.how
+        base=base.name,
+        base_name_source=base.source,
+        verdict=match.verdict,
+        p_value=match.p_adjusted,
+        reason=match.reason,
+        how=match.how,
     )
-    _weight_findings(evidence, result, names, card, findings)
+    _weight_findings(evidence, result, base, card, findings)
     notes.append(
         f"weights: found in the fingerprint library as {match.name} (p Holm-adjusted over "
         f"{found.library_size} fingerprints); a fingerprint records no licence, so the base's licence "
         "obligations are checked only with --against BASE"
     )
     return weights
+
+
+def _library_name(library: Any, entry_name: str) -> ModelName:
+    """A library entry's Hub repo id: its name when that is one, else the Hub cache path it was
+    added from; else its local name, said to be one."""
+    from ..formats.facts import hub_repo_id, hub_repo_id_of_path
+
+    aliases = (entry_name, entry_name.rstrip("/").rsplit("/", 1)[-1])
+    repo = hub_repo_id(entry_name)
+    if repo is not None:
+        return ModelName(repo, "library entry name (a Hub repo id)", True, aliases)
+    try:
+        source = library.entry(entry_name).source
+    except (OSError, UnshellError):
+        source = None
+    repo = hub_repo_id_of_path(Path(source)) if source else None
+    if repo is not None:
+        return ModelName(repo, "library entry's source path (hf-cache models--org--name)", True, aliases)
+    return ModelName(entry_name, "library entry name (a local name, not a Hub repo id)", False, aliases)
 
 
 def _is_itself(name: str, library: Any, own_names: set[str], path: str) -> bool:

@@ -38,6 +38,7 @@ from .base import (
     sanitize,
     validate_ranges,
 )
+from .facts import Claim, FormatFacts, claim_text, claim_texts, hub_repo_id
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -46,6 +47,7 @@ GGML_MAX_DIMS = 4
 LAZY_ARRAY_THRESHOLD = 1024
 """Arrays with more elements than this are not decoded when the file is opened."""
 MAX_KV_PAIRS = 1_000_000
+MAX_BASE_MODELS = 64
 MAX_KEY_BYTES = 65_535  # the GGUF spec's limit on key length
 
 _STRING = 8
@@ -399,3 +401,92 @@ def _place_tensors(
 
 def _align_up(offset: int, alignment: int) -> int:
     return (offset + alignment - 1) // alignment * alignment
+
+
+# -- what the format declares ----------------------------------------------------------------------
+
+# GGUF architecture names that differ from the catalog's family ids (llama.cpp's LLM_ARCH names).
+GGUF_ARCH_TO_FAMILY = {"gptneox": "gpt_neox", "phi2": "phi", "command-r": "cohere", "qwen2moe": "qwen2_moe"}
+
+# general.* keys -> declared fields (llama.cpp's gguf-py Keys.General; docs/audit-schema.md).
+_GENERAL_FIELDS = {
+    "general.name": "name",
+    "general.basename": "basename",
+    "general.finetune": "finetune",
+    "general.organization": "organization",
+    "general.license": "license",
+    "general.license.name": "license_name",
+    "general.license.link": "license_link",
+    "general.quantized_by": "quantized_by",
+    "general.tags": "tags",
+}
+_REPO_URL_KEYS = ("general.repo_url", "general.url")
+_SOURCE_KEYS = ("general.source.repo_url", "general.source.huggingface.repository", "general.source.url")
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """GGUF declares itself in ``general.*``: architecture, name, organization, licence, bases."""
+    kv = checkpoint.metadata.get("gguf")
+    if not isinstance(kv, dict):
+        kv = {}
+    claims: list[tuple[str, Claim]] = []
+    architecture = claim_text(kv.get("general.architecture"))
+    family = GGUF_ARCH_TO_FAMILY.get(architecture, architecture) if architecture else None
+    if architecture is not None:
+        claims.append(("model_type", Claim(architecture, "GGUF general.architecture")))
+    for key, field_name in _GENERAL_FIELDS.items():
+        texts = (
+            claim_texts(kv.get(key)) if field_name == "tags" else [t for t in [claim_text(kv.get(key))] if t]
+        )
+        if texts:
+            claims.append((field_name, Claim(texts if field_name == "tags" else texts[0], f"GGUF {key}")))
+    for key in _REPO_URL_KEYS:
+        repo = _repo_of(kv.get(key))
+        if repo is not None:
+            claims.append(("repo_id", Claim(repo, f"GGUF {key}")))
+            break
+    for key in _SOURCE_KEYS:
+        repo = _repo_of(kv.get(key))
+        if repo is not None:
+            claims.append(("source_repo", Claim(repo, f"GGUF {key}")))
+            break
+    base = _base_models(kv)
+    if base is not None:
+        claims.append(("base_model", base))
+        if claim_text(kv.get("general.finetune")) is not None:
+            claims.append(("base_model_relation", Claim("finetune", "GGUF general.finetune")))
+    return FormatFacts(
+        label="GGUF",
+        names_from="format",
+        native_conventions=frozenset({"gguf", "gguf-bert"}),
+        family_hint=family,
+        claims=tuple(claims),
+        naming_note="GGUF tensor names (blk.N.attn_q, ...) are the format's own convention",
+    )
+
+
+def _repo_of(value: Any) -> str | None:
+    text = claim_text(value)
+    return hub_repo_id(text) if text is not None else None
+
+
+def _base_models(kv: dict[str, Any]) -> Claim | None:
+    count = kv.get("general.base_model.count", 0)
+    if isinstance(count, bool) or not isinstance(count, int):
+        return None
+    found: list[tuple[str, str]] = []
+    for index in range(min(max(count, 0), MAX_BASE_MODELS)):
+        prefix = f"general.base_model.{index}"
+        repo = _repo_of(kv.get(f"{prefix}.repo_url"))
+        if repo is not None:
+            found.append((repo, f"GGUF {prefix}.repo_url"))
+            continue
+        org, name = claim_text(kv.get(f"{prefix}.organization")), claim_text(kv.get(f"{prefix}.name"))
+        if name is not None:
+            joined = f"{org}/{name}" if org and hub_repo_id(f"{org}/{name}") else name
+            found.append((joined, f"GGUF {prefix}.name"))
+    if not found:
+        return None
+    if len(found) == 1:
+        return Claim(found[0][0], found[0][1])
+    return Claim([name for name, _ in found], "GGUF general.base_model.*")

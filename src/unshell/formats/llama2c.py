@@ -31,6 +31,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import Checkpoint, TensorInfo, register_decoder, sanitize
+from .facts import FormatFacts
 from .safetensors import open_regular_file
 
 __all__ = ["MAGIC", "Llama2cHeader", "looks_like_llama2c_v0", "read_llama2c"]
@@ -354,4 +355,16 @@ def _raise_size_mismatch(where: str, size: int, expected: int) -> None:
         raise CorruptCheckpointError(f"{where}: {size} bytes but the header implies {expected} (truncated?)")
     raise InconsistentHeaderError(
         f"{where}: {size} bytes but the header implies {expected} ({size - expected} extra)"
+    )
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """A llama2.c export is a Llama by construction, with no names and no metadata fields."""
+    return FormatFacts(
+        label="llama2.c",
+        can_declare=False,
+        names_from="format",
+        native_conventions=frozenset({"meta"}),
+        family_hint="llama",
+        naming_note="llama2.c exports have no tensor names: the layout is positional",
     )

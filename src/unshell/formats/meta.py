@@ -20,6 +20,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import Checkpoint, TensorInfo, sanitize
+from .facts import FormatFacts
 from .pytorch import read_pytorch
 from .safetensors import read_json_file
 
@@ -160,4 +161,17 @@ def _logical_tensor(name: str, parts: list[TensorInfo], dim: int | None, where: 
         nbytes=sum(part.nbytes for part in parts),
         parts=tuple(parts),
         concat_axis=axis,
+    )
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """Meta's consolidated checkpoints are Llama-family by construction, named in Meta's convention;
+    ``params.json`` holds hyperparameters only (no name, base or licence field)."""
+    return FormatFacts(
+        label="Meta consolidated",
+        can_declare=False,
+        names_from="format",
+        native_conventions=frozenset({"meta"}),
+        family_hint="llama",
+        naming_note="consolidated.*.pth tensors use Meta's own Llama names",
     )

@@ -46,6 +46,7 @@ from .base import (
     sanitize,
     validate_ranges,
 )
+from .facts import Claim, FormatFacts, claim_text
 
 # ONNX TensorProto.DataType -> unshell dtype code, for the types unshell can decode.
 ONNX_DTYPES: dict[int, str] = {
@@ -245,7 +246,7 @@ def _read_model(wire: _Wire, size: int) -> tuple[dict[str, object], _Field | Non
     metadata: dict[str, object] = {}
     opset: dict[str, int] = {}
     properties: dict[str, str] = {}
-    text_fields = {2: "producer_name", 3: "producer_version", 4: "domain"}
+    text_fields = {2: "producer_name", 3: "producer_version", 4: "domain", 6: "doc_string"}
     number_fields = {1: "ir_version", 5: "model_version"}
     graph: _Field | None = None
     for item in wire.fields(0, size):
@@ -640,3 +641,47 @@ def _decode_varints(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
     position = np.arange(data.size) - np.repeat(starts, lengths)
     parts = (data & 0x7F).astype(np.uint64) << (7 * position).astype(np.uint64)
     return np.bitwise_or.reduceat(parts, starts)
+
+
+# -- what the format declares ----------------------------------------------------------------------
+
+# metadata_props keys that declare the model's identity (Optimum, onnxruntime-genai and hand-set).
+_PROPERTY_FIELDS = {
+    "name": "name",
+    "model_name": "name",
+    "model_type": "model_type",
+    "architecture": "model_type",
+    "base_model": "base_model",
+    "license": "license",
+    "author": "organization",
+    "organization": "organization",
+}
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """ONNX declares ``metadata_props``, the producer and a doc string; its initializer names
+    (``onnx::MatMul_470``, ``val_88``) are the exporter's, not the publisher's."""
+    metadata = checkpoint.metadata.get("onnx")
+    claims: list[tuple[str, Claim]] = []
+    if isinstance(metadata, dict):
+        properties = metadata.get("metadata_props")
+        if isinstance(properties, dict):
+            for key, value in properties.items():
+                field_name = _PROPERTY_FIELDS.get(str(key).casefold())
+                text = claim_text(value)
+                if field_name is not None and text is not None:
+                    claims.append((field_name, Claim(text, f"ONNX metadata_props {sanitize(str(key), 60)}")))
+        producer = claim_text(metadata.get("producer_name"))
+        if producer is not None:
+            version = claim_text(metadata.get("producer_version"))
+            shown = f"{producer} {version}" if version else producer
+            claims.append(("producer", Claim(shown, "ONNX producer_name")))
+        doc = claim_text(metadata.get("doc_string"))
+        if doc is not None:
+            claims.append(("description", Claim(doc, "ONNX doc_string")))
+    return FormatFacts(
+        label="ONNX",
+        names_from="exporter",
+        claims=tuple(claims),
+        naming_note="ONNX initializer names are chosen by the exporter, not by the publisher",
+    )

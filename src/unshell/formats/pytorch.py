@@ -40,6 +40,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import MAX_TENSORS, PLAIN_DTYPES, Checkpoint, TensorInfo, check_shape, sanitize
+from .facts import Claim, FormatFacts, claim_text, hub_repo_id
 from .safetensors import open_regular_file
 
 __all__ = ["MAX_PICKLE_BYTES", "MAX_PICKLE_OPCODES", "read_pytorch"]
@@ -805,3 +806,22 @@ def _to_json(value: object, depth: int, budget: list[int], ancestors: set[int]) 
         return result
     items = [_to_json(item, depth + 1, budget, ancestors) for item in value]
     return [item for item in items if item is not _SKIP]
+
+
+# -- what the format declares ----------------------------------------------------------------------
+
+# Training scripts' ``init_from`` values that mean "not from another model".
+_FRESH_STARTS = frozenset({"scratch", "resume", ""})
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """A training checkpoint may record where training started (nanoGPT/llama2.c ``config.init_from``);
+    ``model_args`` are hyperparameters, read as the declared config."""
+    metadata = checkpoint.metadata.get("pytorch")
+    claims: list[tuple[str, Claim]] = []
+    config = metadata.get("config") if isinstance(metadata, dict) else None
+    if isinstance(config, dict):
+        start = claim_text(config.get("init_from"))
+        if start is not None and start.casefold() not in _FRESH_STARTS:
+            claims.append(("base_model", Claim(hub_repo_id(start) or start, "checkpoint config init_from")))
+    return FormatFacts(label="PyTorch", claims=tuple(claims))

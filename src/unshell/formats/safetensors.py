@@ -43,6 +43,7 @@ from .base import (
     sanitize,
     validate_ranges,
 )
+from .facts import Claim, FormatFacts, claim_text
 
 __all__ = [
     "float32_to_bf16",
@@ -372,3 +373,31 @@ def write_sharded_safetensors(
     index_document = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
     _write_atomically(index_path, [json.dumps(index_document, indent=2).encode("utf-8") + b"\n"])
     return index_path
+
+
+# -- what the format declares ----------------------------------------------------------------------
+
+# ``__metadata__`` keys that name the model (kohya/modelspec and hand-written conventions).
+_METADATA_FIELDS = {
+    "name": "name",
+    "modelspec.title": "name",
+    "license": "license",
+    "modelspec.license": "license",
+    "base_model": "base_model",
+    "modelspec.author": "organization",
+    "model_type": "model_type",
+    "architecture": "model_type",
+    "modelspec.architecture": "model_type",
+}
+
+
+def format_facts(checkpoint: Checkpoint) -> FormatFacts:
+    """safetensors declares only what its free-form ``__metadata__`` strings say."""
+    metadata = checkpoint.metadata.get("safetensors")
+    claims: list[tuple[str, Claim]] = []
+    if isinstance(metadata, dict):
+        for key, field_name in _METADATA_FIELDS.items():
+            text = claim_text(metadata.get(key))
+            if text is not None:
+                claims.append((field_name, Claim(text, f"safetensors __metadata__ {key}")))
+    return FormatFacts(label="safetensors", claims=tuple(claims))

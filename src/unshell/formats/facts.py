@@ -1,0 +1,136 @@
+"""What each format says about the model it holds, so that no code above `formats/` tests a format name.
+
+A reader's facts are the ones only it can know:
+
+* ``claims``: identity declarations in the format's own metadata (GGUF ``general.*`` keys, ONNX
+  ``metadata_props`` and producer, safetensors ``__metadata__``, a PyTorch checkpoint's training
+  config, the Hub repo id a cache path records), each with the key it came from;
+* ``can_declare``: whether the format has any field in which a publisher could declare a name, a
+  base or an architecture (llama2.c exports have none: a silent file hides nothing);
+* ``names_from``: who chose the tensor names: ``publisher`` (safetensors, PyTorch: renaming is
+  a choice), ``format`` (GGUF's ``blk.N.attn_q`` convention, llama2.c's positional layout) or
+  ``exporter`` (ONNX initializers such as ``onnx::MatMul_470`` are the exporter's);
+* ``native_conventions``: alias conventions that are the container's own (not a rename);
+* ``family_hint``: the architecture the format itself fixes or declares, in catalog family ids.
+
+Each reader module defines ``format_facts(checkpoint) -> FormatFacts``; `facts_of` dispatches on
+the checkpoint's format through the one table below, and adds what the path says (a Hub cache).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Checkpoint
+
+__all__ = ["Claim", "FormatFacts", "claim_text", "facts_of", "hub_repo_id", "hub_repo_id_of_path"]
+
+MAX_VALUE_CHARS = 1_000
+MAX_LIST_ITEMS = 64
+
+# format -> the reader module that knows it (relative to this package).
+_READERS = {
+    "gguf": ".gguf",
+    "safetensors": ".safetensors",
+    "onnx": ".onnx",
+    "pytorch": ".pytorch",
+    "llama2c": ".llama2c",
+    "meta-pth": ".meta",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One declared value and where it was read (say ``"GGUF general.license"``)."""
+
+    value: Any
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "source": self.source}
+
+
+@dataclass(frozen=True)
+class FormatFacts:
+    label: str = "this format"
+    can_declare: bool = True
+    names_from: str = "publisher"
+    native_conventions: frozenset[str] = frozenset()
+    family_hint: str | None = None
+    claims: tuple[tuple[str, Claim], ...] = field(default_factory=tuple)
+    # Said of the format, for people: why nothing is declared, whose names these are.
+    naming_note: str | None = None
+
+
+def facts_of(checkpoint: Checkpoint) -> FormatFacts:
+    """The format's facts about ``checkpoint``, plus the Hub repo id its path records."""
+    module_name = _READERS.get(checkpoint.format)
+    facts = FormatFacts()
+    if module_name is not None:
+        module = importlib.import_module(module_name, __package__)
+        facts = module.format_facts(checkpoint)
+    repo_id = _cache_repo_id(checkpoint)
+    if repo_id is not None:
+        source = "hf-cache repo id"
+        cache_claims = [("name", Claim(repo_id, source)), ("repo_id", Claim(repo_id, source))]
+        if "/" in repo_id:
+            cache_claims.append(("organization", Claim(repo_id.split("/", 1)[0], source)))
+        facts = replace(facts, claims=(*facts.claims, *cache_claims))
+    return facts
+
+
+def _cache_repo_id(checkpoint: Checkpoint) -> str | None:
+    """The repo id the Hub cache layout records (set by the folder reader), else the path's."""
+    cache = checkpoint.metadata.get("hf_cache")
+    recorded = claim_text(cache.get("repo_id")) if isinstance(cache, dict) else claim_text(cache)
+    return recorded or hub_repo_id_of_path(checkpoint.path)
+
+
+def hub_repo_id_of_path(path: Path) -> str | None:
+    """``org/name`` when ``path`` is, or lies inside, a Hub cache repo folder ``models--org--name``."""
+    for part in (path, *path.parents):
+        name = part.name
+        if name.startswith("models--") and name.count("--") >= 2:
+            org, _, rest = name.removeprefix("models--").partition("--")
+            repo = f"{org}/{rest}"
+            return repo if _REPO_ID.match(repo) else None
+    return None
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_HUB_URL = re.compile(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/\s]+/[^/\s?#]+)")
+
+
+def hub_repo_id(text: str) -> str | None:
+    """The ``org/name`` of a Hub URL or a bare repo id; None for anything else (a display name)."""
+    match = _HUB_URL.match(text.strip())
+    candidate = match.group(1) if match else text.strip()
+    candidate = candidate.removesuffix(".git")
+    return candidate if _REPO_ID.match(candidate) else None
+
+
+def claim_text(value: Any) -> str | None:
+    """A declared scalar as bounded text; numbers become text, containers and empty strings None.
+
+    Integers are shown only while short: a card can hold a 6,000-digit integer, which Python
+    refuses to turn into text (and which is no name, licence or architecture anyway).
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    if isinstance(value, int) and not -(10**30) < value < 10**30:
+        return None
+    text = str(value).strip()
+    return text[:MAX_VALUE_CHARS] if text else None
+
+
+def claim_texts(value: Any) -> list[str]:
+    """A declared scalar or list as a list of bounded texts (non-text items dropped)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [text for item in items[:MAX_LIST_ITEMS] if (text := claim_text(item)) is not None]

@@ -764,11 +764,12 @@ def _llama_cpp_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) 
     )
 
 
-def to_gguf(src: Path, dst_file: Path, *, qtype: str) -> Path:
+def to_gguf(src: Path, dst_file: Path, *, qtype: str, metadata: dict[str, str | int] | None = None) -> Path:
     """A GGUF ``llama`` file written with gguf-py's ``GGUFWriter``, as llama.cpp's converter does:
     GGUF names, q/k through llama.cpp's permutation, 2-D weights quantized to ``qtype`` (``F32``,
     ``F16``, ``BF16``, ``Q8_0``, ``Q4_0``, ``Q5_0``...; a tensor whose rows are not a whole number
-    of blocks stays F32, as llama.cpp falls back), norms in F32."""
+    of blocks stays F32, as llama.cpp falls back), norms in F32. ``metadata`` adds string and
+    uint32 keys (``general.repo_url``, ``general.base_model.count``...)."""
     import gguf
 
     llama = _Llama(Path(src))
@@ -787,6 +788,11 @@ def to_gguf(src: Path, dst_file: Path, *, qtype: str) -> Path:
     writer.add_layer_norm_rms_eps(float(llama.config["rms_norm_eps"]))
     writer.add_rope_freq_base(float(llama.config["rope_theta"]))
     writer.add_vocab_size(llama.vocab)
+    for key, value in (metadata or {}).items():
+        if isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_string(key, value)
 
     def add(name: str, value: np.ndarray) -> None:
         value = np.ascontiguousarray(value, dtype=np.float32)

@@ -498,6 +498,17 @@ def _weight_findings(
                 )
             )
             return
+        if comparison.verdict == "identical" and not _presents_identity(result, card):
+            findings.append(
+                Finding(
+                    "note",
+                    f"the weights are identical to {shown}: an unlabelled copy (no card, no name of its own), "
+                    "which claims nothing",
+                    f"a copy that is published should say what it is: `base_model: {base.name}` in a model card",
+                    evidence,
+                )
+            )
+            return
         mentioned = _mentions(card, [base.name, *base.aliases])
         where = (
             f"declares base {', '.join(value for value, _ in bases)} instead"
@@ -545,6 +556,11 @@ def _weight_findings(
                 evidence,
             )
         )
+
+
+def _presents_identity(result: InspectResult, card: str) -> bool:
+    """Whether the model presents itself as something: a card, or a declared name of its own."""
+    return bool(card.strip()) or any(_values(result.declared.get(key)) for key in ("name", "repo_id"))
 
 
 def _keys_of(base: ModelName) -> set[str]:

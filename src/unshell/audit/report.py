@@ -145,7 +145,9 @@ def verified_name(result: InspectResult, path: str) -> ModelName:
 
     declared = result.declared
     # A model's own names; the base it declares is not one of them (unless named after it below).
-    aliases = [v for key in ("name", "basename", "repo_id", "source_repo") for v in _values(declared.get(key))]
+    aliases = [
+        v for key in ("name", "basename", "repo_id", "source_repo") for v in _values(declared.get(key))
+    ]
     target = Path(path)
     stem = target.name if target.is_dir() else target.stem
     aliases.append(stem)
@@ -483,7 +485,7 @@ def _weight_findings(
         "declared_base_model": [value for value, _ in bases],
         "declared_base_sources": sorted({source for _, source in bases}),
     }
-    shown = base.name if base.pastable else f"{base.name} (file name; no Hub repo id recorded)"
+    shown = base.name if base.pastable else f"{base.name} ({base.source})"
     p_text = "" if comparison.p_value is None else f", p {_p(comparison.p_value)}"
     if comparison.verdict in ("derived", "identical"):
         if names_base:
@@ -518,7 +520,7 @@ def _weight_findings(
         paste = (
             f"`base_model: {base.name}`"
             if base.pastable
-            else f"`base_model: {base.name}` (a file name: write the base's Hub repo id instead, if it has one)"
+            else f"`base_model: {base.name}` ({base.source}: write the base's Hub repo id instead, if it has one)"
         )
         findings.append(
             Finding(
@@ -804,7 +806,7 @@ def _library_name(library: Any, entry_name: str) -> ModelName:
     aliases = (entry_name, entry_name.rstrip("/").rsplit("/", 1)[-1])
     repo = hub_repo_id(entry_name)
     if repo is not None:
-        return ModelName(repo, "library entry name (a Hub repo id)", True, aliases)
+        return ModelName(repo, "library entry name (shaped as a Hub repo id)", True, aliases)
     try:
         source = library.entry(entry_name).source
     except (OSError, UnshellError):

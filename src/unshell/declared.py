@@ -32,7 +32,7 @@ import yaml
 from .formats.base import Checkpoint, sanitize
 from .formats.facts import Claim, FormatFacts, claim_text, facts_of
 
-__all__ = ["Claim", "Declared", "read_card_front_matter", "read_declared"]
+__all__ = ["Card", "Claim", "Declared", "card_of", "read_card_front_matter", "read_declared"]
 
 MAX_CARD_BYTES = 1_000_000
 MAX_FRONT_MATTER_BYTES = 256_000
@@ -85,13 +85,43 @@ class Declared:
 CLAIM_FIELDS = tuple(f.name for f in fields(Declared) if f.name not in ("conflicts", "notes"))
 
 
+@dataclass(frozen=True)
+class Card:
+    """A model card, read and parsed once: its text (the first `MAX_CARD_BYTES`), its YAML front
+    matter (None when absent or unusable) and what reading it noted."""
+
+    path: Path | None
+    text: str
+    front_matter: dict[str, Any] | None
+    notes: tuple[str, ...]
+
+
+def card_of(checkpoint: Checkpoint) -> Card:
+    """The model card beside ``checkpoint`` (an empty `Card` when there is none), read once."""
+    return checkpoint.memo("card", lambda: _read_card(checkpoint.sidecars.get("card")))
+
+
+def _read_card(path: Path | None) -> Card:
+    if path is None:
+        return Card(None, "", None, ())
+    notes: list[str] = []
+    text = _read_card_text(path, notes)
+    front = None if text is None else _front_matter_of(text, sanitize(path.name), notes)
+    return Card(path, text or "", front, tuple(notes))
+
+
 def read_declared(checkpoint: Checkpoint, facts: FormatFacts | None = None) -> Declared:
-    """Collect the declared metadata of ``checkpoint`` from its card, config and format metadata."""
+    """Collect the declared metadata of ``checkpoint`` from its card, config and format metadata
+    (once per opened checkpoint)."""
+    return checkpoint.memo("declared", lambda: _read_declared(checkpoint, facts or facts_of(checkpoint)))
+
+
+def _read_declared(checkpoint: Checkpoint, facts: FormatFacts) -> Declared:
     declared = Declared()
-    facts = facts_of(checkpoint) if facts is None else facts
-    card = checkpoint.sidecars.get("card")
+    card = card_of(checkpoint)
     candidates: list[tuple[str, Claim]] = []
-    if card is not None:
+    if card.path is not None:
+        declared.notes.extend(card.notes)
         candidates += _card_claims(card, declared.notes)
     candidates += _config_claims(checkpoint.config)
     candidates += list(facts.claims)
@@ -160,10 +190,11 @@ _CardLoader.add_implicit_resolver(
 
 def read_card_front_matter(path: Path, notes: list[str]) -> dict[str, Any] | None:
     """The YAML front matter of a model card as a dict, or None (with a note saying why)."""
-    label = sanitize(path.name)
     text = _read_card_text(path, notes)
-    if text is None:
-        return None
+    return None if text is None else _front_matter_of(text, sanitize(path.name), notes)
+
+
+def _front_matter_of(text: str, label: str, notes: list[str]) -> dict[str, Any] | None:
     block = _front_matter_block(text)
     if block is None:
         notes.append(f"{label}: no YAML front matter")
@@ -224,9 +255,9 @@ def _parse_yaml(block: str, label: str, notes: list[str]) -> Any:
     return None
 
 
-def _card_claims(path: Path, notes: list[str]) -> list[tuple[str, Claim]]:
-    meta = read_card_front_matter(path, notes)
-    if meta is None:
+def _card_claims(card: Card, notes: list[str]) -> list[tuple[str, Claim]]:
+    meta, path = card.front_matter, card.path
+    if meta is None or path is None:
         return []
     source = f"{sanitize(path.name)} front matter"
     claims: list[tuple[str, Claim]] = []

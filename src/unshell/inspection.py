@@ -273,7 +273,11 @@ def _tokenizer_section(checkpoint: Checkpoint, tokenizer: Any) -> dict[str, Any]
 
 
 def inspect_checkpoint(checkpoint: Checkpoint) -> InspectResult:
-    """Inspect an already opened checkpoint (reads no tensor data)."""
+    """Inspect an already opened checkpoint (reads no tensor data); once per opened checkpoint."""
+    return checkpoint.memo("inspection", lambda: _inspect(checkpoint))
+
+
+def _inspect(checkpoint: Checkpoint) -> InspectResult:
     from .declared import read_declared
     from .tokenizers import describe_tokenizer
 

@@ -26,8 +26,9 @@ from typing import Any
 from ..errors import UnshellError, UsageError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
-from ..inspection import InspectResult, inspect_checkpoint
+from ..inspection import InspectResult
 from ..lineage.compare import CompareResult, compare_checkpoints
+from ..model import Model
 
 __all__ = ["AUDIT_SCHEMA_VERSION", "LEVELS", "AuditResult", "Finding", "audit", "audit_checkpoint"]
 
@@ -40,7 +41,6 @@ LEVELS = (
     "note",
     "ok",
 )
-CARD_LIMIT = 1 << 20
 # Modeling code this similar to a reference implementation is a copy of it (the renamed Llama
 # file in the tests scores above 0.9; unrelated references below 0.5).
 CODE_COPY_SIMILARITY = 0.8
@@ -196,19 +196,6 @@ def _model_directory(checkpoint: Checkpoint) -> Path | None:
         return checkpoint.path
     config = checkpoint.sidecars.get("config")
     return config.parent if config is not None else None
-
-
-def _card_text(checkpoint: Checkpoint, notes: list[str]) -> str:
-    card = checkpoint.sidecars.get("card")
-    if card is None:
-        return ""
-    try:
-        with card.open("rb") as handle:
-            raw = handle.read(CARD_LIMIT)
-    except OSError as error:
-        notes.append(f"model card unreadable: {sanitize(error.strerror or type(error).__name__)}")
-        return ""
-    return raw.decode("utf-8", errors="replace")
 
 
 def _renamed_examples(result: InspectResult, renames: list[Any], limit: int = 6) -> list[str]:
@@ -636,22 +623,20 @@ def audit_checkpoint(
     quick: bool = False,
     library: Any = None,
 ) -> AuditResult:
-    from ..tokenizers.families import match_families
-    from ..tokenizers.vocab import vocabulary_of
     from .licences import model_display_name
 
     notes: list[str] = []
     findings: list[Finding] = []
-    result = inspect_checkpoint(checkpoint)
-    card = _card_text(checkpoint, notes)
+    model = Model.of(checkpoint)
+    result = model.inspection
+    card = model.card.text
     directory = _model_directory(checkpoint)
     code = _code_matches(directory, checkpoint.config, notes)
     detected: dict[str, Any] = {"architecture": _architecture_findings(result, card, code, findings)}
     detected["code"] = [m.to_dict() for m in code]
     _code_licence_findings(code, findings)
 
-    vocabulary = vocabulary_of(checkpoint)
-    families = match_families(vocabulary) if vocabulary is not None else []
+    families = model.tokenizer_families
     detected["tokenizer"] = families[0].to_dict() if families else None
 
     own_licence, own_licence_name = _declared_licence(result)
@@ -705,7 +690,7 @@ def audit_checkpoint(
             f"the tokenizer is {family.name}'s ({family.relation}); tokenizers are shared legitimately, so this "
             "names no base: audit with --against BASE to test the weights"
         )
-    front = _front_matter(checkpoint, notes)
+    front = model.card.front_matter
     relations = _values(result.declared.get("base_model_relation"))
     relation = relations[0] if relations else None
     model_name = model_display_name(directory, front) if directory is not None else None
@@ -826,13 +811,6 @@ def _is_itself(name: str, library: Any, own_names: set[str], path: str) -> bool:
         return bool(source) and Path(source).resolve() == Path(path).resolve()
     except (OSError, UnshellError):
         return False
-
-
-def _front_matter(checkpoint: Checkpoint, notes: list[str]) -> dict[str, Any] | None:
-    from ..declared import read_card_front_matter
-
-    card = checkpoint.sidecars.get("card")
-    return None if card is None else read_card_front_matter(card, [])
 
 
 def audit(

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from ..errors import (
     TensorNotFoundError,
     UnsupportedFormatError,
 )
+
+T = TypeVar("T")
 
 # Safety bounds applied by every reader. A header is metadata: nothing legitimate comes close.
 MAX_HEADER_BYTES = 100_000_000
@@ -280,6 +282,15 @@ class Checkpoint:
     sidecars: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False)
+    # Facts derived from this checkpoint, computed once (`memo`; `unshell.model.Model` reads them).
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()`` once per opened checkpoint: a vocabulary, a card or an inspection is read
+        and parsed once, however many verbs and layers ask for it."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return cast(T, self._memo[key])
 
     # -- tensor table ---------------------------------------------------------------------------
 

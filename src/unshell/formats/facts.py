@@ -68,7 +68,11 @@ class FormatFacts:
 
 
 def facts_of(checkpoint: Checkpoint) -> FormatFacts:
-    """The format's facts about ``checkpoint``, plus the Hub repo id its path records."""
+    """The format's facts about ``checkpoint``, plus the Hub repo id its path records (once)."""
+    return checkpoint.memo("facts", lambda: _facts_of(checkpoint))
+
+
+def _facts_of(checkpoint: Checkpoint) -> FormatFacts:
     module_name = _READERS.get(checkpoint.format)
     facts = FormatFacts()
     if module_name is not None:

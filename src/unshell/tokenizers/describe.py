@@ -89,8 +89,15 @@ def describe_tokenizer(checkpoint: Checkpoint, *, vocab_size_hint: int | None = 
     """Describe the tokenizer stored in or beside ``checkpoint``; None when there is none.
 
     ``vocab_size_hint`` (else the llama2.c header's or config's vocab size) is compared with the
-    token count of a llama2.c tokenizer, which does not state its own size.
+    token count of a llama2.c tokenizer, which does not state its own size. Described once per
+    opened checkpoint and hint.
     """
+    return checkpoint.memo(
+        f"tokenizer:{vocab_size_hint}", lambda: _describe_tokenizer(checkpoint, vocab_size_hint)
+    )
+
+
+def _describe_tokenizer(checkpoint: Checkpoint, vocab_size_hint: int | None) -> TokenizerInfo | None:
     if checkpoint.format == "gguf":
         source = checkpoint.files[0].name if checkpoint.files else checkpoint.path.name
         info = describe_gguf_tokenizer(checkpoint.metadata.get("gguf"), source=sanitize(source))

@@ -164,8 +164,12 @@ def vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
 
     The source is chosen as `describe_tokenizer` chooses it: a GGUF file's ``tokenizer.ggml.*``
     keys, else the richest tokenizer sidecar. Tokenizers are sidecars, so a broken one gives None
-    instead of an error.
+    instead of an error. Read once per opened checkpoint.
     """
+    return checkpoint.memo("vocabulary", lambda: _vocabulary_of(checkpoint))
+
+
+def _vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
     if checkpoint.format == "gguf":
         kv = checkpoint.metadata.get("gguf")
         if isinstance(kv, Mapping) and "tokenizer.ggml.model" in kv:

@@ -1,0 +1,95 @@
+"""`Model`: one opened checkpoint and every fact derived from it, each computed once.
+
+The layers below (`formats`, `declared`, `tokenizers`, `inspection`) each compute one kind of fact
+from a `Checkpoint`; they memoize it on the checkpoint (`Checkpoint.memo`), so a vocabulary, a
+card or an inspection is parsed once however many verbs and layers ask. `Model` is the one place
+the verbs read those facts from:
+
+    >>> with Model.open("tests/data/fixtures/stories260K.bin") as model:  # doctest: +SKIP
+    ...     model.family, model.facts.can_declare, model.declared.to_dict()
+    ('llama', False, {})
+
+Nothing here reads a file itself or tests a format name: format knowledge stays in `formats/`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .declared import Card, Declared, card_of, read_declared
+from .formats import open_checkpoint
+from .formats.base import Checkpoint
+from .formats.facts import FormatFacts, facts_of
+from .inspection import InspectResult, inspect_checkpoint
+
+if TYPE_CHECKING:
+    from .tokenizers.describe import TokenizerInfo
+    from .tokenizers.families import FamilyMatch
+    from .tokenizers.vocab import Vocabulary
+
+__all__ = ["Model"]
+
+
+class Model:
+    """The analysis of one opened `Checkpoint`. Get it with `Model.of` (one per checkpoint) or
+    `Model.open` (opens and closes the files)."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> Model:
+        return checkpoint.memo("model", lambda: cls(checkpoint))
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: str | os.PathLike[str]) -> Iterator[Model]:
+        with open_checkpoint(path) as checkpoint:
+            yield cls.of(checkpoint)
+
+    @property
+    def facts(self) -> FormatFacts:
+        """What the format says: identity claims, whether it can declare, whose names these are."""
+        return facts_of(self.checkpoint)
+
+    @property
+    def card(self) -> Card:
+        return card_of(self.checkpoint)
+
+    @property
+    def declared(self) -> Declared:
+        return read_declared(self.checkpoint)
+
+    @property
+    def inspection(self) -> InspectResult:
+        """Recognition, renamed tensors, declared config, tokenizer summary (headers only)."""
+        return inspect_checkpoint(self.checkpoint)
+
+    @property
+    def family(self) -> str | None:
+        return self.inspection.family
+
+    @property
+    def vocabulary(self) -> Vocabulary | None:
+        from .tokenizers.vocab import vocabulary_of
+
+        return vocabulary_of(self.checkpoint)
+
+    @property
+    def tokenizer(self) -> TokenizerInfo | None:
+        from .tokenizers.describe import describe_tokenizer
+
+        return describe_tokenizer(self.checkpoint)
+
+    @property
+    def tokenizer_families(self) -> list[FamilyMatch]:
+        """The known tokenizer families the vocabulary keeps, best first (empty without one)."""
+        from .tokenizers.families import match_families
+
+        return self.checkpoint.memo(
+            "tokenizer_families",
+            lambda: match_families(self.vocabulary) if self.vocabulary is not None else [],
+        )

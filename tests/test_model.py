@@ -1,0 +1,96 @@
+"""`Model`: every fact of an opened checkpoint is computed once, whichever verb or layer asks.
+
+Issue 11 found `audit --against` parsing the suspect's vocabulary four times and its card twice.
+These tests count the parses on a real model pair: all-MiniLM-L6-v2 (a card added) against an
+fp16 copy of itself, both carrying their real tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import unshell
+from artifacts import fetch
+from foreign_layouts import read_safetensors_dir
+from unshell import declared, inspection
+from unshell.formats import facts, open_checkpoint
+from unshell.model import Model
+from unshell.tokenizers import describe, vocab
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, counts: Counter[str]) -> None:
+    original: Callable[..., Any] = getattr(module, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        first = args[0] if args else None
+        where = Path(str(getattr(first, "path", first)))
+        # A checkpoint counts under its folder's name; a card (README.md) under its folder's too.
+        counts[f"{name}:{where.parent.name if where.name == 'README.md' else where.name}"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+
+
+PARSES = [
+    (vocab, "_vocabulary_of"),
+    (describe, "_describe_tokenizer"),
+    (declared, "_read_card"),
+    (declared, "_read_declared"),
+    (facts, "_facts_of"),
+    (inspection, "_inspect"),
+]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    from safetensors.numpy import save_file
+
+    base = tmp_path / "minilm"
+    shutil.copytree(fetch("minilm_gt_dir"), base)
+    suspect = tmp_path / "suspect"
+    shutil.copytree(base, suspect)
+    tensors = {k: v.astype(np.float16) for k, v in read_safetensors_dir(base).items()}
+    save_file(tensors, str(suspect / "model.safetensors"))
+    (suspect / "README.md").write_text("---\nlicense: apache-2.0\n---\n# suspect\n")
+    return base, suspect
+
+
+def test_audit_against_parses_each_vocabulary_and_card_once(
+    pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, suspect = pair
+    counts: Counter[str] = Counter()
+    for module, name in PARSES:
+        _counting(monkeypatch, module, name, counts)
+
+    result = unshell.audit(suspect, against=base)
+
+    assert result.detected["weights"]["verdict"] == "derived"
+    assert result.detected["tokenizer"] is not None  # the vocabulary was read, and matched
+    for module, name in PARSES:
+        for side in (base, suspect):
+            assert counts[f"{name}:{side.name}"] == 1, (name, side.name, counts)
+
+
+def test_model_facts_are_one_object_per_checkpoint(fixtures_dir: Path) -> None:
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as checkpoint:
+        model = Model.of(checkpoint)
+        assert Model.of(checkpoint) is model
+        assert model.inspection is unshell.inspection.inspect_checkpoint(checkpoint)
+        assert model.family == "llama"
+        assert model.facts.can_declare is False and model.facts.names_from == "format"
+        assert model.declared.to_dict() == {
+            "notes": ["llama2.c: none declared (the format has no metadata fields)"]
+        }
+    with Model.open(fixtures_dir / "llama-2-tiny-random.gguf") as gguf:
+        assert gguf.vocabulary is not None and len(gguf.vocabulary) == 32000
+        assert gguf.tokenizer_families and gguf.tokenizer_families[0].name.startswith("Llama")
+        assert gguf.declared.model_type is not None
+        assert gguf.declared.model_type.source == "GGUF general.architecture"

@@ -3,7 +3,7 @@
 `make_tiny_llama` writes a `LlamaForCausalLM` directory with random weights. Each ``to_*``
 function then writes the same model in another family's layout by applying the INVERSE of what
 ``unshell convert`` undoes. Every inverse is written from the layout's documented definition
-(``shared/docs/tensor-naming.md``; llama.cpp's and llama2.c's exporters for GGUF and llama2.c),
+(``docs/tensor-naming.md``; llama.cpp's and llama2.c's exporters for GGUF and llama2.c),
 on a code path that shares nothing with ``unshell.convert``: explicit per-row loops where the
 converter reshapes, numpy-only reading of the source, torch/gguf writers for their containers.
 
@@ -289,7 +289,7 @@ def _finish(dst: Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -
     return dst
 
 
-# -- rotary permutation (shared/docs/tensor-naming.md §2), written per row -------------------------
+# -- rotary permutation (docs/tensor-naming.md §2), written per row -------------------------
 
 
 def hf_to_meta_rows(weight: np.ndarray, heads: int) -> np.ndarray:

@@ -227,7 +227,7 @@ def test_family_schema(family: str) -> None:
     assert doc["norm"] in {"rmsnorm", "layernorm", "none"}
     assert doc["positional"] in {"rope", "rope-partial", "learned", "alibi", "none"}
     assert doc["source"].startswith(
-        ("generated from transformers ", "hand-written from shared/docs/tensor-naming.md")
+        ("generated from transformers ", "hand-written from docs/tensor-naming.md")
     )
     assert doc["globals"] and doc["layer"] and doc["published"]
     for symbol, sources in doc["config_map"].items():

@@ -17,7 +17,7 @@ For every family that transformers implements, the reference class is built on t
   or disappear form the group.
 
 Families that only exist as Hub remote code (Qwen v1, Baichuan, InternLM2, ChatGLM) are written by
-hand from shared/docs/tensor-naming.md; a few exact clones (Yi's original naming, InternLM v1,
+hand from docs/tensor-naming.md; a few exact clones (Yi's original naming, InternLM v1,
 MiniCPM, DeepSeek v1) are built with transformers' Llama and, for Yi, renamed. Every file is
 checked before it is written: templates expanded with the probe config must reproduce the probe,
 and templates expanded with each published config must reproduce its tensor and parameter counts.
@@ -1965,7 +1965,7 @@ def qwen_family() -> Family:
         norm="rmsnorm",
         positional="rope",
         parallel_residual=False,
-        source_note="hand-written from shared/docs/tensor-naming.md §5.5 (mlp.w1 = up, mlp.w2 = gate)",
+        source_note="hand-written from docs/tensor-naming.md §5.5 (mlp.w1 = up, mlp.w2 = gate)",
         hand_globals=(
             _t("transformer.wte.weight", "embed.weight", "V", "H"),
             _t("transformer.ln_f.weight", "final_norm.weight", "H"),
@@ -2086,7 +2086,7 @@ def baichuan_families() -> list[Family]:
             positional="rope",
             buffers=LLAMA_BUFFERS,
             source_note=(
-                "hand-written from shared/docs/tensor-naming.md §5.7: Baichuan-7B and Baichuan2-7B (RoPE); "
+                "hand-written from docs/tensor-naming.md §5.7: Baichuan-7B and Baichuan2-7B (RoPE); "
                 "Baichuan2 normalizes lm_head rows at run time (NormHead)"
             ),
             published=(
@@ -2121,7 +2121,7 @@ def baichuan_families() -> list[Family]:
             probe_config=probe_for("BaichuanForCausalLM", alibi=True),
             positional="alibi",
             source_note=(
-                "hand-written from shared/docs/tensor-naming.md §5.7: the 13B models use ALiBi "
+                "hand-written from docs/tensor-naming.md §5.7: the 13B models use ALiBi "
                 "(configs carry only model_max_length); same tensors as the 7B"
             ),
             published=(
@@ -2204,7 +2204,7 @@ def internlm2_family() -> Family:
         parallel_residual=False,
         buffers=("model.layers.{i}.attention.rotary_emb.inv_freq",),
         source_note=(
-            "hand-written from shared/docs/tensor-naming.md §5.8: wqkv is grouped "
+            "hand-written from docs/tensor-naming.md §5.8: wqkv is grouped "
             "(nkv blocks of [G query heads, key, value])"
         ),
         hand_globals=(
@@ -2340,7 +2340,7 @@ def chatglm_family() -> Family:
         # Persistent in the remote code, so checkpoints carry it; [kv_channels//4] values.
         buffers=("transformer.rotary_pos_emb.inv_freq",),
         source_note=(
-            "hand-written from shared/docs/tensor-naming.md §5.9: ChatGLM2/3 and GLM-4 (remote code); "
+            "hand-written from docs/tensor-naming.md §5.9: ChatGLM2/3 and GLM-4 (remote code); "
             "dense_h_to_4h is [gate; up]"
         ),
         hand_globals=(
@@ -3286,7 +3286,7 @@ def aliases_document(gguf_version: str | None) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "source": (
             "seeded from llama.cpp's gguf-py TensorNameMap and the Meta/llama2.c names "
-            "(shared/docs/tensor-naming.md §3, §6), plus BERT, GPT-2, Falcon, ChatGLM and Mixtral names "
+            "(docs/tensor-naming.md §3, §6), plus BERT, GPT-2, Falcon, ChatGLM and Mixtral names "
             "from the catalog families" + checked
         ),
         "aliases": by_role,

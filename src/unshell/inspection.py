@@ -146,7 +146,8 @@ def _naming_summary(assignments: list[Assignment], renamed: list[Assignment]) ->
 
 
 def declared_config(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str | None]:
-    """What the files declare about hyperparameters, in Hugging Face config.json key names."""
+    """What the files declare about hyperparameters, in Hugging Face config.json key names: the
+    config.json, else what the format's own header says (its reader's `FormatFacts.config`)."""
     if checkpoint.config:
         config = dict(checkpoint.config)
         text = config.get("text_config")
@@ -154,70 +155,8 @@ def declared_config(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str 
             merged = {**config, **text}
             return merged, "config.json (text_config)"
         return config, "config.json"
-    gguf = checkpoint.metadata.get("gguf")
-    if isinstance(gguf, dict) and isinstance(gguf.get("general.architecture"), str):
-        from .formats.gguf import GGUF_ARCH_TO_FAMILY
-
-        return _gguf_config(gguf, GGUF_ARCH_TO_FAMILY), "GGUF metadata"
-    header = checkpoint.metadata.get("llama2c")
-    if isinstance(header, dict):
-        return _llama_style(header, "llama2.c header"), "llama2.c header"
-    params = checkpoint.metadata.get("params")
-    if isinstance(params, dict):
-        return _llama_style(params, "params.json"), "params.json"
-    pytorch = checkpoint.metadata.get("pytorch")
-    if isinstance(pytorch, dict) and isinstance(pytorch.get("model_args"), dict):
-        return _llama_style(pytorch["model_args"], "model_args"), "checkpoint model_args"
-    return None, None
-
-
-def _llama_style(values: dict[str, Any], _source: str) -> dict[str, Any]:
-    config: dict[str, Any] = {"model_type": "llama"}
-    mapping = {
-        "dim": "hidden_size",
-        "n_layers": "num_hidden_layers",
-        "n_heads": "num_attention_heads",
-        "n_kv_heads": "num_key_value_heads",
-        "hidden_dim": "intermediate_size",
-        "vocab_size": "vocab_size",
-        "seq_len": "max_position_embeddings",
-        "max_seq_len": "max_position_embeddings",
-        "head_dim": "head_dim",
-    }
-    for key, target in mapping.items():
-        value = values.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value is not None:
-            config[target] = abs(value) if key == "vocab_size" else value
-    if config.get("num_key_value_heads") is None and "num_attention_heads" in config:
-        config["num_key_value_heads"] = config["num_attention_heads"]
-    if "shared_classifier" in values:
-        config["tie_word_embeddings"] = bool(values["shared_classifier"])
-    elif isinstance(values.get("vocab_size"), int) and values["vocab_size"] < 0:
-        config["tie_word_embeddings"] = False
-    return config
-
-
-def _gguf_config(gguf: dict[str, Any], arch_to_family: dict[str, str]) -> dict[str, Any]:
-    arch = str(gguf["general.architecture"])
-    config: dict[str, Any] = {"model_type": arch_to_family.get(arch, arch)}
-    mapping = {
-        "embedding_length": "hidden_size",
-        "block_count": "num_hidden_layers",
-        "attention.head_count": "num_attention_heads",
-        "attention.head_count_kv": "num_key_value_heads",
-        "attention.key_length": "head_dim",
-        "feed_forward_length": "intermediate_size",
-        "context_length": "max_position_embeddings",
-        "vocab_size": "vocab_size",
-    }
-    for suffix, target in mapping.items():
-        value = gguf.get(f"{arch}.{suffix}")
-        if isinstance(value, int) and not isinstance(value, bool):
-            config[target] = value
-    tokens = gguf.get("tokenizer.ggml.tokens")
-    if "vocab_size" not in config and tokens is not None and hasattr(tokens, "__len__"):
-        config["vocab_size"] = len(tokens)
-    return config
+    facts = facts_of(checkpoint)
+    return facts.config, facts.config_source
 
 
 def _dtype_summary(checkpoint: Checkpoint) -> dict[str, dict[str, int]]:

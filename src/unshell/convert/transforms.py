@@ -13,7 +13,7 @@ Two kinds, because they stream differently:
   ``dim_model_base/H``) and Baichuan2's NormHead row normalization. They work row-block by
   row-block in float32 (float64 for float64 sources) and are rounded once to the output dtype.
 
-Layouts (``shared/docs/tensor-naming.md`` §2, §3, §5):
+Layouts (``docs/tensor-naming.md`` §2, §3, §5):
 
 * contiguous: ``[q; k; v]`` (Baichuan ``W_pack``, Qwen ``c_attn``, Phi-3 ``qkv_proj``), ``[gate; up]``;
 * grouped: ``nkv`` blocks of ``[G query heads, key head, value head]`` (InternLM2 ``wqkv``);

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .base import Checkpoint
 
-__all__ = ["Claim", "FormatFacts", "claim_text", "facts_of", "hub_repo_id", "hub_repo_id_of_path"]
+__all__ = [
+    "Claim",
+    "FormatFacts",
+    "claim_text",
+    "facts_of",
+    "hub_repo_id",
+    "hub_repo_id_of_path",
+    "llama_style_config",
+]
 
 MAX_VALUE_CHARS = 1_000
 MAX_LIST_ITEMS = 64
@@ -65,6 +73,9 @@ class FormatFacts:
     claims: tuple[tuple[str, Claim], ...] = field(default_factory=tuple)
     # Said of the format, for people: why nothing is declared, whose names these are.
     naming_note: str | None = None
+    # Hyperparameters the format's own header declares, under config.json key names.
+    config: dict[str, Any] | None = None
+    config_source: str | None = None
 
 
 def facts_of(checkpoint: Checkpoint) -> FormatFacts:
@@ -138,3 +149,33 @@ def claim_texts(value: Any) -> list[str]:
     """A declared scalar or list as a list of bounded texts (non-text items dropped)."""
     items = value if isinstance(value, list | tuple) else [value]
     return [text for item in items[:MAX_LIST_ITEMS] if (text := claim_text(item)) is not None]
+
+
+# llama2.c / Meta ``params.json`` / ``model_args`` keys -> config.json names.
+_LLAMA_STYLE_KEYS = {
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads",
+    "hidden_dim": "intermediate_size",
+    "vocab_size": "vocab_size",
+    "seq_len": "max_position_embeddings",
+    "max_seq_len": "max_position_embeddings",
+    "head_dim": "head_dim",
+}
+
+
+def llama_style_config(values: dict[str, Any]) -> dict[str, Any]:
+    """Meta's and llama2.c's hyperparameter names as a Llama config.json (integers only)."""
+    config: dict[str, Any] = {"model_type": "llama"}
+    for key, target in _LLAMA_STYLE_KEYS.items():
+        value = values.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            config[target] = abs(value) if key == "vocab_size" else value
+    if config.get("num_key_value_heads") is None and "num_attention_heads" in config:
+        config["num_key_value_heads"] = config["num_attention_heads"]
+    if "shared_classifier" in values:
+        config["tie_word_embeddings"] = bool(values["shared_classifier"])
+    elif isinstance(values.get("vocab_size"), int) and values["vocab_size"] < 0:
+        config["tie_word_embeddings"] = False
+    return config

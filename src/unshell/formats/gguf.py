@@ -457,6 +457,8 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
             claims.append(("base_model_relation", Claim("finetune", "GGUF general.finetune")))
     return FormatFacts(
         label="GGUF",
+        config=_declared_config(kv, architecture, family) if architecture and family else None,
+        config_source="GGUF metadata" if architecture else None,
         names_from="format",
         native_conventions=frozenset({"gguf", "gguf-bert"}),
         family_hint=family,
@@ -490,3 +492,28 @@ def _base_models(kv: dict[str, Any]) -> Claim | None:
     if len(found) == 1:
         return Claim(found[0][0], found[0][1])
     return Claim([name for name, _ in found], "GGUF general.base_model.*")
+
+
+# ``<arch>.*`` hyperparameter keys -> config.json names.
+_HYPERPARAMETER_KEYS = {
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "feed_forward_length": "intermediate_size",
+    "context_length": "max_position_embeddings",
+    "vocab_size": "vocab_size",
+}
+
+
+def _declared_config(kv: dict[str, Any], architecture: str, family: str) -> dict[str, Any]:
+    config: dict[str, Any] = {"model_type": family}
+    for suffix, target in _HYPERPARAMETER_KEYS.items():
+        value = kv.get(f"{architecture}.{suffix}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            config[target] = value
+    tokens = kv.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in config and tokens is not None and hasattr(tokens, "__len__"):
+        config["vocab_size"] = len(tokens)
+    return config

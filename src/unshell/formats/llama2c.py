@@ -31,7 +31,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import Checkpoint, TensorInfo, register_decoder, sanitize
-from .facts import FormatFacts
+from .facts import FormatFacts, llama_style_config
 from .safetensors import open_regular_file
 
 __all__ = ["MAGIC", "Llama2cHeader", "looks_like_llama2c_v0", "read_llama2c"]
@@ -360,7 +360,11 @@ def _raise_size_mismatch(where: str, size: int, expected: int) -> None:
 
 def format_facts(checkpoint: Checkpoint) -> FormatFacts:
     """A llama2.c export is a Llama by construction, with no names and no metadata fields."""
+    header = checkpoint.metadata.get("llama2c")
+    config = llama_style_config(header) if isinstance(header, dict) else None
     return FormatFacts(
+        config=config,
+        config_source="llama2.c header" if config is not None else None,
         label="llama2.c",
         can_declare=False,
         names_from="format",

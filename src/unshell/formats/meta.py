@@ -20,7 +20,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import Checkpoint, TensorInfo, sanitize
-from .facts import FormatFacts
+from .facts import FormatFacts, llama_style_config
 from .pytorch import read_pytorch
 from .safetensors import read_json_file
 
@@ -167,7 +167,11 @@ def _logical_tensor(name: str, parts: list[TensorInfo], dim: int | None, where: 
 def format_facts(checkpoint: Checkpoint) -> FormatFacts:
     """Meta's consolidated checkpoints are Llama-family by construction, named in Meta's convention;
     ``params.json`` holds hyperparameters only (no name, base or licence field)."""
+    params = checkpoint.metadata.get("params")
+    config = llama_style_config(params) if isinstance(params, dict) else None
     return FormatFacts(
+        config=config,
+        config_source="params.json" if config is not None else None,
         label="Meta consolidated",
         can_declare=False,
         names_from="format",

@@ -40,7 +40,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import MAX_TENSORS, PLAIN_DTYPES, Checkpoint, TensorInfo, check_shape, sanitize
-from .facts import Claim, FormatFacts, claim_text, hub_repo_id
+from .facts import Claim, FormatFacts, claim_text, hub_repo_id, llama_style_config
 from .safetensors import open_regular_file
 
 __all__ = ["MAX_PICKLE_BYTES", "MAX_PICKLE_OPCODES", "read_pytorch"]
@@ -824,4 +824,11 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         start = claim_text(config.get("init_from"))
         if start is not None and start.casefold() not in _FRESH_STARTS:
             claims.append(("base_model", Claim(hub_repo_id(start) or start, "checkpoint config init_from")))
-    return FormatFacts(label="PyTorch", claims=tuple(claims))
+    model_args = metadata.get("model_args") if isinstance(metadata, dict) else None
+    config_values = llama_style_config(model_args) if isinstance(model_args, dict) else None
+    return FormatFacts(
+        label="PyTorch",
+        claims=tuple(claims),
+        config=config_values,
+        config_source="checkpoint model_args" if config_values is not None else None,
+    )

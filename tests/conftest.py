@@ -40,3 +40,48 @@ def isolated_hf_cache(
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield home
+
+
+# -- the fast layer ------------------------------------------------------------------------------
+#
+# `pytest -m "not slow"` runs the numpy-only layer in seconds; CI runs it first. A test is slow
+# when it, or a fixture it uses (transitively), refers to one of these names: a download from the
+# registries (`fetch`), the torch-trained zoo, torch or transformers, a subprocess, Ray or a browser.
+# Decided from the code, so a new test lands in the right layer without anyone marking it.
+SLOW_NAMES = frozenset(
+    {"fetch", "zoo", "zoo_module", "torch", "transformers", "subprocess", "ray", "sync_playwright", "_zoo_pair"}
+)
+
+
+def _code_names(function: object, seen: set[int]) -> set[str]:
+    """Global names a function (and the module-level helpers it calls) refers to."""
+    code = getattr(function, "__code__", None)
+    if code is None or id(code) in seen:
+        return set()
+    seen.add(id(code))
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= set(const.co_names)
+    module_globals = getattr(function, "__globals__", {})
+    for name in list(names):
+        helper = module_globals.get(name)
+        if callable(helper) and getattr(helper, "__module__", None) == getattr(function, "__module__", ""):
+            names |= _code_names(helper, seen)
+    return names
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    seen: set[int] = set()
+    names = _code_names(getattr(item, "function", None), seen)
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info is not None else ()):
+        for definition in definitions:
+            names |= _code_names(definition.func, seen)
+    return bool(names & SLOW_NAMES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

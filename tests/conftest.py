@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from unshell.constants import CACHE_DIR_ENV, HOME_ENV, XDG_CACHE_ENV
+
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def _test_cache_root() -> Path:
+    """``$UNSHELL_TEST_CACHE``, else ``~/.cache/unshell-tests`` (as `artifacts.py`)."""
+    return Path(os.environ.get("UNSHELL_TEST_CACHE") or Path.home() / ".cache" / "unshell-tests")
+
 
 # pytest's default import mode already does this; an explicit insert keeps `import artifacts`
 # working under --import-mode=importlib too.
@@ -35,7 +43,10 @@ def isolated_hf_cache(
 ) -> Iterator[Path]:
     """Keep every test away from the user's Hugging Face cache, unshell library and the network."""
     home = tmp_path_factory.mktemp("hf_home")
-    monkeypatch.setenv("UNSHELL_HOME", str(home / "unshell"))
+    monkeypatch.setenv(HOME_ENV, str(home / "unshell"))
+    # The model-code reference index is costly to build: one per test cache, never the user's.
+    monkeypatch.setenv(CACHE_DIR_ENV, str(_test_cache_root() / "unshell-cache"))
+    monkeypatch.delenv(XDG_CACHE_ENV, raising=False)
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -49,12 +60,24 @@ def isolated_hf_cache(
 # registries (`fetch`), the torch-trained zoo, torch or transformers, a subprocess, Ray or a browser.
 # Decided from the code, so a new test lands in the right layer without anyone marking it.
 SLOW_NAMES = frozenset(
-    {"fetch", "zoo", "zoo_module", "torch", "transformers", "subprocess", "ray", "sync_playwright", "_zoo_pair"}
+    {
+        "fetch",
+        "zoo",
+        "zoo_module",
+        "torch",
+        "transformers",
+        "subprocess",
+        "ray",
+        "sync_playwright",
+        "_zoo_pair",
+        "gen_tokenizer_families",  # the tools/ generator fetches every real tokenizer
+    }
 )
 
 
 def _code_names(function: object, seen: set[int]) -> set[str]:
     """Global names a function (and the module-level helpers it calls) refers to."""
+    function = getattr(function, "__wrapped__", function)  # functools.cache and friends
     code = getattr(function, "__code__", None)
     if code is None or id(code) in seen:
         return set()
@@ -75,7 +98,7 @@ def _is_slow(item: pytest.Item) -> bool:
     seen: set[int] = set()
     names = _code_names(getattr(item, "function", None), seen)
     info = getattr(item, "_fixtureinfo", None)
-    for definitions in (info.name2fixturedefs.values() if info is not None else ()):
+    for definitions in info.name2fixturedefs.values() if info is not None else ():
         for definition in definitions:
             names |= _code_names(definition.func, seen)
     return bool(names & SLOW_NAMES)

@@ -74,7 +74,7 @@ def test_audit_against_parses_each_vocabulary_and_card_once(
 
     assert result.detected["weights"]["verdict"] == "derived"
     assert result.detected["tokenizer"] is not None  # the vocabulary was read, and matched
-    for module, name in PARSES:
+    for _module, name in PARSES:
         for side in (base, suspect):
             assert counts[f"{name}:{side.name}"] == 1, (name, side.name, counts)
 

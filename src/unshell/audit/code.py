@@ -646,11 +646,9 @@ def _transformers_version() -> str:
 
 
 def _default_cache_dir() -> Path:
-    base = os.environ.get("UNSHELL_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "unshell"
+    from ..constants import cache_dir
+
+    return cache_dir()
 
 
 class ReferenceIndex:

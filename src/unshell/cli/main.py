@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from typing import Any
@@ -11,6 +10,7 @@ import click
 
 from .. import __version__
 from ..audit.report import LEVELS
+from ..constants import debug
 from ..errors import UnshellError
 from .output import FORMATS, Output, columns, human_bytes, human_count, key_value_table
 
@@ -878,7 +878,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: cannot read input: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_IO_ERROR)
     except Exception as exc:  # a bug in unshell, not bad input: one line, and a way to see more
-        if os.environ.get("UNSHELL_DEBUG"):
+        if debug():
             raise
         click.echo(
             f"internal error: {type(exc).__name__}: {exc} (set UNSHELL_DEBUG=1 for a traceback; please report it)",

@@ -69,9 +69,9 @@ MAX_NAME_CHARS = 512
 
 def default_library_path() -> Path:
     """``$UNSHELL_HOME/library.sqlite``, ``UNSHELL_HOME`` defaulting to ``~/.cache/unshell``."""
-    home = os.environ.get("UNSHELL_HOME")
-    root = Path(home).expanduser() if home else Path.home() / ".cache" / "unshell"
-    return root / "library.sqlite"
+    from ..constants import unshell_home
+
+    return unshell_home() / "library.sqlite"
 
 
 @dataclass(frozen=True)

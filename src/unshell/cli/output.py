@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any, TextIO
 
 import click
+
+from ..report.text import columns, human_bytes, human_count, key_value_table
+
+__all__ = ["FORMATS", "Output", "columns", "human_bytes", "human_count", "key_value_table"]
 
 FORMATS = ("table", "json")
 
@@ -32,44 +35,3 @@ class Output:
 
     def error(self, message: str) -> None:
         click.echo(f"error: {message}", err=True)
-
-
-def key_value_table(rows: Sequence[tuple[str, str]]) -> str:
-    width = max((len(k) for k, _ in rows), default=0)
-    lines = []
-    for key, value in rows:
-        first, *rest = str(value).split("\n") or [""]
-        lines.append(f"{key.upper():<{width}}  {first}")
-        lines.extend(f"{'':<{width}}  {line}" for line in rest)
-    return "\n".join(lines) + "\n"
-
-
-def columns(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, limit: int | None = None) -> str:
-    shown = list(rows if limit is None else rows[:limit])
-    table = [list(headers)] + [[("" if c is None else str(c)) for c in row] for row in shown]
-    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    if limit is not None and len(rows) > limit:
-        lines.append(f"... and {len(rows) - limit} more (use --format json for all)")
-    return "\n".join(lines)
-
-
-def human_count(value: int | None) -> str:
-    if value is None:
-        return "?"
-    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if value >= size:
-            return f"{value / size:.2f}{unit}"
-    return str(value)
-
-
-def human_bytes(value: int | None) -> str:
-    if value is None:
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"

@@ -203,16 +203,16 @@ def _human_size(n: int | None) -> str:
 def _summary_text(kind: str, doc: dict[str, Any]) -> str | None:
     """The CLI's table rendering of a result, or None (the JSON is always there)."""
     try:
-        from ..cli import main as cli_main
+        from ..report import text as text_report
 
         if kind == "compare":
-            return str(cli_main.render_compare(doc))
+            return str(text_report.render_compare(doc))
         if kind == "audit":
-            return str(cli_main.render_audit(doc))
+            return str(text_report.render_audit(doc))
         if kind == "inspect":
-            return str(cli_main.render_inspect(doc))
+            return str(text_report.render_inspect(doc))
         if kind == "search":
-            return str(cli_main.render_search(doc))
+            return str(text_report.render_search(doc))
     except Exception:  # a rendering nicety must not hide the result
         log.exception("could not render the %s summary", kind)
     return None

@@ -94,3 +94,22 @@ def test_model_facts_are_one_object_per_checkpoint(fixtures_dir: Path) -> None:
         assert gguf.tokenizer_families and gguf.tokenizer_families[0].name.startswith("Llama")
         assert gguf.declared.model_type is not None
         assert gguf.declared.model_type.source == "GGUF general.architecture"
+
+
+def test_a_folder_whose_only_tokenizer_is_vocab_txt_has_one_for_every_verb(tmp_path: Path) -> None:
+    """Issue 11: `inspect` said "no tokenizer" where `compare` read vocab.txt (two sidecar tables
+    that had drifted). The MiniLM folder, with its tokenizer.json turned into BERT's vocab.txt."""
+    import json
+
+    folder = tmp_path / "minilm-vocab-txt"
+    shutil.copytree(fetch("minilm_gt_dir"), folder)
+    pieces = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    (folder / "tokenizer.json").unlink()
+    (folder / "vocab.txt").write_text("".join(f"{p}\n" for p, _ in sorted(pieces.items(), key=lambda kv: kv[1])))
+
+    result = unshell.inspect(folder)
+    assert result.tokenizer is not None, result.notes
+    assert result.tokenizer["vocab_size"] == len(pieces) == 30522
+    with Model.open(folder) as model:
+        assert model.vocabulary is not None and len(model.vocabulary) == len(pieces)
+        assert model.tokenizer is not None and model.tokenizer.source == "vocab.txt"

@@ -54,6 +54,19 @@ SIDECAR_FILES: dict[str, str] = {
     "adapter_config.json": "adapter_config",
 }
 
+# Tokenizer sidecar roles, richest first: the file both tokenizer readers take (one table, so the
+# description and the vocabulary always come from the same file).
+TOKENIZER_ROLES = (
+    "tokenizer_json",
+    "tokenizer_model",
+    "vocab",
+    "tiktoken",
+    "tokenizer_bin",
+    "llama2c_tokenizer",
+    "tokenizer",
+    "vocab_txt",
+)
+
 SPLIT_GGUF = re.compile(r"(.+)-(\d{5})-of-(\d{5})\.gguf")
 CACHE_PREFIX = "models--"
 LOOKED_FOR = (

@@ -29,6 +29,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..formats.hf import TOKENIZER_ROLES
 
 __all__ = ["TokenizerInfo", "describe_gguf_tokenizer", "describe_tokenizer", "describe_tokenizer_file"]
 
@@ -165,7 +166,7 @@ def describe_gguf_tokenizer(kv: Any, *, source: str) -> TokenizerInfo | None:
 # -- sidecar choice --------------------------------------------------------------------------------
 
 # Richest description first: tokenizer.json also lists added tokens.
-_SIDECAR_ROLES = ("tokenizer_json", "tokenizer_model", "vocab", "tiktoken", "tokenizer_bin", "tokenizer")
+_SIDECAR_ROLES = TOKENIZER_ROLES
 
 
 def _pick_sidecar(sidecars: Mapping[str, Path]) -> Path | None:

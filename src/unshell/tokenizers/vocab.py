@@ -83,6 +83,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..formats.hf import TOKENIZER_ROLES
 from .describe import (
     _BPE_VOCAB_NAMES,
     _MERGES_NAMES,
@@ -192,17 +193,7 @@ def _vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
 
 # -- choosing the file -----------------------------------------------------------------------------
 
-# describe.py's order, plus the roles formats/hf.py gives tokenizer.bin and vocab.txt.
-_SIDECAR_ROLES = (
-    "tokenizer_json",
-    "tokenizer_model",
-    "vocab",
-    "tiktoken",
-    "tokenizer_bin",
-    "llama2c_tokenizer",
-    "tokenizer",
-    "vocab_txt",
-)
+_SIDECAR_ROLES = TOKENIZER_ROLES
 _FOLDER_ORDER = ("tokenizer.json", "tokenizer.model", *_BPE_VOCAB_NAMES)
 
 

@@ -105,7 +105,9 @@ def test_a_folder_whose_only_tokenizer_is_vocab_txt_has_one_for_every_verb(tmp_p
     shutil.copytree(fetch("minilm_gt_dir"), folder)
     pieces = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
     (folder / "tokenizer.json").unlink()
-    (folder / "vocab.txt").write_text("".join(f"{p}\n" for p, _ in sorted(pieces.items(), key=lambda kv: kv[1])))
+    (folder / "vocab.txt").write_text(
+        "".join(f"{p}\n" for p, _ in sorted(pieces.items(), key=lambda kv: kv[1]))
+    )
 
     result = unshell.inspect(folder)
     assert result.tokenizer is not None, result.notes

@@ -32,7 +32,7 @@ from unshell.scan import (
     read_records,
     scan,
 )
-from unshell.scan.engine import Unit, make_batches
+from unshell.scan.engine import ScanTask, make_batches
 
 
 def _cache_repo(hub: Path, tensors: dict[str, np.ndarray], revision: str = "b" * 40) -> Path:
@@ -300,7 +300,7 @@ def test_ray_missing_is_one_line(tree: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_batches_large_alone_small_grouped() -> None:
     sizes = [10, 300, 20, 30, 400, 40, 50]
-    units = [Unit(index=i, path=f"/p{i}", name=f"p{i}", size_hint=size) for i, size in enumerate(sizes)]
+    units = [ScanTask(index=i, path=f"/p{i}", name=f"p{i}", size_hint=size) for i, size in enumerate(sizes)]
 
     batches = make_batches(units, batch_bytes=100, batch_units=3)
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from artifacts import fetch  # noqa: E402
-from unshell.tokenizers.families import Fingerprint, fingerprint  # noqa: E402
+from unshell.tokenizers.families import TokenizerFingerprint, fingerprint  # noqa: E402
 from unshell.tokenizers.vocab import read_vocabulary  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "data" / "fixtures"
@@ -165,7 +165,7 @@ SOURCES: tuple[Source, ...] = (
 )
 
 
-def build(source: Source) -> Fingerprint:
+def build(source: Source) -> TokenizerFingerprint:
     vocabulary = read_vocabulary(source.path())
     return fingerprint(
         vocabulary,
@@ -178,7 +178,7 @@ def build(source: Source) -> Fingerprint:
     )
 
 
-def encode(print_: Fingerprint) -> str:
+def encode(print_: TokenizerFingerprint) -> str:
     return json.dumps(print_.to_dict(), indent=1) + "\n"
 
 

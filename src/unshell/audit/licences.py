@@ -793,7 +793,7 @@ def _name_prefix(prefix: str, model_name: str | None) -> _Outcome:
     if model_name is None or not model_name.strip():
         return _Outcome("manual", f'no model name given; it must begin with "{prefix}"')
     shown = model_name.strip().rstrip("/").rsplit("/", 1)[-1]
-    name_key, prefix_key = _name_key(shown), _name_key(prefix)
+    name_key, prefix_key = _squashed_name(shown), _squashed_name(prefix)
     matches = name_key.startswith(prefix_key) and not (
         prefix_key[-1:].isdigit() and name_key[len(prefix_key) : len(prefix_key) + 1].isdigit()
     )
@@ -802,7 +802,7 @@ def _name_prefix(prefix: str, model_name: str | None) -> _Outcome:
     return _Outcome("missing", f'the name "{sanitize(shown, 120)}" does not begin with "{prefix}"')
 
 
-def _name_key(value: str) -> str:
+def _squashed_name(value: str) -> str:
     return re.sub(r"[\s\-_]+", "", value.casefold())
 
 

@@ -389,7 +389,7 @@ def _parse(data: bytes) -> Fingerprint:
         if not isinstance(sample, dict):
             raise _bad("bad tokenizer sample")
         try:
-            families.Fingerprint.from_dict(sample)
+            families.TokenizerFingerprint.from_dict(sample)
         except (ValueError, TypeError, KeyError) as error:
             raise _bad(f"bad tokenizer sample ({sanitize(str(error))})") from None
     header_hash_value = _typed(header, "header_hash", str)
@@ -668,7 +668,7 @@ _RELATION_PHRASE = {
 def _tokenizer_note(base: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size: int) -> str | None:
     if base.tokenizer is None:
         return None
-    sample = families.Fingerprint.from_dict(base.tokenizer["sample"])
+    sample = families.TokenizerFingerprint.from_dict(base.tokenizer["sample"])
     sampled = min(len(sample.ids), len(ids))
     if sampled < families.MIN_SAMPLES:
         return (
@@ -922,7 +922,7 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         "fingerprint against fingerprint cannot see through a rotated residual stream or a change of hidden size"
     ]
     if suspect.tokenizer is not None:
-        sample = families.Fingerprint.from_dict(suspect.tokenizer["sample"])
+        sample = families.TokenizerFingerprint.from_dict(suspect.tokenizer["sample"])
         note = _tokenizer_note(base, sample.ids, sample.hashes, sample.size)
         if note:
             notes.append(note)

@@ -33,7 +33,7 @@ from .engine import (
     DEFAULT_BATCH_BYTES,
     RECORD_FIELDS,
     TIMING_FIELDS,
-    Unit,
+    ScanTask,
     WorkFunction,
     check_engine,
     comparable,
@@ -198,7 +198,7 @@ def _scan(
     found = list(discover_found(roots, max_depth=max_depth))
     previous = _previous_records(output_path, store, mode)
     units = [
-        Unit(
+        ScanTask(
             index=index,
             path=str(item.path),
             name=item.name,

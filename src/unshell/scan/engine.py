@@ -26,7 +26,7 @@ __all__ = [
     "RECORD_FIELDS",
     "TIMING_FIELDS",
     "Analysis",
-    "Unit",
+    "ScanTask",
     "analyze_fingerprint",
     "analyze_headers",
     "comparable",
@@ -84,7 +84,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Unit:
+class ScanTask:
     """One checkpoint to scan: what a worker receives (a path, never bytes)."""
 
     index: int
@@ -168,13 +168,13 @@ def _one_line(error: BaseException) -> str:
     return sanitize(text, limit=500)
 
 
-def _empty_record(unit: Unit, mode: str) -> dict[str, Any]:
+def _empty_record(unit: ScanTask, mode: str) -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
     record.update(path=unit.path, name=unit.name, mode=mode, bytes=unit.size_hint)
     return record
 
 
-def run_unit(unit: Unit, mode: str, work: WorkFunction | None = None) -> tuple[dict[str, Any], Any]:
+def run_unit(unit: ScanTask, mode: str, work: WorkFunction | None = None) -> tuple[dict[str, Any], Any]:
     """Scan one checkpoint: (its record, the fingerprint for the library or None).
 
     An error in the checkpoint becomes an error record; nothing but KeyboardInterrupt and
@@ -234,20 +234,20 @@ def _resumable(previous: dict[str, Any] | None, mode: str, size: int, mtime_ns: 
 
 
 def run_batch(
-    units: list[Unit], mode: str, work: WorkFunction | None = None
+    units: list[ScanTask], mode: str, work: WorkFunction | None = None
 ) -> list[tuple[dict[str, Any], Any]]:
     """Several small units in one task (Ray batches small checkpoints)."""
     return [run_unit(unit, mode, work) for unit in units]
 
 
-Result = tuple[Unit, dict[str, Any], Any]
+Result = tuple[ScanTask, dict[str, Any], Any]
 
 
 # -- local engine --------------------------------------------------------------------------------
 
 
 def run_local(
-    units: list[Unit], mode: str, *, workers: int | None = None, work: WorkFunction | None = None
+    units: list[ScanTask], mode: str, *, workers: int | None = None, work: WorkFunction | None = None
 ) -> Iterator[Result]:
     """Run units on a process pool of ``workers`` processes (default: every core), yielding
     results as they complete. One worker (or one unit) runs in this process, with no pool.
@@ -269,9 +269,9 @@ def run_local(
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     remaining = list(units)
     while remaining:
-        crashed: list[Unit] = []
+        crashed: list[ScanTask] = []
         with ProcessPoolExecutor(max_workers=min(count, len(remaining)), mp_context=context) as pool:
-            futures: dict[Future[tuple[dict[str, Any], Any]], Unit] = {
+            futures: dict[Future[tuple[dict[str, Any], Any]], ScanTask] = {
                 pool.submit(run_unit, unit, mode, work): unit for unit in remaining
             }
             remaining = []
@@ -292,7 +292,7 @@ def run_local(
                 yield _isolated(unit, mode, work, context)
 
 
-def _isolated(unit: Unit, mode: str, work: WorkFunction | None, context: Any) -> Result:
+def _isolated(unit: ScanTask, mode: str, work: WorkFunction | None, context: Any) -> Result:
     from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -315,12 +315,15 @@ def _isolated(unit: Unit, mode: str, work: WorkFunction | None, context: Any) ->
 
 
 def make_batches(
-    units: Iterable[Unit], *, batch_bytes: int = DEFAULT_BATCH_BYTES, batch_units: int = DEFAULT_BATCH_UNITS
-) -> list[list[Unit]]:
+    units: Iterable[ScanTask],
+    *,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    batch_units: int = DEFAULT_BATCH_UNITS,
+) -> list[list[ScanTask]]:
     """Large checkpoints (``size_hint >= batch_bytes``) one per task; small ones grouped until a
     group holds ``batch_bytes`` or ``batch_units`` checkpoints. Order is kept within a group."""
-    batches: list[list[Unit]] = []
-    current: list[Unit] = []
+    batches: list[list[ScanTask]] = []
+    current: list[ScanTask] = []
     current_bytes = 0
     for unit in units:
         if unit.size_hint >= batch_bytes:
@@ -348,7 +351,7 @@ def import_ray() -> Any:
 
 
 def run_ray(
-    units: list[Unit],
+    units: list[ScanTask],
     mode: str,
     *,
     address: str | None = None,

@@ -4,16 +4,16 @@ bytes, relations between two vocabularies, and the library of known tokenizer fa
 from __future__ import annotations
 
 from .describe import TokenizerInfo, describe_gguf_tokenizer, describe_tokenizer, describe_tokenizer_file
-from .families import FamilyMatch, Fingerprint, known_families, match_families, match_family
+from .families import FamilyMatch, TokenizerFingerprint, known_families, match_families, match_family
 from .relations import MergeAgreement, TokenizerRelation, relate
 from .report import TokenizerComparison, TokenizerReport, compare_tokenizers, inspect_tokenizer
 from .vocab import Vocabulary, read_vocabulary, vocabulary_of
 
 __all__ = [
     "FamilyMatch",
-    "Fingerprint",
     "MergeAgreement",
     "TokenizerComparison",
+    "TokenizerFingerprint",
     "TokenizerInfo",
     "TokenizerRelation",
     "TokenizerReport",

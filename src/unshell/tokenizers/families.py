@@ -28,7 +28,14 @@ import numpy as np
 
 from .vocab import Vocabulary
 
-__all__ = ["FamilyMatch", "Fingerprint", "fingerprint", "known_families", "match_families", "match_family"]
+__all__ = [
+    "FamilyMatch",
+    "TokenizerFingerprint",
+    "fingerprint",
+    "known_families",
+    "match_families",
+    "match_family",
+]
 
 SCHEMA_VERSION = 1
 SAMPLE_MOD = 32
@@ -45,7 +52,7 @@ def token_hash(token: bytes) -> int:
 
 
 @dataclass(frozen=True)
-class Fingerprint:
+class TokenizerFingerprint:
     family: str
     name: str
     kind: str
@@ -79,7 +86,7 @@ class Fingerprint:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerFingerprint:
         if data.get("schema_version") != SCHEMA_VERSION or data.get("sample_mod") != SAMPLE_MOD:
             raise ValueError(f"tokenizer family {data.get('family')!r}: unsupported fingerprint version")
         packed = zlib.decompress(base64.b64decode(data["sample"]))
@@ -129,12 +136,12 @@ def fingerprint(
     licence: str = "",
     models: tuple[str, ...] = (),
     extends: str | None = None,
-) -> Fingerprint:
+) -> TokenizerFingerprint:
     ids, hashes = _sample(vocabulary)
     ordinary = sum(
         1 for i, t in enumerate(vocabulary.tokens) if t is not None and i not in vocabulary.special
     )
-    return Fingerprint(
+    return TokenizerFingerprint(
         family=family,
         name=name,
         kind=vocabulary.kind,
@@ -151,13 +158,13 @@ def fingerprint(
 
 
 @functools.cache
-def known_families() -> tuple[Fingerprint, ...]:
+def known_families() -> tuple[TokenizerFingerprint, ...]:
     """Every fingerprint shipped in ``unshell/tokenizers/families/``."""
     folder = resources.files(__package__).joinpath("families")
     found = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
-            found.append(Fingerprint.from_dict(json.loads(entry.read_text(encoding="utf-8"))))
+            found.append(TokenizerFingerprint.from_dict(json.loads(entry.read_text(encoding="utf-8"))))
     return tuple(found)
 
 
@@ -187,7 +194,9 @@ class FamilyMatch:
         }
 
 
-def _relation_to(print_: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size: int) -> FamilyMatch | None:
+def _relation_to(
+    print_: TokenizerFingerprint, ids: np.ndarray, hashes: np.ndarray, size: int
+) -> FamilyMatch | None:
     by_hash = dict(zip(hashes.tolist(), ids.tolist(), strict=True))
     family_pairs = list(zip(print_.hashes.tolist(), print_.ids.tolist(), strict=True))
     if len(family_pairs) < MIN_SAMPLES or len(ids) < MIN_SAMPLES:
@@ -212,7 +221,7 @@ def _relation_to(print_: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size:
     return _match(print_, "subset", len(family_pairs), kept, 0)
 
 
-def _match(print_: Fingerprint, relation: str, sampled: int, kept: int, offset: int) -> FamilyMatch:
+def _match(print_: TokenizerFingerprint, relation: str, sampled: int, kept: int, offset: int) -> FamilyMatch:
     return FamilyMatch(
         print_.family, print_.name, relation, sampled, kept, offset, print_.models, print_.licence
     )
@@ -222,7 +231,7 @@ _PREFERENCE = {"identical": 0, "extension": 1, "shifted-extension": 2, "subset":
 
 
 def match_families(
-    vocabulary: Vocabulary, library: tuple[Fingerprint, ...] | None = None
+    vocabulary: Vocabulary, library: tuple[TokenizerFingerprint, ...] | None = None
 ) -> list[FamilyMatch]:
     """Every known family the vocabulary keeps (or is a truncation of), best first."""
     ids, hashes = _sample(vocabulary)
@@ -245,7 +254,7 @@ def match_families(
 
 
 def match_family(
-    vocabulary: Vocabulary, library: tuple[Fingerprint, ...] | None = None
+    vocabulary: Vocabulary, library: tuple[TokenizerFingerprint, ...] | None = None
 ) -> FamilyMatch | None:
     """The known family this vocabulary belongs to, or None when it keeps none of them."""
     matches = match_families(vocabulary, library)

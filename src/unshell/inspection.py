@@ -169,7 +169,7 @@ def _dtype_summary(checkpoint: Checkpoint) -> dict[str, dict[str, int]]:
     return dict(sorted(summary.items(), key=lambda kv: -kv[1]["parameters"]))
 
 
-def _weights(checkpoint: Checkpoint) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+def weight_tensors(checkpoint: Checkpoint) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
     """Weight tensors for recognition and the buffers left out. Tensors that are views of the same
     bytes count once: PyTorch saves tied embeddings as two names over one storage."""
     weights, ignored = [], []
@@ -222,7 +222,7 @@ def _inspect(checkpoint: Checkpoint) -> InspectResult:
 
     facts = facts_of(checkpoint)
     config, config_source = declared_config(checkpoint)
-    weights, ignored = _weights(checkpoint)
+    weights, ignored = weight_tensors(checkpoint)
     recognition = recognize(weights, declared_config=config, declared_family=facts.family_hint)
     tokenizer = describe_tokenizer(checkpoint)
     declared = read_declared(checkpoint, facts)

@@ -72,7 +72,7 @@ from typing import Any
 
 from ..errors import InputError, PathNotFoundError
 from ..formats.base import sanitize
-from ..formats.hf import _resolve_cache
+from ..formats.hf import resolve_cache
 
 __all__ = [
     "APPLIES_TO",
@@ -597,7 +597,7 @@ def _open_directory(directory: Path | str, card_text: str | None) -> tuple[_Dire
         raise PathNotFoundError(f"{sanitize(str(path))}: no such file or directory")
     if path.is_file():
         path = path.parent
-    files_at, cache, cache_root = _resolve_cache(path.absolute())
+    files_at, cache, cache_root = resolve_cache(path.absolute())
     containment = (cache_root if cache_root is not None else files_at).resolve()
     repo_id = cache.get("repo_id") if cache else None
     return _Directory(root=files_at, containment=containment, card_text=card_text), repo_id

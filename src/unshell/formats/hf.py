@@ -256,7 +256,7 @@ def open_directory(path: Path) -> Checkpoint:
         UsageError: several candidates of the same kind and nothing says which one is the model.
         InconsistentHeaderError: a cache symlink pointing outside the cache folder.
     """
-    snapshot, cache_info, repo_root = _resolve_cache(path)
+    snapshot, cache_info, repo_root = resolve_cache(path)
     if repo_root is not None:
         _check_snapshot_links(snapshot, repo_root)
     checkpoint = _open_weights(snapshot, repo_root)
@@ -274,7 +274,7 @@ def _repo_id(folder_name: str) -> str:
     return "/".join(folder_name.removeprefix(CACHE_PREFIX).split("--"))
 
 
-def _resolve_cache(path: Path) -> tuple[Path, dict[str, str] | None, Path | None]:
+def resolve_cache(path: Path) -> tuple[Path, dict[str, str] | None, Path | None]:
     """(directory holding the files, hf_cache metadata, cache repo root) for any directory."""
     root = _cache_repo_root(path)
     if root is not None:

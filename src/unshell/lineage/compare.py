@@ -35,7 +35,7 @@ import numpy as np
 from ..arch.recognize import Assignment
 from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
-from ..inspection import InspectResult, _weights, inspect_checkpoint
+from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import vocabulary_of
 from .canonical import READS_RESIDUAL, CanonicalModel, canonical_model
@@ -650,7 +650,7 @@ def _best_alignment(model_a: CanonicalModel, model_b: CanonicalModel) -> Alignme
 
 
 def _hash_names(checkpoint: Checkpoint) -> list[str]:
-    names, _ = _weights(checkpoint)
+    names, _ = weight_tensors(checkpoint)
     return [name for name, _ in names]
 
 

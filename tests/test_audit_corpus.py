@@ -35,6 +35,7 @@ from click.testing import CliRunner
 import unshell
 from artifacts import fetch
 from foreign_layouts import read_safetensors_dir, to_gguf, to_yi
+from hub_layout import hub_cache
 from unshell.cli.main import cli
 from unshell.errors import UsageError
 from zoo_fixture import zoo
@@ -149,23 +150,6 @@ def _card(directory: Path, front: dict[str, object], body: str) -> None:
     (directory / "README.md").write_text("\n".join(lines))
 
 
-def _hub_cache(model: Path, root: Path, repo_id: str) -> Path:
-    """Lay ``model`` out as a Hub cache repo (blobs named by sha256, snapshot symlinks)."""
-    repo = root / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / ("0" * 40)
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-    for file in sorted(p for p in model.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(model)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path("../" * (len(link.relative_to(repo).parts) - 1)) / "blobs" / blob.name)
-    return repo
-
-
 def _zoo_finetune(tmp_path: Path) -> tuple[Path, Path]:
     pair = next(p for p in zoo().derived if p.b.name == "finetune")
     return Path(pair.a), Path(pair.b)
@@ -182,7 +166,7 @@ def relabelled_finetune(tmp_path: Path) -> tuple[Path, Path]:
     (model / "config.json").write_text(json.dumps(config))
     _card(model, {"license": "apache-2.0"}, "# AcmeLM\n\nOur own model, trained from scratch by our team.")
     (model / "LICENSE").write_text(APACHE_LICENCE)
-    return _hub_cache(base, tmp_path / "hub", "zoo-org/zoo-base-7m"), model
+    return hub_cache(base, tmp_path / "hub", "zoo-org/zoo-base-7m"), model
 
 
 def test_relabelled_renamed_finetune_gets_both_accusations(relabelled_finetune: tuple[Path, Path]) -> None:
@@ -225,14 +209,16 @@ def _fp16_copy(source: Path, destination: Path) -> Path:
     from safetensors.numpy import save_file
 
     shutil.copytree(source, destination)
-    tensors = {k: v.astype(np.float16) for k, v in read_safetensors_dir(source).items()}
+    tensors = {
+        k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in read_safetensors_dir(source).items()
+    }
     save_file(tensors, str(destination / "model.safetensors"))
     return destination
 
 
 @pytest.fixture
 def minilm_base_and_quantized(tmp_path: Path) -> tuple[Path, Path]:
-    base = _hub_cache(fetch("minilm_gt_dir"), tmp_path / "hub", "sentence-transformers/all-MiniLM-L6-v2")
+    base = hub_cache(fetch("minilm_gt_dir"), tmp_path / "hub", "sentence-transformers/all-MiniLM-L6-v2")
     return base, _fp16_copy(fetch("minilm_gt_dir"), tmp_path / "minilm-fp16")
 
 
@@ -321,7 +307,7 @@ def test_a_gguf_base_without_a_repo_id_is_named_by_its_file_saying_so(tmp_path: 
 @pytest.mark.parametrize("names_base", [True, False], ids=["names-base", "names-nothing"])
 def test_a_gguf_quantization(tmp_path: Path, names_base: bool) -> None:
     base_dir, _ = _zoo_finetune(tmp_path)
-    base = _hub_cache(base_dir, tmp_path / "hub", "zoo-org/zoo-base-7m")
+    base = hub_cache(base_dir, tmp_path / "hub", "zoo-org/zoo-base-7m")
     keys: dict[str, str | int] = (
         {
             "general.base_model.count": 1,

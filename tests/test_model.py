@@ -56,7 +56,9 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copytree(fetch("minilm_gt_dir"), base)
     suspect = tmp_path / "suspect"
     shutil.copytree(base, suspect)
-    tensors = {k: v.astype(np.float16) for k, v in read_safetensors_dir(base).items()}
+    tensors = {
+        k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in read_safetensors_dir(base).items()
+    }
     save_file(tensors, str(suspect / "model.safetensors"))
     (suspect / "README.md").write_text("---\nlicense: apache-2.0\n---\n# suspect\n")
     return base, suspect

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from typing import Any
 
@@ -11,6 +13,7 @@ from .. import __version__
 from ..audit.report import LEVELS
 from ..constants import debug
 from ..errors import UnshellError
+from ..formats.hub import looks_like_repo_id
 from ..report.text import (
     render_audit,
     render_compare,
@@ -36,6 +39,29 @@ format_option = click.option(
     show_default=True,
     help="table for people, json for programs (versioned schema).",
 )
+
+
+def revision_option(parameter: str) -> Any:
+    """``--revision REV``: which snapshot of a Hub repo id PATH names (``org/name@REV`` says the same)."""
+
+    def decorate(function: Any) -> Any:
+        @functools.wraps(function)
+        def with_revision(*args: Any, **kwargs: Any) -> Any:
+            revision = kwargs.pop("revision", None)
+            if revision is not None:
+                target = kwargs[parameter]
+                if os.path.exists(target) or "@" in target or not looks_like_repo_id(target):
+                    raise click.UsageError(f"--revision applies to a Hub repo id (org/name), not {target!r}")
+                kwargs[parameter] = f"{target}@{revision}"
+            return function(*args, **kwargs)
+
+        return click.option(
+            "--revision",
+            metavar="REV",
+            help="With a Hub repo id: the branch, tag or commit to read from the local Hub cache (default main).",
+        )(with_revision)
+
+    return decorate
 
 
 html_option = click.option(
@@ -64,6 +90,7 @@ def cli() -> None:
 @click.argument("path", type=click.Path(path_type=str))
 @format_option
 @click.option("--tensors", "tensor_map", is_flag=True, help="List every tensor's role and canonical name.")
+@revision_option("path")
 def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     """What a checkpoint is, without reading weight data.
 
@@ -114,6 +141,7 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     help="Record every source file's sha256 in conversion.json (free from a Hub cache, else a second read).",
 )
 @format_option
+@revision_option("src")
 def convert_command(
     src: str,
     target: str,
@@ -194,6 +222,7 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
 )
 @format_option
 @html_option
+@revision_option("path")
 def audit_command(
     path: str,
     against: str | None,
@@ -374,6 +403,7 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
 @library_option
 @format_option
 @html_option
+@revision_option("path")
 def search_command(path: str, top: int, library_path: str | None, fmt: str, html_path: str | None) -> None:
     """Which fingerprints in the library does PATH's weights come from?
 

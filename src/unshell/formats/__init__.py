@@ -51,7 +51,8 @@ def detect_format(path: Path) -> str:
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Open a checkpoint file or directory for reading. Reads headers only.
 
-    Accepts a safetensors file, a sharded ``*.index.json``, a Hugging Face model directory or
+    Accepts a Hub repo id held in the local Hub cache (``org/name``, ``org/name@revision``;
+    `unshell.formats.hub`), a safetensors file, a sharded ``*.index.json``, a Hugging Face model directory or
     hub-cache folder, a PyTorch ``.bin``/``.pt``/``.pth`` zip checkpoint, Meta's
     ``consolidated.*.pth`` directory, a GGUF file, a llama2.c export, or an ONNX model.
 
@@ -61,7 +62,12 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """
     target = Path(path)
     if not target.exists():
-        raise PathNotFoundError(f"{sanitize(str(target))}: no such file or directory")
+        from .hub import resolve_repo_id
+
+        snapshot = resolve_repo_id(str(path))
+        if snapshot is None:
+            raise PathNotFoundError(f"{sanitize(str(target))}: no such file or directory")
+        target = snapshot
     if target.is_dir():
         from .hf import open_directory
 

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from .formats.base import Checkpoint, sanitize
+from .numbers import scalar_text
 
 __all__ = ["Claim", "Declared", "read_card_front_matter", "read_declared"]
 
@@ -270,13 +271,9 @@ def _base_model_value(value: Any, where: str, notes: list[str]) -> str | list[st
 
 
 def _text(value: Any) -> str | None:
-    """A declared scalar as text; numbers become text, containers and empty strings None."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    text = str(value).strip()
-    return text[:MAX_VALUE_CHARS] if text else None
+    """A declared scalar as text; numbers become text, containers, empty strings and integers too
+    wide to be a name (YAML reads ``license: 0x`` + 6,000 hex digits as one) None."""
+    return scalar_text(value, MAX_VALUE_CHARS)
 
 
 # -- config.json, GGUF, safetensors, hub cache -----------------------------------------------------

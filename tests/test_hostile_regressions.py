@@ -126,3 +126,185 @@ def test_params_json_numbers_are_checked_when_read(tmp_path: Path) -> None:
     (folder / "params.json").write_text('{"dim": 4, "n_heads": 1, "norm_eps": 1e-5, "vocab_size": -1}')
     with open_checkpoint(folder) as checkpoint:
         assert checkpoint.metadata["params"]["vocab_size"] == -1
+
+
+# -- C3, C4: library exports and library files -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def library_export(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of a library holding stories260K's fingerprint."""
+    from unshell.library import Library
+    from unshell.library.store import add_checkpoint
+
+    folder = tmp_path_factory.mktemp("library")
+    with Library(folder / "lib.sqlite") as library:
+        add_checkpoint(library, fixtures_dir / "stories260K.bin", name="stories")
+        library.export(folder / "export.jsonl")
+    return folder / "export.jsonl"
+
+
+def tampered_export(
+    export: Path,
+    target: Path,
+    *,
+    record: dict[str, object] | None = None,
+    header: dict[str, object] | None = None,
+) -> Path:
+    """A copy of ``export`` whose one record (and its blob's JSON header) is edited, with every
+    size and checksum recomputed so that only the values themselves are wrong."""
+    import base64
+    import hashlib
+    import struct
+
+    from unshell.lineage.fingerprint import MAGIC
+
+    manifest, line, trailer = export.read_text().splitlines()
+    entry = json.loads(line)
+    blob = base64.b64decode(entry["blob"])
+    if header is not None:
+        (length,) = struct.unpack_from("<I", blob, len(MAGIC))
+        start = len(MAGIC) + 4
+        fields = {**json.loads(blob[start : start + length]), **header}
+        encoded = json.dumps(fields).encode()
+        blob = MAGIC + struct.pack("<I", len(encoded)) + encoded + blob[start + length :]
+    entry.update(
+        blob=base64.b64encode(blob).decode(), size=len(blob), sha256=hashlib.sha256(blob).hexdigest()
+    )
+    line = json.dumps({**entry, **(record or {})}) + "\n"
+    end = {**json.loads(trailer), "records_sha256": hashlib.sha256(line.encode()).hexdigest()}
+    target.write_text(manifest + "\n" + line + json.dumps(end) + "\n")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("record", "header"),
+    [
+        ({}, {"hidden": 1 << 64}),
+        ({}, {"layers": 1 << 64}),
+        ({}, {"parameters": 1 << 70}),
+        ({}, {"total_bytes": 1 << 64}),
+        ({}, {"tensor_numels": [1 << 64]}),
+        ({}, {"hidden": "abc"}),
+        ({}, {"units": "NaN std"}),
+        ({"added": 1e400}, {}),
+        ({"added": float("nan")}, {}),
+        ({"added": float("inf")}, {}),
+        ({"added": -5.0}, {}),
+        ({"added": "yesterday"}, {}),
+    ],
+)
+def test_library_import_checks_every_number_and_imports_nothing_on_a_bad_one(
+    library_export: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    record: dict[str, object],
+    header: dict[str, object],
+) -> None:
+    if header.get("units") == "NaN std":
+        blob_header = _blob_header(library_export)
+        units = [dict(unit) for unit in blob_header["units"]]
+        units[0]["std"], units[-1]["layer"] = float("nan"), -1
+        header = {"units": units}
+    export = tampered_export(library_export, tmp_path / "bad.jsonl", record=record, header=header)
+    library = tmp_path / "lib.sqlite"
+    code, _, err = run(["library", "import", "--library", str(library), str(export)], capsys)
+    assert code == 14, err
+    one_line_error(err)
+    if library.exists():
+        from unshell.library import Library
+
+        with Library(library) as opened:
+            assert len(opened) == 0
+
+
+def test_units_with_a_negative_layer_are_refused(library_export: Path, tmp_path: Path) -> None:
+    from unshell.errors import CorruptCheckpointError
+    from unshell.library import Library
+
+    units = [dict(unit) for unit in _blob_header(library_export)["units"]]
+    units[0]["layer"] = -1
+    export = tampered_export(library_export, tmp_path / "bad.jsonl", header={"units": units})
+    with (
+        Library(tmp_path / "lib.sqlite") as library,
+        pytest.raises(CorruptCheckpointError, match="layer is -1"),
+    ):
+        library.import_(export)
+
+
+def test_an_untampered_export_still_imports(
+    library_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tampered_export(library_export, tmp_path / "same.jsonl")
+    library = tmp_path / "lib.sqlite"
+    code, _, err = run(["library", "import", "--library", str(library), str(export)], capsys)
+    assert code == 0, err
+    code, out, err = run(
+        ["library", "show", "--library", str(library), "stories", "--format", "json"], capsys
+    )
+    assert code == 0 and json.loads(out)["name"] == "stories", err
+
+
+def _blob_header(export: Path) -> dict[str, object]:
+    import base64
+    import struct
+
+    from unshell.lineage.fingerprint import MAGIC
+
+    blob = base64.b64decode(json.loads(export.read_text().splitlines()[1])["blob"])
+    (length,) = struct.unpack_from("<I", blob, len(MAGIC))
+    header: dict[str, object] = json.loads(blob[len(MAGIC) + 4 : len(MAGIC) + 4 + length])
+    return header
+
+
+def _damage(library: Path, statement: str, *args: object) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(library)
+    try:
+        db.execute(statement, args)
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "value", "export_reads_it"),
+    [
+        ("DROP TABLE content_hashes", None, True),
+        ("ALTER TABLE blobs RENAME TO other", None, True),
+        ("DROP INDEX fp_hvtf", None, True),
+        ("UPDATE fingerprints SET hidden = ?", "abc", False),
+        ("UPDATE fingerprints SET layers = ?", -3, False),
+        ("UPDATE fingerprints SET family = ?", b"\x00\xff", False),
+        ("UPDATE fingerprints SET added = ?", 1e300, True),
+        ("UPDATE fingerprints SET added = ?", float("inf"), True),
+    ],
+)
+def test_damaged_library_files_give_one_line_and_exit_14(
+    library_export: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    statement: str,
+    value: object,
+    export_reads_it: bool,
+) -> None:
+    library = tmp_path / "lib.sqlite"
+    assert run(["library", "import", "--library", str(library), str(library_export)], capsys)[0] == 0
+    _damage(library, statement, *([] if value is None else [value]))
+    commands = [["list"], ["show", "stories"]] + [["export", str(tmp_path / "out.jsonl")]] * export_reads_it
+    for command in commands:
+        code, _, err = run(["library", command[0], "--library", str(library), *command[1:]], capsys)
+        assert code == 14, (command, err)
+        one_line_error(err)
+
+
+def test_a_fingerprint_blob_nested_100000_levels_deep_is_corrupt(
+    library_export: Path, tmp_path: Path
+) -> None:
+    from unshell.errors import CorruptCheckpointError
+    from unshell.lineage.fingerprint import MAGIC, Fingerprint
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(CorruptCheckpointError, match="nested too deeply"):
+        Fingerprint.from_bytes(MAGIC + len(deep).to_bytes(4, "little") + deep)

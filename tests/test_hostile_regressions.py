@@ -308,3 +308,139 @@ def test_a_fingerprint_blob_nested_100000_levels_deep_is_corrupt(
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(CorruptCheckpointError, match="nested too deeply"):
         Fingerprint.from_bytes(MAGIC + len(deep).to_bytes(4, "little") + deep)
+
+
+# -- C2, M1, M2, U7: PyTorch zips ------------------------------------------------------------------
+
+
+def _state_dict_pickle(build_state: bytes) -> bytes:
+    """A state dict (an OrderedDict of one tensor) followed by BUILD with ``build_state``, which
+    must be opcodes that push one value."""
+    import torchzip
+
+    weights = np.arange(16, dtype=np.float32)
+    writer = torchzip.PickleWriter()
+    writer.emit(torchzip.state_dict_refs({"w": weights}))
+    writer.out += build_state + b"b"
+    return writer.finish()
+
+
+def _planted(attribute: str) -> bytes:
+    """BUILD state ``{attribute: torch._utils._rebuild_tensor_v2}``."""
+    import torchzip
+
+    writer = torchzip.PickleWriter(bytearray())
+    writer.out += b"}"
+    writer.emit(attribute)
+    writer.emit(torchzip.Global("torch._utils", "_rebuild_tensor_v2"))
+    writer.out += b"s"
+    return bytes(writer.out)
+
+
+@pytest.mark.parametrize("attribute", ["items", "get", "keys", "values", "__class__"])
+def test_build_cannot_plant_attributes_on_an_ordered_dict(tmp_path: Path, attribute: str) -> None:
+    import torchzip
+    from unshell.errors import UnsafePickleError
+
+    path = tmp_path / "planted.pt"
+    weights = np.arange(16, dtype=np.float32).tobytes()
+    torchzip.write_zip(path, _state_dict_pickle(_planted(attribute)), {"0": weights})
+    with pytest.raises(UnsafePickleError, match=f"sets '{attribute}' on an OrderedDict"):
+        open_checkpoint(path)
+
+
+def test_torch_metadata_attribute_on_a_state_dict_still_loads(tmp_path: Path) -> None:
+    import torchzip
+
+    path = tmp_path / "metadata.pt"
+    from collections import OrderedDict
+
+    writer = torchzip.PickleWriter(bytearray(b"}"))
+    writer.emit("_metadata")
+    writer.emit(OrderedDict({"": {"version": 1}}))
+    metadata = bytes(writer.out) + b"s"
+    torchzip.write_zip(path, _state_dict_pickle(metadata), {"0": np.arange(16, dtype=np.float32).tobytes()})
+    with open_checkpoint(path) as checkpoint:
+        assert np.array_equal(checkpoint.read("w"), np.arange(16, dtype=np.float32))
+
+
+def test_a_zero_stride_view_far_larger_than_its_storage_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torchzip
+
+    storage = torchzip.Storage("0", "F32", b"\0" * 64)
+    path = tmp_path / "expanded.pt"
+    torchzip.save(path, {"w": torchzip.TensorRef(storage, (32768, 16384), stride=(0, 0))})
+    code, _, err = run(["library", "add", "--library", str(tmp_path / "lib.sqlite"), str(path)], capsys)
+    assert code == 17, err
+    assert "more than 16 reads of each stored element" in one_line_error(err)
+
+
+def test_a_modestly_expanded_view_still_reads(tmp_path: Path) -> None:
+    import torchzip
+
+    row = np.arange(16, dtype=np.float32)
+    storage = torchzip.Storage("0", "F32", row.tobytes())
+    path = tmp_path / "expanded.pt"
+    torchzip.save(path, {"w": torchzip.TensorRef(storage, (4, 16), stride=(0, 1))})
+    with open_checkpoint(path) as checkpoint:
+        assert np.array_equal(checkpoint.read("w"), np.tile(row, (4, 1)))
+
+
+def test_a_deflated_pickle_inflating_past_its_ratio_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zipfile
+
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02(" + b"]" * 7_999_990 + b"l.")
+    assert path.stat().st_size < 10_000
+    code, _, err = run(["inspect", str(path)], capsys)
+    assert code == 17, err
+    assert "at most 64 times that" in one_line_error(err)
+
+
+def test_a_pickle_of_millions_of_containers_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torchzip
+
+    path = tmp_path / "containers.pt"
+    torchzip.write_zip(path, b"\x80\x02(" + b"\x8f" * 2_000_001 + b"l.", {})  # EMPTY_SET: 216 bytes each
+    code, _, err = run(["inspect", str(path)], capsys)
+    assert code == 17, err
+    assert "more than 2000000 lists, dicts, tuples and sets" in one_line_error(err)
+
+
+def test_the_state_dict_search_queues_a_bounded_number_of_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    from unshell.formats import pytorch
+
+    monkeypatch.setattr(pytorch, "MAX_SEARCH_NODES", 1000)
+    root = [[index] for index in range(300_000)]
+    tracemalloc.start()
+    visited = sum(1 for _ in pytorch._walk(root))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert visited == 1000
+    assert peak < 2_000_000, peak
+
+
+def test_a_zip_holding_one_member_twice_is_refused(tmp_path: Path) -> None:
+    import warnings
+    import zipfile
+
+    import torchzip
+    from unshell.errors import InconsistentHeaderError
+
+    path = tmp_path / "twice.pt"
+    weights = np.arange(16, dtype=np.float32)
+    torchzip.save(path, torchzip.state_dict_refs({"w": weights}))
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "a") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns "Duplicate name": that is the point
+        archive.writestr("archive/data/0", (weights + 1).tobytes())
+    with pytest.raises(InconsistentHeaderError, match="holds 'archive/data/0' twice"):
+        open_checkpoint(path)

@@ -444,3 +444,77 @@ def test_a_zip_holding_one_member_twice_is_refused(tmp_path: Path) -> None:
         archive.writestr("archive/data/0", (weights + 1).tobytes())
     with pytest.raises(InconsistentHeaderError, match="holds 'archive/data/0' twice"):
         open_checkpoint(path)
+
+
+# -- M3, U2: tokenizer files -------------------------------------------------------------------------
+
+
+def _sparse(path: Path, size: int) -> Path:
+    """A file of ``size`` zero bytes that takes no disk space (the size check comes before reading)."""
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def test_line_tokenizer_files_over_their_cap_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unshell.tokenizers.describe import MAX_LINE_TOKENIZER_BYTES
+
+    (tmp_path / "vocab.json").write_text('{"a": 0, "b": 1}')
+    for name in ("merges.txt", "cl100k.tiktoken"):
+        _sparse(tmp_path / name, MAX_LINE_TOKENIZER_BYTES + 1)
+        code, _, err = run(["inspect", str(tmp_path / name)], capsys)
+        assert code == 17, err
+        assert f"over the {MAX_LINE_TOKENIZER_BYTES}-byte tokenizer limit" in one_line_error(err)
+
+
+def test_a_tiktoken_file_named_tokenizer_model_has_the_line_cap(tmp_path: Path) -> None:
+    from unshell.errors import ResourceLimitError
+    from unshell.tokenizers.describe import MAX_LINE_TOKENIZER_BYTES
+    from unshell.tokenizers.vocab import read_vocabulary
+
+    line = b"YQ== 0\n"
+    (tmp_path / "tokenizer.model").write_bytes(line * (MAX_LINE_TOKENIZER_BYTES // len(line) + 1))
+    with pytest.raises(ResourceLimitError, match="a tiktoken rank file"):
+        read_vocabulary(tmp_path / "tokenizer.model")
+
+
+def test_more_merge_rules_than_token_ids_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unshell.errors import ResourceLimitError
+    from unshell.tokenizers import vocab
+
+    monkeypatch.setattr(vocab, "MAX_VOCABULARY", 100)
+    model = {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"] * 101}
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": model}))
+    (tmp_path / "vocab.json").write_text('{"a": 0, "b": 1}')
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "a b\n" * 101)
+    for name in ("tokenizer.json", "merges.txt"):
+        with pytest.raises(ResourceLimitError, match="101 merge rules, over the limit of 100"):
+            vocab.read_vocabulary(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "size", "code"),
+    [
+        ("tokenizer.json", b"", 64 * 1024 * 1024 + 1, 17),
+        ("tokenizer.model", b"", 64 * 1024 * 1024 + 1, 17),
+        ("tokenizer.json", b'{"model": {"type": "BPE", "vocab": {"a": 0', 0, 14),
+        ("tokenizer.model", b"\x0a\x7f\x0a\x01a", 0, 14),  # a piece that runs past the end
+        ("random.bin", b"\x0a\x7f\x0a\x01a", 0, 12),  # not named as a tokenizer: "not a checkpoint"
+        ("notes.json", b'{"a": [1, 2', 0, 12),
+    ],
+)
+def test_a_tokenizer_alone_gets_the_tokenizer_error_not_not_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, size: int, code: int
+) -> None:
+    path = tmp_path / name
+    if size:
+        _sparse(path, size)
+    else:
+        path.write_bytes(content)
+    got, _, err = run(["inspect", str(path)], capsys)
+    assert got == code, err
+    one_line_error(err)
+    folder_code, _, err = run(["inspect", str(tmp_path)], capsys)
+    assert folder_code == (code if name.startswith("tokenizer") else 12), err

@@ -518,3 +518,20 @@ def test_a_tokenizer_alone_gets_the_tokenizer_error_not_not_a_checkpoint(
     one_line_error(err)
     folder_code, _, err = run(["inspect", str(tmp_path)], capsys)
     assert folder_code == (code if name.startswith("tokenizer") else 12), err
+
+
+# -- M4: GGUF tensor count ---------------------------------------------------------------------------
+
+
+def test_a_gguf_announcing_more_tensors_than_the_cap_is_refused_before_reading_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gguf_writer
+    from unshell.formats.gguf import MAX_GGUF_TENSORS
+
+    record = gguf_writer.tensor_info("t", [0], gguf_writer.F32, 0)  # a zero-size tensor: 33 bytes
+    path = tmp_path / "many.gguf"
+    path.write_bytes(gguf_writer.gguf_file(gguf_writer.GGUFParts(infos=[record] * (MAX_GGUF_TENSORS + 1))))
+    code, _, err = run(["inspect", str(path)], capsys)
+    assert code == 17, err
+    assert f"exceeds the limit of {MAX_GGUF_TENSORS} for one GGUF file" in one_line_error(err)

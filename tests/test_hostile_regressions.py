@@ -535,3 +535,56 @@ def test_a_gguf_announcing_more_tensors_than_the_cap_is_refused_before_reading_t
     code, _, err = run(["inspect", str(path)], capsys)
     assert code == 17, err
     assert f"exceeds the limit of {MAX_GGUF_TENSORS} for one GGUF file" in one_line_error(err)
+
+
+# -- M5: ONNX walker -------------------------------------------------------------------------------
+
+
+def test_an_onnx_graph_of_more_nodes_than_the_cap_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hostile_gguf_onnx import onnx_model, onnx_tensor
+    from unshell.formats.onnx import MAX_ONNX_NODES
+
+    path = tmp_path / "nodes.onnx"
+    weights = onnx_tensor("w", 1, [2], float_data=[1.0, 2.0])
+    path.write_bytes(onnx_model([weights], nodes=[b""] * (MAX_ONNX_NODES + 1)))  # 2 bytes a node
+    code, _, err = run(["inspect", str(path)], capsys)
+    assert code == 17, err
+    assert f"more than {MAX_ONNX_NODES} nodes" in one_line_error(err)
+
+
+def test_the_onnx_walker_stops_at_its_field_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostile_gguf_onnx import field_bytes, onnx_model, onnx_tensor
+    from unshell.errors import ResourceLimitError
+    from unshell.formats import onnx
+
+    path = tmp_path / "wide.onnx"
+    node = b"".join(field_bytes(1, "x") for _ in range(40)) + field_bytes(4, "Add")
+    path.write_bytes(onnx_model([onnx_tensor("w", 1, [2], float_data=[1.0, 2.0])], nodes=[node] * 3))
+    monkeypatch.setattr(onnx, "MAX_ONNX_FIELDS", 200)
+    with open_checkpoint(path) as checkpoint:
+        assert list(checkpoint.tensors) == ["w"]  # about 140 fields: within the budget
+    monkeypatch.setattr(onnx, "MAX_ONNX_FIELDS", 100)
+    with pytest.raises(ResourceLimitError, match="more than 100 protobuf fields"):
+        open_checkpoint(path)
+
+
+def test_only_dequantizing_nodes_are_walked_twice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hostile_gguf_onnx import field_bytes, onnx_model, onnx_tensor
+    from unshell.formats import onnx
+
+    walked: list[str] = []
+    original = onnx._read_node_signature
+
+    def spy(wire: object, message: object) -> object:
+        walked.append("signature")
+        return original(wire, message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx, "_read_node_signature", spy)
+    nodes = [field_bytes(1, "w") + field_bytes(2, "y") + field_bytes(4, op) for op in ("Add", "Relu", "Cast")]
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx_model([onnx_tensor("w", 1, [2], float_data=[1.0, 2.0])], nodes=nodes))
+    with open_checkpoint(path):
+        pass
+    assert walked == ["signature"]

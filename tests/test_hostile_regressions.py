@@ -588,3 +588,42 @@ def test_only_dequantizing_nodes_are_walked_twice(monkeypatch: pytest.MonkeyPatc
     with open_checkpoint(path):
         pass
     assert walked == ["signature"]
+
+
+# -- M6, U3: model code ----------------------------------------------------------------------------
+
+
+def test_model_code_of_too_many_tokens_is_not_parsed(tmp_path: Path) -> None:
+    from unshell.audit.code import MAX_SOURCE_TOKENS, fingerprint_code
+    from unshell.errors import ResourceLimitError
+
+    source = b"TABLE = [" + b",".join([b"1"] * (MAX_SOURCE_TOKENS // 2 + 1)) + b"]\n"  # 600 KB
+    with pytest.raises(ResourceLimitError, match="tokens of Python, more than"):
+        fingerprint_code(source)
+    assert len(fingerprint_code(b"def f(x):\n    return [x] * 3\n")) > 0
+
+
+def test_model_code_over_the_token_cap_is_a_note_in_the_provenance_report(tmp_path: Path) -> None:
+    from unshell.audit.code import MAX_SOURCE_TOKENS, ReferenceIndex, code_provenance
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "modeling_big.py").write_bytes(b"T = [" + b"0," * MAX_SOURCE_TOKENS + b"]\n")
+    (tmp_path / "transformers" / "models").mkdir(parents=True)  # an empty reference set
+    references = ReferenceIndex(tmp_path / "transformers", cache_dir=False)
+    (matches,) = code_provenance(model, references=references)
+    assert matches.reference is None and "tokens of Python" in matches.notes[0]
+
+
+def test_running_out_of_memory_while_parsing_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ast
+
+    from unshell.audit import code
+    from unshell.errors import ResourceLimitError
+
+    def exhausted(*args: object, **kwargs: object) -> ast.Module:
+        raise MemoryError
+
+    monkeypatch.setattr(code.ast, "parse", exhausted)
+    with pytest.raises(ResourceLimitError, match="the Python parser ran out of memory on 12 bytes"):
+        code.fingerprint_code(b"x = [1, 2]\n\n")

@@ -627,3 +627,69 @@ def test_running_out_of_memory_while_parsing_says_so(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(code.ast, "parse", exhausted)
     with pytest.raises(ResourceLimitError, match="the Python parser ran out of memory on 12 bytes"):
         code.fingerprint_code(b"x = [1, 2]\n\n")
+
+
+# -- the README's limits table ---------------------------------------------------------------------
+
+# Module-level MAX_* and *_LIMIT constants that bound no input (display and search tuning).
+NOT_INPUT_BOUNDS = {
+    "formats.hf.MAX_LISTED_NAMES": "names shown in one message",
+    "formats.hf.REF_LIMIT": "a hub cache's refs/main is read up to its first 256 bytes: a commit hash",
+    "library.search.MAX_CANDIDATES": "how many suspects a search ranks",
+    "library.search.COMMON_HASH_LIMIT": "a search tuning: hashes shared this widely are no evidence",
+    "web.paths.MAX_LISTED": "entries shown for one folder",
+    "web.paths.MAX_SCANNED_DIRS": "folders the UI's suggestions visit",
+    "web.paths.MAX_FOUND": "suggestions shown",
+    "audit.code.MAX_ALIGNED_DEFINITIONS": "a precision tuning of the code comparison",
+    "convert.verify.MAX_TOKENS": "the length of the verification prompt",
+    "arch.recognize.MAX_LEAVES": "candidate assignments the structural recognizer tries",
+}
+
+
+def _limits_table() -> list[tuple[str, str, str, str]]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Limits") :]
+    section = section[: section.index("\n## ")]
+    import re
+
+    return re.findall(r"^\| (.+?) \| (.+?) \| (.+?) \| `([\w.]+)` \|$", section, flags=re.M)
+
+
+def _documented_number(limit: str) -> float | int:
+    import re
+
+    match = re.search(r"\d[\d,]*(?:\.\d+)?(?:e\d+)?", limit)
+    assert match, limit
+    text = match.group().replace(",", "")
+    return float(text) if "." in text or "e" in text else int(text)
+
+
+def test_readme_limits_table_matches_the_code() -> None:
+    import importlib
+    import re
+
+    rows = _limits_table()
+    assert len(rows) >= 40
+    text = (ROOT / "README.md").read_text()
+    exit_codes = {int(code) for code in re.findall(r"^\| (\d+) \| .+ \|$", text, flags=re.M)}
+    for bound, limit, exit_code, constant in rows:
+        module, name = constant.rsplit(".", 1)
+        value = getattr(importlib.import_module(f"unshell.{module}"), name)
+        assert _documented_number(limit) == value, f"README says {limit!r} for {constant}, the code {value!r}"
+        code = exit_code.split()[0]
+        assert code in ("note", "HTTP") or int(code) in exit_codes, (bound, exit_code)
+
+
+def test_every_bound_in_the_code_is_in_the_readme_limits_table() -> None:
+    import re
+
+    documented = {constant for *_, constant in _limits_table()}
+    found = set()
+    for path in (ROOT / "src" / "unshell").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT / "src" / "unshell").with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for name in re.findall(r"^(MAX_[A-Z0-9_]+|[A-Z][A-Z0-9_]*_LIMIT) = ", path.read_text(), flags=re.M):
+            found.add(f"{module}.{name}")
+    undocumented = found - documented - set(NOT_INPUT_BOUNDS)
+    assert not undocumented, f"bounds missing from the README's limits table: {sorted(undocumented)}"
+    assert not set(NOT_INPUT_BOUNDS) - found, "NOT_INPUT_BOUNDS names a constant that is gone"

@@ -326,7 +326,7 @@ def _empty_bytes(*args: object) -> bytes:
     return b""
 
 
-class _OrderedDict(collections.OrderedDict):  # type: ignore[type-arg]
+class _OrderedDict(collections.OrderedDict):
     """``collections.OrderedDict`` as the unpickler builds it.
 
     torch pickles a state dict's ``_metadata`` attribute (per-module versions) with BUILD; that one

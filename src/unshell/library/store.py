@@ -410,18 +410,19 @@ class Library:
         for column, value in texts.items():
             if value is not None and not isinstance(value, str):
                 raise bad(column, value)
-        counts: list[int | None] = []
-        for column, value in zip(("hidden", "layers", "vocab_size", "parameters"), row[3:7], strict=True):
-            counts.append(
-                None
-                if value is None
-                else checked_int(value, where=f"{where}: {column}", error=CorruptCheckpointError)
-            )
+        hidden, layers, vocab_size, parameters = (
+            None
+            if value is None
+            else checked_int(value, where=f"{where}: {column}", error=CorruptCheckpointError)
+            for column, value in zip(("hidden", "layers", "vocab_size", "parameters"), row[3:7], strict=True)
+        )
         added = checked_float(
             row[10], where=f"{where}: added", minimum=0.0, maximum=MAX_TIMESTAMP, error=CorruptCheckpointError
         )
         size = checked_int(row[11], where=f"{where}: size", error=CorruptCheckpointError)
-        return LibraryEntry(name, row[1], row[2], *counts, row[7], row[8], row[9], added, size)
+        return LibraryEntry(
+            name, row[1], row[2], hidden, layers, vocab_size, parameters, row[7], row[8], row[9], added, size
+        )
 
     def _check_application(self, db: sqlite3.Connection) -> None:
         application = db.execute("PRAGMA application_id").fetchone()[0]

@@ -325,28 +325,34 @@ def _check_unit(unit: object) -> None:
     checked_float(unit["std"], where="fingerprint: a unit's std", minimum=0.0, error=CorruptCheckpointError)
 
 
-def _check_plain_values(mapping: dict[str, Any], what: str) -> None:
-    """The shape config and dtype table hold strings, booleans, None, finite floats, ints that fit
-    in 128 bits, and (dtypes) one level of such mappings."""
-    for key, value in mapping.items():
-        if isinstance(value, dict) and what == "dtypes":
-            _check_plain_values(value, "a dtype row")
-        elif isinstance(value, bool) or value is None or isinstance(value, str):
+def _check_config(config: dict[str, Any]) -> None:
+    """The shape config holds strings, booleans, None, lists, finite floats and ints that fit in
+    128 bits (Hugging Face's "no limit" ``model_max_length`` of 1e30 is about 2**100)."""
+    for key, value in config.items():
+        where = f"fingerprint: config {sanitize(str(key), 40)!r}"
+        if isinstance(value, bool) or value is None or isinstance(value, str | list):
             continue
-        elif isinstance(value, int):
+        if isinstance(value, int):
             checked_int(
-                value,
-                where=f"fingerprint: {what} {sanitize(str(key), 40)!r}",
-                minimum=-(1 << 127),
-                maximum=1 << 127,
-                error=CorruptCheckpointError,
+                value, where=where, minimum=-(1 << 127), maximum=1 << 127, error=CorruptCheckpointError
             )
         elif isinstance(value, float):
-            checked_float(
-                value, where=f"fingerprint: {what} {sanitize(str(key), 40)!r}", error=CorruptCheckpointError
+            checked_float(value, where=where, error=CorruptCheckpointError)
+        else:
+            raise _bad(f"config {sanitize(str(key), 40)!r} holds {describe(value)}")
+
+
+def _check_dtypes(dtypes: dict[str, Any]) -> None:
+    """The dtype table: per dtype, counts (tensors, parameters, bytes) in 0..2**63-1."""
+    for dtype, row in dtypes.items():
+        if not isinstance(row, dict):
+            raise _bad(f"dtype row {sanitize(str(dtype), 40)!r} holds {describe(row)}")
+        for key, value in row.items():
+            checked_int(
+                value,
+                where=f"fingerprint: dtype {sanitize(str(dtype), 40)!r} {sanitize(str(key), 40)}",
+                error=CorruptCheckpointError,
             )
-        elif not isinstance(value, list):
-            raise _bad(f"{what} {sanitize(str(key), 40)!r} holds {describe(value)}")
 
 
 def _parse(data: bytes) -> Fingerprint:
@@ -432,8 +438,8 @@ def _parse(data: bytes) -> Fingerprint:
         except (ValueError, TypeError, KeyError) as error:
             raise _bad(f"bad tokenizer sample ({sanitize(str(error))})") from None
     config, dtypes = _typed(header, "config", dict), _typed(header, "dtypes", dict)
-    _check_plain_values(config, "config")
-    _check_plain_values(dtypes, "dtypes")
+    _check_config(config)
+    _check_dtypes(dtypes)
     header_hash_value = _typed(header, "header_hash", str)
     if len(header_hash_value) != 64 or any(c not in "0123456789abcdef" for c in header_hash_value):
         raise _bad("bad header hash")

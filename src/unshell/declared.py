@@ -37,7 +37,6 @@ __all__ = ["Card", "Claim", "Declared", "card_of", "read_card_front_matter", "re
 MAX_CARD_BYTES = 1_000_000
 MAX_FRONT_MATTER_BYTES = 256_000
 MAX_BASE_MODELS = 64
-MAX_VALUE_CHARS = 1_000
 
 
 @dataclass

@@ -92,6 +92,10 @@ __all__ = [
 ]
 
 MAX_SOURCE_BYTES = 4_000_000
+MAX_SOURCE_TOKENS = 300_000
+"""Tokens (estimated: names, numbers and punctuation) in one file given to ast.parse. The parser
+holds about a kilobyte per token, so this, not the byte size, bounds its memory: transformers'
+largest modeling file has about 34,000; a 4 MB list of small ints has two million."""
 MAX_CONFIG_BYTES = 4_000_000
 MAX_CODE_FILES = 64
 SHINGLE = 10
@@ -487,8 +491,30 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _token_estimate(source: bytes) -> int:
+    """About how many tokens the Python tokenizer makes of ``source`` (an overestimate: text in
+    strings and comments counts too): each run of word bytes, and each other non-space byte."""
+    data = np.frombuffer(source, dtype=np.uint8)
+    word = (
+        ((data >= ord("a")) & (data <= ord("z")))
+        | ((data >= ord("A")) & (data <= ord("Z")))
+        | ((data >= ord("0")) & (data <= ord("9")))
+        | (data == ord("_"))
+        | (data >= 0x80)
+    )
+    space = (data == ord(" ")) | (data == ord("\n")) | (data == ord("\t")) | (data == ord("\r"))
+    starts = int(np.count_nonzero(word[1:] & ~word[:-1])) + int(bool(data.size and word[0]))
+    return starts + int(np.count_nonzero(~word & ~space))
+
+
 def _parse(source: bytes, label: str) -> ast.Module:
     """``ast.parse`` only (never compiled to bytecode, never run); every failure an InputError."""
+    tokens = _token_estimate(source)
+    if tokens > MAX_SOURCE_TOKENS:
+        raise ResourceLimitError(
+            f"{label}: about {tokens:,} tokens of Python, more than the {MAX_SOURCE_TOKENS:,} parsed "
+            "(parsing takes about a kilobyte of memory per token)"
+        )
     try:
         with _gc_paused():
             return ast.parse(source, filename=label)
@@ -497,8 +523,13 @@ def _parse(source: bytes, label: str) -> ast.Module:
         raise InputError(f"{label}: not valid Python{where}: {sanitize(str(exc.msg), 200)}") from None
     except ValueError as exc:  # null bytes, before Python 3.12
         raise InputError(f"{label}: not valid Python: {sanitize(str(exc), 200)}") from None
-    except (RecursionError, MemoryError):
+    except RecursionError:
         raise ResourceLimitError(f"{label}: nested too deeply to parse") from None
+    except MemoryError:  # CPython's parser raises it for real exhaustion and for a parser stack overflow
+        raise ResourceLimitError(
+            f"{label}: the Python parser ran out of memory on {len(source):,} bytes "
+            "(nested too deeply, or too large, to parse)"
+        ) from None
 
 
 def _read_source(path: Path, label: str) -> bytes:

@@ -27,10 +27,12 @@ from ..arch.recognize import Assignment
 from ..errors import (
     AmbiguousRolesError,
     ConversionRefusedError,
+    InconsistentHeaderError,
     UsageError,
 )
 from ..formats.base import Checkpoint, expected_nbytes, sanitize
 from ..inspection import InspectResult
+from ..numbers import MAX_REAL, MAX_WHOLE, checked_float, describe
 from .transforms import FLOAT_CODES
 
 __all__ = [
@@ -860,23 +862,36 @@ def _family_notes(family: Family, config: dict[str, Any]) -> list[str]:
 _TORCH_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
 
-def _number(*values: Any) -> float | None:
-    for value in values:
-        if (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value > 0
-        ):
-            return float(value)
+def _number(*sources: tuple[str, Any]) -> float | None:
+    """The first declared (label, value) whose value is not None, as a float; a stated value that
+    is not a finite number > 0 refuses the conversion (falling back to a default would write a
+    model that computes something else)."""
+    for label, value in sources:
+        if value is not None:
+            return checked_float(value, where=label, above=0.0, maximum=MAX_REAL)
     return None
 
 
-def _integer(*values: Any) -> int | None:
-    for value in values:
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+def _integer(*sources: tuple[str, Any]) -> int | None:
+    """The first declared (label, value) whose value is not None, as an int >= 1 (else refused)."""
+    for label, value in sources:
+        if value is not None:
+            number = checked_float(value, where=label, minimum=1, maximum=MAX_WHOLE)
+            if not number.is_integer():
+                raise InconsistentHeaderError(f"{label} is {describe(value)}, not a whole number")
+            return int(number)
     return None
+
+
+def _initializer_range(declared: dict[str, Any]) -> float:
+    value = declared.get("initializer_range")
+    if value is None:
+        return 0.02
+    return checked_float(value, where="config initializer_range", minimum=0.0, maximum=MAX_REAL)
+
+
+def _from(mapping: Any, key: str, label: str) -> tuple[str, Any]:
+    return label, mapping.get(key) if isinstance(mapping, dict) else None
 
 
 def _short_float(value: float) -> float:
@@ -901,31 +916,36 @@ def _llama_config(
     raw_parameters = declared.get("rope_parameters")
     rope_parameters: dict[str, Any] = raw_parameters if isinstance(raw_parameters, dict) else {}
     eps = _number(
-        declared.get("rms_norm_eps"),
-        declared.get("layer_norm_epsilon"),
-        params.get("norm_eps"),
-        model_args.get("norm_eps") if isinstance(model_args, dict) else None,
-        gguf.get(f"{arch}.attention.layer_norm_rms_epsilon"),
+        _from(declared, "rms_norm_eps", "config rms_norm_eps"),
+        _from(declared, "layer_norm_epsilon", "config layer_norm_epsilon"),
+        _from(params, "norm_eps", "params.json norm_eps"),
+        _from(model_args, "norm_eps", "model_args norm_eps"),
+        _from(
+            gguf, f"{arch}.attention.layer_norm_rms_epsilon", f"GGUF {arch}.attention.layer_norm_rms_epsilon"
+        ),
     )
     if eps is None:
         # Meta's and llama2.c's code fix 1e-5; transformers' LlamaConfig defaults to 1e-6.
         eps = 1e-5 if rotary == "meta" else 1e-6
         notes.append(f"no norm epsilon declared; used {eps:g}")
     theta = _number(
-        declared.get("rope_theta"),
-        declared.get("rotary_emb_base"),
-        rope_parameters.get("rope_theta"),
-        params.get("rope_theta"),
-        gguf.get(f"{arch}.rope.freq_base"),
+        _from(declared, "rope_theta", "config rope_theta"),
+        _from(declared, "rotary_emb_base", "config rotary_emb_base"),
+        _from(rope_parameters, "rope_theta", "config rope_parameters.rope_theta"),
+        _from(params, "rope_theta", "params.json rope_theta"),
+        _from(gguf, f"{arch}.rope.freq_base", f"GGUF {arch}.rope.freq_base"),
     )
     if theta is None:
         theta = 10000.0
+    longest = declared.get("model_max_length")
+    if isinstance(longest, int | float) and longest > MAX_WHOLE:
+        longest = None  # Hugging Face's 1e30: "no limit"
     positions = _integer(
-        declared.get("seq_length") if family.family == "qwen" else None,
-        declared.get("max_position_embeddings"),
-        declared.get("model_max_length"),
-        declared.get("seq_length"),
-        declared.get("n_positions"),
+        _from(declared, "seq_length", "config seq_length") if family.family == "qwen" else ("", None),
+        _from(declared, "max_position_embeddings", "config max_position_embeddings"),
+        ("config model_max_length", longest),
+        _from(declared, "seq_length", "config seq_length"),
+        _from(declared, "n_positions", "config n_positions"),
     )
     if positions is None:
         positions = 2048
@@ -956,7 +976,7 @@ def _llama_config(
         "mlp_bias": "mlp.gate.bias" in roles,
         "pretraining_tp": 1,
         "tie_word_embeddings": tied,
-        "initializer_range": _number(declared.get("initializer_range")) or 0.02,
+        "initializer_range": _initializer_range(declared),
         "use_cache": True,
         "torch_dtype": _TORCH_DTYPES.get(dominant, "float32"),
     }

@@ -36,6 +36,7 @@ from ..errors import (
     UsageError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..numbers import MAX_REAL, checked_float
 
 if TYPE_CHECKING:
     import torch
@@ -346,10 +347,11 @@ def _int(config: Mapping[str, Any], *keys: str, default: int | None = None, wher
 
 
 def _float(config: Mapping[str, Any], *keys: str, default: float) -> float:
+    """The first of ``keys`` the config states, as a finite float (anything else is refused)."""
     for key in keys:
         value = config.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        if value is not None:
+            return checked_float(value, where=f"config {key}", minimum=-MAX_REAL, maximum=MAX_REAL)
     return default
 
 

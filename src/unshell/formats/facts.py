@@ -135,14 +135,9 @@ def claim_text(value: Any) -> str | None:
     Integers are shown only while short: a card can hold a 6,000-digit integer, which Python
     refuses to turn into text (and which is no name, licence or architecture anyway).
     """
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    if isinstance(value, int) and not -(10**30) < value < 10**30:
-        return None
-    text = str(value).strip()
-    return text[:MAX_VALUE_CHARS] if text else None
+    from ..numbers import scalar_text
+
+    return scalar_text(value, MAX_VALUE_CHARS)
 
 
 def claim_texts(value: Any) -> list[str]:

@@ -31,7 +31,6 @@ from ..errors import (
 from . import quants
 from .base import (
     MAX_NAME_BYTES,
-    MAX_TENSORS,
     Checkpoint,
     TensorInfo,
     expected_nbytes,
@@ -48,6 +47,11 @@ LAZY_ARRAY_THRESHOLD = 1024
 """Arrays with more elements than this are not decoded when the file is opened."""
 MAX_KV_PAIRS = 1_000_000
 MAX_BASE_MODELS = 64
+MAX_GGUF_TENSORS = 100_000
+"""Tensors in one GGUF file. llama.cpp stores a layer's experts as one 3-D tensor, so the largest
+MoE files hold about 2,000 (DeepSeek-V3); even one tensor per expert (Kimi K2: 61 layers x 384
+experts x 3) stays under 75,000. Each record costs about 800 bytes and tens of microseconds to
+read, so the cap also bounds a file of millions of empty records."""
 MAX_KEY_BYTES = 65_535  # the GGUF spec's limit on key length
 
 _STRING = 8
@@ -262,8 +266,10 @@ def _read_preamble(cursor: _Cursor) -> tuple[int, int, int]:
         )
     tensor_count = cursor.u64("the tensor count")
     kv_count = cursor.u64("the metadata count")
-    if tensor_count > MAX_TENSORS:
-        raise ResourceLimitError(f"{cursor.where}: {tensor_count} tensors exceeds the limit of {MAX_TENSORS}")
+    if tensor_count > MAX_GGUF_TENSORS:
+        raise ResourceLimitError(
+            f"{cursor.where}: {tensor_count} tensors exceeds the limit of {MAX_GGUF_TENSORS} for one GGUF file"
+        )
     if kv_count > MAX_KV_PAIRS:
         raise ResourceLimitError(
             f"{cursor.where}: {kv_count} metadata pairs exceeds the limit of {MAX_KV_PAIRS}"

@@ -22,6 +22,7 @@ from ..errors import (
     UnsupportedFormatError,
     UsageError,
 )
+from ..numbers import MAX_WHOLE, Bound, check_numbers
 from .base import MAX_TENSORS, Checkpoint, TensorInfo, sanitize
 from .safetensors import open_regular_file, read_json_file, read_safetensors
 
@@ -31,6 +32,44 @@ INDEX_LIMIT = 64_000_000
 CONFIG_LIMIT = 8_000_000
 REF_LIMIT = 256
 MAX_LISTED_NAMES = 5
+
+_COUNT = Bound(whole=True, maximum=MAX_WHOLE)
+_POSITIVE = Bound(whole=False, above=0.0)
+_FRACTION = Bound(whole=False, above=0.0, maximum=1.0)
+CONFIG_BOUNDS: dict[str, Bound] = {
+    # Sizes and counts the architecture catalog and the converter read. ``model_max_length`` is
+    # left out on purpose: Hugging Face writes 1e30 there to mean "no limit".
+    **dict.fromkeys(
+        (
+            "hidden_size", "n_embd", "intermediate_size", "ffn_hidden_size", "n_inner",
+            "num_hidden_layers", "n_layer", "num_layers", "num_attention_heads", "n_head",
+            "num_key_value_heads", "num_kv_heads", "multi_query_group_num", "head_dim", "kv_channels",
+            "vocab_size", "padded_vocab_size", "type_vocab_size", "num_local_experts",
+            "max_position_embeddings", "n_positions", "seq_length",
+        ),
+        _COUNT,
+    ),
+    # Reals the converter writes into the output config or folds into weights.
+    **dict.fromkeys(
+        (
+            "rope_theta", "rotary_emb_base", "rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps",
+            "scale_emb", "scale_depth", "dim_model_base",
+        ),
+        _POSITIVE,
+    ),
+    "partial_rotary_factor": _FRACTION,
+    "rotary_pct": _FRACTION,
+    "initializer_range": Bound(whole=False),
+}  # fmt: skip
+"""What each numeric config.json key unshell reads may hold (also inside ``text_config``); a
+config outside these bounds is refused when read (InconsistentHeaderError)."""
+ROPE_BOUNDS: dict[str, Bound] = {
+    "rope_theta": _POSITIVE,
+    "factor": _POSITIVE,
+    "low_freq_factor": _POSITIVE,
+    "high_freq_factor": _POSITIVE,
+    "original_max_position_embeddings": _COUNT,
+}
 
 # File name -> sidecar role. The first existing file wins a role (LICENSE before LICENSE.txt).
 SIDECAR_FILES: dict[str, str] = {
@@ -441,3 +480,18 @@ def attach_sidecars(checkpoint: Checkpoint, directory: Path) -> None:
     checkpoint.sidecars.update(found)
     if "config" in found:
         checkpoint.config = read_json_file(found["config"], limit=CONFIG_LIMIT)
+        check_config_numbers(checkpoint.config, where=sanitize(found["config"].name))
+
+
+def check_config_numbers(config: dict[str, Any], *, where: str) -> None:
+    """Refuse a config.json whose numeric keys (`CONFIG_BOUNDS`, `ROPE_BOUNDS`) hold a value of the
+    wrong type, a non-finite one or one out of range (InconsistentHeaderError)."""
+    text = config.get("text_config")
+    for level, label in ((config, where), (text, f"{where} text_config")):
+        if not isinstance(level, dict):
+            continue
+        check_numbers(level, CONFIG_BOUNDS, where=label)
+        for key in ("rope_scaling", "rope_parameters"):
+            rope = level.get(key)
+            if isinstance(rope, dict):
+                check_numbers(rope, ROPE_BOUNDS, where=f"{label} {key}")

@@ -19,6 +19,7 @@ from ..errors import (
     NotACheckpointError,
     UnsupportedFormatError,
 )
+from ..numbers import MAX_WHOLE, Bound, check_numbers
 from .base import Checkpoint, TensorInfo, sanitize
 from .facts import FormatFacts, llama_style_config
 from .pytorch import read_pytorch
@@ -27,6 +28,14 @@ from .safetensors import read_json_file
 __all__ = ["find_consolidated_shards", "open_meta_directory"]
 
 PARAMS_LIMIT = 1_000_000
+_COUNT = Bound(whole=True, maximum=MAX_WHOLE)
+_POSITIVE = Bound(whole=False, above=0.0)
+PARAMS_BOUNDS: dict[str, Bound] = {
+    **dict.fromkeys(("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "max_seq_len"), _COUNT),
+    "vocab_size": Bound(whole=True, minimum=-1, maximum=MAX_WHOLE),  # -1: "set by the tokenizer"
+    **dict.fromkeys(("norm_eps", "rope_theta", "ffn_dim_multiplier"), _POSITIVE),
+}
+"""What each numeric params.json key may hold; a params.json outside them is refused when read."""
 SHARD_NAME = re.compile(r"consolidated\.(\d{2,3})\.pth")
 
 COLUMN_PARALLEL = (
@@ -71,6 +80,8 @@ def open_meta_directory(path: Path) -> Checkpoint:
         )
     params_path = path / "params.json"
     params = read_json_file(params_path, limit=PARAMS_LIMIT) if params_path.is_file() else None
+    if params is not None:
+        check_numbers(params, PARAMS_BOUNDS, where="params.json")
     shards = [read_pytorch(shard) for shard in shard_paths]
     notes = [note for shard in shards for note in shard.notes]
     if params is None:

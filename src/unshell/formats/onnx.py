@@ -81,6 +81,12 @@ ONNX_UNREADABLE_TYPES: dict[int, str] = {
 _INTEGER_CODES = {"I8", "I16", "I32", "I64", "U8", "U16", "U32", "U64"}
 
 _MAX_EXTERNAL_ENTRIES = 16
+MAX_ONNX_NODES = 500_000
+"""Nodes in one graph. Exported LLMs have a few thousand to tens of thousands."""
+MAX_ONNX_FIELDS = 4_000_000
+"""Protobuf fields the reader walks in one file (a node costs about ten, an initializer about five;
+tensor data is one field however large). Walking costs microseconds a field, so this bounds the
+time a file of millions of empty messages takes, whatever its size."""
 _MAX_CONSTANT_ATTRIBUTES = 4
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
@@ -137,6 +143,7 @@ class _Wire:
     def __init__(self, buffer: bytes | mmap.mmap, where: str) -> None:
         self.buffer = buffer
         self.where = where
+        self.fields_left = MAX_ONNX_FIELDS
 
     def varint(self, pos: int, end: int) -> tuple[int, int]:
         result = 0
@@ -157,6 +164,11 @@ class _Wire:
             number, wire_type = tag >> 3, tag & 7
             if number == 0:
                 raise CorruptCheckpointError(f"{self.where}: protobuf field number 0 at offset {pos}")
+            self.fields_left -= 1
+            if self.fields_left < 0:
+                raise ResourceLimitError(
+                    f"{self.where}: more than {MAX_ONNX_FIELDS} protobuf fields to walk, more than any real model has"
+                )
             if wire_type == _VARINT:
                 value, pos = self.varint(pos, end)
                 yield _Field(number, wire_type, value)
@@ -297,6 +309,7 @@ def _read_graph(wire: _Wire, graph: _Field, path: Path, checkpoint: OnnxCheckpoi
     sparse = 0
     found: list[tuple[str, _TensorProto]] = []
     nodes: list[tuple[str, list[str], list[str]]] = []
+    node_count = 0
     for item in wire.fields(graph.value, graph.value + graph.length):
         if item.number == 2:
             graph_name = wire.text(item, "the graph name")
@@ -305,10 +318,13 @@ def _read_graph(wire: _Wire, graph: _Field, path: Path, checkpoint: OnnxCheckpoi
             found.append(("initializer", _read_tensor_proto(wire, item)))
         elif item.number == 1:
             wire.expect(item, _LENGTH, "a node")
-            constant = _read_constant_node(wire, item)
+            node_count += 1
+            if node_count > MAX_ONNX_NODES:
+                raise ResourceLimitError(f"{wire.where}: more than {MAX_ONNX_NODES} nodes in the graph")
+            constant, op_type = _read_constant_node(wire, item)
             if constant is not None:
                 found.append(("constant", constant))
-            elif len(nodes) < MAX_TENSORS:
+            elif op_type in _DEQUANTIZING_OPS and len(nodes) < MAX_TENSORS:  # a second pass only for these
                 signature = _read_node_signature(wire, item)
                 if signature is not None:
                     nodes.append(signature)
@@ -461,8 +477,9 @@ def _read_dims(wire: _Wire, item: _Field, dims: list[int]) -> None:
         raise ResourceLimitError(f"{wire.where}: a tensor with more than {MAX_RANK} dimensions")
 
 
-def _read_constant_node(wire: _Wire, message: _Field) -> _TensorProto | None:
-    """The tensor of a ``Constant`` node's ``value`` attribute, named after the node's output."""
+def _read_constant_node(wire: _Wire, message: _Field) -> tuple[_TensorProto | None, str]:
+    """(the tensor of a ``Constant`` node's ``value`` attribute, named after the node's output, or
+    None; the node's op_type)."""
     op_type, domain = "", ""
     outputs: list[str] = []
     attributes: list[_Field] = []
@@ -477,7 +494,7 @@ def _read_constant_node(wire: _Wire, message: _Field) -> _TensorProto | None:
             wire.expect(item, _LENGTH, "a node attribute")
             attributes.append(item)
     if op_type != "Constant" or domain not in ("", "ai.onnx") or len(outputs) != 1:
-        return None
+        return None, op_type
     for attribute in attributes:
         name, tensor = "", None
         for item in wire.fields(attribute.value, attribute.value + attribute.length):
@@ -488,8 +505,8 @@ def _read_constant_node(wire: _Wire, message: _Field) -> _TensorProto | None:
         if name == "value" and tensor is not None:
             proto = _read_tensor_proto(wire, tensor)
             proto.name = outputs[0]
-            return proto
-    return None
+            return proto, op_type
+    return None, op_type
 
 
 def _tensor_info(

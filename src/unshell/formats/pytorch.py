@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import math
 import pickle
 import pickletools
@@ -54,6 +55,19 @@ MAX_DIMENSION = 1 << 48
 MAX_METADATA_NODES = 100_000
 MAX_METADATA_DEPTH = 32
 MAX_SEARCH_NODES = 1_000_000
+# Containers (lists, dicts, tuples, sets) a pickle may build: a state dict needs about six per
+# tensor, so this admits every pickle the opcode cap does in practice, while bounding what a
+# stream of one-byte EMPTY_SET opcodes (216 bytes each once built) can take.
+MAX_PICKLE_CONTAINERS = 2_000_000
+# torch.save stores data.pkl uncompressed; a deflated one (a re-zipped checkpoint) may inflate
+# this many times its compressed size (real pickles compress 3 to 8 times), at least to
+# MIN_INFLATED_PICKLE_BYTES, so that a few kilobytes cannot become millions of opcodes.
+MAX_PICKLE_INFLATE_RATIO = 64
+MIN_INFLATED_PICKLE_BYTES = 1_000_000
+# A strided view may read each stored element at most this many times (an expanded or
+# zero-stride view): decoding it allocates its logical size, which must stay a bounded multiple of
+# the bytes in the file.
+MAX_VIEW_REPEAT = 16
 
 STATE_DICT_KEYS = ("model", "state_dict", "module", "model_state_dict")
 # Training state that says nothing about the model's identity and can be large.
@@ -141,6 +155,10 @@ ALLOWED_OPCODES = frozenset(
     }
 )  # fmt: skip
 _MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_CONTAINER_OPCODES = frozenset(
+    {"EMPTY_DICT", "DICT", "EMPTY_LIST", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
+     "EMPTY_SET", "FROZENSET"}
+)  # fmt: skip
 _STORAGE_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
@@ -309,9 +327,29 @@ def _empty_bytes(*args: object) -> bytes:
     return b""
 
 
+class _OrderedDict(collections.OrderedDict):
+    """``collections.OrderedDict`` as the unpickler builds it.
+
+    torch pickles a state dict's ``_metadata`` attribute (per-module versions) with BUILD; that one
+    is accepted and dropped. Any other attribute is refused: an instance attribute named ``items``
+    or ``get`` would shadow the method the state-dict search calls. (That search also calls
+    ``dict.items(value)``, never a method looked up on the unpickled object.)
+    """
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, dict) and set(dict.keys(state)) <= {"_metadata"}:
+            return
+        keys = list(dict.keys(state)) if isinstance(state, dict) else []
+        shown = [repr(sanitize(key, 40)) for key in keys if isinstance(key, str) and key != "_metadata"]
+        raise UnsafePickleError(
+            f"the pickle sets {', '.join(shown[:3]) or 'a state'} on an OrderedDict "
+            "(only torch's _metadata attribute is allowed)"
+        )
+
+
 def _allowed_globals() -> dict[tuple[str, str], object]:
     table: dict[tuple[str, str], object] = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "OrderedDict"): _OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("torch", "Size"): tuple,
@@ -391,11 +429,18 @@ def scan_pickle(data: bytes, *, where: str) -> int:
     """
     count = 0
     memo_puts = 0
+    containers = 0
     try:
         for opcode, argument, position in pickletools.genops(data):
             count += 1
             if count > MAX_PICKLE_OPCODES:
                 raise ResourceLimitError(f"{where}: more than {MAX_PICKLE_OPCODES} pickle opcodes")
+            if opcode.name in _CONTAINER_OPCODES:
+                containers += 1
+                if containers > MAX_PICKLE_CONTAINERS:
+                    raise ResourceLimitError(
+                        f"{where}: more than {MAX_PICKLE_CONTAINERS} lists, dicts, tuples and sets in the pickle"
+                    )
             if opcode.name not in ALLOWED_OPCODES:
                 raise UnsafePickleError(
                     f"{where}: pickle opcode {opcode.name} at byte {position} is not allowed in a weights pickle"
@@ -467,6 +512,10 @@ class _Archive:
             raise CorruptCheckpointError(
                 f"{self.where}: not a readable zip archive ({sanitize(str(error), 120)})"
             ) from None
+        if len(set(self.names)) != len(self.names):
+            # zipfile reads the last copy; another loader may read the first, and see other bytes.
+            twice = next(name for name, count in collections.Counter(self.names).items() if count > 1)
+            raise InconsistentHeaderError(f"{self.where}: the archive holds {sanitize(twice)!r} twice")
         self.prefix = self._find_prefix()
 
     def _find_prefix(self) -> str:
@@ -493,10 +542,15 @@ class _Archive:
             info = self.zip.getinfo(self.prefix + name)
         except KeyError:
             raise NotACheckpointError(f"{self.where}: no {sanitize(name)} in the archive") from None
-        if info.file_size > limit:
-            raise ResourceLimitError(
-                f"{self.where}: {sanitize(name)} is {info.file_size} bytes (limit {limit})"
+        why = f"limit {limit}"
+        if info.compress_type != zipfile.ZIP_STORED:
+            limit = min(limit, max(MIN_INFLATED_PICKLE_BYTES, info.compress_size * MAX_PICKLE_INFLATE_RATIO))
+            why = (
+                f"{info.compress_size} compressed; at most {MAX_PICKLE_INFLATE_RATIO} times that, "
+                f"or {MIN_INFLATED_PICKLE_BYTES}, is read"
             )
+        if info.file_size > limit:
+            raise ResourceLimitError(f"{self.where}: {sanitize(name)} is {info.file_size} bytes ({why})")
         try:
             with self.zip.open(info) as member:
                 data = member.read(limit + 1)
@@ -507,7 +561,7 @@ class _Archive:
                 f"{self.where}: cannot read {sanitize(name)} ({sanitize(str(error), 120)})"
             ) from None
         if len(data) > limit:
-            raise ResourceLimitError(f"{self.where}: {sanitize(name)} inflates past {limit} bytes")
+            raise ResourceLimitError(f"{self.where}: {sanitize(name)} inflates past {limit} bytes ({why})")
         return data
 
     def has(self, name: str) -> bool:
@@ -647,6 +701,11 @@ def _tensor_info(source_name: str, name: str, tensor: _Tensor, member: _Member, 
         span = 1 + sum((size - 1) * step for size, step in zip(tensor.shape, tensor.stride, strict=True))
     if (tensor.offset + span) * itemsize > member.size:
         raise InconsistentHeaderError(f"{label} reaches past the end of its storage")
+    if numel > MAX_VIEW_REPEAT * max(span, 1):
+        raise ResourceLimitError(
+            f"{label} is a view of {numel} elements over {span} stored ones (strides {list(tensor.stride)}): "
+            f"more than {MAX_VIEW_REPEAT} reads of each stored element"
+        )
     return TensorInfo(
         name=name,
         dtype=tensor.dtype,
@@ -697,14 +756,16 @@ def _shared_storage_notes(state_dict: dict[str, _Tensor], names: list[str], wher
 def _tensor_items(value: object) -> dict[str, _Tensor]:
     if not isinstance(value, dict):
         return {}
-    return {key: item for key, item in value.items() if isinstance(key, str) and isinstance(item, _Tensor)}
+    return {
+        key: item for key, item in dict.items(value) if isinstance(key, str) and isinstance(item, _Tensor)
+    }
 
 
 def _find_state_dict(root: object, where: str) -> tuple[dict[str, _Tensor], tuple[str, ...]]:
     """(the dict of tensors, the key path that leads to it from the root)."""
     if isinstance(root, dict):
         for key in STATE_DICT_KEYS:
-            found = _tensor_items(root.get(key))
+            found = _tensor_items(dict.get(root, key))
             if found:
                 return _checked(found, where), (key,)
     # The root itself comes first in the walk, so a bare state dict wins ties.
@@ -725,7 +786,11 @@ def _checked(tensors: dict[str, _Tensor], where: str) -> dict[str, _Tensor]:
 
 
 def _walk(root: object) -> Iterator[tuple[tuple[str, ...], object]]:
-    """Breadth-first over dicts, lists and tuples, each container once (pickles may hold cycles)."""
+    """Breadth-first over dicts, lists and tuples, each container once (pickles may hold cycles).
+
+    At most ``MAX_SEARCH_NODES`` containers are visited or queued, so a list of millions of
+    containers costs a bounded queue, not one entry (and one path) per element.
+    """
     seen: set[int] = set()
     queue: collections.deque[tuple[tuple[str, ...], object]] = collections.deque([((), root)])
     visited = 0
@@ -736,18 +801,21 @@ def _walk(root: object) -> Iterator[tuple[tuple[str, ...], object]]:
         seen.add(id(value))
         visited += 1
         yield path, value
-        if isinstance(value, dict):
-            queue.extend(
-                ((*path, _key_label(key)), item)
-                for key, item in value.items()
-                if isinstance(item, dict | list | tuple)
-            )
-        elif isinstance(value, list | tuple):
-            queue.extend(
-                ((*path, str(i)), item)
-                for i, item in enumerate(value)
-                if isinstance(item, dict | list | tuple)
-            )
+        room = MAX_SEARCH_NODES - visited - len(queue)
+        if room > 0:
+            queue.extend(itertools.islice(_children(path, value), room))
+
+
+def _children(path: tuple[str, ...], value: object) -> Iterator[tuple[tuple[str, ...], object]]:
+    """The non-empty containers directly inside ``value``, with their paths (empty ones hold no tensors)."""
+    if isinstance(value, dict):
+        for key, item in dict.items(value):
+            if isinstance(item, dict | list | tuple) and item:
+                yield (*path, _key_label(key)), item
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list | tuple) and item:
+                yield (*path, str(index)), item
 
 
 def _key_label(key: object) -> str:
@@ -769,7 +837,7 @@ def _metadata_entries(root: object, state_path: tuple[str, ...]) -> dict[str, An
         return {}
     budget = [MAX_METADATA_NODES]
     entries: dict[str, Any] = {}
-    for key, value in root.items():
+    for key, value in dict.items(root):
         if not isinstance(key, str) or key == state_path[0] or key in DROPPED_ENTRIES:
             continue
         converted = _to_json(value, 0, budget, set())
@@ -796,7 +864,7 @@ def _to_json(value: object, depth: int, budget: list[int], ancestors: set[int]) 
     ancestors = ancestors | {id(value)}
     if isinstance(value, dict):
         result: dict[str, Any] = {}
-        for key, item in value.items():
+        for key, item in dict.items(value):
             if isinstance(key, str) or (
                 isinstance(key, int) and not isinstance(key, bool) and abs(key) < 1 << 63
             ):

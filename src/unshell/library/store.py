@@ -45,6 +45,7 @@ from ..errors import (
     UsageError,
 )
 from ..formats.base import sanitize
+from ..numbers import checked_float, checked_int, describe
 
 if TYPE_CHECKING:
     from ..lineage.fingerprint import Fingerprint
@@ -65,6 +66,7 @@ EXPORT_FORMAT = "unshell-fingerprint-library"
 EXPORT_VERSION = 1
 MAX_BLOB_BYTES = 64 << 20  # a fingerprint is kilobytes to a few megabytes; refuse absurd lines
 MAX_NAME_CHARS = 512
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the latest `added` time.gmtime renders
 
 
 def default_library_path() -> Path:
@@ -270,6 +272,16 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
     )
 
 
+# The tables and columns this version reads, and the indexes its queries name: a file whose schema
+# version says 3 but that lacks one of them is damaged, and is refused when opened.
+SCHEMA_TABLES: dict[str, tuple[str, ...]] = {
+    "fingerprints": ("id", "name", "added", *COLUMNS),
+    "blobs": ("fingerprint_id", "size", "sha256", "blob"),
+    "content_hashes": ("hash", "fingerprint_id"),
+    "meta": ("key", "value"),
+    "scan_state": ("fingerprint_id", "record"),
+}
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
@@ -320,6 +332,7 @@ class Library:
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             self._migrate(db)
+            self._check_schema(db)
         except BaseException:
             db.close()
             raise
@@ -357,6 +370,59 @@ class Library:
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('created', ?)", (f"{time.time():.0f}",)
                 )
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        where = sanitize(str(self.path))
+        try:
+            for table, columns in SCHEMA_TABLES.items():
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                missing = [column for column in columns if column not in present]
+                if missing:
+                    lack = "is missing" if not present else f"lacks {', '.join(missing)}"
+                    raise CorruptCheckpointError(f"the library {where} is damaged: table {table} {lack}")
+            indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        except sqlite3.DatabaseError as error:
+            raise CorruptCheckpointError(
+                f"the library {where} is damaged ({sanitize(str(error), 120)})"
+            ) from None
+        missing = sorted(set(TIER_INDEXES) - indexes)
+        if missing:
+            raise CorruptCheckpointError(f"the library {where} is damaged: index {missing[0]} is missing")
+
+    def _entry(self, row: Sequence[Any]) -> LibraryEntry:
+        """One `_ENTRY_QUERY` row, every column checked: a value of the wrong type or out of range
+        (a text in ``hidden``, an ``added`` of 1e300) means the file was damaged or edited."""
+        name = row[0]
+        where = f"the library {sanitize(str(self.path))}: entry {sanitize(str(name), 80)!r}"
+
+        def bad(column: str, value: object) -> CorruptCheckpointError:
+            return CorruptCheckpointError(f"{where} holds {describe(value)} in {column}; the file is damaged")
+
+        if not isinstance(name, str):
+            raise bad("name", name)
+        texts = dict(
+            zip(
+                ("family", "signature", "tokenizer_family", "format", "source"),
+                (row[1], row[2], *row[7:10]),
+                strict=True,
+            )
+        )
+        for column, value in texts.items():
+            if value is not None and not isinstance(value, str):
+                raise bad(column, value)
+        hidden, layers, vocab_size, parameters = (
+            None
+            if value is None
+            else checked_int(value, where=f"{where}: {column}", error=CorruptCheckpointError)
+            for column, value in zip(("hidden", "layers", "vocab_size", "parameters"), row[3:7], strict=True)
+        )
+        added = checked_float(
+            row[10], where=f"{where}: added", minimum=0.0, maximum=MAX_TIMESTAMP, error=CorruptCheckpointError
+        )
+        size = checked_int(row[11], where=f"{where}: size", error=CorruptCheckpointError)
+        return LibraryEntry(
+            name, row[1], row[2], hidden, layers, vocab_size, parameters, row[7], row[8], row[9], added, size
+        )
 
     def _check_application(self, db: sqlite3.Connection) -> None:
         application = db.execute("PRAGMA application_id").fetchone()[0]
@@ -508,7 +574,7 @@ class Library:
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
             params += [max(limit, 0), max(offset, 0)]
-        return [LibraryEntry(*row) for row in self.db.execute(query, params)]
+        return [self._entry(row) for row in self.db.execute(query, params)]
 
     def count(self, *, contains: str = "", family: str = "") -> int:
         """How many fingerprints `list` would give without a limit."""
@@ -538,7 +604,7 @@ class Library:
         row = self.db.execute(_ENTRY_QUERY + " WHERE f.name = ?", (name,)).fetchone()
         if row is None:
             raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
-        return LibraryEntry(*row)
+        return self._entry(row)
 
     def describe(self, name: str) -> dict[str, Any]:
         """One fingerprint's summary (`entry`) and what it holds: tensor hashes, sketched matrices
@@ -601,6 +667,13 @@ class Library:
                             raise CorruptCheckpointError(
                                 f"the library's copy of {name!r} is corrupt (sha256 mismatch)"
                             )
+                        added = checked_float(
+                            added,
+                            where=f"the library's entry {sanitize(str(name))!r}: added",
+                            minimum=0.0,
+                            maximum=MAX_TIMESTAMP,
+                            error=CorruptCheckpointError,
+                        )
                         record = {
                             "name": name,
                             "added": added,
@@ -764,12 +837,15 @@ def _read_export(source: Path) -> Iterator[tuple[str, float, bytes, Fingerprint]
                 raise corrupt(
                     f"record {count} ({sanitize(name)!r}) is not a fingerprint ({error})"
                 ) from error
-            yield (
-                _valid_name(name),
-                float(added) if isinstance(added, int | float) else time.time(),
-                blob,
-                fp,
-            )
+            if added is not None:
+                added = checked_float(
+                    added,
+                    where=f"{where}: record {count} ({sanitize(name)!r}) added",
+                    minimum=0.0,
+                    maximum=MAX_TIMESTAMP,
+                    error=CorruptCheckpointError,
+                )
+            yield _valid_name(name), time.time() if added is None else added, blob, fp
 
 
 @contextmanager

@@ -63,6 +63,7 @@ from ..errors import CorruptCheckpointError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, inspect_checkpoint
+from ..numbers import checked_float, checked_int, describe
 from ..tokenizers import families
 from ..tokenizers.vocab import vocabulary_of
 from .canonical import CanonicalModel, canonical_model
@@ -102,6 +103,8 @@ OBFUSCATED_OFF_BASIS = (
     1.0  # RMS distance of the fitted basis from A's: a rotated stream gives ~1.4, heavy retraining <= 0.6
 )
 _HEADER_LIMIT = 64 << 20
+MAX_LAYER = 1 << 20
+"""The largest layer number a stored fingerprint may name (real models have at most a few hundred)."""
 _ARRAY_DTYPES = {"sketches": "<f2", "anchors": "<f2", "hashes": "|u1"}
 
 
@@ -272,6 +275,8 @@ class Fingerprint:
             return _parse(bytes(data))
         except CorruptCheckpointError:
             raise
+        except RecursionError:
+            raise _bad("header nested too deeply") from None
         except (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error) as error:
             raise CorruptCheckpointError(f"fingerprint: malformed ({sanitize(str(error))})") from None
 
@@ -292,10 +297,62 @@ def _typed(header: dict[str, Any], key: str, kind: type | tuple[type, ...], *, o
 
 
 def _count(header: dict[str, Any], key: str, *, optional: bool = False) -> int | None:
-    value = _typed(header, key, int, optional=optional)
-    if value is not None and value < 0:
-        raise _bad(f"field {key!r} is negative")
-    return value if value is None else int(value)
+    """A count or size: None (when optional) or an int in 0..2**63-1 (what SQLite stores)."""
+    value = header.get(key) if optional else header[key]
+    if value is None and optional:
+        return None
+    return checked_int(value, where=f"fingerprint: field {key!r}", error=CorruptCheckpointError)
+
+
+def _check_unit(unit: object) -> None:
+    """A sketched matrix's record: its name, layer (None or 0..MAX_LAYER), role, orientation and
+    the finite spread of its values."""
+    if (
+        not isinstance(unit, dict)
+        or set(unit) != {"name", "layer", "role", "orientation", "std"}
+        or not isinstance(unit["name"], str)
+        or not (unit["role"] is None or isinstance(unit["role"], str))
+        or unit["orientation"] not in ("rows", "columns")
+    ):
+        raise _bad("bad unit record")
+    if unit["layer"] is not None:
+        checked_int(
+            unit["layer"],
+            where="fingerprint: a unit's layer",
+            maximum=MAX_LAYER,
+            error=CorruptCheckpointError,
+        )
+    checked_float(unit["std"], where="fingerprint: a unit's std", minimum=0.0, error=CorruptCheckpointError)
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    """The shape config holds strings, booleans, None, lists, finite floats and ints that fit in
+    128 bits (Hugging Face's "no limit" ``model_max_length`` of 1e30 is about 2**100)."""
+    for key, value in config.items():
+        where = f"fingerprint: config {sanitize(str(key), 40)!r}"
+        if isinstance(value, bool) or value is None or isinstance(value, str | list):
+            continue
+        if isinstance(value, int):
+            checked_int(
+                value, where=where, minimum=-(1 << 127), maximum=1 << 127, error=CorruptCheckpointError
+            )
+        elif isinstance(value, float):
+            checked_float(value, where=where, error=CorruptCheckpointError)
+        else:
+            raise _bad(f"config {sanitize(str(key), 40)!r} holds {describe(value)}")
+
+
+def _check_dtypes(dtypes: dict[str, Any]) -> None:
+    """The dtype table: per dtype, counts (tensors, parameters, bytes) in 0..2**63-1."""
+    for dtype, row in dtypes.items():
+        if not isinstance(row, dict):
+            raise _bad(f"dtype row {sanitize(str(dtype), 40)!r} holds {describe(row)}")
+        for key, value in row.items():
+            checked_int(
+                value,
+                where=f"fingerprint: dtype {sanitize(str(dtype), 40)!r} {sanitize(str(key), 40)}",
+                error=CorruptCheckpointError,
+            )
 
 
 def _parse(data: bytes) -> Fingerprint:
@@ -344,8 +401,8 @@ def _parse(data: bytes) -> Fingerprint:
         raise _bad("trailing bytes after the arrays")
 
     numels = _typed(header, "tensor_numels", list)
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numels):
-        raise _bad("bad tensor sizes")
+    for numel in numels:
+        checked_int(numel, where="fingerprint: a tensor size", error=CorruptCheckpointError)
     hashes = arrays["hashes"]
     if hashes.shape != (len(numels), 3, 32):
         raise _bad("hash table does not match the tensor count")
@@ -355,19 +412,7 @@ def _parse(data: bytes) -> Fingerprint:
     if sketches.shape != (len(units), r * (r + 1) // 2) and not (len(units) == 0 and sketches.size == 0):
         raise _bad("sketch table does not match the units")
     for unit in units:
-        if (
-            not isinstance(unit, dict)
-            or set(unit) != {"name", "layer", "role", "orientation", "std"}
-            or not isinstance(unit["name"], str)
-            or not (
-                unit["layer"] is None
-                or (isinstance(unit["layer"], int) and not isinstance(unit["layer"], bool))
-            )
-            or not (unit["role"] is None or isinstance(unit["role"], str))
-            or unit["orientation"] not in ("rows", "columns")
-            or not isinstance(unit["std"], int | float)
-        ):
-            raise _bad("bad unit record")
+        _check_unit(unit)
     anchors = arrays["anchors"]
     anchor_names = _typed(header, "anchor_names", list)
     if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != r):
@@ -392,6 +437,9 @@ def _parse(data: bytes) -> Fingerprint:
             families.TokenizerFingerprint.from_dict(sample)
         except (ValueError, TypeError, KeyError) as error:
             raise _bad(f"bad tokenizer sample ({sanitize(str(error))})") from None
+    config, dtypes = _typed(header, "config", dict), _typed(header, "dtypes", dict)
+    _check_config(config)
+    _check_dtypes(dtypes)
     header_hash_value = _typed(header, "header_hash", str)
     if len(header_hash_value) != 64 or any(c not in "0123456789abcdef" for c in header_hash_value):
         raise _bad("bad header hash")
@@ -414,8 +462,8 @@ def _parse(data: bytes) -> Fingerprint:
         tokenizer=tokenizer,
         content_hashes=content,
         header_hash=header_hash_value,
-        config=_typed(header, "config", dict),
-        dtypes=_typed(header, "dtypes", dict),
+        config=config,
+        dtypes=dtypes,
         multiset_hashes=multiset,
         tensor_numels=list(numels),
         sketch_dim=r,

@@ -218,7 +218,7 @@ def _index_shards(index: Path) -> set[str]:
         if index.stat().st_size > INDEX_LIMIT:
             return set()
         document = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return set()
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict):

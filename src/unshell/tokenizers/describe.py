@@ -34,6 +34,11 @@ from ..formats.hf import TOKENIZER_ROLES
 __all__ = ["TokenizerInfo", "describe_gguf_tokenizer", "describe_tokenizer", "describe_tokenizer_file"]
 
 MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
+"""tokenizer.json, vocab.json and SentencePiece models (Gemma 3's tokenizer.json is 33 MB)."""
+MAX_LINE_TOKENIZER_BYTES = 16 * 1024 * 1024
+"""One-entry-per-line files: merges.txt, ``*.tiktoken`` (also under the name tokenizer.model) and
+vocab.txt. Real ones stay under 4 MB (Qwen's tiktoken file is 2.5 MB, o200k 3.6 MB); reading one
+takes tens of bytes of memory per byte, so this cap is what keeps a planted file bounded."""
 MAX_LLAMA2C_TOKEN_BYTES = 1 << 16
 
 # SentencePiece TrainerSpec.model_type; UNIGRAM is the proto default when the field is absent.
@@ -202,16 +207,16 @@ def _sibling(path: Path, names: tuple[str, ...]) -> Path | None:
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _read_capped(path: Path) -> bytes:
+def _read_capped(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes, refused (ResourceLimitError) past ``limit`` (default `MAX_TOKENIZER_BYTES`)."""
     label = sanitize(path.name)
+    limit = MAX_TOKENIZER_BYTES if limit is None else min(limit, MAX_TOKENIZER_BYTES)
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            if size > MAX_TOKENIZER_BYTES:
-                raise ResourceLimitError(
-                    f"{label}: {size} bytes, over the {MAX_TOKENIZER_BYTES}-byte tokenizer limit"
-                )
-            return handle.read(MAX_TOKENIZER_BYTES + 1)
+            if size > limit:
+                raise ResourceLimitError(f"{label}: {size} bytes, over the {limit}-byte tokenizer limit")
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise PathNotFoundError(f"{label}: no such file") from None
     except IsADirectoryError:
@@ -220,6 +225,9 @@ def _read_capped(path: Path) -> bytes:
         raise PathNotFoundError(
             f"{label}: cannot read ({sanitize(exc.strerror or type(exc).__name__)})"
         ) from None
+    if len(data) > limit:
+        raise ResourceLimitError(f"{label}: grew past the {limit}-byte tokenizer limit while read")
+    return data
 
 
 def _load_json(path: Path) -> Any:
@@ -233,7 +241,8 @@ def _load_json(path: Path) -> Any:
 
 
 def _text_lines(path: Path) -> list[bytes]:
-    lines = _read_capped(path).split(b"\n")
+    """The lines of a one-entry-per-line tokenizer file (at most `MAX_LINE_TOKENIZER_BYTES`)."""
+    lines = _read_capped(path, MAX_LINE_TOKENIZER_BYTES).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     return [line.removesuffix(b"\r") for line in lines]

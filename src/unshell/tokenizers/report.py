@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptCheckpointError, InputError, NotACheckpointError, UnsupportedFormatError
+from ..errors import (
+    CorruptCheckpointError,
+    InputError,
+    NotACheckpointError,
+    ResourceLimitError,
+    UnsupportedFormatError,
+)
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from .families import FamilyMatch, match_families
 from .relations import TokenizerRelation, relate
-from .vocab import Vocabulary, read_vocabulary, vocabulary_of
+from .vocab import Vocabulary, names_a_tokenizer, read_vocabulary, vocabulary_of
 
 __all__ = [
     "TOKENIZER_SCHEMA_VERSION",
@@ -134,6 +140,12 @@ def open_model_or_tokenizer(path: str | os.PathLike[str]) -> Checkpoint | Vocabu
     except (NotACheckpointError, UnsupportedFormatError, CorruptCheckpointError) as error:
         try:
             return read_vocabulary(path)
+        except (CorruptCheckpointError, ResourceLimitError) as tokenizer_error:
+            # A file named as a tokenizer (or a folder holding one) that is damaged or over a
+            # limit: that says more than "not a checkpoint" does.
+            if names_a_tokenizer(Path(path)):
+                raise tokenizer_error from None
+            raise error from None
         except InputError:
             raise error from None
     if not checkpoint.tensors:

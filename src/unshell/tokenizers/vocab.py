@@ -12,7 +12,8 @@ tokenizers compare equal id for id whatever file they came in.
 No tokenizer library is needed or loaded, and nothing in the files is executed: JSON is parsed as
 data, the SentencePiece protobuf is walked with `unshell.tokenizers.describe`'s field walker, GGUF
 headers come from `unshell.formats.gguf`. Every length is checked against the bytes present, files
-are capped at `MAX_TOKENIZER_BYTES`, token ids at `MAX_VOCABULARY`; what does not parse raises an
+are capped at `MAX_TOKENIZER_BYTES` (one-entry-per-line files at `MAX_LINE_TOKENIZER_BYTES`), token
+ids and merge rules at `MAX_VOCABULARY`; what does not parse raises an
 `unshell.errors.InputError` subclass with a one-line message.
 
 Interface contract (relations.py and families.py are written against it):
@@ -90,6 +91,7 @@ from .describe import (
     _SENTENCEPIECE_KINDS,
     _TIKTOKEN_LINE,
     _TOKENIZER_JSON_KINDS,
+    MAX_LINE_TOKENIZER_BYTES,
     MAX_TOKENIZER_BYTES,
     _guess_model_type,
     _load_json,
@@ -102,7 +104,7 @@ from .describe import (
     _trainer_model_type,
 )
 
-__all__ = ["MAX_VOCABULARY", "Vocabulary", "read_vocabulary", "vocabulary_of"]
+__all__ = ["MAX_VOCABULARY", "Vocabulary", "names_a_tokenizer", "read_vocabulary", "vocabulary_of"]
 
 MAX_VOCABULARY = 1 << 22
 """Largest token id + 1 accepted (4,194,304; real vocabularies stop near 262,144)."""
@@ -205,6 +207,20 @@ def _pick_sidecar(sidecars: Mapping[str, Path]) -> Path | None:
         if path.name.lower().endswith(".tiktoken"):
             return path
     return None
+
+
+_TOKENIZER_FILE_NAMES = frozenset(
+    {"tokenizer.json", "tokenizer.bin", "vocab.txt", *_BPE_VOCAB_NAMES, *_MERGES_NAMES}
+)
+
+
+def names_a_tokenizer(path: Path) -> bool:
+    """Whether ``path`` is a file named like a tokenizer (``tokenizer.json``, ``*.model``,
+    ``*.tiktoken``, ``vocab.json``, ``merges.txt``...) or a folder holding one."""
+    if path.is_dir():
+        return _tokenizer_in_folder(path) is not None
+    name = path.name.lower()
+    return name in _TOKENIZER_FILE_NAMES or name.endswith((".model", ".tiktoken"))
 
 
 def _tokenizer_in_folder(folder: Path) -> Path | None:
@@ -385,6 +401,13 @@ def _split_merges(rules: list[str], source: str, first_line: int = 0) -> list[st
     return flat
 
 
+def _check_merge_count(count: int, source: str) -> None:
+    """Each merge makes one token: more merges than `MAX_VOCABULARY` ids is no real tokenizer (and
+    normalizing them costs a few hundred bytes each)."""
+    if count > MAX_VOCABULARY:
+        raise ResourceLimitError(f"{source}: {count} merge rules, over the limit of {MAX_VOCABULARY}")
+
+
 def _normal_merges(
     flat: list[str], model: str, byte_fallback: bool = False
 ) -> tuple[tuple[bytes, bytes], ...]:
@@ -422,6 +445,10 @@ def _read_binary(path: Path) -> Vocabulary:
     source = sanitize(path.name)
     # Meta's Llama 3 ships its tiktoken rank file under the SentencePiece name tokenizer.model.
     if _TIKTOKEN_LINE.fullmatch(data.split(b"\n", 1)[0].removesuffix(b"\r")):
+        if len(data) > MAX_LINE_TOKENIZER_BYTES:
+            raise ResourceLimitError(
+                f"{source}: a tiktoken rank file of {len(data)} bytes, over the {MAX_LINE_TOKENIZER_BYTES}-byte limit"
+            )
         return _tiktoken_from_lines(_lines(data), source)
     try:
         return _sentencepiece(data, source)
@@ -693,6 +720,7 @@ def _tokenizer_json_merges(
         return None
     if not isinstance(merges, list):
         raise CorruptCheckpointError(f"{source}: model.merges is not a list")
+    _check_merge_count(len(merges), source)
     if all(isinstance(rule, str) for rule in merges):
         return _normal_merges(_split_merges(merges, source), model, byte_fallback)
     flat: list[str] = []
@@ -753,6 +781,7 @@ def _read_merges_file(path: Path) -> list[str]:
     lines = _text_lines(path)
     # The first line of a GPT-2 style merges file is a "#version: 0.2" comment.
     first = 1 if lines and lines[0].startswith(b"#version") else 0
+    _check_merge_count(len(lines) - first, source)
     rules = [line for line in lines[first:] if line.strip()]
     try:
         texts = b"\n".join(rules).decode("utf-8").split("\n") if rules else []

@@ -2,9 +2,15 @@
 
 The decisive evidence is a test of H0 "B was trained independently of A", on weights alone:
 
-1. Residual alignment: orthogonal Procrustes between the embedding rows of shared token ids
-   undoes a permuted, sign-flipped or rotated residual stream (norm gains are folded into the
-   matrices that read the normalized stream first, as a disguiser would have to).
+1. Residual alignment: orthogonal Procrustes between the embedding rows of shared tokens undoes a
+   permuted, sign-flipped or rotated residual stream (norm gains are folded into the matrices
+   that read the normalized stream first, as a disguiser would have to). Rows are paired by token
+   string when both sides carry a tokenizer and some shared tokens moved (a renumbered, shrunk or
+   new vocabulary), else by id. When that fit is weak (residual above `TRUSTED_RESIDUAL`) or
+   failed (no better than the same fit on randomly paired rows, `alignment_failure`), two more
+   alignments are tried, which need no token at all: the stored basis, and a rotation read off
+   the layer matrices' second moments (`layer_fit_alignment`, cross-fitted by layer parity). The
+   p-value is multiplied by the number of alignments in the plan (Bonferroni).
 2. Units: every matrix that touches the residual stream, as the set of its vectors in residual
    space. A unit's sketch (`sketch.gram_sketch`) forgets neuron and head permutations, sign
    flips, rotations inside heads and the scaling of one matrix against the next.
@@ -18,7 +24,10 @@ The decisive evidence is a test of H0 "B was trained independently of A", on wei
    pairs that checks it, and the hardest negatives (same data, same recipe, other seed).
 
 Cheap evidence (content hashes, std profiles, the alignment residual) is always reported next to
-it, and never decides alone, except `identical`, which needs every weight's values to match.
+it. Hashes decide in two ways: `identical` needs every weight's values to match; and exact twins
+of tensors that training cannot reproduce (`TWIN_MIN_ELEMENTS`, `TWIN_MIN_DISTINCT`) make most of
+B's parameters copied `derived`, and any copied tensor rules out `independent`. `independent` is
+only said when the embedding alignment succeeded; a failed one gives `inconclusive`, with why.
 """
 
 from __future__ import annotations
@@ -266,6 +275,47 @@ class CompareResult:
             },
             "notes": self.notes,
         }
+
+
+def alignment_text(alignment: dict[str, Any] | None) -> str | None:
+    """One line on the residual alignment a comparison rests on, from `CompareResult.alignment_dict`
+    (shown beside the verdict by the CLI and the HTML report)."""
+    if not alignment:
+        return None
+    anchor = alignment.get("anchor_residual")
+    chance = alignment.get("chance_residual")
+    if anchor is None:
+        fit = "no embedding anchors"
+    else:
+        fit = f"embedding rows of the same {str(alignment['anchored_by']).removeprefix('token ')}, residual {anchor:.3f}"
+        if chance is not None:
+            fit += f" (rows paired at random: {chance:.3f})"
+    text = f"{alignment['quality']}: {fit}"
+    tried = alignment.get("candidates") or []
+    if len(tried) > 1 or alignment.get("corrected_for", 1) > 1:
+        names = {
+            "procrustes-embeddings": "embeddings",
+            "identity": "stored basis",
+            "layer-matrices": "layer matrices",
+        }
+        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_value'])}" for c in tried]
+        text += f"; alignments tried: {', '.join(parts)} (p corrected for {alignment['corrected_for']})"
+    return text
+
+
+def twins_text(twins: dict[str, Any] | None) -> str | None:
+    """One line on B's exact twins of A's tensors (`TwinMatch.to_dict`), or None when not computed."""
+    if twins is None:
+        return None
+    return (
+        f"{twins['fraction']:.0%} of B's parameters in {twins['tensors']} tensors identical to one of A's "
+        f"(after bf16 rounding; only tensors of at least {twins['min_elements']:,} values, "
+        f"{twins['min_distinct']} of them distinct, count): most makes B derived, any rules out independent"
+    )
+
+
+def _short_p(p: float | None) -> str:
+    return "n/a (not tried)" if p is None else f"{p:.2g}"
 
 
 def _side(path: str, result: InspectResult) -> dict[str, Any]:

@@ -8,6 +8,7 @@ loads it from the cache (``~/.cache/unshell-tests/zoo/<key>/``; ``UNSHELL_TEST_C
     zoo().independent                 # pairs that share no weights
     zoo().bases                       # name -> path
     zoo().null_pairs(200)             # cheap independent pairs for null calibration (cached too)
+    vocab_zoo().derived               # the vocabulary cases (tools/zoo_vocab.py), built on zoo()
 
 The builder is ``tools/zoo.py`` (also a CLI: ``python tools/zoo.py build``); this module only
 imports it, under a name of its own so that it cannot clash with a test module.
@@ -20,7 +21,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 _TOOLS_ZOO = Path(__file__).resolve().parent.parent / "tools" / "zoo.py"
 _MODULE_NAME = "unshell_tools_zoo"
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 else:
     Pair, Zoo = _zoo.Pair, _zoo.Zoo
 
-__all__ = ["Pair", "Zoo", "zoo", "zoo_module"]
+__all__ = ["Pair", "Zoo", "vocab_zoo", "zoo", "zoo_module"]
 
 
 @functools.cache
@@ -54,3 +55,19 @@ def zoo() -> Zoo:
     progress to stderr (``pytest -s`` shows it)."""
     result: Zoo = _zoo.load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
     return result
+
+
+_TOOLS_ZOO_VOCAB = _TOOLS_ZOO.with_name("zoo_vocab.py")
+
+
+@functools.cache
+def vocab_zoo() -> Any:
+    """The zoo's vocabulary cases (``tools/zoo_vocab.py``): built (about 8 minutes on 2 cores,
+    after ``zoo()``) or loaded from the cache."""
+    spec = importlib.util.spec_from_file_location("unshell_tools_zoo_vocab", _TOOLS_ZOO_VOCAB)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {_TOOLS_ZOO_VOCAB}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["unshell_tools_zoo_vocab"] = module
+    spec.loader.exec_module(module)
+    return module.load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -2,9 +2,15 @@
 
 The decisive evidence is a test of H0 "B was trained independently of A", on weights alone:
 
-1. Residual alignment: orthogonal Procrustes between the embedding rows of shared token ids
-   undoes a permuted, sign-flipped or rotated residual stream (norm gains are folded into the
-   matrices that read the normalized stream first, as a disguiser would have to).
+1. Residual alignment: orthogonal Procrustes between the embedding rows of shared tokens undoes a
+   permuted, sign-flipped or rotated residual stream (norm gains are folded into the matrices
+   that read the normalized stream first, as a disguiser would have to). Rows are paired by token
+   string when both sides carry a tokenizer and some shared tokens moved (a renumbered, shrunk or
+   new vocabulary), else by id. When that fit is weak (residual above `TRUSTED_RESIDUAL`) or
+   failed (no better than the same fit on randomly paired rows, `alignment_failure`), two more
+   alignments are tried, which need no token at all: the stored basis, and a rotation read off
+   the layer matrices' second moments (`layer_fit_alignment`, cross-fitted by layer parity). The
+   p-value is multiplied by the number of alignments in the plan (Bonferroni).
 2. Units: every matrix that touches the residual stream, as the set of its vectors in residual
    space. A unit's sketch (`sketch.gram_sketch`) forgets neuron and head permutations, sign
    flips, rotations inside heads and the scaling of one matrix against the next.
@@ -18,7 +24,10 @@ The decisive evidence is a test of H0 "B was trained independently of A", on wei
    pairs that checks it, and the hardest negatives (same data, same recipe, other seed).
 
 Cheap evidence (content hashes, std profiles, the alignment residual) is always reported next to
-it, and never decides alone, except `identical`, which needs every weight's values to match.
+it. Hashes decide in two ways: `identical` needs every weight's values to match; and exact twins
+of tensors that training cannot reproduce (`TWIN_MIN_ELEMENTS`, `TWIN_MIN_DISTINCT`) make most of
+B's parameters copied `derived`, and any copied tensor rules out `independent`. `independent` is
+only said when the embedding alignment succeeded; a failed one gives `inconclusive`, with why.
 """
 
 from __future__ import annotations
@@ -37,14 +46,15 @@ from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
 from ..tokenizers.relations import TokenizerRelation, relate
-from ..tokenizers.vocab import vocabulary_of
-from .canonical import READS_RESIDUAL, CanonicalModel, canonical_model
-from .hashes import HashMatch, content_hashes, match_hashes
+from ..tokenizers.vocab import Vocabulary, vocabulary_of
+from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
+from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
 from .sketch import (
     SKETCH_DIM,
     Alignment,
     align_embeddings,
     anchor_stride,
+    fit_rotation,
     gram_sketch,
     identity_alignment,
     projection,
@@ -58,6 +68,9 @@ DERIVED_P = 1e-6
 INDEPENDENT_P = 0.01
 MIN_UNITS = 4
 QUICK_ROW_STEP = 20  # --quick reads 1 row in 20: at most 5% of the bytes
+# ... of matrices larger than this: a smaller one is read whole (a tiny model's 7 sampled rows of
+# 128 would sketch nothing, and reading all of it costs nothing).
+QUICK_WHOLE_BYTES = 1 << 20
 # All of B's units share one estimated alignment, so under H0 their z-scores are not fully
 # independent; Stouffer's sum would over-count a common shift. Widening every unit's null by 10%
 # absorbs it: measured on the zoo's same-data, same-recipe negatives and 210 cheap null pairs
@@ -69,6 +82,33 @@ PROFILE_NULL_MEDIAN = 0.85
 PROFILE_NULL_MAX = 0.98
 PROFILE_NULL_ABOVE_09 = 0.32
 QUANTIZED_DTYPES_PREFIX = ("Q", "IQ", "TQ", "MXFP", "I8")
+# --- alignment quality (benchmarks/RESULTS.md, "alignment without shared token ids") -----------
+# An embedding alignment whose residual is no better than the same fit with the anchor rows paired
+# at random (`Alignment.chance`) by at least this much has failed: the anchors do not pair the
+# same tokens (a renumbered or new vocabulary, re-initialised rows) or carry nothing to align on.
+# Measured: derivatives that kept their rows sit 0.3 to 0.9 below chance, independently trained
+# zoo models 0.037 to 0.10 below it, and the issue's misses (new or renumbered vocabularies)
+# within 0.005 of it; briefly trained null models, whose embeddings are still nearly random,
+# 0.006 to 0.011 below it.
+ALIGNMENT_MIN_GAP = 0.02
+# Below this residual the anchors alone align the streams (every zoo derivative that kept its
+# embedding rows is under 0.13, its heaviest retraining 0.62); above it, the other candidates
+# (the stored basis, a rotation fitted from the layer matrices) are tried too.
+TRUSTED_RESIDUAL = 0.5
+# String anchors need enough shared tokens to fix a rotation: at least this many per dimension.
+MIN_ANCHORS_PER_DIMENSION = 2
+# The rotation fitted from layer matrices works on full H x H second moments.
+LAYER_FIT_MAX_HIDDEN = 2048
+LAYER_FIT_MIN_MATRICES = 4
+# Exact twins (after bf16 rounding) count as evidence only for tensors that independent training
+# cannot reproduce: at least this many values, this many of them distinct (an all-ones norm gain,
+# a zero bias or a constant table is excluded).
+TWIN_MIN_ELEMENTS = 1024
+TWIN_MIN_DISTINCT = 256
+# When this fraction of B's parameters are twins of A's tensors, B is `derived` whatever the
+# sketches say; any twin at all rules out `independent`.
+TWIN_DERIVED_FRACTION = 0.5
+FIXED_ROLES = ("pos_embed.weight", "type_embed.weight")
 
 
 @dataclass
@@ -151,6 +191,45 @@ class CompareResult:
     # For reports (never used by the verdict): B's layers against A's, and per-layer std profiles.
     layer_similarity: LayerSimilarity | None = None
     std_profiles: dict[str, dict[str, list[float | None]]] | None = None
+    # Exact twins of A's tensors among B's (full mode only), the embedding alignment (`alignment` is
+    # the one the verdict rests on), why the streams are not known to be aligned, and every
+    # alignment tried: the p-value is corrected for `corrected_for` of them.
+    twins: TwinMatch | None = None
+    anchored: Alignment | None = None
+    alignment_failure: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    corrected_for: int = 1
+
+    @property
+    def alignment_quality(self) -> str:
+        """``aligned`` (the embedding anchors fit beyond chance), ``failed`` (they do not, or there
+        are none), or ``n/a`` (no test was run)."""
+        if not self.candidates and self.anchored is None:
+            return "n/a"
+        return "failed" if self.alignment_failure is not None else "aligned"
+
+    def alignment_dict(self) -> dict[str, Any] | None:
+        def number(value: float) -> float | None:
+            return None if math.isnan(value) else round(value, 6)
+
+        if self.alignment is None and self.anchored is None:
+            return None
+        shown = self.alignment or self.anchored
+        assert shown is not None
+        anchored = self.anchored
+        return {
+            "method": shown.method,
+            "residual": number(shown.residual),
+            "anchors": shown.anchors,
+            "quality": self.alignment_quality,
+            "failure": self.alignment_failure,
+            "anchored_by": None if anchored is None else anchored.anchored_by,
+            "anchor_residual": None if anchored is None else number(anchored.residual),
+            "chance_residual": None if anchored is None else number(anchored.chance),
+            "min_gap": ALIGNMENT_MIN_GAP,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "corrected_for": self.corrected_for,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         arch_a, arch_b = self.inspect_a.recognition, self.inspect_b.recognition
@@ -171,6 +250,7 @@ class CompareResult:
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
             "verdict": self.verdict,
             "reason": self.reason,
+            "alignment_quality": self.alignment_quality,
             "how": self.how,
             "p_value": self.p_value,
             "score": None if self.score is None else round(self.score, 6),
@@ -178,15 +258,8 @@ class CompareResult:
             "layer_similarity": None if self.layer_similarity is None else self.layer_similarity.to_dict(),
             "evidence": {
                 "hashes": None if self.hashes is None else self.hashes.to_dict(),
-                "alignment": None
-                if self.alignment is None
-                else {
-                    "method": self.alignment.method,
-                    "residual": None
-                    if math.isnan(self.alignment.residual)
-                    else round(self.alignment.residual, 6),
-                    "anchors": self.alignment.anchors,
-                },
+                "exact_twins": None if self.twins is None else self.twins.to_dict(),
+                "alignment": self.alignment_dict(),
                 "std_profile_correlation": None
                 if self.profile_correlation is None
                 else round(self.profile_correlation, 6),
@@ -202,6 +275,47 @@ class CompareResult:
             },
             "notes": self.notes,
         }
+
+
+def alignment_text(alignment: dict[str, Any] | None) -> str | None:
+    """One line on the residual alignment a comparison rests on, from `CompareResult.alignment_dict`
+    (shown beside the verdict by the CLI and the HTML report)."""
+    if not alignment:
+        return None
+    anchor = alignment.get("anchor_residual")
+    chance = alignment.get("chance_residual")
+    if anchor is None:
+        fit = "no embedding anchors"
+    else:
+        fit = f"embedding rows of the same {str(alignment['anchored_by']).removeprefix('token ')}, residual {anchor:.3f}"
+        if chance is not None:
+            fit += f" (rows paired at random: {chance:.3f})"
+    text = f"{alignment['quality']}: {fit}"
+    tried = alignment.get("candidates") or []
+    if len(tried) > 1 or alignment.get("corrected_for", 1) > 1:
+        names = {
+            "procrustes-embeddings": "embeddings",
+            "identity": "stored basis",
+            "layer-matrices": "layer matrices",
+        }
+        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_value'])}" for c in tried]
+        text += f"; alignments tried: {', '.join(parts)} (p corrected for {alignment['corrected_for']})"
+    return text
+
+
+def twins_text(twins: dict[str, Any] | None) -> str | None:
+    """One line on B's exact twins of A's tensors (`TwinMatch.to_dict`), or None when not computed."""
+    if twins is None:
+        return None
+    return (
+        f"{twins['fraction']:.0%} of B's parameters in {twins['tensors']} tensors identical to one of A's "
+        f"(after bf16 rounding; only tensors of at least {twins['min_elements']:,} values, "
+        f"{twins['min_distinct']} of them distinct, count): most makes B derived, any rules out independent"
+    )
+
+
+def _short_p(p: float | None) -> str:
+    return "n/a (not tried)" if p is None else f"{p:.2g}"
 
 
 def _side(path: str, result: InspectResult) -> dict[str, Any]:
@@ -259,7 +373,7 @@ def tensor_units(
     if not orientations:
         return []
     units: list[Unit] = []
-    matrix = _read_rows(model, name, QUICK_ROW_STEP if quick else 1)
+    matrix = _read_rows(model, name, _quick_step(model, name) if quick else 1)
     for orientation in orientations:
         vectors = matrix if orientation == "rows" else matrix.T
         if orientation == "rows" and role in READS_RESIDUAL:
@@ -276,6 +390,11 @@ def tensor_units(
         )
     del matrix
     return units
+
+
+def _quick_step(model: CanonicalModel, name: str) -> int:
+    """The row step --quick reads ``name`` with (see `QUICK_WHOLE_BYTES`)."""
+    return 1 if model.checkpoint.info(name).nbytes <= QUICK_WHOLE_BYTES else QUICK_ROW_STEP
 
 
 def _orientations(role: str | None, shape: tuple[int, ...], hidden: int) -> list[str]:
@@ -344,9 +463,16 @@ def similarity_table(units_a: list[Unit], units_b: list[Unit]) -> np.ndarray:
 
 
 def match_units(
-    units_a: list[Unit], units_b: list[Unit], sketch_dim: int, table: np.ndarray | None = None
+    units_a: list[Unit],
+    units_b: list[Unit],
+    sketch_dim: int,
+    table: np.ndarray | None = None,
+    *,
+    role_null: bool = False,
 ) -> list[UnitMatch]:
-    """``table``: `similarity_table` of the same units, when the caller already has it."""
+    """``table``: `similarity_table` of the same units, when the caller already has it.
+    ``role_null``: each unit's null also takes the location and spread of A's other units of its
+    own role (for an alignment fitted role by role, which pulls every unit of a role together)."""
     if table is None:
         table = similarity_table(units_a, units_b)
     # Under H0 a B sketch is randomly oriented relative to every A sketch: cosine mean 0 with the
@@ -362,6 +488,11 @@ def match_units(
         rest = np.delete(values, best)
         median = max(float(np.median(rest)), 0.0) if rest.size else 0.0
         mad = 1.4826 * float(np.median(np.abs(rest - median))) if rest.size else 0.0
+        if role_null and unit.role is not None:
+            same = values[[k for k, other in enumerate(units_a) if other.role == unit.role and k != best]]
+            if same.size:
+                median = max(median, float(np.median(same)))
+                mad = max(mad, 1.4826 * float(np.median(np.abs(same - np.median(same)))))
         scale = NULL_SCALE_MARGIN * max(floor, mad)
         z = (float(values[best]) - median) / scale
         # Šidák: the best of N candidates is not one candidate.
@@ -615,8 +746,58 @@ def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> 
     return _read_rows(model, name, anchor_stride(rows, hidden))
 
 
-def _best_alignment(model_a: CanonicalModel, model_b: CanonicalModel) -> Alignment | None:
-    """The residual alignment, anchored on input embeddings.
+def _read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
+    """The rows ``ids`` of a matrix as float32; for plain dtypes only those rows are decoded."""
+    info = model.checkpoint.info(name)
+    plain = not info.parts and info.strides is None and info.dtype in ("F32", "F16", "BF16")
+    if plain and len(info.shape) == 2:
+        rows, cols = info.shape
+        itemsize = 4 if info.dtype == "F32" else 2
+        raw = model.checkpoint.raw_bytes(info).reshape(rows, cols * itemsize)[ids]
+        picked = replace(info, shape=(raw.shape[0], cols), nbytes=raw.size)
+        values = np.asarray(decode(np.ascontiguousarray(raw).ravel(), picked), dtype=np.float32)
+        model.checkpoint.release(info)
+        return values
+    return np.asarray(model.checkpoint.read(name), dtype=np.float32)[ids]
+
+
+@dataclass(frozen=True)
+class TokenPairs:
+    """Rows of A and B that hold the same token string, when the two vocabularies say so."""
+
+    ids_a: np.ndarray
+    ids_b: np.ndarray
+    moved: int  # shared tokens at another id in B
+
+
+def token_pairs(
+    vocabulary_a: Vocabulary | None, vocabulary_b: Vocabulary | None, rows_a: int, rows_b: int
+) -> TokenPairs | None:
+    """Ordinary tokens both vocabularies hold, as (A's id, B's id) within both embeddings; None
+    without two vocabularies. Each token string counts once, at its lowest id on each side."""
+    if vocabulary_a is None or vocabulary_b is None:
+        return None
+
+    def positions(vocabulary: Vocabulary, rows: int) -> dict[bytes, int]:
+        where: dict[bytes, int] = {}
+        for index in range(min(len(vocabulary.tokens), rows) - 1, -1, -1):
+            token = vocabulary.tokens[index]
+            if token is not None and index not in vocabulary.special:
+                where[token] = index
+        return where
+
+    in_a, in_b = positions(vocabulary_a, rows_a), positions(vocabulary_b, rows_b)
+    shared = sorted((in_b[token], in_a[token]) for token in in_a.keys() & in_b.keys())
+    ids_b = np.array([pair[0] for pair in shared], dtype=np.int64)
+    ids_a = np.array([pair[1] for pair in shared], dtype=np.int64)
+    return TokenPairs(ids_a, ids_b, int(np.count_nonzero(ids_a != ids_b)))
+
+
+def _best_alignment(
+    model_a: CanonicalModel, model_b: CanonicalModel, pairs: TokenPairs | None = None
+) -> Alignment | None:
+    """The residual alignment, anchored on input embeddings: rows of the same token string when
+    ``pairs`` is given, else rows of the same id.
 
     When names are scrambled on both sides, each side offers two candidates (input embedding and
     output head) and nothing says which is which. The output heads of independently trained models
@@ -625,28 +806,165 @@ def _best_alignment(model_a: CanonicalModel, model_b: CanonicalModel) -> Alignme
     the candidates are paired as a whole (a bijection): a derivative aligns well under *both*
     pairings of the right bijection, unrelated models do not. The bijection whose worse pairing
     aligns best is chosen, and that worse pairing is the anchor: conservative by construction.
+
+    An alignment above `TRUSTED_RESIDUAL` is fitted once more with its rows paired at random
+    (`Alignment.chance`), so that `alignment_failure` can tell a weak fit from a failed one.
     """
     names_a, names_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
     if not names_a or not names_b:
         return None
-    rows = min(model_a.checkpoint.info(names_a[0]).shape[0], model_b.checkpoint.info(names_b[0]).shape[0])
     hidden = max(model_a.hidden or 0, model_b.hidden or 0)
-    candidates_a = [_anchor_matrix(model_a, n, rows, hidden) for n in names_a]
-    candidates_b = [_anchor_matrix(model_b, n, rows, hidden) for n in names_b]
+    if pairs is not None:
+        step = anchor_stride(len(pairs.ids_a), hidden)
+        ids_a, ids_b = pairs.ids_a[::step], pairs.ids_b[::step]
+        candidates_a = [_read_row_ids(model_a, n, ids_a) for n in names_a]
+        candidates_b = [_read_row_ids(model_b, n, ids_b) for n in names_b]
+    else:
+        rows = min(model_a.checkpoint.info(names_a[0]).shape[0], model_b.checkpoint.info(names_b[0]).shape[0])
+        candidates_a = [_anchor_matrix(model_a, n, rows, hidden) for n in names_a]
+        candidates_b = [_anchor_matrix(model_b, n, rows, hidden) for n in names_b]
     rows = min(c.shape[0] for c in candidates_a + candidates_b)
     candidates_a = [c[:rows] for c in candidates_a]
     candidates_b = [c[:rows] for c in candidates_b]
     if len(candidates_a) == 1 or len(candidates_b) == 1:
-        options = [align_embeddings(a, b) for a in candidates_a for b in candidates_b]
-        return min(options, key=lambda alignment: alignment.residual)
-    chosen: Alignment | None = None
-    size = min(len(candidates_a), len(candidates_b))
-    for order in itertools.permutations(range(len(candidates_b)), size):
-        pairings = [align_embeddings(candidates_a[i], candidates_b[j]) for i, j in enumerate(order)]
-        worst = max(pairings, key=lambda alignment: alignment.residual)
-        if chosen is None or worst.residual < chosen.residual:
-            chosen = worst
-    return chosen
+        options = [(i, j) for i in range(len(candidates_a)) for j in range(len(candidates_b))]
+        fits = {(i, j): align_embeddings(candidates_a[i], candidates_b[j]) for i, j in options}
+        i, j = min(options, key=lambda key: fits[key].residual)
+    else:
+        chosen: tuple[float, tuple[int, int]] | None = None
+        size = min(len(candidates_a), len(candidates_b))
+        fits = {}
+        for order in itertools.permutations(range(len(candidates_b)), size):
+            for key in enumerate(order):
+                if key not in fits:
+                    fits[key] = align_embeddings(candidates_a[key[0]], candidates_b[key[1]])
+            worst = max(enumerate(order), key=lambda key: fits[key].residual)
+            if chosen is None or fits[worst].residual < chosen[0]:
+                chosen = (fits[worst].residual, worst)
+        assert chosen is not None
+        i, j = chosen[1]
+    alignment = fits[(i, j)]
+    if alignment.residual > TRUSTED_RESIDUAL:
+        alignment = align_embeddings(candidates_a[i], candidates_b[j], chance=True)
+    return replace(alignment, anchored_by="token ids" if pairs is None else "token strings")
+
+
+def alignment_failure(alignment: Alignment | None) -> str | None:
+    """Why the residual streams are not known to be aligned (None: they are)."""
+    if alignment is None:
+        return "no embedding anchors to align the residual streams"
+    if alignment.method != "procrustes-embeddings":
+        return f"no embedding alignment (compared through {alignment.method})"
+    if math.isfinite(alignment.chance) and alignment.chance - alignment.residual < ALIGNMENT_MIN_GAP:
+        return (
+            f"the embedding alignment failed: its residual {alignment.residual:.3f} is within "
+            f"{ALIGNMENT_MIN_GAP} of the {alignment.chance:.3f} that rows paired at random give, so the "
+            f"anchor rows ({alignment.anchored_by}) do not hold the same tokens or carry nothing to align on"
+        )
+    return None
+
+
+# --- alignment from the layer matrices -------------------------------------------------------------
+
+
+def _layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tuple[int, str], np.ndarray]:
+    """Each layer matrix's second moment in residual space (unit-length vectors, norm gains folded),
+    keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers."""
+    grams: dict[tuple[int, str], np.ndarray] = {}
+    for layer in model.layers:
+        for role in LAYER_ROLES:
+            if quick and role not in READS_RESIDUAL:
+                continue
+            vectors = _layer_vectors(model, layer, role, hidden, quick=quick)
+            if vectors is None:
+                continue
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            grams[(layer, role)] = (vectors.T @ vectors).astype(np.float64)
+    return grams
+
+
+def _layer_vectors(
+    model: CanonicalModel, layer: int, role: str, hidden: int, *, quick: bool
+) -> np.ndarray | None:
+    """A layer matrix as vectors in residual space (rows of a reader, columns of a writer)."""
+    names = model.slots.get((layer, role))
+    if quick and names and len(names) == 1:
+        matrix: np.ndarray | None = _read_rows(model, names[0], _quick_step(model, names[0]))
+        gain = model.role(layer, READS_RESIDUAL[role]) if role in READS_RESIDUAL else None
+        if matrix is not None and gain is not None and gain.shape == (matrix.shape[1],):
+            matrix = matrix * gain[None, :]
+    else:
+        matrix = model.folded(layer, role)
+    if matrix is None or matrix.ndim != 2:
+        return None
+    vectors = matrix if role in READS_RESIDUAL else matrix.T
+    return vectors if vectors.shape[1] == hidden else None
+
+
+@dataclass(frozen=True)
+class LayerFit:
+    """The residual alignment read off the layer matrices: ``alignment`` fitted on every layer (for
+    reports and `how`), and ``folds[k]`` fitted on the layers whose number has parity ``k``.
+
+    The test uses the folds crosswise (B's even layers through the rotation fitted on the odd ones
+    and the reverse): a rotation fitted to a matrix makes that very matrix look alike in
+    independent models too (p = 1e-72 on the zoo's null pairs), while the other fold's rotation
+    only carries what the whole residual stream shares."""
+
+    alignment: Alignment
+    folds: tuple[np.ndarray, np.ndarray]
+
+
+def layer_fit_alignment(
+    model_a: CanonicalModel, model_b: CanonicalModel, hidden: int, *, quick: bool
+) -> LayerFit | None:
+    """`LayerFit` for two models of one hidden size (`sketch.fit_rotation`): matrices matched by
+    (layer, role) when both have the same layers, else by role summed over the fold's layers.
+    None when too few matrices can be read by role (scrambled names) or the width is too large."""
+    if hidden > LAYER_FIT_MAX_HIDDEN:
+        return None
+    grams_a = _layer_grams(model_a, hidden, quick=quick)
+    grams_b = _layer_grams(model_b, hidden, quick=quick)
+    same_layers = set(grams_a) == set(grams_b)
+
+    def pairs(parities: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        chosen_a = {k: g for k, g in grams_a.items() if k[0] % 2 in parities}
+        chosen_b = {k: g for k, g in grams_b.items() if k[0] % 2 in parities}
+        if same_layers:
+            keys = sorted(chosen_a)
+            return [chosen_a[k] for k in keys], [chosen_b[k] for k in keys]
+        out_a, out_b = [], []
+        for role in LAYER_ROLES:
+            role_a = [g for (_, r), g in chosen_a.items() if r == role]
+            role_b = [g for (_, r), g in chosen_b.items() if r == role]
+            if role_a and role_b:
+                out_a.append(np.sum(role_a, axis=0))
+                out_b.append(np.sum(role_b, axis=0))
+        return out_a, out_b
+
+    fits = []
+    for parities in ((0, 1), (0,), (1,)):
+        matrices_a, matrices_b = pairs(parities)
+        if len(matrices_a) < (LAYER_FIT_MIN_MATRICES if len(parities) == 2 else 2):
+            return None
+        fits.append(fit_rotation(matrices_a, matrices_b))
+    alignment = Alignment(transform=fits[0], residual=float("nan"), anchors=0, method="layer-matrices")
+    return LayerFit(alignment, (fits[1], fits[2]))
+
+
+def _cross_fitted_units(
+    model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool
+) -> list[Unit]:
+    """B's units, each layer's through the rotation fitted on the other parity's layers."""
+    units: list[Unit] = []
+    for parity in (0, 1):
+        transform = fit.folds[1 - parity]
+        units += [
+            u
+            for u in _units(model_b, hidden, transform @ basis_a, quick=quick)
+            if (u.layer or 0) % 2 == parity
+        ]
+    return units
 
 
 def _hash_names(checkpoint: Checkpoint) -> list[str]:
@@ -654,9 +972,10 @@ def _hash_names(checkpoint: Checkpoint) -> list[str]:
     return [name for name, _ in names]
 
 
-def _tokenizer_relation(a: Checkpoint, b: Checkpoint) -> TokenizerRelation | None:
+def _tokenizer_relation(
+    vocabulary_a: Vocabulary | None, vocabulary_b: Vocabulary | None
+) -> TokenizerRelation | None:
     """How B's tokenizer relates to A's, when both carry one (vocabulary extension shows here)."""
-    vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
     if vocabulary_a is None or vocabulary_b is None:
         return None
     return relate(vocabulary_a, vocabulary_b)
@@ -686,6 +1005,32 @@ def decide(units: int, z: float, p: float) -> tuple[str, str]:
     return "independent", "no weight matrix of B matches A's beyond what unrelated models show"
 
 
+@dataclass
+class Candidate:
+    """One residual alignment tried, and the test's uncorrected p-value under it."""
+
+    alignment: Alignment
+    weighed: WeighedUnits | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.alignment.method,
+            "p_value": None if self.weighed is None else self.weighed.p_value,
+            "units": 0 if self.weighed is None else len(self.weighed.matches),
+        }
+
+
+def _twins(
+    hashes_a: ContentHashes | None, hashes_b: ContentHashes | None, model_b: CanonicalModel
+) -> TwinMatch | None:
+    if hashes_a is None or hashes_b is None:
+        return None
+    fixed = frozenset(a.name for a in model_b.result.recognition.assignments if a.role in FIXED_ROLES)
+    return exact_twins(
+        hashes_a, hashes_b, min_elements=TWIN_MIN_ELEMENTS, min_distinct=TWIN_MIN_DISTINCT, excluded=fixed
+    )
+
+
 def compare_checkpoints(
     a: Checkpoint, b: Checkpoint, *, quick: bool = False, path_a: str = "", path_b: str = ""
 ) -> CompareResult:
@@ -697,8 +1042,10 @@ def compare_checkpoints(
     hashes_b = None if quick else content_hashes(b, _hash_names(b))
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
+    twins = _twins(hashes_a, hashes_b, model_b)
     profile: float | None = None
-    tokenizer = _tokenizer_relation(a, b)
+    vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
+    tokenizer = _tokenizer_relation(vocabulary_a, vocabulary_b)
 
     def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
         return CompareResult(
@@ -713,6 +1060,7 @@ def compare_checkpoints(
             notes=notes,
             quick=quick,
             tokenizer=tokenizer,
+            twins=twins,
             **kwargs,
         )
 
@@ -722,66 +1070,155 @@ def compare_checkpoints(
 
     hidden_a, hidden_b = model_a.hidden, model_b.hidden
     if not hidden_a or not hidden_b:
-        return result(
-            "inconclusive",
-            "the hidden size of one model could not be recognized",
-            how=[],
-            p_value=None,
-            score=None,
-            layers=[],
-            alignment=None,
+        verdict, reason = _with_twins(
+            "inconclusive", "the hidden size of one model could not be recognized", twins
         )
-    anchored = _best_alignment(model_a, model_b)
-    if anchored is not None:
-        alignment = anchored
-    elif hidden_a == hidden_b:
-        alignment = identity_alignment(hidden_a, hidden_b)
-        notes.append(
-            "no embeddings to align the residual streams: compared in the stored basis (a rotation would hide lineage)"
+        return result(verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=None)
+    anchored = _best_alignment(
+        model_a, model_b, _string_anchors(model_a, model_b, vocabulary_a, vocabulary_b)
+    )
+    failure = alignment_failure(anchored)
+    plan: list[Alignment] = [] if anchored is None else [anchored]
+    if (
+        failure is not None or anchored is None or anchored.residual > TRUSTED_RESIDUAL
+    ) and hidden_a == hidden_b:
+        plan.append(identity_alignment(hidden_a, hidden_b))
+        plan.append(
+            Alignment(np.eye(hidden_a, dtype=np.float32), float("nan"), 0, "layer-matrices")
+        )  # fitted lazily
+    if not plan:
+        verdict, reason = _with_twins(
+            "inconclusive", "different hidden sizes and no embeddings to align them", twins
         )
-    else:
-        return result(
-            "inconclusive",
-            "different hidden sizes and no embeddings to align them",
-            how=[],
-            p_value=None,
-            score=None,
-            layers=[],
-            alignment=None,
-        )
+        return result(verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=None)
 
     basis_a = projection(hidden_a, SKETCH_DIM)
     units_a = _units(model_a, hidden_a, basis_a, quick=quick)
-    units_b = _units(model_b, hidden_b, alignment.transform @ basis_a, quick=quick)
-    if len(units_a) < 2 or len(units_b) < 1:
+    tried: list[Candidate] = []
+    for alignment in plan:
+        if alignment.method == "layer-matrices":
+            fitted = layer_fit_alignment(model_a, model_b, hidden_a, quick=quick)
+            if fitted is None:
+                tried.append(Candidate(alignment))
+                continue
+            candidate = Candidate(fitted.alignment)
+            units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
+        else:
+            candidate = Candidate(alignment)
+            units_b = _units(model_b, hidden_b, alignment.transform @ basis_a, quick=quick)
+        tried.append(candidate)
+        if len(units_a) >= 2 and len(units_b) >= 1:
+            # A rotation fitted role by role pulls all of a role's matrices together: their null
+            # takes that into account (`match_units`).
+            role_null = alignment.method == "layer-matrices"
+            candidate.weighed = weigh_units(units_a, units_b, basis_a.shape[1], role_null=role_null)
+        # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
+        # first decisive one keeps the test calibrated.
+        if candidate.weighed is not None and candidate.weighed.p_value * len(plan) < DERIVED_P:
+            break
+    scored = [c for c in tried if c.weighed is not None]
+    if not scored:
+        verdict, reason = _with_twins("inconclusive", "no comparable weight matrices", twins)
         return result(
-            "inconclusive",
-            "no comparable weight matrices",
-            how=[],
-            p_value=None,
-            score=None,
-            layers=[],
-            alignment=alignment,
+            verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=anchored, candidates=tried
         )
-    weighed = weigh_units(units_a, units_b, basis_a.shape[1])
+    best = min(scored, key=lambda c: c.weighed.p_value if c.weighed else 1.0)
+    weighed = best.weighed
+    assert weighed is not None
+    p_value = min(1.0, weighed.p_value * len(plan))
+    verdict, reason = decide(len(weighed.matches), _normal_isf(p_value), p_value)
+    if len(plan) > 1 and verdict == "derived":
+        reason += (
+            f", through {_method_text(best.alignment)} ({len(plan)} alignments tried, p corrected for them)"
+        )
+    if verdict != "derived" and failure is not None:
+        tried_text = ", ".join(_method_text(c.alignment) for c in tried)
+        verdict = "inconclusive"
+        reason = (
+            f"{failure}; under every alignment tried ({tried_text}) no match was found, which cannot "
+            "rule out a derivative with a new vocabulary and a transformed residual stream"
+        )
+    verdict, reason = _with_twins(verdict, reason, twins)
     profile = weighed.profile_correlation
     how = (
-        _how(inspect_a, inspect_b, weighed.layers, alignment, model_a, model_b, quick=quick)
-        if weighed.verdict == "derived"
+        _how(inspect_a, inspect_b, weighed.layers, best.alignment, model_a, model_b, quick=quick)
+        if verdict == "derived"
         else []
     )
+    if (
+        verdict == "derived"
+        and "vocab-extended" not in how
+        and _vocabulary_replaced(tokenizer, anchored, failure)
+    ):
+        how.append("vocab-replaced")
     return result(
-        weighed.verdict,
-        weighed.reason,
+        verdict,
+        reason,
         how=how,
-        p_value=weighed.p_value,
+        p_value=p_value,
         score=weighed.score,
         layers=weighed.layers,
-        alignment=alignment,
+        alignment=best.alignment if anchored is None or failure is not None else anchored,
         matches=weighed.matches,
         layer_similarity=weighed.layer_similarity,
         std_profiles=weighed.std_profiles,
+        candidates=tried,
+        anchored=anchored,
+        alignment_failure=failure,
+        corrected_for=len(plan),
     )
+
+
+def _string_anchors(
+    model_a: CanonicalModel,
+    model_b: CanonicalModel,
+    vocabulary_a: Vocabulary | None,
+    vocabulary_b: Vocabulary | None,
+) -> TokenPairs | None:
+    """Anchor pairs by token string, when both vocabularies are known, enough tokens are shared to
+    fix a rotation, and some of them sit at other ids (else equal ids are the same anchors)."""
+    names_a, names_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
+    if not names_a or not names_b:
+        return None
+    rows_a = model_a.checkpoint.info(names_a[0]).shape[0]
+    rows_b = model_b.checkpoint.info(names_b[0]).shape[0]
+    pairs = token_pairs(vocabulary_a, vocabulary_b, rows_a, rows_b)
+    hidden = max(model_a.hidden or 0, model_b.hidden or 0)
+    if pairs is None or pairs.moved == 0 or len(pairs.ids_a) < MIN_ANCHORS_PER_DIMENSION * hidden:
+        return None
+    return pairs
+
+
+def _method_text(alignment: Alignment) -> str:
+    if alignment.method == "procrustes-embeddings":
+        return f"embedding rows of the same {alignment.anchored_by.removeprefix('token ')}"
+    if alignment.method == "identity":
+        return "the stored basis"
+    return "a rotation fitted from the layer matrices"
+
+
+def _with_twins(verdict: str, reason: str, twins: TwinMatch | None) -> tuple[str, str]:
+    """Exact twins of A's tensors in B: most of B's parameters make B `derived`, any rules out
+    `independent` (see `TWIN_MIN_ELEMENTS`)."""
+    if twins is None or twins.tensors == 0 or verdict in ("derived", "identical"):
+        return verdict, reason
+    what = (
+        f"{twins.fraction:.0%} of B's parameters ({twins.tensors} tensors of at least "
+        f"{TWIN_MIN_ELEMENTS:,} values, {TWIN_MIN_DISTINCT} of them distinct) are exact copies of A's "
+        "tensors (after bf16 rounding), which independent training does not reproduce"
+    )
+    if twins.fraction >= TWIN_DERIVED_FRACTION:
+        return "derived", what
+    return "inconclusive", f"{what}; the rest: {reason}"
+
+
+def _vocabulary_replaced(
+    tokenizer: TokenizerRelation | None, anchored: Alignment | None, failure: str | None
+) -> bool:
+    """B's embedding rows are not A's at A's ids: a renumbered or new vocabulary, or re-initialised rows."""
+    if anchored is not None and anchored.anchored_by == "token strings":
+        return True
+    return failure is not None and anchored is not None
 
 
 @dataclass
@@ -799,11 +1236,14 @@ class WeighedUnits:
     profile_correlation: float | None
 
 
-def weigh_units(units_a: list[Unit], units_b: list[Unit], sketch_dim: int) -> WeighedUnits:
+def weigh_units(
+    units_a: list[Unit], units_b: list[Unit], sketch_dim: int, *, role_null: bool = False
+) -> WeighedUnits:
     """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
-    `compare` and the comparison against a fingerprint (`lineage.fingerprint`)."""
+    `compare` and the comparison against a fingerprint (`lineage.fingerprint`). ``role_null``: see
+    `match_units`."""
     table = similarity_table(units_a, units_b)
-    matches = match_units(units_a, units_b, sketch_dim, table)
+    matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null)
     similarity = layer_similarity(units_a, units_b, table)
     del table
     z, p = combine(one_to_one(matches))

@@ -35,6 +35,7 @@ class TensorHashes:
     exact: str
     rounded: str
     multiset: str
+    distinct: int = 0  # distinct bfloat16 values (0: not counted, as in a fingerprint's records)
 
 
 @dataclass
@@ -85,7 +86,8 @@ def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
         histogram += np.bincount(bits, minlength=1 << 16)
     # The histogram of the 65,536 bfloat16 bit patterns is the multiset, exactly, in O(n).
     multiset = hashlib.sha256(histogram.tobytes()).hexdigest()
-    return TensorHashes(name, info.numel, exact.hexdigest(), rounded.hexdigest(), multiset)
+    distinct = int(np.count_nonzero(histogram))
+    return TensorHashes(name, info.numel, exact.hexdigest(), rounded.hexdigest(), multiset, distinct)
 
 
 def content_hashes(checkpoint: Checkpoint, names: list[str]) -> ContentHashes:
@@ -121,3 +123,48 @@ def match_hashes(a: ContentHashes, b: ContentHashes) -> HashMatch:
         return matched / b.parameters if b.parameters else 0.0
 
     return HashMatch(fraction("exact"), fraction("rounded"), fraction("multiset"))
+
+
+@dataclass(frozen=True)
+class TwinMatch:
+    """B's tensors whose values (after bf16 rounding) equal one of A's, counting only tensors that
+    independent training cannot reproduce (see `exact_twins`)."""
+
+    fraction: float  # of B's parameters
+    tensors: int
+    parameters: int
+    min_elements: int
+    min_distinct: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "fraction": round(self.fraction, 6),
+            "tensors": self.tensors,
+            "parameters": self.parameters,
+            "min_elements": self.min_elements,
+            "min_distinct": self.min_distinct,
+        }
+
+
+def exact_twins(
+    a: ContentHashes,
+    b: ContentHashes,
+    *,
+    min_elements: int,
+    min_distinct: int,
+    excluded: frozenset[str] = frozenset(),
+) -> TwinMatch:
+    """Twins of A's tensors among B's, each of A's tensors vouching for one of B's. A tensor of B
+    counts only with at least ``min_elements`` values, ``min_distinct`` of them distinct, and a
+    name outside ``excluded`` (tables fixed by design, such as sinusoidal positions)."""
+    available = a.by("rounded")
+    tensors = parameters = 0
+    for tensor in b.tensors:
+        if tensor.numel < min_elements or tensor.distinct < min_distinct or tensor.name in excluded:
+            continue
+        if available[tensor.rounded] > 0:
+            available[tensor.rounded] -= 1
+            tensors += 1
+            parameters += tensor.numel
+    fraction = parameters / b.parameters if b.parameters else 0.0
+    return TwinMatch(fraction, tensors, parameters, min_elements, min_distinct)

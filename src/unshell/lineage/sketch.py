@@ -29,6 +29,10 @@ class Alignment:
     residual: float  # relative Procrustes residual on the anchor rows (0 = exact rotation)
     anchors: int  # anchor rows used
     method: str
+    # The same fit with the anchor rows paired at random (NaN when not measured): what the residual
+    # is when the anchors pair unrelated rows. An alignment no better than this has failed.
+    chance: float = float("nan")
+    anchored_by: str = ""  # "token ids" or "token strings" for an embedding alignment
 
 
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
@@ -43,12 +47,16 @@ def anchor_stride(rows: int, hidden: int) -> int:
     return max(1, -(-rows // keep))
 
 
-def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray) -> Alignment:
-    """Residual alignment from embedding rows of tokens both vocabularies hold (same ids, same rows).
+CHANCE_SEED = 20_018
 
-    Vocabulary extension keeps the original ids, so the shared prefix is the anchor. Rows are
-    centered first (in place: callers pass arrays they own): the mean embedding is a direction
-    every model has and says nothing about lineage.
+
+def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, chance: bool = False) -> Alignment:
+    """Residual alignment from embedding rows of tokens both vocabularies hold (row i of each).
+
+    Vocabulary extension keeps the original ids, so the shared prefix is the anchor; callers that
+    know the token strings pass the rows of shared strings instead. Rows are centered first (in
+    place: callers pass arrays they own): the mean embedding is a direction every model has and
+    says nothing about lineage. ``chance``: also fit B's rows in a fixed random order (`Alignment.chance`).
     """
     rows = min(embed_a.shape[0], embed_b.shape[0])
     a = np.asarray(embed_a[:rows], dtype=np.float32)
@@ -57,6 +65,19 @@ def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray) -> Alignment:
     b = b if b.flags.writeable else b.copy()
     a -= a.mean(axis=0, keepdims=True)
     b -= b.mean(axis=0, keepdims=True)
+    transform, residual = _procrustes(a, b)
+    shuffled = float("nan")
+    if chance:
+        order = np.random.default_rng(CHANCE_SEED).permutation(rows)
+        shuffled = _procrustes(a, b[order])[1]
+    return Alignment(
+        transform=transform, residual=residual, anchors=rows, method="procrustes-embeddings", chance=shuffled
+    )
+
+
+def _procrustes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """(orthogonal transform fitting ``b @ transform`` to ``a``, relative residual after scaling)."""
+    rows = a.shape[0]
     u, _, vt = np.linalg.svd((b.T @ a).astype(np.float64), full_matrices=False)
     transform = (u @ vt).astype(np.float32)
     # Compare shapes of point clouds, not scales (fine-tuning can rescale embeddings), in blocks of
@@ -70,7 +91,7 @@ def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray) -> Alignment:
     target_norm = float(np.sum(a * a))
     residual_sq = scale * scale * fitted_norm - 2 * scale * dot + target_norm
     residual = float(np.sqrt(max(residual_sq, 0.0) / max(target_norm, 1e-30)))
-    return Alignment(transform=transform, residual=residual, anchors=rows, method="procrustes-embeddings")
+    return transform, residual
 
 
 def identity_alignment(hidden_a: int, hidden_b: int) -> Alignment:
@@ -113,3 +134,41 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     gram -= np.eye(gram.shape[0]) * (np.trace(gram) / gram.shape[0])
     norm = np.linalg.norm(gram)
     return (gram / norm if norm > 0 else gram).astype(np.float32)
+
+
+def fit_rotation(grams_a: list[np.ndarray], grams_b: list[np.ndarray], iterations: int = 40) -> np.ndarray:
+    """An orthogonal H x H transform T with ``Tᵀ G_B T ≈ G_A`` for every pair of second moments.
+
+    A rotated residual stream rotates every matrix's second moment alike (``G_B = Qᵀ G_A Q``), so
+    the rotation can be read off the matrices themselves, without any token: the eigenvectors of
+    the summed moments give it up to one sign per direction, the pairs' cross terms fix the signs
+    (the leading eigenvector of their sign-agreement matrix), and a monotone ascent on
+    ``Σ tr(Tᵀ G_B T G_A)`` (T <- polar factor of the gradient; the objective is convex in T for
+    positive semi-definite moments, so each step can only raise it) settles directions that the
+    sum alone leaves nearly degenerate. Returns T as an `Alignment.transform` (``x_A ≈ x_B @ T``).
+    """
+    a = [np.asarray(g, dtype=np.float64) / max(float(np.linalg.norm(g)), 1e-30) for g in grams_a]
+    b = [np.asarray(g, dtype=np.float64) / max(float(np.linalg.norm(g)), 1e-30) for g in grams_b]
+    _, vectors_a = np.linalg.eigh(sum(a))
+    _, vectors_b = np.linalg.eigh(sum(b))
+    agreement = sum(
+        (vectors_a.T @ ga @ vectors_a) * (vectors_b.T @ gb @ vectors_b) for ga, gb in zip(a, b, strict=True)
+    )
+    assert isinstance(agreement, np.ndarray)
+    np.fill_diagonal(agreement, 0.0)
+    signs = np.sign(np.linalg.eigh(agreement)[1][:, -1])
+    signs[signs == 0] = 1.0
+    for _ in range(4):  # single flips that still raise the agreement
+        for j in range(signs.size):
+            if signs[j] * float(agreement[j] @ signs) < 0:
+                signs[j] = -signs[j]
+    transform = (vectors_b * signs) @ vectors_a.T
+    for _ in range(iterations):
+        gradient = sum(gb @ transform @ ga for ga, gb in zip(a, b, strict=True))
+        u, _, vt = np.linalg.svd(gradient)
+        step = u @ vt
+        moved = float(np.linalg.norm(step - transform))
+        transform = step
+        if moved < 1e-4:
+            break
+    return transform.astype(np.float32)

@@ -32,6 +32,8 @@ from ..lineage.compare import (
     PROFILE_NULL_MAX,
     PROFILE_NULL_MEDIAN,
     CompareResult,
+    alignment_text,
+    twins_text,
 )
 from ..tokenizers.report import TokenizerComparison
 
@@ -936,22 +938,18 @@ def _evidence_section(doc: dict[str, Any]) -> str:
         )
     else:
         rows.append(("content hashes", "not computed" + (" (--quick)" if evidence["quick"] else "")))
-    alignment = evidence.get("alignment")
+    twins = twins_text(evidence.get("exact_twins"))
+    if twins:
+        rows.append(("exact twins", _e(twins)))
+    alignment = alignment_text(evidence.get("alignment"))
     if alignment:
-        residual = alignment["residual"]
-        rows.append(
-            (
-                "residual alignment",
-                _e(
-                    f"{alignment['method']}, residual {'n/a' if residual is None else f'{residual:.4f}'} "
-                    f"over {alignment['anchors']:,} anchor tokens (0 = an exact rotation)"
-                ),
-            )
-        )
+        rows.append(("residual alignment", _e(alignment)))
     rows.append(("mode", "quick (sampled rows, no hashing)" if evidence["quick"] else "full"))
     if evidence.get("bytes_read"):
         rows.append(("bytes read for the test", f"{evidence['bytes_read']:,}"))
-    text = _table(("", "Value"), rows, caption="Cheap evidence (shown, never deciding)", row_headers=True)
+    text = _table(
+        ("", "Value"), rows, caption="Cheap evidence (shown; only exact twins can decide)", row_headers=True
+    )
     if doc["notes"]:
         text += "<h3>Notes</h3>" + _list(doc["notes"])
     return text
@@ -995,6 +993,9 @@ def compare_html(result: CompareResult | TokenizerComparison) -> str:
             f'<p class="small">p-value {_e(_p_text(doc["p_value"]))} for H0 \'B was trained independently of '
             "A'.</p>"
         )
+    alignment = alignment_text(doc["evidence"].get("alignment"))
+    if alignment:
+        extra += f'<p class="small">Residual alignment: {_e(alignment)}.</p>'
     body = [
         _section(
             "verdict",

@@ -132,6 +132,11 @@ def render_compare(doc: dict[str, Any]) -> str:
         ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
         ("p-value", f"{_p_text(doc['p_value'])} for H0 'B was trained independently of A'"),
     ]
+    from ..lineage.compare import alignment_text, twins_text
+
+    alignment = alignment_text(evidence.get("alignment"))
+    if alignment:
+        rows.append(("alignment", alignment))
     if doc["score"] is not None:
         rows.append(
             ("score", f"{doc['score']:.3f} (mean similarity of matched matrices; 0 = unrelated, 1 = same)")
@@ -146,15 +151,9 @@ def render_compare(doc: dict[str, Any]) -> str:
                 f"B's parameters with a twin in A: exact {hashes['exact']:.0%}, after bf16 rounding {hashes['rounded']:.0%}, as value multisets {hashes['multiset']:.0%}",
             )
         )
-    alignment = evidence.get("alignment")
-    if alignment:
-        residual = alignment["residual"]
-        rows.append(
-            (
-                "alignment",
-                f"{alignment['method']}, residual {residual if residual is not None else 'n/a'} over {alignment['anchors']} anchor tokens",
-            )
-        )
+    twins = twins_text(evidence.get("exact_twins"))
+    if twins:
+        rows.append(("exact twins", twins))
     if evidence.get("std_profile_correlation") is not None:
         rows.append(
             (

@@ -42,20 +42,20 @@ takes tens of bytes of memory per byte, so this cap is what keeps a planted file
 MAX_LLAMA2C_TOKEN_BYTES = 1 << 16
 
 # SentencePiece TrainerSpec.model_type; UNIGRAM is the proto default when the field is absent.
-_SENTENCEPIECE_KINDS = {
+SENTENCEPIECE_KINDS = {
     1: "sentencepiece-unigram",
     2: "sentencepiece-bpe",
     3: "sentencepiece-word",
     4: "sentencepiece-char",
 }
-_TOKENIZER_JSON_KINDS = {
+TOKENIZER_JSON_KINDS = {
     "BPE": "bpe",
     "WordPiece": "wordpiece",
     "Unigram": "unigram",
     "WordLevel": "wordlevel",
 }
-_MERGES_NAMES = ("merges.txt", "vocab.bpe")
-_BPE_VOCAB_NAMES = ("vocab.json", "encoder.json")
+MERGES_NAMES = ("merges.txt", "vocab.bpe")
+BPE_VOCAB_NAMES = ("vocab.json", "encoder.json")
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _describe_tokenizer(checkpoint: Checkpoint, vocab_size_hint: int | None) -> 
     hint = vocab_size_hint if vocab_size_hint is not None else _vocab_size_from_header(checkpoint)
     try:
         if path == sidecars.get("vocab") and path.suffix.lower() == ".json":
-            return _describe_bpe_vocab(path, sidecars.get("merges") or _sibling(path, _MERGES_NAMES))
+            return _describe_bpe_vocab(path, sidecars.get("merges") or sibling(path, MERGES_NAMES))
         return describe_tokenizer_file(path, vocab_size_hint=hint)
     except InputError as exc:
         return TokenizerInfo(kind="unreadable", vocab_size=None, source=sanitize(path.name), note=str(exc))
@@ -136,8 +136,8 @@ def describe_tokenizer_file(
         return _describe_tiktoken(target)
     if name.endswith(".json"):
         return _describe_json(target)
-    if name in _MERGES_NAMES:
-        vocab = _sibling(target, _BPE_VOCAB_NAMES)
+    if name in MERGES_NAMES:
+        vocab = sibling(target, BPE_VOCAB_NAMES)
         if vocab is None:
             raise UnsupportedFormatError(
                 f"{sanitize(target.name)}: BPE merges without a vocab.json beside them"
@@ -196,7 +196,7 @@ def _vocab_size_from_header(checkpoint: Checkpoint) -> int | None:
     return None
 
 
-def _sibling(path: Path, names: tuple[str, ...]) -> Path | None:
+def sibling(path: Path, names: tuple[str, ...]) -> Path | None:
     for name in names:
         candidate = path.with_name(name)
         if candidate.is_file():
@@ -207,7 +207,7 @@ def _sibling(path: Path, names: tuple[str, ...]) -> Path | None:
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _read_capped(path: Path, limit: int | None = None) -> bytes:
+def read_capped(path: Path, limit: int | None = None) -> bytes:
     """The file's bytes, refused (ResourceLimitError) past ``limit`` (default `MAX_TOKENIZER_BYTES`)."""
     label = sanitize(path.name)
     limit = MAX_TOKENIZER_BYTES if limit is None else min(limit, MAX_TOKENIZER_BYTES)
@@ -230,8 +230,8 @@ def _read_capped(path: Path, limit: int | None = None) -> bytes:
     return data
 
 
-def _load_json(path: Path) -> Any:
-    raw = _read_capped(path)
+def load_json(path: Path) -> Any:
+    raw = read_capped(path)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -240,9 +240,9 @@ def _load_json(path: Path) -> Any:
         ) from None
 
 
-def _text_lines(path: Path) -> list[bytes]:
+def text_lines(path: Path) -> list[bytes]:
     """The lines of a one-entry-per-line tokenizer file (at most `MAX_LINE_TOKENIZER_BYTES`)."""
-    lines = _read_capped(path, MAX_LINE_TOKENIZER_BYTES).split(b"\n")
+    lines = read_capped(path, MAX_LINE_TOKENIZER_BYTES).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     return [line.removesuffix(b"\r") for line in lines]
@@ -252,13 +252,13 @@ def _text_lines(path: Path) -> list[bytes]:
 
 
 def _describe_json(path: Path) -> TokenizerInfo:
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise UnsupportedFormatError(f"{sanitize(path.name)}: JSON but not a tokenizer.json or a vocab.json")
     # A GPT-2 vocab holds the token "model" too, mapped to an id rather than an object.
     if isinstance(data.get("model"), dict):
         return _describe_tokenizer_json(data, sanitize(path.name))
-    return _describe_bpe_vocab(path, _sibling(path, _MERGES_NAMES), data=data)
+    return _describe_bpe_vocab(path, sibling(path, MERGES_NAMES), data=data)
 
 
 def _describe_tokenizer_json(data: dict[str, Any], source: str) -> TokenizerInfo:
@@ -272,8 +272,8 @@ def _describe_tokenizer_json(data: dict[str, Any], source: str) -> TokenizerInfo
         }
     else:
         raise CorruptCheckpointError(f"{source}: model.vocab is neither a mapping nor a list")
-    model_type = model.get("type") or _guess_model_type(model, vocab)
-    kind = _TOKENIZER_JSON_KINDS.get(model_type) if isinstance(model_type, str) else None
+    model_type = model.get("type") or guess_model_type(model, vocab)
+    kind = TOKENIZER_JSON_KINDS.get(model_type) if isinstance(model_type, str) else None
     if kind is None:
         raise UnsupportedFormatError(
             f"{source}: unknown tokenizer model type {sanitize(str(model_type), 40)!r}"
@@ -289,7 +289,7 @@ def _describe_tokenizer_json(data: dict[str, Any], source: str) -> TokenizerInfo
     )
 
 
-def _guess_model_type(model: Mapping[str, Any], vocab: object) -> str:
+def guess_model_type(model: Mapping[str, Any], vocab: object) -> str:
     """Old tokenizer.json files omit model.type; the vocab's shape and the merges tell it."""
     if isinstance(vocab, list):
         return "Unigram"
@@ -309,7 +309,7 @@ def _count_added_tokens(added_tokens: object, vocab: set[str]) -> int:
 
 def _describe_bpe_vocab(vocab_path: Path, merges_path: Path | None, *, data: Any = None) -> TokenizerInfo:
     source = sanitize(vocab_path.name)
-    vocab = _load_json(vocab_path) if data is None else data
+    vocab = load_json(vocab_path) if data is None else data
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise UnsupportedFormatError(f"{source}: not a BPE vocab (a mapping of tokens to ids)")
     merges = _count_merges(merges_path) if merges_path is not None else None
@@ -319,27 +319,27 @@ def _describe_bpe_vocab(vocab_path: Path, merges_path: Path | None, *, data: Any
 
 def _count_merges(path: Path) -> int:
     # The first line of a GPT-2 style merges file is a "#version: 0.2" comment.
-    return sum(1 for line in _text_lines(path) if line.strip() and not line.startswith(b"#version"))
+    return sum(1 for line in text_lines(path) if line.strip() and not line.startswith(b"#version"))
 
 
 # -- line formats ----------------------------------------------------------------------------------
 
 
 def _describe_wordpiece_vocab(path: Path) -> TokenizerInfo:
-    lines = _text_lines(path)
+    lines = text_lines(path)
     if not lines:
         raise CorruptCheckpointError(f"{sanitize(path.name)}: empty vocabulary")
     return TokenizerInfo("wordpiece", len(lines), sanitize(path.name))
 
 
-_TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]+={0,2} [0-9]+")
+TIKTOKEN_LINE = re.compile(rb"[A-Za-z0-9+/]+={0,2} [0-9]+")
 
 
 def _describe_tiktoken(path: Path) -> TokenizerInfo:
     source = sanitize(path.name)
-    lines = [line for line in _text_lines(path) if line.strip()]
+    lines = [line for line in text_lines(path) if line.strip()]
     for number, line in enumerate(lines, 1):
-        if not _TIKTOKEN_LINE.fullmatch(line):
+        if not TIKTOKEN_LINE.fullmatch(line):
             raise CorruptCheckpointError(f"{source}: line {number} is not a 'base64 rank' pair")
     if not lines:
         raise CorruptCheckpointError(f"{source}: no ranks")
@@ -350,57 +350,57 @@ def _describe_tiktoken(path: Path) -> TokenizerInfo:
 
 
 def _describe_binary(path: Path, vocab_size_hint: int | None) -> TokenizerInfo:
-    data = _read_capped(path)
+    data = read_capped(path)
     source = sanitize(path.name)
     # Meta's Llama 3 ships its tiktoken rank file under the SentencePiece name tokenizer.model.
-    if _TIKTOKEN_LINE.fullmatch(data.split(b"\n", 1)[0].removesuffix(b"\r")):
+    if TIKTOKEN_LINE.fullmatch(data.split(b"\n", 1)[0].removesuffix(b"\r")):
         return _describe_tiktoken(path)
     try:
         return _describe_sentencepiece(data, source)
-    except _Malformed as protobuf_problem:
-        if not _looks_like_llama2c_tokenizer(data):
+    except Malformed as protobuf_problem:
+        if not looks_like_llama2c_tokenizer(data):
             raise CorruptCheckpointError(
                 f"{source}: neither a SentencePiece model ({protobuf_problem}) nor a llama2.c tokenizer"
             ) from None
     return _describe_llama2c(data, source, vocab_size_hint)
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """Bytes that do not parse; turned into a user-facing error by the caller."""
 
 
 def _describe_sentencepiece(data: bytes, source: str) -> TokenizerInfo:
     pieces = 0
     model_type = 1
-    for number, wire, start, end in _protobuf_fields(data):
+    for number, wire, start, end in protobuf_fields(data):
         if number == 1 and wire == 2:
             pieces += 1
         elif number == 2 and wire == 2:
-            model_type = _trainer_model_type(data[start:end], model_type)
+            model_type = trainer_model_type(data[start:end], model_type)
     if pieces == 0:
-        raise _Malformed("no pieces")
-    kind = _SENTENCEPIECE_KINDS.get(model_type)
+        raise Malformed("no pieces")
+    kind = SENTENCEPIECE_KINDS.get(model_type)
     if kind is None:
         raise CorruptCheckpointError(f"{source}: unknown SentencePiece model type {model_type}")
     return TokenizerInfo(kind, pieces, source)
 
 
-def _trainer_model_type(trainer_spec: bytes, default: int) -> int:
+def trainer_model_type(trainer_spec: bytes, default: int) -> int:
     model_type = default
-    for number, wire, value, _ in _protobuf_fields(trainer_spec):
+    for number, wire, value, _ in protobuf_fields(trainer_spec):
         if number == 3 and wire == 0:
             model_type = value
     return model_type
 
 
-def _protobuf_fields(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+def protobuf_fields(data: bytes) -> Iterator[tuple[int, int, int, int]]:
     """Walk one protobuf message: (field number, wire type, start or varint value, end)."""
     position = 0
     while position < len(data):
         key, position = _varint(data, position)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise _Malformed(f"field number 0 at byte {position}")
+            raise Malformed(f"field number 0 at byte {position}")
         if wire == 0:
             value, position = _varint(data, position)
             yield number, wire, value, position
@@ -411,9 +411,9 @@ def _protobuf_fields(data: bytes) -> Iterator[tuple[int, int, int, int]]:
         elif wire in (1, 5):
             start, position = position, position + (8 if wire == 1 else 4)
         else:
-            raise _Malformed(f"unsupported wire type {wire} at byte {position}")
+            raise Malformed(f"unsupported wire type {wire} at byte {position}")
         if position > len(data):
-            raise _Malformed("a field runs past the end")
+            raise Malformed("a field runs past the end")
         yield number, wire, start, position
 
 
@@ -421,16 +421,16 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
     result = 0
     for shift in range(0, 70, 7):
         if position >= len(data):
-            raise _Malformed("the data ends inside a varint")
+            raise Malformed("the data ends inside a varint")
         byte = data[position]
         position += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, position
-    raise _Malformed("a varint longer than 10 bytes")
+    raise Malformed("a varint longer than 10 bytes")
 
 
-def _looks_like_llama2c_tokenizer(data: bytes) -> bool:
+def looks_like_llama2c_tokenizer(data: bytes) -> bool:
     if len(data) < 12:
         return False
     max_token_length, _score, first_length = struct.unpack_from("<ifi", data, 0)

@@ -86,22 +86,22 @@ from ..errors import (
 from ..formats.base import Checkpoint, sanitize
 from ..formats.hf import TOKENIZER_ROLES
 from .describe import (
-    _BPE_VOCAB_NAMES,
-    _MERGES_NAMES,
-    _SENTENCEPIECE_KINDS,
-    _TIKTOKEN_LINE,
-    _TOKENIZER_JSON_KINDS,
+    BPE_VOCAB_NAMES,
     MAX_LINE_TOKENIZER_BYTES,
     MAX_TOKENIZER_BYTES,
-    _guess_model_type,
-    _load_json,
-    _looks_like_llama2c_tokenizer,
-    _Malformed,
-    _protobuf_fields,
-    _read_capped,
-    _sibling,
-    _text_lines,
-    _trainer_model_type,
+    MERGES_NAMES,
+    SENTENCEPIECE_KINDS,
+    TIKTOKEN_LINE,
+    TOKENIZER_JSON_KINDS,
+    Malformed,
+    guess_model_type,
+    load_json,
+    looks_like_llama2c_tokenizer,
+    protobuf_fields,
+    read_capped,
+    sibling,
+    text_lines,
+    trainer_model_type,
 )
 
 __all__ = ["MAX_VOCABULARY", "Vocabulary", "names_a_tokenizer", "read_vocabulary", "vocabulary_of"]
@@ -186,7 +186,7 @@ def _vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
         return None
     try:
         if path == checkpoint.sidecars.get("vocab") and path.suffix.lower() == ".json":
-            merges = checkpoint.sidecars.get("merges") or _sibling(path, _MERGES_NAMES)
+            merges = checkpoint.sidecars.get("merges") or sibling(path, MERGES_NAMES)
             return _read_bpe_vocab(path, merges)
         return read_vocabulary(path)
     except (InputError, OSError):
@@ -196,7 +196,7 @@ def _vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
 # -- choosing the file -----------------------------------------------------------------------------
 
 _SIDECAR_ROLES = TOKENIZER_ROLES
-_FOLDER_ORDER = ("tokenizer.json", "tokenizer.model", *_BPE_VOCAB_NAMES)
+_FOLDER_ORDER = ("tokenizer.json", "tokenizer.model", *BPE_VOCAB_NAMES)
 
 
 def _pick_sidecar(sidecars: Mapping[str, Path]) -> Path | None:
@@ -210,7 +210,7 @@ def _pick_sidecar(sidecars: Mapping[str, Path]) -> Path | None:
 
 
 _TOKENIZER_FILE_NAMES = frozenset(
-    {"tokenizer.json", "tokenizer.bin", "vocab.txt", *_BPE_VOCAB_NAMES, *_MERGES_NAMES}
+    {"tokenizer.json", "tokenizer.bin", "vocab.txt", *BPE_VOCAB_NAMES, *MERGES_NAMES}
 )
 
 
@@ -244,8 +244,8 @@ def _read_file(path: Path) -> Vocabulary:
         return _read_tiktoken(path)
     if name.endswith(".json"):
         return _read_json(path)
-    if name in _MERGES_NAMES:
-        vocab = _sibling(path, _BPE_VOCAB_NAMES)
+    if name in MERGES_NAMES:
+        vocab = sibling(path, BPE_VOCAB_NAMES)
         if vocab is None:
             raise UnsupportedFormatError(
                 f"{sanitize(path.name)}: BPE merges without a vocab.json beside them"
@@ -441,10 +441,10 @@ _SPECIAL_TYPES = frozenset({_SPM_UNKNOWN, _SPM_CONTROL, _SPM_UNUSED})
 
 
 def _read_binary(path: Path) -> Vocabulary:
-    data = _read_capped(path)
+    data = read_capped(path)
     source = sanitize(path.name)
     # Meta's Llama 3 ships its tiktoken rank file under the SentencePiece name tokenizer.model.
-    if _TIKTOKEN_LINE.fullmatch(data.split(b"\n", 1)[0].removesuffix(b"\r")):
+    if TIKTOKEN_LINE.fullmatch(data.split(b"\n", 1)[0].removesuffix(b"\r")):
         if len(data) > MAX_LINE_TOKENIZER_BYTES:
             raise ResourceLimitError(
                 f"{source}: a tiktoken rank file of {len(data)} bytes, over the {MAX_LINE_TOKENIZER_BYTES}-byte limit"
@@ -452,8 +452,8 @@ def _read_binary(path: Path) -> Vocabulary:
         return _tiktoken_from_lines(_lines(data), source)
     try:
         return _sentencepiece(data, source)
-    except _Malformed as protobuf_problem:
-        if not _looks_like_llama2c_tokenizer(data):
+    except Malformed as protobuf_problem:
+        if not looks_like_llama2c_tokenizer(data):
             raise CorruptCheckpointError(
                 f"{source}: neither a SentencePiece model ({protobuf_problem}) nor a llama2.c tokenizer"
             ) from None
@@ -465,7 +465,7 @@ def _sentencepiece(data: bytes, source: str) -> Vocabulary:
     tokens: list[bytes | None] = []
     special: set[int] = set()
     model_type = 1
-    for number, wire, start, end in _protobuf_fields(data):
+    for number, wire, start, end in protobuf_fields(data):
         if number == 1 and wire == 2:
             piece, piece_type = _sentencepiece_piece(data[start:end], len(tokens), source)
             if piece_type in _SPECIAL_TYPES:
@@ -478,10 +478,10 @@ def _sentencepiece(data: bytes, source: str) -> Vocabulary:
             if len(tokens) > MAX_VOCABULARY:
                 raise ResourceLimitError(f"{source}: more than {MAX_VOCABULARY} pieces")
         elif number == 2 and wire == 2:
-            model_type = _trainer_model_type(data[start:end], model_type)
+            model_type = trainer_model_type(data[start:end], model_type)
     if not tokens:
-        raise _Malformed("no pieces")
-    kind = _SENTENCEPIECE_KINDS.get(model_type)
+        raise Malformed("no pieces")
+    kind = SENTENCEPIECE_KINDS.get(model_type)
     if kind is None:
         raise CorruptCheckpointError(f"{source}: unknown SentencePiece model type {model_type}")
     return Vocabulary(tuple(tokens), frozenset(special), None, kind, SPM, source)
@@ -490,7 +490,7 @@ def _sentencepiece(data: bytes, source: str) -> Vocabulary:
 def _sentencepiece_piece(message: bytes, index: int, source: str) -> tuple[bytes, int]:
     piece = b""
     piece_type = _SPM_NORMAL
-    for number, wire, start, end in _protobuf_fields(message):
+    for number, wire, start, end in protobuf_fields(message):
         if number == 1 and wire == 2:
             piece = message[start:end]
         elif number == 3 and wire == 0:
@@ -556,7 +556,7 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def _read_tiktoken(path: Path) -> Vocabulary:
-    return _tiktoken_from_lines(_text_lines(path), sanitize(path.name))
+    return _tiktoken_from_lines(text_lines(path), sanitize(path.name))
 
 
 def _tiktoken_from_lines(lines: list[bytes], source: str) -> Vocabulary:
@@ -564,7 +564,7 @@ def _tiktoken_from_lines(lines: list[bytes], source: str) -> Vocabulary:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        if not _TIKTOKEN_LINE.fullmatch(line):
+        if not TIKTOKEN_LINE.fullmatch(line):
             raise CorruptCheckpointError(f"{source}: line {number} is not a 'base64 rank' pair")
         encoded, rank_text = line.split(b" ")
         try:
@@ -582,7 +582,7 @@ def _tiktoken_from_lines(lines: list[bytes], source: str) -> Vocabulary:
 
 def _read_wordpiece_txt(path: Path) -> Vocabulary:
     source = sanitize(path.name)
-    lines = _text_lines(path)
+    lines = text_lines(path)
     if not lines:
         raise CorruptCheckpointError(f"{source}: empty vocabulary")
     if len(lines) > MAX_VOCABULARY:
@@ -601,14 +601,14 @@ def _read_wordpiece_txt(path: Path) -> Vocabulary:
 
 
 def _read_json(path: Path) -> Vocabulary:
-    data = _load_json(path)
+    data = load_json(path)
     source = sanitize(path.name)
     if not isinstance(data, dict):
         raise UnsupportedFormatError(f"{source}: JSON but not a tokenizer.json or a vocab.json")
     # A GPT-2 vocab holds the token "model" too, mapped to an id rather than an object.
     if isinstance(data.get("model"), dict):
         return _tokenizer_json(data, source)
-    return _read_bpe_vocab(path, _sibling(path, _MERGES_NAMES), data=data)
+    return _read_bpe_vocab(path, sibling(path, MERGES_NAMES), data=data)
 
 
 def _has_step(node: object, predicate: Any, depth: int = 0) -> bool:
@@ -667,8 +667,8 @@ def _tokenizer_json(data: dict[str, Any], source: str) -> Vocabulary:
             pairs.append((_check_id(index, f"model.vocab entry {index}", source), entry[0]))
     else:
         raise CorruptCheckpointError(f"{source}: model.vocab is neither a mapping nor a list")
-    model_type = model_spec.get("type") or _guess_model_type(model_spec, vocab)
-    kind = _TOKENIZER_JSON_KINDS.get(model_type) if isinstance(model_type, str) else None
+    model_type = model_spec.get("type") or guess_model_type(model_spec, vocab)
+    kind = TOKENIZER_JSON_KINDS.get(model_type) if isinstance(model_type, str) else None
     if kind is None:
         raise UnsupportedFormatError(
             f"{source}: unknown tokenizer model type {sanitize(str(model_type), 40)!r}"
@@ -756,7 +756,7 @@ def _entries(
 def _read_bpe_vocab(vocab_path: Path, merges_path: Path | None, *, data: Any = None) -> Vocabulary:
     """GPT-2's ``vocab.json``/``encoder.json`` (token -> id) with ``merges.txt``/``vocab.bpe``."""
     source = sanitize(vocab_path.name)
-    vocab = _load_json(vocab_path) if data is None else data
+    vocab = load_json(vocab_path) if data is None else data
     if not isinstance(vocab, dict) or not vocab:
         raise UnsupportedFormatError(f"{source}: not a BPE vocab (a mapping of tokens to ids)")
     pairs = [
@@ -778,7 +778,7 @@ def _read_bpe_vocab(vocab_path: Path, merges_path: Path | None, *, data: Any = N
 
 def _read_merges_file(path: Path) -> list[str]:
     source = sanitize(path.name)
-    lines = _text_lines(path)
+    lines = text_lines(path)
     # The first line of a GPT-2 style merges file is a "#version: 0.2" comment.
     first = 1 if lines and lines[0].startswith(b"#version") else 0
     _check_merge_count(len(lines) - first, source)

@@ -117,3 +117,26 @@ def test_a_folder_whose_only_tokenizer_is_vocab_txt_has_one_for_every_verb(tmp_p
     with Model.open(folder) as model:
         assert model.vocabulary is not None and len(model.vocabulary) == len(pieces)
         assert model.tokenizer is not None and model.tokenizer.source == "vocab.txt"
+
+
+def test_one_failure_mapping_for_cli_web_and_scan() -> None:
+    """Issue 11: the exit-code mapping was written three times with different results."""
+    from unshell.errors import CorruptCheckpointError, failure
+
+    cases = {
+        CorruptCheckpointError("model.gguf: truncated\nmore"): (14, "model.gguf: truncated"),
+        MemoryError(): (21, "out of memory while reading the input"),
+        OSError(28, "No space left on device", "out/model.safetensors"): (
+            19,
+            "I/O error: No space left on device: out/model.safetensors",
+        ),
+        KeyboardInterrupt(): (130, "aborted"),
+        ValueError("boom"): (70, "internal error: ValueError: boom"),
+    }
+    for exc, expected in cases.items():
+        shown = failure(exc)
+        assert (shown.exit_code, shown.message) == expected
+    from unshell.scan import engine
+    from unshell.web import jobs
+
+    assert engine.failure is failure and jobs.failure is failure

@@ -10,6 +10,8 @@ and Ray workers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class UnshellError(Exception):
     """Base class. ``exit_code`` is what ``unshell`` exits with when this reaches the CLI."""
@@ -146,3 +148,51 @@ EXIT_CODES: dict[str, int] = {
         VerificationFailedError,
     )
 }
+
+
+# -- one mapping from any exception to what the user sees --------------------------------------------
+
+EXIT_FINDING = 1
+"""`audit --fail-on`: the audit ran and found something that severe; `scan`: some checkpoints failed."""
+EXIT_IO_ERROR = 19
+EXIT_OUT_OF_MEMORY = 21
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the CLI, a web job and a scan record say about one exception."""
+
+    exit_code: int
+    message: str
+    error_type: str
+
+    @property
+    def internal(self) -> bool:
+        """A bug in unshell, not bad input."""
+        return self.exit_code == EXIT_INTERNAL
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def failure(exc: BaseException) -> Failure:
+    """Map any exception to (exit code, one line): the one mapping the CLI, `serve`'s jobs and
+    `scan`'s records share. An OSError names the path it concerns, so an output that cannot be
+    written is not reported as an unreadable input."""
+    kind = type(exc).__name__
+    if isinstance(exc, UnshellError):
+        return Failure(exc.exit_code, one_line(exc), kind)
+    if isinstance(exc, MemoryError):
+        return Failure(EXIT_OUT_OF_MEMORY, "out of memory while reading the input", kind)
+    if isinstance(exc, KeyboardInterrupt):
+        return Failure(EXIT_INTERRUPTED, "aborted", kind)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or one_line(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        return Failure(EXIT_IO_ERROR, f"I/O error: {reason}{where}", kind)
+    return Failure(EXIT_INTERNAL, f"internal error: {kind}: {one_line(exc)}", kind)

@@ -12,7 +12,11 @@ import click
 from .. import __version__
 from ..audit.report import LEVELS
 from ..constants import debug
-from ..errors import UnshellError
+from ..errors import (
+    EXIT_FINDING,
+    EXIT_INTERRUPTED,
+    failure,
+)
 from ..formats.hub import looks_like_repo_id
 from ..report.text import (
     render_audit,
@@ -27,10 +31,6 @@ from ..report.text import (
 )
 from .output import FORMATS, Output
 
-EXIT_IO_ERROR = 19
-EXIT_OUT_OF_MEMORY = 21
-EXIT_INTERNAL = 70
-EXIT_FINDING = 1  # `audit --fail-on`: the audit ran, and found something that severe
 format_option = click.option(
     "--format",
     "fmt",
@@ -511,23 +511,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except UnshellError as exc:
-        Output().error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        sys.exit(exc.exit_code)
-    except MemoryError:
-        click.echo("error: out of memory while reading the input", err=True)
-        sys.exit(EXIT_OUT_OF_MEMORY)
     except KeyboardInterrupt:
-        sys.exit(130)
-    except OSError as exc:
-        click.echo(f"error: cannot read input: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_IO_ERROR)
-    except Exception as exc:  # a bug in unshell, not bad input: one line, and a way to see more
-        if debug():
-            raise
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (set UNSHELL_DEBUG=1 for a traceback; please report it)",
-            err=True,
-        )
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # MemoryError and OSError included: `errors.failure` maps them all
+        shown = failure(exc)
+        if shown.internal:  # a bug in unshell, not bad input: one line, and a way to see more
+            if debug():
+                raise
+            click.echo(f"{shown.message} (set UNSHELL_DEBUG=1 for a traceback; please report it)", err=True)
+        else:
+            Output().error(shown.message)
+        sys.exit(shown.exit_code)
     sys.exit(0)

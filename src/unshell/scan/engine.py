@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependencyError, UnshellError, UsageError
+from ..errors import MissingDependencyError, UsageError, failure
 from ..formats.base import Checkpoint, sanitize
 
 __all__ = [
@@ -210,11 +210,9 @@ def run_unit(unit: ScanTask, mode: str, work: WorkFunction | None = None) -> tup
                 fingerprint = analysis.fingerprint
                 record["status"] = "ok"
     except Exception as error:  # one bad file must not stop a fleet scan
+        shown = failure(error)
         record.update(
-            status="error",
-            error=_one_line(error),
-            error_type=type(error).__name__,
-            exit_code=error.exit_code if isinstance(error, UnshellError) else 1,
+            status="error", error=_one_line(error), error_type=shown.error_type, exit_code=shown.exit_code
         )
         fingerprint = None
     record["seconds"] = round(time.perf_counter() - start, 6)

@@ -40,8 +40,9 @@ from ..errors import (
     TensorNotFoundError,
     UnshellError,
     UsageError,
+    one_line,
 )
-from .jobs import Job, JobManager, QueueFull, one_line
+from .jobs import Job, JobManager, QueueFull
 from .paths import (
     MAX_PATH_CHARS,
     Entry,

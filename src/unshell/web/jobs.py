@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UnshellError
+from ..errors import failure
 
 log = logging.getLogger("unshell.web")
 
@@ -29,12 +29,6 @@ STATES = ("queued", "running", "done", "failed")
 
 class QueueFull(Exception):
     """Every worker is busy and the queue is full."""
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message, as the CLI prints it."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -136,15 +130,11 @@ class JobManager:
         try:
             result = work()
             document = result.to_dict()
-        except UnshellError as exc:
-            self._fail(job, one_line(exc), exc)
-        except MemoryError as exc:
-            self._fail(job, "out of memory while reading the input", exc, exit_code=21)
-        except OSError as exc:
-            self._fail(job, f"cannot read input: {exc.strerror or exc}", exc, exit_code=19)
-        except Exception as exc:  # a bug in unshell, not bad input: keep the server up, log it
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            self._fail(job, f"internal error: {type(exc).__name__}: {one_line(exc)}", exc, exit_code=70)
+        except Exception as exc:  # `errors.failure` maps it, as the CLI does
+            shown = failure(exc)
+            if shown.internal:  # a bug in unshell, not bad input: keep the server up, log it
+                log.exception("job %s (%s) failed", job.id, job.kind)
+            self._fail(job, shown.message, exc, exit_code=shown.exit_code)
         else:
             with self._lock:
                 job.result = result

@@ -140,3 +140,21 @@ def test_one_failure_mapping_for_cli_web_and_scan() -> None:
     from unshell.web import jobs
 
     assert engine.failure is failure and jobs.failure is failure
+
+
+def test_hashes_of_a_dequantized_onnx_weight_are_of_its_values() -> None:
+    """Issue 11: a weight folded from an int8 initializer and its DequantizeLinear scale was
+    hashed as its stored int8 codes. The real int8 MiniLM export holds such weights."""
+    import hashlib
+
+    from unshell.lineage.hashes import _bf16_bits, hash_tensor
+
+    with open_checkpoint(fetch("minilm_int8_onnx")) as checkpoint:
+        folded = [n for n, info in checkpoint.tensors.items() if info.extra.get("dequantize")]
+        assert folded, "the export's int8 weights are read as dequantized tensors"
+        name = folded[0]
+        values = np.asarray(checkpoint.read(name), dtype=np.float32).ravel()
+        assert not np.array_equal(values, np.round(values))  # scaled, not integer codes
+        expected = hashlib.sha256(_bf16_bits(values).tobytes()).hexdigest()
+        assert hash_tensor(checkpoint, name).rounded == expected
+        assert checkpoint.raw_is_value(checkpoint.info(name)) is False

@@ -252,6 +252,8 @@ class SourceReader:
         return self._single(info, name)
 
     def _single(self, info: TensorInfo, name: str) -> _Rows:
+        if not self.checkpoint.raw_is_value(info) and info.strides is None:
+            return _MaterializedRows(self.checkpoint.read(name), "F32")  # the reader transforms it
         if info.dtype in PLAIN_DTYPES and info.strides is None:
             return _PlainRows(self._fd(info.file), info)
         if info.dtype in BLOCK_TYPES and info.strides is None and len(info.shape) >= 2:

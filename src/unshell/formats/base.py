@@ -326,6 +326,12 @@ class Checkpoint:
             )
         return np.frombuffer(mapped, dtype=np.uint8, count=info.nbytes, offset=info.offset)
 
+    def raw_is_value(self, info: TensorInfo) -> bool:
+        """Whether the stored bytes decode to the tensor's values on their own, so a caller may
+        decode them a block of rows at a time. A reader whose `read` does more (ONNX folds a
+        ``DequantizeLinear`` scale in) says no for those tensors, and callers use `read`."""
+        return not info.parts and info.strides is None
+
     def read(self, name: str) -> np.ndarray:
         """Values of one tensor as numpy (bf16/fp8/quantized widened to float32).
 

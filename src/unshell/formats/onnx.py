@@ -122,6 +122,10 @@ class OnnxCheckpoint(Checkpoint):
             return values * np.reshape(scale, dequantize["scale_shape"])
         return self._decode(info)
 
+    def raw_is_value(self, info: TensorInfo) -> bool:
+        extra = info.extra
+        return super().raw_is_value(info) and not extra.get("dequantize") and extra.get("encoding") != "varint"
+
     def _decode(self, info: TensorInfo) -> np.ndarray:
         if info.extra.get("encoding") == "varint":
             return decode_varint_tensor(self.raw_bytes(info), info)

@@ -416,7 +416,7 @@ def _read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     """A matrix as float32, or every ``step``-th row of it. For plain dtypes the rows are sliced
     from the memory map before decoding, so unsampled rows are never read from disk."""
     info = model.checkpoint.info(name)
-    plain = not info.parts and info.strides is None and info.dtype in ("F32", "F16", "BF16")
+    plain = model.checkpoint.raw_is_value(info) and info.dtype in ("F32", "F16", "BF16")
     if step > 1 and plain and info.shape[0] >= 64:
         rows, cols = info.shape
         itemsize = 4 if info.dtype == "F32" else 2
@@ -749,7 +749,7 @@ def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> 
 def _read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
     """The rows ``ids`` of a matrix as float32; for plain dtypes only those rows are decoded."""
     info = model.checkpoint.info(name)
-    plain = not info.parts and info.strides is None and info.dtype in ("F32", "F16", "BF16")
+    plain = model.checkpoint.raw_is_value(info) and info.dtype in ("F32", "F16", "BF16")
     if plain and len(info.shape) == 2:
         rows, cols = info.shape
         itemsize = 4 if info.dtype == "F32" else 2

@@ -56,7 +56,7 @@ _BLOCK_ELEMENTS = 1 << 24  # 16M values (64 MB as float32) per step
 def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
     """A tensor's values as float32, in blocks of rows, so hashing a 128k x 8k embedding never
     holds more than one block."""
-    if info.parts or info.strides is not None or info.dtype not in PLAIN_DTYPES or len(info.shape) < 1:
+    if not checkpoint.raw_is_value(info) or info.dtype not in PLAIN_DTYPES or len(info.shape) < 1:
         yield np.asarray(checkpoint.read(info.name), dtype=np.float32).ravel()
         return
     raw = checkpoint.raw_bytes(info)

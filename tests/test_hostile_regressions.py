@@ -68,6 +68,19 @@ def test_card_licence_that_yaml_reads_as_a_huge_integer_is_not_a_licence(
     assert "license" not in json.loads(out)["declared"]
 
 
+def test_api_inspect_of_a_card_with_a_huge_integer_licence_is_not_a_500(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from unshell.web import create_app
+
+    model = tiny_model(tmp_path / "m")
+    (model / "README.md").write_text("---\nlicense: 0x" + "f" * 6000 + "\n---\n")
+    with TestClient(create_app([tmp_path]), base_url="http://127.0.0.1:8000") as client:
+        response = client.get("/api/inspect", params={"path": "m"})
+    assert response.status_code == 200, response.text
+    assert response.json()["format"] == "safetensors"
+
+
 # -- C5: numbers in config.json, params.json and what convert writes --------------------------------
 
 

@@ -209,6 +209,10 @@ def _set_first(key: str, field: str | int, value: object) -> Callable[[dict[str,
     return edit
 
 
+def _set_in(key: str, field: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda header: header[key].__setitem__(field, value)
+
+
 def _set_numel(header: dict[str, Any]) -> None:
     header["tensor_numels"][0] = 1 << 64
 
@@ -226,6 +230,7 @@ def _set_numel(header: dict[str, Any]) -> None:
         ({}, _set_first("units", "layer", -1)),
         ({}, _set_first("dtypes", "bytes", 1 << 70)),
         ({}, _set_first("dtypes", "parameters", -5)),
+        ({}, _set_in("config", "rope_theta", float("inf"))),
         ({"added": 1e400}, None),
         ({"added": float("nan")}, None),
         ({"added": float("inf")}, None),

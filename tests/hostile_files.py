@@ -15,6 +15,7 @@ import os
 import pickle
 import struct
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,27 @@ def _pickle_cases(directory: Path) -> Expected:
         {"0": weights.tobytes()},
         extra_members={"constants.pkl": b"\x80\x02N."},
     )
+    # Found by the adversarial pass of issue 13 (tests/test_hostile_regressions.py has one test each).
+    planted = torchzip.PickleWriter()
+    planted.emit(good)
+    planted.out += b"}X\x05\x00\x00\x00items"
+    planted.emit(torchzip.Global("torch._utils", "_rebuild_tensor_v2"))
+    planted.out += b"sb"
+    case("pt_planted_items.pt", UnsafePickleError, planted.finish(), {"0": weights.tobytes()})
+    expanded = torchzip.TensorRef(torchzip.Storage("0", "F32", b"\0" * 64), (32768, 16384), stride=(0, 0))
+    case(
+        "pt_zero_stride_view.pt",
+        ResourceLimitError,
+        torchzip.pickle_bytes({"w": expanded}),
+        {"0": b"\0" * 64},
+    )
+    with zipfile.ZipFile(directory / "pt_deflated_pickle_bomb.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02(" + b"]" * 7_999_990 + b"l.")
+    expected["pt_deflated_pickle_bomb.pt"] = ResourceLimitError
+    case("pt_member_twice.pt", InconsistentHeaderError, torchzip.pickle_bytes(good), {"0": weights.tobytes()})
+    with warnings.catch_warnings(), zipfile.ZipFile(directory / "pt_member_twice.pt", "a") as archive:
+        warnings.simplefilter("ignore")  # "Duplicate name": the point of the case
+        archive.writestr("archive/data/0", (weights + 1).tobytes())
     (directory / "pt_legacy_pickle.pt").write_bytes(
         pickle.dumps(_RunsCode(os.system, (f"touch {marker}",)), protocol=2)
     )

@@ -68,6 +68,19 @@ def test_card_licence_that_yaml_reads_as_a_huge_integer_is_not_a_licence(
     assert "license" not in json.loads(out)["declared"]
 
 
+def test_api_inspect_of_a_card_with_a_huge_integer_licence_is_not_a_500(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from unshell.web import create_app
+
+    model = tiny_model(tmp_path / "m")
+    (model / "README.md").write_text("---\nlicense: 0x" + "f" * 6000 + "\n---\n")
+    with TestClient(create_app([tmp_path]), base_url="http://127.0.0.1:8000") as client:
+        response = client.get("/api/inspect", params={"path": "m"})
+    assert response.status_code == 200, response.text
+    assert response.json()["format"] == "safetensors"
+
+
 # -- C5: numbers in config.json, params.json and what convert writes --------------------------------
 
 
@@ -196,6 +209,10 @@ def _set_first(key: str, field: str | int, value: object) -> Callable[[dict[str,
     return edit
 
 
+def _set_in(key: str, field: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda header: header[key].__setitem__(field, value)
+
+
 def _set_numel(header: dict[str, Any]) -> None:
     header["tensor_numels"][0] = 1 << 64
 
@@ -213,6 +230,7 @@ def _set_numel(header: dict[str, Any]) -> None:
         ({}, _set_first("units", "layer", -1)),
         ({}, _set_first("dtypes", "bytes", 1 << 70)),
         ({}, _set_first("dtypes", "parameters", -5)),
+        ({}, _set_in("config", "rope_theta", float("inf"))),
         ({"added": 1e400}, None),
         ({"added": float("nan")}, None),
         ({"added": float("inf")}, None),

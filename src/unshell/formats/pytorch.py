@@ -10,7 +10,12 @@ Pickles can run arbitrary code, so data.pkl is never given to ``pickle.load`` as
    the data, and memo indices must grow one by one (CPython sizes its memo table from the index).
 2. A restricted unpickler then resolves globals from a fixed allow-list of harmless stand-ins
    (`find_class`) and turns storages into references to zip members (`persistent_load`). Every
-   object it hands out refuses ``__setstate__``, so BUILD cannot mutate it.
+   object it hands out refuses ``__setstate__``, so BUILD cannot mutate it (an OrderedDict takes
+   torch's ``_metadata`` attribute only, and drops it).
+3. The object tree is searched with ``dict.items(value)``, never with a method looked up on an
+   unpickled object, and within bounds: containers built (`MAX_PICKLE_CONTAINERS`), containers
+   searched (`MAX_SEARCH_NODES`), how far a deflated data.pkl may inflate
+   (`MAX_PICKLE_INFLATE_RATIO`), how often a strided view may repeat its storage (`MAX_VIEW_REPEAT`).
 
 The tensors found are mapped to absolute byte ranges in the zip file; no tensor data is read.
 """

@@ -11,10 +11,10 @@ import click
 
 from .. import __version__
 from ..audit.report import LEVELS
-from ..errors import UnshellError
+from ..errors import OutputWriteError, UnshellError
 from .output import FORMATS, Output, columns, human_bytes, human_count, key_value_table
 
-EXIT_IO_ERROR = 19
+EXIT_IO_ERROR = OutputWriteError.exit_code  # any operating-system I/O error, input or output
 EXIT_OUT_OF_MEMORY = 21
 EXIT_INTERNAL = 70
 EXIT_FINDING = 1  # `audit --fail-on`: the audit ran, and found something that severe
@@ -134,6 +134,7 @@ def convert_command(
         mapping=mapping,
         shard_size=shard_size,
         source_digests=source_digests,
+        report=lambda line: click.echo(f"note: {line}", err=True),
     )
     Output(fmt).document(result.to_dict(), render_convert)
 

@@ -729,6 +729,229 @@ def test_output_that_is_or_contains_the_input_is_refused(tmp_path: Path) -> None
     assert (source / "model.safetensors").is_file()
 
 
+def _hub_cache(tmp_path: Path) -> tuple[Path, Path]:
+    """A Hub cache repo (repo folder, snapshot folder) whose snapshot files link into ``blobs/``."""
+    source = to_internlm2(make_tiny_llama(tmp_path / "llama"), tmp_path / "internlm2")
+    repo = tmp_path / "hub" / "models--someone--tiny-internlm2"
+    snapshot = repo / "snapshots" / ("c" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        data = path.read_bytes()
+        # Large files are LFS objects (sha256 names); small ones are git blobs (40-digit sha1 names).
+        name = _sha256(path) if path.suffix == ".safetensors" else hashlib.sha1(data).hexdigest()
+        (repo / "blobs" / name).write_bytes(data)
+        (snapshot / path.name).symlink_to(os.path.relpath(repo / "blobs" / name, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    return repo, snapshot
+
+
+def _tree(directory: Path) -> dict[str, bytes | str]:
+    """Every entry under ``directory``: file bytes, link targets, and folders."""
+    tree: dict[str, bytes | str] = {}
+    for path in sorted(directory.rglob("*")):
+        key = str(path.relative_to(directory))
+        if path.is_symlink():
+            tree[key] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            tree[key] = "dir"
+        else:
+            tree[key] = path.read_bytes()
+    return tree
+
+
+@pytest.mark.parametrize("force", [True, False])
+@pytest.mark.parametrize(
+    ("source_of", "output_of"),
+    [
+        (lambda repo, snap: snap, lambda repo, snap: repo / "blobs"),  # the report's case
+        (lambda repo, snap: snap, lambda repo, snap: repo),  # contains blobs/
+        (lambda repo, snap: snap, lambda repo, snap: repo / "blobs" / "llama"),  # inside blobs/
+        (lambda repo, snap: repo, lambda repo, snap: repo / "blobs"),  # the repo folder as source
+        (lambda repo, snap: snap / "model.safetensors", lambda repo, snap: repo / "blobs"),  # one link
+    ],
+    ids=["snapshot-to-blobs", "snapshot-to-repo", "snapshot-into-blobs", "repo-to-blobs", "file-to-blobs"],
+)
+def test_output_where_the_inputs_links_lead_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    source_of: Callable[[Path, Path], Path],
+    output_of: Callable[[Path, Path], Path],
+    force: bool,
+) -> None:
+    """D1: a Hub snapshot's files are links into blobs/; --force on blobs/ used to delete them."""
+    repo, snapshot = _hub_cache(tmp_path)
+    before = _tree(repo)
+    args = ["convert", str(source_of(repo, snapshot)), "-o", str(output_of(repo, snapshot)), "--no-verify"]
+    code, stdout, stderr = _cli(args + (["--force"] if force else []), capsys)
+    assert code == errors.UsageError.exit_code == 2, stderr
+    assert stdout == "" and len(stderr.strip().splitlines()) == 1, stderr
+    assert "model.safetensors" in stderr or "config.json" in stderr, stderr  # names the input file
+    assert _tree(repo) == before  # nothing created, nothing removed
+
+
+def test_the_snapshot_link_that_would_be_destroyed_is_named(tmp_path: Path) -> None:
+    repo, snapshot = _hub_cache(tmp_path)
+    with pytest.raises(errors.UsageError) as refused:
+        convert(snapshot, output=repo / "blobs", force=True, verify=False)
+    message = str(refused.value)
+    assert f"is or contains the input file {snapshot / 'model.safetensors'}" in message, message
+    assert f"(a link to {(snapshot / 'model.safetensors').resolve()})" in message, message
+
+
+def test_output_inside_the_input_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """U6: the input folder must not gain a subfolder (nor a hidden staging folder)."""
+    source = to_yi(_llama(tmp_path), tmp_path / "small")
+    before = _tree(source)
+    for output in (source / "converted", source / "deeper" / "converted"):
+        code, _, stderr = _cli(["convert", str(source), "-o", str(output), "--no-verify"], capsys)
+        assert code == 2, stderr
+        assert f"lies inside {source}" in stderr, stderr
+    assert _tree(source) == before
+    # A single file's own folder is not the input: its sibling folder is a fine output.
+    (tmp_path / "single").mkdir()
+    single = to_llama2c(_llama(tmp_path, gqa=True), tmp_path / "single" / "model.bin")
+    _convert(single, tmp_path / "single" / "llama")
+    assert (tmp_path / "single" / "llama" / "conversion.json").is_file()
+
+
+FILE_SIZE_LIMITED_CONVERT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))  # as `ulimit -f`
+from unshell.cli.main import main
+main(["convert", sys.argv[1], "-o", sys.argv[2], "--no-verify"])
+"""
+
+
+def test_a_failed_write_is_reported_as_the_outputs(tmp_path: Path) -> None:
+    """U1: a file-size limit (or a full disk) is the output's failure, with exit code 19."""
+    source = to_yi(_llama(tmp_path), tmp_path / "yi")
+    assert (source / "model.safetensors").stat().st_size > 64 << 10
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMITED_CONVERT, str(source), str(out), str(64 << 10)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == errors.OutputWriteError.exit_code == 19, done.stderr
+    assert done.stderr.startswith("error: cannot write the output "), done.stderr
+    assert "model-00001-of-00001.safetensors: File too large" in done.stderr, done.stderr
+    assert "input" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+INTERRUPTED_AT_COMMIT = """
+import os, signal, sys, time
+real_rename = os.rename
+def rename(src, dst, *args, **kwargs):
+    real_rename(src, dst, *args, **kwargs)
+    if ".unshell-" in os.fspath(src) and os.fspath(dst) == sys.argv[2]:  # the new output is in place
+        os.kill(os.getpid(), int(sys.argv[3]))
+        time.sleep(0.5)  # the handler runs here, before the old output is removed
+os.rename = rename
+from unshell.cli.main import main
+main(["convert", sys.argv[1], "-o", sys.argv[2], "--no-verify", "--force"])
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_an_interrupt_once_the_output_is_committed_finishes_the_job(tmp_path: Path, signum: int) -> None:
+    """U4: a signal after the swap used to exit 130 and leave the old output in .replaced-XXXX."""
+    source = to_yi(_llama(tmp_path), tmp_path / "yi")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("the output being replaced")
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_AT_COMMIT, str(source), str(out), str(int(signum))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "note: an interrupt came once the output was complete" in done.stderr, done.stderr
+    assert (out / "conversion.json").is_file() and not (out / "old.txt").exists()
+    _no_leftovers(tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if ".replaced-" in p.name] == []
+
+
+def _start_slow_convert(source: Path, out: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CONVERT, str(source), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "writing"  # its staging folder exists now
+    return process
+
+
+def _staging_folders(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if ".unshell-" in p.name)
+
+
+def test_a_killed_conversions_staging_folder_is_removed_by_the_next_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """U5: kill -9 leaves the hidden staging folder; the next run for that output removes it."""
+    source = to_yi(_llama(tmp_path), tmp_path / "yi")
+    out = tmp_path / "out"
+    process = _start_slow_convert(source, out)
+    process.kill()
+    process.wait(timeout=60)
+    left = _staging_folders(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".out.unshell-"), left  # what kill -9 leaves
+
+    code, _, stderr = _cli(["convert", str(source), "-o", str(out), "--no-verify"], capsys)
+    assert code == 0, stderr
+    assert f"note: removed {left[0]}, left by an interrupted conversion" in stderr, stderr
+    assert _staging_folders(tmp_path) == []
+    assert (out / "conversion.json").is_file()
+
+
+def test_a_running_conversions_staging_folder_is_left_alone(tmp_path: Path) -> None:
+    from unshell.convert.writer import remove_stale_staging
+
+    source = to_yi(_llama(tmp_path), tmp_path / "yi")
+    out = tmp_path / "out"
+    process = _start_slow_convert(source, out)
+    try:
+        live = _staging_folders(tmp_path)
+        removed: list[str] = []
+        remove_stale_staging(out, removed.append)
+        assert removed == [] and _staging_folders(tmp_path) == live  # its owner is alive
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    remove_stale_staging(out, removed.append)  # now it is dead: the lock died with it
+    assert _staging_folders(tmp_path) == [] and len(removed) == 1
+
+
+def test_an_old_output_left_aside_is_put_back_or_removed(tmp_path: Path) -> None:
+    """A run killed between moving the old output aside and renaming the new one into place left
+    the old output in .<name>.replaced-XXXX: it goes back if nothing took its place."""
+    from unshell.convert.writer import remove_stale_staging
+
+    out = tmp_path / "out"
+    aside = tmp_path / ".out.replaced-k1ll3d"
+    aside.mkdir()
+    (aside / "weights.bin").write_text("the old output")
+    notes: list[str] = []
+    remove_stale_staging(out, notes.append)
+    assert (out / "weights.bin").read_text() == "the old output" and not aside.exists()
+    assert notes and "put back .out.replaced-k1ll3d" in notes[0]
+
+    aside.mkdir()  # an output is in place now: an old one beside it is what --force replaced
+    (aside / "weights.bin").write_text("older")
+    remove_stale_staging(out, notes.append)
+    assert not aside.exists() and (out / "weights.bin").read_text() == "the old output"
+
+
 def test_a_failure_midway_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     converter = importlib.import_module(
         "unshell.convert"
@@ -876,19 +1099,8 @@ def test_record_schema_doc_lists_every_field(tmp_path: Path) -> None:
 
 def test_hub_cache_source_digests_come_from_lfs_blob_names(tmp_path: Path) -> None:
     """Weight files in a Hub cache are named by their sha256 (the LFS object id): not hashed again."""
-    source = to_internlm2(make_tiny_llama(tmp_path / "llama"), tmp_path / "internlm2")
-    repo = tmp_path / "hub" / "models--someone--tiny-internlm2"
-    snapshot = repo / "snapshots" / ("c" * 40)
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for path in sorted(p for p in source.iterdir() if p.is_file()):
-        data = path.read_bytes()
-        # Large files are LFS objects (sha256 names); small ones are git blobs (40-digit sha1 names).
-        name = _sha256(path) if path.suffix == ".safetensors" else hashlib.sha1(data).hexdigest()
-        (repo / "blobs" / name).write_bytes(data)
-        (snapshot / path.name).symlink_to(os.path.relpath(repo / "blobs" / name, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("c" * 40)
+    repo, _ = _hub_cache(tmp_path)
+    source = tmp_path / "internlm2"
 
     record = _convert(repo, tmp_path / "out")
 

@@ -25,7 +25,13 @@ def test_every_exit_code_is_documented() -> None:
         for cls in vars(errors).values()
         if isinstance(cls, type) and issubclass(cls, errors.UnshellError)
     }
-    used |= {errors.EXIT_IO_ERROR, errors.EXIT_OUT_OF_MEMORY, errors.EXIT_INTERNAL, errors.EXIT_INTERRUPTED, 0}
+    used |= {
+        errors.EXIT_IO_ERROR,
+        errors.EXIT_OUT_OF_MEMORY,
+        errors.EXIT_INTERNAL,
+        errors.EXIT_INTERRUPTED,
+        0,
+    }
     assert used - {1} <= set(documented), sorted(used - set(documented))
 
 

@@ -6,7 +6,12 @@ path, a symlinked file, a symlinked directory, a dangling symlink and a model di
 weights are a symlink out. Two observers prove that a refused path is never read: the library
 entry points are wrapped to record calls, and an audit hook records every ``open`` and directory
 listing that reaches the operating system under ``outside/`` (registered after the server's own
-confinement hook, so it sees exactly what that hook let through).
+confinement hook, so it sees exactly what that hook let through). Both see this process only:
+inspections and jobs run in child processes, where the confinement hook is installed too (the
+symlinked-weights test proves it refuses there).
+
+Jobs run in child processes, so tests that need one to hang or to report on itself swap the task
+function the server picks (`unshell.web.tasks`) for a stand-in from ``web_job_probes``.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ pytest.importorskip("httpx", reason="the test client needs httpx")
 
 from fastapi.testclient import TestClient
 
+import web_job_probes
 from unshell.errors import PathNotFoundError, UsageError
 from unshell.web import create_app, is_loopback
 from unshell.web import paths as web_paths
+from unshell.web import tasks as web_tasks
 
 BASE_URL = "http://127.0.0.1:8000"
+SAME_ORIGIN = {"origin": BASE_URL}  # what a browser sends with every POST from the served pages
 JOB_TIMEOUT_S = 120.0
 
 # --- observers -------------------------------------------------------------------------------
@@ -120,7 +128,7 @@ def library_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any,
 @pytest.fixture
 def client(layout: dict[str, Path]) -> Iterator[TestClient]:
     app = create_app([layout["root"]], max_jobs=1, max_queued=2)
-    with TestClient(app, base_url=BASE_URL) as test_client:
+    with TestClient(app, base_url=BASE_URL, headers=SAME_ORIGIN) as test_client:
         yield test_client
 
 
@@ -128,10 +136,32 @@ def wait_for(client: TestClient, job_id: str, timeout: float = JOB_TIMEOUT_S) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc: dict[str, Any] = client.get(f"/api/jobs/{job_id}").json()
-        if doc["state"] in ("done", "failed"):
+        if doc["state"] in ("done", "failed", "timed-out", "cancelled"):
             return doc
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def started_probes(layout: dict[str, Path], count: int, timeout: float = 60.0) -> list[int]:
+    """The pids of the first ``count`` stand-in jobs (see `web_job_probes`), once they run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted((layout["root"].parent / "probe").glob("started-*"), key=lambda p: p.stat().st_mtime)
+        if len(found) >= count:
+            return [int(p.read_text()) for p in found]
+        time.sleep(0.02)
+    raise AssertionError(f"{count} stand-in job(s) did not start in {timeout} s")
+
+
+def process_is_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def assert_one_line_error(response: Any, status: int | tuple[int, ...]) -> str:
@@ -360,7 +390,8 @@ def test_a_symlink_inside_a_model_directory_is_not_followed_out(
     message = assert_one_line_error(response, 403)
     assert "model.bin: outside the served roots" in message, message
     assert response.json()["exit_code"] == 11
-    assert library_calls and library_calls[0][0] == "inspect"
+    # The inspection ran (in its child process, out of `library_calls`' sight): only the
+    # confinement there words its refusal this way.
     job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "trojan"}).json()
     doc = wait_for(client, job["id"])
     assert doc["state"] == "failed" and doc["error_type"] == "OutsideRootsError", doc
@@ -402,30 +433,16 @@ def test_confined_blocks_reads_listings_and_processes_outside_the_roots(layout: 
 # --- limits and guards --------------------------------------------------------------------------
 
 
-class _Finished:
-    verdict = "independent"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reason": "stub", "p_value": 0.5}
-
-
 def test_too_many_jobs_are_refused_with_429(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Path]
 ) -> None:
-    compare_module = importlib.import_module("unshell.lineage.compare")
-    release = threading.Event()
-    started = threading.Event()
-
-    def slow_compare(a: Any, b: Any, *, quick: bool = False) -> _Finished:
-        started.set()
-        release.wait(30)
-        return _Finished()
-
-    monkeypatch.setattr(compare_module, "compare", slow_compare)
+    probe = layout["root"].parent / "probe"
+    probe.mkdir()
+    monkeypatch.setattr(web_tasks, "compare_task", web_job_probes.held_compare)
     body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
     try:
         ids = [client.post("/api/compare", json=body).json()["id"]]  # max_jobs=1: runs
-        assert started.wait(10)
+        started_probes(layout, 1)
         ids += [client.post("/api/compare", json=body).json()["id"] for _ in range(2)]  # max_queued=2
         states = [client.get(f"/api/jobs/{i}").json() for i in ids]
         assert [s["state"] for s in states] == ["running", "queued", "queued"]
@@ -439,7 +456,7 @@ def test_too_many_jobs_are_refused_with_429(
         page = client.post("/compare", data=body, follow_redirects=False)
         assert page.status_code == 429 and 'id="error"' in page.text
     finally:
-        release.set()
+        (probe / "release").write_text("")
     assert [wait_for(client, i)["state"] for i in ids] == ["done"] * 3
     assert client.post("/api/compare", json=body).status_code == 202  # room again
 
@@ -587,7 +604,7 @@ def library_client(layout: dict[str, Path], tmp_path: Path, fixtures_dir: Path) 
         library.add(fingerprint(fixtures_dir / "stories260K.bin", name="karpathy/stories260K"))
         library.add(fingerprint(fixtures_dir / "llama2xs.model.bin", name="llama2xs"))
     app = create_app([layout["root"]], max_jobs=1, max_queued=2, library=tmp_path / "known.sqlite")
-    with TestClient(app, base_url=BASE_URL) as test_client:
+    with TestClient(app, base_url=BASE_URL, headers=SAME_ORIGIN) as test_client:
         yield test_client
 
 
@@ -684,23 +701,17 @@ def test_audit_can_search_the_library(library_client: TestClient, layout: dict[s
 
 
 def test_search_threads_stay_confined(library_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`search` tests candidates on threads of its own: the confinement must hold in them too."""
-    from unshell.lineage import fingerprint as fingerprint_module
-
-    seen: list[tuple[str, object]] = []
-    real = fingerprint_module.compare_with_fingerprint
-
-    def recording(base: Any, suspect: Any) -> Any:
-        seen.append((threading.current_thread().name, web_paths._confined_to.get()))
-        return real(base, suspect)
-
-    monkeypatch.setattr(fingerprint_module, "compare_with_fingerprint", recording)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # threads even on a one-core machine
+    """`search` tests candidates on threads of its own: the confinement must hold in them too, in
+    the job's process."""
+    monkeypatch.setattr(web_tasks, "search_task", web_job_probes.recording_search)
     job = library_client.post("/api/search", json={"path": "stories260K.bin"}).json()
-    assert wait_for(library_client, job["id"])["state"] == "done"
+    doc = wait_for(library_client, job["id"])
+    assert doc["state"] == "done", doc
+    seen = doc["result"]["seen"]
     assert len(seen) == 2
     assert any(name.startswith("unshell-search") for name, _ in seen)  # it did use its threads
-    assert all(confinement is not None for _, confinement in seen)
+    assert all(confined for _, confined in seen)
+    assert doc["result"]["search"]["candidates"][0]["verdict"] == "identical"  # the real search ran
 
 
 def test_library_pages_through_a_large_library(
@@ -731,3 +742,157 @@ def test_library_pages_through_a_large_library(
         assert "1–150 of 150 matching" in page and 'id="next"' not in page
         page = client.get("/library").text
         assert "1–200 of 451 matching" in page and "offset=200" in page
+
+
+# --- time limit and cancel (M5) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_limit_client(layout: dict[str, Path]) -> Iterator[TestClient]:
+    """One job at a time, and a one-second time limit."""
+    (layout["root"].parent / "probe").mkdir()
+    app = create_app([layout["root"]], max_jobs=1, max_queued=2, job_timeout=1)
+    with TestClient(app, base_url=BASE_URL, headers=SAME_ORIGIN) as test_client:
+        yield test_client
+
+
+def test_a_job_past_the_time_limit_is_killed_and_frees_its_slot(
+    quick_limit_client: TestClient, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
+    with monkeypatch.context() as patch:
+        patch.setattr(web_tasks, "compare_task", web_job_probes.endless)
+        endless = quick_limit_client.post("/api/compare", json=body).json()["id"]
+    after = quick_limit_client.post("/api/compare", json=body).json()["id"]  # the real compare, queued
+    [pid] = started_probes(layout, 1)
+
+    doc = wait_for(quick_limit_client, endless, timeout=30)
+    assert doc["state"] == "timed-out", doc
+    assert doc["error"].startswith("timed out after 1 s") and doc["exit_code"] == 17, doc
+    assert 1 <= doc["running_s"] < 10
+    assert process_is_gone(pid)  # killed, not left running in the background
+    assert wait_for(quick_limit_client, after)["state"] == "done"  # the slot was freed
+
+    page = quick_limit_client.get(f"/jobs/{endless}")
+    assert page.status_code == 200 and "timed out after 1 s" in page.text
+    assert 'id="state">timed-out<' in page.text and 'http-equiv="refresh"' not in page.text
+    assert_one_line_error(quick_limit_client.get(f"/api/jobs/{endless}/report.html"), 409)
+    assert_one_line_error(quick_limit_client.get(f"/api/jobs/{endless}/result.json"), 409)
+    assert quick_limit_client.get("/api/jobs").json()["counts"]["timed-out"] == 1
+
+
+def test_an_inspection_past_the_time_limit_is_refused_and_frees_its_slot(
+    quick_limit_client: TestClient, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(web_tasks, "inspect_task", web_job_probes.endless)
+        responses = [quick_limit_client.get("/api/inspect", params={"path": "stories260K.bin"})]
+        responses += [quick_limit_client.get("/inspect", params={"path": "stories260K.bin"})]
+    message = assert_one_line_error(responses[0], 413)
+    assert message.startswith("timed out after 1 s") and responses[0].json()["exit_code"] == 17
+    assert responses[1].status_code == 413 and "timed out after 1 s" in responses[1].text
+    assert all(process_is_gone(pid) for pid in started_probes(layout, 2))
+    fine = quick_limit_client.get("/api/inspect", params={"path": "stories260K.bin"})
+    assert fine.status_code == 200 and fine.json()["format"] == "llama2c"
+
+
+def test_running_and_queued_jobs_can_be_cancelled(
+    quick_limit_client: TestClient, layout: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = quick_limit_client
+    body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
+    monkeypatch.setattr(web_tasks, "compare_task", web_job_probes.held_compare)
+    running = client.post("/api/compare", json=body).json()["id"]
+    [pid] = started_probes(layout, 1)
+    queued = client.post("/api/compare", json=body).json()
+    assert queued["state"] == "queued" and queued["cancel"] == f"/api/jobs/{queued['id']}/cancel"
+
+    page = client.get(f"/jobs/{queued['id']}").text
+    assert f'action="/jobs/{queued["id"]}/cancel"' in page  # the button, a plain form
+    form = client.post(f"/jobs/{queued['id']}/cancel", follow_redirects=False)
+    assert form.status_code == 303 and form.headers["location"] == f"/jobs/{queued['id']}"
+    assert client.get(f"/api/jobs/{queued['id']}").json()["state"] == "cancelled"
+
+    cancelled = client.post(f"/api/jobs/{running}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    doc = cancelled.json()
+    assert doc["state"] == "cancelled" and doc["error"] == "cancelled while running", doc
+    assert process_is_gone(pid)
+    assert started_probes(layout, 1) == [pid]  # the queued one never started
+    page = client.get(f"/jobs/{running}").text
+    assert 'id="state">cancelled<' in page and "cancel-form" not in page
+
+    assert_one_line_error(client.post(f"/api/jobs/{running}/cancel"), 409)  # already ended
+    assert_one_line_error(client.post("/api/jobs/0123456789abcdef/cancel"), 404)
+    monkeypatch.undo()
+    assert wait_for(client, client.post("/api/compare", json=body).json()["id"])["state"] == "done"
+
+
+def test_the_job_time_limit_is_an_option(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from unshell.cli.main import cli
+
+    with pytest.raises(UsageError):
+        create_app([tmp_path], job_timeout=0)
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "--job-timeout" in help_text and "600" in help_text
+
+
+# --- request guards ------------------------------------------------------------------------------
+
+
+def test_a_post_without_origin_or_fetch_metadata_needs_a_json_body(client: TestClient) -> None:
+    """W2: a form post that shows no Origin and no Sec-Fetch-Site could come from anywhere."""
+    body = {"a": "stories260K.bin", "b": "llama2xs.model.bin"}
+    del client.headers["origin"]
+    for kind in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None):
+        headers = {"content-type": kind} if kind else {}
+        response = client.post("/compare", content=b"a=stories260K.bin&b=llama2xs.model.bin", headers=headers)
+        assert_one_line_error(response, 403)
+    assert client.get("/api/jobs").json()["jobs"] == []  # none started
+    # Browsers send Origin, or at least Sec-Fetch-Site, with a form post; programs send JSON.
+    assert client.post("/compare", data=body, headers=SAME_ORIGIN, follow_redirects=False).status_code == 303
+    same_site = {"sec-fetch-site": "same-origin"}
+    assert client.post("/compare", data=body, headers=same_site, follow_redirects=False).status_code == 303
+    assert client.post("/api/compare", json=body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost:8000@evil.example",
+        "127.0.0.1@evil.example",
+        "user:pass@localhost",
+        "localhost/evil",
+        "localhost:notaport",
+        "localhost:99999",
+        "[::1",
+        "",
+    ],
+)
+def test_a_host_that_is_not_a_plain_authority_is_refused(client: TestClient, host: str) -> None:
+    """W3: ``localhost:8799@evil.example`` names evil.example; it used to pass as localhost."""
+    response = client.get("/api/roots", headers={"host": host})
+    assert response.status_code in (400, 421), (host, response.status_code)
+    assert client.get("/api/roots", headers={"host": "[::1]:8000"}).status_code == 200
+    assert client.get("/api/roots", headers={"host": "LOCALHOST"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/library?offset=99999999999999999999",
+        "/library?offset=99999999999999999999",
+        "/api/library?offset=-1",
+        "/api/library?limit=99999999999999999999",
+        "/api/library?offset=" + "9" * 5000,
+    ],
+)
+def test_library_numbers_out_of_range_are_4xx(library_client: TestClient, url: str) -> None:
+    """C6: an offset past SQLite's 64-bit integers was a 500."""
+    response = library_client.get(url)
+    assert 400 <= response.status_code < 500, (url, response.status_code, response.text)
+    if url.startswith("/api/"):
+        assert_one_line_error(response, response.status_code)
+    assert library_client.get("/api/library", params={"offset": 2**62}).json()["entries"] == []

@@ -82,6 +82,16 @@ class TensorNotFoundError(UnshellError, KeyError):
 # --- problems with the environment -------------------------------------------------------------
 
 
+class OutputWriteError(UnshellError):
+    """Writing the output failed: a full disk, a file-size limit (``ulimit -f``), a read-only or
+    vanished file system. The message names the output path; nothing was committed.
+
+    19 is the code of every operating-system I/O error: the CLI exits 19 for an unexpected
+    ``OSError`` on the input side too."""
+
+    exit_code = 19
+
+
 class MissingDependencyError(UnshellError, ImportError):
     """An optional extra is needed for this input (the message names the pip extra)."""
 
@@ -140,6 +150,7 @@ EXIT_CODES: dict[str, int] = {
         UnsafePickleError,
         ResourceLimitError,
         TensorNotFoundError,
+        OutputWriteError,
         MissingDependencyError,
         UsageError,
         ConversionRefusedError,

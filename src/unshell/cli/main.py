@@ -170,6 +170,7 @@ def convert_command(
         mapping=mapping,
         shard_size=shard_size,
         source_digests=source_digests,
+        report=lambda line: click.echo(f"note: {line}", err=True),
     )
     Output(fmt).document(result.to_dict(), render_convert)
 
@@ -264,9 +265,16 @@ def audit_command(
     help="A directory the UI may read checkpoints under (repeatable); nothing outside is opened.",
 )
 @click.option("--max-jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Concurrent jobs.")
+@click.option(
+    "--job-timeout",
+    default=600,
+    show_default=True,
+    type=click.IntRange(1, 7 * 24 * 3600),
+    help="Seconds an inspection or a job may run before it is stopped.",
+)
 @library_option
 def serve_command(
-    host: str, port: int, roots: tuple[str, ...], max_jobs: int, library_path: str | None
+    host: str, port: int, roots: tuple[str, ...], max_jobs: int, job_timeout: int, library_path: str | None
 ) -> None:
     """A local web UI and JSON API over inspect, compare, audit and the library (the `web` extra).
 
@@ -283,7 +291,14 @@ def serve_command(
         raise MissingDependencyError(
             f"unshell serve needs the web extra: pip install 'unshell[web]' ({error.name} is missing)"
         ) from None
-    serve(host=host, port=port, roots=[Path(r) for r in roots], max_jobs=max_jobs, library=library_path)
+    serve(
+        host=host,
+        port=port,
+        roots=[Path(r) for r in roots],
+        max_jobs=max_jobs,
+        library=library_path,
+        job_timeout=job_timeout,
+    )
 
 
 def _open_library(path: str | None, *, create: bool = False) -> Any:

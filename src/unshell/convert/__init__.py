@@ -19,7 +19,7 @@ import datetime
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,12 @@ from .writer import (
     OutputFile,
     SourceReader,
     check_destination,
-    commit,
     copy_file,
     hash_files,
     parse_size,
     recipe_chunks,
+    refuse_input_overlap,
+    remove_stale_staging,
     staging_directory,
     write_json,
     write_shards,
@@ -107,6 +108,7 @@ def convert(
     mapping: str | os.PathLike[str] | Mapping[str, str] | None = None,
     shard_size: int | str = DEFAULT_SHARD_SIZE,
     source_digests: bool = True,
+    report: Callable[[str], object] | None = None,
 ) -> ConversionResult:
     """Write ``src`` as a Hugging Face Llama checkpoint in the directory ``output``.
 
@@ -124,11 +126,17 @@ def convert(
             a Hub-cache source (the blob names are the digests); elsewhere a second full read and
             hash of the source, the slowest part of a conversion on two cores. ``False`` records
             ``"sha256": null, "sha256_from": "not-computed"`` for files a Hub cache does not name.
+        report: called with one line for each thing done beside the output: folders that killed
+            conversions to the same output left behind, removed; an interrupt held back because
+            it came once the output was complete.
 
     Raises:
         ConversionRefusedError: the architecture is not exactly Llama; the message says why.
         AmbiguousRolesError: roles only a mapping can decide (the message lists the tensors).
         OutputExistsError: ``output`` exists and is not empty, and ``force`` is off.
+        UsageError: ``output`` is, contains or lies inside the input (where its files really lie,
+            after links), with or without ``force``.
+        OutputWriteError: writing the output failed (a full disk, a file-size limit).
         VerificationFailedError: the output does not compute what the source computes.
         InputError and its subclasses: the source cannot be read.
     """
@@ -137,12 +145,16 @@ def convert(
     source, destination = Path(src), Path(output)
     size_limit = parse_size(shard_size)
     entries, mapping_info = _load_mapping(mapping)
-    check_destination(destination, source, force=force)
     with open_checkpoint(source) as checkpoint:
+        source_files = _source_files(checkpoint)
+        refuse_input_overlap(destination, source, [*source_files, *_attribution_files(checkpoint)])
+        if isinstance(mapping, str | os.PathLike):  # an input too, but its folder is not the model's
+            refuse_input_overlap(destination, Path(mapping), [Path(mapping)])
+        remove_stale_staging(destination, report)
+        check_destination(destination, force=force)
         result = inspect_checkpoint(checkpoint)
         plan = build_plan(checkpoint, result, mapping=entries, target=to)
         run_verification, verification_note = _verification_wanted(verify, checkpoint)
-        source_files = _source_files(checkpoint)
         with (
             staging_directory(destination) as staging,
             hash_files(source_files, compute=source_digests) as source_hashes,
@@ -150,18 +162,25 @@ def convert(
             reader = SourceReader(checkpoint)
             try:
                 files = write_shards(
-                    staging, _write_order(plan, checkpoint), lambda r: recipe_chunks(r, reader), size_limit
+                    staging.path,
+                    _write_order(plan, checkpoint),
+                    lambda r: recipe_chunks(r, reader),
+                    size_limit,
                 )
             finally:
                 reader.close()
-            files.append(write_json(staging / "config.json", plan.config))
-            files += _copy_side_files(checkpoint, staging)
-            files.append(write_text(staging / "README.md", model_card(checkpoint, result, plan)))
-            verification = _verification_record(run_verification, verification_note, source, staging, entries)
+            files.append(write_json(staging.path / "config.json", plan.config))
+            files += _copy_side_files(checkpoint, staging.path)
+            files.append(write_text(staging.path / "README.md", model_card(checkpoint, result, plan)))
+            verification = _verification_record(
+                run_verification, verification_note, source, staging.path, entries
+            )
             hashes = source_hashes.result()
             record = _record(checkpoint, result, plan, files, hashes, mapping_info, verification)
-            write_json(staging / "conversion.json", record)
-            commit(staging, destination, force=force)
+            write_json(staging.path / "conversion.json", record)
+            staging.commit(force=force)
+    if staging.interrupted_after_commit and report is not None:
+        report("an interrupt came once the output was complete: the conversion finished first")
     return ConversionResult(output=destination, record=record, notes=list(record["notes"]))
 
 
@@ -227,6 +246,21 @@ def _write_order(plan: ConversionPlan, checkpoint: Checkpoint) -> list[Recipe]:
     return [recipe for _, _, recipe in sorted(keyed, key=lambda item: (item[0], item[1]))]
 
 
+def _attribution_files(checkpoint: Checkpoint) -> list[Path]:
+    """Licence, notice and remote tokenizer code files beside the model, copied as they are."""
+    directory = _source_directory(checkpoint)
+    if directory is None:
+        return []
+    found = []
+    for entry in sorted(directory.iterdir()):
+        wanted = ATTRIBUTION_FILES.fullmatch(entry.name) or (
+            REMOTE_TOKENIZER_CODE.fullmatch(entry.name) and "tokenizer_config" in checkpoint.sidecars
+        )
+        if wanted and entry.is_file():
+            found.append(entry)
+    return found
+
+
 def _copy_side_files(checkpoint: Checkpoint, staging: Path) -> list[OutputFile]:
     copied: list[OutputFile] = []
     names: set[str] = set()
@@ -235,15 +269,10 @@ def _copy_side_files(checkpoint: Checkpoint, staging: Path) -> list[OutputFile]:
         if path is not None and path.name not in names:
             copied.append(copy_file(path, staging))
             names.add(path.name)
-    directory = _source_directory(checkpoint)
-    if directory is not None:
-        for entry in sorted(directory.iterdir()):
-            wanted = ATTRIBUTION_FILES.fullmatch(entry.name) or (
-                REMOTE_TOKENIZER_CODE.fullmatch(entry.name) and "tokenizer_config" in checkpoint.sidecars
-            )
-            if wanted and entry.is_file() and entry.name not in names:
-                copied.append(copy_file(entry, staging))
-                names.add(entry.name)
+    for entry in _attribution_files(checkpoint):
+        if entry.name not in names:
+            copied.append(copy_file(entry, staging))
+            names.add(entry.name)
     return copied
 
 

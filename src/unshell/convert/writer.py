@@ -16,6 +16,7 @@ place only when complete, so an interrupted run leaves no destination behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCheckpointError, OutputExistsError, UsageError
+from ..errors import CorruptCheckpointError, OutputExistsError, OutputWriteError, UsageError
 from ..formats.base import BLOCK_TYPES, EXTRA_DECODERS, PLAIN_DTYPES, Checkpoint, TensorInfo, sanitize
 from .plan import Recipe
 from .transforms import cast_values, normalize_rows, row_index, scale, to_values
@@ -46,11 +47,13 @@ __all__ = [
     "FileDigest",
     "OutputFile",
     "SourceReader",
+    "Staging",
     "check_destination",
-    "commit",
     "hash_files",
     "hub_blob_sha256",
     "parse_size",
+    "refuse_input_overlap",
+    "remove_stale_staging",
     "staging_directory",
     "write_json",
     "write_shards",
@@ -474,11 +477,24 @@ def _header(recipes: list[Recipe]) -> bytes:
     return encoded + b" " * (-(8 + len(encoded)) % 8)
 
 
-def _write_all(handle: Any, data: Any) -> None:
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError in the block is the output's (a full disk, ``ulimit -f``, a read-only file
+    system), not the input's: say so, and name the path."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputWriteError(
+            f"cannot write the output {sanitize(str(path), 4096)}: {error.strerror or error}"
+        ) from None
+
+
+def _write_all(handle: Any, data: Any, path: Path) -> None:
     view = memoryview(data).cast("B")
-    while view:
-        written = handle.write(view)
-        view = view[written:]
+    with _writing(path):
+        while view:
+            written = handle.write(view)
+            view = view[written:]
 
 
 def _write_shard(
@@ -488,16 +504,18 @@ def _write_shard(
     digest = _BackgroundHash()
     size = 0
     try:
-        with path.open("wb", buffering=0) as handle:
+        with _writing(path):
+            handle = path.open("wb", buffering=0)
+        with handle:
             for chunk in (struct.pack("<Q", len(header)), header):
-                _write_all(handle, chunk)
+                _write_all(handle, chunk, path)
                 digest.update(chunk)
                 size += len(chunk)
             for recipe in recipes:
                 written = 0
                 for data in produce(recipe):
                     data = np.ascontiguousarray(data)
-                    _write_all(handle, data)
+                    _write_all(handle, data, path)
                     digest.update(data)
                     written += data.nbytes
                 if written != recipe.nbytes:
@@ -538,93 +556,251 @@ def write_shards(
 
 def write_json(path: Path, value: Any) -> OutputFile:
     data = (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    path.write_bytes(data)
+    with _writing(path):
+        path.write_bytes(data)
     return OutputFile(path.name, len(data), hashlib.sha256(data).hexdigest())
 
 
 def copy_file(source: Path, directory: Path, name: str | None = None) -> OutputFile:
+    """Copy and hash a side file: a failed read is the input's, a failed write the output's."""
     target = directory / (name or source.name)
-    shutil.copyfile(source, target)
-    size, sha = _hash_file(target, threading.Event())
-    return OutputFile(target.name, size, sha)
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb", buffering=0) as reader:
+        with _writing(target):
+            writer = target.open("wb", buffering=0)
+        with writer:
+            while block := reader.read(8 << 20):
+                _write_all(writer, block, target)
+                digest.update(block)
+                size += len(block)
+    return OutputFile(target.name, size, digest.hexdigest())
 
 
 def write_text(path: Path, text: str) -> OutputFile:
     data = text.encode("utf-8")
-    path.write_bytes(data)
+    with _writing(path):
+        path.write_bytes(data)
     return OutputFile(path.name, len(data), hashlib.sha256(data).hexdigest())
 
 
 # -- destination ---------------------------------------------------------------------------------------
+#
+# The output is assembled in ``.<name>.unshell-XXXX`` beside the destination and renamed into place;
+# with ``force``, the old destination is first renamed to ``.<name>.replaced-XXXX`` and deleted once
+# the new one is in place. Each of these folders is locked (``flock``) by the process that made it,
+# for as long as it lives: a folder of that shape nobody holds a lock on was left by a run that was
+# killed, and the next run for the same destination removes it (or, for an old output moved aside
+# whose replacement never arrived, puts it back).
+
+STAGING_TAG = ".unshell-"
+REPLACED_TAG = ".replaced-"
+_LOCK_TRIES = 8
 
 
 def _inside(path: Path, other: Path) -> bool:
     return path == other or path.is_relative_to(other)
 
 
-def check_destination(destination: Path, source: Path, *, force: bool) -> None:
-    """Refuse a destination that exists and is not empty (unless ``force``), and one that is or
-    contains the source: replacing it would modify the input.
+def _shown(path: Path) -> str:
+    return sanitize(str(path), 4096)
+
+
+def _is_link(path: Path) -> bool:
+    """Whether the file itself is a symbolic link (not merely reached through a linked folder)."""
+    return path.resolve() != Path(os.path.realpath(path.parent)) / path.name
+
+
+def _input_folders(source: Path, inputs: list[Path]) -> Iterator[tuple[Path, Path]]:
+    """(folder, input in it) for every folder that is part of the input: a source directory itself,
+    and the folder each input file lies in, really (after links), when the source is a directory or
+    the file is a link (a Hub snapshot's files link into ``blobs/``). A single file's own folder is
+    not part of the input: converting ``dir/model.gguf`` into ``dir/llama`` is fine."""
+    directory = source.is_dir()
+    if directory:
+        yield source.resolve(), source
+    for path in inputs:
+        if directory or _is_link(path):
+            yield path.resolve().parent, path
+
+
+def refuse_input_overlap(destination: Path, source: Path, inputs: Iterable[Path]) -> None:
+    """Refuse, with or without ``force``, a destination where writing would change the input.
+
+    ``inputs`` are the files the conversion reads. The destination may not be or contain any of
+    them where they really lie (``force`` would delete them), nor be or lie inside a folder of the
+    input (see `_input_folders`; a new subfolder there changes the input).
+
+    Raises:
+        UsageError: naming the input file that would have been destroyed or changed.
+    """
+    target = destination.resolve()
+    files = list(dict.fromkeys(inputs))
+    for path in files:
+        real = path.resolve()
+        if _inside(real, target):
+            link = f" (a link to {_shown(real)})" if _is_link(path) else ""
+            raise UsageError(
+                f"the output {_shown(destination)} is or contains the input file {_shown(path)}{link}: "
+                "writing there would destroy it"
+            )
+    for folder, path in _input_folders(source, files):
+        if _inside(target, folder):
+            raise UsageError(
+                f"the output {_shown(destination)} is or lies inside {_shown(folder)}, which holds the "
+                f"input {_shown(path)}: writing there would change the input"
+            )
+
+
+def check_destination(destination: Path, *, force: bool) -> None:
+    """Refuse a destination that exists and is not empty, unless ``force``.
 
     Raises:
         OutputExistsError: a non-empty destination without ``force``.
-        UsageError: the destination is the source or contains it.
     """
-    resolved, source_resolved = destination.resolve(), source.resolve()
-    if _inside(source_resolved, resolved):
-        raise UsageError(f"the output {sanitize(str(destination))} is or contains the input")
     if not os.path.lexists(destination):
         return
     if destination.is_dir() and not destination.is_symlink() and not any(destination.iterdir()):
         return
     if not force:
         what = "directory is not empty" if destination.is_dir() else "path exists"
-        raise OutputExistsError(
-            f"{sanitize(str(destination))}: the output {what} (pass --force to replace it)"
-        )
+        raise OutputExistsError(f"{_shown(destination)}: the output {what} (pass --force to replace it)")
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt during the block, so cleanup runs (main thread only, and
-    only when nobody else handles SIGTERM)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
-    ):
-        yield
+def _lock(path: Path) -> int | None:
+    """A descriptor holding an exclusive ``flock`` on ``path`` (a folder or a file, not a link),
+    or None when another process holds one. The lock ends with the descriptor, or the process."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file ``fd`` has open (a stale-folder sweep may have won)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _leftovers(destination: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, is an old output moved aside) of the staging and replaced folders of ``destination``."""
+    prefix = f".{destination.name}"
+    try:
+        entries = list(os.scandir(destination.parent))
+    except (FileNotFoundError, NotADirectoryError):
         return
+    for entry in entries:
+        tag = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+        aside = tag.startswith(REPLACED_TAG)
+        if (aside or tag.startswith(STAGING_TAG)) and not entry.is_symlink():
+            yield Path(entry.path), aside
 
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt("terminated")
 
-    signal.signal(signal.SIGTERM, interrupt)
+def remove_stale_staging(destination: Path, report: Callable[[str], object] | None = None) -> None:
+    """Clean up after conversions to ``destination`` that were killed (``kill -9``, a crash, a
+    power cut): remove their staging folders, and old outputs they had moved aside; an old output
+    moved aside whose replacement never arrived goes back to ``destination`` if that is free.
+    Folders a live conversion holds are left alone. ``report`` gets one line per action; a folder
+    that cannot be removed (another user's) is reported and left: it is not this run's output."""
+    for path, aside in _leftovers(destination):
+        try:
+            what = _remove_leftover(path, aside, destination)
+        except OSError as error:
+            what = (
+                f"could not remove {path.name}, left by an interrupted conversion: {error.strerror or error}"
+            )
+        if what is not None and report is not None:
+            report(f"{what} (beside {_shown(destination)})")
+
+
+def _remove_leftover(path: Path, aside: bool, destination: Path) -> str | None:
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def staging_directory(destination: Path) -> Iterator[Path]:
-    """A hidden temporary directory beside ``destination``, removed unless `commit` moved it."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.unshell-"))
-    # mkdtemp makes the directory private; the output should get the permissions mkdir would give.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(staging, 0o777 & ~mask)
+        fd = _lock(path)
+    except FileNotFoundError:  # its owner finished meanwhile
+        return None
+    if fd is None:  # a running conversion's
+        return None
     try:
-        with _terminate_as_interrupt():
-            yield staging
+        if not _still_at(fd, path):
+            return None
+        if aside and not os.path.lexists(destination):
+            os.rename(path, destination)
+            return f"put back {path.name}, the old output an interrupted conversion had moved aside"
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        return f"removed {path.name}, left by an interrupted conversion"
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
 
 
-def commit(staging: Path, destination: Path, *, force: bool) -> None:
-    """Move the finished staging directory to ``destination`` (replacing an empty directory, or
-    with ``force`` anything there, which is moved aside first and deleted only after the rename)."""
+class _Interrupts:
+    """SIGINT and SIGTERM while a conversion stages its output (main thread only, and only where
+    nobody else handles them). Before the commit they raise KeyboardInterrupt, so the staging
+    folder is removed and nothing is written. From the commit on they are held: the output is
+    complete, and stopping in the middle of the swap would leave the replaced output beside it."""
+
+    def __init__(self) -> None:
+        self.committing = False
+        self.held: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for signum, default in defaults.items():
+            current = signal.getsignal(signum)
+            if current == default:
+                self._previous[signum] = current
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.committing:
+            self.held.append(signum)
+            return
+        raise KeyboardInterrupt("terminated" if signum == signal.SIGTERM else "interrupted")
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
+class Staging:
+    """The hidden folder a conversion writes into, beside ``destination`` (see `staging_directory`)."""
+
+    def __init__(self, path: Path, destination: Path, interrupts: _Interrupts) -> None:
+        self.path = path
+        self.destination = destination
+        self._interrupts = interrupts
+
+    @property
+    def interrupted_after_commit(self) -> bool:
+        """Whether SIGINT or SIGTERM arrived once the output was complete (and was held)."""
+        return bool(self._interrupts.held)
+
+    def commit(self, *, force: bool) -> None:
+        """Move the finished folder to the destination (replacing an empty directory, or with
+        ``force`` anything there, which is moved aside first and deleted only after the rename).
+        Interrupts are held from here on (see `_Interrupts`)."""
+        self._interrupts.committing = True
+        with _writing(self.destination):
+            _swap(self.path, self.destination, force=force)
+
+
+def _swap(staging: Path, destination: Path, *, force: bool) -> None:
     if not os.path.lexists(destination):
         try:
             os.rename(staging, destination)
@@ -637,17 +813,68 @@ def commit(staging: Path, destination: Path, *, force: bool) -> None:
         return
     if not force:
         raise OutputExistsError(
-            f"{sanitize(str(destination))} appeared while converting (pass --force to replace it)"
+            f"{_shown(destination)} appeared while converting (pass --force to replace it)"
         )
-    aside = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.replaced-"))
-    os.rmdir(aside)
-    os.rename(destination, aside)
+    # Locked before it is renamed, so that no other run ever sees the old output aside unlocked
+    # while this one lives. A link is moved aside as it is (there is nothing of ours to lock).
+    held = None if destination.is_symlink() else _lock(destination)
+    if held is None and not destination.is_symlink():
+        raise OutputExistsError(f"{_shown(destination)} is being replaced by another conversion")
     try:
-        os.rename(staging, destination)
-    except BaseException:
-        os.rename(aside, destination)
-        raise
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        aside.unlink(missing_ok=True)
+        aside = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}{REPLACED_TAG}"))
+        os.rmdir(aside)
+        os.rename(destination, aside)
+        try:
+            os.rename(staging, destination)
+        except BaseException:
+            os.rename(aside, destination)
+            raise
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink(missing_ok=True)
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _make_staging(destination: Path) -> tuple[Path, int]:
+    """A new staging folder and the descriptor that holds its lock. mkdtemp and flock are two
+    steps: a sweep by another run can take the lock in between and remove the folder; then try
+    again with a fresh one."""
+    for _ in range(_LOCK_TRIES):
+        staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}{STAGING_TAG}"))
+        try:
+            fd = _lock(staging)
+        except FileNotFoundError:
+            continue
+        if fd is None:
+            continue
+        if _still_at(fd, staging):
+            return staging, fd
+        os.close(fd)
+    raise OutputWriteError(f"could not make a staging folder beside {_shown(destination)} that stays ours")
+
+
+@contextlib.contextmanager
+def staging_directory(destination: Path) -> Iterator[Staging]:
+    """A hidden, locked temporary folder beside ``destination``, removed unless committed. SIGINT
+    and SIGTERM abort the block until `Staging.commit` starts, and are held from then on."""
+    with _writing(destination.parent):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        path, lock = _make_staging(destination)
+        # mkdtemp makes the directory private; the output should get the permissions mkdir would give.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o777 & ~mask)
+    interrupts = _Interrupts()
+    try:
+        interrupts.install()
+        yield Staging(path, destination, interrupts)
+    finally:
+        try:
+            if os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(lock)
+            interrupts.restore()

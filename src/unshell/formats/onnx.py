@@ -124,7 +124,9 @@ class OnnxCheckpoint(Checkpoint):
 
     def raw_is_value(self, info: TensorInfo) -> bool:
         extra = info.extra
-        return super().raw_is_value(info) and not extra.get("dequantize") and extra.get("encoding") != "varint"
+        return (
+            super().raw_is_value(info) and not extra.get("dequantize") and extra.get("encoding") != "varint"
+        )
 
     def _decode(self, info: TensorInfo) -> np.ndarray:
         if info.extra.get("encoding") == "varint":

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError, UsageError
+from .jobs import DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -57,11 +58,14 @@ def serve(
     roots: Sequence[str | os.PathLike[str]] = (),
     max_jobs: int = 2,
     library: str | os.PathLike[str] | None = None,
+    job_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Serve the web application until interrupted. Loopback only unless ``host`` says otherwise.
 
+    ``job_timeout``: seconds an inspection or a job may run before its process is killed.
+
     Raises:
-        UsageError: no roots, a root that is not a directory, max_jobs < 1.
+        UsageError: no roots, a root that is not a directory, max_jobs < 1, job_timeout <= 0.
         PathNotFoundError: a root that does not exist.
         MissingDependencyError: the ``web`` extra is not installed.
     """
@@ -82,7 +86,9 @@ def serve(
             "reach this port can read every checkpoint under the roots",
             file=sys.stderr,
         )
-    app = create_app(roots, max_jobs=max_jobs, allowed_hosts=allowed, library=library)
+    app = create_app(
+        roots, max_jobs=max_jobs, allowed_hosts=allowed, library=library, job_timeout=job_timeout
+    )
     shown = f"[{host}]" if ":" in host else host
     print(f"unshell serve: http://{shown}:{port}/ (Ctrl-C stops)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

@@ -1,28 +1,35 @@
 """The web application: server-rendered pages and a JSON API over unshell's library calls.
 
 Every user-given path goes through `Roots.resolve` (see `paths`) before anything reads it; long
-work (compare, audit) runs in a bounded `JobManager`; inspect (headers only) runs in a small
-thread pool. Nothing here imports or runs code from model files: it only calls `unshell.inspect`,
-`unshell.compare` and `unshell.audit`, inside `paths.confined`.
+work (compare, audit, search) runs in a bounded `JobManager`; inspect (headers only) runs while
+the request waits, at most a few at a time. Nothing here imports or runs code from model files: it
+only calls `unshell.inspect`, `unshell.compare`, `unshell.audit` and `unshell.search` (`tasks`),
+inside `paths.confined`.
 
-Other defences, all in `_guard`: the Host header must be one the server was bound to (no DNS
-rebinding), state-changing requests must come from this origin (no cross-site form posts),
+Inspections and jobs run in child processes (`jobs.run_isolated`) under a time limit, and a job
+can be cancelled; the confinement is entered in the child, where the files are read.
+
+Other defences, all in `_guard`: the Host header must be a plain ``host[:port]`` the server was
+bound to (no DNS rebinding, no userinfo), state-changing requests must come from this origin (no
+cross-site form posts: a POST that shows neither an Origin nor a Sec-Fetch-Site header must carry
+JSON, which no page can send cross-site without a CORS preflight this server never grants),
 bodies are bounded, and every page carries a Content-Security-Policy that allows no scripts and
 no external resources at all.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import jinja2
@@ -42,14 +49,14 @@ from ..errors import (
     UsageError,
     one_line,
 )
-from .jobs import Job, JobManager, QueueFull
+from . import tasks
+from .jobs import DEFAULT_TIMEOUT_S, ChildFailed, Job, JobManager, QueueFull, run_isolated
 from .paths import (
     MAX_PATH_CHARS,
     Entry,
     OutsideRootsError,
     PathRejected,
     Roots,
-    confined,
     find_checkpoints,
     list_directory,
 )
@@ -68,6 +75,8 @@ PAGE_CSP = (
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; sandbox"
 CHECKPOINT_CACHE_S = 10.0
 LIBRARY_PAGE = 200
+LIBRARY_MAX_OFFSET = 2**62  # SQLite integers are 64-bit; no library comes near this
+CANCEL_WAIT_S = 5.0
 
 PathText = Annotated[str, Field(max_length=MAX_PATH_CHARS + 1)]
 
@@ -140,12 +149,30 @@ def http_status(exc: UnshellError) -> int:
     return 422  # the input is unusable: not a checkpoint, corrupt, unsafe pickle, missing extra...
 
 
-def _host_name(header: str) -> str:
-    """The host of a Host header, without its port (IPv6 literals keep no brackets)."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+def _host_name(header: str) -> str | None:
+    """The host of a Host header, lower case and without its port (IPv6 literals keep no
+    brackets), or None unless the header is a plain ``host[:port]`` URL authority: no userinfo
+    (``localhost:8000@evil.example`` names evil.example), path, query, spaces or bad port."""
+    text = header.strip()
+    if not text or any(ch in text for ch in "@/\\?#%") or any(ch.isspace() or ord(ch) < 32 for ch in text):
+        return None
+    try:
+        authority = urlsplit(f"//{text}")
+        _ = authority.port  # ValueError unless absent or 0-65535
+    except ValueError:
+        return None
+    return authority.hostname or None
+
+
+def _allowed_host(name: str) -> str:
+    """A host the operator allows, as `_host_name` returns it."""
+    return name.strip().strip("[]").lower()
+
+
+def _is_json(content_type: str | None) -> bool:
+    """A JSON media type: one no web page can send to another origin without a CORS preflight."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 @dataclass
@@ -268,21 +295,25 @@ def create_app(
     max_queued: int = 8,
     allowed_hosts: Sequence[str] | None = tuple(LOOPBACK_HOSTS),
     library: str | os.PathLike[str] | None = None,
+    job_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> FastAPI:
     """The ASGI application serving ``roots``. ``allowed_hosts=None`` accepts any Host header.
 
     ``library`` is the fingerprint library the pages browse and `search` jobs use (default: the
-    default library). It is the operator's file, opened read-only-ish: the UI never writes to it."""
+    default library). It is the operator's file, opened read-only-ish: the UI never writes to it.
+    ``job_timeout``: seconds an inspection or a job may run before its process is killed."""
     from ..library.store import default_library_path
 
     if max_jobs < 1:
         raise UsageError("max_jobs must be at least 1")
     if max_queued < 0:
         raise UsageError("max_queued must not be negative")
+    if not 0 < job_timeout < float("inf"):
+        raise UsageError("the job time limit must be a positive number of seconds")
     state = WebState(
         roots=Roots.from_paths(roots),
-        jobs=JobManager(max_jobs=max_jobs, max_queued=max_queued),
-        allowed_hosts=None if allowed_hosts is None else frozenset(_host_name(h) for h in allowed_hosts),
+        jobs=JobManager(max_jobs=max_jobs, max_queued=max_queued, timeout_s=job_timeout),
+        allowed_hosts=None if allowed_hosts is None else frozenset(_allowed_host(h) for h in allowed_hosts),
         inspect_limiter=anyio.CapacityLimiter(max(2, max_jobs)),
         templates=_templates(),
         library_path=Path(library).expanduser() if library is not None else default_library_path(),
@@ -357,7 +388,10 @@ def create_app(
     @app.middleware("http")
     async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         headers = request.headers
-        if state.allowed_hosts is not None and _host_name(headers.get("host", "")) not in state.allowed_hosts:
+        host = _host_name(headers.get("host", ""))
+        if host is None:
+            return _secure(JSONResponse({"error": "malformed Host header"}, status_code=400), request)
+        if state.allowed_hosts is not None and host not in state.allowed_hosts:
             return _secure(JSONResponse({"error": "unexpected Host header"}, status_code=421), request)
         if request.method not in SAFE_METHODS:
             site = headers.get("sec-fetch-site")
@@ -367,6 +401,9 @@ def create_app(
                 return _secure(
                     JSONResponse({"error": "cross-origin request refused"}, status_code=403), request
                 )
+            if origin is None and site is None and not _is_json(headers.get("content-type")):
+                message = "refused: a request that changes state must carry an Origin header, or a JSON body"
+                return _secure(JSONResponse({"error": message}, status_code=403), request)
             length = headers.get("content-length")
             if length is None and headers.get("transfer-encoding"):
                 return _secure(
@@ -410,15 +447,15 @@ def create_app(
         return await resolve(text)
 
     async def run_inspect(path: Path, tensors: bool) -> dict[str, Any]:
-        def work() -> dict[str, Any]:
-            from ..inspection import inspect
+        """Inspect in a child process, under the job time limit (`ResourceLimitError`, 413, past it)."""
+        work = functools.partial(tasks.inspect_task, state.roots, path, tensors)
 
-            with confined(state.roots):
-                document: dict[str, Any] = inspect(path).to_dict(tensor_map=tensors)
-                return document
+        def isolated() -> dict[str, Any]:
+            document: dict[str, Any] = run_isolated(work, timeout_s=state.jobs.timeout_s)
+            return document
 
         try:
-            return await anyio.to_thread.run_sync(work, limiter=state.inspect_limiter)
+            return await anyio.to_thread.run_sync(isolated, limiter=state.inspect_limiter)
         except UnshellError:  # some are OSErrors too (PathNotFoundError): the handler maps them
             raise
         except MemoryError:
@@ -426,29 +463,20 @@ def create_app(
         except OSError as exc:
             status = 403 if isinstance(exc, PermissionError) else 422
             raise WebError(f"cannot read input: {exc.strerror or exc}", status) from None
+        except ChildFailed as exc:
+            if exc.args and exc.args[0] == "ProcessDied":  # the kernel's OOM killer, most likely
+                raise WebError(f"the inspection stopped: {exc.args[1]}", 422) from None
+            raise
 
     def submit_compare(a: Path, b: Path, quick: bool) -> Job:
-        def work() -> Any:
-            from ..lineage.compare import compare
-
-            with confined(state.roots):
-                return compare(a, b, quick=quick)
-
+        work = functools.partial(tasks.compare_task, state.roots, a, b, quick)
         return state.jobs.submit("compare", {"a": str(a), "b": str(b), "quick": quick}, work)
 
     def submit_audit(path: Path, against: Path | None, quick: bool, use_library: bool = False) -> Job:
         if use_library and against is not None:
             raise WebError("give a base to test against or search the library, not both", 400)
-
-        def work() -> Any:
-            from ..audit.report import audit
-
-            if not use_library:
-                with confined(state.roots):
-                    return audit(path, against=against, quick=quick)
-            with served_library() as library, confined(state.roots):
-                return audit(path, quick=quick, library=library)
-
+        library = state.library_path if use_library else None
+        work = functools.partial(tasks.audit_task, state.roots, path, against, quick, library)
         params = {
             "path": str(path),
             "against": None if against is None else str(against),
@@ -457,24 +485,15 @@ def create_app(
         }
         return state.jobs.submit("audit", params, work)
 
-    @contextmanager
-    def served_library() -> Iterator[Any]:
-        """The operator's library, which must exist (the UI never creates or writes it). It lives
-        outside the roots, so it is connected here, before a job enters its confinement."""
-        from ..library import existing_library
-
-        with existing_library(state.library_path) as library:
-            _ = library.db
-            yield library
-
     def submit_search(path: Path, top: int) -> Job:
-        def work() -> Any:
-            from ..library import search
-
-            with served_library() as library, confined(state.roots):
-                return search(path, library, top=top)
-
+        work = functools.partial(tasks.search_task, state.roots, path, top, state.library_path)
         return state.jobs.submit("search", {"path": str(path), "top": top}, work)
+
+    async def cancel_job(job: Job) -> bool:
+        """Cancel ``job`` and wait (briefly) for it to end; 409 when it had already ended."""
+        if not state.jobs.cancel(job):
+            raise WebError(f"job {job.id} is {job.state}: nothing to cancel", 409)
+        return await anyio.to_thread.run_sync(job.ended.wait, CANCEL_WAIT_S)
 
     def library_entries(
         query: str = "", family: str = "", limit: int = LIBRARY_PAGE, offset: int = 0
@@ -651,7 +670,7 @@ def create_app(
         q: Annotated[str, Query(max_length=512, description="a substring of the name")] = "",
         family: Annotated[str, Query(max_length=128)] = "",
         limit: Annotated[int, Query(ge=1, le=1000)] = LIBRARY_PAGE,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=LIBRARY_MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         return await run_in_threadpool(library_entries, q, family, limit, offset)
 
@@ -671,6 +690,21 @@ def create_app(
     @app.get("/api/jobs/{job_id}", tags=["jobs"], summary="A job's state, timings and, when done, its result")
     async def api_job(job_id: str) -> dict[str, Any]:
         return job_doc(job_or_404(job_id))
+
+    @app.post(
+        "/api/jobs/{job_id}/cancel",
+        tags=["jobs"],
+        summary="Cancel a queued or running job (its process is killed)",
+        responses={
+            200: {"description": "the job, cancelled"},
+            202: {"description": "the job, still stopping"},
+            409: {"description": "the job had already ended"},
+        },
+    )
+    async def api_job_cancel(job_id: str) -> JSONResponse:
+        job = job_or_404(job_id)
+        ended = await cancel_job(job)
+        return JSONResponse(job_doc(job, include_result=False), status_code=200 if ended else 202)
 
     @app.get("/api/jobs/{job_id}/result.json", tags=["jobs"], summary="Download a finished job's result")
     async def api_job_result(job_id: str) -> Response:
@@ -790,7 +824,9 @@ def create_app(
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
     @app.get("/library", include_in_schema=False)
-    async def library_page(q: str = "", family: str = "", offset: int = 0) -> HTMLResponse:
+    async def library_page(
+        q: str = "", family: str = "", offset: Annotated[int, Query(le=LIBRARY_MAX_OFFSET)] = 0
+    ) -> HTMLResponse:
         doc = await run_in_threadpool(library_entries, q[:512], family[:128], LIBRARY_PAGE, max(offset, 0))
         checkpoints = [(e, state.absolute(e)) for e in state.checkpoints()]
         return page("library.html", doc=doc, q=q, family=family, checkpoints=checkpoints, page=LIBRARY_PAGE)
@@ -799,6 +835,11 @@ def create_app(
     async def library_model_page(name: str) -> HTMLResponse:
         model = await run_in_threadpool(library_model, name)
         return page("library_model.html", model=model)
+
+    @app.post("/jobs/{job_id}/cancel", include_in_schema=False)
+    async def cancel_form(job_id: str) -> RedirectResponse:
+        await cancel_job(job_or_404(job_id))
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> HTMLResponse:

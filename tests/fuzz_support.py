@@ -1,0 +1,357 @@
+"""Shared pieces of the property-based fuzz tests (``tests/test_fuzz_*.py``).
+
+The property every fuzz test checks: for any input, unshell's public call either succeeds or
+raises one of unshell's own errors (`unshell.errors.UnshellError`, which the CLI turns into one
+line and its exit code). Any other exception is what the CLI reports as exit 70, an internal
+error, and fails the test with the input that caused it (shrunk by hypothesis).
+
+Inputs are structured: valid files built by the test helpers (``gguf_writer``, ``torchzip``,
+``hostile_gguf_onnx``, ``llama2c_export``) or copied from ``tests/data/fixtures``, then mutated
+where it matters (header fields flipped, numbers made huge, NaN or infinite, names duplicated,
+nesting deepened, bytes cut off), so the properties reach the code behind the first check.
+
+Profiles (``UNSHELL_FUZZ_PROFILE``):
+
+- ``ci`` (default): derandomized (the same examples on every run), no example database, each test
+  runs the number of examples it names with `fuzz_settings`. All fuzz tests together stay within
+  a few minutes on two cores.
+- ``dev``: random, 50 times the examples, failures saved under ``~/.cache/unshell-fuzz`` and
+  replayed first on the next run. For long runs: ``UNSHELL_FUZZ_PROFILE=dev pytest tests/test_fuzz_*``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import json
+import os
+import resource
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from unshell.errors import UnshellError
+
+PROFILE_ENV = "UNSHELL_FUZZ_PROFILE"
+DEV_SCALE = 50
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+
+
+def register_profiles() -> None:
+    """Register ``ci`` and ``dev`` and load the one ``UNSHELL_FUZZ_PROFILE`` names (``ci``)."""
+    settings.register_profile(
+        "ci",
+        max_examples=100,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "unshell-fuzz"
+    settings.register_profile(
+        "dev",
+        max_examples=100 * DEV_SCALE,
+        deadline=None,
+        derandomize=False,
+        database=DirectoryBasedExampleDatabase(str(cache)),
+        print_blob=True,
+        suppress_health_check=_SUPPRESSED,
+    )
+    settings.load_profile(os.environ.get(PROFILE_ENV, "ci"))
+
+
+def fuzz_settings(ci_examples: int) -> settings:
+    """``ci_examples`` examples under the ci profile, proportionally more under dev."""
+    scale = max(1, settings.default.max_examples // 100)
+    return settings(max_examples=ci_examples * scale)
+
+
+# -- the property ---------------------------------------------------------------------------------
+
+
+def unshell_errors_only(call: Callable[[], Any]) -> Any:
+    """Run ``call``; return its result, or None when it raised an unshell error (checked to be
+    printable as the CLI prints it). Any other exception propagates and fails the test.
+
+    Each outcome is a hypothesis event (``--hypothesis-show-statistics`` shows how often each
+    step succeeded and which errors it met, so a generator that never gets past the first
+    check is visible)."""
+    label = getattr(call, "__name__", "call")
+    try:
+        result = call()
+    except UnshellError as error:
+        message = str(error)  # the CLI prints this: it must not itself fail
+        assert message.strip(), f"{type(error).__name__} without a message"
+        _record(f"{label}: {type(error).__name__}")
+        return None
+    _record(f"{label}: ok")
+    return result
+
+
+OUTCOMES: collections.Counter[str] = collections.Counter()
+"""How often each labelled step succeeded or met which error, since the current test started."""
+
+
+def _record(outcome: str) -> None:
+    OUTCOMES[outcome] += 1
+    event(outcome)
+
+
+def reaches(*labels: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Fail a fuzz test whose inputs never got through the steps ``labels`` name (the function
+    names passed to `unshell_errors_only`): a generator that only ever makes inputs the first
+    check refuses would test almost nothing and still pass."""
+
+    def decorate(test: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(test)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            OUTCOMES.clear()
+            test(*args, **kwargs)
+            missing = [label for label in labels if not OUTCOMES[f"{label}: ok"]]
+            assert not missing, f"no generated input got through {missing}; outcomes: {dict(OUTCOMES)}"
+
+        return wrapper
+
+    return decorate
+
+
+ADDRESS_SPACE_HEADROOM = 512 << 20
+"""Memory a fuzzed input of a few kilobytes may make unshell allocate (the bound's floor)."""
+DECODED_BYTES_PER_INPUT_BYTE = 64
+"""Legitimate decoding widens at most about 20 times (2-bit quantized blocks to float32)."""
+
+
+@contextlib.contextmanager
+def memory_bound(input_bytes: int) -> Iterator[None]:
+    """Cap this process's address space near its current size for the block, so an input that
+    makes unshell allocate far more than its own size fails fast (MemoryError names the call)
+    instead of exhausting a shared machine. Restores the previous limit."""
+    headroom = max(ADDRESS_SPACE_HEADROOM, DECODED_BYTES_PER_INPUT_BYTE * input_bytes)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as handle:
+        current = int(handle.read().split()[0]) * resource.getpagesize()
+    limit = current + headroom
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    except MemoryError:
+        raise AssertionError(
+            f"an input of {input_bytes} bytes made unshell allocate more than {headroom >> 20} MiB"
+        ) from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def exercise_checkpoint(path: Path, *, read_values: bool = True, fingerprint: bool = False) -> None:
+    """What the CLI does with a checkpoint, each step held to the property.
+
+    ``inspect`` (and its JSON document, which ``--format json`` prints), then, within
+    `memory_bound`, every tensor's values (``compare`` and ``library add`` read them) and
+    optionally the fingerprint (``library add``, ``search``) with a bytes round trip.
+    """
+    import unshell
+    from unshell.formats import open_checkpoint
+
+    def inspect() -> None:
+        result = unshell.inspect(path)
+        json.dumps(result.to_dict(tensor_map=True), default=str)
+
+    unshell_errors_only(inspect)
+    size = _input_size(path)
+    if read_values:
+
+        def read_all() -> None:
+            with open_checkpoint(path) as checkpoint:
+                for name in list(checkpoint.tensors):
+                    checkpoint.read(name)
+
+        with memory_bound(size):
+            unshell_errors_only(read_all)
+    if fingerprint:
+        from unshell.lineage.fingerprint import Fingerprint
+
+        def fingerprint_round_trip() -> None:
+            fp = unshell.fingerprint(path)
+            Fingerprint.from_bytes(fp.to_bytes())
+
+        with memory_bound(size):
+            unshell_errors_only(fingerprint_round_trip)
+
+
+def _input_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A fresh directory per example (hypothesis runs many examples in one test call)."""
+    with tempfile.TemporaryDirectory(prefix="unshell-fuzz-") as name:
+        yield Path(name)
+
+
+# -- byte mutations -------------------------------------------------------------------------------
+
+INTERESTING_U32 = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
+INTERESTING_U64 = (*INTERESTING_U32, 1 << 32, 1 << 40, 1 << 62, (1 << 63) - 1, 1 << 63, (1 << 64) - 1)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    kind: str
+    position: int
+    value: bytes = b""
+    length: int = 0
+
+    def apply(self, data: bytearray) -> None:
+        position = min(self.position, len(data))
+        if self.kind == "overwrite":
+            data[position : position + len(self.value)] = self.value
+        elif self.kind == "insert":
+            data[position:position] = self.value
+        elif self.kind == "delete":
+            del data[position : position + self.length]
+        elif self.kind == "duplicate":
+            data[position:position] = data[position : position + self.length]
+        elif self.kind == "truncate":
+            del data[position:]
+
+
+def _mutation(hot: int) -> st.SearchStrategy[Mutation]:
+    position = st.integers(0, max(hot - 1, 0))
+    packed = st.one_of(
+        st.sampled_from(INTERESTING_U32).map(lambda v: struct.pack("<I", v)),
+        st.sampled_from(INTERESTING_U64).map(lambda v: struct.pack("<Q", v)),
+        st.sampled_from((b"\x00", b"\xff", b"\x7f", b"\x80", b'"', b"{", b"[", b"\n", b"-")),
+        st.binary(min_size=1, max_size=8),
+    )
+    return st.one_of(
+        st.builds(Mutation, st.just("overwrite"), position, packed),
+        st.builds(Mutation, st.just("insert"), position, packed),
+        st.builds(Mutation, st.just("delete"), position, length=st.integers(1, 64)),
+        st.builds(Mutation, st.just("duplicate"), position, length=st.integers(1, 256)),
+        st.builds(Mutation, st.just("truncate"), position),
+    )
+
+
+def mutated(data: bytes, *, hot: int | None = None, max_mutations: int = 4) -> st.SearchStrategy[bytes]:
+    """``data`` with one to ``max_mutations`` byte-level mutations, at positions below ``hot`` (the
+    header region; default the whole input)."""
+    limit = len(data) if hot is None else min(hot, len(data))
+
+    def apply(mutations: list[Mutation]) -> bytes:
+        out = bytearray(data)
+        for mutation in mutations:
+            mutation.apply(out)
+        return bytes(out)
+
+    return st.lists(_mutation(limit), min_size=1, max_size=max_mutations).map(apply)
+
+
+# -- adversarial JSON -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawJSON:
+    """JSON text inserted verbatim (a 5,000-digit number, a lone surrogate escape...)."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 40 else f"{self.text[:20]}...({len(self.text)} chars)"
+        return f"RawJSON({text!r})"
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """A JSON object written from its key/value pairs, so that a key may appear twice."""
+
+    items: tuple[tuple[str, Any], ...]
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for `value`, which may hold `RawJSON`, `Pairs`, NaN and infinities."""
+    if isinstance(value, RawJSON):
+        return value.text
+    if isinstance(value, Pairs):
+        return "{" + ",".join(f"{json.dumps(k)}:{dump_json(v)}" for k, v in value.items) + "}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{dump_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dump_json(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+HUGE_NUMBERS = (
+    RawJSON("1" + "0" * 4000),  # an int Python parses; 10^4000 overflows a float
+    RawJSON("9" * 5000),  # beyond Python's 4,300-digit int limit: json.loads refuses it
+    RawJSON("1e400"),  # parses as inf
+    RawJSON("-1e400"),
+    RawJSON("1e-400"),
+    RawJSON('"\\ud800"'),  # a lone surrogate: a str that cannot be encoded as UTF-8
+)
+SPECIAL_NUMBERS: tuple[Any, ...] = (
+    0,
+    -1,
+    1,
+    2**31,
+    2**32 - 1,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63),
+    10**30,
+    0.5,
+    -0.0,
+    1e308,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    True,
+    False,
+    None,
+)
+
+
+def adversarial_leaves() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.sampled_from(SPECIAL_NUMBERS),
+        st.sampled_from(HUGE_NUMBERS),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=40),
+        st.sampled_from(("", " ", "\x00", "\u202e", "llama", "LlamaForCausalLM", "../../etc/passwd")),
+    )
+
+
+def adversarial_json(leaves: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[Any]:
+    """JSON values: adversarial leaves inside lists and objects (some with duplicate keys)."""
+    base = leaves if leaves is not None else adversarial_leaves()
+    return st.recursive(
+        base,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.text(max_size=12), children, max_size=4),
+            st.lists(st.tuples(st.sampled_from(("a", "b", "model_type")), children), max_size=4).map(
+                lambda items: Pairs(tuple(items))
+            ),
+        ),
+        max_leaves=12,
+    )
+
+
+def deep_nesting(depth: int) -> RawJSON:
+    return RawJSON("[" * depth + "]" * depth)

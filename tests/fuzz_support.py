@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import io
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
+from hypothesis.errors import InvalidArgument
 
 from unshell.errors import UnshellError
 
@@ -103,7 +105,8 @@ OUTCOMES: collections.Counter[str] = collections.Counter()
 
 def _record(outcome: str) -> None:
     OUTCOMES[outcome] += 1
-    event(outcome)
+    with contextlib.suppress(InvalidArgument):  # outside a hypothesis test (a regression test)
+        event(outcome)
 
 
 def reaches(*labels: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -153,22 +156,58 @@ def memory_bound(input_bytes: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+FORBIDDEN_EXIT_CODES = {19: "an I/O error", 21: "out of memory", 70: "an internal error"}
+"""Exit codes a fuzzed input of a few kilobytes must never produce: it is no I/O failure, it
+cannot need gigabytes, and anything else is a bug."""
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """Run ``unshell ARGS`` in this process as its console script does, writing to a strict
+    UTF-8 stdout like a terminal's; return (exit code, stdout). ``UNSHELL_DEBUG`` is set, so an
+    internal error propagates with its traceback instead of becoming exit 70."""
+    from unshell.cli.main import main
+
+    out, err = io.BytesIO(), io.BytesIO()
+    stdout = io.TextIOWrapper(out, encoding="utf-8", errors="strict", write_through=True)
+    stderr = io.TextIOWrapper(err, encoding="utf-8", errors="strict", write_through=True)
+    previous = os.environ.get("UNSHELL_DEBUG")
+    os.environ["UNSHELL_DEBUG"] = "1"
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        if previous is None:
+            os.environ.pop("UNSHELL_DEBUG", None)
+        else:
+            os.environ["UNSHELL_DEBUG"] = previous
+    errors = err.getvalue().decode()
+    assert code not in FORBIDDEN_EXIT_CODES, (
+        f"unshell {' '.join(args)}: exit {code} ({FORBIDDEN_EXIT_CODES[code]}): {errors.strip()[:500]}"
+    )
+    assert "Traceback" not in errors, errors
+    _record(f"unshell {args[0]}: exit {code}")
+    return code, out.getvalue().decode()
+
+
 def exercise_checkpoint(path: Path, *, read_values: bool = True, fingerprint: bool = False) -> None:
     """What the CLI does with a checkpoint, each step held to the property.
 
-    ``inspect`` (and its JSON document, which ``--format json`` prints), then, within
-    `memory_bound`, every tensor's values (``compare`` and ``library add`` read them) and
-    optionally the fingerprint (``library add``, ``search``) with a bytes round trip.
+    ``unshell inspect`` (as a table and as JSON), then, within `memory_bound`, every tensor's
+    values (``compare`` and ``library add`` read them) and optionally the fingerprint (``library
+    add``, ``search``) with a bytes round trip.
     """
     import unshell
     from unshell.formats import open_checkpoint
 
-    def inspect() -> None:
-        result = unshell.inspect(path)
-        json.dumps(result.to_dict(tensor_map=True), default=str)
-
-    unshell_errors_only(inspect)
     size = _input_size(path)
+    with memory_bound(size):
+        code, _ = run_cli("inspect", "--tensors", str(path))
+        run_cli("inspect", "--format", "json", str(path))
+    if code == 0:
+        _record("inspect: ok")
     if read_values:
 
         def read_all() -> None:
@@ -229,16 +268,19 @@ class Mutation:
             del data[position:]
 
 
-def _mutation(hot: int) -> st.SearchStrategy[Mutation]:
-    position = st.integers(0, max(hot - 1, 0))
+def _mutation(start: int, hot: int) -> st.SearchStrategy[Mutation]:
+    position = st.integers(min(start, hot - 1), max(hot - 1, 0))
     packed = st.one_of(
         st.sampled_from(INTERESTING_U32).map(lambda v: struct.pack("<I", v)),
         st.sampled_from(INTERESTING_U64).map(lambda v: struct.pack("<Q", v)),
         st.sampled_from((b"\x00", b"\xff", b"\x7f", b"\x80", b'"', b"{", b"[", b"\n", b"-")),
         st.binary(min_size=1, max_size=8),
     )
+    overwrite = st.builds(Mutation, st.just("overwrite"), position, packed)
     return st.one_of(
-        st.builds(Mutation, st.just("overwrite"), position, packed),
+        overwrite,  # most often: a changed field keeps every later offset valid
+        overwrite,
+        overwrite,
         st.builds(Mutation, st.just("insert"), position, packed),
         st.builds(Mutation, st.just("delete"), position, length=st.integers(1, 64)),
         st.builds(Mutation, st.just("duplicate"), position, length=st.integers(1, 256)),
@@ -246,9 +288,11 @@ def _mutation(hot: int) -> st.SearchStrategy[Mutation]:
     )
 
 
-def mutated(data: bytes, *, hot: int | None = None, max_mutations: int = 4) -> st.SearchStrategy[bytes]:
-    """``data`` with one to ``max_mutations`` byte-level mutations, at positions below ``hot`` (the
-    header region; default the whole input)."""
+def mutated(
+    data: bytes, *, start: int = 0, hot: int | None = None, max_mutations: int = 4
+) -> st.SearchStrategy[bytes]:
+    """``data`` with one to ``max_mutations`` byte-level mutations, at positions from ``start`` up
+    to ``hot`` (a header region; default the whole input)."""
     limit = len(data) if hot is None else min(hot, len(data))
 
     def apply(mutations: list[Mutation]) -> bytes:
@@ -257,7 +301,41 @@ def mutated(data: bytes, *, hot: int | None = None, max_mutations: int = 4) -> s
             mutation.apply(out)
         return bytes(out)
 
-    return st.lists(_mutation(limit), min_size=1, max_size=max_mutations).map(apply)
+    return st.lists(_mutation(start, limit), min_size=1, max_size=max_mutations).map(apply)
+
+
+def _same_width_values(original: bytes) -> st.SearchStrategy[bytes]:
+    width = len(original)
+    mask = (1 << (8 * width)) - 1
+    value = int.from_bytes(original, "little")
+    nearby = [(value + 1) & mask, (value - 1) & mask, (value * 2) & mask, value // 2]
+    specials = [struct.pack("<f", v) for v in (float("nan"), float("inf"), float("-inf"), 3e38, -0.0)]
+    specials += [struct.pack("<d", v) for v in (float("nan"), float("inf"), 1e308)]
+    return st.one_of(
+        st.sampled_from(nearby).map(lambda v: v.to_bytes(width, "little")),
+        st.sampled_from(INTERESTING_U64).map(lambda v: (v & mask).to_bytes(width, "little")),
+        st.sampled_from([b for b in specials if len(b) == width] or [b"\xff" * width]),
+        st.binary(min_size=width, max_size=width),
+    )
+
+
+def field_mutated(
+    data: bytes, fields: list[tuple[int, int]], *, max_mutations: int = 3
+) -> st.SearchStrategy[bytes]:
+    """``data`` with one to ``max_mutations`` of its ``fields`` ((offset, width): counts, lengths,
+    types, dimensions, offsets, scalar values) overwritten by a value of the same width: one more
+    or less, double or half, zero, all ones, a power of two, NaN, infinity... Everything else stays in place, so the
+    parser gets past the changed field and meets its consequences."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        out = bytearray(data)
+        for _ in range(draw(st.integers(1, max_mutations))):
+            offset, width = draw(st.sampled_from(fields))
+            out[offset : offset + width] = draw(_same_width_values(data[offset : offset + width]))
+        return bytes(out)
+
+    return build()
 
 
 # -- adversarial JSON -----------------------------------------------------------------------------
@@ -326,6 +404,28 @@ SPECIAL_NUMBERS: tuple[Any, ...] = (
 )
 
 
+HOSTILE_TEXT = (
+    "",
+    " ",
+    "\x00",
+    "\n",
+    "\x1b[2J",
+    "\u202e",
+    "\ud800",  # a lone surrogate: valid in JSON escapes and pickles, not encodable as UTF-8
+    "a\udfffb",
+    "x" * 5000,
+    "..",
+    "../../etc/passwd",
+    "llama",
+    "LlamaForCausalLM",
+)
+
+
+def names(*common: str) -> st.SearchStrategy[str]:
+    """Names: the ``common`` ones a real file holds, arbitrary text, and hostile text."""
+    return st.one_of(st.sampled_from(common or ("a",)), st.text(max_size=20), st.sampled_from(HOSTILE_TEXT))
+
+
 def adversarial_leaves() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.sampled_from(SPECIAL_NUMBERS),
@@ -333,7 +433,7 @@ def adversarial_leaves() -> st.SearchStrategy[Any]:
         st.integers(),
         st.floats(),
         st.text(max_size=40),
-        st.sampled_from(("", " ", "\x00", "\u202e", "llama", "LlamaForCausalLM", "../../etc/passwd")),
+        st.sampled_from(HOSTILE_TEXT),
     )
 
 

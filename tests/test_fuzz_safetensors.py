@@ -20,6 +20,7 @@ from fuzz_support import (
     exercise_checkpoint,
     fuzz_settings,
     mutated,
+    names,
     reaches,
     scratch_dir,
 )
@@ -42,7 +43,7 @@ LLAMA_NAMES = (
 )
 DTYPES = (*PLAIN_DTYPES, "F13", "Q4_K", "", "f32")
 
-tensor_names = st.one_of(st.sampled_from(LLAMA_NAMES), st.text(min_size=1, max_size=20))
+tensor_names = names(*LLAMA_NAMES)
 lies = st.one_of(st.sampled_from(SPECIAL_NUMBERS), st.sampled_from(HUGE_NUMBERS), adversarial_json())
 
 

@@ -428,6 +428,15 @@ def _long_text() -> str:
 hostile_text = st.one_of(st.sampled_from(HOSTILE_TEXT), st.builds(_long_text))
 
 
+def mostly(common: tuple[Any, ...], rare: tuple[Any, ...], every: int = 8) -> st.SearchStrategy[Any]:
+    """One of ``common``, or about once in ``every`` draws one of ``rare``. (hypothesis draws the
+    first and last items of a `sampled_from` far more often than the others, so the rare items
+    go in the middle of a list padded with repeats of the common ones.)"""
+    padded = list(common) * max(1, (every - 1) * len(rare) // len(common))
+    middle = len(padded) // 2
+    return st.sampled_from((*padded[:middle], *rare, *padded[middle:]))
+
+
 def names(*common: str) -> st.SearchStrategy[str]:
     """Names: the ``common`` ones a real file holds, arbitrary text, and hostile text."""
     return st.one_of(st.sampled_from(common or ("a",)), st.text(max_size=20), hostile_text)

@@ -10,6 +10,7 @@ import struct
 import warnings
 import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fuzz_support import (
     exercise_checkpoint,
     field_mutated,
     fuzz_settings,
+    mostly,
     mutated,
     names,
     reaches,
@@ -65,6 +67,16 @@ SMALL_INTS = st.one_of(st.integers(0, 8), st.sampled_from(INTERESTING_U64), st.i
 # -- pickle gadgets: opcode snippets that leave exactly one value on the stack ------------------------
 
 
+@dataclass(frozen=True, repr=False)
+class Gadget(Raw):
+    """Opcodes with a short name for hypothesis' reports."""
+
+    label: str = ""
+
+    def __repr__(self) -> str:
+        return f"Gadget({self.label!r})"
+
+
 def _global(module: str, name: str) -> bytes:
     return f"c{module}\n{name}\n".encode()
 
@@ -74,12 +86,13 @@ def _unicode(text: str) -> bytes:
     return b"X" + struct.pack("<I", len(raw)) + raw
 
 
-def planted_ordered_dict(attribute: str, planted: bytes, items: bytes = b"") -> Raw:
+def planted_ordered_dict(attribute: str, planted: bytes, items: bytes = b"") -> Gadget:
     """An OrderedDict whose BUILD sets ``attribute`` as an instance attribute (issue 13, C2):
     ``mapping.items()`` or ``.get()`` then finds the planted value before the method."""
-    return Raw(
+    opcodes = (
         _global("collections", "OrderedDict") + b")R" + items + b"}" + _unicode(attribute) + planted + b"sb"
     )
+    return Gadget(opcodes, f"OrderedDict with {attribute} = {planted[:40]!r}")
 
 
 PLANTED_VALUES = (
@@ -99,21 +112,24 @@ GADGETS = st.one_of(
     ),
     st.sampled_from(
         (
-            Raw(b"]q\x00h\x00a"),  # a list that holds itself
-            Raw(b"}q\x00X\x01\x00\x00\x00ah\x00s"),  # a dict that holds itself
-            Raw(b"(" + b"]" * 3000 + b"a" * 2999 + b"t"),  # deep nesting
-            Raw(_global("builtins", "set") + b"(]t" + b"R"),
-            Raw(_global("builtins", "set") + b"((]tt" + b"R"),  # unhashable
-            Raw(_global("builtins", "frozenset") + b"(]J\x01\x00\x00\x00at" + b"R"),
-            Raw(_global("torch", "Size") + b"(]J\x01\x00\x00\x00at" + b"R"),
-            Raw(_global("_codecs", "encode") + b"(X\x03\x00\x00\x00abcX\x06\x00\x00\x00latin1t" + b"R"),
-            Raw(_global("builtins", "bytes") + b")R"),
-            Raw(_global("torch", "float16") + b")R"),  # a dtype called
-            Raw(b"\x8b" + struct.pack("<i", 2500) + b"\x01" * 2500),  # an int of 6,000 digits
-            Raw(b"\x8f"),  # EMPTY_SET
-            Raw(_unicode("\ud800")),
-            Raw(b"C\x03abc"),  # SHORT_BINBYTES
-            Raw(b"G" + struct.pack(">d", float("nan"))),
+            Gadget(b"]q\x00h\x00a", "a list that holds itself"),
+            Gadget(b"}q\x00X\x01\x00\x00\x00ah\x00s", "a dict that holds itself"),
+            Gadget(b"(" + b"]" * 3000 + b"a" * 2999 + b"t", "lists 3,000 deep"),
+            Gadget(_global("builtins", "set") + b"(]tR", "set([])"),
+            Gadget(_global("builtins", "set") + b"((]ttR", "set(([],)): unhashable"),
+            Gadget(_global("builtins", "frozenset") + b"(]J\x01\x00\x00\x00atR", "frozenset([1])"),
+            Gadget(_global("torch", "Size") + b"(]J\x01\x00\x00\x00atR", "torch.Size([1])"),
+            Gadget(
+                _global("_codecs", "encode") + b"(X\x03\x00\x00\x00abcX\x06\x00\x00\x00latin1tR",
+                "_codecs.encode",
+            ),
+            Gadget(_global("builtins", "bytes") + b")R", "bytes()"),
+            Gadget(_global("torch", "float16") + b")R", "torch.float16()"),
+            Gadget(b"\x8b" + struct.pack("<i", 2500) + b"\x01" * 2500, "an int of 6,000 digits"),
+            Gadget(b"\x8f", "EMPTY_SET"),
+            Gadget(_unicode("\ud800"), "a lone surrogate"),
+            Gadget(b"C\x03abc", "bytes"),
+            Gadget(b"G" + struct.pack(">d", float("nan")), "NaN"),
         )
     ),
 )
@@ -179,7 +195,10 @@ def checkpoints(draw: st.DrawFn) -> tuple[bytes, dict[str, bytes], dict[str, Any
     """(data.pkl, storages by key, zip options)."""
     keys = draw(
         st.lists(
-            st.sampled_from(("0", "1", "2", "3", "../x", "a b", "")), min_size=1, max_size=3, unique=True
+            mostly(tuple("0123456789"), ("../x", "a b", "", "x" * 65), every=12),
+            min_size=1,
+            max_size=3,
+            unique=True,
         )
     )
     pool = [draw(storages(key)) for key in keys]
@@ -259,14 +278,19 @@ def test_structured_pytorch(checkpoint: tuple[bytes, dict[str, bytes], dict[str,
 _LENGTH_WIDTHS = {-2: 1, -3: 4, -4: 4, -5: 8}  # pickletools' TAKEN_FROM_ARGUMENT1/4/4U/8U
 
 
-def pickle_fields(data: bytes) -> list[tuple[int, int]]:
-    """(offset, width) of every opcode and every fixed-width argument or length in a pickle."""
+def pickle_fields(data: bytes, *, values_only: bool = False) -> list[tuple[int, int]]:
+    """(offset, width) of every opcode and every fixed-width argument or length in a pickle; with
+    ``values_only``, of the number arguments alone (shapes, strides, offsets, storage sizes)."""
     fields = []
     for opcode, _, position in pickletools.genops(data):
         assert position is not None
-        fields.append((position, 1))
         width = opcode.arg.n if opcode.arg is not None else 0
         width = _LENGTH_WIDTHS.get(width, width)
+        if values_only:
+            if opcode.name in ("BININT", "BININT1", "BININT2", "BINFLOAT"):
+                fields.append((position + 1, width))
+            continue
+        fields.append((position, 1))
         if width > 0:
             fields.append((position + 1, width))
     return fields
@@ -286,7 +310,14 @@ FIXTURE_PICKLE, FIXTURE_MEMBERS, FIXTURE_TOP = _fixture()
 
 @reaches("inspect", "read_all")
 @fuzz_settings(60)
-@given(st.one_of(field_mutated(FIXTURE_PICKLE, pickle_fields(FIXTURE_PICKLE)), mutated(FIXTURE_PICKLE)))
+@given(
+    st.one_of(
+        field_mutated(FIXTURE_PICKLE, pickle_fields(FIXTURE_PICKLE, values_only=True), max_mutations=2),
+        field_mutated(FIXTURE_PICKLE, pickle_fields(FIXTURE_PICKLE, values_only=True), max_mutations=1),
+        field_mutated(FIXTURE_PICKLE, pickle_fields(FIXTURE_PICKLE)),
+        mutated(FIXTURE_PICKLE),
+    )
+)
 def test_mutated_real_pickle(data: bytes) -> None:
     """llama2xs.ckpt.pt (a model state dict, an optimizer, training arguments) with its data.pkl
     changed opcode by opcode, zipped again with the real storages, so the changes reach the
@@ -306,9 +337,11 @@ def test_mutated_real_pickle(data: bytes) -> None:
     st.sampled_from(PLANTED_VALUES),
     st.sampled_from(("bare", "model", "nested")),
 )
-def test_planted_ordered_dict_attributes_are_refused(attribute: str, planted: bytes, where: str) -> None:
+def test_planted_ordered_dict_attributes_are_harmless(attribute: str, planted: bytes, where: str) -> None:
     """An OrderedDict state dict whose pickle sets ``items``/``get``/``keys``/``values`` as
-    instance attributes (issue 13, C2) is refused with an unshell error, never used as it is."""
+    instance attributes (issue 13, C2): refused with an unshell error, or read as the mapping it
+    holds, never through the planted attribute. (torch itself sets one instance attribute on a
+    state dict, ``_metadata``, through the same BUILD opcode.)"""
     storage = Storage("0", "F32", b"\0" * 16)
     entry = torchzip.pickle_bytes("w")[2:-1] + _tensor_opcodes(TensorRef(storage, (4,)))
     state = planted_ordered_dict(attribute, planted, b"(" + entry + b"u")
@@ -319,8 +352,12 @@ def test_planted_ordered_dict_attributes_are_refused(attribute: str, planted: by
         exercise_checkpoint(path)
         from unshell.formats import open_checkpoint
 
-        opened = unshell_errors_only(lambda: open_checkpoint(path))
-        assert opened is None, f"a state dict with a planted {attribute!r} attribute was accepted"
+        def tensor_names() -> list[str]:
+            with open_checkpoint(path) as checkpoint:
+                return list(checkpoint.tensors)
+
+        found = unshell_errors_only(tensor_names)
+        assert found in (None, ["w"]), f"a state dict with a planted {attribute!r} read as {found}"
 
 
 @fuzz_settings(20)

@@ -414,6 +414,7 @@ HOSTILE_TEXT = (
     "\u202e",
     "\ud800",  # a lone surrogate: valid in JSON escapes and pickles, not encodable as UTF-8
     "a\udfffb",
+    "x" * 301,  # one past the length at which names are cut when printed
     "..",
     "../../etc/passwd",
     "llama",
@@ -421,11 +422,12 @@ HOSTILE_TEXT = (
 )
 
 
-def _long_text() -> str:
-    return "x" * 5000
-
-
-hostile_text = st.one_of(st.sampled_from(HOSTILE_TEXT), st.builds(_long_text))
+def usually(
+    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], every: int = 8
+) -> st.SearchStrategy[Any]:
+    """`mostly` for strategies: ``common``, or about once in ``every`` draws ``rare``. (`st.one_of`
+    would not do: it merges equal branches, so repeating ``common`` does not weigh it.)"""
+    return mostly((False,), (True,), every).flatmap(lambda pick_rare: rare if pick_rare else common)
 
 
 def mostly(common: tuple[Any, ...], rare: tuple[Any, ...], every: int = 8) -> st.SearchStrategy[Any]:
@@ -437,9 +439,12 @@ def mostly(common: tuple[Any, ...], rare: tuple[Any, ...], every: int = 8) -> st
     return st.sampled_from((*padded[:middle], *rare, *padded[middle:]))
 
 
+hostile_text = st.sampled_from(HOSTILE_TEXT)
+
+
 def names(*common: str) -> st.SearchStrategy[str]:
-    """Names: the ``common`` ones a real file holds, arbitrary text, and hostile text."""
-    return st.one_of(st.sampled_from(common or ("a",)), st.text(max_size=20), hostile_text)
+    """Names: mostly the ``common`` ones a real file holds, else arbitrary or hostile text."""
+    return usually(st.sampled_from(common or ("a",)), st.one_of(st.text(max_size=20), hostile_text), every=4)
 
 
 def adversarial_leaves() -> st.SearchStrategy[Any]:

@@ -6,6 +6,7 @@ Each builds its input the way the fuzzer did, small, and runs it through the CLI
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
@@ -54,3 +55,43 @@ def test_non_finite_and_huge_weights_still_compare_and_fingerprint(tmp_path: Pat
     assert code == 0
     code, _ = run_cli("search", "--library", str(tmp_path / "lib.sqlite"), str(base))
     assert code == 0
+
+
+def _tiny_llama(directory: Path) -> Path:
+    from foreign_layouts import make_tiny_llama
+
+    return make_tiny_llama(directory, hidden=16, layers=1, heads=2, kv_heads=1, intermediate=32, vocab=32)
+
+
+def test_a_lone_surrogate_in_a_model_card_is_replaced(tmp_path: Path) -> None:
+    """YAML's ``"\\ud800"`` escape put a lone surrogate in the declared licence and base model:
+    ``audit`` could not print it and ``convert`` could not write the new card (exit 70)."""
+    model = _tiny_llama(tmp_path / "model")
+    (model / "README.md").write_text('---\nlicense: "\\ud800"\nbase_model: "org/a\\udfffb"\n---\n# card\n')
+
+    code, out = run_cli("audit", "--format", "json", str(model))
+    assert code == 0 and "org/a\ufffdb" in json.loads(out)["declared"]["base_model"]["value"]
+    code, _ = run_cli(
+        "convert", str(model), "--to", "llama", "--output", str(tmp_path / "out"), "--no-verify"
+    )
+    assert code == 0
+    assert "org/a\ufffdb" in (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+
+
+def test_deeply_nested_flow_collections_in_a_card_are_refused_before_yaml_parses_them(tmp_path: Path) -> None:
+    """PyYAML's scanner is quadratic in flow nesting: a 6 KB front matter of ``[`` took about 3 s
+    per parse (each command parses the card once or twice). It is now ignored with a note."""
+    from unshell.declared import MAX_FLOW_DEPTH, read_card_front_matter
+
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: mit\ntags: " + "[" * 3000 + "]" * 3000 + "\n---\n")
+    notes: list[str] = []
+    assert read_card_front_matter(card, notes) is None
+    assert notes == [f"README.md: front matter nests [ and {{ more than {MAX_FLOW_DEPTH} deep, ignored"]
+
+    card.write_text('---\nlicense: mit\ntags: [a, [b, {c: [d]}]]\nname: "[[[["\n---\n')
+    assert read_card_front_matter(card, notes) == {
+        "license": "mit",
+        "tags": ["a", ["b", {"c": ["d"]}]],
+        "name": "[[[[",
+    }

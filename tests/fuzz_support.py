@@ -21,6 +21,7 @@ Profiles (``UNSHELL_FUZZ_PROFILE``):
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import functools
@@ -28,6 +29,7 @@ import io
 import json
 import os
 import resource
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -235,6 +237,24 @@ def _input_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+_TEMPLATE: list[Path] = []
+
+
+def tiny_llama_template() -> Path:
+    """A tiny random Llama folder (safetensors, config.json, card, tokenizer config), made once
+    per process by `foreign_layouts.make_tiny_llama`; tests copy it before changing it."""
+    if not _TEMPLATE:
+        from foreign_layouts import make_tiny_llama
+
+        root = Path(tempfile.mkdtemp(prefix="unshell-fuzz-template-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        folder = make_tiny_llama(
+            root / "tiny-llama", hidden=16, layers=1, heads=2, kv_heads=1, intermediate=32, vocab=32
+        )
+        _TEMPLATE.append(folder)
+    return _TEMPLATE[0]
+
+
 @contextlib.contextmanager
 def scratch_dir() -> Iterator[Path]:
     """A fresh directory per example (hypothesis runs many examples in one test call)."""
@@ -337,6 +357,51 @@ def field_mutated(
         return bytes(out)
 
     return build()
+
+
+def protobuf_fields(
+    data: bytes, start: int = 0, end: int | None = None, depth: int = 0
+) -> list[tuple[int, int]]:
+    """(offset, width) of every tag, varint value and length prefix in a protobuf message, nested
+    messages included (a length-delimited payload that parses as a message is walked too)."""
+    end = len(data) if end is None else end
+    fields: list[tuple[int, int]] = []
+    position = start
+    while position < end:
+        tag, after_tag = _varint_at(data, position)
+        if tag is None:
+            return fields
+        fields.append((position, after_tag - position))
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, after = _varint_at(data, after_tag)
+            fields.append((after_tag, after - after_tag))
+            position = after
+        elif wire_type == 2:
+            length, payload = _varint_at(data, after_tag)
+            if length is None or payload + length > end:
+                return fields
+            fields.append((after_tag, payload - after_tag))
+            if depth < 6:
+                fields += protobuf_fields(data, payload, payload + length, depth + 1)
+            position = payload + length
+        elif wire_type in (1, 5):
+            position = after_tag + (8 if wire_type == 1 else 4)
+        else:
+            return fields
+    return fields
+
+
+def _varint_at(data: bytes, position: int) -> tuple[int | None, int]:
+    value, shift = 0, 0
+    while position < len(data) and shift < 70:
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position += 1
+        if byte < 0x80:
+            return value, position
+        shift += 7
+    return None, position
 
 
 # -- adversarial JSON -----------------------------------------------------------------------------

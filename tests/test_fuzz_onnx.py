@@ -17,13 +17,12 @@ from fuzz_support import (
     mostly,
     mutated,
     names,
+    protobuf_fields,
     reaches,
     scratch_dir,
     usually,
 )
 from hostile_gguf_onnx import (
-    LENGTH,
-    VARINT,
     constant_node,
     field_bytes,
     field_varint,
@@ -147,51 +146,6 @@ def _write_model(directory: Path, data: bytes) -> Path:
 def test_structured_onnx(data: bytes) -> None:
     with scratch_dir() as directory:
         exercise_checkpoint(_write_model(directory, data), fingerprint=True)
-
-
-def protobuf_fields(
-    data: bytes, start: int = 0, end: int | None = None, depth: int = 0
-) -> list[tuple[int, int]]:
-    """(offset, width) of every tag, varint value and length prefix in a protobuf message, nested
-    messages included (a length-delimited payload that parses as a message is walked too)."""
-    end = len(data) if end is None else end
-    fields: list[tuple[int, int]] = []
-    position = start
-    while position < end:
-        tag, after_tag = _varint_at(data, position)
-        if tag is None:
-            return fields
-        fields.append((position, after_tag - position))
-        wire_type = tag & 7
-        if wire_type == VARINT:
-            _, after = _varint_at(data, after_tag)
-            fields.append((after_tag, after - after_tag))
-            position = after
-        elif wire_type == LENGTH:
-            length, payload = _varint_at(data, after_tag)
-            if length is None or payload + length > end:
-                return fields
-            fields.append((after_tag, payload - after_tag))
-            if depth < 6:
-                fields += protobuf_fields(data, payload, payload + length, depth + 1)
-            position = payload + length
-        elif wire_type in (1, 5):
-            position = after_tag + (8 if wire_type == 1 else 4)
-        else:
-            return fields
-    return fields
-
-
-def _varint_at(data: bytes, position: int) -> tuple[int | None, int]:
-    value, shift = 0, 0
-    while position < len(data) and shift < 70:
-        byte = data[position]
-        value |= (byte & 0x7F) << shift
-        position += 1
-        if byte < 0x80:
-            return value, position
-        shift += 7
-    return None, position
 
 
 def _valid_model() -> bytes:

@@ -95,3 +95,19 @@ def test_deeply_nested_flow_collections_in_a_card_are_refused_before_yaml_parses
         "tags": ["a", ["b", {"c": ["d"]}]],
         "name": "[[[[",
     }
+
+
+def test_the_inspect_page_refuses_a_negative_root(tmp_path: Path) -> None:
+    """``/inspect?root=-1`` reached ``PathRef(root=-1)``, whose validation error was a 500."""
+    from fastapi.testclient import TestClient
+
+    from unshell.web import create_app
+
+    with TestClient(
+        create_app([tmp_path], library=tmp_path / "lib.sqlite"),
+        base_url="http://127.0.0.1:8000",
+        raise_server_exceptions=False,
+    ) as client:
+        response = client.get("/inspect", params={"path": "x", "root": "-1"})
+    assert response.status_code == 422
+    assert "root" in response.text

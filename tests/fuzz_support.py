@@ -42,7 +42,12 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import InvalidArgument
 
-from unshell.errors import UnshellError
+from unshell.errors import (
+    CorruptCheckpointError,
+    InconsistentHeaderError,
+    ResourceLimitError,
+    UnshellError,
+)
 
 PROFILE_ENV = "UNSHELL_FUZZ_PROFILE"
 DEV_SCALE = 50
@@ -230,6 +235,57 @@ def exercise_checkpoint(path: Path, *, read_values: bool = True, fingerprint: bo
 
         with memory_bound(size):
             unshell_errors_only(fingerprint_round_trip)
+
+
+# The tokenizer reader's errors that say what is wrong with a tokenizer file better than the
+# checkpoint reader's "not a checkpoint" (exit 12) does.
+TOKENIZER_ERRORS = (CorruptCheckpointError, InconsistentHeaderError, ResourceLimitError)
+
+
+def exercise_tokenizer(path: Path, *, same_exit_code: bool = True) -> None:
+    """``unshell inspect`` on the file and on its folder, the vocabulary read with its family
+    match, and a comparison with itself and with a real tokenizer. When the tokenizer reader
+    refuses the file as corrupt or over a limit, ``inspect`` says so with that exit code
+    (issue 13, U2)."""
+    from unshell.tokenizers.report import compare_tokenizers, inspect_tokenizer
+    from unshell.tokenizers.vocab import read_vocabulary
+
+    with memory_bound(sum(p.stat().st_size for p in path.parent.iterdir())):
+        code, _ = run_cli("inspect", "--format", "json", str(path))
+        run_cli("inspect", str(path.parent))
+
+        def tokenizer_report() -> None:
+            inspect_tokenizer(path).to_dict()
+            compare_tokenizers(path, path).to_dict()
+            compare_tokenizers(
+                path, Path(__file__).resolve().parent / "data" / "fixtures" / "stories260K.tok512.bin"
+            ).to_dict()
+
+        unshell_errors_only(tokenizer_report)
+    if not same_exit_code:
+        return
+    try:
+        read_vocabulary(path)
+    except TOKENIZER_ERRORS as error:
+        assert code == error.exit_code, (
+            f"unshell inspect exits {code}, but the tokenizer reader says {type(error).__name__} "
+            f"(exit {error.exit_code}): {error}"
+        )
+    except UnshellError:
+        pass
+
+
+def exercise_library(library: Path) -> None:
+    """Every command that reads a fingerprint library: list, show, search, export."""
+    code, out = run_cli("library", "list", "--library", str(library), "--format", "json")
+    run_cli("library", "list", "--library", str(library))
+    if code == 0:
+        for entry in json.loads(out).get("entries", [])[:3]:
+            run_cli("library", "show", entry["name"], "--library", str(library))
+            run_cli("library", "show", entry["name"], "--library", str(library), "--format", "json")
+    run_cli("search", str(tiny_llama_template()), "--library", str(library), "--format", "json")
+    with scratch_dir() as directory:
+        run_cli("library", "export", str(directory / "again.jsonl"), "--library", str(library))
 
 
 def _input_size(path: Path) -> int:

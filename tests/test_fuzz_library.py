@@ -12,7 +12,6 @@ import hashlib
 import json
 import sqlite3
 import struct
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -24,6 +23,7 @@ from fuzz_support import (
     RawJSON,
     adversarial_json,
     dump_json,
+    exercise_library,
     fuzz_settings,
     mostly,
     names,
@@ -148,19 +148,6 @@ def exports(draw: st.DrawFn) -> str:
     return export_file(records)
 
 
-def _read_commands(library: Path, *, expect_entries: bool = False) -> None:
-    """Every command that reads a library."""
-    code, out = run_cli("library", "list", "--library", str(library), "--format", "json")
-    run_cli("library", "list", "--library", str(library))
-    if code == 0:
-        for entry in json.loads(out).get("entries", [])[:3]:
-            run_cli("library", "show", entry["name"], "--library", str(library))
-            run_cli("library", "show", entry["name"], "--library", str(library), "--format", "json")
-    run_cli("search", str(tiny_llama_template()), "--library", str(library), "--format", "json")
-    with scratch_dir() as directory:
-        run_cli("library", "export", str(directory / "again.jsonl"), "--library", str(library))
-
-
 @reaches("unshell library import: exit 0")
 @fuzz_settings(60)
 @given(exports())
@@ -171,7 +158,7 @@ def test_library_import(export: str) -> None:
         library = directory / "lib.sqlite"
         run_cli("library", "add", str(tiny_llama_template()), "--library", str(library))
         run_cli("library", "import", str(source), "--library", str(library))
-        _read_commands(library)
+        exercise_library(library)
 
 
 # -- library files changed behind unshell's back ------------------------------------------------------
@@ -273,5 +260,5 @@ def test_tampered_library_file(statements: list[str], nested: int | None) -> Non
             for statement in statements:
                 with contextlib.suppress(sqlite3.Error):  # it may not apply after an earlier one
                     db.execute(statement)
-        _read_commands(library)
+        exercise_library(library)
         run_cli("library", "add", str(tiny_llama_template()), "--library", str(library), "--name", "again")

@@ -23,9 +23,9 @@ from fuzz_support import (
     adversarial_json,
     deep_nesting,
     dump_json,
+    exercise_tokenizer,
     field_mutated,
     fuzz_settings,
-    memory_bound,
     mostly,
     mutated,
     names,
@@ -34,11 +34,9 @@ from fuzz_support import (
     run_cli,
     scratch_dir,
     tiny_llama_template,
-    unshell_errors_only,
     usually,
 )
 from hostile_gguf_onnx import field_bytes, field_varint
-from unshell.errors import CorruptCheckpointError, InconsistentHeaderError, ResourceLimitError, UnshellError
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 TOKENS = (
@@ -202,44 +200,6 @@ def _write(directory: Path, name: str, data: Any) -> Path:
     else:
         (directory / name).write_bytes(data)
     return directory / name
-
-
-# -- the property -----------------------------------------------------------------------------------
-
-# The tokenizer reader's errors that say what is wrong with a tokenizer file better than the
-# checkpoint reader's "not a checkpoint" (exit 12) does.
-TOKENIZER_ERRORS = (CorruptCheckpointError, InconsistentHeaderError, ResourceLimitError)
-
-
-def exercise_tokenizer(path: Path, *, same_exit_code: bool = True) -> None:
-    """``unshell inspect`` on the file and on its folder, the vocabulary read with its family
-    match, and a comparison with itself and with a real tokenizer. When the tokenizer reader
-    refuses the file as corrupt or over a limit, ``inspect`` says so with that exit code
-    (issue 13, U2)."""
-    from unshell.tokenizers.report import compare_tokenizers, inspect_tokenizer
-    from unshell.tokenizers.vocab import read_vocabulary
-
-    with memory_bound(sum(p.stat().st_size for p in path.parent.iterdir())):
-        code, _ = run_cli("inspect", "--format", "json", str(path))
-        run_cli("inspect", str(path.parent))
-
-        def tokenizer_report() -> None:
-            inspect_tokenizer(path).to_dict()
-            compare_tokenizers(path, path).to_dict()
-            compare_tokenizers(path, FIXTURES / "stories260K.tok512.bin").to_dict()
-
-        unshell_errors_only(tokenizer_report)
-    if not same_exit_code:
-        return
-    try:
-        read_vocabulary(path)
-    except TOKENIZER_ERRORS as error:
-        assert code == error.exit_code, (
-            f"unshell inspect exits {code}, but the tokenizer reader says {type(error).__name__} "
-            f"(exit {error.exit_code}): {error}"
-        )
-    except UnshellError:
-        pass
 
 
 @reaches("tokenizer_report")

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
@@ -237,6 +238,16 @@ def exercise_checkpoint(path: Path, *, read_values: bool = True, fingerprint: bo
             unshell_errors_only(fingerprint_round_trip)
 
 
+def exercise_model_folder(model: Path, output: Path) -> None:
+    """`exercise_checkpoint` with the fingerprint, then ``audit`` and ``convert --no-verify`` (into
+    ``output``, which must not exist): the commands that read a folder's config and card."""
+    exercise_checkpoint(model, fingerprint=True)
+    run_cli("audit", "--format", "json", str(model))
+    code, _ = run_cli("convert", str(model), "--to", "llama", "--output", str(output), "--no-verify")
+    if code == 0:
+        _record("convert: ok")
+
+
 # The tokenizer reader's errors that say what is wrong with a tokenizer file better than the
 # checkpoint reader's "not a checkpoint" (exit 12) does.
 TOKENIZER_ERRORS = (CorruptCheckpointError, InconsistentHeaderError, ResourceLimitError)
@@ -286,6 +297,71 @@ def exercise_library(library: Path) -> None:
     run_cli("search", str(tiny_llama_template()), "--library", str(library), "--format", "json")
     with scratch_dir() as directory:
         run_cli("library", "export", str(directory / "again.jsonl"), "--library", str(library))
+
+
+# -- unshell serve --------------------------------------------------------------------------------
+
+_CLIENT: list[Any] = []
+SERVED_ENTRIES = ("tiny", "card-0x", "stories260K.bin", "tok", "ünïcode dir", "empty")
+
+
+def _served_root() -> Path:
+    """A root with a model, a model whose card holds ``license: 0x`` and 6,000 hex digits (issue
+    13, C1), a llama2.c export, a broken tokenizer, an oddly named and an empty folder."""
+    root = Path(tempfile.mkdtemp(prefix="unshell-fuzz-web-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(tiny_llama_template(), root / "tiny")
+    shutil.copytree(tiny_llama_template(), root / "card-0x")
+    (root / "card-0x" / "README.md").write_text("---\nlicense: 0x" + "f" * 6000 + "\n---\n# card\n")
+    shutil.copy(
+        Path(__file__).resolve().parent / "data" / "fixtures" / "stories260K.bin", root / "stories260K.bin"
+    )
+    (root / "tok").mkdir()
+    (root / "tok" / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {"a": -1}}}')
+    (root / "ünïcode dir").mkdir()
+    (root / "empty").mkdir()
+    return root
+
+
+def web_client() -> Any:
+    """One app for every example (its job pool and threads are made once), serving `_served_root`
+    with a library that holds the tiny model."""
+    if not _CLIENT:
+        from fastapi.testclient import TestClient
+
+        from unshell.web import create_app
+
+        root = _served_root()
+        library = root.parent / f"{root.name}-library.sqlite"
+        atexit.register(lambda: library.unlink(missing_ok=True))
+        code, _ = run_cli(
+            "library", "add", str(root / "tiny"), "--library", str(library), "--name", "org/tiny"
+        )
+        assert code == 0
+        test_client = TestClient(
+            create_app([root], library=library),
+            base_url="http://127.0.0.1:8000",
+            raise_server_exceptions=False,
+        )
+        test_client.__enter__()
+        atexit.register(test_client.__exit__, None, None, None)
+        _CLIENT.append(test_client)
+    return _CLIENT[0]
+
+
+def web_get(path: str, params: dict[str, str] | None = None) -> Any:
+    """GET with ``params`` percent-encoded from their UTF-8 bytes (a lone surrogate becomes the
+    invalid UTF-8 a hostile client may send)."""
+    query = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in (params or {}).items()})
+    return web_client().get(f"{path}?{query}" if query else path)
+
+
+def check_response(response: Any) -> None:
+    """Never a 500; an API error is a JSON object with a one-line ``error``."""
+    assert response.status_code != 500, f"{response.request.url}: 500 {response.text[:300]}"
+    if response.request.url.path.startswith("/api/") and response.status_code >= 400:
+        body = response.json()
+        assert isinstance(body.get("error"), str) and "\n" not in body["error"], body
 
 
 def _input_size(path: Path) -> int:

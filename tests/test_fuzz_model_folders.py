@@ -25,6 +25,7 @@ from fuzz_support import (
     deep_nesting,
     dump_json,
     exercise_checkpoint,
+    exercise_model_folder,
     fuzz_settings,
     mostly,
     names,
@@ -42,20 +43,6 @@ def _copy_template(directory: Path) -> Path:
     model = directory / "model"
     shutil.copytree(tiny_llama_template(), model)
     return model
-
-
-def _commands(model: Path, scratch: Path, *, convert: bool = True) -> None:
-    """inspect (table, JSON), read every tensor, fingerprint; then audit (JSON) and convert."""
-    exercise_checkpoint(model, fingerprint=True)
-    run_cli("audit", "--format", "json", str(model))
-    if convert:
-        code, _ = run_cli(
-            "convert", str(model), "--to", "llama", "--output", str(scratch / "out"), "--no-verify"
-        )
-        if code == 0:
-            from fuzz_support import OUTCOMES
-
-            OUTCOMES["convert: ok"] += 1
 
 
 # -- config.json ---------------------------------------------------------------------------------------
@@ -145,7 +132,7 @@ def test_config_json(text: str) -> None:
     with scratch_dir() as directory:
         model = _copy_template(directory)
         (model / "config.json").write_text(text, encoding="utf-8", errors="surrogatepass")
-        _commands(model, directory)
+        exercise_model_folder(model, directory / "out")
 
 
 DANGEROUS_NUMBERS: tuple[Any, ...] = (
@@ -301,7 +288,7 @@ def test_model_card(card: bytes) -> None:
                 json.dumps(read_declared(checkpoint).to_dict())
 
         unshell_errors_only(front_matter)
-        _commands(model, directory)
+        exercise_model_folder(model, directory / "out")
 
 
 # -- Meta consolidated shards --------------------------------------------------------------------------

@@ -4,12 +4,7 @@ The property: no request gets a 500 (an internal error); API errors are one line
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -17,86 +12,23 @@ from hypothesis import strategies as st
 
 from fuzz_support import (
     HOSTILE_TEXT,
+    SERVED_ENTRIES,
     fuzz_settings,
     names,
-    run_cli,
-    tiny_llama_template,
     usually,
 )
+from fuzz_support import check_response as check
+from fuzz_support import web_get as get
 
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install -e '.[web]'")
 pytest.importorskip("httpx", reason="the test client needs httpx")
-
-from fastapi.testclient import TestClient
-
-FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
-_CLIENT: list[TestClient] = []
-_ROOT: list[Path] = []
-ROOT_ENTRIES = ("tiny", "card-0x", "stories260K.bin", "tok", "ünïcode dir", "empty")
-
-
-def _served_root() -> Path:
-    """A root with a model, a model whose card holds ``license: 0x`` and 6,000 hex digits (issue
-    13, C1), a llama2.c export, a broken tokenizer, an oddly named and an empty folder."""
-    root = Path(tempfile.mkdtemp(prefix="unshell-fuzz-web-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    shutil.copytree(tiny_llama_template(), root / "tiny")
-    shutil.copytree(tiny_llama_template(), root / "card-0x")
-    (root / "card-0x" / "README.md").write_text("---\nlicense: 0x" + "f" * 6000 + "\n---\n# card\n")
-    shutil.copy(FIXTURES / "stories260K.bin", root / "stories260K.bin")
-    (root / "tok").mkdir()
-    (root / "tok" / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {"a": -1}}}')
-    (root / "ünïcode dir").mkdir()
-    (root / "empty").mkdir()
-    return root
-
-
-def client() -> TestClient:
-    """One app for every example (its job pool and threads are made once), serving `_served_root`
-    with a library that holds the tiny model."""
-    if not _CLIENT:
-        from unshell.web import create_app
-
-        root = _served_root()
-        library = root.parent / f"{root.name}-library.sqlite"
-        atexit.register(lambda: library.unlink(missing_ok=True))
-        code, _ = run_cli(
-            "library", "add", str(root / "tiny"), "--library", str(library), "--name", "org/tiny"
-        )
-        assert code == 0
-        test_client = TestClient(
-            create_app([root], library=library),
-            base_url="http://127.0.0.1:8000",
-            raise_server_exceptions=False,
-        )
-        test_client.__enter__()
-        atexit.register(test_client.__exit__, None, None, None)
-        _CLIENT.append(test_client)
-        _ROOT.append(root)
-    return _CLIENT[0]
-
-
-def get(path: str, params: dict[str, str] | None = None) -> Any:
-    """GET with ``params`` percent-encoded from their UTF-8 bytes (a lone surrogate becomes the
-    invalid UTF-8 a hostile client may send)."""
-    query = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in (params or {}).items()})
-    return client().get(f"{path}?{query}" if query else path)
-
-
-def check(response: Any) -> None:
-    """Never a 500; an API error is a JSON object with a one-line ``error``."""
-    assert response.status_code != 500, f"{response.request.url}: 500 {response.text[:300]}"
-    if response.request.url.path.startswith("/api/") and response.status_code >= 400:
-        body = response.json()
-        assert isinstance(body.get("error"), str) and "\n" not in body["error"], body
-
 
 numbers = st.one_of(
     st.integers(-(2**70), 2**70),
     st.sampled_from(("99999999999999999999", "-1", "0", "1e3", "NaN", "inf", "0x10", " 1", "1.5", "", "١")),
 ).map(str)
 texts = usually(
-    names(*ROOT_ENTRIES, "tiny/config.json", "tiny/model.safetensors", "card-0x/README.md"),
+    names(*SERVED_ENTRIES, "tiny/config.json", "tiny/model.safetensors", "card-0x/README.md"),
     st.text(max_size=40),
     every=4,
 )
@@ -122,7 +54,7 @@ def test_library_entry(name: str) -> None:
 
 inspect_paths = usually(
     st.sampled_from(
-        (*ROOT_ENTRIES, "tiny/model.safetensors", "tok/tokenizer.json", "/", "..", "../..", "/etc/passwd")
+        (*SERVED_ENTRIES, "tiny/model.safetensors", "tok/tokenizer.json", "/", "..", "../..", "/etc/passwd")
     ),
     st.one_of(texts, st.sampled_from(HOSTILE_TEXT), st.builds(lambda: "a/" * 2000)),
     every=3,
@@ -145,9 +77,7 @@ def test_inspect_and_browse(path: str, root: str | None, tensors: str) -> None:
     check(get("/inspect", params))
     check(get("/api/files", {"path": path, "root": root or "0"}))
     check(
-        client().get(
-            f"/browse/{quote(root or '0', safe='')}/{quote(path.encode('utf-8', 'surrogatepass'), safe='/')}"
-        )
+        get(f"/browse/{quote(root or '0', safe='')}/{quote(path.encode('utf-8', 'surrogatepass'), safe='/')}")
     )
     check(get("/", {"a": path, "b": path, "inspect_path": path}))
 

@@ -111,3 +111,18 @@ def test_the_inspect_page_refuses_a_negative_root(tmp_path: Path) -> None:
         response = client.get("/inspect", params={"path": "x", "root": "-1"})
     assert response.status_code == 422
     assert "root" in response.text
+
+
+def test_a_shard_name_longer_than_the_system_allows_is_a_missing_shard(tmp_path: Path) -> None:
+    """A weight map naming a 301-byte shard file: ``is_file`` raised ENAMETOOLONG, which the CLI
+    reported as exit 19, "cannot read input" (an I/O error), instead of a corrupt index."""
+    import numpy as np
+
+    from unshell.formats.safetensors import write_safetensors
+
+    write_safetensors(tmp_path / "a.safetensors", {"model.norm.weight": np.ones(4, np.float32)})
+    index = {"metadata": {}, "weight_map": {"model.norm.weight": "x" * 301}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    code, _ = run_cli("inspect", str(tmp_path))
+    assert code == 14

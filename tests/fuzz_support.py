@@ -15,7 +15,7 @@ Profiles (``UNSHELL_FUZZ_PROFILE``):
 - ``ci`` (default): derandomized (the same examples on every run), no example database, each test
   runs the number of examples it names with `fuzz_settings`. All fuzz tests together stay within
   a few minutes on two cores.
-- ``dev``: random, 50 times the examples, failures saved under ``~/.cache/unshell-fuzz`` and
+- ``dev``: random, 50 times the examples, failures saved under ``~/.cache/unshell-fuzz/hypothesis`` and
   replayed first on the next run. For long runs: ``UNSHELL_FUZZ_PROFILE=dev pytest tests/test_fuzz_*``.
 """
 
@@ -67,7 +67,7 @@ def register_profiles() -> None:
         suppress_health_check=_SUPPRESSED,
         phases=(Phase.explicit, Phase.generate, Phase.shrink),  # no slow "explain" phase
     )
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "unshell-fuzz"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "unshell-fuzz" / "hypothesis"
     settings.register_profile(
         "dev",
         max_examples=100 * DEV_SCALE,

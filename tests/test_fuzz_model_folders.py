@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import torchzip
@@ -272,6 +272,7 @@ def cards(draw: st.DrawFn) -> bytes:
 @reaches("inspect", "front_matter", "convert")
 @fuzz_settings(70)
 @given(cards())
+@example(b"---\nlicense: 0x" + b"f" * 6000 + b"\n---\n")  # issue 13, C1
 def test_model_card(card: bytes) -> None:
     """README.md front matter: YAML tags, anchors and aliases, ints of thousands of digits,
     NaN, dates, control characters, tabs, broken delimiters."""

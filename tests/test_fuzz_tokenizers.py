@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fuzz_support import (
@@ -205,6 +205,7 @@ def _write(directory: Path, name: str, data: Any) -> Path:
 @reaches("tokenizer_report")
 @fuzz_settings(150)
 @given(forms)
+@example(("tokenizer.json", b'{"model": {"type": "BPE", "vocab": {"a": -1}}}'))  # issue 13, U2
 def test_structured_tokenizers(form: tuple[str, Any]) -> None:
     name, data = form
     with scratch_dir() as directory:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fuzz_support import (
@@ -36,6 +36,7 @@ texts = usually(
 
 @fuzz_settings(80)
 @given(q=texts, family=usually(st.just("llama"), texts), limit=numbers, offset=numbers)
+@example(q="", family="", limit="10", offset="99999999999999999999")  # issue 13, C6
 def test_library_listing(q: str, family: str, limit: str, offset: str) -> None:
     """``/api/library`` and ``/library``: any filter text, any limit and offset (issue 13, C6:
     ``offset=99999999999999999999`` was a 500)."""
@@ -67,6 +68,7 @@ inspect_paths = usually(
     root=st.one_of(st.none(), numbers),
     tensors=st.sampled_from(("true", "false", "1", "x", "")),
 )
+@example(path="card-0x", root=None, tensors="false")  # issue 13, C1
 def test_inspect_and_browse(path: str, root: str | None, tensors: str) -> None:
     """``/api/inspect``, ``/inspect``, ``/api/files`` and ``/browse``: any path, root and flag
     (issue 13, C1: the card of ``card-0x`` was a 500)."""

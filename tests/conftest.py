@@ -30,6 +30,11 @@ def _test_cache_root() -> Path:
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+import fuzz_support  # noqa: E402  (a test helper beside this file: needs the path above)
+
+# The fuzz tests' hypothesis profiles: `ci` (default, derandomized) or `dev` (UNSHELL_FUZZ_PROFILE=dev).
+fuzz_support.register_profiles()
+
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:

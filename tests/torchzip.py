@@ -120,7 +120,7 @@ class PickleWriter:
         elif isinstance(value, float):
             self.out += b"G" + struct.pack(">d", value)
         elif isinstance(value, str):
-            encoded = value.encode("utf-8")
+            encoded = value.encode("utf-8", "surrogatepass")  # as pickle writes lone surrogates
             self.out += b"X" + struct.pack("<I", len(encoded)) + encoded
         elif isinstance(value, OrderedDict):
             self.global_(Global("collections", "OrderedDict"))

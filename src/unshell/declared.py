@@ -37,6 +37,7 @@ __all__ = ["Card", "Claim", "Declared", "card_of", "read_card_front_matter", "re
 MAX_CARD_BYTES = 1_000_000
 MAX_FRONT_MATTER_BYTES = 256_000
 MAX_BASE_MODELS = 64
+MAX_FLOW_DEPTH = 64
 
 
 @dataclass
@@ -174,7 +175,17 @@ class _CardLoader(yaml.SafeLoader):
 
     Model cards list languages (``no`` is Norwegian) and versions; YAML 1.1 would turn them into
     booleans and datetimes (the "Norway problem"). Only ``true``/``false`` stay booleans.
+
+    A double-quoted ``"\\ud800"`` escape makes a string with a lone surrogate, which no UTF-8
+    output (a terminal, the converted model's card) can write; it becomes U+FFFD.
     """
+
+    def construct_yaml_str(self, node: yaml.Node) -> str:
+        return _LONE_SURROGATE.sub("\ufffd", super().construct_yaml_str(node))
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_CardLoader.add_constructor("tag:yaml.org,2002:str", _CardLoader.construct_yaml_str)
 
 
 _UNWANTED_IMPLICIT_TAGS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
@@ -198,8 +209,11 @@ def _front_matter_of(text: str, label: str, notes: list[str]) -> dict[str, Any] 
     if block is None:
         notes.append(f"{label}: no YAML front matter")
         return None
-    if len(block.encode()) > MAX_FRONT_MATTER_BYTES:
+    if len(block.encode("utf-8", "surrogatepass")) > MAX_FRONT_MATTER_BYTES:
         notes.append(f"{label}: front matter larger than {MAX_FRONT_MATTER_BYTES} bytes, ignored")
+        return None
+    if _flow_depth(block) > MAX_FLOW_DEPTH:
+        notes.append(f"{label}: front matter nests [ and {{ more than {MAX_FLOW_DEPTH} deep, ignored")
         return None
     parsed = _parse_yaml(block, label, notes)
     if parsed is None:
@@ -208,6 +222,40 @@ def _front_matter_of(text: str, label: str, notes: list[str]) -> dict[str, Any] 
         notes.append(f"{label}: front matter is a {type(parsed).__name__}, not a mapping; ignored")
         return None
     return parsed
+
+
+def _flow_depth(block: str) -> int:
+    """The deepest nesting of YAML flow collections (``[`` and ``{``) in ``block``, outside quotes
+    and comments; an over-estimate for plain scalars that hold brackets, which is harmless here.
+
+    PyYAML's scanner takes time quadratic in this depth: a 6 KB card of ``[`` took seconds per
+    parse before the parser's recursion limit stopped it. Real cards nest a few levels.
+    """
+    depth = deepest = 0
+    quote = ""
+    previous = "\n"
+    index = 0
+    while index < len(block):
+        char = block[index]
+        if quote:
+            if char == "\\" and quote == '"':
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'" and previous in " \t\n[{,:":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            end = block.find("\n", index)
+            index = len(block) if end < 0 else end
+            continue
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        previous = char
+        index += 1
+    return deepest
 
 
 def _read_card_text(path: Path, notes: list[str]) -> str | None:

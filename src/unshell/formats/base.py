@@ -166,13 +166,20 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F]}
 
 
 def sanitize(text: str, limit: int = 300) -> str:
-    """Make a name read from an untrusted file safe to print: no control or bidi characters."""
+    """Make a name read from an untrusted file safe to print: no control or bidi characters, and
+    no lone surrogates (JSON's ``\\ud800`` escapes and pickles can carry them; no UTF-8 stream can
+    write them)."""
     cleaned = []
     for ch in text:
         code = ord(ch)
         if code in _CONTROL:
             cleaned.append(_CONTROL[code])
-        elif 0x80 <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        elif (
+            0x80 <= code < 0xA0
+            or 0x202A <= code <= 0x202E
+            or 0x2066 <= code <= 0x2069
+            or 0xD800 <= code <= 0xDFFF
+        ):
             cleaned.append(f"\\u{code:04x}")
         else:
             cleaned.append(ch)

@@ -156,6 +156,15 @@ def _relative_file(directory: Path, name: str, where: str) -> Path:
     return directory / posix
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, also False for a name the system refuses (over 255 bytes: ENAMETOOLONG,
+    which ``is_file`` raises instead of answering)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 # -- sharded index ------------------------------------------------------------------------------
 
 
@@ -194,7 +203,7 @@ def _read_index(path: Path, repo_root: Path | None) -> Checkpoint:
     shard_names = sorted(set(weight_map.values()))
     shard_paths = [path.parent / name for name in shard_names]
     for name, shard_path in zip(shard_names, shard_paths, strict=True):
-        if not shard_path.is_file():
+        if not _is_file(shard_path):
             raise CorruptCheckpointError(f"{where} lists shard {sanitize(name)!r}, which is missing")
         if repo_root is not None:
             _require_inside(shard_path, repo_root)

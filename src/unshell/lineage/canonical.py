@@ -17,6 +17,7 @@ import numpy as np
 from ..arch.catalog import Family, family_by_id
 from ..formats.base import Checkpoint
 from ..inspection import InspectResult, inspect_checkpoint
+from .sketch import finite
 
 # Matrices that read the residual stream, and the norm whose gain multiplies their input.
 READS_RESIDUAL = {
@@ -48,7 +49,7 @@ class CanonicalModel:
         return int(value) if value else None
 
     def tensor(self, name: str) -> np.ndarray:
-        return np.asarray(self.checkpoint.read(name), dtype=np.float32)
+        return finite(np.asarray(self.checkpoint.read(name), dtype=np.float32))
 
     def role(self, layer: int | None, role: str) -> np.ndarray | None:
         """The matrix of one role, unfolded (raw values), or None if absent or ambiguous."""

@@ -54,6 +54,7 @@ from .sketch import (
     Alignment,
     align_embeddings,
     anchor_stride,
+    finite,
     fit_rotation,
     gram_sketch,
     identity_alignment,
@@ -380,6 +381,7 @@ def tensor_units(
             gain = model.role(assignment.layer, READS_RESIDUAL[role])
             if gain is not None and gain.shape == (vectors.shape[1],):
                 vectors = vectors * gain[None, :]
+        vectors = finite(vectors)  # a huge gain times a huge weight overflows
         std = float(vectors.std())
         # Unit length per vector: scaling a neuron's input against its output (or a query row
         # against its key row) preserves the function, so it must not change the sketch.
@@ -425,8 +427,8 @@ def _read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
         sampled = replace(info, shape=(raw.shape[0], cols), nbytes=raw.size)
         values = np.asarray(decode(np.ascontiguousarray(raw).ravel(), sampled), dtype=np.float32)
         model.checkpoint.release(info)
-        return values
-    matrix = np.asarray(model.checkpoint.read(name), dtype=np.float32)
+        return finite(values)
+    matrix = finite(np.asarray(model.checkpoint.read(name), dtype=np.float32))
     return matrix[::step] if step > 1 and matrix.shape[0] >= 64 else matrix
 
 

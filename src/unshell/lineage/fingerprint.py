@@ -80,7 +80,7 @@ from .compare import (
     weigh_units,
 )
 from .hashes import ContentHashes, TensorHashes, content_hashes, hash_tensor, match_hashes
-from .sketch import Alignment, projection
+from .sketch import Alignment, finite, projection
 
 __all__ = [
     "FINGERPRINT_DIM",
@@ -616,9 +616,9 @@ def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     x = x - x.mean(axis=0, keepdims=True)
     y = np.asarray(target, dtype=np.float64)
     y = y - y.mean(axis=0, keepdims=True)
-    gram = x.T @ x
+    gram = finite(x.T @ x)
     ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
-    solution = np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), x.T @ y)
+    solution = finite(np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), finite(x.T @ y)))
     basis = _polar(solution)
     fitted = x @ basis
     scale = float(np.sum(fitted * y)) / max(float(np.sum(fitted * fitted)), 1e-30)

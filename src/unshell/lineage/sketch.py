@@ -50,6 +50,21 @@ def anchor_stride(rows: int, hidden: int) -> int:
 CHANCE_SEED = 20_018
 
 
+def finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and infinities as zero, in place when writable.
+
+    A diverged or damaged weight holds them, and products of huge finite float32 values overflow
+    to them; the sketches and alignments built from a matrix would all become NaN (and LAPACK
+    refuses to decompose them), so one bad value would hide the evidence of every other value of
+    the matrix, or stop the comparison.
+    """
+    if np.isfinite(values).all():
+        return values
+    if not values.flags.writeable:
+        values = values.copy()
+    return np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, chance: bool = False) -> Alignment:
     """Residual alignment from embedding rows of tokens both vocabularies hold (row i of each).
 
@@ -78,7 +93,7 @@ def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, chance: bool =
 def _procrustes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
     """(orthogonal transform fitting ``b @ transform`` to ``a``, relative residual after scaling)."""
     rows = a.shape[0]
-    u, _, vt = np.linalg.svd((b.T @ a).astype(np.float64), full_matrices=False)
+    u, _, vt = np.linalg.svd(finite((b.T @ a).astype(np.float64)), full_matrices=False)
     transform = (u @ vt).astype(np.float32)
     # Compare shapes of point clouds, not scales (fine-tuning can rescale embeddings), in blocks of
     # rows so no second full-size matrix is made.
@@ -127,7 +142,7 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     first, and independently trained models share the second.
     """
     projected = vectors.astype(np.float32) @ basis
-    gram = (projected.T @ projected).astype(np.float64)
+    gram = finite((projected.T @ projected).astype(np.float64))
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     top = shared_directions(gram.shape[0])
     gram -= (eigenvectors[:, -top:] * eigenvalues[-top:]) @ eigenvectors[:, -top:].T

@@ -776,7 +776,9 @@ def create_app(
         )
 
     @app.get("/inspect", include_in_schema=False)
-    async def inspect_page(path: str = "", root: int | None = None, tensors: bool = False) -> HTMLResponse:
+    async def inspect_page(
+        path: str = "", root: Annotated[int | None, Query(ge=0)] = None, tensors: bool = False
+    ) -> HTMLResponse:
         if root is not None:
             target = await resolve(PathRef(root=root, path=path))
         else:

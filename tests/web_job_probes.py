@@ -47,6 +47,15 @@ def held_compare(roots: Roots, a: Path, b: Path, quick: bool) -> Finished:
     return Finished({"verdict": "independent", "reason": "stub", "p_value": 0.5})
 
 
+def instant(roots: Roots, *args: Any) -> Finished:
+    """Work that is done at once (what runs after a stopped job: its slot must be free)."""
+    return Finished({"verdict": "independent", "reason": "stub", "p_value": 0.5, "format": "stub"})
+
+
+def instant_inspection(roots: Roots, *args: Any) -> dict[str, Any]:
+    return {"format": "stub"}
+
+
 def endless(roots: Roots, *args: Any) -> Finished:
     """Work that never ends on its own (as a crafted input could make a parser run for hours)."""
     _started(roots)

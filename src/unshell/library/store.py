@@ -360,7 +360,13 @@ class Library:
             else:
                 self._check_application(db)
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](db)
+                try:
+                    MIGRATIONS[target](db)
+                except sqlite3.DatabaseError as error:  # a schema that lies about its version
+                    raise CorruptCheckpointError(
+                        f"{sanitize(str(self.path))}: the library's schema does not match its version "
+                        f"{version} ({sanitize(str(error), 120)}); the file was left untouched"
+                    ) from None
                 db.execute(f"PRAGMA user_version = {target}")
             db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('migrated', ?)",
@@ -554,7 +560,11 @@ class Library:
         ).fetchone()
         if row is None:
             raise UsageError(f"the library holds no fingerprint named {sanitize(name)!r}")
-        blob = bytes(row[0])
+        if not isinstance(row[0], bytes) or not isinstance(row[1], str):
+            raise CorruptCheckpointError(
+                f"the library's copy of {sanitize(name)!r} is corrupt (its blob or digest is not stored as one)"
+            )
+        blob = row[0]
         if hashlib.sha256(blob).hexdigest() != row[1]:
             raise CorruptCheckpointError(
                 f"the library's copy of {sanitize(name)!r} is corrupt (sha256 mismatch)"
@@ -662,16 +672,25 @@ class Library:
                         "JOIN blobs b ON b.fingerprint_id = f.id ORDER BY f.name"
                     )
                     for name, added, size, sha, blob in rows:
-                        blob = bytes(blob)
+                        if not (isinstance(name, str) and isinstance(sha, str) and isinstance(blob, bytes)):
+                            raise CorruptCheckpointError(
+                                f"the library's entry {sanitize(str(name))!r} is corrupt "
+                                "(a name, digest or blob is not stored as one)"
+                            )
                         if hashlib.sha256(blob).hexdigest() != sha:
                             raise CorruptCheckpointError(
-                                f"the library's copy of {name!r} is corrupt (sha256 mismatch)"
+                                f"the library's copy of {sanitize(name)!r} is corrupt (sha256 mismatch)"
                             )
                         added = checked_float(
                             added,
                             where=f"the library's entry {sanitize(str(name))!r}: added",
                             minimum=0.0,
                             maximum=MAX_TIMESTAMP,
+                            error=CorruptCheckpointError,
+                        )
+                        size = checked_int(
+                            size,
+                            where=f"the library's entry {sanitize(name)!r}: size",
                             error=CorruptCheckpointError,
                         )
                         record = {

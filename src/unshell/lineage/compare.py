@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -952,6 +953,10 @@ def layer_fit_alignment(
     return LayerFit(alignment, (fits[1], fits[2]))
 
 
+def _layer_parity(unit: Unit) -> int:
+    return (unit.layer or 0) % 2
+
+
 def _cross_fitted_units(
     model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool
 ) -> list[Unit]:
@@ -1110,8 +1115,14 @@ def compare_checkpoints(
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null
             # takes that into account (`match_units`).
-            role_null = alignment.method == "layer-matrices"
-            candidate.weighed = weigh_units(units_a, units_b, basis_a.shape[1], role_null=role_null)
+            fitted_here = alignment.method == "layer-matrices"
+            candidate.weighed = weigh_units(
+                units_a,
+                units_b,
+                basis_a.shape[1],
+                role_null=fitted_here,
+                fold=_layer_parity if fitted_here else None,
+            )
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
         if candidate.weighed is not None and candidate.weighed.p_value * len(plan) < DERIVED_P:
@@ -1237,13 +1248,33 @@ class WeighedUnits:
 
 
 def weigh_units(
-    units_a: list[Unit], units_b: list[Unit], sketch_dim: int, *, role_null: bool = False
+    units_a: list[Unit],
+    units_b: list[Unit],
+    sketch_dim: int,
+    *,
+    role_null: bool = False,
+    fold: Callable[[Unit], int] | None = None,
 ) -> WeighedUnits:
     """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
     `compare` and the comparison against a fingerprint (`lineage.fingerprint`). ``role_null``: see
-    `match_units`."""
+    `match_units`. ``fold``: each B unit is matched only among A's units of its own fold (for a
+    cross-fitted alignment, whose other fold's matrices it was fitted on)."""
     table = similarity_table(units_a, units_b)
-    matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null)
+    if fold is None:
+        matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null)
+    else:
+        matches = []
+        for key in sorted({fold(u) for u in units_b}):
+            rows = [i for i, u in enumerate(units_b) if fold(u) == key]
+            columns = [j for j, u in enumerate(units_a) if fold(u) == key]
+            if len(columns) >= 2:
+                matches += match_units(
+                    [units_a[j] for j in columns],
+                    [units_b[i] for i in rows],
+                    sketch_dim,
+                    table[np.ix_(rows, columns)],
+                    role_null=role_null,
+                )
     similarity = layer_similarity(units_a, units_b, table)
     del table
     z, p = combine(one_to_one(matches))
@@ -1252,7 +1283,7 @@ def weigh_units(
         verdict=verdict,
         reason=reason,
         p_value=p,
-        score=float(np.mean([m.similarity for m in matches])),
+        score=float(np.mean([m.similarity for m in matches])) if matches else 0.0,
         matches=matches,
         layers=layer_map(matches),
         layer_similarity=similarity,

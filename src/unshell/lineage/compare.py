@@ -285,6 +285,9 @@ def alignment_text(alignment: dict[str, Any] | None) -> str | None:
         return None
     anchor = alignment.get("anchor_residual")
     chance = alignment.get("chance_residual")
+    if anchor is None and alignment["quality"] == "n/a":  # a fingerprint's alignment
+        residual = alignment.get("residual")
+        return str(alignment["method"]) + ("" if residual is None else f", residual {residual:.3f}")
     if anchor is None:
         fit = "no embedding anchors"
     else:

@@ -302,7 +302,7 @@ def alignment_text(alignment: dict[str, Any] | None) -> str | None:
             "identity": "stored basis",
             "layer-matrices": "layer matrices",
         }
-        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_value'])}" for c in tried]
+        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_uncorrected'])}" for c in tried]
         text += f"; alignments tried: {', '.join(parts)} (p corrected for {alignment['corrected_for']})"
     return text
 
@@ -1023,7 +1023,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.alignment.method,
-            "p_value": None if self.weighed is None else self.weighed.p_value,
+            "p_uncorrected": None if self.weighed is None else self.weighed.p_value,
             "units": 0 if self.weighed is None else len(self.weighed.matches),
         }
 

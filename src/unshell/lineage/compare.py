@@ -101,6 +101,11 @@ MIN_ANCHORS_PER_DIMENSION = 2
 # The rotation fitted from layer matrices works on full H x H second moments.
 LAYER_FIT_MAX_HIDDEN = 2048
 LAYER_FIT_MIN_MATRICES = 4
+# A rotation fitted on the models themselves leaves their matrices closer than the random-rotation
+# null says, even cross-fitted (uncorrected p down to 0.003 on the zoo's independent pairs with
+# --quick, whose fit sees only the reading matrices): under it, every unit's null is this much
+# wider than `NULL_SCALE_MARGIN`'s. Derivatives found only this way keep p = 0 (Z > 37).
+LAYER_FIT_NULL_MARGIN = 1.5
 # Exact twins (after bf16 rounding) count as evidence only for tensors that independent training
 # cannot reproduce: at least this many values, this many of them distinct (an all-ones norm gain,
 # a zero bias or a constant table is excluded).
@@ -473,6 +478,7 @@ def match_units(
     table: np.ndarray | None = None,
     *,
     role_null: bool = False,
+    margin: float = NULL_SCALE_MARGIN,
 ) -> list[UnitMatch]:
     """``table``: `similarity_table` of the same units, when the caller already has it.
     ``role_null``: each unit's null also takes the location and spread of A's other units of its
@@ -497,7 +503,7 @@ def match_units(
             if same.size:
                 median = max(median, float(np.median(same)))
                 mad = max(mad, 1.4826 * float(np.median(np.abs(same - np.median(same)))))
-        scale = NULL_SCALE_MARGIN * max(floor, mad)
+        scale = margin * max(floor, mad)
         z = (float(values[best]) - median) / scale
         # Šidák: the best of N candidates is not one candidate.
         tail = _normal_sf(z)
@@ -1125,6 +1131,7 @@ def compare_checkpoints(
                 basis_a.shape[1],
                 role_null=fitted_here,
                 fold=_layer_parity if fitted_here else None,
+                margin=LAYER_FIT_NULL_MARGIN if fitted_here else NULL_SCALE_MARGIN,
             )
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
@@ -1257,14 +1264,16 @@ def weigh_units(
     *,
     role_null: bool = False,
     fold: Callable[[Unit], int] | None = None,
+    margin: float = NULL_SCALE_MARGIN,
 ) -> WeighedUnits:
     """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
     `compare` and the comparison against a fingerprint (`lineage.fingerprint`). ``role_null``: see
     `match_units`. ``fold``: each B unit is matched only among A's units of its own fold (for a
-    cross-fitted alignment, whose other fold's matrices it was fitted on)."""
+    cross-fitted alignment, whose other fold's matrices it was fitted on). ``margin``: how much
+    wider than the measured spread each unit's null is (`NULL_SCALE_MARGIN`)."""
     table = similarity_table(units_a, units_b)
     if fold is None:
-        matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null)
+        matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null, margin=margin)
     else:
         matches = []
         for key in sorted({fold(u) for u in units_b}):
@@ -1277,6 +1286,7 @@ def weigh_units(
                     sketch_dim,
                     table[np.ix_(rows, columns)],
                     role_null=role_null,
+                    margin=margin,
                 )
     similarity = layer_similarity(units_a, units_b, table)
     del table

@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,11 @@ MIN_ANCHORS_PER_DIMENSION = 2
 # The rotation fitted from layer matrices works on full H x H second moments.
 LAYER_FIT_MAX_HIDDEN = 2048
 LAYER_FIT_MIN_MATRICES = 4
+# A rotation fitted on the models themselves leaves their matrices closer than the random-rotation
+# null says, even cross-fitted (uncorrected p down to 0.003 on the zoo's independent pairs with
+# --quick, whose fit sees only the reading matrices): under it, every unit's null is this much
+# wider than `NULL_SCALE_MARGIN`'s. Derivatives found only this way keep p = 0 (Z > 37).
+LAYER_FIT_NULL_MARGIN = 1.5
 # Exact twins (after bf16 rounding) count as evidence only for tensors that independent training
 # cannot reproduce: at least this many values, this many of them distinct (an all-ones norm gain,
 # a zero bias or a constant table is excluded).
@@ -285,6 +291,9 @@ def alignment_text(alignment: dict[str, Any] | None) -> str | None:
         return None
     anchor = alignment.get("anchor_residual")
     chance = alignment.get("chance_residual")
+    if anchor is None and alignment["quality"] == "n/a":  # a fingerprint's alignment
+        residual = alignment.get("residual")
+        return str(alignment["method"]) + ("" if residual is None else f", residual {residual:.3f}")
     if anchor is None:
         fit = "no embedding anchors"
     else:
@@ -299,7 +308,7 @@ def alignment_text(alignment: dict[str, Any] | None) -> str | None:
             "identity": "stored basis",
             "layer-matrices": "layer matrices",
         }
-        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_value'])}" for c in tried]
+        parts = [f"{names.get(c['method'], c['method'])} p={_short_p(c['p_uncorrected'])}" for c in tried]
         text += f"; alignments tried: {', '.join(parts)} (p corrected for {alignment['corrected_for']})"
     return text
 
@@ -471,6 +480,7 @@ def match_units(
     table: np.ndarray | None = None,
     *,
     role_null: bool = False,
+    margin: float = NULL_SCALE_MARGIN,
 ) -> list[UnitMatch]:
     """``table``: `similarity_table` of the same units, when the caller already has it.
     ``role_null``: each unit's null also takes the location and spread of A's other units of its
@@ -495,7 +505,7 @@ def match_units(
             if same.size:
                 median = max(median, float(np.median(same)))
                 mad = max(mad, 1.4826 * float(np.median(np.abs(same - np.median(same)))))
-        scale = NULL_SCALE_MARGIN * max(floor, mad)
+        scale = margin * max(floor, mad)
         z = (float(values[best]) - median) / scale
         # Šidák: the best of N candidates is not one candidate.
         tail = _normal_sf(z)
@@ -954,6 +964,10 @@ def layer_fit_alignment(
     return LayerFit(alignment, (fits[1], fits[2]))
 
 
+def _layer_parity(unit: Unit) -> int:
+    return (unit.layer or 0) % 2
+
+
 def _cross_fitted_units(
     model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool
 ) -> list[Unit]:
@@ -1017,7 +1031,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.alignment.method,
-            "p_value": None if self.weighed is None else self.weighed.p_value,
+            "p_uncorrected": None if self.weighed is None else self.weighed.p_value,
             "units": 0 if self.weighed is None else len(self.weighed.matches),
         }
 
@@ -1112,8 +1126,15 @@ def compare_checkpoints(
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null
             # takes that into account (`match_units`).
-            role_null = alignment.method == "layer-matrices"
-            candidate.weighed = weigh_units(units_a, units_b, basis_a.shape[1], role_null=role_null)
+            fitted_here = alignment.method == "layer-matrices"
+            candidate.weighed = weigh_units(
+                units_a,
+                units_b,
+                basis_a.shape[1],
+                role_null=fitted_here,
+                fold=_layer_parity if fitted_here else None,
+                margin=LAYER_FIT_NULL_MARGIN if fitted_here else NULL_SCALE_MARGIN,
+            )
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
         if candidate.weighed is not None and candidate.weighed.p_value * len(plan) < DERIVED_P:
@@ -1239,13 +1260,36 @@ class WeighedUnits:
 
 
 def weigh_units(
-    units_a: list[Unit], units_b: list[Unit], sketch_dim: int, *, role_null: bool = False
+    units_a: list[Unit],
+    units_b: list[Unit],
+    sketch_dim: int,
+    *,
+    role_null: bool = False,
+    fold: Callable[[Unit], int] | None = None,
+    margin: float = NULL_SCALE_MARGIN,
 ) -> WeighedUnits:
     """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
     `compare` and the comparison against a fingerprint (`lineage.fingerprint`). ``role_null``: see
-    `match_units`."""
+    `match_units`. ``fold``: each B unit is matched only among A's units of its own fold (for a
+    cross-fitted alignment, whose other fold's matrices it was fitted on). ``margin``: how much
+    wider than the measured spread each unit's null is (`NULL_SCALE_MARGIN`)."""
     table = similarity_table(units_a, units_b)
-    matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null)
+    if fold is None:
+        matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null, margin=margin)
+    else:
+        matches = []
+        for key in sorted({fold(u) for u in units_b}):
+            rows = [i for i, u in enumerate(units_b) if fold(u) == key]
+            columns = [j for j, u in enumerate(units_a) if fold(u) == key]
+            if len(columns) >= 2:
+                matches += match_units(
+                    [units_a[j] for j in columns],
+                    [units_b[i] for i in rows],
+                    sketch_dim,
+                    table[np.ix_(rows, columns)],
+                    role_null=role_null,
+                    margin=margin,
+                )
     similarity = layer_similarity(units_a, units_b, table)
     del table
     z, p = combine(one_to_one(matches))
@@ -1254,7 +1298,7 @@ def weigh_units(
         verdict=verdict,
         reason=reason,
         p_value=p,
-        score=float(np.mean([m.similarity for m in matches])),
+        score=float(np.mean([m.similarity for m in matches])) if matches else 0.0,
         matches=matches,
         layers=layer_map(matches),
         layer_similarity=similarity,

@@ -341,7 +341,7 @@ def _side(path: str, result: InspectResult) -> dict[str, Any]:
 # --- units ---------------------------------------------------------------------------------------
 
 
-def _units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False) -> list[Unit]:
+def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False) -> list[Unit]:
     """Every 2-D weight with a residual-sized side, oriented so its vectors live in residual space,
     streamed one tensor at a time into its sketch (``basis`` maps the model's residual coordinates
     onto A's sketch space). ``quick`` reads every 20th row of the matrices that read the residual
@@ -362,7 +362,7 @@ def tensor_units(
     *,
     quick: bool = False,
 ) -> list[Unit]:
-    """The units of one tensor (none when it does not touch the residual stream); see `_units`.
+    """The units of one tensor (none when it does not touch the residual stream); see `model_units`.
     ``roles``: the recognition's assignments by tensor name."""
     info = model.checkpoint.info(name)
     assignment = roles.get(name)
@@ -383,7 +383,7 @@ def tensor_units(
     if not orientations:
         return []
     units: list[Unit] = []
-    matrix = _read_rows(model, name, _quick_step(model, name) if quick else 1)
+    matrix = read_rows(model, name, _quick_step(model, name) if quick else 1)
     for orientation in orientations:
         vectors = matrix if orientation == "rows" else matrix.T
         if orientation == "rows" and role in READS_RESIDUAL:
@@ -423,7 +423,7 @@ def _orientations(role: str | None, shape: tuple[int, ...], hidden: int) -> list
     return out
 
 
-def _read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
+def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     """A matrix as float32, or every ``step``-th row of it. For plain dtypes the rows are sliced
     from the memory map before decoding, so unsampled rows are never read from disk."""
     info = model.checkpoint.info(name)
@@ -625,7 +625,7 @@ def layer_map(matches: list[UnitMatch]) -> list[dict[str, Any]]:
     return rows
 
 
-def _how(
+def derivation_kinds(
     a: InspectResult,
     b: InspectResult,
     layers: list[dict[str, Any]],
@@ -740,7 +740,7 @@ def _profile_correlation(units_a: list[Unit], units_b: list[Unit]) -> float | No
 # --- orchestration -------------------------------------------------------------------------------
 
 
-def _embedding_candidates(model: CanonicalModel) -> list[str]:
+def embedding_candidates(model: CanonicalModel) -> list[str]:
     """The input embedding's name, or every tensor that could be it when names do not say (a
     scrambled checkpoint's embedding and output head have the same shape)."""
     names = model.slots.get((None, "embed.weight"), [])
@@ -755,7 +755,7 @@ def _embedding_candidates(model: CanonicalModel) -> list[str]:
 
 def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> np.ndarray:
     """Embedding rows to anchor on (every n-th, see `anchor_stride`), read without touching the rest."""
-    return _read_rows(model, name, anchor_stride(rows, hidden))
+    return read_rows(model, name, anchor_stride(rows, hidden))
 
 
 def _read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
@@ -822,7 +822,7 @@ def _best_alignment(
     An alignment above `TRUSTED_RESIDUAL` is fitted once more with its rows paired at random
     (`Alignment.chance`), so that `alignment_failure` can tell a weak fit from a failed one.
     """
-    names_a, names_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
+    names_a, names_b = embedding_candidates(model_a), embedding_candidates(model_b)
     if not names_a or not names_b:
         return None
     hidden = max(model_a.hidden or 0, model_b.hidden or 0)
@@ -901,7 +901,7 @@ def _layer_vectors(
     """A layer matrix as vectors in residual space (rows of a reader, columns of a writer)."""
     names = model.slots.get((layer, role))
     if quick and names and len(names) == 1:
-        matrix: np.ndarray | None = _read_rows(model, names[0], _quick_step(model, names[0]))
+        matrix: np.ndarray | None = read_rows(model, names[0], _quick_step(model, names[0]))
         gain = model.role(layer, READS_RESIDUAL[role]) if role in READS_RESIDUAL else None
         if matrix is not None and gain is not None and gain.shape == (matrix.shape[1],):
             matrix = matrix * gain[None, :]
@@ -977,13 +977,13 @@ def _cross_fitted_units(
         transform = fit.folds[1 - parity]
         units += [
             u
-            for u in _units(model_b, hidden, transform @ basis_a, quick=quick)
+            for u in model_units(model_b, hidden, transform @ basis_a, quick=quick)
             if (u.layer or 0) % 2 == parity
         ]
     return units
 
 
-def _hash_names(checkpoint: Checkpoint) -> list[str]:
+def hashable_names(checkpoint: Checkpoint) -> list[str]:
     names, _ = weight_tensors(checkpoint)
     return [name for name, _ in names]
 
@@ -1054,8 +1054,8 @@ def compare_checkpoints(
     model_a, model_b = canonical_model(a, inspect_a), canonical_model(b, inspect_b)
     notes: list[str] = []
 
-    hashes_a = None if quick else content_hashes(a, _hash_names(a))
-    hashes_b = None if quick else content_hashes(b, _hash_names(b))
+    hashes_a = None if quick else content_hashes(a, hashable_names(a))
+    hashes_b = None if quick else content_hashes(b, hashable_names(b))
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     twins = _twins(hashes_a, hashes_b, model_b)
@@ -1109,7 +1109,7 @@ def compare_checkpoints(
         return result(verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=None)
 
     basis_a = projection(hidden_a, SKETCH_DIM)
-    units_a = _units(model_a, hidden_a, basis_a, quick=quick)
+    units_a = model_units(model_a, hidden_a, basis_a, quick=quick)
     tried: list[Candidate] = []
     for alignment in plan:
         if alignment.method == "layer-matrices":
@@ -1121,7 +1121,7 @@ def compare_checkpoints(
             units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
         else:
             candidate = Candidate(alignment)
-            units_b = _units(model_b, hidden_b, alignment.transform @ basis_a, quick=quick)
+            units_b = model_units(model_b, hidden_b, alignment.transform @ basis_a, quick=quick)
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null
@@ -1164,7 +1164,7 @@ def compare_checkpoints(
     verdict, reason = _with_twins(verdict, reason, twins)
     profile = weighed.profile_correlation
     how = (
-        _how(inspect_a, inspect_b, weighed.layers, best.alignment, model_a, model_b, quick=quick)
+        derivation_kinds(inspect_a, inspect_b, weighed.layers, best.alignment, model_a, model_b, quick=quick)
         if verdict == "derived"
         else []
     )
@@ -1200,7 +1200,7 @@ def _string_anchors(
 ) -> TokenPairs | None:
     """Anchor pairs by token string, when both vocabularies are known, enough tokens are shared to
     fix a rotation, and some of them sit at other ids (else equal ids are the same anchors)."""
-    names_a, names_b = _embedding_candidates(model_a), _embedding_candidates(model_b)
+    names_a, names_b = embedding_candidates(model_a), embedding_candidates(model_b)
     if not names_a or not names_b:
         return None
     rows_a = model_a.checkpoint.info(names_a[0]).shape[0]

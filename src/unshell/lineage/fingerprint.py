@@ -70,12 +70,12 @@ from .canonical import CanonicalModel, canonical_model
 from .compare import (
     CompareResult,
     Unit,
-    _embedding_candidates,
-    _hash_names,
-    _how,
-    _read_rows,
-    _units,
+    derivation_kinds,
+    embedding_candidates,
+    hashable_names,
     identical_by_hashes,
+    model_units,
+    read_rows,
     tensor_units,
     weigh_units,
 )
@@ -493,7 +493,7 @@ def _anchors(model: CanonicalModel, hidden: int, basis: np.ndarray) -> tuple[lis
     """(candidate names, embedding rows, stride, anchors (candidates x n x r, float32))."""
     names = [
         n
-        for n in _embedding_candidates(model)
+        for n in embedding_candidates(model)
         if len(shape := model.checkpoint.info(n).shape) == 2 and shape[1] == hidden
     ]
     if not names:
@@ -503,7 +503,7 @@ def _anchors(model: CanonicalModel, hidden: int, basis: np.ndarray) -> tuple[lis
     count = -(-rows // stride)
     projected = []
     for name in names:
-        matrix = _read_rows(model, name, stride)[:count]
+        matrix = read_rows(model, name, stride)[:count]
         matrix = matrix - matrix.mean(axis=0, keepdims=True)
         projected.append(matrix @ basis)
     return names, rows, stride, np.stack(projected).astype(np.float32)
@@ -525,7 +525,7 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
         anchor_names, rows, stride, anchors = [], 0, 1, np.zeros((0, 0, 0), dtype=np.float32)
     peak = float(np.max(np.abs(anchors))) if anchors.size else 0.0
     scale = peak / 32768.0 if peak > 0 else 1.0  # keep float16 far from overflow
-    hash_names = set(_hash_names(checkpoint))
+    hash_names = set(hashable_names(checkpoint))
     roles = {a.name: a for a in result.recognition.assignments}
     tensor_hashes: list[TensorHashes] = []
     units: list[Unit] = []
@@ -633,7 +633,7 @@ def _suspect_alignment(base: Fingerprint, model_b: CanonicalModel, hidden_b: int
 
     names_b = [
         n
-        for n in _embedding_candidates(model_b)
+        for n in embedding_candidates(model_b)
         if len(shape := model_b.checkpoint.info(n).shape) == 2 and shape[1] == hidden_b
     ]
     if not base.anchor_names or not names_b:
@@ -645,7 +645,7 @@ def _suspect_alignment(base: Fingerprint, model_b: CanonicalModel, hidden_b: int
         return None
     candidates_b = []
     for name in names_b:
-        candidates_b.append(_read_rows(model_b, name, stride)[:count])
+        candidates_b.append(read_rows(model_b, name, stride)[:count])
 
     def fit(i: int, j: int) -> Alignment:
         basis, residual = fit_anchor_basis(candidates_b[j], base.anchor_projection(i)[:count])
@@ -780,7 +780,7 @@ def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:
         path=path or str(checkpoint.path),
         inspect=inspect_b,
         model=model_b,
-        hashes=content_hashes(checkpoint, _hash_names(checkpoint)),
+        hashes=content_hashes(checkpoint, hashable_names(checkpoint)),
         vocabulary_sample=sample,
         tokenizer=_tokenizer_entry(checkpoint),
     )
@@ -868,7 +868,7 @@ def _finish(
     how: list[str] = []
     if weighed.verdict == "derived":
         # `compare --quick`'s `how` (model_a and model_b are not read when quick is set).
-        how = _how(inspect_a, inspect_b, weighed.layers, None, None, None, quick=True)  # type: ignore[arg-type]
+        how = derivation_kinds(inspect_a, inspect_b, weighed.layers, None, None, None, quick=True)  # type: ignore[arg-type]
         if off_basis is not None and off_basis > OBFUSCATED_OFF_BASIS and "obfuscated" not in how:
             how.append("obfuscated")
     return _result(
@@ -934,7 +934,7 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
     if hidden_b == base.hidden:
         reference = projection(base.hidden, FINGERPRINT_DIM)
         off_basis = float(np.linalg.norm(alignment.transform - reference)) / math.sqrt(reference.shape[1])
-    units_b = _units(model_b, hidden_b, alignment.transform)
+    units_b = model_units(model_b, hidden_b, alignment.transform)
     return _finish(base, inspect_b, path_b, base.unit_list(), units_b, hashes, alignment, notes, off_basis)
 
 

@@ -69,6 +69,7 @@ SLOW_NAMES = frozenset(
         "fetch",
         "zoo",
         "zoo_module",
+        "vocab_zoo",
         "torch",
         "transformers",
         "subprocess",

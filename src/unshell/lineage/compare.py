@@ -913,16 +913,21 @@ def _layer_vectors(
 
 @dataclass(frozen=True)
 class LayerFit:
-    """The residual alignment read off the layer matrices: ``alignment`` fitted on every layer (for
-    reports and `how`), and ``folds[k]`` fitted on the layers whose number has parity ``k``.
+    """The residual alignment read off the layer matrices: ``folds[k]`` fitted on the layers whose
+    number has parity ``k``, and `whole` fitted on every layer (for reports and `how`, computed
+    only when asked: it costs as much as both folds).
 
     The test uses the folds crosswise (B's even layers through the rotation fitted on the odd ones
     and the reverse): a rotation fitted to a matrix makes that very matrix look alike in
     independent models too (p = 1e-72 on the zoo's null pairs), while the other fold's rotation
     only carries what the whole residual stream shares."""
 
-    alignment: Alignment
     folds: tuple[np.ndarray, np.ndarray]
+    pairs: tuple[list[np.ndarray], list[np.ndarray]]
+
+    def whole(self) -> Alignment:
+        transform = fit_rotation(*self.pairs)
+        return Alignment(transform=transform, residual=float("nan"), anchors=0, method="layer-matrices")
 
 
 def layer_fit_alignment(
@@ -952,14 +957,16 @@ def layer_fit_alignment(
                 out_b.append(np.sum(role_b, axis=0))
         return out_a, out_b
 
+    every = pairs((0, 1))
+    if len(every[0]) < LAYER_FIT_MIN_MATRICES:
+        return None
     fits = []
-    for parities in ((0, 1), (0,), (1,)):
-        matrices_a, matrices_b = pairs(parities)
-        if len(matrices_a) < (LAYER_FIT_MIN_MATRICES if len(parities) == 2 else 2):
+    for parity in (0, 1):
+        matrices_a, matrices_b = pairs((parity,))
+        if len(matrices_a) < 2:
             return None
         fits.append(fit_rotation(matrices_a, matrices_b))
-    alignment = Alignment(transform=fits[0], residual=float("nan"), anchors=0, method="layer-matrices")
-    return LayerFit(alignment, (fits[1], fits[2]))
+    return LayerFit((fits[0], fits[1]), every)
 
 
 def _layer_parity(unit: Unit) -> int:
@@ -1110,12 +1117,14 @@ def compare_checkpoints(
     units_a = _units(model_a, hidden_a, basis_a, quick=quick)
     tried: list[Candidate] = []
     for alignment in plan:
+        fitted: LayerFit | None = None
         if alignment.method == "layer-matrices":
             fitted = layer_fit_alignment(model_a, model_b, hidden_a, quick=quick)
             if fitted is None:
                 tried.append(Candidate(alignment))
                 continue
-            candidate = Candidate(fitted.alignment)
+            # Shown as the fold fitted on even layers unless it decides (then the whole fit).
+            candidate = Candidate(replace(alignment, transform=fitted.folds[0]))
             units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
         else:
             candidate = Candidate(alignment)
@@ -1136,6 +1145,8 @@ def compare_checkpoints(
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
         if candidate.weighed is not None and candidate.weighed.p_value * len(plan) < DERIVED_P:
+            if fitted is not None and candidate.alignment.method == "layer-matrices":
+                candidate.alignment = fitted.whole()
             break
     scored = [c for c in tried if c.weighed is not None]
     if not scored:

@@ -151,7 +151,7 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return (gram / norm if norm > 0 else gram).astype(np.float32)
 
 
-def fit_rotation(grams_a: list[np.ndarray], grams_b: list[np.ndarray], iterations: int = 40) -> np.ndarray:
+def fit_rotation(grams_a: list[np.ndarray], grams_b: list[np.ndarray], iterations: int = 25) -> np.ndarray:
     """An orthogonal H x H transform T with ``Tᵀ G_B T ≈ G_A`` for every pair of second moments.
 
     A rotated residual stream rotates every matrix's second moment alike (``G_B = Qᵀ G_A Q``), so

@@ -208,7 +208,7 @@ def plain_copy(source: Path, target: Path) -> float:
 
 WITHOUT_HASHES = """
 import sys
-from unshell.convert import writer
+from unshell.conversion import writer
 
 class _NoHash:
     def update(self, data): pass

@@ -27,7 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from unshell.formats.safetensors import write_safetensors
-from unshell.scan import discover, scan
+from unshell.scanning import discover, scan
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "fixtures"
 

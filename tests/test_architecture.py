@@ -105,9 +105,9 @@ def _format_tests(tree: ast.AST) -> list[str]:
 NOT_YET_MOVED = {
     "unshell.tokenizers.vocab": 3,  # GGUF-embedded vocabularies (tokenizer.ggml.*)
     "unshell.tokenizers.describe": 3,  # the same, and the llama2.c header's vocabulary size
-    "unshell.convert": 1,  # GGUF's dequantization note
-    "unshell.convert.plan": 8,  # hyperparameters of GGUF, params.json, llama2.c for the Llama config
-    "unshell.convert.reference": 7,  # reference forward passes written per source layout
+    "unshell.conversion": 1,  # GGUF's dequantization note
+    "unshell.conversion.plan": 8,  # hyperparameters of GGUF, params.json, llama2.c for the Llama config
+    "unshell.conversion.reference": 7,  # reference forward passes written per source layout
 }
 
 
@@ -127,3 +127,19 @@ def test_the_checks_see_what_they_look_for() -> None:
     sample = 'if checkpoint.format == "gguf":\n    kv = checkpoint.metadata.get("gguf")\n'
     assert len(_format_tests(ast.parse(sample))) == 2
     assert _top_level_imports("unshell.model", MODULES["unshell.model"]) >= {"unshell.inspection"}
+
+
+def test_no_subpackage_is_hidden_by_a_public_function() -> None:
+    """`unshell.convert`, `.audit` and `.scan` are the verbs; their packages have names of their own,
+    so attribute access reaches the submodules (it raised AttributeError when they shared names)."""
+    import importlib
+
+    import unshell
+
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert not packages & set(unshell.__all__)
+    for package in packages:
+        importlib.import_module(f"unshell.{package}")
+        assert getattr(unshell, package).__name__ == f"unshell.{package}"
+    assert unshell.conversion.plan.__name__ == "unshell.conversion.plan"
+    assert callable(unshell.convert) and callable(unshell.audit) and callable(unshell.scan)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import unshell
 from foreign_layouts import make_tiny_llama, to_yi
-from unshell.audit.report import LEVELS
+from unshell.auditing.report import LEVELS
 from unshell.cli.main import cli
 from zoo_fixture import zoo
 

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from unshell.audit import CodeMatch, ReferenceIndex, code, code_provenance, code_similarity, find_model_code
-from unshell.audit.code import MAX_SOURCE_BYTES, fingerprint_code
+from unshell.auditing import (
+    CodeMatch,
+    ReferenceIndex,
+    code,
+    code_provenance,
+    code_similarity,
+    find_model_code,
+)
+from unshell.auditing.code import MAX_SOURCE_BYTES, fingerprint_code
 from unshell.errors import InputError, MissingDependencyError, PathNotFoundError, ResourceLimitError
 
 _SPEC = importlib.util.find_spec("transformers")
@@ -509,8 +516,8 @@ def test_transformers_and_torch_are_never_imported(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(
         "import sys\n"
-        "from unshell.audit import ReferenceIndex, code_provenance\n"
-        "from unshell.audit.code import _transformers_root\n"
+        "from unshell.auditing import ReferenceIndex, code_provenance\n"
+        "from unshell.auditing.code import _transformers_root\n"
         "models = _transformers_root() / 'models'\n"
         "index = ReferenceIndex.from_files({'llama': models / 'llama' / 'modeling_llama.py'})\n"
         "[match] = code_provenance(models / 'gpt2' / 'modeling_gpt2.py', references=index)\n"

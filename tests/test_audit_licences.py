@@ -1,4 +1,4 @@
-"""Licence obligations as data (``unshell/audit/licences/*.json``) and the card-compliance checker.
+"""Licence obligations as data (``unshell/auditing/licences/*.json``) and the card-compliance checker.
 
 Each directory test quotes the licence sentence its check relies on; the data files carry the same
 quotes with their section numbers.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from unshell.audit.licences import (
+from unshell.auditing.licences import (
     APPLIES_TO,
     MAX_TEXT_BYTES,
     STATUSES,

@@ -51,7 +51,7 @@ from foreign_layouts import (
 from unshell import errors
 from unshell.arch.catalog import family_by_id
 from unshell.cli import main as cli_main
-from unshell.convert import convert, transforms
+from unshell.conversion import convert, transforms
 from unshell.formats.safetensors import write_safetensors
 
 TESTS = Path(__file__).resolve().parent
@@ -491,7 +491,7 @@ def test_record_carries_the_verification_report(tmp_path: Path) -> None:
 
 
 def test_failed_verification_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from unshell.convert import verify
+    from unshell.conversion import verify
 
     class Report:
         passed, max_abs_logit_diff, tolerance, reference = False, 3.5, 1e-4, "llama"
@@ -915,7 +915,7 @@ def test_a_killed_conversions_staging_folder_is_removed_by_the_next_run(
 
 
 def test_a_running_conversions_staging_folder_is_left_alone(tmp_path: Path) -> None:
-    from unshell.convert.writer import remove_stale_staging
+    from unshell.conversion.writer import remove_stale_staging
 
     source = to_yi(_llama(tmp_path), tmp_path / "yi")
     out = tmp_path / "out"
@@ -935,7 +935,7 @@ def test_a_running_conversions_staging_folder_is_left_alone(tmp_path: Path) -> N
 def test_an_old_output_left_aside_is_put_back_or_removed(tmp_path: Path) -> None:
     """A run killed between moving the old output aside and renaming the new one into place left
     the old output in .<name>.replaced-XXXX: it goes back if nothing took its place."""
-    from unshell.convert.writer import remove_stale_staging
+    from unshell.conversion.writer import remove_stale_staging
 
     out = tmp_path / "out"
     aside = tmp_path / ".out.replaced-k1ll3d"
@@ -953,9 +953,7 @@ def test_an_old_output_left_aside_is_put_back_or_removed(tmp_path: Path) -> None
 
 
 def test_a_failure_midway_leaves_no_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    converter = importlib.import_module(
-        "unshell.convert"
-    )  # the package, even if unshell.convert is the function
+    converter = importlib.import_module("unshell.conversion")
     original = converter.recipe_chunks
     calls = []
 
@@ -975,7 +973,7 @@ def test_a_failure_midway_leaves_no_output(tmp_path: Path, monkeypatch: pytest.M
 
 SLOW_CONVERT = """
 import importlib, sys, time
-converter = importlib.import_module("unshell.convert")
+converter = importlib.import_module("unshell.conversion")
 original = converter.recipe_chunks
 def slow(recipe, reader):
     print("writing", flush=True)
@@ -1008,7 +1006,7 @@ def test_sigterm_midway_leaves_no_output(tmp_path: Path) -> None:
 def test_small_chunks_give_the_same_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Streaming in blocks of a few rows (row gathers across chunk boundaries, split permutations)
     gives the same bytes as whole-tensor blocks."""
-    from unshell.convert import writer
+    from unshell.conversion import writer
 
     source = _llama(tmp_path, gqa=True)
     _, expected = load_llama(source)

@@ -26,9 +26,9 @@ from transformers import LlamaForCausalLM
 
 import foreign_layouts as fl
 from llama2c_forward import Llama2cTokenizer, greedy, load_checkpoint
-from unshell.convert import convert
-from unshell.convert.reference import LAYOUTS
-from unshell.convert.verify import (
+from unshell.conversion import convert
+from unshell.conversion.reference import LAYOUTS
+from unshell.conversion.verify import (
     EXACT_TOLERANCE,
     FOLD_TOLERANCE,
     QUANTIZED_TOLERANCE,

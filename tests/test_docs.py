@@ -116,15 +116,15 @@ def test_readme_demo_runs_and_finds_the_rename() -> None:
 
 def test_every_public_name_is_the_documented_callable() -> None:
     """The package's names stay the functions even after their modules are imported directly
-    (some load lazily, and `unshell.scan` is also a subpackage)."""
+    (some load lazily)."""
     import unshell
     import unshell.lineage.fingerprint
     from unshell.library import store
-    from unshell.scan import discover  # noqa: F401
+    from unshell.scanning import discover  # noqa: F401
 
     for name in unshell.__all__:
         assert getattr(unshell, name) is not None, name
-    assert unshell.scan.__module__ == "unshell.scan" and callable(unshell.scan)
+    assert unshell.scan.__module__ == "unshell.scanning" and callable(unshell.scan)
     assert unshell.search.__module__ == "unshell.library.search" and callable(unshell.search)
     assert unshell.fingerprint is unshell.lineage.fingerprint.fingerprint
     assert unshell.Library is store.Library

@@ -115,7 +115,7 @@ def test_config_numbers_are_checked_when_read_and_convert_writes_nothing(
 
 
 def test_declared_hyperparameters_from_any_source_must_be_finite_and_positive() -> None:
-    from unshell.convert import plan
+    from unshell.conversion import plan
     from unshell.errors import InconsistentHeaderError
 
     assert plan._number(("a", None), ("b", 2)) == 2.0
@@ -607,7 +607,7 @@ def test_only_dequantizing_nodes_are_walked_twice(monkeypatch: pytest.MonkeyPatc
 
 
 def test_model_code_of_too_many_tokens_is_not_parsed(tmp_path: Path) -> None:
-    from unshell.audit.code import MAX_SOURCE_TOKENS, fingerprint_code
+    from unshell.auditing.code import MAX_SOURCE_TOKENS, fingerprint_code
     from unshell.errors import ResourceLimitError
 
     source = b"TABLE = [" + b",".join([b"1"] * (MAX_SOURCE_TOKENS // 2 + 1)) + b"]\n"  # 600 KB
@@ -617,7 +617,7 @@ def test_model_code_of_too_many_tokens_is_not_parsed(tmp_path: Path) -> None:
 
 
 def test_model_code_over_the_token_cap_is_a_note_in_the_provenance_report(tmp_path: Path) -> None:
-    from unshell.audit.code import MAX_SOURCE_TOKENS, ReferenceIndex, code_provenance
+    from unshell.auditing.code import MAX_SOURCE_TOKENS, ReferenceIndex, code_provenance
 
     model = tmp_path / "model"
     model.mkdir()
@@ -631,7 +631,7 @@ def test_model_code_over_the_token_cap_is_a_note_in_the_provenance_report(tmp_pa
 def test_running_out_of_memory_while_parsing_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     import ast
 
-    from unshell.audit import code
+    from unshell.auditing import code
     from unshell.errors import ResourceLimitError
 
     def exhausted(*args: object, **kwargs: object) -> ast.Module:
@@ -653,8 +653,8 @@ NOT_INPUT_BOUNDS = {
     "web.paths.MAX_LISTED": "entries shown for one folder",
     "web.paths.MAX_SCANNED_DIRS": "folders the UI's suggestions visit",
     "web.paths.MAX_FOUND": "suggestions shown",
-    "audit.code.MAX_ALIGNED_DEFINITIONS": "a precision tuning of the code comparison",
-    "convert.verify.MAX_TOKENS": "the length of the verification prompt",
+    "auditing.code.MAX_ALIGNED_DEFINITIONS": "a precision tuning of the code comparison",
+    "conversion.verify.MAX_TOKENS": "the length of the verification prompt",
     "arch.recognize.MAX_LEAVES": "candidate assignments the structural recognizer tries",
 }
 

@@ -136,7 +136,7 @@ def test_one_failure_mapping_for_cli_web_and_scan() -> None:
     for exc, expected in cases.items():
         shown = failure(exc)
         assert (shown.exit_code, shown.message) == expected
-    from unshell.scan import engine
+    from unshell.scanning import engine
     from unshell.web import jobs
 
     assert engine.failure is failure and jobs.failure is failure

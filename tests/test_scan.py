@@ -23,7 +23,7 @@ from foreign_layouts import make_tiny_llama
 from llama2c_export import load_legacy
 from unshell.errors import MissingDependencyError, PathNotFoundError, UsageError
 from unshell.formats.safetensors import write_safetensors, write_sharded_safetensors
-from unshell.scan import (
+from unshell.scanning import (
     RECORD_FIELDS,
     TIMING_FIELDS,
     comparable,
@@ -32,7 +32,7 @@ from unshell.scan import (
     read_records,
     scan,
 )
-from unshell.scan.engine import ScanTask, make_batches
+from unshell.scanning.engine import ScanTask, make_batches
 
 
 def _cache_repo(hub: Path, tensors: dict[str, np.ndarray], revision: str = "b" * 40) -> Path:
@@ -269,7 +269,7 @@ def test_library_is_written_by_the_driver_and_resumed_from(tree: Path, tmp_path:
 def test_progress_falls_back_to_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from unshell.scan import _Progress
+    from unshell.scanning import _Progress
 
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "rich.progress", None)

@@ -112,9 +112,9 @@ def library_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any,
     for module_name, name in (
         ("unshell.inspection", "inspect"),
         ("unshell.lineage.compare", "compare"),
-        ("unshell.audit.report", "audit"),
+        ("unshell.auditing.report", "audit"),
     ):
-        module = importlib.import_module(module_name)  # `unshell.audit` the attribute is the function
+        module = importlib.import_module(module_name)
         real = getattr(module, name)
 
         def wrapper(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .audit import AuditResult, audit
-from .convert import ConversionResult, convert
+from .auditing import AuditResult, audit
+from .conversion import ConversionResult, convert
 from .errors import UnshellError
 from .formats import open_checkpoint
 from .inspection import InspectResult, inspect
 from .lineage.compare import CompareResult, compare
-from .scan import (
-    ScanSummary,
-    scan,
-)  # eager: `unshell.scan` is also a subpackage, which would shadow a lazy name
+from .scanning import ScanSummary, scan
 
 if TYPE_CHECKING:
     from .library import Library, SearchResult, search

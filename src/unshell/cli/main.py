@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..audit.report import LEVELS
+from ..auditing.report import LEVELS
 from ..constants import debug
 from ..errors import (
     EXIT_FINDING,
@@ -159,7 +159,7 @@ def convert_command(
     card keeping the original's name, licence and base_model, and conversion.json (hashes,
     transforms, verification). Nothing is written unless the whole conversion succeeds.
     """
-    from ..convert import convert
+    from ..conversion import convert
 
     result = convert(
         src,
@@ -239,7 +239,7 @@ def audit_command(
     licence-obligations-unmet, architecture-reuse-undisclosed, inconclusive, note, ok), each
     finding with its evidence and one line of advice.
     """
-    from ..audit.report import audit
+    from ..auditing.report import audit
 
     result = audit(path, against=against, quick=quick, library=library_path)
     if html_path is not None:
@@ -482,7 +482,7 @@ def scan_command(
     hub-cache folders. A checkpoint that fails is recorded with its error and the scan goes on; a
     second scan with the same --output skips the checkpoints that did not change.
     """
-    from ..scan import scan
+    from ..scanning import scan
 
     library: Any = None
     if add_to_library and headers_only:

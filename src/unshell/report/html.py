@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..audit.report import LEVELS, AuditResult
+from ..auditing.report import LEVELS, AuditResult
 from ..formats.base import sanitize
 from ..lineage.compare import (
     DERIVED_P,

@@ -20,7 +20,7 @@ PRELOAD = (
     "unshell.web.tasks",
     "unshell.inspection",
     "unshell.lineage.compare",
-    "unshell.audit.report",
+    "unshell.auditing.report",
     "unshell.library",
     "unshell.report.html",
 )
@@ -43,7 +43,7 @@ def compare_task(roots: Roots, a: Path, b: Path, quick: bool) -> Any:
 
 def audit_task(roots: Roots, path: Path, against: Path | None, quick: bool, library: Path | None) -> Any:
     """``library``: search the operator's library for the weights' source (``against`` is None)."""
-    from ..audit.report import audit
+    from ..auditing.report import audit
 
     if library is None:
         with confined(roots):

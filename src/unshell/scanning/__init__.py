@@ -2,7 +2,7 @@
 
 ::
 
-    from unshell.scan import scan
+    from unshell.scanning import scan
     summary = scan(["/models", "~/.cache/huggingface/hub"], output="scan.jsonl", library="fleet.lib")
     summary.ok, summary.errors, summary.skipped
 

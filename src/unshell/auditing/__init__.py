@@ -1,7 +1,6 @@
 """Disclosure audits: detected lineage (weights, architecture, tokenizer, code) against declared.
 
-Like ``unshell.convert``, the package's entry point shares its name: ``unshell.audit(path)`` is
-the function (`report.audit`). Import submodules with ``from unshell.audit.code import ...``.
+``unshell.audit(path)`` is the function (`report.audit`); this package is ``unshell.auditing``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`unshell convert --verify`: does the converted checkpoint compute what the source computes?
 
 The source runs through an independent reference forward pass written from its own layout's
-definition (`unshell.convert.reference`); the output runs through transformers'
+definition (`unshell.conversion.reference`); the output runs through transformers'
 ``LlamaForCausalLM.from_pretrained``, the loader the conversion is for. Both see the same random
 token ids, in float32 on CPU, and the report gives the largest absolute logit difference.
 
@@ -63,7 +63,7 @@ class VerificationReport:
     passed: bool
     tolerance: float
     reference: str
-    """The reference forward used for the source (a key of `unshell.convert.reference.LAYOUTS`)."""
+    """The reference forward used for the source (a key of `unshell.conversion.reference.LAYOUTS`)."""
     tokens: int
     tolerance_reason: str = ""
     reference_description: str = ""

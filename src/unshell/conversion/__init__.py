@@ -10,7 +10,7 @@ transform per tensor class, the unshell version and the verification report (sch
 
 With torch and transformers installed, the output is verified before it is committed: the
 source runs through an independent reference forward pass, the output through
-``LlamaForCausalLM`` (`unshell.convert.verify`).
+``LlamaForCausalLM`` (`unshell.conversion.verify`).
 """
 
 from __future__ import annotations

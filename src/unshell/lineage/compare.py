@@ -1181,11 +1181,7 @@ def compare_checkpoints(
         if verdict == "derived"
         else []
     )
-    if (
-        verdict == "derived"
-        and "vocab-extended" not in how
-        and _vocabulary_replaced(tokenizer, anchored, failure)
-    ):
+    if verdict == "derived" and "vocab-extended" not in how and _vocabulary_replaced(anchored, failure):
         how.append("vocab-replaced")
     return result(
         verdict,
@@ -1194,7 +1190,8 @@ def compare_checkpoints(
         p_value=p_value,
         score=weighed.score,
         layers=weighed.layers,
-        alignment=best.alignment if anchored is None or failure is not None else anchored,
+        # The alignment that decided, else the embedding alignment the verdict rests on.
+        alignment=best.alignment if verdict == "derived" or anchored is None else anchored,
         matches=weighed.matches,
         layer_similarity=weighed.layer_similarity,
         std_profiles=weighed.std_profiles,
@@ -1248,9 +1245,7 @@ def _with_twins(verdict: str, reason: str, twins: TwinMatch | None) -> tuple[str
     return "inconclusive", f"{what}; the rest: {reason}"
 
 
-def _vocabulary_replaced(
-    tokenizer: TokenizerRelation | None, anchored: Alignment | None, failure: str | None
-) -> bool:
+def _vocabulary_replaced(anchored: Alignment | None, failure: str | None) -> bool:
     """B's embedding rows are not A's at A's ids: a renumbered or new vocabulary, or re-initialised rows."""
     if anchored is not None and anchored.anchored_by == "token strings":
         return True

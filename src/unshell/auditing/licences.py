@@ -388,7 +388,7 @@ def _parse_licence(data: Mapping[str, Any]) -> Licence:
 
 def licence_data_files() -> list[tuple[str, str]]:
     """``(file name, text)`` of every packaged licence file, sorted by name."""
-    root = resources.files("unshell") / "audit" / "licences"
+    root = resources.files("unshell") / "auditing" / "licences"
     out = [
         (entry.name, entry.read_text(encoding="utf-8"))
         for entry in root.iterdir()

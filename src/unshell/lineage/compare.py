@@ -208,6 +208,17 @@ class CompareResult:
     alignment_failure: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
     corrected_for: int = 1
+    # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
+    log10_p: float | None = None
+
+    @property
+    def log10_p_value(self) -> float | None:
+        """log10 of `p_value`, exact even where `p_value` underflows to 0.0 (None without a test)."""
+        if self.log10_p is not None:
+            return self.log10_p
+        if self.p_value is None or self.p_value <= 0.0:
+            return None
+        return math.log10(self.p_value)
 
     @property
     def alignment_quality(self) -> str:
@@ -262,6 +273,7 @@ class CompareResult:
             "alignment_quality": self.alignment_quality,
             "how": self.how,
             "p_value": self.p_value,
+            "log10_p_value": None if self.log10_p_value is None else round(self.log10_p_value, 6),
             "score": None if self.score is None else round(self.score, 6),
             "layers": self.layers,
             "layer_similarity": None if self.layer_similarity is None else self.layer_similarity.to_dict(),
@@ -448,6 +460,15 @@ def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
 
 def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def log10_normal_sf(z: float) -> float:
+    """log10 of the normal upper tail at ``z``, finite far past where `_normal_sf` underflows."""
+    if z < 30.0:
+        return math.log10(_normal_sf(z))
+    # Asymptotic series of erfc (Abramowitz & Stegun 7.1.23): three terms are exact to 1e-7 here.
+    series = 1.0 - 1.0 / z**2 + 3.0 / z**4 - 15.0 / z**6
+    return (-z * z / 2.0 - math.log(z) - 0.5 * math.log(2.0 * math.pi) + math.log(series)) / math.log(10.0)
 
 
 def _normal_isf(p: float) -> float:
@@ -1162,6 +1183,7 @@ def compare_checkpoints(
     weighed = best.weighed
     assert weighed is not None
     p_value = min(1.0, weighed.p_value * len(plan))
+    log10_p = min(0.0, log10_normal_sf(weighed.z) + math.log10(len(plan)))
     verdict, reason = decide(len(weighed.matches), _normal_isf(p_value), p_value)
     if len(plan) > 1 and verdict == "derived":
         reason += (
@@ -1199,6 +1221,7 @@ def compare_checkpoints(
         anchored=anchored,
         alignment_failure=failure,
         corrected_for=len(plan),
+        log10_p=log10_p,
     )
 
 
@@ -1265,6 +1288,7 @@ class WeighedUnits:
     layer_similarity: LayerSimilarity | None
     std_profiles: dict[str, dict[str, list[float | None]]]
     profile_correlation: float | None
+    z: float = 0.0  # Stouffer's combined Z, whose upper tail is p_value
 
 
 def weigh_units(
@@ -1299,6 +1323,7 @@ def weigh_units(
                     margin=margin,
                 )
     similarity = layer_similarity(units_a, units_b, table)
+    score = _similarity_score(table)
     del table
     z, p = combine(one_to_one(matches))
     verdict, reason = decide(len(matches), z, p)
@@ -1306,13 +1331,27 @@ def weigh_units(
         verdict=verdict,
         reason=reason,
         p_value=p,
-        score=float(np.mean([m.similarity for m in matches])) if matches else 0.0,
+        score=score,
         matches=matches,
         layers=layer_map(matches),
         layer_similarity=similarity,
         std_profiles={"a": std_profile(units_a), "b": std_profile(units_b)},
         profile_correlation=_profile_correlation(units_a, units_b),
+        z=z,
     )
+
+
+def _similarity_score(table: np.ndarray) -> float:
+    """The `score` shown beside the verdict, descriptive only (the verdict rests on the p-value):
+    the mean sketch similarity of one model's matrices to their best match in the other's, in the
+    better-matched direction. Taking both directions makes compare(A, B) and compare(B, A) show
+    the same number, and a model that keeps a subset of the other's matrices (a pruned or
+    re-exported copy) scores as high as a whole copy; an identical copy scores 1."""
+    if table.size == 0:
+        return 0.0
+    b_in_a = float(np.mean(table.max(axis=1)))
+    a_in_b = float(np.mean(table.max(axis=0)))
+    return min(1.0, max(b_in_a, a_in_b))
 
 
 def compare(

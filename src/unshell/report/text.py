@@ -109,9 +109,11 @@ def render_convert(doc: dict[str, Any]) -> str:
     return key_value_table(rows)
 
 
-def _p_text(p: float | None) -> str:
+def _p_text(p: float | None, log10_p: float | None = None) -> str:
     if p is None:
         return "n/a"
+    if p < 1e-300 and log10_p is not None:  # past what a float shows: its exponent says how far
+        return f"< 1e-300 (log10 p = {log10_p:.0f})"
     return "< 1e-300" if p == 0 else f"{p:.3g}"
 
 
@@ -130,7 +132,7 @@ def render_compare(doc: dict[str, Any]) -> str:
             f"{same} ({arch['family_a']} / {arch['family_b']}), {shapes}; {arch['renamed_in_b']} tensors renamed in B",
         ),
         ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
-        ("p-value", f"{_p_text(doc['p_value'])} for H0 'B was trained independently of A'"),
+        ("p-value", f"{_p_text(doc['p_value'], doc.get('log10_p_value'))} for H0 'B was trained independently of A'"),
     ]
     from ..lineage.compare import alignment_text, twins_text
 
@@ -139,7 +141,11 @@ def render_compare(doc: dict[str, Any]) -> str:
         rows.append(("alignment", alignment))
     if doc["score"] is not None:
         rows.append(
-            ("score", f"{doc['score']:.3f} (mean similarity of matched matrices; 0 = unrelated, 1 = same)")
+            (
+                "similarity",
+                f"{doc['score']:.3f}, descriptive only: the verdict rests on the p-value (mean sketch "
+                "similarity of one model's matrices to their best match in the other, the better direction; 1 = same)",
+            )
         )
     if doc["how"]:
         rows.append(("how", ", ".join(doc["how"])))

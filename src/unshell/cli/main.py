@@ -29,7 +29,7 @@ from ..report.text import (
     render_scan,
     render_search,
 )
-from .output import FORMATS, Output
+from .output import FORMATS, Output, check_output_path, note, quiet, set_quiet
 
 format_option = click.option(
     "--format",
@@ -64,12 +64,27 @@ def revision_option(parameter: str) -> Any:
     return decorate
 
 
+def _writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An output file checked before the work starts (exit 19 naming it when it cannot be written)."""
+    return None if value is None else check_output_path(value)
+
+
+def _writable_anywhere(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The same for an output whose missing folders the writer creates."""
+    return None if value is None else check_output_path(value, makes_folders=True)
+
+
 html_option = click.option(
     "--html",
     "html_path",
     type=click.Path(path_type=str, dir_okay=False),
+    callback=_writable_file,
     help="Also write a self-contained HTML report to this file (no network resources).",
 )
+
+
+def _report_written(path: str) -> None:
+    note(f"report written to {path}")
 
 
 library_option = click.option(
@@ -80,10 +95,64 @@ library_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="unshell")
+class UnshellCommand(click.Command):
+    """Every command gets the same conventions: ``-q/--quiet``, ``--json`` beside ``--format``, a
+    summary in ``unshell --help`` that is the help's whole first paragraph (never cut mid-phrase),
+    and input paths that unshell's own readers check (an unreadable file is exit 11, not a usage
+    error from Click)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param.type, click.Path):
+                param.type.readable = False  # the readers say "permission denied" (exit 11)
+        if any(param.name == "fmt" for param in self.params):
+            self.params.append(
+                click.Option(["--json", "json_alias"], is_flag=True, help="The same as --format json.")
+            )
+        self.params.append(
+            click.Option(
+                ["-q", "--quiet"],
+                is_flag=True,
+                help="No progress, notes or 'report written' lines; the result and errors still print.",
+            )
+        )
+        if self.short_help is None and self.help:
+            self.short_help = " ".join(self.help.split("\n\n")[0].split())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        set_quiet(bool(ctx.params.pop("quiet", False)))
+        if ctx.params.pop("json_alias", False):
+            ctx.params["fmt"] = "json"
+        return super().invoke(ctx)
+
+
+class UnshellGroup(click.Group):
+    command_class = UnshellCommand
+    group_class = type  # subgroups are UnshellGroups too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.short_help is None and self.help:
+            self.short_help = " ".join(self.help.split("\n\n")[0].split())
+
+
+@click.group(cls=UnshellGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="unshell", help="Show the version and exit.")
 def cli() -> None:
-    """Is this model a shell of another one? Evidence from checkpoints."""
+    """Is this model a shell of another one? Evidence from checkpoints.
+
+    \b
+    Examples:
+      unshell inspect model.gguf
+      unshell compare base/ suspect/ --html report.html
+      unshell audit my-finetune/ --against base/
+      unshell COMMAND --help
+
+    \b
+    Shell completion (bash; zsh_source and fish_source likewise):
+      eval "$(_UNSHELL_COMPLETE=bash_source unshell)"
+    """
 
 
 @cli.command("inspect")
@@ -96,6 +165,13 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
 
     PATH is a safetensors file or sharded index, a Hugging Face model directory or hub-cache
     folder, a PyTorch .bin/.pt, Meta consolidated.*.pth directory, GGUF, llama2.c export or ONNX.
+
+    \b
+    Examples:
+      unshell inspect model.gguf
+      unshell inspect org/name --revision main   # from the local Hub cache
+      unshell inspect path/to/model --format json
+      unshell inspect path/to/model --tensors
     """
     from ..inspection import inspect
 
@@ -118,6 +194,7 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     "-o",
     required=True,
     type=click.Path(path_type=str),
+    callback=lambda ctx, param, value: check_output_path(value, makes_folders=True, is_folder=True),
     help="Directory to create; it must not exist or be empty, unless --force.",
 )
 @click.option("--force", is_flag=True, help="Replace a non-empty output (only once the new one is complete).")
@@ -158,6 +235,12 @@ def convert_command(
     Output: safetensors shards with an index, config.json, tokenizer and licence files, a model
     card keeping the original's name, licence and base_model, and conversion.json (hashes,
     transforms, verification). Nothing is written unless the whole conversion succeeds.
+
+    \b
+    Examples:
+      unshell convert yi-style/ --to llama -o yi-as-llama/
+      unshell convert model.gguf -o model-hf/ --no-verify
+      unshell convert renamed/ -o out/ --mapping roles.json --force
     """
     from ..conversion import convert
 
@@ -170,7 +253,7 @@ def convert_command(
         mapping=mapping,
         shard_size=shard_size,
         source_digests=source_digests,
-        report=lambda line: click.echo(f"note: {line}", err=True),
+        report=lambda line: note(f"note: {line}"),
     )
     Output(fmt).document(result.to_dict(), render_convert)
 
@@ -191,6 +274,13 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
     Reports architecture reuse apart from weight reuse, a verdict (identical, derived,
     independent, inconclusive) with a calibrated p-value for "trained independently", how B was
     derived where it can be told, and which layer of A each layer of B matches.
+
+    \b
+    Examples:
+      unshell compare base/ suspect/
+      unshell compare base/ suspect.gguf --quick
+      unshell compare base/ suspect/ --json
+      unshell compare base/ suspect/ --html report.html
     """
     from ..lineage.compare import compare
 
@@ -199,6 +289,7 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
         from ..report.html import compare_html, write_html
 
         write_html(compare_html(result), html_path)
+        _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_compare)
 
 
@@ -238,6 +329,12 @@ def audit_command(
     Reports the most severe finding as the level (undisclosed-derivative,
     licence-obligations-unmet, architecture-reuse-undisclosed, inconclusive, note, ok), each
     finding with its evidence and one line of advice.
+
+    \b
+    Examples:
+      unshell audit yi-style/
+      unshell audit my-finetune/ --against base/ --html audit.html
+      unshell audit upload/ --library known.sqlite --fail-on undisclosed-derivative
     """
     from ..auditing.report import audit
 
@@ -246,6 +343,7 @@ def audit_command(
         from ..report.html import audit_html, write_html
 
         write_html(audit_html(result), html_path)
+        _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_audit)
     if fail_on is not None and LEVELS.index(result.level) <= LEVELS.index(fail_on):
         sys.exit(EXIT_FINDING)
@@ -280,6 +378,11 @@ def serve_command(
 
     Reads only under the --root directories, runs nothing from model files, and bounds concurrent
     jobs. The API mirrors the CLI; its OpenAPI schema is at /openapi.json.
+
+    \b
+    Examples:
+      unshell serve --root ~/models
+      unshell serve --root /models --root ~/.cache/huggingface/hub --port 8080
     """
     from pathlib import Path
 
@@ -315,6 +418,12 @@ def library_group() -> None:
 
     A fingerprint is a few megabytes per 7B model: content hashes of every tensor, sketches of
     every matrix and embedding anchors, enough to test lineage without the base weights.
+
+    \b
+    Examples:
+      unshell library add llama-2-7b/ --library known.sqlite
+      unshell library list
+      unshell library export known.jsonl
     """
 
 
@@ -329,13 +438,19 @@ def library_group() -> None:
 def library_add_command(
     paths: tuple[str, ...], name: str | None, replace: bool, library_path: str | None, fmt: str
 ) -> None:
-    """Fingerprint each checkpoint (reads its weights once) and store it in the library."""
+    """Fingerprint each checkpoint (reads its weights once) and store it in the library.
+
+    \b
+    Examples:
+      unshell library add llama-2-7b/ qwen2.5-7b/
+      unshell library add base/ --name my-base --replace --library known.sqlite
+    """
     from ..errors import UsageError
     from ..library import add_checkpoint
 
     if name is not None and len(paths) > 1:
         raise UsageError("--name names one entry: give one PATH with it")
-    chatty = fmt == "table" and sys.stderr.isatty()
+    chatty = fmt == "table" and sys.stderr.isatty() and not quiet()
     with _open_library(library_path, create=True) as library:
         added = []
         for number, path in enumerate(paths, 1):
@@ -354,7 +469,13 @@ def library_add_command(
 @library_option
 @format_option
 def library_list_command(library_path: str | None, fmt: str) -> None:
-    """Every fingerprint in the library, with its family, shape and tokenizer."""
+    """Every fingerprint in the library, with its family, shape and tokenizer.
+
+    \b
+    Examples:
+      unshell library list
+      unshell library list --library known.sqlite --json
+    """
     with _open_library(library_path) as library:
         doc = {"library": str(library.path), "entries": [entry.to_dict() for entry in library.list()]}
     Output(fmt).document(doc, render_library_list)
@@ -365,7 +486,12 @@ def library_list_command(library_path: str | None, fmt: str) -> None:
 @library_option
 @format_option
 def library_show_command(name: str, library_path: str | None, fmt: str) -> None:
-    """One fingerprint: family, shape, tokenizer, source, and what it holds."""
+    """One fingerprint: family, shape, tokenizer, source, and what it holds.
+
+    \b
+    Examples:
+      unshell library show llama-2-7b
+    """
     with _open_library(library_path) as library:
         doc = library.describe(name)
     Output(fmt).document(doc, render_library_show)
@@ -376,7 +502,12 @@ def library_show_command(name: str, library_path: str | None, fmt: str) -> None:
 @library_option
 @format_option
 def library_remove_command(names: tuple[str, ...], library_path: str | None, fmt: str) -> None:
-    """Remove entries by name (all or none: an unknown name removes nothing)."""
+    """Remove entries by name (all or none: an unknown name removes nothing).
+
+    \b
+    Examples:
+      unshell library remove llama-2-7b qwen2.5-7b
+    """
     with _open_library(library_path) as library:
         library.remove_many(list(names))
         doc = {"library": str(library.path), "removed": list(names), "size": len(library)}
@@ -386,11 +517,16 @@ def library_remove_command(names: tuple[str, ...], library_path: str | None, fmt
 
 
 @library_group.command("export")
-@click.argument("file", type=click.Path(path_type=str, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=str, dir_okay=False), callback=_writable_file)
 @library_option
 @format_option
 def library_export_command(file: str, library_path: str | None, fmt: str) -> None:
-    """Write the whole library to a portable, checksummed JSON-lines FILE."""
+    """Write the whole library to a portable, checksummed JSON-lines FILE.
+
+    \b
+    Examples:
+      unshell library export known.jsonl
+    """
     with _open_library(library_path) as library:
         count = library.export(file)
         doc = {"library": str(library.path), "file": file, "exported": count}
@@ -403,7 +539,13 @@ def library_export_command(file: str, library_path: str | None, fmt: str) -> Non
 @library_option
 @format_option
 def library_import_command(file: str, replace: bool, library_path: str | None, fmt: str) -> None:
-    """Add every fingerprint of an exported FILE, all or nothing, after checking each one."""
+    """Add every fingerprint of an exported FILE, all or nothing, after checking each one.
+
+    \b
+    Examples:
+      unshell library import known.jsonl --library mine.sqlite
+      unshell library import known.jsonl --replace
+    """
     with _open_library(library_path, create=True) as library:
         count = library.import_(file, replace=replace)
         doc = {"library": str(library.path), "file": file, "imported": count, "size": len(library)}
@@ -425,6 +567,11 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     A cheap stage ranks the library by shared content hashes, architecture, width, vocabulary and
     tokenizer; the best candidates get the full lineage test against PATH's weights. p-values are
     Holm-adjusted over the whole library, so a bigger library needs stronger evidence.
+
+    \b
+    Examples:
+      unshell search suspect/ --library known.sqlite
+      unshell search suspect.gguf --top 10 --html search.html
     """
     from ..library import search
 
@@ -434,6 +581,7 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
         from ..report.html import search_html, write_html
 
         write_html(search_html(result), html_path)
+        _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_search)
 
 
@@ -442,6 +590,7 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
 @click.option(
     "--output",
     type=click.Path(path_type=str, dir_okay=False),
+    callback=_writable_anywhere,
     help="JSON-lines file, one record per checkpoint; an existing one is resumed from.",
 )
 @library_option
@@ -481,6 +630,12 @@ def scan_command(
     Finds safetensors, PyTorch, GGUF, ONNX and llama2.c checkpoints and Hugging Face model and
     hub-cache folders. A checkpoint that fails is recorded with its error and the scan goes on; a
     second scan with the same --output skips the checkpoints that did not change.
+
+    \b
+    Examples:
+      unshell scan /models --output fleet.jsonl
+      unshell scan /models --output fleet.jsonl --add --library fleet.sqlite
+      unshell scan /models --engine ray --address auto --output fleet.jsonl
     """
     from ..scanning import scan
 
@@ -504,7 +659,7 @@ def scan_command(
             output=output,
             fingerprints=not headers_only,
             workers=workers,
-            progress=fmt == "table",
+            progress=fmt == "table" and not quiet(),
             max_depth=max_depth,
         )
     finally:
@@ -516,15 +671,31 @@ def scan_command(
         sys.exit(EXIT_FINDING)
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """``--json`` or ``--format json`` among the options (read before parsing, so that a usage
+    error is JSON too)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    pairs = zip(options, options[1:])
+    return "--json" in options or "--format=json" in options or ("--format", "json") in pairs
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning every unshell error into one line and its exit code."""
+    """Entry point: run the CLI, turning every unshell error into one line and its exit code
+    (with ``--format json``, ``{"error": ..., "exit_code": ...}`` on stdout)."""
+    errors_out = Output("json" if _wants_json(sys.argv[1:] if argv is None else argv) else "table")
     try:
         cli.main(args=argv, prog_name="unshell", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        if errors_out.format == "json":
+            errors_out.error("aborted", EXIT_INTERRUPTED)
+        else:
+            click.echo("aborted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
-        exc.show()
+        if errors_out.format == "json":
+            errors_out.error(exc.format_message(), exc.exit_code)
+        else:
+            exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
@@ -533,8 +704,12 @@ def main(argv: list[str] | None = None) -> None:
         if shown.internal:  # a bug in unshell, not bad input: one line, and a way to see more
             if debug():
                 raise
-            click.echo(f"{shown.message} (set UNSHELL_DEBUG=1 for a traceback; please report it)", err=True)
+            message = f"{shown.message} (set UNSHELL_DEBUG=1 for a traceback; please report it)"
+            if errors_out.format == "json":
+                errors_out.error(message, shown.exit_code)
+            else:
+                click.echo(message, err=True)
         else:
-            Output().error(shown.message)
+            errors_out.error(shown.message, shown.exit_code)
         sys.exit(shown.exit_code)
     sys.exit(0)

@@ -79,7 +79,7 @@ def test_two_shards_read_back_as_the_original_tensors(
     checkpoint = open_checkpoint(directory)
 
     assert checkpoint.format == "meta-pth", generation
-    assert checkpoint.layout == "hf-directory"
+    assert checkpoint.layout == "directory", "params.json and no config.json: not a Hugging Face folder"
     assert checkpoint.files == [directory / "consolidated.00.pth", directory / "consolidated.01.pth"]
     assert checkpoint.metadata["params"] == PARAMS
     assert checkpoint.sidecars["params"] == directory / "params.json"

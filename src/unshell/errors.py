@@ -202,6 +202,9 @@ def failure(exc: BaseException) -> Failure:
         return Failure(EXIT_OUT_OF_MEMORY, "out of memory while reading the input", kind)
     if isinstance(exc, KeyboardInterrupt):
         return Failure(EXIT_INTERRUPTED, "aborted", kind)
+    if isinstance(exc, PermissionError) and exc.filename:  # an input that may not be read
+        reason = (exc.strerror or "permission denied").lower()
+        return Failure(PathNotFoundError.exit_code, f"{exc.filename}: {reason}", kind)
     if isinstance(exc, OSError):
         reason = exc.strerror or one_line(exc)
         where = f": {exc.filename}" if exc.filename else ""

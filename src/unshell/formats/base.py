@@ -266,7 +266,8 @@ class Checkpoint:
         format: the weight container: ``safetensors``, ``pytorch``, ``gguf``, ``llama2c``,
             ``meta-pth`` or ``onnx``.
         layout: how the files are arranged: ``file``, ``sharded`` (an index file),
-            ``hf-directory``, ``hf-cache`` (``models--org--name/snapshots/<rev>``).
+            ``hf-directory`` (a folder with ``config.json``), ``directory`` (any other folder: a GGUF
+            or Meta's ``consolidated.*.pth`` in it), ``hf-cache`` (``models--org--name/snapshots/<rev>``).
         path: the path the user gave.
         files: the weight files, in shard order.
         tensors: name -> `TensorInfo`, in file order.

@@ -313,7 +313,9 @@ def open_directory(path: Path) -> Checkpoint:
         checkpoint.layout = "hf-cache"
         checkpoint.metadata["hf_cache"] = cache_info
     else:
-        checkpoint.layout = "hf-directory"
+        # A Hugging Face model folder has its config.json; a plain folder (a GGUF or a Meta
+        # consolidated.*.pth beside other files) is just a folder.
+        checkpoint.layout = "hf-directory" if (snapshot / "config.json").is_file() else "directory"
     attach_sidecars(checkpoint, snapshot)
     return checkpoint
 

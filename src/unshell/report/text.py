@@ -190,8 +190,15 @@ def render_compare(doc: dict[str, Any]) -> str:
 def _family_text(family: dict[str, Any] | None) -> str:
     if not family:
         return "no known family"
-    text = f"{family['name']} family ({family['relation']}, {family['kept']}/{family['sampled_tokens']} sampled tokens kept"
-    text += f", offset {family['offset']:+d})" if family.get("offset") else ")"
+    kept, sampled, relation = family["kept"], family["sampled_tokens"], family["relation"]
+    where = f"at their id {family['offset']:+d}" if family.get("offset") else "at the same id"
+    if kept == sampled:
+        text = f"{family['name']} family ({relation}: all {sampled} sampled tokens {where})"
+    else:  # a family is named with 99% of its sample in place (a token whose bytes repeat counts once)
+        text = (
+            f"{family['name']} family ({relation} by a 1-in-32 sample: {kept} of {sampled} "
+            f"sampled tokens {where}, 99% needed)"
+        )
     if family.get("also_matches"):
         text += f"; also matches {', '.join(family['also_matches'])}"
     return text
@@ -312,7 +319,7 @@ def render_scan(doc: dict[str, Any]) -> str:
     )
     summary = listing + (
         f"{doc['total']} checkpoints ({human_bytes(doc['bytes'])} on disk) in {doc['seconds']:.1f} s on {doc['engine']}: "
-        f"{doc['ok']} ok, {doc['skipped']} unchanged, {doc['errors']} failed"
+        f"{doc['ok']} ok, {doc['skipped']} skipped (unchanged), {doc['errors']} failed"
     )
     if doc["library_added"]:
         summary += f"; {doc['library_added']} fingerprints added to the library"

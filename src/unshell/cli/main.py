@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 from typing import Any
@@ -675,7 +676,7 @@ def _wants_json(argv: list[str]) -> bool:
     """``--json`` or ``--format json`` among the options (read before parsing, so that a usage
     error is JSON too)."""
     options = argv[: argv.index("--")] if "--" in argv else argv
-    pairs = zip(options, options[1:])
+    pairs = itertools.pairwise(options)
     return "--json" in options or "--format=json" in options or ("--format", "json") in pairs
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import (
     CorruptCheckpointError,
     InputError,
+    NotACheckpointError,
     PathNotFoundError,
     ResourceLimitError,
     UnsupportedFormatError,
@@ -325,10 +326,32 @@ def _count_merges(path: Path) -> int:
 # -- line formats ----------------------------------------------------------------------------------
 
 
-def _describe_wordpiece_vocab(path: Path) -> TokenizerInfo:
-    lines = text_lines(path)
+WORDPIECE_SPECIAL_LINE = re.compile(rb"\[(?:PAD|UNK|CLS|SEP|MASK)\]")
+MIN_WORDPIECE_TOKENS = 100
+"""A ``.txt`` file not named vocab.txt is read as a WordPiece vocabulary only when it looks like
+one: at least this many lines, one token a line (no spaces), and BERT's special tokens among them."""
+
+
+def check_wordpiece_lines(path: Path, lines: list[bytes]) -> None:
+    """Refuse a text file that is not a WordPiece vocabulary ("hello world" is not 1 token id)."""
     if not lines:
         raise CorruptCheckpointError(f"{sanitize(path.name)}: empty vocabulary")
+    if path.name.lower() == "vocab.txt":
+        return
+    if (
+        len(lines) < MIN_WORDPIECE_TOKENS
+        or any(len(line.split()) > 1 for line in lines)
+        or not any(WORDPIECE_SPECIAL_LINE.fullmatch(line) for line in lines)
+    ):
+        raise NotACheckpointError(
+            f"{sanitize(path.name)}: a text file, not a tokenizer vocabulary (a WordPiece vocab.txt "
+            f"has one token a line, {MIN_WORDPIECE_TOKENS} or more, with [UNK], [CLS] and the like among them)"
+        )
+
+
+def _describe_wordpiece_vocab(path: Path) -> TokenizerInfo:
+    lines = text_lines(path)
+    check_wordpiece_lines(path, lines)
     return TokenizerInfo("wordpiece", len(lines), sanitize(path.name))
 
 

@@ -94,6 +94,7 @@ from .describe import (
     TIKTOKEN_LINE,
     TOKENIZER_JSON_KINDS,
     Malformed,
+    check_wordpiece_lines,
     guess_model_type,
     load_json,
     looks_like_llama2c_tokenizer,
@@ -583,8 +584,7 @@ def _tiktoken_from_lines(lines: list[bytes], source: str) -> Vocabulary:
 def _read_wordpiece_txt(path: Path) -> Vocabulary:
     source = sanitize(path.name)
     lines = text_lines(path)
-    if not lines:
-        raise CorruptCheckpointError(f"{source}: empty vocabulary")
+    check_wordpiece_lines(path, lines)
     if len(lines) > MAX_VOCABULARY:
         raise ResourceLimitError(f"{source}: more than {MAX_VOCABULARY} tokens")
     tokens: list[bytes | None] = []

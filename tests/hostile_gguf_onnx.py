@@ -180,7 +180,7 @@ def _gguf_cases() -> dict[str, tuple[bytes, type[Exception]]]:
     return {
         "truncated_header.gguf": (valid[:14], CorruptCheckpointError),
         "truncated_in_metadata.gguf": (valid[:40], CorruptCheckpointError),
-        "truncated_data.gguf": (valid[: header_end + 40], InconsistentHeaderError),
+        "truncated_data.gguf": (valid[: header_end + 40], CorruptCheckpointError),
         "string_beyond_eof.gguf": (
             _with(_set(kvs=[kv("general.name", STRING, struct.pack("<Q", 1 << 40) + b"x")])),
             CorruptCheckpointError,

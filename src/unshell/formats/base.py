@@ -145,11 +145,12 @@ def validate_ranges(infos: list[TensorInfo], file_size: int, *, where: str, cont
     """
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in infos)
     previous_end, previous_name = None, ""
+    past_end: tuple[int, int, str] | None = None
     for start, end, name in spans:
-        if start < 0 or end > file_size:
-            raise InconsistentHeaderError(
-                f"{where}: tensor {sanitize(name)!r} claims bytes {start}..{end} but the file has {file_size}"
-            )
+        if start < 0:
+            raise InconsistentHeaderError(f"{where}: tensor {sanitize(name)!r} claims bytes {start}..{end}")
+        if end > file_size and past_end is None:
+            past_end = (start, end, name)
         if previous_end is not None:
             if start < previous_end:
                 raise InconsistentHeaderError(
@@ -160,6 +161,16 @@ def validate_ranges(infos: list[TensorInfo], file_size: int, *, where: str, cont
                     f"{where}: a gap of {start - previous_end} bytes before tensor {sanitize(name)!r}"
                 )
         previous_end, previous_name = end, name
+    if past_end is not None:
+        start, end, name = past_end
+        if start <= file_size:  # consistent ranges, and the file ends inside them: it was cut short
+            raise CorruptCheckpointError(
+                f"{where}: truncated: tensor {sanitize(name)!r} needs bytes {start}..{end} but the file "
+                f"ends at {file_size}"
+            )
+        raise InconsistentHeaderError(
+            f"{where}: tensor {sanitize(name)!r} claims bytes {start}..{end} but the file has {file_size}"
+        )
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), 0x7F]}

@@ -354,7 +354,9 @@ def audit_command(
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default)."
 )
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
 @click.option(
     "--root",
     "roots",
@@ -603,7 +605,13 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     help="Add every fingerprint computed to the library.",
 )
 @click.option("--headers-only", is_flag=True, help="Read tensor tables only, no weights (no fingerprints).")
-@click.option("--engine", type=click.Choice(("local", "ray")), default="local", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="local: a process pool on this machine; ray: Ray tasks (the `ray` extra).",
+)
 @click.option("--address", help="A running Ray cluster (--engine ray); default: start a local one.")
 @click.option(
     "--workers",

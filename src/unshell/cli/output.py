@@ -87,6 +87,8 @@ class Output:
     def error(self, message: str, exit_code: int | None = None) -> None:
         """One line on stderr; with ``--format json``, ``{"error": ..., "exit_code": ...}`` on stdout."""
         if self.format == "json":
-            self.stream.write(json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False) + "\n")
+            self.stream.write(
+                json.dumps({"error": message, "exit_code": exit_code}, ensure_ascii=False) + "\n"
+            )
         else:
             click.echo(f"error: {message}", err=True)

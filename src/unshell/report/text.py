@@ -132,7 +132,10 @@ def render_compare(doc: dict[str, Any]) -> str:
             f"{same} ({arch['family_a']} / {arch['family_b']}), {shapes}; {arch['renamed_in_b']} tensors renamed in B",
         ),
         ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
-        ("p-value", f"{_p_text(doc['p_value'], doc.get('log10_p_value'))} for H0 'B was trained independently of A'"),
+        (
+            "p-value",
+            f"{_p_text(doc['p_value'], doc.get('log10_p_value'))} for H0 'B was trained independently of A'",
+        ),
     ]
     from ..lineage.compare import alignment_text, twins_text
 

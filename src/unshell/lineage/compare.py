@@ -1184,7 +1184,10 @@ def compare_checkpoints(
     assert weighed is not None
     p_value = min(1.0, weighed.p_value * len(plan))
     log10_p = min(0.0, log10_normal_sf(weighed.z) + math.log10(len(plan)))
-    verdict, reason = decide(len(weighed.matches), _normal_isf(p_value), p_value)
+    # Past what a float holds, Z comes from the combined test itself (the correction for the
+    # alignments tried moves it by ln(count) / Z), so the reason's Z agrees with log10_p_value.
+    z_value = _normal_isf(p_value) if p_value > 1e-300 else weighed.z - math.log(len(plan)) / weighed.z
+    verdict, reason = decide(len(weighed.matches), z_value, p_value)
     if len(plan) > 1 and verdict == "derived":
         reason += (
             f", through {_method_text(best.alignment)} ({len(plan)} alignments tried, p corrected for them)"

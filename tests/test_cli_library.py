@@ -206,7 +206,7 @@ def test_scan_adds_to_the_library_and_reports_failures(
     # Again: the unchanged checkpoints are skipped, the human summary says so.
     code, out, _ = run(argv, capsys)
     assert code == 1
-    assert "2 unchanged, 1 failed" in out and "bad.safetensors" in out
+    assert "2 skipped (unchanged), 1 failed" in out and "bad.safetensors" in out
 
 
 def test_reading_commands_do_not_create_a_missing_library(

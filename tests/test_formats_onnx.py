@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hostile_gguf_onnx as hostile
 from artifacts import fetch
-from unshell.errors import CorruptCheckpointError, InconsistentHeaderError, UnshellError
+from unshell.errors import CorruptCheckpointError, UnshellError
 from unshell.formats import detect_format, open_checkpoint
 from unshell.formats.base import Checkpoint, TensorInfo
 from unshell.formats.onnx import decode_varint_tensor, read_onnx

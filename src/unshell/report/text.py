@@ -109,7 +109,8 @@ def render_convert(doc: dict[str, Any]) -> str:
     return key_value_table(rows)
 
 
-def _p_text(p: float | None) -> str:
+def p_text(p: float | None) -> str:
+    """A p-value as every report writes it: "< 1e-300" for one below what a double holds, never 0."""
     if p is None:
         return "n/a"
     return "< 1e-300" if p == 0 else f"{p:.3g}"
@@ -130,7 +131,7 @@ def render_compare(doc: dict[str, Any]) -> str:
             f"{same} ({arch['family_a']} / {arch['family_b']}), {shapes}; {arch['renamed_in_b']} tensors renamed in B",
         ),
         ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
-        ("p-value", f"{_p_text(doc['p_value'])} for H0 'B was trained independently of A'"),
+        ("p-value", f"{p_text(doc['p_value'])} for H0 'B was trained independently of A'"),
     ]
     from ..lineage.compare import alignment_text, twins_text
 
@@ -283,7 +284,7 @@ def render_search(doc: dict[str, Any]) -> str:
         body = "no candidates: nothing in the library shares this model's architecture or weights\n"
     else:
         rows = [
-            (c["name"], c["verdict"], _p_text(c["p_value"]), _p_text(c["p_adjusted"]), ", ".join(c["how"]))
+            (c["name"], c["verdict"], p_text(c["p_value"]), p_text(c["p_adjusted"]), ", ".join(c["how"]))
             for c in doc["candidates"]
         ]
         body = columns(("CANDIDATE", "VERDICT", "P", "P (HOLM)", "HOW"), rows) + "\n"
@@ -350,12 +351,12 @@ def render_audit(doc: dict[str, Any]) -> str:
             how = (
                 "by content hashes"
                 if weights["p_value"] is None
-                else f"p = {_p_text(weights['p_value'])}, Holm-adjusted"
+                else f"p = {p_text(weights['p_value'])}, Holm-adjusted"
             )
             rows.append(("weights", f"{weights['verdict']}: {weights['base']} ({how}; searched {searched})"))
     elif weights:
         rows.append(
-            ("weights", f"{weights['verdict']} vs {weights['base']} (p = {_p_text(weights['p_value'])})")
+            ("weights", f"{weights['verdict']} vs {weights['base']} (p = {p_text(weights['p_value'])})")
         )
     licence = doc["detected"].get("licence")
     if licence:

@@ -75,7 +75,7 @@ def serve(
         import uvicorn
     except ImportError as exc:
         raise _missing(exc) from exc
-    from .app import LOOPBACK_HOSTS
+    from .guard import LOOPBACK_HOSTS
 
     allowed: tuple[str, ...] | None = tuple(LOOPBACK_HOSTS)
     if not is_loopback(host):

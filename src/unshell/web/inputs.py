@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .guard import MAX_BODY_BYTES
@@ -16,6 +17,10 @@ from .problems import WebError
 PathText = Annotated[str, Field(max_length=MAX_PATH_CHARS + 1)]
 FORM_FIELDS = 16  # a form has a handful of fields; parse_qs stops past this many
 TRUE_VALUES = ("on", "1", "true")
+# "compare as A" and "as B" (Files, Inspect) are remembered in the browser, one cookie each, so
+# that picking B after A keeps A. A path too long for a cookie is simply not remembered.
+PICK_COOKIES = {"a": "unshell-compare-a", "b": "unshell-compare-b"}
+PICK_COOKIE_CHARS = 3000
 
 
 class PathRef(BaseModel):
@@ -92,3 +97,19 @@ def top_count(form: dict[str, str]) -> int:
         return min(max(int(form.get("top", "5") or 5), 1), 100)
     except ValueError:
         raise WebError("top: give a whole number", 400) from None
+
+
+def compare_picks(request: Request, **given: str) -> dict[str, str]:
+    """The compare form's A and B: as ``given`` (the query), else as last picked."""
+    return {
+        side: given.get(side) or unquote(request.cookies.get(cookie, ""))[:MAX_PATH_CHARS]
+        for side, cookie in PICK_COOKIES.items()
+    }
+
+
+def remember_picks(response: Response, **given: str) -> None:
+    """Remember the A and B ``given`` (the non-empty ones) for the next page."""
+    for side, cookie in PICK_COOKIES.items():
+        value = quote(given.get(side) or "", safe="")
+        if value and len(value) <= PICK_COOKIE_CHARS:
+            response.set_cookie(cookie, value, path="/", httponly=True, samesite="strict")

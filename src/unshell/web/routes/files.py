@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from ...errors import UnshellError
 from .. import tasks
-from ..inputs import InspectRequest, PathRef
+from ..inputs import InspectRequest, PathRef, compare_picks
 from ..jobs import ChildFailed, run_isolated
 from ..paths import MAX_PATH_CHARS, list_directory
 from ..problems import WebError
@@ -102,7 +102,7 @@ async def browse_roots() -> RedirectResponse:
 
 
 @router.get("/browse/{root}/{path:path}", include_in_schema=False)
-def browse(state: StateDep, root: int, path: str = "") -> HTMLResponse:
+def browse(state: StateDep, request: Request, root: int, path: str = "") -> HTMLResponse:
     path = path.strip("/")
     directory, entries, hidden = list_directory(state.roots, root, path)
     parts = [p for p in path.split("/") if p]
@@ -117,6 +117,7 @@ def browse(state: StateDep, root: int, path: str = "") -> HTMLResponse:
         crumbs=crumbs,
         entries=[(e, str(directory / e.name)) for e in entries],
         hidden=hidden,
+        picks=compare_picks(request),
     )
 
 

@@ -99,8 +99,25 @@ def render_convert(doc: dict[str, Any]) -> str:
                 f"<= {verification.get('tolerance')} ({verification.get('reference')})",
             )
         )
+        if verification.get("rounded_to"):
+            rows.append(
+                (
+                    "rounding",
+                    f"weights rounded to {', '.join(verification['rounded_to'])} move logits by up to "
+                    f"{verification.get('rounding_logit_diff'):.3g} "
+                    f"(same top token at {verification.get('rounding_argmax_agreement', 0):.0%} of positions)",
+                )
+            )
     else:
         rows.append(("verified", verification.get("reason", "no")))
+    tokenizer = doc.get("tokenizer") or {}
+    if tokenizer.get("from") not in (None, "none"):
+        rows.append(
+            (
+                "tokenizer",
+                f"{tokenizer['from']} from {tokenizer.get('source')}: {', '.join(tokenizer['files'])}",
+            )
+        )
     for entry in doc["transforms"]:
         if entry["transform"] != "rename":
             rows.append(("transform", f"{entry['to']}: {entry['transform']} x{entry['tensors']}"))

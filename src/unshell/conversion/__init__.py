@@ -598,8 +598,8 @@ def _tokenizer_source(checkpoint: Checkpoint, given: Path | None) -> _CarriedTok
     if roles == {"llama2c_tokenizer"}:  # run.c's format, which no Hugging Face loader reads
         from ..formats.llama2c import read_llama2c_tokenizer
 
-        embedded = read_llama2c_tokenizer(checkpoint.sidecars["llama2c_tokenizer"])
-        return _CarriedTokenizer("rebuilt", list(embedded.files), embedded, source=embedded.source)
+        beside = read_llama2c_tokenizer(checkpoint.sidecars["llama2c_tokenizer"])
+        return _CarriedTokenizer("rebuilt", list(beside.files), beside, source=beside.source)
     if roles:
         names = sorted({checkpoint.sidecars[r].name for r in TOKENIZER_SIDECARS if r in checkpoint.sidecars})
         return _CarriedTokenizer("copied", source="the source's files", written=names)

@@ -130,7 +130,7 @@ def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:
         return None
     module = importlib.import_module(module_name, __package__)
     reader = getattr(module, "embedded_tokenizer", None)
-    return None if reader is None else reader(checkpoint)  # type: ignore[no-any-return]
+    return None if reader is None else reader(checkpoint)
 
 
 def facts_of(checkpoint: Checkpoint) -> FormatFacts:

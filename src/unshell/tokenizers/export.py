@@ -214,7 +214,7 @@ def _special_ids(tokenizer: EmbeddedTokenizer) -> set[int]:
 def _post_processor(tokenizer: EmbeddedTokenizer) -> Any:
     from tokenizers import processors
 
-    steps = []
+    steps: list[Any] = []
     if tokenizer.model == "byte-level-bpe":
         steps.append(processors.ByteLevel(trim_offsets=False))
     ends = {}

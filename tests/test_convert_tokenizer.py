@@ -324,6 +324,30 @@ def test_converted_smollm2_answers_a_chat_prompt_with_its_own_tokenizer(tmp_path
         assert tokenizer(text)["input_ids"] == oracle(text)["input_ids"], text
 
 
+def test_gguf_sentencepiece_tokenizer_tokenizes_as_llama_2(tmp_path: Path, fixtures_dir: Path) -> None:
+    """The Llama 2 tokenizer the tiny GGUF carries, rebuilt, against transformers' GGUF loader; where
+    that loader departs from SentencePiece and llama.cpp (it drops the second of two leading spaces,
+    and adds no space prefix after a special token), the ids Llama 2's own chat prompts use."""
+    from transformers import AutoTokenizer
+
+    source = fixtures_dir / "llama-2-tiny-random.gguf"
+    convert(source, output=tmp_path / "hf", verify=False)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    oracle = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    for text in TEXTS:
+        if not text.startswith("  "):
+            assert tokenizer(text)["input_ids"] == oracle(text)["input_ids"], text
+        ids = tokenizer(text)["input_ids"]
+        assert ids[0] == 1 and tokenizer.decode(ids, skip_special_tokens=True) == text
+    # Meta's chat format: "[INST]" is 518, 25580, 29962 after BOS; "  two" keeps both spaces.
+    assert tokenizer("[INST] hi [/INST]")["input_ids"][:4] == [1, 518, 25580, 29962]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("  two")["input_ids"]) == [
+        "<s>",
+        "\u2581\u2581",
+        "\u2581two",
+    ]
+
+
 def test_converted_stories260k_tells_its_story_with_the_converted_tokenizer(
     tmp_path: Path, fixtures_dir: Path
 ) -> None:

@@ -15,8 +15,10 @@ Tolerances, stated in every report (the README's table):
 
 * 1e-4 for float sources without folds (renames, splits, permutations, zero biases, casts): the two
   sides compute with the same numbers, in a different summation order, nothing more;
-* 1e-4 for quantized sources (GGUF block types, llama2.c int8): both sides use the same decoded
-  values, rounded the same way to the output dtype;
+* 1e-3 for quantized sources (GGUF block types, llama2.c int8): both sides use the same decoded
+  values, rounded the same way to the output dtype, but these are real trained models, where
+  float32 summation order alone measured 6e-5 to 9e-5 (SmolLM2-135M Q4_1, logits up to 32): 1e-4
+  would leave no headroom;
 * 1e-3 where the conversion folds a runtime operation into weights (MiniCPM's scales, Baichuan2's
   NormHead): the folded product is rounded once more, which the reference does not do.
 
@@ -55,7 +57,7 @@ __all__ = [
 
 EXACT_TOLERANCE = 1e-4
 FOLD_TOLERANCE = 1e-3
-QUANTIZED_TOLERANCE = 1e-4
+QUANTIZED_TOLERANCE = 1e-3
 
 MAX_TOKENS = 4096
 SMALL_MODEL_PARAMETERS = 50_000_000

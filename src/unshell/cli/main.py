@@ -151,7 +151,7 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     "--tokenizer",
     "tokenizer_path",
     type=click.Path(path_type=str),
-    help="A tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin, for a source that carries none.",
+    help="Tokenizer to write instead of the source's: a tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin.",
 )
 @format_option
 @revision_option("src")

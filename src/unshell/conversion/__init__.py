@@ -156,7 +156,7 @@ def convert(
             and written as bf16), or ``bf16``, ``f16``, ``f32`` for every tensor.
         tokenizer: a ``tokenizer.json`` (its ``tokenizer_config.json`` and ``special_tokens_map.json``
             beside it come along), a folder holding one, or a llama2.c ``tokenizer.bin``: the
-            tokenizer to write when the source carries none. Without it, the source's tokenizer
+            tokenizer to write instead of the source's. Without it, the source's tokenizer
             files are copied, or the tokenizer a GGUF or llama2.c export carries is written as
             Hugging Face files (needs the ``tokenizers`` library).
 

@@ -88,7 +88,7 @@ def render_convert(doc: dict[str, Any]) -> str:
             "exact",
             "yes: every tensor holds the source's bits"
             if doc["exact"]
-            else "no: values folded or dequantized",
+            else "no: values folded, dequantized or rounded (--dtype)",
         ),
     ]
     if verification.get("status") == "ran":
@@ -100,12 +100,13 @@ def render_convert(doc: dict[str, Any]) -> str:
             )
         )
         if verification.get("rounded_to"):
+            moved = verification.get("rounding_logit_diff")
             rows.append(
                 (
                     "rounding",
                     f"weights rounded to {', '.join(verification['rounded_to'])} move logits by up to "
-                    f"{verification.get('rounding_logit_diff'):.3g} "
-                    f"(same top token at {verification.get('rounding_argmax_agreement', 0):.0%} of positions)",
+                    f"{'an unbounded amount' if moved is None else format(moved, '.3g')} "
+                    f"(same top token at {verification.get('rounding_argmax_agreement') or 0:.0%} of positions)",
                 )
             )
     else:

@@ -140,6 +140,19 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     show_default=True,
     help="Record every source file's sha256 in conversion.json (free from a Hub cache, else a second read).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bf16", "f16", "f32"]),
+    default="auto",
+    show_default=True,
+    help="Output weight type. auto: float weights keep theirs bit for bit, quantized ones are decoded to bf16.",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    type=click.Path(path_type=str),
+    help="Tokenizer to write instead of the source's: a tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin.",
+)
 @format_option
 @revision_option("src")
 def convert_command(
@@ -151,13 +164,23 @@ def convert_command(
     mapping: str | None,
     shard_size: str,
     source_digests: bool,
+    dtype: str,
+    tokenizer_path: str | None,
     fmt: str,
 ) -> None:
     """Write SRC as a Hugging Face Llama checkpoint in OUTPUT, or refuse and say why.
 
     Output: safetensors shards with an index, config.json, tokenizer and licence files, a model
     card keeping the original's name, licence and base_model, and conversion.json (hashes,
-    transforms, verification). Nothing is written unless the whole conversion succeeds.
+    transforms, verification). Nothing is written unless the whole conversion succeeds. The
+    tokenizer a GGUF or a llama2.c export carries is written as Hugging Face files, so the output
+    loads with AutoTokenizer and AutoModelForCausalLM alone.
+
+    \b
+    Examples:
+      unshell convert model.Q4_K_M.gguf -o model-hf
+      unshell convert model.Q4_K_M.gguf -o model-hf --dtype f16
+      unshell convert stories15M.bin -o stories-hf --tokenizer tokenizer.bin
     """
     from ..conversion import convert
 
@@ -171,6 +194,8 @@ def convert_command(
         shard_size=shard_size,
         source_digests=source_digests,
         report=lambda line: click.echo(f"note: {line}", err=True),
+        dtype=dtype,
+        tokenizer=tokenizer_path,
     )
     Output(fmt).document(result.to_dict(), render_convert)
 

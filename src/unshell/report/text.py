@@ -88,7 +88,7 @@ def render_convert(doc: dict[str, Any]) -> str:
             "exact",
             "yes: every tensor holds the source's bits"
             if doc["exact"]
-            else "no: values folded or dequantized",
+            else "no: values folded, dequantized or rounded (--dtype)",
         ),
     ]
     if verification.get("status") == "ran":
@@ -99,8 +99,26 @@ def render_convert(doc: dict[str, Any]) -> str:
                 f"<= {verification.get('tolerance')} ({verification.get('reference')})",
             )
         )
+        if verification.get("rounded_to"):
+            moved = verification.get("rounding_logit_diff")
+            rows.append(
+                (
+                    "rounding",
+                    f"weights rounded to {', '.join(verification['rounded_to'])} move logits by up to "
+                    f"{'an unbounded amount' if moved is None else format(moved, '.3g')} "
+                    f"(same top token at {verification.get('rounding_argmax_agreement') or 0:.0%} of positions)",
+                )
+            )
     else:
         rows.append(("verified", verification.get("reason", "no")))
+    tokenizer = doc.get("tokenizer") or {}
+    if tokenizer.get("from") not in (None, "none"):
+        rows.append(
+            (
+                "tokenizer",
+                f"{tokenizer['from']} from {tokenizer.get('source')}: {', '.join(tokenizer['files'])}",
+            )
+        )
     for entry in doc["transforms"]:
         if entry["transform"] != "rename":
             rows.append(("transform", f"{entry['to']}: {entry['transform']} x{entry['tensors']}"))

@@ -358,6 +358,73 @@ def test_search_report_names_the_base_and_explains_the_adjustment(tmp_path: Path
     assert "NO MATCH" in page and "not evidence of independent training" in page
 
 
+def test_report_templates_ship_with_the_package() -> None:
+    """Every template and style sheet the reports render is declared as package data, so an
+    installed unshell writes the same pages as a checkout."""
+    import fnmatch
+    import tomllib
+
+    import unshell.report
+
+    root = Path(unshell.__file__).parent
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["unshell"]
+    shipped = sorted((Path(unshell.report.__file__).parent / "templates").iterdir())
+    assert {p.suffix for p in shipped} == {".html", ".css"}
+    for path in shipped:
+        relative = path.relative_to(root).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in declared), relative
+
+
+def test_markup_escapes_values_and_svg_is_markup() -> None:
+    from markupsafe import Markup
+
+    from unshell.report.markup import render, safe_text
+    from unshell.report.svg import heatmap_svg, line_chart_svg
+
+    assert safe_text("<b>'x'</b> see https://evil.example") == (
+        "&lt;b&gt;&#x27;x&#x27;&lt;/b&gt; see https[:]//evil.example"
+    )
+    assert safe_text(Markup("<em>ours</em>")) == "<em>ours</em>"
+    chart = line_chart_svg("c", "</text><script>alert(1)</script>", (("A", [1.0, 2.0]),))
+    assert isinstance(chart, Markup) and "<script>" not in chart and "&lt;script&gt;" in chart
+    assert isinstance(heatmap_svg([0, 1], [0], [[0.9, 0.1]]), Markup)
+    # A template prints a value escaped and defanged even where it forgets to ask for it.
+    page = render(
+        "search.html",
+        title="<title>",
+        toc=[("x", "http://evil.example")],
+        version="0",
+        doc={
+            "library": {"path": "<lib>", "size": 0},
+            "tested": 0,
+            "screened_out": 0,
+            "timing": {"candidates_ms": 0, "lineage_s": 0},
+            "multiple_testing": {"note": "n"},
+            "candidates": [],
+            "notes": [],
+        },
+        suspect={
+            "path": "<img src=x>",
+            "name": None,
+            "family": None,
+            "signature": None,
+            "hidden": None,
+            "vocab_size": None,
+            "tokenizer_family": None,
+            "content_hashes": 0,
+        },
+        best=None,
+        others=0,
+        headline="",
+        meaning="",
+        how_to_read=[],
+        verdict_meaning={},
+    )
+    check_page(page)
+    assert "&lt;img src=x&gt;" in page and "http[:]//evil.example" in page and "&lt;lib&gt;" in page
+
+
 # --- real third-party files (tests/artifacts.py) -----------------------------------------------------
 
 
@@ -414,7 +481,9 @@ def test_pruned_l3_report_shows_which_layers_of_a_its_layers_match() -> None:
     assert [row["layer_b"] for row in result.layers] == [0, 1, 2]
     assert all(row["layer_a"] in range(6) for row in result.layers)
     similarity = result.layer_similarity
-    assert similarity is not None and similarity.layers_b == [0, 1, 2] and similarity.layers_a == list(range(6))
+    assert (
+        similarity is not None and similarity.layers_b == [0, 1, 2] and similarity.layers_a == list(range(6))
+    )
 
     page = compare_html(result)
     parsed = check_page(page)

@@ -238,7 +238,9 @@ def _config_rows(result: CompareResult, arch: dict[str, Any]) -> list[dict[str, 
     return rows
 
 
-def _layer_pattern_findings(layers_a: Sequence[int], layers_b: Sequence[int], best: Sequence[int]) -> list[str]:
+def _layer_pattern_findings(
+    layers_a: Sequence[int], layers_b: Sequence[int], best: Sequence[int]
+) -> list[str]:
     """Duplicated layers (two rows of B with one best column) and dropped ones (a column of A no
     row picks), as sentences."""
     owners: dict[int, list[int]] = {}
@@ -314,7 +316,9 @@ def _profiles_view(result: CompareResult, doc: dict[str, Any]) -> dict[str, Any]
     profiles_a, profiles_b = result.std_profiles.get("a") or {}, result.std_profiles.get("b") or {}
     roles = [r for r in profiles_a if r in profiles_b]
     charts = [
-        line_chart_svg(f"profile-{index}", _short_role(role), (("A", profiles_a[role]), ("B", profiles_b[role])))
+        line_chart_svg(
+            f"profile-{index}", _short_role(role), (("A", profiles_a[role]), ("B", profiles_b[role]))
+        )
         for index, role in enumerate(roles)
     ]
     return {"why": None, "value": value, "where": where, "band": profile_band_svg(value), "charts": charts}

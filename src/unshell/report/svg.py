@@ -62,7 +62,9 @@ def _tick_positions(count: int, target: int = 24) -> list[int]:
     return positions
 
 
-def heatmap_svg(layers_a: Sequence[int], layers_b: Sequence[int], matrix: Sequence[Sequence[float]]) -> Markup:
+def heatmap_svg(
+    layers_a: Sequence[int], layers_b: Sequence[int], matrix: Sequence[Sequence[float]]
+) -> Markup:
     """B's layers (rows) against A's (columns), with the best cell of every row outlined and
     marked (``class="best"``, ``data-b`` and ``data-a`` name the layers)."""
     na, nb = len(layers_a), len(layers_b)

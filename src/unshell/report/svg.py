@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from markupsafe import Markup
 
@@ -62,89 +63,124 @@ def _tick_positions(count: int, target: int = 24) -> list[int]:
     return positions
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """The heatmap's geometry: B's layers are rows, A's columns, ``cell`` pixels square, the first
+    cell's corner at (``left``, ``top``); ``best[i]``: the column of row i's highest value."""
+
+    layers_a: Sequence[int]
+    layers_b: Sequence[int]
+    matrix: Sequence[Sequence[float]]
+    cell: int
+    left: float
+    top: float
+    best: list[int]
+
+
 def heatmap_svg(
     layers_a: Sequence[int], layers_b: Sequence[int], matrix: Sequence[Sequence[float]]
 ) -> Markup:
     """B's layers (rows) against A's (columns), with the best cell of every row outlined and
     marked (``class="best"``, ``data-b`` and ``data-a`` name the layers)."""
     na, nb = len(layers_a), len(layers_b)
-    cell = max(8, min(44, 640 // max(na, nb, 1)))
-    digits = cell >= 30
-    left, top = 74.0, 62.0
-    legend_x = left + na * cell + 24
-    width = legend_x + 80
-    height = max(top + nb * cell + 20, top + 220)
-    best = [max(range(na), key=row.__getitem__) if row else -1 for row in matrix]
+    grid = _Grid(
+        layers_a,
+        layers_b,
+        matrix,
+        cell=max(8, min(44, 640 // max(na, nb, 1))),
+        left=74.0,
+        top=62.0,
+        best=[max(range(na), key=row.__getitem__) if row else -1 for row in matrix],
+    )
+    legend_x = grid.left + na * grid.cell + 24
+    height = max(grid.top + nb * grid.cell + 20, grid.top + 220)
     desc = "; ".join(
         f"B layer {layers_b[i]} best matches A layer {layers_a[j]} ({matrix[i][j]:.2f})"
-        for i, j in enumerate(best)
+        for i, j in enumerate(grid.best)
         if j >= 0
     )
+    title = "Similarity of each layer of B (rows) to each layer of A (columns)"
+    out = [_svg_open(legend_x + 80, height, "heatmap", title, desc)]
+    out += _heatmap_axes(grid)
+    out += _heatmap_cells(grid)
+    out += _heatmap_best_marks(grid)
+    out += _heatmap_scale(legend_x, grid.top)
+    out.append("</svg>")
+    return Markup("".join(out))  # every text in it went through safe_text
+
+
+def _heatmap_axes(grid: _Grid) -> list[str]:
+    na, nb, cell, left, top = len(grid.layers_a), len(grid.layers_b), grid.cell, grid.left, grid.top
     out = [
-        _svg_open(
-            width,
-            height,
-            "heatmap",
-            "Similarity of each layer of B (rows) to each layer of A (columns)",
-            desc,
-        )
-    ]
-    out.append(
         f'<text x="{left + na * cell / 2:.1f}" y="16" text-anchor="middle" font-size="13" '
-        f'font-weight="600">A\'s layers (the reference) →</text>'
-    )
-    out.append(
+        f'font-weight="600">A\'s layers (the reference) →</text>',
         f'<text transform="translate(16 {top + nb * cell / 2:.1f}) rotate(-90)" text-anchor="middle" '
-        f'font-size="13" font-weight="600">B\'s layers ↓</text>'
-    )
+        f'font-size="13" font-weight="600">B\'s layers ↓</text>',
+    ]
     for j in _tick_positions(na):
         out.append(
             f'<text x="{left + j * cell + cell / 2:.1f}" y="{top - 8:.1f}" text-anchor="middle" '
-            f'font-size="11">{layers_a[j]}</text>'
+            f'font-size="11">{grid.layers_a[j]}</text>'
         )
     for i in _tick_positions(nb):
         out.append(
             f'<text x="{left - 8:.1f}" y="{top + i * cell + cell / 2 + 4:.1f}" text-anchor="end" '
-            f'font-size="11">{layers_b[i]}</text>'
+            f'font-size="11">{grid.layers_b[i]}</text>'
         )
-    # Cells: one rect each with its value as a tooltip; digits too when the cells are big enough.
-    out.append('<g stroke="#ffffff" stroke-width="0.5">')
-    for i, row in enumerate(matrix):
+    return out
+
+
+def _heatmap_cells(grid: _Grid) -> list[str]:
+    """One rect per cell with its value as a tooltip; digits too when the cells are big enough."""
+    cell, left, top = grid.cell, grid.left, grid.top
+    out = ['<g stroke="#ffffff" stroke-width="0.5">']
+    for i, row in enumerate(grid.matrix):
         for j, value in enumerate(row):
             x, y = left + j * cell, top + i * cell
             out.append(
                 f'<rect x="{x:.0f}" y="{y:.0f}" width="{cell}" height="{cell}" fill="{colour(value)}">'
-                f"<title>B {layers_b[i]} / A {layers_a[j]}: {value:.3f}</title></rect>"
+                f"<title>B {grid.layers_b[i]} / A {grid.layers_a[j]}: {value:.3f}</title></rect>"
             )
     out.append("</g>")
-    if digits:
-        out.append(f'<g text-anchor="middle" font-size="{10 if cell < 38 else 11}">')
-        for i, row in enumerate(matrix):
-            for j, value in enumerate(row):
-                x, y = left + j * cell + cell / 2, top + i * cell + cell / 2 + 4
-                weight = ' font-weight="700"' if j == best[i] else ""
-                fill = "#ffffff" if value > 0.55 else "#1b1f24"
-                out.append(f'<text x="{x:.0f}" y="{y:.0f}" fill="{fill}"{weight}>{value:.2f}</text>')
-        out.append("</g>")
-    for i, j in enumerate(best):
+    if cell < 30:
+        return out
+    out.append(f'<g text-anchor="middle" font-size="{10 if cell < 38 else 11}">')
+    for i, row in enumerate(grid.matrix):
+        for j, value in enumerate(row):
+            x, y = left + j * cell + cell / 2, top + i * cell + cell / 2 + 4
+            weight = ' font-weight="700"' if j == grid.best[i] else ""
+            fill = "#ffffff" if value > 0.55 else "#1b1f24"
+            out.append(f'<text x="{x:.0f}" y="{y:.0f}" fill="{fill}"{weight}>{value:.2f}</text>')
+    out.append("</g>")
+    return out
+
+
+def _heatmap_best_marks(grid: _Grid) -> list[str]:
+    """Each row's best cell outlined, with a triangle in its corner."""
+    cell, out = grid.cell, []
+    for i, j in enumerate(grid.best):
         if j < 0:
             continue
-        x, y = left + j * cell, top + i * cell
+        x, y = grid.left + j * cell, grid.top + i * cell
         size = max(5.0, cell * 0.32)
+        layer_b, layer_a = grid.layers_b[i], grid.layers_a[j]
         out.append(
-            f'<rect class="best" data-b="{layers_b[i]}" data-a="{layers_a[j]}" x="{x + 1.25:.1f}" '
+            f'<rect class="best" data-b="{layer_b}" data-a="{layer_a}" x="{x + 1.25:.1f}" '
             f'y="{y + 1.25:.1f}" width="{cell - 2.5:.1f}" height="{cell - 2.5:.1f}" fill="none" '
-            f'stroke="#000000" stroke-width="2.5"><title>best match: B layer {layers_b[i]} is closest '
-            f"to A layer {layers_a[j]}</title></rect>"
+            f'stroke="#000000" stroke-width="2.5"><title>best match: B layer {layer_b} is closest '
+            f"to A layer {layer_a}</title></rect>"
         )
         out.append(
             f'<polygon points="{x + 2:.1f},{y + 2:.1f} {x + 2 + size:.1f},{y + 2:.1f} {x + 2:.1f},{y + 2 + size:.1f}" '
             f'fill="#000000" stroke="#ffffff" stroke-width="0.75" aria-hidden="true"/>'
         )
-    # Colour scale, with the best-cell marker explained.
-    steps = 10
-    bar = 160.0
-    out.append(f'<text x="{legend_x:.1f}" y="{top - 8:.1f}" font-size="11">similarity</text>')
+    return out
+
+
+def _heatmap_scale(legend_x: float, top: float) -> list[str]:
+    """The colour scale, with the best-cell marker explained."""
+    steps, bar = 10, 160.0
+    out = [f'<text x="{legend_x:.1f}" y="{top - 8:.1f}" font-size="11">similarity</text>']
     for k in range(steps):
         value = 1 - k / steps
         out.append(
@@ -162,8 +198,7 @@ def heatmap_svg(
         f'<polygon points="{legend_x + 2:.1f},{ly + 2:.1f} {legend_x + 8:.1f},{ly + 2:.1f} {legend_x + 2:.1f},{ly + 8:.1f}" fill="#000000"/>'
         f'<text x="{legend_x + 22:.1f}" y="{ly + 12:.1f}" font-size="11">best</text>'
     )
-    out.append("</svg>")
-    return Markup("".join(out))  # every text in it went through safe_text
+    return out
 
 
 def _axis_number(value: float) -> str:
@@ -181,11 +216,6 @@ def line_chart_svg(
 ) -> Markup:
     """Small line chart: one line per series, told apart by style and marker (solid with circles,
     dashed with squares), not by colour alone."""
-    styles = (
-        ("#0969da", "", "circle"),
-        ("#cf222e", "5 3", "square"),
-        ("#1a7f37", "2 2", "diamond"),
-    )
     values = [v for _, ys in series for v in ys if v is not None and math.isfinite(v)]
     longest = max((len(ys) for _, ys in series), default=0)
     left, right, top, bottom = 52.0, 10.0, 34.0, 30.0
@@ -226,32 +256,52 @@ def line_chart_svg(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 3:.0f}" text-anchor="middle" font-size="10" '
         f'fill="#57606a">{safe_text(x_label)}</text>'
     )
-    legend_x = left + 150
     for index, (name, ys) in enumerate(series):
-        colour, dash, marker = styles[index % len(styles)]
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        lx = legend_x + index * 52
-        out.append(
-            f'<line x1="{lx:.0f}" x2="{lx + 18:.0f}" y1="10" y2="10" stroke="{colour}" stroke-width="2"{dash_attr}/>'
-            + _marker(marker, lx + 9, 10, colour)
-            + f'<text x="{lx + 22:.0f}" y="14" font-size="11">{safe_text(name)}</text>'
-        )
-        points: list[list[tuple[float, float]]] = [[]]
-        for i, y_value in enumerate(ys):
-            if y_value is None or not math.isfinite(y_value):
-                points.append([])
-                continue
-            points[-1].append((px(i), py(y_value)))
-        for run in points:
-            if len(run) > 1:
-                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
-                out.append(
-                    f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.75"{dash_attr}/>'
-                )
-            for x, y in run:
-                out.append(_marker(marker, x, y, colour))
+        out += _series_svg(index, name, ys, left + 150 + index * 52, px, py)
     out.append("</svg>")
     return Markup("".join(out))  # every text in it went through safe_text
+
+
+# (colour, dash pattern, marker) of the first, second and third series of a line chart.
+_SERIES_STYLES = (
+    ("#0969da", "", "circle"),
+    ("#cf222e", "5 3", "square"),
+    ("#1a7f37", "2 2", "diamond"),
+)
+
+
+def _series_svg(
+    index: int,
+    name: str,
+    ys: Sequence[float | None],
+    legend_x: float,
+    px: Callable[[int], float],
+    py: Callable[[float], float],
+) -> list[str]:
+    """One series of a line chart: its legend entry at ``legend_x``, its line (broken where a
+    value is missing) and its markers."""
+    colour, dash, marker = _SERIES_STYLES[index % len(_SERIES_STYLES)]
+    dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+    out = [
+        f'<line x1="{legend_x:.0f}" x2="{legend_x + 18:.0f}" y1="10" y2="10" stroke="{colour}" stroke-width="2"{dash_attr}/>'
+        + _marker(marker, legend_x + 9, 10, colour)
+        + f'<text x="{legend_x + 22:.0f}" y="14" font-size="11">{safe_text(name)}</text>'
+    ]
+    points: list[list[tuple[float, float]]] = [[]]
+    for i, y_value in enumerate(ys):
+        if y_value is None or not math.isfinite(y_value):
+            points.append([])
+            continue
+        points[-1].append((px(i), py(y_value)))
+    for run in points:
+        if len(run) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.75"{dash_attr}/>'
+            )
+        for x, y in run:
+            out.append(_marker(marker, x, y, colour))
+    return out
 
 
 def _marker(kind: str, x: float, y: float, colour: str) -> str:

@@ -162,7 +162,9 @@ _HOW_TO_READ_COMPARE = (
     "Architecture reuse (same design, same shapes, renamed tensors) is legitimate and reported apart: "
     "it is no evidence about the weights.",
     "The heatmap shows where B's layers come from: one dark cell per row for a derivative; two rows "
-    "with the same best column for duplicated layers; a column no row picks for a dropped layer.",
+    "with the same best column for duplicated layers; a column no row picks for a dropped layer. "
+    "Matrices whose names give no layer index (an ONNX export's anonymous weights) are placed in "
+    "layers by their order in the file.",
     "The std-profile correlation is shown because it is often quoted, not because it decides: "
     "unrelated models of one architecture score high on it too.",
     "The tokenizer relation says whether B's vocabulary keeps A's token ids; tokenizers are shared "

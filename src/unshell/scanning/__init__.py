@@ -367,7 +367,7 @@ def _fleet_work(
                 "the library searched (--search) cannot be the one fingerprints are added to "
                 "(--library): every checkpoint would find itself"
             )
-        info = {"path": str(path), "size": len(searched), "key": library_key(searched)}
+        info: dict[str, Any] = {"path": str(path), "size": len(searched), "key": library_key(searched)}
     analysis = functools.partial(
         analyze_search, library_path=info["path"], key=info["key"], keep_fingerprint=store is not None
     )

@@ -77,7 +77,9 @@ def main() -> None:
             f"made in {time.perf_counter() - start:.1f} s"
         )
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"cores: {os.cpu_count()}, workers: {args.workers}, python {sys.version.split()[0]}, load {load:.1f}")
+        print(
+            f"cores: {os.cpu_count()}, workers: {args.workers}, python {sys.version.split()[0]}, load {load:.1f}"
+        )
         import ray
 
         start = time.perf_counter()

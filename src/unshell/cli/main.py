@@ -488,6 +488,21 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
 @click.option(
     "--max-depth", default=12, show_default=True, type=click.IntRange(0, 64), help="How deep to look."
 )
+@click.option(
+    "--search",
+    "search_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="Fleet audit: also search every checkpoint against this library of known bases and audit it "
+    "(declared lineage against detected); records get the best candidates, verdicts, Holm p-values "
+    "and the audit level.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="With --search: also write the fleet report, one self-contained HTML file (counts by level, "
+    "the derived pairs with their evidence).",
+)
 @format_option
 def scan_command(
     roots: tuple[str, ...],
@@ -499,17 +514,30 @@ def scan_command(
     address: str | None,
     workers: int | None,
     max_depth: int,
+    search_path: str | None,
+    html_path: str | None,
     fmt: str,
 ) -> None:
     """Fingerprint every checkpoint under ROOTS, locally or on Ray; exit 1 if any failed.
 
     Finds safetensors, PyTorch, GGUF, ONNX and llama2.c checkpoints and Hugging Face model and
     hub-cache folders. A checkpoint that fails is recorded with its error and the scan goes on; a
-    second scan with the same --output skips the checkpoints that did not change.
+    second scan with the same --output skips the checkpoints that did not change. With --search,
+    a fleet audit: each checkpoint is also searched against that library and audited.
+
+    Examples:
+
+    \b
+      unshell scan /models --output fleet.jsonl --add --library fleet.sqlite
+      unshell scan /models --output audit.jsonl --search known.sqlite --html fleet.html
     """
     from ..scanning import scan
 
     library: Any = None
+    if html_path is not None and search_path is None:
+        from ..errors import UsageError
+
+        raise UsageError("--html writes the fleet report: give --search LIBRARY with it")
     if add_to_library and headers_only:
         from ..errors import UsageError
 
@@ -531,12 +559,20 @@ def scan_command(
             workers=workers,
             progress=fmt == "table",
             max_depth=max_depth,
+            search=search_path,
         )
     finally:
         if library is not None:
             library.close()
     doc = {**summary.to_dict(), "records": summary.records}
-    Output(fmt).document(doc, render_scan)
+    if search_path is None:
+        Output(fmt).document(doc, render_scan)
+    else:
+        from ..report.fleet import render_fleet, write_fleet_html
+
+        if html_path is not None:
+            write_fleet_html(doc, html_path)
+        Output(fmt).document(doc, render_fleet)
     if summary.exit_code:
         sys.exit(EXIT_FINDING)
 

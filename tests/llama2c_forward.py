@@ -185,6 +185,29 @@ class Llama2cTokenizer:
             piece = bytes([int(piece[3:5], 16)])
         return piece
 
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        """run.c's ``encode``: a dummy-prefix space, one token per UTF-8 character (else its bytes
+        + 3), then the adjacent pair whose merged piece scores highest is merged, until none is."""
+        lookup = {piece: index for index, piece in reversed(list(enumerate(self.pieces)))}
+        tokens = [BOS] if bos else []
+        if text:
+            tokens.append(lookup[b" "])
+        for character in text:
+            raw = character.encode("utf-8")
+            if raw in lookup:
+                tokens.append(lookup[raw])
+            else:
+                tokens.extend(byte + 3 for byte in raw)
+        while True:
+            best_score, best_id, best_index = -1e10, -1, -1
+            for index in range(len(tokens) - 1):
+                merged = lookup.get(self.pieces[tokens[index]] + self.pieces[tokens[index + 1]], -1)
+                if merged != -1 and self.scores[merged] > best_score:
+                    best_score, best_id, best_index = self.scores[merged], merged, index
+            if best_index == -1:
+                return tokens
+            tokens[best_index : best_index + 2] = [best_id]
+
     def decode(self, tokens: list[int], first_prev: int = BOS) -> str:
         out, prev = b"", first_prev
         for token in tokens:

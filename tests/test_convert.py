@@ -264,16 +264,27 @@ def test_baichuan2_normhead_is_normalized_and_baichuan1_is_not(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_0"])
-def test_quantized_gguf_converts_to_the_dequantized_values(tmp_path: Path, qtype: str) -> None:
+@pytest.mark.parametrize("dtype", ["f32", "auto"])
+def test_quantized_gguf_converts_to_the_dequantized_values(tmp_path: Path, qtype: str, dtype: str) -> None:
+    """``f32``: the dequantized values exactly; ``auto``: the same values rounded to bf16 (torch
+    rounds the oracle) for quantized tensors, F16 kept as it is."""
     import gguf
+    import torch
 
     source = _llama(tmp_path, gqa=True)
     config, expected = load_llama(source)
     foreign = to_gguf(source, tmp_path / "model.gguf", qtype=qtype)
-    record = _convert(foreign, tmp_path / "out")
+    record = _convert(foreign, tmp_path / "out", dtype=dtype)
     actual = read_safetensors_dir(tmp_path / "out")
     reader = gguf.GGUFReader(foreign)
     oracle = {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in reader.tensors}
+    if dtype == "auto" and qtype != "F16":
+        oracle = {
+            name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).bfloat16().float().numpy()
+            if value.ndim == 2
+            else value
+            for name, value in oracle.items()
+        }
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     for i in range(config["num_hidden_layers"]):
         q = actual[f"model.layers.{i}.self_attn.q_proj.weight"]
@@ -292,7 +303,12 @@ def test_quantized_gguf_converts_to_the_dequantized_values(tmp_path: Path, qtype
     )
     assert error.max() < 0.2
     stored = {e["exactness"] for e in record["transforms"] if e["dtype"]["source"] == qtype}
-    assert stored == ({"bitwise"} if qtype == "F16" else {"dequantized"})  # F16 stays F16
+    if qtype == "F16":
+        assert stored == ({"bitwise"} if dtype == "auto" else {"widened"})  # auto: F16 stays F16
+    else:
+        assert stored == {"dequantized"}
+        written = {e["dtype"]["output"] for e in record["transforms"] if e["dtype"]["source"] == qtype}
+        assert written == ({"F32"} if dtype == "f32" else {"BF16"})
 
 
 def test_real_gguf_fixture_converts(tmp_path: Path, fixtures_dir: Path) -> None:
@@ -309,7 +325,9 @@ def test_real_gguf_fixture_converts(tmp_path: Path, fixtures_dir: Path) -> None:
     assert actual["model.embed_tokens.weight"].dtype == np.float16  # F16 stays F16
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["rms_norm_eps"] == 1e-5 and config["max_position_embeddings"] == 4096
-    assert "tokenizer" in " ".join(record["notes"])
+    # The Llama 2 tokenizer the GGUF carries comes along as Hugging Face files.
+    assert record["tokenizer"]["from"] == "rebuilt"
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(record["tokenizer"]["files"])
 
 
 # -- real llama2.c files ----------------------------------------------------------------------------------

@@ -145,6 +145,19 @@ def out_of_memory(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ["inspect", str(STORIES)]
 
 
+def address_unavailable(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    monkeypatch.setattr(f"{__name__}._BUSY", busy)  # kept open until the test ends
+    return ["serve", "--root", str(tmp), "--port", str(busy.getsockname()[1])]
+
+
+_BUSY: object = None
+
+
 def convert_refused(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     _fail_with(
         monkeypatch,
@@ -208,6 +221,7 @@ CASES: dict[int, Case] = {
     19: io_error,
     20: extra_needed,
     21: out_of_memory,
+    22: address_unavailable,
     30: convert_refused,
     31: output_exists,
     32: ambiguous_roles,

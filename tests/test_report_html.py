@@ -356,3 +356,168 @@ def test_search_report_names_the_base_and_explains_the_adjustment(tmp_path: Path
     page = search_html(search(tuned, empty, top=3))
     check_page(page)
     assert "NO MATCH" in page and "not evidence of independent training" in page
+
+
+def test_report_templates_ship_with_the_package() -> None:
+    """Every template and style sheet the reports render is declared as package data, so an
+    installed unshell writes the same pages as a checkout."""
+    import fnmatch
+    import tomllib
+
+    import unshell.report
+
+    root = Path(unshell.__file__).parent
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["unshell"]
+    shipped = sorted((Path(unshell.report.__file__).parent / "templates").iterdir())
+    assert {p.suffix for p in shipped} == {".html", ".css"}
+    for path in shipped:
+        relative = path.relative_to(root).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in declared), relative
+
+
+def test_markup_escapes_values_and_svg_is_markup() -> None:
+    from markupsafe import Markup
+
+    from unshell.report.markup import render, safe_text
+    from unshell.report.svg import heatmap_svg, line_chart_svg
+
+    assert safe_text("<b>'x'</b> see https://evil.example") == (
+        "&lt;b&gt;&#x27;x&#x27;&lt;/b&gt; see https[:]//evil.example"
+    )
+    assert safe_text(Markup("<em>ours</em>")) == "<em>ours</em>"
+    chart = line_chart_svg("c", "</text><script>alert(1)</script>", (("A", [1.0, 2.0]),))
+    assert isinstance(chart, Markup) and "<script>" not in chart and "&lt;script&gt;" in chart
+    assert isinstance(heatmap_svg([0, 1], [0], [[0.9, 0.1]]), Markup)
+    # A template prints a value escaped and defanged even where it forgets to ask for it.
+    page = render(
+        "search.html",
+        title="<title>",
+        toc=[("x", "http://evil.example")],
+        version="0",
+        doc={
+            "library": {"path": "<lib>", "size": 0},
+            "tested": 0,
+            "screened_out": 0,
+            "timing": {"candidates_ms": 0, "lineage_s": 0},
+            "multiple_testing": {"note": "n"},
+            "candidates": [],
+            "notes": [],
+        },
+        suspect={
+            "path": "<img src=x>",
+            "name": None,
+            "family": None,
+            "signature": None,
+            "hidden": None,
+            "vocab_size": None,
+            "tokenizer_family": None,
+            "content_hashes": 0,
+        },
+        best=None,
+        others=0,
+        headline="",
+        meaning="",
+        how_to_read=[],
+        verdict_meaning={},
+    )
+    check_page(page)
+    assert "&lt;img src=x&gt;" in page and "http[:]//evil.example" in page and "&lt;lib&gt;" in page
+
+
+# --- real third-party files (tests/artifacts.py) -----------------------------------------------------
+
+
+def _architecture_row(page: str, label: str) -> list[str]:
+    """The cells (A, B, A vs B) of one row of the compare report's architecture table."""
+    row = re.search(rf'<tr><th scope="row">{re.escape(label)}</th>(.*?)</tr>', page)
+    assert row is not None, label
+    return [re.sub(r"<[^>]+>", "", cell) for cell in re.findall(r"<td>(.*?)</td>", row.group(1))]
+
+
+@pytest.mark.slow
+def test_int8_onnx_against_its_fp32_original_shows_the_layer_map_in_cli_and_html(tmp_path: Path) -> None:
+    """The int8 ONNX export's matrices are anonymous initializers (``val_49``...): no name gives a
+    layer index, so they are placed by file order, and layer n of one side matches layer n of the
+    other in both the CLI's layer map and the HTML heatmap."""
+    from click.testing import CliRunner
+
+    from artifacts import fetch
+    from unshell.cli.main import cli
+
+    int8, fp32 = fetch("minilm_int8_onnx"), fetch("minilm_gt_dir")
+    report = tmp_path / "report.html"
+    shown = CliRunner().invoke(cli, ["compare", str(int8), str(fp32), "--html", str(report)])
+    assert shown.exit_code == 0, shown.output
+    assert "DERIVED" in shown.output and "< 1e-300" in shown.output
+    table = shown.output[shown.output.index("Layer map") :].splitlines()[3:]
+    rows = [line.split() for line in table if line.strip()]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(layer, layer) for layer in range(6)]
+
+    page = report.read_text(encoding="utf-8")
+    parsed = check_page(page)
+    assert "No layer heatmap" not in page and 'id="heatmap-t"' in page
+    assert sorted(parsed.best) == [(layer, layer) for layer in range(6)]  # the diagonal
+    assert "Every layer of B matches its own layer of A, in order" in page
+
+    # The other way round (the fp32 original as A): the same diagonal.
+    result = unshell.compare(fp32, int8)
+    assert isinstance(result, unshell.CompareResult) and "quantized" in result.how
+    assert [(row["layer_b"], row["layer_a"]) for row in result.layers] == [(n, n) for n in range(6)]
+    similarity = result.layer_similarity
+    assert similarity is not None and similarity.best_a() == list(range(6))
+
+
+@pytest.mark.slow
+def test_pruned_l3_report_shows_which_layers_of_a_its_layers_match() -> None:
+    """paraphrase-MiniLM-L3 (3 layers, anonymous ONNX matrices) against all-MiniLM-L6 (6 layers):
+    'pruned', with the layer map behind it; its ONNX file declares no head count, which reads
+    "unknown", not a difference."""
+    from artifacts import fetch
+
+    result = unshell.compare(fetch("minilm_gt_dir"), fetch("paraphrase_minilm_onnx"))
+    assert isinstance(result, unshell.CompareResult)
+    assert result.verdict == "derived" and "pruned" in result.how
+    assert [row["layer_b"] for row in result.layers] == [0, 1, 2]
+    assert all(row["layer_a"] in range(6) for row in result.layers)
+    similarity = result.layer_similarity
+    assert (
+        similarity is not None and similarity.layers_b == [0, 1, 2] and similarity.layers_a == list(range(6))
+    )
+
+    page = compare_html(result)
+    parsed = check_page(page)
+    assert 'id="heatmap-t"' in page and "No layer heatmap" not in page
+    assert len(parsed.best) == 3
+    assert "Layer map: each layer of B, the layer of A most of its matrices match" in page
+    # Three rows of B pick at most three of A's six layers: the rest are named as dropped.
+    pattern = page[page.index('id="layer-pattern"') :]
+    assert "no B layer&#x27;s best match: dropped (pruned)" in pattern[: pattern.index("</div>")]
+
+    assert _architecture_row(page, "attention heads") == ["12", "unknown", "unknown"]
+    assert _architecture_row(page, "layers") == ["6", "3", "differs"]
+    assert _architecture_row(page, "hidden size") == ["384", "384", "same"]
+
+
+@pytest.mark.slow
+def test_identical_has_its_own_colour_and_a_legend() -> None:
+    from artifacts import fetch
+
+    result = unshell.compare(fetch("minilm_gt_dir"), fetch("minilm_zip_dir"))
+    assert isinstance(result, unshell.CompareResult) and result.verdict == "identical"
+    page = compare_html(result)
+    parsed = check_page(page)
+    assert '<div class="verdict lv-same" role="status"><div class="word">VERDICT: IDENTICAL</div>' in page
+    css = {
+        rule.group(1): rule.group(2)
+        for rule in re.finditer(r"^\.(lv-\w+) \{ (.*?) \}$", parsed.style, flags=re.MULTILINE)
+    }
+    assert css["lv-same"] != css["lv-bad"]  # not the red of "derived"
+    legend = page[page.index('id="verdict-legend"') :]
+    legend = legend[: legend.index("</table>")]
+    assert re.findall(r'<span class="badge (lv-\w+)">(\w+)</span>', legend) == [
+        ("lv-same", "IDENTICAL"),
+        ("lv-bad", "DERIVED"),
+        ("lv-unsure", "INCONCLUSIVE"),
+        ("lv-ok", "INDEPENDENT"),
+    ]

@@ -900,3 +900,115 @@ def test_library_numbers_out_of_range_are_4xx(library_client: TestClient, url: s
     if url.startswith("/api/"):
         assert_one_line_error(response, response.status_code)
     assert library_client.get("/api/library", params={"offset": 2**62}).json()["entries"] == []
+
+
+# --- what a new user trips over (issue 16) -------------------------------------------------------------
+
+
+def test_each_request_is_logged_as_one_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    import re
+
+    caplog.set_level("INFO", logger="unshell.web.requests")
+    client.get("/api/roots")
+    client.get("/jobs/0123456789abcdef")
+    client.get("/", headers={"host": "evil.example"})  # refused by the guard: logged all the same
+    lines = [r.getMessage() for r in caplog.records if r.name == "unshell.web.requests"]
+    assert len(lines) == 3, lines
+    assert [line.rsplit(" ", 2)[0] for line in lines] == [
+        "GET /api/roots 200",
+        "GET /jobs/0123456789abcdef 404",
+        "GET / 421",
+    ]
+    assert all(re.fullmatch(r"GET \S+ \d{3} \d+\.\d ms", line) for line in lines), lines
+
+
+@pytest.mark.slow
+def test_the_job_page_shows_a_tiny_p_value_as_the_cli_does(
+    client: TestClient, layout: dict[str, Path], fixtures_dir: Path
+) -> None:
+    import numpy as np
+
+    # stories260K with its weights nudged by 1% noise: a derivative whose p-value is below a double
+    raw = (fixtures_dir / "stories260K.bin").read_bytes()
+    header, weights = raw[:28], np.frombuffer(raw[28:], dtype="<f4")
+    noise = np.random.default_rng(0).normal(0.0, 0.01 * float(weights.std()), weights.shape)
+    (layout["root"] / "tuned.bin").write_bytes(header + (weights + noise).astype("<f4").tobytes())
+
+    job = client.post("/api/compare", json={"a": "stories260K.bin", "b": "tuned.bin"}).json()
+    doc = wait_for(client, job["id"])
+    assert doc["state"] == "done" and doc["result"]["verdict"] == "derived", doc
+    assert doc["result"]["p_value"] == 0.0  # the API's value underflowed; the page must not say 0
+    page = client.get(f"/jobs/{job['id']}").text
+    assert 'id="p-value">p &lt; 1e-300 for H0' in page, page
+    assert "p = 0" not in page
+    assert (
+        "P-VALUE       &lt; 1e-300 for H0" in page.split('id="summary">')[1]
+    )  # the CLI's block says the same
+
+
+def test_compare_as_a_then_as_b_from_the_files_page_keeps_both(
+    client: TestClient, layout: dict[str, Path]
+) -> None:
+    import html
+    import re
+
+    files = client.get("/browse/0/").text
+    actions = {  # each file's row: its name and its action links
+        m.group(1): m.group(2)
+        for m in re.finditer(
+            r'<td class="mono">\s*([\w.]+)\s*</td>.*?<td class="actions">(.*?)</td>', files, re.S
+        )
+    }
+    as_a = re.search(r'href="([^"]+)">compare as A', actions["stories260K.bin"])
+    as_b = re.search(r'href="([^"]+)">as B', actions["llama2xs.model.bin"])
+    assert as_a and as_b, actions
+    a, b = str(layout["root"] / "stories260K.bin"), str(layout["root"] / "llama2xs.model.bin")
+
+    client.get(html.unescape(as_a.group(1)))
+    home = client.get(html.unescape(as_b.group(1))).text
+    assert f'id="compare-a" name="a" list="checkpoints" value="{a}"' in home
+    assert f'id="compare-b" name="b" list="checkpoints" value="{b}"' in home
+    assert a in client.get("/browse/0/").text.split('id="picks"')[1].split("</p>")[0]  # Files shows both
+    # picking another A keeps B; the form still posts as before
+    home = client.get("/", params={"a": b}).text
+    assert f'value="{b}"' in home.split('id="compare-a"')[1].split(">")[0]
+    assert f'value="{b}"' in home.split('id="compare-b"')[1].split(">")[0]
+
+
+def test_the_home_page_names_the_served_folders_by_their_path(
+    layout: dict[str, Path], tmp_path: Path
+) -> None:
+    second = tmp_path / "more models"
+    second.mkdir()
+    with TestClient(create_app([layout["root"], second]), base_url=BASE_URL) as client:
+        for url in ("/", "/browse/1/"):
+            text = client.get(url).text
+            assert "root 0" not in text and "[0]" not in text and "[1]" not in text, url
+            assert f'<a href="/browse/1/" class="mono">{second}</a>' in text, url
+        assert f'relative to <span class="mono">{layout["root"]}</span>' in client.get("/").text
+
+
+@pytest.mark.slow
+def test_serve_on_a_busy_port_says_so_in_one_line_before_its_banner(layout: dict[str, Path]) -> None:
+    import re
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "unshell", "serve", "--root", str(layout["root"]), "--port", str(port)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, first)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/api/roots", timeout=30).status_code == 200
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 22, (second.returncode, second.stderr)
+        assert second.stderr.strip().count("\n") == 0, second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in second.stderr
+        assert "unshell serve: http" not in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.terminate()
+        _, log = first.communicate(timeout=30)
+    assert f"unshell serve: http://127.0.0.1:{port}/" in log.decode()
+    assert re.search(r"GET /api/roots 200 \d+\.\d ms", log.decode()), log  # the request log, on stderr

@@ -98,6 +98,13 @@ class MissingDependencyError(UnshellError, ImportError):
     exit_code = 20
 
 
+class AddressUnavailableError(UnshellError):
+    """``serve`` cannot listen on the host and port asked for (in use, not this machine's, a
+    privileged port): nothing was started."""
+
+    exit_code = 22
+
+
 # --- problems with what was asked --------------------------------------------------------------
 
 
@@ -152,6 +159,7 @@ EXIT_CODES: dict[str, int] = {
         TensorNotFoundError,
         OutputWriteError,
         MissingDependencyError,
+        AddressUnavailableError,
         UsageError,
         ConversionRefusedError,
         OutputExistsError,

@@ -218,6 +218,19 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     show_default=True,
     help="Record every source file's sha256 in conversion.json (free from a Hub cache, else a second read).",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bf16", "f16", "f32"]),
+    default="auto",
+    show_default=True,
+    help="Output weight type. auto: float weights keep theirs bit for bit, quantized ones are decoded to bf16.",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    type=click.Path(path_type=str),
+    help="Tokenizer to write instead of the source's: a tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin.",
+)
 @format_option
 @revision_option("src")
 def convert_command(
@@ -229,18 +242,24 @@ def convert_command(
     mapping: str | None,
     shard_size: str,
     source_digests: bool,
+    dtype: str,
+    tokenizer_path: str | None,
     fmt: str,
 ) -> None:
     """Write SRC as a Hugging Face Llama checkpoint in OUTPUT, or refuse and say why.
 
     Output: safetensors shards with an index, config.json, tokenizer and licence files, a model
     card keeping the original's name, licence and base_model, and conversion.json (hashes,
-    transforms, verification). Nothing is written unless the whole conversion succeeds.
+    transforms, verification). Nothing is written unless the whole conversion succeeds. The
+    tokenizer a GGUF or a llama2.c export carries is written as Hugging Face files, so the output
+    loads with AutoTokenizer and AutoModelForCausalLM alone.
 
     \b
     Examples:
+      unshell convert model.Q4_K_M.gguf -o model-hf
+      unshell convert model.Q4_K_M.gguf -o model-hf --dtype f16
+      unshell convert stories15M.bin -o stories-hf --tokenizer tokenizer.bin
       unshell convert yi-style/ --to llama -o yi-as-llama/
-      unshell convert model.gguf -o model-hf/ --no-verify
       unshell convert renamed/ -o out/ --mapping roles.json --force
     """
     from ..conversion import convert
@@ -255,6 +274,8 @@ def convert_command(
         shard_size=shard_size,
         source_digests=source_digests,
         report=lambda line: note(f"note: {line}"),
+        dtype=dtype,
+        tokenizer=tokenizer_path,
     )
     Output(fmt).document(result.to_dict(), render_convert)
 
@@ -621,6 +642,22 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
 @click.option(
     "--max-depth", default=12, show_default=True, type=click.IntRange(0, 64), help="How deep to look."
 )
+@click.option(
+    "--search",
+    "search_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    help="Fleet audit: also search every checkpoint against this library of known bases and audit it "
+    "(declared lineage against detected); records get the best candidates, verdicts, Holm p-values "
+    "and the audit level.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=str, dir_okay=False),
+    callback=_writable_file,
+    help="With --search: also write the fleet report, one self-contained HTML file (counts by level, "
+    "the derived pairs with their evidence).",
+)
 @format_option
 def scan_command(
     roots: tuple[str, ...],
@@ -632,23 +669,31 @@ def scan_command(
     address: str | None,
     workers: int | None,
     max_depth: int,
+    search_path: str | None,
+    html_path: str | None,
     fmt: str,
 ) -> None:
     """Fingerprint every checkpoint under ROOTS, locally or on Ray; exit 1 if any failed.
 
     Finds safetensors, PyTorch, GGUF, ONNX and llama2.c checkpoints and Hugging Face model and
     hub-cache folders. A checkpoint that fails is recorded with its error and the scan goes on; a
-    second scan with the same --output skips the checkpoints that did not change.
+    second scan with the same --output skips the checkpoints that did not change. With --search,
+    a fleet audit: each checkpoint is also searched against that library and audited.
 
     \b
     Examples:
       unshell scan /models --output fleet.jsonl
       unshell scan /models --output fleet.jsonl --add --library fleet.sqlite
+      unshell scan /models --output audit.jsonl --search known.sqlite --html fleet.html
       unshell scan /models --engine ray --address auto --output fleet.jsonl
     """
     from ..scanning import scan
 
     library: Any = None
+    if html_path is not None and search_path is None:
+        from ..errors import UsageError
+
+        raise UsageError("--html writes the fleet report: give --search LIBRARY with it")
     if add_to_library and headers_only:
         from ..errors import UsageError
 
@@ -670,12 +715,21 @@ def scan_command(
             workers=workers,
             progress=fmt == "table" and not quiet(),
             max_depth=max_depth,
+            search=search_path,
         )
     finally:
         if library is not None:
             library.close()
     doc = {**summary.to_dict(), "records": summary.records}
-    Output(fmt).document(doc, render_scan)
+    if search_path is None:
+        Output(fmt).document(doc, render_scan)
+    else:
+        from ..report.fleet import render_fleet, write_fleet_html
+
+        if html_path is not None:
+            write_fleet_html(doc, html_path)
+            _report_written(html_path)
+        Output(fmt).document(doc, render_fleet)
     if summary.exit_code:
         sys.exit(EXIT_FINDING)
 

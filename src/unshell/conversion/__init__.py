@@ -24,9 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CorruptCheckpointError, MissingDependencyError, UsageError, VerificationFailedError
+from ..errors import (
+    CorruptCheckpointError,
+    MissingDependencyError,
+    UnsupportedFormatError,
+    UsageError,
+    VerificationFailedError,
+)
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
+from ..formats.facts import EmbeddedTokenizer, embedded_tokenizer
 from ..formats.safetensors import read_json_file
 from ..inspection import InspectResult, inspect_checkpoint
 from .plan import ConversionPlan, Recipe, build_plan
@@ -71,6 +78,20 @@ COPIED_SIDECARS = (
     "chat_template",
     "tiktoken",
 )
+# The sidecars that are the tokenizer (copied only when it is the tokenizer written).
+TOKENIZER_SIDECARS = frozenset(COPIED_SIDECARS) - {"generation_config"}
+# Hugging Face tokenizer files taken from beside a --tokenizer tokenizer.json, or from its folder.
+HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 # Attribution files copied from the source directory.
 ATTRIBUTION_FILES = re.compile(r"(LICENSE|LICENCE|NOTICE|COPYING|USE_POLICY)([._-].*)?", re.IGNORECASE)
 REMOTE_TOKENIZER_CODE = re.compile(r"tokenization_[A-Za-z0-9_]+\.py")
@@ -109,6 +130,8 @@ def convert(
     shard_size: int | str = DEFAULT_SHARD_SIZE,
     source_digests: bool = True,
     report: Callable[[str], object] | None = None,
+    dtype: str = "auto",
+    tokenizer: str | os.PathLike[str] | None = None,
 ) -> ConversionResult:
     """Write ``src`` as a Hugging Face Llama checkpoint in the directory ``output``.
 
@@ -129,6 +152,13 @@ def convert(
         report: called with one line for each thing done beside the output: folders that killed
             conversions to the same output left behind, removed; an interrupt held back because
             it came once the output was complete.
+        dtype: ``auto`` (float weights keep their type, bit for bit; quantized weights are decoded
+            and written as bf16), or ``bf16``, ``f16``, ``f32`` for every tensor.
+        tokenizer: a ``tokenizer.json`` (its ``tokenizer_config.json`` and ``special_tokens_map.json``
+            beside it come along), a folder holding one, or a llama2.c ``tokenizer.bin``: the
+            tokenizer to write instead of the source's. Without it, the source's tokenizer
+            files are copied, or the tokenizer a GGUF or llama2.c export carries is written as
+            Hugging Face files (needs the ``tokenizers`` library).
 
     Raises:
         ConversionRefusedError: the architecture is not exactly Llama; the message says why.
@@ -146,14 +176,18 @@ def convert(
     size_limit = parse_size(shard_size)
     entries, mapping_info = _load_mapping(mapping)
     with open_checkpoint(source) as checkpoint:
-        source_files = _source_files(checkpoint)
+        carried = _tokenizer_source(checkpoint, None if tokenizer is None else Path(tokenizer))
+        source_files = _source_files(checkpoint) + [p for p in carried.inputs if p not in checkpoint.files]
         refuse_input_overlap(destination, source, [*source_files, *_attribution_files(checkpoint)])
         if isinstance(mapping, str | os.PathLike):  # an input too, but its folder is not the model's
             refuse_input_overlap(destination, Path(mapping), [Path(mapping)])
+        if tokenizer is not None:
+            refuse_input_overlap(destination, Path(tokenizer), list(carried.inputs))
         remove_stale_staging(destination, report)
         check_destination(destination, force=force)
         result = inspect_checkpoint(checkpoint)
-        plan = build_plan(checkpoint, result, mapping=entries, target=to)
+        plan = build_plan(checkpoint, result, mapping=entries, target=to, dtype=dtype)
+        tokenizer_files = carried.build(plan)
         run_verification, verification_note = _verification_wanted(verify, checkpoint)
         with (
             staging_directory(destination) as staging,
@@ -170,13 +204,17 @@ def convert(
             finally:
                 reader.close()
             files.append(write_json(staging.path / "config.json", plan.config))
-            files += _copy_side_files(checkpoint, staging.path)
+            files += _copy_side_files(checkpoint, staging.path, copy_tokenizer=carried.kind == "copied")
+            files += _write_tokenizer(carried, tokenizer_files, staging.path, {f.path for f in files})
             files.append(write_text(staging.path / "README.md", model_card(checkpoint, result, plan)))
             verification = _verification_record(
                 run_verification, verification_note, source, staging.path, entries
             )
             hashes = source_hashes.result()
             record = _record(checkpoint, result, plan, files, hashes, mapping_info, verification)
+            record["tokenizer"] = carried.record()
+            record["output"]["dtype"] = dtype
+            record["notes"] += [sanitize(n, limit=1000) for n in carried.notes]
             write_json(staging.path / "conversion.json", record)
             staging.commit(force=force)
     if staging.interrupted_after_commit and report is not None:
@@ -261,10 +299,14 @@ def _attribution_files(checkpoint: Checkpoint) -> list[Path]:
     return found
 
 
-def _copy_side_files(checkpoint: Checkpoint, staging: Path) -> list[OutputFile]:
+def _copy_side_files(
+    checkpoint: Checkpoint, staging: Path, *, copy_tokenizer: bool = True
+) -> list[OutputFile]:
     copied: list[OutputFile] = []
     names: set[str] = set()
     for role in COPIED_SIDECARS:
+        if not copy_tokenizer and role in TOKENIZER_SIDECARS:
+            continue
         path = checkpoint.sidecars.get(role)
         if path is not None and path.name not in names:
             copied.append(copy_file(path, staging))
@@ -298,7 +340,11 @@ def _verification_wanted(verify: bool | None, checkpoint: Checkpoint) -> tuple[b
 
 
 def _verification_record(
-    run: bool, note: str, source: Path, output: Path, mapping: Mapping[str, str] | None = None
+    run: bool,
+    note: str,
+    source: Path,
+    output: Path,
+    mapping: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     if not run:
         return {"status": "skipped", "reason": note}
@@ -448,10 +494,6 @@ def _record(
     from .. import __version__
 
     notes = list(plan.notes)
-    if checkpoint.format == "gguf":
-        notes.append("the tokenizer embedded in the GGUF metadata is not extracted")
-    if not any(role in checkpoint.sidecars for role in COPIED_SIDECARS if role != "generation_config"):
-        notes.append("the source has no tokenizer files beside it; none were copied")
     return {
         "schema_version": RECORD_SCHEMA_VERSION,
         "unshell_version": __version__,
@@ -490,3 +532,125 @@ def _record(
         "verification": verification,
         "notes": [sanitize(n, limit=1000) for n in notes],
     }
+
+
+# -- tokenizer ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CarriedTokenizer:
+    """Which tokenizer the output gets: ``copied`` (the source's files), ``argument`` (files named
+    by ``--tokenizer``), ``rebuilt`` (Hugging Face files made from a carried `EmbeddedTokenizer`)
+    or ``none``."""
+
+    kind: str
+    inputs: list[Path] = field(default_factory=list)
+    embedded: EmbeddedTokenizer | None = None
+    notes: list[str] = field(default_factory=list)
+    source: str | None = None
+    written: list[str] = field(default_factory=list)
+    given: bool = False
+
+    def build(self, plan: ConversionPlan) -> dict[str, str]:
+        """The rebuilt files' texts, before anything is written (so a failure writes nothing);
+        the config gains the tokenizer's BOS/EOS/PAD ids where the source declared none."""
+        if self.embedded is None:
+            return {}
+        from ..tokenizers.export import tokenizer_files
+
+        try:
+            built = tokenizer_files(
+                self.embedded, model_max_length=plan.config.get("max_position_embeddings")
+            )
+        except (MissingDependencyError, UnsupportedFormatError) as error:
+            if self.given:  # asked for by name: its failure is the command's
+                raise
+            self.notes.append(f"no tokenizer written: {error}")
+            self.kind, self.embedded = "none", None
+            return {}
+        rows = plan.dims.vocab
+        if len(self.embedded.tokens) > rows:
+            self.notes.append(
+                f"the tokenizer has {len(self.embedded.tokens)} tokens for {rows} embedding rows: "
+                "ids past the embedding cannot be run"
+            )
+        for key, value in (
+            ("bos_token_id", built.bos_id),
+            ("eos_token_id", built.eos_id),
+            ("pad_token_id", built.pad_id),
+        ):
+            if value is not None and value < rows:
+                plan.config.setdefault(key, value)
+        return built.files
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "from": self.kind,
+            "source": sanitize(self.source, limit=4096) if self.source else None,
+            "files": sorted(self.written),
+        }
+
+
+def _tokenizer_source(checkpoint: Checkpoint, given: Path | None) -> _CarriedTokenizer:
+    if given is not None:
+        return _given_tokenizer(given)
+    roles = {role for role in TOKENIZER_SIDECARS if role in checkpoint.sidecars}
+    if roles == {"llama2c_tokenizer"}:  # run.c's format, which no Hugging Face loader reads
+        from ..formats.llama2c import read_llama2c_tokenizer
+
+        beside = read_llama2c_tokenizer(checkpoint.sidecars["llama2c_tokenizer"])
+        return _CarriedTokenizer("rebuilt", list(beside.files), beside, source=beside.source)
+    if roles:
+        names = sorted({checkpoint.sidecars[r].name for r in TOKENIZER_SIDECARS if r in checkpoint.sidecars})
+        return _CarriedTokenizer("copied", source="the source's files", written=names)
+    embedded = embedded_tokenizer(checkpoint)
+    if embedded is not None:
+        return _CarriedTokenizer("rebuilt", list(embedded.files), embedded, source=embedded.source)
+    return _CarriedTokenizer(
+        "none",
+        notes=["the source carries no tokenizer unshell reads; none was written (pass --tokenizer PATH)"],
+    )
+
+
+def _given_tokenizer(path: Path) -> _CarriedTokenizer:
+    from ..formats.llama2c import read_llama2c_tokenizer
+
+    shown = sanitize(str(path), limit=4096)
+    if path.is_dir():
+        found = [path / name for name in HF_TOKENIZER_FILES if (path / name).is_file()]
+        if not any(p.name in ("tokenizer.json", "tokenizer.model", "vocab.json") for p in found):
+            raise UsageError(
+                f"--tokenizer {shown}: the folder holds no tokenizer.json, tokenizer.model or vocab.json"
+            )
+        return _CarriedTokenizer("argument", found, source=shown, written=[p.name for p in found])
+    if not path.is_file():
+        raise UsageError(f"--tokenizer {shown}: no such file or folder")
+    if path.suffix == ".json":
+        found = [path] + [path.parent / n for n in HF_TOKENIZER_FILES[1:3] if (path.parent / n).is_file()]
+        return _CarriedTokenizer(
+            "argument", found, source=shown, written=["tokenizer.json", *(p.name for p in found[1:])]
+        )
+    if path.suffix == ".bin":
+        try:
+            embedded = read_llama2c_tokenizer(path)
+        except CorruptCheckpointError as error:
+            raise UsageError(f"--tokenizer {error}") from None
+        return _CarriedTokenizer("rebuilt", [path], embedded, source=embedded.source, given=True)
+    raise UsageError(
+        f"--tokenizer {shown}: give a tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin"
+    )
+
+
+def _write_tokenizer(
+    carried: _CarriedTokenizer, built: dict[str, str], staging: Path, present: set[str]
+) -> list[OutputFile]:
+    written: list[OutputFile] = []
+    if carried.kind == "argument":
+        # A tokenizer.json given by any name is the output's tokenizer.json (`written` has the names).
+        for path, name in zip(carried.inputs, carried.written, strict=True):
+            written.append(copy_file(path, staging, name))
+    for name, text in built.items():
+        if name not in present:  # the source's own generation_config.json wins
+            written.append(write_text(staging / name, text))
+            carried.written.append(name)
+    return written

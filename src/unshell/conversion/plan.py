@@ -33,7 +33,7 @@ from ..errors import (
 from ..formats.base import Checkpoint, expected_nbytes, sanitize
 from ..inspection import InspectResult
 from ..numbers import MAX_REAL, MAX_WHOLE, checked_float, describe
-from .transforms import FLOAT_CODES
+from .transforms import FLOAT_CODES, OUTPUT_DTYPES
 
 __all__ = [
     "SUPPORTED_FAMILIES",
@@ -42,6 +42,7 @@ __all__ = [
     "Recipe",
     "Step",
     "build_plan",
+    "output_dtype_code",
 ]
 
 TARGET = "llama"
@@ -172,6 +173,19 @@ class Step:
         }
 
 
+# (source, output) float types whose every value the output holds exactly.
+_WIDENING = frozenset(
+    {
+        ("F16", "F32"),
+        ("BF16", "F32"),
+        ("F32", "F64"),
+        ("F16", "F64"),
+        ("BF16", "F64"),
+        *((f8, wide) for f8 in ("F8_E4M3", "F8_E5M2") for wide in ("F16", "BF16", "F32", "F64")),
+    }
+)
+
+
 @dataclass
 class Recipe:
     """How one output tensor is made."""
@@ -202,13 +216,17 @@ class Recipe:
 
     @property
     def exactness(self) -> str:
-        """``bitwise``: the output holds the source's bits; ``dequantized``: decoded values, exact
-        in the output dtype; ``fold``: new values, rounded once."""
+        """``bitwise``: the output holds the source's bits; ``widened``: the same values in a wider
+        float; ``rounded``: float values rounded once to a narrower float (``--dtype``);
+        ``dequantized``: decoded values, rounded once to the output dtype; ``fold``: new values,
+        rounded once."""
         if self.folds:
             return "fold"
-        if self.source is not None and self.source_dtype != self.dtype:
+        if self.source is None or self.source_dtype == self.dtype:
+            return "bitwise"
+        if self.source_dtype not in FLOAT_CODES and not str(self.source_dtype).startswith("F8"):
             return "dequantized"
-        return "bitwise"
+        return "widened" if (self.source_dtype, self.dtype) in _WIDENING else "rounded"
 
     @property
     def transform_class(self) -> str:
@@ -496,8 +514,10 @@ class _Builder:
         roles: list[_Role],
         layer_numbers: dict[int, int],
         rotary: str,
+        dtype: str | None = None,
     ) -> None:
         self.checkpoint = checkpoint
+        self.dtype = dtype
         self.family = family
         self.dims = dims
         self.rotary = rotary
@@ -575,7 +595,7 @@ class _Builder:
             raise ConversionRefusedError(
                 f"{sanitize(source.name)} gives {role} of shape {list(shape)}, but the recognized config needs {list(expected)}"
             )
-        dtype = _output_dtype(info.dtype)
+        dtype = self.dtype or _output_dtype(info.dtype)
         return Recipe(
             self.output_name(role, layer),
             role,
@@ -636,11 +656,32 @@ class _Builder:
         return Recipe(self.output_name(role, layer), role, layer, shape, dtype, None)
 
 
+DEQUANTIZED_DTYPE = "BF16"
+"""What ``--dtype auto`` writes a quantized tensor as: its decoded values have no float precision
+of their own, bf16 is what Hugging Face checkpoints of these models ship in, and it is half of
+float32 (a 4-bit source grows 4x, not 8x). The rounding is part of what verification checks."""
+
+
 def _output_dtype(stored: str) -> str:
-    """Float storage keeps its dtype (bits copied); quantized and integer storage becomes float32."""
+    """``--dtype auto``: float storage keeps its dtype (bits copied); quantized and integer storage
+    is decoded and written as `DEQUANTIZED_DTYPE`."""
     if stored in FLOAT_CODES or stored.startswith("F8"):
         return stored
-    return "F32"
+    return DEQUANTIZED_DTYPE
+
+
+def output_dtype_code(dtype: str) -> str | None:
+    """``auto`` -> None (per tensor, `_output_dtype`); ``bf16``/``f16``/``f32`` -> the safetensors code.
+
+    Raises:
+        UsageError: any other name.
+    """
+    if dtype == "auto":
+        return None
+    code = OUTPUT_DTYPES.get(dtype)
+    if code is None:
+        raise UsageError(f"unknown output dtype {dtype!r} (auto, {', '.join(OUTPUT_DTYPES)})")
+    return code
 
 
 def _fold(recipe: Recipe, step: Step) -> None:
@@ -716,8 +757,13 @@ def build_plan(
     *,
     mapping: dict[str, str] | None = None,
     target: str = TARGET,
+    dtype: str = "auto",
 ) -> ConversionPlan:
     """Plan the conversion of an opened, inspected checkpoint to Hugging Face Llama.
+
+    ``dtype`` is what every tensor is written as: ``auto`` keeps float storage as it is and writes
+    decoded quantized values as bf16; ``bf16``, ``f16`` or ``f32`` cast every tensor (rounding
+    once where the type is narrower than the source's).
 
     Raises:
         ConversionRefusedError: the architecture (or a config switch) is not exactly Llama.
@@ -726,6 +772,7 @@ def build_plan(
     """
     if target != TARGET:
         raise UsageError(f"unknown conversion target {target!r} (only 'llama')")
+    forced_dtype = output_dtype_code(dtype)
     family = _refuse_family(result)
     declared = dict(result.declared_config or {})
     _config_refusals(family, declared)
@@ -736,7 +783,7 @@ def build_plan(
     roles, mapped = _roles(result, family, mapping, dims.layers)
     layer_numbers = _layer_numbers(roles, family, dims.layers, notes)
     rotary = _rotary_convention(checkpoint, roles)
-    builder = _Builder(checkpoint, family, dims, roles, layer_numbers, rotary)
+    builder = _Builder(checkpoint, family, dims, roles, layer_numbers, rotary, forced_dtype)
     _refuse_foreign_roles(builder)
     folds = _folds(family, declared, dims)
     recipes, tied_source, tied_output = _recipes(builder, folds)

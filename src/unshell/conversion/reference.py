@@ -572,14 +572,21 @@ def _describe_gguf(
 # --- weights -----------------------------------------------------------------------------------
 
 
+# Output dtype codes narrower than float32 -> the torch dtype that rounds to them.
+_TORCH_ROUNDING = {"BF16": "bfloat16", "F16": "float16"}
+
+
 class _Weights:
     """Tensors by role and layer: the layout's own name first, inspect's assignment second."""
 
-    def __init__(self, checkpoint: Checkpoint, model: SourceModel) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, model: SourceModel, rounding: Mapping[str, str] | None = None
+    ) -> None:
         self.checkpoint = checkpoint
         self.model = model
         self.names = _NAMES[model.layout]
         self.used: set[str] = set()
+        self.rounding = rounding or {}
 
     def name(self, role: str, layer: int | None = None) -> str | None:
         mapped = self.model.mapped.get((role, layer))
@@ -598,8 +605,12 @@ class _Weights:
         if name is None:
             return None
         self.used.add(name)
-        values = np.array(self.checkpoint.read(name), dtype=np.float32)
-        return torch.from_numpy(values)
+        values = torch.from_numpy(np.array(self.checkpoint.read(name), dtype=np.float32))
+        narrow = _TORCH_ROUNDING.get(self.rounding.get(name, ""))
+        if narrow is not None:
+            # Where the output stores this tensor in a narrower float, run on the values it holds.
+            values = values.to(getattr(torch, narrow)).to(torch.float32)
+        return values
 
     def need(self, role: str, layer: int | None = None) -> torch.Tensor:
         tensor = self.get(role, layer)
@@ -797,12 +808,18 @@ _MLPS: dict[str, _Mlp] = {
 
 
 def reference_logits(
-    checkpoint: Checkpoint, model: SourceModel, token_ids: Sequence[int], *, used: set[str] | None = None
+    checkpoint: Checkpoint,
+    model: SourceModel,
+    token_ids: Sequence[int],
+    *,
+    used: set[str] | None = None,
+    rounding: Mapping[str, str] | None = None,
 ) -> np.ndarray:
     """Logits ``[len(token_ids), vocab]`` (float32) of the source run as its own code runs it.
 
     Positions are 0..n-1 with causal attention, as one prompt with no cache. When ``used`` is
-    given, the names of the tensors read are added to it.
+    given, the names of the tensors read are added to it. ``rounding`` maps source tensor names
+    to ``BF16`` or ``F16``: those weights are rounded to that type (by torch) before use.
 
     Raises:
         MissingDependencyError: torch is not installed.
@@ -815,7 +832,7 @@ def reference_logits(
             "the reference forward pass needs torch: pip install 'unshell[transformers]'"
         ) from exc
     with torch.no_grad():
-        weights = _Weights(checkpoint, model)
+        weights = _Weights(checkpoint, model, rounding)
         logits = _forward(weights, token_ids).numpy()
     if used is not None:
         used.update(weights.used)

@@ -29,10 +29,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..errors import InconsistentHeaderError
-from ..formats.base import bf16_to_f32
+from ..formats.base import bf16_to_f32, f8_to_f32
 from ..formats.safetensors import float32_to_bf16
 
 __all__ = [
+    "FLOAT_CODES",
+    "OUTPUT_DTYPES",
     "QKV_PARTS",
     "cast_values",
     "hf_to_meta",
@@ -167,12 +169,16 @@ def normalize_rows(values: np.ndarray) -> np.ndarray:
 # -- stored bits <-> values -------------------------------------------------------------------------
 
 FLOAT_CODES = ("F64", "F32", "F16", "BF16")
+# ``--dtype`` choices -> the safetensors dtype every tensor is written in (``auto``: see plan).
+OUTPUT_DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
 
 
 def to_values(stored: np.ndarray, code: str) -> np.ndarray:
-    """Float values of stored elements: BF16 bits widened to float32, F16 to float32."""
+    """Float values of stored elements: BF16 bits and FP8 codes widened to float32, F16 to float32."""
     if code == "BF16":
         return bf16_to_f32(stored)
+    if code.startswith("F8"):
+        return f8_to_f32(stored, code)
     if code == "F64":
         return stored.astype(np.float64, copy=False)
     return stored.astype(np.float32, copy=False)

@@ -231,6 +231,11 @@ _F8_TABLES = {
 }
 
 
+def f8_to_f32(codes: np.ndarray, dtype: str) -> np.ndarray:
+    """FP8 codes (``F8_E4M3``, ``F8_E5M2``, stored as uint8) as float32 values."""
+    return _F8_TABLES[dtype][codes]
+
+
 def decode(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
     """Turn the raw bytes of one (contiguous or strided) tensor into a numpy array of its shape.
 

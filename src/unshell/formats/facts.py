@@ -15,6 +15,11 @@ A reader's facts are the ones only it can know:
 
 Each reader module defines ``format_facts(checkpoint) -> FormatFacts``; `facts_of` dispatches on
 the checkpoint's format through the one table below, and adds what the path says (a Hub cache).
+
+A reader whose format carries its own tokenizer (GGUF's ``tokenizer.ggml.*`` keys, the llama2.c
+``tokenizer.bin`` beside an export) also defines ``embedded_tokenizer(checkpoint)``, read only when
+asked for (`embedded_tokenizer` below): a format-neutral `EmbeddedTokenizer` that
+`unshell.tokenizers.export` turns into Hugging Face tokenizer files.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Claim",
+    "EmbeddedTokenizer",
     "FormatFacts",
     "claim_text",
+    "embedded_tokenizer",
     "facts_of",
     "hub_repo_id",
     "hub_repo_id_of_path",
@@ -76,6 +83,54 @@ class FormatFacts:
     # Hyperparameters the format's own header declares, under config.json key names.
     config: dict[str, Any] | None = None
     config_source: str | None = None
+
+
+# SentencePiece's token types, which llama.cpp's ``tokenizer.ggml.token_type`` uses as they are.
+TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class EmbeddedTokenizer:
+    """A tokenizer held by the checkpoint's own files, in the terms the Hugging Face tokenizer needs.
+
+    ``model`` is ``byte-level-bpe`` (GPT-2 style: pieces spelled in GPT-2's byte symbols, ranked
+    ``merges``) or ``sentencepiece-bpe`` (pieces with ``\u2581`` for a space, ``<0xNN>`` byte
+    pieces, merged by ``scores``: the higher, the earlier). ``token_types`` use SentencePiece's
+    numbering (`TOKEN_NORMAL` ... `TOKEN_BYTE`). ``pre_tokenizer`` is llama.cpp's name for how text
+    is split before BPE (``tokenizer.ggml.pre``), None where the format does not say.
+    """
+
+    model: str
+    tokens: tuple[str, ...]
+    source: str
+    token_types: tuple[int, ...] | None = None
+    scores: tuple[float, ...] | None = None
+    merges: tuple[tuple[str, str], ...] | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+    unk_id: int | None = None
+    pad_id: int | None = None
+    add_bos: bool | None = None
+    add_eos: bool | None = None
+    add_space_prefix: bool | None = None
+    pre_tokenizer: str | None = None
+    chat_template: str | None = None
+    files: tuple[Path, ...] = ()
+    """Files read besides the checkpoint's own (say, a llama2.c tokenizer.bin)."""
+
+
+def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:
+    """The tokenizer the checkpoint's format carries (None: it carries none, or not one unshell reads).
+
+    Raises:
+        CorruptCheckpointError: the format's tokenizer fields are malformed.
+    """
+    module_name = _READERS.get(checkpoint.format)
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name, __package__)
+    reader = getattr(module, "embedded_tokenizer", None)
+    return None if reader is None else reader(checkpoint)
 
 
 def facts_of(checkpoint: Checkpoint) -> FormatFacts:

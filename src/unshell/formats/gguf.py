@@ -37,7 +37,7 @@ from .base import (
     sanitize,
     validate_ranges,
 )
-from .facts import Claim, FormatFacts, claim_text, claim_texts, hub_repo_id
+from .facts import Claim, EmbeddedTokenizer, FormatFacts, claim_text, claim_texts, hub_repo_id
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -523,3 +523,107 @@ def _declared_config(kv: dict[str, Any], architecture: str, family: str) -> dict
     if "vocab_size" not in config and tokens is not None and hasattr(tokens, "__len__"):
         config["vocab_size"] = len(tokens)
     return config
+
+
+# -- the embedded tokenizer --------------------------------------------------------------------------
+
+MAX_TOKENIZER_ARRAY_BYTES = 512 << 20
+"""The largest tokenizer array decoded (the biggest real vocabularies' merges take about 20 MB)."""
+
+# llama.cpp's ``tokenizer.ggml.model`` -> the tokenizer model Hugging Face rebuilds it as.
+_TOKENIZER_MODELS = {"gpt2": "byte-level-bpe", "llama": "sentencepiece-bpe"}
+
+
+def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:
+    """The tokenizer in ``tokenizer.ggml.*`` and ``tokenizer.chat_template``, for the models
+    Hugging Face tokenizers can rebuild (``gpt2``: byte-level BPE, ``llama``: SentencePiece BPE);
+    None when the file holds none or another kind (the reason is then the caller's to give).
+
+    Raises:
+        CorruptCheckpointError: a tokenizer array of the wrong type or length.
+        ResourceLimitError: a tokenizer array larger than `MAX_TOKENIZER_ARRAY_BYTES`.
+    """
+    kv = checkpoint.metadata.get("gguf") or {}
+    model = _TOKENIZER_MODELS.get(str(kv.get("tokenizer.ggml.model")))
+    if model is None or "tokenizer.ggml.tokens" not in kv:
+        return None
+    where = sanitize(checkpoint.path.name)
+    tokens = _array(kv["tokenizer.ggml.tokens"], "tokenizer.ggml.tokens", where, ("string",))
+    count = len(tokens)
+
+    def sized(key: str, kinds: tuple[str, ...]) -> list[Any] | None:
+        if key not in kv:
+            return None
+        values = _array(kv[key], key, where, kinds)
+        if len(values) != count:
+            raise CorruptCheckpointError(f"{where}: {count} tokens but {len(values)} entries in {key}")
+        return values
+
+    integers = ("int32", "uint32", "int64", "uint64", "int16", "uint16", "int8", "uint8")
+    types = sized("tokenizer.ggml.token_type", integers)
+    scores = sized("tokenizer.ggml.scores", ("float32", "float64"))
+    merges: tuple[tuple[str, str], ...] | None = None
+    if "tokenizer.ggml.merges" in kv:
+        rules = _array(kv["tokenizer.ggml.merges"], "tokenizer.ggml.merges", where, ("string",))
+        pairs = []
+        for index, rule in enumerate(rules):
+            left, space, right = str(rule).partition(" ")
+            if not space or not left or not right:
+                raise CorruptCheckpointError(
+                    f"{where}: tokenizer.ggml.merges entry {index} is not 'left right'"
+                )
+            pairs.append((left, right))
+        merges = tuple(pairs)
+
+    def token_id(key: str) -> int | None:
+        value = kv.get(f"tokenizer.ggml.{key}")
+        valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+        return int(value) if valid else None  # type: ignore[arg-type]
+
+    def flag(key: str) -> bool | None:
+        value = kv.get(f"tokenizer.ggml.{key}")
+        return value if isinstance(value, bool) else None
+
+    template = kv.get("tokenizer.chat_template")
+    pre = kv.get("tokenizer.ggml.pre")
+    return EmbeddedTokenizer(
+        model=model,
+        tokens=tuple(str(token) for token in tokens),
+        source="GGUF tokenizer.ggml.*",
+        token_types=tuple(int(t) for t in types) if types is not None else None,
+        scores=tuple(float(s) for s in scores) if scores is not None else None,
+        merges=merges,
+        bos_id=token_id("bos_token_id"),
+        eos_id=token_id("eos_token_id"),
+        unk_id=token_id("unknown_token_id"),
+        pad_id=token_id("padding_token_id"),
+        # llama.cpp's defaults when the key is absent: SentencePiece models add BOS, BPE ones do not.
+        add_bos=flag("add_bos_token")
+        if "tokenizer.ggml.add_bos_token" in kv
+        else model == "sentencepiece-bpe",
+        add_eos=flag("add_eos_token"),
+        add_space_prefix=flag("add_space_prefix"),
+        pre_tokenizer=pre if isinstance(pre, str) else None,
+        chat_template=template if isinstance(template, str) else None,
+    )
+
+
+def _array(value: Any, key: str, where: str, kinds: tuple[str, ...]) -> list[Any]:
+    """A metadata array (decoded at open time, or a lazy `GGUFArray`) as a list, checked for type."""
+    if isinstance(value, GGUFArray):
+        if value.element_type not in kinds:
+            raise CorruptCheckpointError(
+                f"{where}: {key} is an array of {value.element_type}, not {kinds[0]}"
+            )
+        if value.nbytes > MAX_TOKENIZER_ARRAY_BYTES:
+            raise ResourceLimitError(
+                f"{where}: {key} takes {value.nbytes} bytes, over the {MAX_TOKENIZER_ARRAY_BYTES}-byte limit"
+            )
+        decoded = value.decode()
+        return decoded if isinstance(decoded, list) else decoded.tolist()
+    if not isinstance(value, list):
+        raise CorruptCheckpointError(f"{where}: {key} is not an array")
+    wanted = str if kinds == ("string",) else (float, int) if "float32" in kinds else int
+    if not all(isinstance(item, wanted) and not isinstance(item, bool) for item in value):
+        raise CorruptCheckpointError(f"{where}: {key} is not an array of {kinds[0]}")
+    return value

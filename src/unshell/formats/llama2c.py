@@ -28,13 +28,29 @@ from ..errors import (
     CorruptCheckpointError,
     InconsistentHeaderError,
     NotACheckpointError,
+    ResourceLimitError,
     UnsupportedFormatError,
 )
 from .base import Checkpoint, TensorInfo, register_decoder, sanitize
-from .facts import FormatFacts, llama_style_config
+from .facts import (
+    TOKEN_BYTE,
+    TOKEN_CONTROL,
+    TOKEN_NORMAL,
+    TOKEN_UNKNOWN,
+    EmbeddedTokenizer,
+    FormatFacts,
+    llama_style_config,
+)
 from .safetensors import open_regular_file
 
-__all__ = ["MAGIC", "Llama2cHeader", "looks_like_llama2c_v0", "read_llama2c"]
+__all__ = [
+    "MAGIC",
+    "Llama2cHeader",
+    "embedded_tokenizer",
+    "looks_like_llama2c_v0",
+    "read_llama2c",
+    "read_llama2c_tokenizer",
+]
 
 MAGIC = 0x616B3432  # "ak42" as a little-endian uint32
 V0_HEADER_BYTES = 28
@@ -371,4 +387,91 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         native_conventions=frozenset({"meta"}),
         family_hint="llama",
         naming_note="llama2.c exports have no tensor names: the layout is positional",
+    )
+
+
+# -- the tokenizer beside an export ------------------------------------------------------------------
+
+MAX_TOKENIZER_FILE_BYTES = 64 << 20
+# run.c's fixed ids, and the strings llama2.c's tokenizer.py writes for BOS and EOS.
+_UNK, _BOS, _EOS = 0, 1, 2
+_SPECIAL_PIECES = {b"<unk>": "<unk>", b"\n<s>\n": "<s>", b"\n</s>\n": "</s>", b"<s>": "<s>", b"</s>": "</s>"}
+_SPACE_MARK = "\u2581"
+
+
+def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:
+    """The llama2.c tokenizer beside the export: ``tokenizer.bin`` (Llama 2's, run.c's default) or
+    ``tok{vocab_size}.bin`` (what llama2.c's ``tokenizer.py --tokenizer-model`` names a custom
+    one), whichever holds exactly the model's vocabulary size; None when neither does."""
+    header = checkpoint.metadata.get("llama2c") or {}
+    vocab = abs(int(header.get("vocab_size", 0)))
+    folder = checkpoint.path.parent
+    for name in ("tokenizer.bin", f"tok{vocab}.bin"):
+        candidate = folder / name
+        if candidate.is_file():
+            tokenizer = read_llama2c_tokenizer(candidate)
+            if len(tokenizer.tokens) == vocab:
+                return tokenizer
+    return None
+
+
+def read_llama2c_tokenizer(path: Path) -> EmbeddedTokenizer:
+    """A llama2.c ``tokenizer.bin``: int32 max_token_length, then per token a float32 score, an int32
+    length and the piece's bytes. llama2.c's export turned SentencePiece's ``\u2581`` into spaces
+    and BOS/EOS into ``"\\n<s>\\n"``/``"\\n</s>\\n"``; both are undone here, so the pieces are the
+    SentencePiece model's again (a BPE ranked by score; run.c encodes the same way).
+
+    Raises:
+        CorruptCheckpointError: lengths that run past the file, pieces that are not UTF-8.
+        ResourceLimitError: a file over `MAX_TOKENIZER_FILE_BYTES`.
+    """
+    where = sanitize(path.name)
+    handle, _size = open_regular_file(path)
+    with handle:
+        data = handle.read(MAX_TOKENIZER_FILE_BYTES + 1)
+    if len(data) > MAX_TOKENIZER_FILE_BYTES:
+        raise ResourceLimitError(f"{where}: over the {MAX_TOKENIZER_FILE_BYTES}-byte limit for a tokenizer")
+    if len(data) < 4:
+        raise CorruptCheckpointError(f"{where}: too short for a llama2.c tokenizer")
+    (longest,) = struct.unpack_from("<i", data, 0)
+    pieces: list[str] = []
+    scores: list[float] = []
+    types: list[int] = []
+    position = 4
+    while position < len(data):
+        index = len(pieces)
+        if position + 8 > len(data):
+            raise CorruptCheckpointError(f"{where}: ends inside the record of token {index}")
+        score, length = struct.unpack_from("<fi", data, position)
+        start, position = position + 8, position + 8 + length
+        if not 0 <= length <= max(longest, 0) or position > len(data):
+            raise CorruptCheckpointError(f"{where}: token {index} claims {length} bytes past its limit")
+        raw = data[start:position]
+        if index <= _EOS and raw in _SPECIAL_PIECES:
+            piece, kind = _SPECIAL_PIECES[raw], TOKEN_UNKNOWN if index == _UNK else TOKEN_CONTROL
+        else:
+            try:
+                piece = raw.decode("utf-8").replace(" ", _SPACE_MARK)
+            except UnicodeDecodeError:
+                raise CorruptCheckpointError(f"{where}: token {index} is not UTF-8") from None
+            is_byte = len(raw) == 6 and raw.startswith(b"<0x") and raw.endswith(b">")
+            kind = TOKEN_BYTE if is_byte else TOKEN_NORMAL
+        pieces.append(piece)
+        scores.append(float(score) if math.isfinite(score) else 0.0)
+        types.append(kind)
+    if len(pieces) <= _EOS:
+        raise CorruptCheckpointError(f"{where}: {len(pieces)} tokens, fewer than run.c's fixed ids")
+    return EmbeddedTokenizer(
+        model="sentencepiece-bpe",
+        tokens=tuple(pieces),
+        source=f"llama2.c tokenizer {where}",
+        token_types=tuple(types),
+        scores=tuple(scores),
+        bos_id=_BOS,
+        eos_id=_EOS,
+        unk_id=_UNK,
+        add_bos=True,
+        add_eos=False,
+        add_space_prefix=True,
+        files=(path,),
     )

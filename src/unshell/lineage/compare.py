@@ -625,6 +625,21 @@ def std_profile(units: list[Unit]) -> dict[str, list[float | None]]:
     }
 
 
+def place_by_file_order(units: list[Unit], layer_count: int) -> list[Unit]:
+    """Units whose tensor names give no layer index (an ONNX export's anonymous MatMul weights),
+    placed in layers by their tensors' order in the file: of ``layer_count`` equal runs, the n-th
+    is layer n. Used for the layer map and heatmap only; the test never reads layers this way.
+    Returned unchanged when any unit has a layer already or the runs would not be equal."""
+    if layer_count < 1 or any(u.layer is not None for u in units):
+        return units
+    names = list(dict.fromkeys(u.name for u in units))  # file order: `model_units` keeps it
+    if not names or len(names) % layer_count:
+        return units
+    per_layer = len(names) // layer_count
+    layer_of = {name: index // per_layer for index, name in enumerate(names)}
+    return [replace(u, layer=layer_of[u.name]) for u in units]
+
+
 def layer_map(matches: list[UnitMatch]) -> list[dict[str, Any]]:
     by_layer: dict[int, list[UnitMatch]] = {}
     for match in matches:
@@ -1166,6 +1181,7 @@ def compare_checkpoints(
                 role_null=fitted_here,
                 fold=_layer_parity if fitted_here else None,
                 margin=LAYER_FIT_NULL_MARGIN if fitted_here else NULL_SCALE_MARGIN,
+                layer_counts=(len(model_a.layers), len(model_b.layers)),
             )
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
@@ -1302,12 +1318,14 @@ def weigh_units(
     role_null: bool = False,
     fold: Callable[[Unit], int] | None = None,
     margin: float = NULL_SCALE_MARGIN,
+    layer_counts: tuple[int, int] = (0, 0),
 ) -> WeighedUnits:
     """Match B's units to A's, combine the matches' evidence and decide: the one test behind both
     `compare` and the comparison against a fingerprint (`lineage.fingerprint`). ``role_null``: see
     `match_units`. ``fold``: each B unit is matched only among A's units of its own fold (for a
     cross-fitted alignment, whose other fold's matrices it was fitted on). ``margin``: how much
-    wider than the measured spread each unit's null is (`NULL_SCALE_MARGIN`)."""
+    wider than the measured spread each unit's null is (`NULL_SCALE_MARGIN`). ``layer_counts``: A's
+    and B's number of layers, to place matrices without a layer index (`place_by_file_order`)."""
     table = similarity_table(units_a, units_b)
     if fold is None:
         matches = match_units(units_a, units_b, sketch_dim, table, role_null=role_null, margin=margin)
@@ -1325,9 +1343,17 @@ def weigh_units(
                     role_null=role_null,
                     margin=margin,
                 )
-    similarity = layer_similarity(units_a, units_b, table)
+    placed_a = place_by_file_order(units_a, layer_counts[0])
+    placed_b = place_by_file_order(units_b, layer_counts[1])
+    similarity = layer_similarity(placed_a, placed_b, table)
     score = _similarity_score(table)
     del table
+    layer_of_a = {u.label: u.layer for u in placed_a}
+    layer_of_b = {u.label: u.layer for u in placed_b}
+    placed_matches = [
+        replace(m, a=replace(m.a, layer=layer_of_a[m.a.label]), b=replace(m.b, layer=layer_of_b[m.b.label]))
+        for m in matches
+    ]
     z, p = combine(one_to_one(matches))
     verdict, reason = decide(len(matches), z, p)
     return WeighedUnits(
@@ -1336,7 +1362,7 @@ def weigh_units(
         p_value=p,
         score=score,
         matches=matches,
-        layers=layer_map(matches),
+        layers=layer_map(placed_matches),
         layer_similarity=similarity,
         std_profiles={"a": std_profile(units_a), "b": std_profile(units_b)},
         profile_correlation=_profile_correlation(units_a, units_b),

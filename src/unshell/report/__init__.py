@@ -1,7 +1,8 @@
 """Self-contained HTML reports for `compare`, `audit` and `search`.
 
-One file each: inline CSS and inline SVG drawn here, no scripts, no fonts, no web addresses (those
-quoted from model files are shown defanged), every string read from a model escaped::
+One file each: inline CSS and inline SVG, no scripts, no fonts, no web addresses (those quoted from
+model files are shown defanged), every string read from a model escaped. The markup is in
+``templates/`` (Jinja2, autoescaped), the SVG in `svg.py`::
 
     from unshell.report import audit_html, compare_html, write_html
 

@@ -88,7 +88,7 @@ def render_convert(doc: dict[str, Any]) -> str:
             "exact",
             "yes: every tensor holds the source's bits"
             if doc["exact"]
-            else "no: values folded or dequantized",
+            else "no: values folded, dequantized or rounded (--dtype)",
         ),
     ]
     if verification.get("status") == "ran":
@@ -99,8 +99,26 @@ def render_convert(doc: dict[str, Any]) -> str:
                 f"<= {verification.get('tolerance')} ({verification.get('reference')})",
             )
         )
+        if verification.get("rounded_to"):
+            moved = verification.get("rounding_logit_diff")
+            rows.append(
+                (
+                    "rounding",
+                    f"weights rounded to {', '.join(verification['rounded_to'])} move logits by up to "
+                    f"{'an unbounded amount' if moved is None else format(moved, '.3g')} "
+                    f"(same top token at {verification.get('rounding_argmax_agreement') or 0:.0%} of positions)",
+                )
+            )
     else:
         rows.append(("verified", verification.get("reason", "no")))
+    tokenizer = doc.get("tokenizer") or {}
+    if tokenizer.get("from") not in (None, "none"):
+        rows.append(
+            (
+                "tokenizer",
+                f"{tokenizer['from']} from {tokenizer.get('source')}: {', '.join(tokenizer['files'])}",
+            )
+        )
     for entry in doc["transforms"]:
         if entry["transform"] != "rename":
             rows.append(("transform", f"{entry['to']}: {entry['transform']} x{entry['tensors']}"))
@@ -109,7 +127,9 @@ def render_convert(doc: dict[str, Any]) -> str:
     return key_value_table(rows)
 
 
-def _p_text(p: float | None, log10_p: float | None = None) -> str:
+def p_text(p: float | None, log10_p: float | None = None) -> str:
+    """A p-value as every report writes it: "< 1e-300" for one below what a double holds, never 0
+    (with its exponent, ``log10_p``, when the caller has it)."""
     if p is None:
         return "n/a"
     if p < 1e-300 and log10_p is not None:  # past what a float shows: its exponent says how far
@@ -134,7 +154,7 @@ def render_compare(doc: dict[str, Any]) -> str:
         ("verdict", f"{doc['verdict'].upper()}: {doc['reason']}"),
         (
             "p-value",
-            f"{_p_text(doc['p_value'], doc.get('log10_p_value'))} for H0 'B was trained independently of A'",
+            f"{p_text(doc['p_value'], doc.get('log10_p_value'))} for H0 'B was trained independently of A'",
         ),
     ]
     from ..lineage.compare import alignment_text, twins_text
@@ -299,7 +319,7 @@ def render_search(doc: dict[str, Any]) -> str:
         body = "no candidates: nothing in the library shares this model's architecture or weights\n"
     else:
         rows = [
-            (c["name"], c["verdict"], _p_text(c["p_value"]), _p_text(c["p_adjusted"]), ", ".join(c["how"]))
+            (c["name"], c["verdict"], p_text(c["p_value"]), p_text(c["p_adjusted"]), ", ".join(c["how"]))
             for c in doc["candidates"]
         ]
         body = columns(("CANDIDATE", "VERDICT", "P", "P (HOLM)", "HOW"), rows) + "\n"
@@ -366,12 +386,12 @@ def render_audit(doc: dict[str, Any]) -> str:
             how = (
                 "by content hashes"
                 if weights["p_value"] is None
-                else f"p = {_p_text(weights['p_value'])}, Holm-adjusted"
+                else f"p = {p_text(weights['p_value'])}, Holm-adjusted"
             )
             rows.append(("weights", f"{weights['verdict']}: {weights['base']} ({how}; searched {searched})"))
     elif weights:
         rows.append(
-            ("weights", f"{weights['verdict']} vs {weights['base']} (p = {_p_text(weights['p_value'])})")
+            ("weights", f"{weights['verdict']} vs {weights['base']} (p = {p_text(weights['p_value'])})")
         )
     licence = doc["detected"].get("licence")
     if licence:

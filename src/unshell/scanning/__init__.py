@@ -5,16 +5,24 @@
     from unshell.scanning import scan
     summary = scan(["/models", "~/.cache/huggingface/hub"], output="scan.jsonl", library="fleet.lib")
     summary.ok, summary.errors, summary.skipped
+    audit = scan(["/models"], output="fleet.jsonl", search="known.sqlite")   # a fleet audit
+    audit.fleet["levels"], audit.fleet["derived"]
 
 One JSON line per checkpoint goes to ``output`` (fields in `RECORD_FIELDS`). A checkpoint that
 fails is recorded with its error and exit code, and the scan goes on. A second scan skips the
 checkpoints whose files (total size, newest mtime) and tensor table (header hash) did not change
 since the previous output or the library recorded them; their record says ``"skipped"`` and keeps
 the previous fields, so each output is a complete picture of the fleet.
+
+With ``search`` (a library of known bases), the scan is a fleet audit (`unshell.scanning.fleet`):
+each checkpoint is also searched against that library and audited, its record gets
+`FLEET_FIELDS` (mode ``"search"``), and the summary counts audit levels and lists the derived
+pairs. Its records resume only a fleet audit against the same library content.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -31,7 +39,9 @@ from .engine import (
     CARRIED_FIELDS,
     COMPARED_FIELDS,
     DEFAULT_BATCH_BYTES,
+    FLEET_FIELDS,
     RECORD_FIELDS,
+    SEARCH_MODE,
     TIMING_FIELDS,
     ScanTask,
     WorkFunction,
@@ -43,6 +53,7 @@ from .engine import (
 
 __all__ = [
     "COMPARED_FIELDS",
+    "FLEET_FIELDS",
     "RECORD_FIELDS",
     "TIMING_FIELDS",
     "Found",
@@ -68,6 +79,10 @@ class ScanSummary:
     output: Path | None = None
     library_added: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # A fleet audit's (``search`` given): the library searched ({path, size, key}), and
+    # `fleet.fleet_summary` of the records (counts by audit level, the derived pairs).
+    searched: dict[str, Any] | None = None
+    fleet: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.counts = {status: 0 for status in ("ok", "error", "skipped")}
@@ -101,7 +116,7 @@ class ScanSummary:
         return 1 if self.errors else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "engine": self.engine,
             "mode": self.mode,
             "total": self.total,
@@ -113,6 +128,9 @@ class ScanSummary:
             "library_added": self.library_added,
             "output": None if self.output is None else str(self.output),
         }
+        if self.searched is not None:
+            out["search"] = {"library": self.searched, **(self.fleet or {})}
+        return out
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -145,6 +163,7 @@ def scan(
     max_depth: int = DEFAULT_MAX_DEPTH,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     work: WorkFunction | None = None,
+    search: str | os.PathLike[str] | None = None,
 ) -> ScanSummary:
     """Scan every checkpoint under ``roots`` (see `discover`), one JSON line each to ``output``.
 
@@ -159,10 +178,14 @@ def scan(
         fingerprints: compute fingerprints (reads weights); ``False`` reads headers only.
         progress: a progress bar on stderr (tqdm, else rich, else one line), only on a terminal.
         work: replaces the per-checkpoint work (a module-level function, see `engine.WorkFunction`).
+        search: the path of a library of known bases: a fleet audit. Each checkpoint is also
+            searched against it and audited; records get `FLEET_FIELDS`, the summary its `fleet`.
+            Workers open it by its path (on Ray, a shared filesystem); it is never written.
 
     Raises:
-        UsageError: an unknown engine. PathNotFoundError: a root that does not exist.
-        MissingDependencyError: ``engine="ray"`` without Ray installed.
+        UsageError: an unknown engine; ``search`` with ``fingerprints=False``, or naming the
+        library the fingerprints are added to. PathNotFoundError: a root, or the ``search``
+        library, that does not exist. MissingDependencyError: ``engine="ray"`` without Ray.
     """
     check_engine(engine)
     if isinstance(roots, str | os.PathLike):
@@ -170,11 +193,34 @@ def scan(
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, not {workers}")
     mode = "fingerprints" if fingerprints else "headers"
+    if search is not None and not fingerprints:
+        raise UsageError("a fleet audit (--search) reads the weights: it cannot be headers-only")
     store = _open_library(library)
     try:
-        return _scan(
-            roots, store, engine, address, output, mode, workers, progress, max_depth, batch_bytes, work
+        searched = None
+        if search is not None:
+            searched, work = _fleet_work(search, store, work)
+            mode = SEARCH_MODE
+        summary = _scan(
+            roots,
+            store,
+            engine,
+            address,
+            output,
+            mode,
+            workers,
+            progress,
+            max_depth,
+            batch_bytes,
+            work,
+            None if searched is None else searched["key"],
         )
+        if searched is not None:
+            from .fleet import fleet_summary
+
+            summary.searched = searched
+            summary.fleet = fleet_summary(summary.records)
+        return summary
     finally:
         if store is not library:
             store.close()  # opened here from a path
@@ -192,11 +238,12 @@ def _scan(
     max_depth: int,
     batch_bytes: int,
     work: WorkFunction | None,
+    library_key: str | None,
 ) -> ScanSummary:
     started = time.perf_counter()
     output_path = None if output is None else Path(output)
     found = list(discover_found(roots, max_depth=max_depth))
-    previous = _previous_records(output_path, store, mode)
+    previous = _previous_records(output_path, store, mode, library_key)
     units = [
         ScanTask(
             index=index,
@@ -265,9 +312,12 @@ def _partial(output: Path) -> Path:
     return output.with_name(output.name + PARTIAL_SUFFIX)
 
 
-def _previous_records(output: Path | None, store: Any, mode: str) -> dict[str, dict[str, Any]]:
+def _previous_records(
+    output: Path | None, store: Any, mode: str, library_key: str | None = None
+) -> dict[str, dict[str, Any]]:
     """The latest record of each path: the library's resume keys, then the previous output,
-    then the journal of an interrupted scan (later sources win)."""
+    then the journal of an interrupted scan (later sources win). In a fleet audit, only records
+    of a search against the same library content count."""
     previous: dict[str, dict[str, Any]] = {}
     if store is not None:
         for record in _library_resume_records(store):
@@ -276,9 +326,11 @@ def _previous_records(output: Path | None, store: Any, mode: str) -> dict[str, d
         for source in (output, _partial(output)):
             for record in read_records(source):
                 previous[record["path"]] = record
-    if store is not None and mode == "fingerprints":
+    if store is not None and mode in ("fingerprints", SEARCH_MODE):
         # A fingerprint recorded as done must still be in the library to be skipped.
         previous = {path: r for path, r in previous.items() if _library_has(store, r.get("name"))}
+    if mode == SEARCH_MODE:
+        previous = {path: r for path, r in previous.items() if r.get("library_key") == library_key}
     return previous
 
 
@@ -291,6 +343,35 @@ def _size_hint(path: Path) -> int:
         return sum(entry.stat().st_size for entry in folder.iterdir() if entry.is_file())
     except OSError:
         return 0
+
+
+# -- the fleet audit's library (read by the workers, by its path) -----------------------------------
+
+
+def _fleet_work(
+    search: str | os.PathLike[str], store: Any, work: WorkFunction | None
+) -> tuple[dict[str, Any], WorkFunction]:
+    """What the library searched is ({path, size, key}), and the fleet work function."""
+    from ..library import existing_library
+    from .fleet import analyze_search, library_key
+
+    if work is not None:
+        raise UsageError("a fleet audit (--search) does its own work: give no work function")
+    # Opened here first: a missing library is one error before any work, and a migration of an
+    # older schema happens once, not in every worker at the same time.
+    with existing_library(search) as searched:
+        path = searched.path.resolve()
+        target = getattr(store, "path", None)
+        if target is not None and Path(target).resolve() == path:
+            raise UsageError(
+                "the library searched (--search) cannot be the one fingerprints are added to "
+                "(--library): every checkpoint would find itself"
+            )
+        info: dict[str, Any] = {"path": str(path), "size": len(searched), "key": library_key(searched)}
+    analysis = functools.partial(
+        analyze_search, library_path=info["path"], key=info["key"], keep_fingerprint=store is not None
+    )
+    return info, analysis
 
 
 # -- the library (written here only: workers return fingerprints to the driver) ----------------

@@ -19,10 +19,12 @@ from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, failure
 from ..formats.base import Checkpoint, sanitize
+from .blas import blas_threads
 
 __all__ = [
     "COMPARED_FIELDS",
     "DEFAULT_BATCH_BYTES",
+    "FLEET_FIELDS",
     "RECORD_FIELDS",
     "TIMING_FIELDS",
     "Analysis",
@@ -32,6 +34,7 @@ __all__ = [
     "comparable",
     "header_hash",
     "make_batches",
+    "record_fields",
     "run_local",
     "run_ray",
     "run_unit",
@@ -45,7 +48,7 @@ RECORD_FIELDS = (
     "error",  # one line, or null
     "error_type",  # the exception class, e.g. "CorruptCheckpointError", or null
     "exit_code",  # what `unshell inspect` would exit with on this file, or null
-    "mode",  # "headers" or "fingerprints": what produced the fields below
+    "mode",  # "headers", "fingerprints" or "search" (a fleet audit): what produced the fields below
     "format",
     "layout",
     "family",
@@ -74,13 +77,32 @@ CARRIED_FIELDS = (
     "fingerprint_bytes",
 )
 
+# A fleet audit (`scan --search LIBRARY`, mode "search") adds these after `RECORD_FIELDS`: the
+# library's search and the disclosure audit of the checkpoint (`unshell.scanning.fleet`).
+FLEET_FIELDS = (
+    "library_key",  # the searched library's content digest: a record stands only for that content
+    "audit_level",  # the audit's level (`unshell.auditing.LEVELS`)
+    "base",  # the library entry the weights derive from (never the checkpoint itself), or null
+    "verdict",  # "identical" or "derived" against `base`, or null
+    "p_holm",  # `base`'s p-value, Holm-adjusted over the whole library (null for identical)
+    "how",  # how `base` was changed, as `compare` says (e.g. "finetune", "quantized")
+    "candidates",  # the best library candidates: name, verdict, p_value, p_holm, how, evidence
+    "findings",  # the audit's findings: level and message, most severe first
+)
+SEARCH_MODE = "search"
+
 DEFAULT_BATCH_BYTES = 256 * 2**20
 DEFAULT_BATCH_UNITS = 16
 
 
+def record_fields(mode: str | None) -> tuple[str, ...]:
+    """The keys of a record made in ``mode``, in order."""
+    return RECORD_FIELDS + FLEET_FIELDS if mode == SEARCH_MODE else RECORD_FIELDS
+
+
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
     """A record without its timing fields, for comparing runs and engines."""
-    return {key: record.get(key) for key in COMPARED_FIELDS}
+    return {key: record.get(key) for key in record_fields(record.get("mode")) if key not in TIMING_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -169,7 +191,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _empty_record(unit: ScanTask, mode: str) -> dict[str, Any]:
-    record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+    record: dict[str, Any] = dict.fromkeys(record_fields(mode))
     record.update(path=unit.path, name=unit.name, mode=mode, bytes=unit.size_hint)
     return record
 
@@ -186,6 +208,8 @@ def run_unit(unit: ScanTask, mode: str, work: WorkFunction | None = None) -> tup
     record = _empty_record(unit, mode)
     fingerprint = None
     work = work or WORK_FUNCTIONS[mode]
+    fields = record_fields(mode)
+    carried = CARRIED_FIELDS + FLEET_FIELDS if mode == SEARCH_MODE else CARRIED_FIELDS
     try:
         with open_checkpoint(unit.path) as checkpoint:
             size, mtime_ns = _stat_key(checkpoint)
@@ -201,11 +225,12 @@ def run_unit(unit: ScanTask, mode: str, work: WorkFunction | None = None) -> tup
             previous = unit.previous
             if _resumable(previous, mode, size, mtime_ns, digest):
                 assert previous is not None
-                record.update({key: previous.get(key) for key in CARRIED_FIELDS})
+                record.update({key: previous.get(key) for key in carried})
                 record["status"] = "skipped"
             else:
-                analysis = work(checkpoint, unit.path, unit.name)
-                record.update({k: v for k, v in analysis.fields.items() if k in RECORD_FIELDS})
+                with blas_threads(1):  # one thread per worker: see `blas`
+                    analysis = work(checkpoint, unit.path, unit.name)
+                record.update({k: v for k, v in analysis.fields.items() if k in fields})
                 record["fingerprint_bytes"] = analysis.fingerprint_bytes
                 fingerprint = analysis.fingerprint
                 record["status"] = "ok"
@@ -224,6 +249,8 @@ def _resumable(previous: dict[str, Any] | None, mode: str, size: int, mtime_ns: 
         return False
     if mode == "fingerprints" and previous.get("mode") != "fingerprints":
         return False  # a header-only record does not stand for a fingerprint
+    if SEARCH_MODE in (mode, previous.get("mode")) and previous.get("mode") != mode:
+        return False  # a fleet audit's record stands only for a fleet audit (and only it has its fields)
     return (
         previous.get("bytes") == size
         and previous.get("mtime_ns") == mtime_ns

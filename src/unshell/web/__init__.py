@@ -11,13 +11,16 @@ Only paths under the roots can be named; see `unshell.web.paths` for how that is
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingDependencyError, UsageError
+from ..errors import AddressUnavailableError, MissingDependencyError, UsageError
 from .jobs import DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -52,6 +55,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, made before the server announces itself, so that a
+    busy port is one line and exit code 22, not a traceback after the "serving at" banner."""
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT only
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        reason = (
+            "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        )
+        raise AddressUnavailableError(f"cannot listen on {_shown(host)}:{port}: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def log_requests_to_stderr() -> None:
+    """One line per request (method, path, status, milliseconds) on stderr: see `guard`."""
+    requests_log = logging.getLogger("unshell.web.requests")
+    if not requests_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        requests_log.addHandler(handler)
+    requests_log.setLevel(logging.INFO)
+    requests_log.propagate = False
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -68,6 +105,7 @@ def serve(
         UsageError: no roots, a root that is not a directory, max_jobs < 1, job_timeout <= 0.
         PathNotFoundError: a root that does not exist.
         MissingDependencyError: the ``web`` extra is not installed.
+        AddressUnavailableError: ``host``:``port`` cannot be listened on (a busy port, say).
     """
     if not roots:
         raise UsageError("serve needs at least one root directory (--root DIR)")
@@ -75,7 +113,7 @@ def serve(
         import uvicorn
     except ImportError as exc:
         raise _missing(exc) from exc
-    from .app import LOOPBACK_HOSTS
+    from .guard import LOOPBACK_HOSTS
 
     allowed: tuple[str, ...] | None = tuple(LOOPBACK_HOSTS)
     if not is_loopback(host):
@@ -89,6 +127,15 @@ def serve(
     app = create_app(
         roots, max_jobs=max_jobs, allowed_hosts=allowed, library=library, job_timeout=job_timeout
     )
-    shown = f"[{host}]" if ":" in host else host
-    print(f"unshell serve: http://{shown}:{port}/ (Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    sock = listening_socket(host, port)
+    log_requests_to_stderr()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", server_header=False)
+    )
+    print(f"unshell serve: http://{_shown(host)}:{sock.getsockname()[1]}/ (Ctrl-C stops)", file=sys.stderr)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,1 @@
+"""The application's routes, one router per area: files (and inspect), jobs, library, home."""

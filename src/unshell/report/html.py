@@ -331,7 +331,11 @@ def _evidence_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     if doc["score"] is not None:
         rows.append(
-            ("score", f"{doc['score']:.3f} (mean similarity of B's matrices to their best match in A)")
+            (
+                "similarity",
+                f"{doc['score']:.3f}, descriptive only: the verdict rests on the p-value (mean sketch "
+                "similarity of one model's matrices to their best match in the other, the better direction)",
+            )
         )
     rows.append(("matrices compared", f"{evidence['units_compared']:,}"))
     hashes = evidence.get("hashes")

@@ -316,7 +316,7 @@ def test_a_second_fleet_audit_skips_what_is_done(fleet: dict[str, Any]) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)  # stderr says "report written to ..."
     assert doc["skipped"] == len(fleet["roots"]) and doc["ok"] == 0
     for before, after in zip(first.records, doc["records"], strict=True):
         assert after["status"] == "skipped"

@@ -145,14 +145,12 @@ def test_qwen_and_gemma_are_not_derived_from_smollm2(
     result = unshell.probe(
         servers[suspect].spec,
         against=[servers["smollm2"].spec],
-        controls=[servers[control].spec, servers["smollm2-q8"].spec],
+        controls=[servers[control].spec],  # the one other model unrelated to both
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
     )
     (candidate,) = result.candidates
-    # smollm2-q8 as a control for a test of smollm2 would be no control at all if the suspect
-    # were SmolLM2; here the suspect is Qwen or Gemma, so both controls are unrelated to it.
     assert candidate.verdict == "not-derived", candidate
     assert candidate.p_value >= result.alpha
     assert result.spending.requests == 0  # all answered by the cache the first probe filled

@@ -2,7 +2,7 @@
 
 The suspect, every candidate and every control answer the same seeded prompts with greedy
 continuations. For each candidate, a randomization test against the controls gives a p-value for
-H0 "the suspect is unrelated to the candidate" (see `statistics`); p-values are Holm-adjusted
+H0 "the suspect is unrelated to the candidate" (see `unshell.behaviour.statistics`); p-values are Holm-adjusted
 across candidates, and the verdict says what the evidence supports:
 
 - ``same-model``: H0 rejected, and the continuations are near-identical (and, where both gave
@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import BudgetExhaustedError, EndpointError, UsageError
-from . import statistics as stats
 from .backends import (
     CHAT,
     COMPLETION,
@@ -37,6 +36,14 @@ from .backends import (
 )
 from .cache import ResponseCache, default_cache_dir, response_key
 from .prompts import DEFAULT_PROMPT_SET, load_prompts
+from .statistics import (
+    exact_match,
+    excess_upper_bound,
+    exchangeable_p,
+    first_token_distance,
+    holm,
+    text_agreement,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_ALPHA = 0.01
@@ -288,9 +295,7 @@ def _decide(
     columns = [[row[j] for row in replies] for j in range(len(labels))]
 
     def agreement(j: int) -> np.ndarray:
-        return np.array(
-            [stats.text_agreement(s.text, r.text) for s, r in zip(suspect, columns[j], strict=True)]
-        )
+        return np.array([text_agreement(s.text, r.text) for s, r in zip(suspect, columns[j], strict=True)])
 
     control_columns = list(range(1 + candidates, len(labels)))
     control_scores = np.stack([agreement(j) for j in control_columns], axis=1)
@@ -301,20 +306,20 @@ def _decide(
     parts: list[tuple[np.ndarray, float, float | None]] = []
     for j in range(1, 1 + candidates):
         scores = np.column_stack([agreement(j), control_scores])
-        raw.append(stats.exchangeable_p(scores, seed=seed + j))
+        raw.append(exchangeable_p(scores, seed=seed + j))
         exact = float(
-            np.mean([stats.exact_match(s.text, r.text) for s, r in zip(suspect, columns[j], strict=True)])
+            np.mean([exact_match(s.text, r.text) for s, r in zip(suspect, columns[j], strict=True)])
         )
         distances = [
             d
             for s, r in zip(suspect, columns[j], strict=True)
-            if (d := stats.first_token_distance(s.first_top_logprobs, r.first_top_logprobs)) is not None
+            if (d := first_token_distance(s.first_top_logprobs, r.first_top_logprobs)) is not None
         ]
         parts.append((scores, exact, float(np.median(distances)) if distances else None))
-    adjusted = stats.holm(raw)
+    adjusted = holm(raw)
     verdicts: list[CandidateVerdict] = []
     for k, (scores, exact, distance) in enumerate(parts):
-        upper = stats.excess_upper_bound(scores, alpha)
+        upper = excess_upper_bound(scores, alpha)
         related = adjusted[k] < alpha
         if (
             related

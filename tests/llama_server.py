@@ -72,7 +72,10 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"llama.cpp server for {self.name} exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/models", timeout=5) as answer:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/models", timeout=5) as answer,
+            ):
                 if answer.status == 200:
                     return
             time.sleep(0.3)

@@ -221,10 +221,12 @@ class LlamaCppBackend:
         stat = file.stat()
         self.label = file.name
         self.identity = f"gguf:{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        workers = threads or min(2, os.cpu_count() or 1)
         self._llama = Llama(
             model_path=str(file),
             n_ctx=context,
-            n_threads=threads or min(2, os.cpu_count() or 1),
+            n_threads=workers,
+            n_threads_batch=workers,  # llama.cpp's default is every core, even when told fewer
             logits_all=True,
             verbose=False,
             seed=0,

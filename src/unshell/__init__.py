@@ -14,6 +14,7 @@ Every CLI command is one call here::
     library.add(unshell.fingerprint("base"))
     unshell.search("suspect", library).matches         # which of them the suspect came from
     unshell.scan(["/models"], output="scan.jsonl")     # every checkpoint under some folders
+    unshell.probe("http://host/v1#name", against=["base.gguf"], controls=["other.gguf"])  # black-box
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .lineage.compare import CompareResult, compare
 from .scanning import ScanSummary, scan
 
 if TYPE_CHECKING:
+    from .behaviour import ProbeResult, probe
     from .library import Library, SearchResult, search
     from .lineage.fingerprint import Fingerprint, fingerprint
 
@@ -42,6 +44,8 @@ _LAZY = {
     "search": "library",
     "Fingerprint": "lineage.fingerprint",
     "fingerprint": "lineage.fingerprint",
+    "ProbeResult": "behaviour",
+    "probe": "behaviour",
 }
 
 
@@ -62,6 +66,7 @@ __all__ = [
     "Fingerprint",
     "InspectResult",
     "Library",
+    "ProbeResult",
     "ScanSummary",
     "SearchResult",
     "UnshellError",
@@ -72,6 +77,7 @@ __all__ = [
     "fingerprint",
     "inspect",
     "open_checkpoint",
+    "probe",
     "scan",
     "search",
 ]

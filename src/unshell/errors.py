@@ -144,6 +144,23 @@ class VerificationFailedError(UnshellError):
     exit_code = 33
 
 
+# --- probe (black-box provenance) ---------------------------------------------------------------
+
+
+class EndpointError(UnshellError):
+    """`probe`: an endpoint is unreachable after the retries, refuses the request, or answers
+    something that is not an OpenAI-compatible response (the API key never appears in the message)."""
+
+    exit_code = 40
+
+
+class BudgetExhaustedError(UnshellError):
+    """`probe`: the query budget was spent before enough prompts were answered to decide; the
+    answers so far are in the response cache, so a rerun with a larger budget resumes."""
+
+    exit_code = 41
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -165,6 +182,8 @@ EXIT_CODES: dict[str, int] = {
         OutputExistsError,
         AmbiguousRolesError,
         VerificationFailedError,
+        EndpointError,
+        BudgetExhaustedError,
     )
 }
 

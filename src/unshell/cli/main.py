@@ -27,6 +27,7 @@ from ..report.text import (
     render_library_added,
     render_library_list,
     render_library_show,
+    render_probe,
     render_scan,
     render_search,
 )
@@ -313,6 +314,144 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
         write_html(compare_html(result), html_path)
         _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_compare)
+
+
+@cli.command("probe")
+@click.argument("suspect", required=False)
+@click.option(
+    "--against",
+    "candidates",
+    multiple=True,
+    required=True,
+    help="A candidate source (repeatable): a GGUF file, or an endpoint as URL#MODEL.",
+)
+@click.option(
+    "--controls",
+    "controls",
+    multiple=True,
+    required=True,
+    help="A model known to be unrelated to the suspect (repeatable; at least one, better two or more): calibrates the test.",
+)
+@click.option("--endpoint", help="The suspect is served here (OpenAI-compatible; its root or its /v1).")
+@click.option("--model", help="The model name the --endpoint serves the suspect as.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="The environment variable holding the endpoints' API key (never printed or cached).",
+)
+@click.option(
+    "--prompts",
+    default=48,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Prompts to ask each model.",
+)
+@click.option(
+    "--prompt-set",
+    default="general-v1",
+    show_default=True,
+    help="The versioned prompt set to draw them from.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Which prompts, in which order.")
+@click.option(
+    "--max-tokens", default=16, show_default=True, type=click.IntRange(1, 512), help="New tokens per answer."
+)
+@click.option(
+    "--budget",
+    default=400,
+    show_default=True,
+    type=click.IntRange(1),
+    help="At most this many requests (cached answers are free); decides on the prompts answered by then.",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0.001), help="At most this many requests a second per endpoint."
+)
+@click.option(
+    "--alpha",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Significance level (after Holm across candidates).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=str, file_okay=False),
+    help="Where answers are kept so an interrupted probe resumes. Default: ~/.cache/unshell/probe.",
+)
+@click.option("--no-cache", is_flag=True, help="Keep answers in memory only.")
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for local GGUF files.")
+@format_option
+def probe_command(
+    suspect: str | None,
+    candidates: tuple[str, ...],
+    controls: tuple[str, ...],
+    endpoint: str | None,
+    model: str | None,
+    api_key_env: str,
+    prompts: int,
+    prompt_set: str,
+    seed: int,
+    max_tokens: int,
+    budget: int,
+    rate: float | None,
+    alpha: float,
+    cache_dir: str | None,
+    no_cache: bool,
+    threads: int | None,
+    fmt: str,
+) -> None:
+    """Black-box provenance: does SUSPECT (or the model behind --endpoint) come from a candidate?
+
+    Every model answers the same seeded prompts greedily; for each candidate, its agreement with
+    the suspect is tested against the controls' (p for H0 "unrelated", Holm-adjusted), and the
+    verdict is same-model, derived, not-derived or inconclusive. Needs no weights: endpoints
+    are OpenAI-compatible servers (/v1/completions with log-probs, else /v1/chat/completions).
+
+    \b
+    Examples:
+      unshell probe suspect.gguf --against base.gguf --controls other1.gguf --controls other2.gguf
+      unshell probe --endpoint https://api.example.com/v1 --model their-model \\
+          --against base.gguf --controls http://localhost:8080#other --budget 300 --format json
+    """
+    from ..behaviour import probe
+    from ..errors import UsageError
+
+    if endpoint is not None:
+        if suspect is not None:
+            raise UsageError("give either SUSPECT or --endpoint, not both")
+        if not model:
+            raise UsageError("--endpoint needs --model (the name the endpoint serves the suspect as)")
+        suspect = endpoint
+    elif suspect is None:
+        raise UsageError("name the suspect: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
+    elif model is not None:
+        raise UsageError("--model names the model behind --endpoint")
+    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" else None
+    result = probe(
+        suspect,
+        candidates,
+        controls,
+        model=model,
+        prompts=prompts,
+        prompt_set=prompt_set,
+        seed=seed,
+        max_tokens=max_tokens,
+        budget=budget,
+        alpha=alpha,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        api_key_env=api_key_env,
+        rate_per_s=rate,
+        threads=threads,
+        progress=progress,
+    )
+    Output(fmt).document(result.to_dict(), render_probe)
+
+
+def _probe_progress(done: int, total: int) -> None:
+    click.echo(f"\rprobe: {done}/{total} prompts answered", err=True, nl=done == total)
 
 
 @cli.command("audit")

@@ -500,3 +500,43 @@ def _grouped_rows(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, st
         )
         rows.append((name, target, span, how))
     return rows
+
+
+def render_probe(doc: dict[str, Any]) -> str:
+    """`unshell probe`: one row per candidate, then what was asked and what it cost."""
+    prompts = doc["prompts"]
+    spent = doc["spent"]
+    rows: list[tuple[str, str]] = [
+        ("suspect", doc["suspect"]),
+        ("controls", ", ".join(f"{c['model']} (agreement {c['agreement']:.2f})" for c in doc["controls"])),
+        (
+            "prompts",
+            f"{prompts['used']} of {prompts['planned']} from {prompts['set']} (seed {prompts['seed']}), "
+            f"{prompts['max_tokens']} new tokens, {prompts['mode']} mode",
+        ),
+        (
+            "spent",
+            f"{spent['requests']} requests (budget {spent['budget']}), {spent['cached']} answered from the cache, "
+            f"{spent['tokens']} tokens, {spent['seconds']:.1f} s",
+        ),
+    ]
+    rows.extend(("note", note) for note in doc["notes"])
+    table = [
+        (
+            c["candidate"],
+            c["verdict"].upper(),
+            _p_text(c["p_value"]),
+            f"{c['agreement']:.2f}",
+            f"{c['control_agreement']:.2f}",
+            f"{c['exact_match']:.0%}",
+            c["reason"],
+        )
+        for c in doc["candidates"]
+    ]
+    headers = ("candidate", "verdict", "p (Holm)", "agreement", "controls", "identical", "why")
+    return (
+        key_value_table(rows)
+        + "\n"
+        + columns(headers, table)
+        + f"\n\np: H0 'the suspect is unrelated to the candidate', alpha {doc['alpha']}\n"
+    )

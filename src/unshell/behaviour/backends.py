@@ -1,0 +1,286 @@
+"""Where responses come from: an OpenAI-compatible endpoint, or a local GGUF run by llama.cpp.
+
+Both give the same thing for a prompt: the greedy continuation's text and, where the backend can
+say, the top log-probabilities of its first token. A local GGUF goes through
+llama-cpp-python's ``create_completion``, the same call its server makes, so a file probed
+locally and the same file served answer alike (the local backend applies the sampling defaults
+the server applies to a request that names only the OpenAI fields).
+
+Endpoints: ``/v1/completions`` with ``logprobs`` first; a server without it (404/405) is asked
+``/v1/chat/completions`` instead, text only. The API key comes from an environment variable and
+appears in no message, log or cache entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError
+
+COMPLETION = "completion"
+CHAT = "chat"
+TOP_LOGPROBS = 5
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+# What llama-cpp-python's server applies when a request gives only the OpenAI fields (its
+# CreateCompletionRequest defaults); the local backend copies it so both paths agree.
+SERVER_REPEAT_PENALTY = 1.1
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One response: the continuation, the first token's top log-probabilities (empty when the
+    backend gives none), and the tokens it cost."""
+
+    text: str
+    first_top_logprobs: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "first_top_logprobs": self.first_top_logprobs, "tokens": self.tokens}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reply:
+        return cls(
+            str(data.get("text", "")), dict(data.get("first_top_logprobs") or {}), int(data.get("tokens", 0))
+        )
+
+
+class Backend(Protocol):
+    label: str
+    identity: str  # what the response cache keys on
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply: ...
+
+    def supports(self, mode: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def _reply_from_choice(body: dict[str, Any], mode: str) -> Reply:
+    try:
+        choice = body["choices"][0]
+        text = choice["message"]["content"] if mode == CHAT else choice["text"]
+    except (KeyError, IndexError, TypeError):
+        raise EndpointError("the endpoint's response has no choices[0] text") from None
+    top: dict[str, float] = {}
+    logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+    if mode == COMPLETION and isinstance(logprobs, dict):
+        positions = logprobs.get("top_logprobs") or []
+        if positions and isinstance(positions[0], dict):
+            top = {str(k): float(v) for k, v in positions[0].items()}
+    usage = body.get("usage") or {}
+    tokens = int(usage.get("total_tokens") or 0) if isinstance(usage, dict) else 0
+    return Reply(str(text or ""), top, tokens)
+
+
+class EndpointBackend:
+    """An OpenAI-compatible server. ``url`` is its root or its ``/v1``."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key_env: str = DEFAULT_API_KEY_ENV,
+        timeout_s: float = 60.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        rate_per_s: float | None = None,
+    ) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise EndpointError(f"not an http(s) endpoint URL: {url}")
+        root = url.rstrip("/")
+        self.base = root if root.endswith("/v1") else root + "/v1"
+        self.model = model
+        self.label = f"{model} @ {self.base}"
+        self.identity = f"endpoint:{self.base}#{model}"
+        self._api_key = os.environ.get(api_key_env) or None
+        self._timeout_s = timeout_s
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._interval_s = 1.0 / rate_per_s if rate_per_s else 0.0
+        self._last_request = 0.0
+        self._no_completions = False
+
+    def supports(self, mode: str) -> bool:
+        return not (mode == COMPLETION and self._no_completions)
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply:
+        if mode == COMPLETION:
+            body: dict[str, Any] = {
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "logprobs": TOP_LOGPROBS,
+                "seed": 0,
+            }
+            try:
+                return _reply_from_choice(self._post("/completions", body), COMPLETION)
+            except _NotServed:
+                self._no_completions = True
+                raise ModeUnavailableError(f"{self.base} does not serve /v1/completions") from None
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "seed": 0,
+        }
+        try:
+            return _reply_from_choice(self._post("/chat/completions", body), CHAT)
+        except _NotServed:
+            raise EndpointError(
+                f"{self.base} serves neither /v1/completions nor /v1/chat/completions"
+            ) from None
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        last = "no attempt"
+        for attempt in range(self._retries + 1):
+            self._pace()
+            request = urllib.request.Request(self.base + path, data=data, headers=headers, method="POST")
+            retry_after: float | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                    raw = response.read()
+                try:
+                    parsed = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise EndpointError(f"{self.base}{path} answered something that is not JSON") from None
+                if not isinstance(parsed, dict):
+                    raise EndpointError(f"{self.base}{path} answered JSON that is not an object")
+                return parsed
+            except urllib.error.HTTPError as error:
+                if error.code in (404, 405):
+                    raise _NotServed() from None
+                if error.code not in (408, 409, 425, 429) and error.code < 500:
+                    raise EndpointError(f"{self.base}{path} refused the request: HTTP {error.code}") from None
+                last = f"HTTP {error.code}"
+                header = error.headers.get("Retry-After") if error.headers else None
+                if header and header.strip().isdigit():
+                    retry_after = float(header.strip())
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                reason = getattr(error, "reason", error)
+                last = str(reason) or type(error).__name__
+            if attempt < self._retries:
+                delay = retry_after if retry_after is not None else self._backoff_s * 2**attempt
+                time.sleep(delay * (1.0 + 0.1 * random.random()))
+        raise EndpointError(f"endpoint {self.base} unreachable after {self._retries + 1} tries: {last}")
+
+    def _pace(self) -> None:
+        """At most ``rate_per_s`` requests a second."""
+        wait = self._last_request + self._interval_s - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last_request = time.monotonic()
+
+
+class _NotServed(Exception):
+    """The server has no such route (404/405)."""
+
+
+class ModeUnavailableError(EndpointError):
+    """The endpoint has no ``/v1/completions``: the probe asks every model in chat mode instead."""
+
+
+class LlamaCppBackend:
+    """A local GGUF file, run on CPU by llama-cpp-python (the `probe` extra)."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, context: int = 512) -> None:
+        file = Path(path)
+        if not file.exists():
+            raise PathNotFoundError(f"no such file: {file}")
+        if file.is_dir() or file.suffix.lower() != ".gguf":
+            raise UnsupportedFormatError(
+                f"{file}: probe runs local checkpoints as GGUF files through llama.cpp; "
+                "serve other formats behind an OpenAI-compatible endpoint and pass its URL"
+            )
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingDependencyError(
+                "probing a local GGUF needs llama-cpp-python: pip install 'unshell[probe]'"
+            ) from None
+        stat = file.stat()
+        self.label = file.name
+        self.identity = f"gguf:{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        workers = threads or min(2, os.cpu_count() or 1)
+        self._llama = Llama(
+            model_path=str(file),
+            n_ctx=context,
+            n_threads=workers,
+            n_threads_batch=workers,  # llama.cpp's default is every core, even when told fewer
+            logits_all=True,
+            verbose=False,
+            seed=0,
+        )
+
+    def supports(self, mode: str) -> bool:
+        return True
+
+    def close(self) -> None:
+        close = getattr(self._llama, "close", None)
+        if close is not None:
+            close()
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply:
+        if mode == CHAT:
+            chat = self._llama.create_chat_completion(
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                temperature=0.0,
+                repeat_penalty=SERVER_REPEAT_PENALTY,
+                seed=0,
+            )
+            return _reply_from_choice(dict(chat), CHAT)  # type: ignore[arg-type]
+        body = self._llama.create_completion(
+            prompt,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            logprobs=TOP_LOGPROBS,
+            repeat_penalty=SERVER_REPEAT_PENALTY,
+            seed=0,
+        )
+        return _reply_from_choice(dict(body), COMPLETION)  # type: ignore[arg-type]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``URL#MODEL`` names an endpoint (the fragment is never sent); anything else is a path."""
+    if spec.startswith(("http://", "https://")):
+        url, _, model = spec.partition("#")
+        return url, model or None
+    return spec, None
+
+
+def open_backend(
+    spec: str,
+    *,
+    model: str | None = None,
+    api_key_env: str = DEFAULT_API_KEY_ENV,
+    rate_per_s: float | None = None,
+    threads: int | None = None,
+) -> Backend:
+    target, named = parse_spec(spec)
+    if target.startswith(("http://", "https://")):
+        name = model or named
+        if not name:
+            raise EndpointError(f"{target}: name the served model (URL#MODEL, or --model for the suspect)")
+        return EndpointBackend(target, name, api_key_env=api_key_env, rate_per_s=rate_per_s)
+    return LlamaCppBackend(target, threads=threads)

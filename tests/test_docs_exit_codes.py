@@ -13,7 +13,9 @@ import json
 import pickle
 import re
 import struct
+import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +207,78 @@ def interrupted(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return ["inspect", str(STORIES)]
 
 
+class _OpenAIStyle(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible endpoint: model "refuse" is refused (HTTP 401), any other model
+    answers every completion with one fixed word."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body.get("model") == "refuse":
+            self.send_response(401)
+            self.end_headers()
+            return
+        data = json.dumps({"choices": [{"text": " word"}], "usage": {"total_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+_ENDPOINT: list[str] = []
+
+
+def endpoint_url() -> str:
+    """One loopback server for the probe rows, started on first use (a daemon thread)."""
+    if not _ENDPOINT:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIStyle)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _ENDPOINT.append(f"http://127.0.0.1:{server.server_address[1]}")
+    return _ENDPOINT[0]
+
+
+def endpoint_refuses(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    url = endpoint_url()
+    return [
+        "probe",
+        "--endpoint",
+        url,
+        "--model",
+        "refuse",
+        "--against",
+        f"{url}#a",
+        "--controls",
+        f"{url}#c",
+        "--prompts",
+        "8",
+        "--no-cache",
+    ]
+
+
+def budget_spent(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # 3 requests answer 1 prompt for the suspect, the candidate and the control: 8 are needed.
+    url = endpoint_url()
+    return [
+        "probe",
+        "--endpoint",
+        url,
+        "--model",
+        "s",
+        "--against",
+        f"{url}#a",
+        "--controls",
+        f"{url}#c",
+        "--prompts",
+        "8",
+        "--budget",
+        "3",
+        "--no-cache",
+    ]
+
+
 CASES: dict[int, Case] = {
     0: success,
     1: finding,
@@ -226,6 +300,8 @@ CASES: dict[int, Case] = {
     31: output_exists,
     32: ambiguous_roles,
     33: verification_failed,
+    40: endpoint_refuses,
+    41: budget_spent,
     70: internal_error,
     130: interrupted,
 }

@@ -525,7 +525,7 @@ def render_probe(doc: dict[str, Any]) -> str:
         (
             c["candidate"],
             c["verdict"].upper(),
-            _p_text(c["p_value"]),
+            p_text(c["p_value"]),
             f"{c['agreement']:.2f}",
             f"{c['control_agreement']:.2f}",
             f"{c['exact_match']:.0%}",

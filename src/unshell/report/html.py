@@ -683,7 +683,7 @@ def _architecture_section(result: CompareResult, doc: dict[str, Any]) -> str:
         rows.append(
             (_e(label), _e(_plain(a)), _e(_plain(b)), "same" if a == b else "<strong>differs</strong>")
         )
-    recognition_a, recognition_b = result.inspect_a.recognition, result.inspect_b.recognition
+    recognition_a, recognition_b = result.summary_a, result.summary_b
     rows.insert(
         0,
         (
@@ -693,12 +693,12 @@ def _architecture_section(result: CompareResult, doc: dict[str, Any]) -> str:
             "same" if arch["same_family"] else "<strong>differs</strong>",
         ),
     )
-    renamed_a = len(result.inspect_a.renamed)
+    renamed_a = result.summary_a.renamed_count
     rows.append(
         (
             "renamed tensors",
-            str(renamed_a),
-            str(arch["renamed_in_b"]),
+            "not recorded" if renamed_a is None else str(renamed_a),
+            "not recorded" if arch["renamed_in_b"] is None else str(arch["renamed_in_b"]),
             "same" if renamed_a == arch["renamed_in_b"] else "<strong>differs</strong>",
         )
     )
@@ -714,7 +714,7 @@ def _architecture_section(result: CompareResult, doc: dict[str, Any]) -> str:
 
 
 def _rename_section(result: CompareResult) -> str:
-    entries = result.inspect_b.to_dict()["renamed"]
+    entries = result.summary_b.renamed or []
     if not entries:
         return "<p>B uses the reference tensor names throughout: nothing is renamed.</p>"
     rows = grouped_renames(entries)

@@ -336,7 +336,7 @@ class Fingerprint:
         """Parse and validate strictly; any inconsistency raises `CorruptCheckpointError`."""
         try:
             return _parse(bytes(data))
-        except CorruptCheckpointError:
+        except (CorruptCheckpointError, StaleFingerprintError):
             raise
         except RecursionError:
             raise _bad("header nested too deeply") from None

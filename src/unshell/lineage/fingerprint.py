@@ -114,6 +114,14 @@ FINGERPRINT_DIM = SKETCH_DIM  # sketches in min(H, 256) dimensions: `compare`'s 
 # A's layer second moments (H x H each, for the alignment read off the layer matrices) are kept up
 # to this width: they cost H^2 / 2 float16 values per matrix (benchmarks/RESULTS.md).
 LAYER_GRAM_MAX_HIDDEN = 512
+# Up to this width the anchors are the very rows `compare` aligns on (`anchor_stride`), whole, so
+# the alignment is `compare`'s Procrustes fit: fewer rows shift a noisy fit enough to change a
+# verdict (a sibling of all-MiniLM-L6-v2: p = 2e-14 on all 30,522 rows, 2e-6 on every 8th). Above
+# it they are projections on the sketch basis, at most max(FINGERPRINT_ANCHOR_ROWS, 2 H) of them,
+# and the alignment a least-squares fit to them: compact (a rotation of H dimensions is fixed by a
+# few H rows), not `compare`'s own.
+FULL_ANCHOR_MAX_HIDDEN = 512
+FINGERPRINT_ANCHOR_ROWS = 4096
 TOKEN_HASH_BYTES = 8
 _NO_TOKEN = bytes(TOKEN_HASH_BYTES)
 MAGIC = b"UNSHELL-FINGERPRINT\n"
@@ -246,8 +254,8 @@ class Fingerprint:
         return units
 
     def anchor_projection(self, candidate: int) -> np.ndarray:
-        """A's anchor rows for one embedding candidate in its sketch basis (A's rows themselves
-        when the width is at most `FINGERPRINT_DIM`), float32, not centered."""
+        """A's anchor rows for one embedding candidate (up to `FULL_ANCHOR_MAX_HIDDEN` dimensions
+        A's rows themselves, else their projection on the sketch basis), float32, not centered."""
         return self.anchors[candidate].astype(np.float32) * np.float32(self.anchor_scale)
 
     def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:
@@ -474,7 +482,9 @@ def _parse(data: bytes) -> Fingerprint:
         _check_unit(unit)
     anchors = arrays["anchors"]
     anchor_names = _typed(header, "anchor_names", list)
-    if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != r):
+    hidden_header = _count(header, "hidden", optional=True) or 0
+    width = hidden_header if hidden_header <= FULL_ANCHOR_MAX_HIDDEN else r
+    if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != width):
         raise _bad("anchor table does not match its candidates")
     if not all(isinstance(n, str) for n in anchor_names):
         raise _bad("bad anchor names")
@@ -593,16 +603,23 @@ def _tokenizer_record(vocabulary: Vocabulary | None) -> dict[str, Any] | None:
 
 
 def _anchors(model: CanonicalModel, hidden: int, basis: np.ndarray) -> tuple[list[str], int, int, np.ndarray]:
-    """(candidate names, embedding rows, stride, anchors (candidates x n x r, float32)): every
-    `anchor_stride`-th row, as `compare` reads them, projected on ``basis`` (not centered)."""
+    """(candidate names, embedding rows, stride, anchors (candidates x n x w, float32)): every
+    `anchor_stride`-th row, as `compare` reads them (at most max(`FINGERPRINT_ANCHOR_ROWS`, 2 H)),
+    whole up to `FULL_ANCHOR_MAX_HIDDEN` dimensions, else projected on ``basis``; not centered."""
     names = _embedding_names(model, hidden)
+    width = hidden if hidden <= FULL_ANCHOR_MAX_HIDDEN else basis.shape[1]
     if not names:
-        return [], 0, 1, np.zeros((0, 0, basis.shape[1]), dtype=np.float32)
+        return [], 0, 1, np.zeros((0, 0, width), dtype=np.float32)
     rows = min(model.checkpoint.info(n).shape[0] for n in names)
-    stride = anchor_stride(rows, hidden)
+    stride = anchor_stride(
+        rows, hidden, most=None if width == hidden else max(FINGERPRINT_ANCHOR_ROWS, 2 * hidden)
+    )
     count = -(-rows // stride)
-    projected = [read_rows(model, name, stride)[:count] @ basis for name in names]
-    return names, rows, stride, np.stack(projected).astype(np.float32)
+    anchors = []
+    for name in names:
+        matrix = read_rows(model, name, stride)[:count]
+        anchors.append(matrix if width == hidden else matrix @ basis)
+    return names, rows, stride, np.stack(anchors).astype(np.float32)
 
 
 def _anchor_tokens(vocabulary: Vocabulary | None, rows: int, stride: int, count: int) -> np.ndarray:
@@ -781,9 +798,10 @@ class FingerprintEvidence:
     """A fingerprint as `BaseEvidence`: what `weigh_lineage` reads of A, from what it recorded.
 
     Its sketches, anchors and layer moments are the ones `compare` computes from A's checkpoint
-    (in ``min(H, 256)`` dimensions, the anchors in float16), so below 257 dimensions the test is
-    `compare`'s own; above, the anchor rows are projections and the alignment a least-squares fit
-    to them (`fit_anchor_basis`), and above `LAYER_GRAM_MAX_HIDDEN` no layer-matrix alignment is tried."""
+    (sketches in ``min(H, 256)`` dimensions, all in float16), so the test is `compare`'s own; above
+    `FULL_ANCHOR_MAX_HIDDEN` the anchor rows are
+    projections and the alignment a least-squares fit to them (`fit_anchor_basis`), and above
+    `LAYER_GRAM_MAX_HIDDEN` no layer-matrix alignment is tried."""
 
     base: Fingerprint
 
@@ -866,7 +884,7 @@ class FingerprintEvidence:
         candidates_b = [c[:rows] for c in candidates_b]
 
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
-            if base.sketch_dim == hidden_a:  # the anchors are A's rows themselves
+            if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
                 return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
             transform, residual = fit_anchor_basis(candidates_b[j], candidates_a[i])
             shuffled = float("nan")
@@ -1120,6 +1138,9 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         ids = np.arange(0, rows, step)
         pa = base.anchor_projection(0)[ids // base.anchor_stride].astype(np.float64)
         pb = suspect.anchor_projection(0)[ids // suspect.anchor_stride].astype(np.float64)
+        if pa.shape[1] != r:  # whole rows: into the (shared) sketch basis
+            basis = projection(base.hidden, FINGERPRINT_DIM).astype(np.float64)
+            pa, pb = pa @ basis, pb @ basis
         pa -= pa.mean(axis=0)
         pb -= pb.mean(axis=0)
         rotation = _polar(pb.T @ pa).astype(np.float32)

@@ -120,7 +120,9 @@ def bases_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Library, di
     return library, names
 
 
-def test_search_reaches_compares_verdict_on_the_library(bases_library: tuple[Library, dict[Path, str]]) -> None:
+def test_search_reaches_compares_verdict_on_the_library(
+    bases_library: tuple[Library, dict[Path, str]],
+) -> None:
     """`search` of each zoo derivative and vocabulary case against a library of the zoo's bases:
     the candidate that is its base carries compare's verdict (after Holm over the library)."""
     library, names = bases_library

@@ -288,6 +288,7 @@ SCHEMA_TABLES: dict[str, tuple[str, ...]] = {
     "scan_state": ("fingerprint_id", "record"),
 }
 
+
 def _stale_text(count: int, names: list[str], versions: str) -> str:
     shown = ", ".join(repr(sanitize(n, 60)) for n in names[:3]) + (", ..." if count > 3 else "")
     return (

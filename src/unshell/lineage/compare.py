@@ -951,7 +951,9 @@ def layer_fit_alignment(
     None when too few matrices can be read by role (scrambled names) or the width is too large."""
     if hidden > LAYER_FIT_MAX_HIDDEN:
         return None
-    return layer_fit_from_grams(layer_grams(model_a, hidden, quick=quick), layer_grams(model_b, hidden, quick=quick))
+    return layer_fit_from_grams(
+        layer_grams(model_a, hidden, quick=quick), layer_grams(model_b, hidden, quick=quick)
+    )
 
 
 def layer_fit_from_grams(
@@ -1176,7 +1178,11 @@ class BaseEvidence(Protocol):
         ...
 
     def derivation_kinds(
-        self, summary_b: ModelSummary, layers: list[dict[str, Any]], alignment: Alignment, model_b: CanonicalModel
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
     ) -> list[str]:
         """`how` B derives from A (see `derivation_kinds`)."""
         ...
@@ -1216,7 +1222,11 @@ class CheckpointEvidence:
         return layer_grams(self.model, hidden, quick=self.quick)
 
     def derivation_kinds(
-        self, summary_b: ModelSummary, layers: list[dict[str, Any]], alignment: Alignment, model_b: CanonicalModel
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
     ) -> list[str]:
         return derivation_kinds(
             self.summary, summary_b, layers, alignment, self.model, model_b, quick=self.quick
@@ -1318,7 +1328,11 @@ def weigh_lineage(
             "rule out a derivative with a new vocabulary and a transformed residual stream"
         )
     verdict, reason = _with_twins(verdict, reason, twins)
-    how = base.derivation_kinds(summary_b, weighed.layers, best.alignment, model_b) if verdict == "derived" else []
+    how = (
+        base.derivation_kinds(summary_b, weighed.layers, best.alignment, model_b)
+        if verdict == "derived"
+        else []
+    )
     if verdict == "derived" and "vocab-extended" not in how and _vocabulary_replaced(anchored, failure):
         how.append("vocab-replaced")
     return Lineage(

@@ -1,48 +1,46 @@
 """Compact fingerprints: test a suspect against a base without the base's weights.
 
-A fingerprint holds A's side of `compare`'s calibrated test, computed in one streaming pass over
-A's weights (tensor by tensor):
+A fingerprint (format version 2) holds A's side of `compare`'s calibrated test, computed in one
+streaming pass over A's weights (tensor by tensor), so that `compare_with_fingerprint` runs
+`compare`'s own weighing (`compare.weigh_lineage`, over the `BaseEvidence` a fingerprint provides
+as `FingerprintEvidence`) and reaches its verdicts:
 
 - **unit sketches**: every matrix that touches the residual stream, as `sketch.gram_sketch` of its
-  vectors in a fixed random ``r``-dimensional projection of A's residual space (``r`` =
-  `FINGERPRINT_DIM` = 64, against 256 for the full comparison), stored as upper triangles in float16;
-- **anchor projections**: ``P = (E[ids] - mean) @ basis`` (n x r, float16) for A's embedding rows
-  at a recorded set of token ids (every `anchor_stride`-th id; n <= max(4096, 1.5 H)). They replace
-  A's embeddings in the residual alignment: B's rows at the same ids are fitted to ``P`` by ridge
-  least squares, ``M = argmin ||B M - P||``, and ``M``'s polar factor (orthonormal columns, like
-  ``R @ basis`` for a residual rotation ``R``) becomes B's sketch basis. A rotated, permuted or
-  sign-flipped residual stream is a rotation, which least squares recovers exactly;
-- **content hashes** (exact, bf16-rounded and multiset, name-blind, `hashes.py`) for identical copies;
+  vectors in `compare`'s own basis (``r = min(H, 256)`` dimensions, `FINGERPRINT_DIM`), stored as
+  upper triangles in float16;
+- **anchors**: A's embedding rows at the ids `compare` anchors on (every `sketch.anchor_stride`-th
+  id), whole up to width `FULL_ANCHOR_MAX_HIDDEN`, so the residual alignment is `compare`'s
+  Procrustes fit; above it, their projection on the sketch basis, fitted by least squares
+  (`fit_anchor_basis`: exact for a rotated, permuted or sign-flipped stream, not `compare`'s fit);
+- **anchor token strings**: an 8-byte hash of each anchor row's token, so a renumbered or new
+  vocabulary pairs rows by string, as `compare` does when both sides carry tokenizers;
+- **layer moments**: each layer matrix's second moment (`compare.layer_grams`, H x H, float16) up
+  to width `LAYER_GRAM_MAX_HIDDEN`, for the alignment read off the layer matrices when the anchors
+  fail (a new vocabulary);
+- **content hashes** (exact, bf16-rounded and multiset, name-blind, `hashes.py`) for identical
+  copies and exact twins;
 - the architecture signature and shape config, the tokenizer's content-defined sample
   (`tokenizers.families`), and a sha256 of the tensor table (`header_hash`, for scan resume).
 
-A 7B-shaped model's fingerprint is about 1.7 MB (`benchmarks/RESULTS.md`).
+Sizes, before and after format 2, and the null pairs: `benchmarks/RESULTS.md` ("search as strong
+as compare"). Format 1 (64-dimension sketches, no token strings nor layer moments) is refused with
+`StaleFingerprintError`: re-fingerprint the checkpoint.
 
-`compare_with_fingerprint(base, suspect)` answers with `compare`'s verdicts and thresholds
-(`derived` only at p < 1e-6). Where it is weaker than the full comparison:
+Where a fingerprint comparison still differs from the full one: `how` is `compare --quick`'s
+(no finetune / continued-pretraining distinction: both need A's raw rows); the tokenizer relation is
+computed on A's sample (about 1 token in 32), reported in the notes, and `CompareResult.tokenizer`
+stays None; above width 512 the alignment is the least-squares fit and no layer-matrix alignment
+is tried.
 
-- the sketches live in 64 dimensions, not 256: per-matrix evidence is smaller (a Haar null spread
-  of 0.022 instead of 0.0055), so heavily retrained derivatives reach smaller Z (the zoo's
-  continued pretraining: p ~ 1e-37 against 1e-119). Calibration is re-checked at this dimension
-  (tests/test_fingerprint.py, benchmarks/RESULTS.md);
-- the alignment is fitted to n anchor rows projected to 64 dimensions instead of all of A's
-  embedding coordinates;
-- `how` is the one of ``--quick``: quantized, pruned, upscaled, vocab-extended, and obfuscated when
-  the fitted basis is far from A's (same hidden size only). No finetune / continued-pretraining
-  distinction and no detection of neurons permuted inside a layer (both need A's raw rows);
-- the tokenizer relation is computed on A's sample (about 1 token in 32), reported in the notes;
-  `CompareResult.tokenizer` stays None.
-
-**Fingerprint against fingerprint** (both compressed) is weaker still: B's sketches are in B's own
+**Fingerprint against fingerprint** (both compressed) is weaker: B's sketches are in B's own
 basis, which is A's basis only when both have the same hidden size (the projection is seeded by the
 size) and B's residual stream was not rotated. An ``r x r`` Procrustes fit between the two anchor
-projections on shared token ids corrects rotations *inside* the 64-dimensional subspace but not
-out of it, so a derivative whose residual stream was rotated, permuted or sign-flipped (an
-obfuscation) is not reliably detected that way (not at all when r is much smaller than H, as at
-7B scale), nor one with another hidden size (width pruning): those give `inconclusive` or
-`independent`. Fine-tunes, merges, quantized copies, depth changes and
-vocabulary extensions are detected; identical copies are found by hashes; calibration is the same
-test's.
+sets on shared token ids corrects rotations *inside* the sketch subspace but not out of it, so a
+derivative whose residual stream was rotated, permuted or sign-flipped (an obfuscation) is not
+reliably detected that way when r is smaller than H, nor one with another hidden size (width
+pruning): those give `inconclusive` or `independent`. Fine-tunes, merges, quantized copies, depth
+changes and vocabulary extensions are detected; identical copies are found by hashes; calibration
+is the same test's.
 """
 
 from __future__ import annotations
@@ -215,9 +213,7 @@ class Fingerprint:
     total_bytes: int = 0
     # `token_hash` of each anchor row's token (zeros: none, special, or not its lowest id), so a
     # renumbered or new vocabulary still pairs rows by string; empty without a tokenizer.
-    anchor_tokens: np.ndarray = field(
-        default_factory=lambda: np.zeros((0, TOKEN_HASH_BYTES), dtype=np.uint8)
-    )
+    anchor_tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, TOKEN_HASH_BYTES), dtype=np.uint8))
     # A's layer second moments (`compare.layer_grams`), unit Frobenius norm, upper triangles.
     gram_keys: list[tuple[int, str]] = field(default_factory=list)
     grams: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
@@ -484,7 +480,11 @@ def _parse(data: bytes) -> Fingerprint:
     anchor_names = _typed(header, "anchor_names", list)
     hidden_header = _count(header, "hidden", optional=True) or 0
     width = hidden_header if hidden_header <= FULL_ANCHOR_MAX_HIDDEN else r
-    if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != width):
+    if (
+        anchors.ndim != 3
+        or anchors.shape[0] != len(anchor_names)
+        or (anchors.size and anchors.shape[2] != width)
+    ):
         raise _bad("anchor table does not match its candidates")
     if not all(isinstance(n, str) for n in anchor_names):
         raise _bad("bad anchor names")
@@ -496,8 +496,10 @@ def _parse(data: bytes) -> Fingerprint:
     if not math.isfinite(scale) or scale <= 0:
         raise _bad("bad anchor scale")
     anchor_tokens = arrays["anchor_tokens"]
-    if anchor_tokens.ndim != 2 or anchor_tokens.shape[1] != TOKEN_HASH_BYTES or (
-        anchor_tokens.shape[0] and (anchors.ndim != 3 or anchor_tokens.shape[0] != anchors.shape[1])
+    if (
+        anchor_tokens.ndim != 2
+        or anchor_tokens.shape[1] != TOKEN_HASH_BYTES
+        or (anchor_tokens.shape[0] and (anchors.ndim != 3 or anchor_tokens.shape[0] != anchors.shape[1]))
     ):
         raise _bad("anchor token table does not match the anchors")
     gram_keys = _typed(header, "gram_keys", list)
@@ -509,11 +511,14 @@ def _parse(data: bytes) -> Fingerprint:
             or key[1] not in LAYER_ROLES
         ):
             raise _bad("bad layer moment key")
-        checked_int(key[0], where="fingerprint: a moment's layer", maximum=MAX_LAYER, error=CorruptCheckpointError)
+        checked_int(
+            key[0], where="fingerprint: a moment's layer", maximum=MAX_LAYER, error=CorruptCheckpointError
+        )
     grams = arrays["grams"]
     hidden_value = _count(header, "hidden", optional=True) or 0
     if gram_keys and (
-        hidden_value > LAYER_GRAM_MAX_HIDDEN or grams.shape != (len(gram_keys), hidden_value * (hidden_value + 1) // 2)
+        hidden_value > LAYER_GRAM_MAX_HIDDEN
+        or grams.shape != (len(gram_keys), hidden_value * (hidden_value + 1) // 2)
     ):
         raise _bad("layer moment table does not match the hidden size")
     if not gram_keys and grams.size:
@@ -646,9 +651,9 @@ def _packed_grams(model: CanonicalModel, hidden: int) -> tuple[list[tuple[int, s
         return [], np.zeros((0, 0), dtype=np.float16)
     upper = np.triu_indices(hidden)
     keys = sorted(grams)
-    packed = np.stack(
-        [(grams[k] / max(float(np.linalg.norm(grams[k])), 1e-30))[upper] for k in keys]
-    ).astype(np.float16)
+    packed = np.stack([(grams[k] / max(float(np.linalg.norm(grams[k])), 1e-30))[upper] for k in keys]).astype(
+        np.float16
+    )
     return keys, packed
 
 
@@ -833,7 +838,11 @@ class FingerprintEvidence:
         return self.base.layer_grams()
 
     def derivation_kinds(
-        self, summary_b: ModelSummary, layers: list[dict[str, Any]], alignment: Alignment, model_b: CanonicalModel
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
     ) -> list[str]:
         # `compare --quick`'s `how`: A's raw rows are not at hand.
         how = derivation_kinds(self.summary, summary_b, layers, alignment, None, model_b, quick=True)
@@ -870,7 +879,9 @@ class FingerprintEvidence:
                 chosen = pairs[::step]
                 rows_a_index = np.array([k for _, k in chosen], dtype=np.int64)
                 ids_b = np.array([i for i, _ in chosen], dtype=np.int64)
-                candidates_a = [base.anchor_projection(i)[rows_a_index] for i in range(len(base.anchor_names))]
+                candidates_a = [
+                    base.anchor_projection(i)[rows_a_index] for i in range(len(base.anchor_names))
+                ]
                 candidates_b = [read_row_ids(model_b, n, ids_b) for n in names_b]
                 by_strings = True
         if not by_strings:
@@ -1084,7 +1095,9 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
         return _result(base, summary_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
     hashes_a = base.hashes()
     twins = exact_twin_match(hashes_a if hashes_a.tensors else None, suspect.hashes, suspect.model)
-    lineage = weigh_lineage(FingerprintEvidence(base), suspect.model, summary_b, suspect.vocabulary, twins=twins)
+    lineage = weigh_lineage(
+        FingerprintEvidence(base), suspect.model, summary_b, suspect.vocabulary, twins=twins
+    )
     return CompareResult(
         path_a=base.source,
         path_b=path_b,
@@ -1111,7 +1124,9 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
             notes.append(note)
     hashes, same = _identical(base, suspect.hashes())
     if same is not None:
-        return _result(base, summary_b, suspect.source, hashes, notes, "identical", same[0], how=same[1], score=1.0)
+        return _result(
+            base, summary_b, suspect.source, hashes, notes, "identical", same[0], how=same[1], score=1.0
+        )
     if (
         not base.hidden
         or base.hidden != suspect.hidden
@@ -1160,7 +1175,13 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
     units_a = base.unit_list()
     if len(units_a) < 2 or len(units_b) < 1:
         return _result(
-            base, summary_b, suspect.source, hashes, notes, "inconclusive", "no comparable weight matrices",
+            base,
+            summary_b,
+            suspect.source,
+            hashes,
+            notes,
+            "inconclusive",
+            "no comparable weight matrices",
             alignment=alignment,
         )
     weighed = weigh_units(units_a, units_b, r)

@@ -290,3 +290,48 @@ def test_schema_doc_lists_every_field(
     for key in json.loads(out):
         if key not in entries[0]:
             documented(key)
+
+
+def test_a_library_of_an_older_fingerprint_format_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema-3 library holding version-1 fingerprints (64-dimension sketches) cannot be brought
+    forward without the weights: every command refuses it with exit 23 and one line, untouched."""
+    import sqlite3
+
+    from unshell.errors import StaleFingerprintError
+    from unshell.library import store
+
+    path = tmp_path / "old.sqlite"
+    library = Library(path)
+    for name in ("old-a", "old-b"):
+        library.db.execute(
+            "INSERT INTO fingerprints (name, added, fingerprint_version) VALUES (?, 1.0, 1)", (name,)
+        )
+    library.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    code, out, err = run(["library", "list", "--library", str(path)], capsys)
+    assert code == StaleFingerprintError.exit_code == 23 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "2 fingerprints of format version 1" in lines[0]
+    assert "'old-a', 'old-b'" in lines[0] and "re-fingerprint" in lines[0]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3  # left untouched
+    assert db.execute("SELECT count(*) FROM fingerprints").fetchone()[0] == 2
+    db.close()
+    # A schema-3 library of current fingerprints is migrated.
+    current = tmp_path / "current.sqlite"
+    created = Library(current)
+    assert len(created) == 0
+    created.close()
+    db = sqlite3.connect(current)
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    reopened = Library(current)
+    assert len(reopened) == 0
+    assert reopened.db.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION == 4
+    reopened.close()

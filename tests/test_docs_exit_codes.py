@@ -160,6 +160,23 @@ def address_unavailable(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]
 _BUSY: object = None
 
 
+def stale_fingerprint(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    # A schema-3 library holding a format-1 fingerprint (made as that unshell stored it).
+    import sqlite3
+
+    from unshell.library import Library
+
+    path = tmp / "old.sqlite"
+    library = Library(path)
+    library.db.execute("INSERT INTO fingerprints (name, added, fingerprint_version) VALUES ('old', 1.0, 1)")
+    library.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    return ["library", "list", "--library", str(path)]
+
+
 def convert_refused(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     _fail_with(
         monkeypatch,
@@ -296,6 +313,7 @@ CASES: dict[int, Case] = {
     20: extra_needed,
     21: out_of_memory,
     22: address_unavailable,
+    23: stale_fingerprint,
     30: convert_refused,
     31: output_exists,
     32: ambiguous_roles,

@@ -13,7 +13,7 @@ import pytest
 
 import unshell
 from artifacts import fetch
-from unshell.errors import CorruptCheckpointError
+from unshell.errors import CorruptCheckpointError, StaleFingerprintError
 from unshell.lineage.fingerprint import (
     FINGERPRINT_DIM,
     FINGERPRINT_VERSION,
@@ -50,9 +50,14 @@ def test_fields_and_signature() -> None:
     assert (print_.hidden, print_.layers, print_.vocab_size) == (128, 4, 512)
     inspected = unshell.inspect(_base())
     assert isinstance(inspected, unshell.InspectResult) and print_.parameters == inspected.parameters
-    assert print_.sketch_dim == FINGERPRINT_DIM
-    assert len(print_.units) == 28 and print_.sketches.shape == (28, 64 * 65 // 2)
-    assert print_.anchors.shape == (1, 512, 64)  # the whole 512-token vocabulary anchors
+    # Sketches at compare's width: min(H, 256) dimensions, so 128 here.
+    assert FINGERPRINT_DIM == 256 and print_.sketch_dim == 128
+    assert len(print_.units) == 28 and print_.sketches.shape == (28, 128 * 129 // 2)
+    assert print_.anchors.shape == (1, 512, 128)  # the whole 512-token vocabulary anchors
+    # Each anchor row's token string, hashed (for renumbered vocabularies); most are ordinary tokens.
+    assert print_.anchor_tokens.shape == (512, 8) and np.count_nonzero(print_.anchor_tokens.any(axis=1)) > 400
+    # A's layer moments for the alignment read off the layer matrices: 4 layers x 7 roles.
+    assert len(print_.gram_keys) == 28 and print_.grams.shape == (28, 128 * 129 // 2)
     assert (
         len(print_.content_hashes) == 2 * len(print_.tensor_numels)
         and sum(print_.tensor_numels) == print_.parameters
@@ -78,7 +83,12 @@ def test_round_trip() -> None:
     assert back.units == print_.units and back.tokenizer == print_.tokenizer
     assert np.array_equal(back.sketches, print_.sketches) and np.array_equal(back.anchors, print_.anchors)
     # the stored half of each symmetric sketch rebuilds the unit-norm sketch
-    unit = back.unit_list()[0].sketch.reshape(64, 64)
+    assert np.array_equal(back.anchor_tokens, print_.anchor_tokens) and back.gram_keys == print_.gram_keys
+    grams = back.layer_grams()
+    assert grams is not None and len(grams) == 28
+    gram = next(iter(grams.values()))
+    assert np.allclose(gram, gram.T) and abs(float(np.linalg.norm(gram)) - 1) < 1e-2
+    unit = back.unit_list()[0].sketch.reshape(128, 128)
     assert np.allclose(unit, unit.T) and abs(float(np.linalg.norm(unit)) - 1) < 1e-5
 
 
@@ -125,6 +135,8 @@ def test_bad_bytes_are_refused() -> None:
     arrays = json.loads(json.dumps(header["arrays"]))
     arrays["anchors"]["shape"] = [1, 512, 65]
     bad["array shape"] = _with_header(data, {**header, "arrays": arrays})
+    bad["gram key"] = _with_header(data, {**header, "gram_keys": [[0, "attn.x"], *header["gram_keys"][1:]]})
+    bad["gram count"] = _with_header(data, {**header, "gram_keys": header["gram_keys"][1:]})
     for why, blob in bad.items():
         with pytest.raises(CorruptCheckpointError):
             Fingerprint.from_bytes(blob)
@@ -132,6 +144,17 @@ def test_bad_bytes_are_refused() -> None:
 
 
 # --- verdicts ------------------------------------------------------------------------------------
+
+
+def test_an_older_format_is_refused_with_its_own_error() -> None:
+    """Version 1 (64-dimension sketches) cannot reach compare's verdicts: refused, not used, with
+    `StaleFingerprintError`'s exit code and one line saying what to do."""
+    data = fingerprint(_base()).to_bytes()
+    header, _ = _header(data)
+    with pytest.raises(StaleFingerprintError, match="format version 1 is no longer read") as raised:
+        Fingerprint.from_bytes(_with_header(data, {**header, "version": 1}))
+    assert raised.value.exit_code == 23 and "re-fingerprint" in str(raised.value)
+    assert "\n" not in str(raised.value)
 
 
 def _obfuscations(note: str) -> set[str] | None:
@@ -188,7 +211,7 @@ def test_no_independent_pair_is_accused() -> None:
 
 
 def test_null_calibration() -> None:
-    """At r = 64, over 210 independent pairs the fraction with p < alpha is at most alpha (plus two
+    """At r = min(H, 256), over 210 independent pairs the fraction with p < alpha is at most alpha (plus two
     binomial standard errors), in both modes."""
     pairs = zoo().null_pairs(210)
     assert len(pairs) >= 200

@@ -40,7 +40,7 @@ class FakeFingerprint:
     content_hashes: list[str] = field(default_factory=list)
     format: str = "hf"
     source: str = ""
-    version: int = 1
+    version: int = 2  # the current fingerprint format (`FINGERPRINT_VERSION`)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

@@ -70,6 +70,13 @@ class ResourceLimitError(InputError):
     exit_code = 17
 
 
+class StaleFingerprintError(InputError):
+    """A fingerprint, or a library holding one, of an older fingerprint format that this unshell no
+    longer compares with (its evidence is weaker than `compare`'s): re-fingerprint the checkpoint."""
+
+    exit_code = 23
+
+
 class TensorNotFoundError(UnshellError, KeyError):
     """A tensor name that the checkpoint does not hold."""
 
@@ -173,6 +180,7 @@ EXIT_CODES: dict[str, int] = {
         InconsistentHeaderError,
         UnsafePickleError,
         ResourceLimitError,
+        StaleFingerprintError,
         TensorNotFoundError,
         OutputWriteError,
         MissingDependencyError,

@@ -651,6 +651,7 @@ def audit_checkpoint(
         assert base_path is not None
         comparison = compare_checkpoints(base, checkpoint, quick=quick, path_a=base_path, path_b=path)
         base_result = comparison.inspect_a
+        assert base_result is not None  # two checkpoints were compared
         base_name = verified_name(base_result, base_path)
         base_names = [base_name.name]
         detected["weights"] = {

@@ -1,6 +1,6 @@
 """The fingerprint library: one SQLite file of fingerprints, searchable by cheap signals.
 
-Layout (schema version 2, in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
+Layout (schema version 4, in ``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
 
 - ``fingerprints``: one row per fingerprint, with the cheap-signal columns the candidate stage of
   `unshell.library.search` reads (family, signature, hidden size, vocabulary size, tokenizer
@@ -41,6 +41,7 @@ from ..errors import (
     CorruptCheckpointError,
     PathNotFoundError,
     ResourceLimitError,
+    StaleFingerprintError,
     UnsupportedFormatError,
     UsageError,
 )
@@ -59,7 +60,10 @@ __all__ = [
     "default_library_path",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# The oldest fingerprint format a library may hold (`lineage.fingerprint.FINGERPRINT_VERSION`):
+# older ones cannot be brought forward without their checkpoints' weights (`_migrate_to_4`).
+MIN_FINGERPRINT_VERSION = 2
 APPLICATION_ID = 0x756E7368  # "unsh"
 BUSY_TIMEOUT_MS = 30_000
 EXPORT_FORMAT = "unshell-fingerprint-library"
@@ -231,6 +235,8 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     for row_id, name, added, blob in rows:
         try:
             fp = _decode(bytes(blob))
+        except StaleFingerprintError:
+            raise StaleFingerprintError(_stale_text(1, [str(name)], "1")) from None
         except Exception as error:
             raise CorruptCheckpointError(
                 f"library migration: the fingerprint {sanitize(str(name))!r} does not decode ({error})"
@@ -282,10 +288,35 @@ SCHEMA_TABLES: dict[str, tuple[str, ...]] = {
     "scan_state": ("fingerprint_id", "record"),
 }
 
+
+def _stale_text(count: int, names: list[str], versions: str) -> str:
+    shown = ", ".join(repr(sanitize(n, 60)) for n in names[:3]) + (", ..." if count > 3 else "")
+    return (
+        f"holds {count} fingerprint{'s' if count != 1 else ''} of format version {versions} ({shown}), "
+        "which this unshell no longer compares with: re-fingerprint those checkpoints into a new "
+        "library (the file was left untouched)"
+    )
+
+
+def _migrate_to_4(db: sqlite3.Connection) -> None:
+    """Version 4: fingerprints of format version 2 (sketches at `compare`'s width, anchor token
+    strings, layer moments). An older fingerprint cannot be brought forward without its
+    checkpoint's weights, so a library holding one is refused (`StaleFingerprintError`), untouched."""
+    rows = db.execute(
+        "SELECT name, fingerprint_version FROM fingerprints "
+        "WHERE fingerprint_version IS NULL OR fingerprint_version < ? ORDER BY name",
+        (MIN_FINGERPRINT_VERSION,),
+    ).fetchall()
+    if rows:
+        versions = "/".join(sorted({str(v) for _, v in rows}))
+        raise StaleFingerprintError(_stale_text(len(rows), [str(n) for n, _ in rows], versions))
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
     3: _migrate_to_3,
+    4: _migrate_to_4,
 }
 MAX_RESUME_RECORD_CHARS = 64 * 1024
 
@@ -362,6 +393,8 @@ class Library:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 try:
                     MIGRATIONS[target](db)
+                except StaleFingerprintError as error:
+                    raise StaleFingerprintError(f"the library {sanitize(str(self.path))} {error}") from None
                 except sqlite3.DatabaseError as error:  # a schema that lies about its version
                     raise CorruptCheckpointError(
                         f"{sanitize(str(self.path))}: the library's schema does not match its version "

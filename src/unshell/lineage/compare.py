@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -61,6 +61,7 @@ from .sketch import (
     identity_alignment,
     projection,
 )
+from .summary import ModelSummary
 
 if TYPE_CHECKING:
     from ..tokenizers.report import TokenizerComparison
@@ -181,8 +182,8 @@ class LayerSimilarity:
 class CompareResult:
     path_a: str
     path_b: str
-    inspect_a: InspectResult
-    inspect_b: InspectResult
+    summary_a: ModelSummary
+    summary_b: ModelSummary
     verdict: str
     reason: str
     how: list[str]
@@ -208,6 +209,9 @@ class CompareResult:
     alignment_failure: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
     corrected_for: int = 1
+    # The full inspections, when both sides were read as checkpoints (None for a fingerprint's side).
+    inspect_a: InspectResult | None = None
+    inspect_b: InspectResult | None = None
     # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
     log10_p: float | None = None
 
@@ -252,11 +256,11 @@ class CompareResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        arch_a, arch_b = self.inspect_a.recognition, self.inspect_b.recognition
+        arch_a, arch_b = self.summary_a, self.summary_b
         return {
             "schema_version": SCHEMA_VERSION,
-            "a": _side(self.path_a, self.inspect_a),
-            "b": _side(self.path_b, self.inspect_b),
+            "a": _side(self.path_a, self.summary_a),
+            "b": _side(self.path_b, self.summary_b),
             "architecture": {
                 "same_family": bool(arch_a.family and arch_a.family == arch_b.family),
                 "family_a": arch_a.family,
@@ -264,7 +268,7 @@ class CompareResult:
                 "same_shapes": arch_a.config == arch_b.config,
                 "config_a": arch_a.config,
                 "config_b": arch_b.config,
-                "renamed_in_b": len(self.inspect_b.renamed),
+                "renamed_in_b": arch_b.renamed_count,
                 "note": "architecture reuse is reported apart from weight reuse: sharing a design is not sharing weights",
             },
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
@@ -342,11 +346,11 @@ def _short_p(p: float | None) -> str:
     return "n/a (not tried)" if p is None else f"{p:.2g}"
 
 
-def _side(path: str, result: InspectResult) -> dict[str, Any]:
+def _side(path: str, result: ModelSummary) -> dict[str, Any]:
     return {
         "path": sanitize(path, limit=4096),
         "format": result.format,
-        "family": result.recognition.family,
+        "family": result.family,
         "parameters": result.parameters,
         "dtypes": sorted(result.dtypes),
     }
@@ -664,17 +668,18 @@ def layer_map(matches: list[UnitMatch]) -> list[dict[str, Any]]:
 
 
 def derivation_kinds(
-    a: InspectResult,
-    b: InspectResult,
+    a: ModelSummary,
+    b: ModelSummary,
     layers: list[dict[str, Any]],
     alignment: Alignment | None,
-    model_a: CanonicalModel,
-    model_b: CanonicalModel,
+    model_a: CanonicalModel | None,
+    model_b: CanonicalModel | None,
     *,
     quick: bool = False,
 ) -> list[str]:
+    """``model_a`` and ``model_b`` are read only without ``quick`` (A's may be None: a fingerprint)."""
     how: list[str] = []
-    config_a, config_b = a.recognition.config, b.recognition.config
+    config_a, config_b = a.config, b.config
     if any(d.startswith(QUANTIZED_DTYPES_PREFIX) for d in b.dtypes) and not any(
         d.startswith(QUANTIZED_DTYPES_PREFIX) for d in a.dtypes
     ):
@@ -706,7 +711,11 @@ def derivation_kinds(
         how.append("obfuscated")
     # --quick skips this full read of the MLP matrices: `how` is then coarser (no finetune or
     # continued-pretraining, and obfuscation only when the residual stream itself was changed).
-    drift, scrambled = (None, False) if quick else _relative_drift(model_a, model_b, alignment, layers)
+    drift, scrambled = (
+        (None, False)
+        if quick or model_a is None or model_b is None
+        else _relative_drift(model_a, model_b, alignment, layers)
+    )
     if scrambled and "obfuscated" not in how:
         how.append("obfuscated")  # neurons permuted or matrices rescaled against each other
     if drift is not None and "quantized" not in how:
@@ -796,7 +805,7 @@ def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> 
     return read_rows(model, name, anchor_stride(rows, hidden))
 
 
-def _read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
+def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
     """The rows ``ids`` of a matrix as float32; for plain dtypes only those rows are decoded."""
     info = model.checkpoint.info(name)
     plain = model.checkpoint.raw_is_value(info) and info.dtype in ("F32", "F16", "BF16")
@@ -867,8 +876,8 @@ def _best_alignment(
     if pairs is not None:
         step = anchor_stride(len(pairs.ids_a), hidden)
         ids_a, ids_b = pairs.ids_a[::step], pairs.ids_b[::step]
-        candidates_a = [_read_row_ids(model_a, n, ids_a) for n in names_a]
-        candidates_b = [_read_row_ids(model_b, n, ids_b) for n in names_b]
+        candidates_a = [read_row_ids(model_a, n, ids_a) for n in names_a]
+        candidates_b = [read_row_ids(model_b, n, ids_b) for n in names_b]
     else:
         rows = min(model_a.checkpoint.info(names_a[0]).shape[0], model_b.checkpoint.info(names_b[0]).shape[0])
         candidates_a = [_anchor_matrix(model_a, n, rows, hidden) for n in names_a]
@@ -917,7 +926,7 @@ def alignment_failure(alignment: Alignment | None) -> str | None:
 # --- alignment from the layer matrices -------------------------------------------------------------
 
 
-def _layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tuple[int, str], np.ndarray]:
+def layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tuple[int, str], np.ndarray]:
     """Each layer matrix's second moment in residual space (unit-length vectors, norm gains folded),
     keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers."""
     grams: dict[tuple[int, str], np.ndarray] = {}
@@ -978,8 +987,15 @@ def layer_fit_alignment(
     None when too few matrices can be read by role (scrambled names) or the width is too large."""
     if hidden > LAYER_FIT_MAX_HIDDEN:
         return None
-    grams_a = _layer_grams(model_a, hidden, quick=quick)
-    grams_b = _layer_grams(model_b, hidden, quick=quick)
+    return layer_fit_from_grams(
+        layer_grams(model_a, hidden, quick=quick), layer_grams(model_b, hidden, quick=quick)
+    )
+
+
+def layer_fit_from_grams(
+    grams_a: dict[tuple[int, str], np.ndarray], grams_b: dict[tuple[int, str], np.ndarray]
+) -> LayerFit | None:
+    """`layer_fit_alignment` from both models' `layer_grams` (A's may come from a fingerprint)."""
     same_layers = set(grams_a) == set(grams_b)
 
     def pairs(parities: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -1081,7 +1097,7 @@ class Candidate:
         }
 
 
-def _twins(
+def exact_twin_match(
     hashes_a: ContentHashes | None, hashes_b: ContentHashes | None, model_b: CanonicalModel
 ) -> TwinMatch | None:
     if hashes_a is None or hashes_b is None:
@@ -1097,14 +1113,14 @@ def compare_checkpoints(
 ) -> CompareResult:
     inspect_a, inspect_b = inspect_checkpoint(a), inspect_checkpoint(b)
     model_a, model_b = canonical_model(a, inspect_a), canonical_model(b, inspect_b)
+    summary_a, summary_b = ModelSummary.of(inspect_a, path_a), ModelSummary.of(inspect_b, path_b)
     notes: list[str] = []
 
     hashes_a = None if quick else content_hashes(a, hashable_names(a))
     hashes_b = None if quick else content_hashes(b, hashable_names(b))
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
-    twins = _twins(hashes_a, hashes_b, model_b)
-    profile: float | None = None
+    twins = exact_twin_match(hashes_a, hashes_b, model_b)
     vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
     tokenizer = _tokenizer_relation(vocabulary_a, vocabulary_b)
 
@@ -1112,32 +1128,175 @@ def compare_checkpoints(
         return CompareResult(
             path_a=path_a,
             path_b=path_b,
-            inspect_a=inspect_a,
-            inspect_b=inspect_b,
+            summary_a=summary_a,
+            summary_b=summary_b,
             verdict=verdict,
             reason=reason,
             hashes=hashes,
-            profile_correlation=profile,
             notes=notes,
             quick=quick,
             tokenizer=tokenizer,
             twins=twins,
+            inspect_a=inspect_a,
+            inspect_b=inspect_b,
             **kwargs,
         )
 
     same = identical_by_hashes(hashes, reverse)
     if same is not None:
-        return result("identical", same[0], how=same[1], p_value=None, score=1.0, layers=[], alignment=None)
+        return result(
+            "identical",
+            same[0],
+            how=same[1],
+            p_value=None,
+            score=1.0,
+            layers=[],
+            alignment=None,
+            profile_correlation=None,
+        )
+    base = CheckpointEvidence(model_a, summary_a, vocabulary_a, quick=quick)
+    lineage = weigh_lineage(base, model_b, summary_b, vocabulary_b, twins=twins, quick=quick)
+    return result(**lineage.fields())
 
-    hidden_a, hidden_b = model_a.hidden, model_b.hidden
+
+@dataclass
+class Lineage:
+    """`weigh_lineage`'s answer: the verdict and everything `CompareResult` reports beside it."""
+
+    verdict: str
+    reason: str
+    how: list[str] = field(default_factory=list)
+    p_value: float | None = None
+    score: float | None = None
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    alignment: Alignment | None = None
+    profile_correlation: float | None = None
+    matches: list[UnitMatch] = field(default_factory=list)
+    layer_similarity: LayerSimilarity | None = None
+    std_profiles: dict[str, dict[str, list[float | None]]] | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    anchored: Alignment | None = None
+    alignment_failure: str | None = None
+    corrected_for: int = 1
+    # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
+    log10_p: float | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+def _declared_layers(summary: ModelSummary) -> int:
+    """A's layer count as recognized from its shapes (a fingerprint records the same), 0 if unknown:
+    only used to place anonymous matrices for the layer map (`place_by_file_order`)."""
+    count = summary.config.get("num_hidden_layers")
+    return count if isinstance(count, int) and count > 0 else 0
+
+
+class BaseEvidence(Protocol):
+    """A's side of the lineage test, as `weigh_lineage` reads it: a loaded checkpoint
+    (`CheckpointEvidence`) or a fingerprint (`lineage.fingerprint.FingerprintEvidence`)."""
+
+    @property
+    def summary(self) -> ModelSummary: ...
+
+    @property
+    def hidden(self) -> int | None: ...
+
+    def basis(self) -> np.ndarray:
+        """A's sketch basis (H_A x r): the units' sketches live in it."""
+        ...
+
+    def units(self) -> list[Unit]:
+        """A's units, sketched in `basis`."""
+        ...
+
+    def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
+        """The residual alignment anchored on the embedding rows (see `_best_alignment`)."""
+        ...
+
+    def suspect_basis(self, alignment: Alignment) -> np.ndarray:
+        """B's sketch basis under ``alignment`` (H_B x r)."""
+        ...
+
+    def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:
+        """A's layer second moments (`layer_grams`), None when not available."""
+        ...
+
+    def derivation_kinds(
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
+    ) -> list[str]:
+        """`how` B derives from A (see `derivation_kinds`)."""
+        ...
+
+
+@dataclass
+class CheckpointEvidence:
+    """`BaseEvidence` of a loaded checkpoint (``quick``: as `compare --quick` reads it)."""
+
+    model: CanonicalModel
+    summary: ModelSummary
+    vocabulary: Vocabulary | None
+    quick: bool = False
+
+    @property
+    def hidden(self) -> int | None:
+        return self.model.hidden
+
+    def basis(self) -> np.ndarray:
+        return projection(self.model.hidden or 0, SKETCH_DIM)
+
+    def units(self) -> list[Unit]:
+        return model_units(self.model, self.model.hidden or 0, self.basis(), quick=self.quick)
+
+    def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
+        return _best_alignment(
+            self.model, model_b, _string_anchors(self.model, model_b, self.vocabulary, vocabulary_b)
+        )
+
+    def suspect_basis(self, alignment: Alignment) -> np.ndarray:
+        return alignment.transform @ self.basis()
+
+    def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:
+        hidden = self.model.hidden or 0
+        if hidden > LAYER_FIT_MAX_HIDDEN:
+            return None
+        return layer_grams(self.model, hidden, quick=self.quick)
+
+    def derivation_kinds(
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
+    ) -> list[str]:
+        return derivation_kinds(
+            self.summary, summary_b, layers, alignment, self.model, model_b, quick=self.quick
+        )
+
+
+def weigh_lineage(
+    base: BaseEvidence,
+    model_b: CanonicalModel,
+    summary_b: ModelSummary,
+    vocabulary_b: Vocabulary | None,
+    *,
+    twins: TwinMatch | None,
+    quick: bool = False,
+) -> Lineage:
+    """The test of H0 "B was trained independently of A" (the module docstring's steps 1 to 3),
+    with A given as `BaseEvidence`: the one weighing behind `compare` and the comparison against
+    a fingerprint, so both reach the same verdict from the same evidence."""
+    hidden_a, hidden_b = base.hidden, model_b.hidden
     if not hidden_a or not hidden_b:
         verdict, reason = _with_twins(
             "inconclusive", "the hidden size of one model could not be recognized", twins
         )
-        return result(verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=None)
-    anchored = _best_alignment(
-        model_a, model_b, _string_anchors(model_a, model_b, vocabulary_a, vocabulary_b)
-    )
+        return Lineage(verdict, reason)
+    anchored = base.anchor_alignment(model_b, vocabulary_b)
     failure = alignment_failure(anchored)
     plan: list[Alignment] = [] if anchored is None else [anchored]
     if (
@@ -1151,15 +1310,20 @@ def compare_checkpoints(
         verdict, reason = _with_twins(
             "inconclusive", "different hidden sizes and no embeddings to align them", twins
         )
-        return result(verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=None)
+        return Lineage(verdict, reason)
 
-    basis_a = projection(hidden_a, SKETCH_DIM)
-    units_a = model_units(model_a, hidden_a, basis_a, quick=quick)
+    basis_a = base.basis()
+    units_a = base.units()
     tried: list[Candidate] = []
     for alignment in plan:
         fitted: LayerFit | None = None
         if alignment.method == "layer-matrices":
-            fitted = layer_fit_alignment(model_a, model_b, hidden_a, quick=quick)
+            grams_a = base.layer_grams()
+            fitted = (
+                None
+                if grams_a is None or hidden_b > LAYER_FIT_MAX_HIDDEN
+                else layer_fit_from_grams(grams_a, layer_grams(model_b, hidden_b, quick=quick))
+            )
             if fitted is None:
                 tried.append(Candidate(alignment))
                 continue
@@ -1168,7 +1332,7 @@ def compare_checkpoints(
             units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
         else:
             candidate = Candidate(alignment)
-            units_b = model_units(model_b, hidden_b, alignment.transform @ basis_a, quick=quick)
+            units_b = model_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null
@@ -1181,7 +1345,7 @@ def compare_checkpoints(
                 role_null=fitted_here,
                 fold=_layer_parity if fitted_here else None,
                 margin=LAYER_FIT_NULL_MARGIN if fitted_here else NULL_SCALE_MARGIN,
-                layer_counts=(len(model_a.layers), len(model_b.layers)),
+                layer_counts=(_declared_layers(base.summary), len(model_b.layers)),
             )
         # Every candidate in the plan is paid for (Bonferroni), tried or not, so stopping at the
         # first decisive one keeps the test calibrated.
@@ -1192,9 +1356,7 @@ def compare_checkpoints(
     scored = [c for c in tried if c.weighed is not None]
     if not scored:
         verdict, reason = _with_twins("inconclusive", "no comparable weight matrices", twins)
-        return result(
-            verdict, reason, how=[], p_value=None, score=None, layers=[], alignment=anchored, candidates=tried
-        )
+        return Lineage(verdict, reason, alignment=anchored, candidates=tried)
     best = min(scored, key=lambda c: c.weighed.p_value if c.weighed else 1.0)
     weighed = best.weighed
     assert weighed is not None
@@ -1216,15 +1378,14 @@ def compare_checkpoints(
             "rule out a derivative with a new vocabulary and a transformed residual stream"
         )
     verdict, reason = _with_twins(verdict, reason, twins)
-    profile = weighed.profile_correlation
     how = (
-        derivation_kinds(inspect_a, inspect_b, weighed.layers, best.alignment, model_a, model_b, quick=quick)
+        base.derivation_kinds(summary_b, weighed.layers, best.alignment, model_b)
         if verdict == "derived"
         else []
     )
     if verdict == "derived" and "vocab-extended" not in how and _vocabulary_replaced(anchored, failure):
         how.append("vocab-replaced")
-    return result(
+    return Lineage(
         verdict,
         reason,
         how=how,
@@ -1233,6 +1394,7 @@ def compare_checkpoints(
         layers=weighed.layers,
         # The alignment that decided, else the embedding alignment the verdict rests on.
         alignment=best.alignment if verdict == "derived" or anchored is None else anchored,
+        profile_correlation=weighed.profile_correlation,
         matches=weighed.matches,
         layer_similarity=weighed.layer_similarity,
         std_profiles=weighed.std_profiles,

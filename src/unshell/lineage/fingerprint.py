@@ -1,103 +1,128 @@
 """Compact fingerprints: test a suspect against a base without the base's weights.
 
-A fingerprint holds A's side of `compare`'s calibrated test, computed in one streaming pass over
-A's weights (tensor by tensor):
+A fingerprint (format version 2) holds A's side of `compare`'s calibrated test, computed in one
+streaming pass over A's weights (tensor by tensor), so that `compare_with_fingerprint` runs
+`compare`'s own weighing (`compare.weigh_lineage`, over the `BaseEvidence` a fingerprint provides
+as `FingerprintEvidence`) and reaches its verdicts:
 
 - **unit sketches**: every matrix that touches the residual stream, as `sketch.gram_sketch` of its
-  vectors in a fixed random ``r``-dimensional projection of A's residual space (``r`` =
-  `FINGERPRINT_DIM` = 64, against 256 for the full comparison), stored as upper triangles in float16;
-- **anchor projections**: ``P = (E[ids] - mean) @ basis`` (n x r, float16) for A's embedding rows
-  at a recorded set of token ids (every `anchor_stride`-th id; n <= max(4096, 1.5 H)). They replace
-  A's embeddings in the residual alignment: B's rows at the same ids are fitted to ``P`` by ridge
-  least squares, ``M = argmin ||B M - P||``, and ``M``'s polar factor (orthonormal columns, like
-  ``R @ basis`` for a residual rotation ``R``) becomes B's sketch basis. A rotated, permuted or
-  sign-flipped residual stream is a rotation, which least squares recovers exactly;
-- **content hashes** (exact, bf16-rounded and multiset, name-blind, `hashes.py`) for identical copies;
+  vectors in `compare`'s own basis (``r = min(H, 256)`` dimensions, `FINGERPRINT_DIM`), stored as
+  upper triangles in float16;
+- **anchors**: A's embedding rows at the ids `compare` anchors on (every `sketch.anchor_stride`-th
+  id), whole up to width `FULL_ANCHOR_MAX_HIDDEN`, so the residual alignment is `compare`'s
+  Procrustes fit; above it, their projection on the sketch basis, fitted by least squares
+  (`fit_anchor_basis`: exact for a rotated, permuted or sign-flipped stream, not `compare`'s fit);
+- **anchor token strings**: an 8-byte hash of each anchor row's token, so a renumbered or new
+  vocabulary pairs rows by string, as `compare` does when both sides carry tokenizers;
+- **layer moments**: each layer matrix's second moment (`compare.layer_grams`, H x H, float16) up
+  to width `LAYER_GRAM_MAX_HIDDEN`, for the alignment read off the layer matrices when the anchors
+  fail (a new vocabulary);
+- **content hashes** (exact, bf16-rounded and multiset, name-blind, `hashes.py`) for identical
+  copies and exact twins;
 - the architecture signature and shape config, the tokenizer's content-defined sample
   (`tokenizers.families`), and a sha256 of the tensor table (`header_hash`, for scan resume).
 
-A 7B-shaped model's fingerprint is about 1.7 MB (`benchmarks/RESULTS.md`).
+Sizes, before and after format 2, and the null pairs: `benchmarks/RESULTS.md` ("search as strong
+as compare"). Format 1 (64-dimension sketches, no token strings nor layer moments) is refused with
+`StaleFingerprintError`: re-fingerprint the checkpoint.
 
-`compare_with_fingerprint(base, suspect)` answers with `compare`'s verdicts and thresholds
-(`derived` only at p < 1e-6). Where it is weaker than the full comparison:
+Where a fingerprint comparison still differs from the full one: `how` is `compare --quick`'s
+(no finetune / continued-pretraining distinction: both need A's raw rows); the tokenizer relation is
+computed on A's sample (about 1 token in 32), reported in the notes, and `CompareResult.tokenizer`
+stays None; above width 512 the alignment is the least-squares fit and no layer-matrix alignment
+is tried.
 
-- the sketches live in 64 dimensions, not 256: per-matrix evidence is smaller (a Haar null spread
-  of 0.022 instead of 0.0055), so heavily retrained derivatives reach smaller Z (the zoo's
-  continued pretraining: p ~ 1e-37 against 1e-119). Calibration is re-checked at this dimension
-  (tests/test_fingerprint.py, benchmarks/RESULTS.md);
-- the alignment is fitted to n anchor rows projected to 64 dimensions instead of all of A's
-  embedding coordinates;
-- `how` is the one of ``--quick``: quantized, pruned, upscaled, vocab-extended, and obfuscated when
-  the fitted basis is far from A's (same hidden size only). No finetune / continued-pretraining
-  distinction and no detection of neurons permuted inside a layer (both need A's raw rows);
-- the tokenizer relation is computed on A's sample (about 1 token in 32), reported in the notes;
-  `CompareResult.tokenizer` stays None.
-
-**Fingerprint against fingerprint** (both compressed) is weaker still: B's sketches are in B's own
+**Fingerprint against fingerprint** (both compressed) is weaker: B's sketches are in B's own
 basis, which is A's basis only when both have the same hidden size (the projection is seeded by the
 size) and B's residual stream was not rotated. An ``r x r`` Procrustes fit between the two anchor
-projections on shared token ids corrects rotations *inside* the 64-dimensional subspace but not
-out of it, so a derivative whose residual stream was rotated, permuted or sign-flipped (an
-obfuscation) is not reliably detected that way (not at all when r is much smaller than H, as at
-7B scale), nor one with another hidden size (width pruning): those give `inconclusive` or
-`independent`. Fine-tunes, merges, quantized copies, depth changes and
-vocabulary extensions are detected; identical copies are found by hashes; calibration is the same
-test's.
+sets on shared token ids corrects rotations *inside* the sketch subspace but not out of it, so a
+derivative whose residual stream was rotated, permuted or sign-flipped (an obfuscation) is not
+reliably detected that way when r is smaller than H, nor one with another hidden size (width
+pruning): those give `inconclusive` or `independent`. Fine-tunes, merges, quantized copies, depth
+changes and vocabulary extensions are detected; identical copies are found by hashes; calibration
+is the same test's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..arch.recognize import Recognition
-from ..errors import CorruptCheckpointError
+from ..errors import CorruptCheckpointError, StaleFingerprintError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, inspect_checkpoint
 from ..numbers import checked_float, checked_int, describe
 from ..tokenizers import families
-from ..tokenizers.vocab import vocabulary_of
-from .canonical import CanonicalModel, canonical_model
+from ..tokenizers.vocab import Vocabulary, vocabulary_of
+from .canonical import LAYER_ROLES, CanonicalModel, canonical_model
 from .compare import (
+    MIN_ANCHORS_PER_DIMENSION,
+    TRUSTED_RESIDUAL,
     CompareResult,
     Unit,
     derivation_kinds,
     embedding_candidates,
+    exact_twin_match,
     hashable_names,
     identical_by_hashes,
-    model_units,
+    layer_grams,
+    read_row_ids,
     read_rows,
     tensor_units,
+    weigh_lineage,
     weigh_units,
 )
 from .hashes import ContentHashes, TensorHashes, content_hashes, hash_tensor, match_hashes
-from .sketch import Alignment, finite, projection
+from .sketch import (
+    CHANCE_SEED,
+    SKETCH_DIM,
+    Alignment,
+    align_embeddings,
+    anchor_stride,
+    finite,
+    projection,
+)
+from .summary import ModelSummary
 
 __all__ = [
     "FINGERPRINT_DIM",
     "FINGERPRINT_VERSION",
     "Fingerprint",
+    "FingerprintEvidence",
     "compare_with_fingerprint",
     "fingerprint",
     "fingerprint_checkpoint",
     "header_hash",
 ]
 
-FINGERPRINT_VERSION = 1
-FINGERPRINT_DIM = 64
+FINGERPRINT_VERSION = 2
+# Version 1 sketched in 64 dimensions and kept no token strings nor layer moments: its verdicts
+# were weaker than `compare`'s, so it is refused (re-fingerprint), never silently used.
+FINGERPRINT_DIM = SKETCH_DIM  # sketches in min(H, 256) dimensions: `compare`'s own
+# A's layer second moments (H x H each, for the alignment read off the layer matrices) are kept up
+# to this width: they cost H^2 / 2 float16 values per matrix (benchmarks/RESULTS.md).
+LAYER_GRAM_MAX_HIDDEN = 512
+# Up to this width the anchors are the very rows `compare` aligns on (`anchor_stride`), whole, so
+# the alignment is `compare`'s Procrustes fit: fewer rows shift a noisy fit enough to change a
+# verdict (a sibling of all-MiniLM-L6-v2: p = 2e-14 on all 30,522 rows, 2e-6 on every 8th). Above
+# it they are projections on the sketch basis, at most max(FINGERPRINT_ANCHOR_ROWS, 2 H) of them,
+# and the alignment a least-squares fit to them: compact (a rotation of H dimensions is fixed by a
+# few H rows), not `compare`'s own.
+FULL_ANCHOR_MAX_HIDDEN = 512
+FINGERPRINT_ANCHOR_ROWS = 4096
+TOKEN_HASH_BYTES = 8
+_NO_TOKEN = bytes(TOKEN_HASH_BYTES)
 MAGIC = b"UNSHELL-FINGERPRINT\n"
-ANCHOR_MIN = 4096  # anchor rows kept at least (all of a smaller vocabulary)
-ANCHOR_PER_HIDDEN = 1.5  # ... or 1.5 per residual dimension, for least squares to be determined
-ANCHOR_MAX = 16384
 RIDGE = 1e-6  # relative ridge of the anchor least squares (only matters when rows < hidden)
 OBFUSCATED_OFF_BASIS = (
     1.0  # RMS distance of the fitted basis from A's: a rotated stream gives ~1.4, heavy retraining <= 0.6
@@ -105,13 +130,19 @@ OBFUSCATED_OFF_BASIS = (
 _HEADER_LIMIT = 64 << 20
 MAX_LAYER = 1 << 20
 """The largest layer number a stored fingerprint may name (real models have at most a few hundred)."""
-_ARRAY_DTYPES = {"sketches": "<f2", "anchors": "<f2", "hashes": "|u1"}
+_ARRAY_DTYPES = {
+    "sketches": "<f2",
+    "anchors": "<f2",
+    "hashes": "|u1",
+    "anchor_tokens": "|u1",
+    "grams": "<f2",
+}
 
 
-def anchor_stride(rows: int, hidden: int) -> int:
-    """Keep every n-th embedding row as an anchor: at most max(4096, 1.5 hidden) rows, capped at 16384."""
-    keep = min(ANCHOR_MAX, max(ANCHOR_MIN, math.ceil(ANCHOR_PER_HIDDEN * hidden)))
-    return max(1, -(-rows // keep))
+def token_hash(token: bytes) -> bytes:
+    """A token string's 8-byte digest (what a fingerprint keeps of its anchor rows' tokens)."""
+    digest = hashlib.blake2b(token, digest_size=TOKEN_HASH_BYTES).digest()
+    return digest if digest != _NO_TOKEN else b"\x01" + digest[1:]
 
 
 def header_hash(checkpoint: Checkpoint) -> str:
@@ -180,6 +211,12 @@ class Fingerprint:
     anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), dtype=np.float16))
     anchor_scale: float = 1.0  # the anchors are stored divided by this (float16 range)
     total_bytes: int = 0
+    # `token_hash` of each anchor row's token (zeros: none, special, or not its lowest id), so a
+    # renumbered or new vocabulary still pairs rows by string; empty without a tokenizer.
+    anchor_tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, TOKEN_HASH_BYTES), dtype=np.uint8))
+    # A's layer second moments (`compare.layer_grams`), unit Frobenius norm, upper triangles.
+    gram_keys: list[tuple[int, str]] = field(default_factory=list)
+    grams: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
 
     # -- views ------------------------------------------------------------------------------------
 
@@ -213,7 +250,34 @@ class Fingerprint:
         return units
 
     def anchor_projection(self, candidate: int) -> np.ndarray:
+        """A's anchor rows for one embedding candidate (up to `FULL_ANCHOR_MAX_HIDDEN` dimensions
+        A's rows themselves, else their projection on the sketch basis), float32, not centered."""
         return self.anchors[candidate].astype(np.float32) * np.float32(self.anchor_scale)
+
+    def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:
+        """A's layer second moments by (layer, role), or None when none were kept."""
+        if not self.gram_keys or not self.hidden:
+            return None
+        h = self.hidden
+        upper = np.triu_indices(h)
+        out = {}
+        for key, packed in zip(self.gram_keys, self.grams, strict=True):
+            full = np.zeros((h, h), dtype=np.float64)
+            full[upper] = packed.astype(np.float64)
+            out[key] = full + np.triu(full, 1).T
+        return out
+
+    def summary(self) -> ModelSummary:
+        """What a comparison reports about this side (renamed tensors are not recorded)."""
+        return ModelSummary(
+            path=self.source,
+            format=self.format,
+            family=self.family,
+            confidence="fingerprint",
+            config=dict(self.config),
+            parameters=self.parameters,
+            dtypes=dict(self.dtypes),
+        )
 
     # -- bytes --------------------------------------------------------------------------------------
 
@@ -230,6 +294,8 @@ class Fingerprint:
             "sketches": np.ascontiguousarray(self.sketches, dtype="<f2"),
             "anchors": np.ascontiguousarray(self.anchors, dtype="<f2"),
             "hashes": hashes,
+            "anchor_tokens": np.ascontiguousarray(self.anchor_tokens, dtype=np.uint8),
+            "grams": np.ascontiguousarray(self.grams, dtype="<f2"),
         }
         layout: dict[str, Any] = {}
         payload = bytearray()
@@ -259,6 +325,7 @@ class Fingerprint:
             "anchor_stride": self.anchor_stride,
             "anchor_scale": self.anchor_scale,
             "total_bytes": self.total_bytes,
+            "gram_keys": [[layer, role] for layer, role in self.gram_keys],
             "arrays": layout,
             "payload_bytes": len(payload),
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
@@ -273,7 +340,7 @@ class Fingerprint:
         """Parse and validate strictly; any inconsistency raises `CorruptCheckpointError`."""
         try:
             return _parse(bytes(data))
-        except CorruptCheckpointError:
+        except (CorruptCheckpointError, StaleFingerprintError):
             raise
         except RecursionError:
             raise _bad("header nested too deeply") from None
@@ -363,8 +430,11 @@ def _parse(data: bytes) -> Fingerprint:
         raise _bad("header is not JSON") from None
     if not isinstance(header, dict):
         raise _bad("header is not an object")
-    if header.get("version") != FINGERPRINT_VERSION:
-        raise _bad(f"unsupported fingerprint version {sanitize(repr(header.get('version')))}")
+    version = header.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < FINGERPRINT_VERSION:
+        raise StaleFingerprintError(stale_message(f"a fingerprint of format version {version}"))
+    if version != FINGERPRINT_VERSION:
+        raise _bad(f"unsupported fingerprint version {sanitize(repr(version))}")
     payload = data[start + length :]
     if len(payload) != _count(header, "payload_bytes"):
         raise _bad(f"payload holds {len(payload)} bytes, the header says {header.get('payload_bytes')}")
@@ -408,7 +478,13 @@ def _parse(data: bytes) -> Fingerprint:
         _check_unit(unit)
     anchors = arrays["anchors"]
     anchor_names = _typed(header, "anchor_names", list)
-    if anchors.ndim != 3 or anchors.shape[0] != len(anchor_names) or (anchors.size and anchors.shape[2] != r):
+    hidden_header = _count(header, "hidden", optional=True) or 0
+    width = hidden_header if hidden_header <= FULL_ANCHOR_MAX_HIDDEN else r
+    if (
+        anchors.ndim != 3
+        or anchors.shape[0] != len(anchor_names)
+        or (anchors.size and anchors.shape[2] != width)
+    ):
         raise _bad("anchor table does not match its candidates")
     if not all(isinstance(n, str) for n in anchor_names):
         raise _bad("bad anchor names")
@@ -419,7 +495,35 @@ def _parse(data: bytes) -> Fingerprint:
     scale = _typed(header, "anchor_scale", (int, float))
     if not math.isfinite(scale) or scale <= 0:
         raise _bad("bad anchor scale")
-    if not (np.isfinite(sketches).all() and np.isfinite(anchors).all()):
+    anchor_tokens = arrays["anchor_tokens"]
+    if (
+        anchor_tokens.ndim != 2
+        or anchor_tokens.shape[1] != TOKEN_HASH_BYTES
+        or (anchor_tokens.shape[0] and (anchors.ndim != 3 or anchor_tokens.shape[0] != anchors.shape[1]))
+    ):
+        raise _bad("anchor token table does not match the anchors")
+    gram_keys = _typed(header, "gram_keys", list)
+    for key in gram_keys:
+        if (
+            not isinstance(key, list)
+            or len(key) != 2
+            or not isinstance(key[1], str)
+            or key[1] not in LAYER_ROLES
+        ):
+            raise _bad("bad layer moment key")
+        checked_int(
+            key[0], where="fingerprint: a moment's layer", maximum=MAX_LAYER, error=CorruptCheckpointError
+        )
+    grams = arrays["grams"]
+    hidden_value = _count(header, "hidden", optional=True) or 0
+    if gram_keys and (
+        hidden_value > LAYER_GRAM_MAX_HIDDEN
+        or grams.shape != (len(gram_keys), hidden_value * (hidden_value + 1) // 2)
+    ):
+        raise _bad("layer moment table does not match the hidden size")
+    if not gram_keys and grams.size:
+        raise _bad("layer moments without keys")
+    if not (np.isfinite(sketches).all() and np.isfinite(anchors).all() and np.isfinite(grams).all()):
         raise _bad("non-finite values")
     tokenizer = _typed(header, "tokenizer", dict, optional=True)
     if tokenizer is not None:
@@ -468,6 +572,17 @@ def _parse(data: bytes) -> Fingerprint:
         anchors=anchors.copy(),
         anchor_scale=float(scale),
         total_bytes=_count(header, "total_bytes") or 0,
+        anchor_tokens=anchor_tokens.copy(),
+        gram_keys=[(int(layer), str(role)) for layer, role in gram_keys],
+        grams=grams.copy(),
+    )
+
+
+def stale_message(what: str) -> str:
+    """The one line for a fingerprint of an older format (`StaleFingerprintError`)."""
+    return (
+        f"{what} is no longer read: its sketches (64 dimensions, no token strings nor layer moments) "
+        f"cannot reach compare's verdicts; re-fingerprint the checkpoint (version {FINGERPRINT_VERSION})"
     )
 
 
@@ -475,7 +590,10 @@ def _parse(data: bytes) -> Fingerprint:
 
 
 def _tokenizer_entry(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    vocabulary = vocabulary_of(checkpoint)
+    return _tokenizer_record(vocabulary_of(checkpoint))
+
+
+def _tokenizer_record(vocabulary: Vocabulary | None) -> dict[str, Any] | None:
     if vocabulary is None:
         return None
     match = families.match_family(vocabulary)
@@ -490,23 +608,53 @@ def _tokenizer_entry(checkpoint: Checkpoint) -> dict[str, Any] | None:
 
 
 def _anchors(model: CanonicalModel, hidden: int, basis: np.ndarray) -> tuple[list[str], int, int, np.ndarray]:
-    """(candidate names, embedding rows, stride, anchors (candidates x n x r, float32))."""
-    names = [
-        n
-        for n in embedding_candidates(model)
-        if len(shape := model.checkpoint.info(n).shape) == 2 and shape[1] == hidden
-    ]
+    """(candidate names, embedding rows, stride, anchors (candidates x n x w, float32)): every
+    `anchor_stride`-th row, as `compare` reads them (at most max(`FINGERPRINT_ANCHOR_ROWS`, 2 H)),
+    whole up to `FULL_ANCHOR_MAX_HIDDEN` dimensions, else projected on ``basis``; not centered."""
+    names = _embedding_names(model, hidden)
+    width = hidden if hidden <= FULL_ANCHOR_MAX_HIDDEN else basis.shape[1]
     if not names:
-        return [], 0, 1, np.zeros((0, 0, basis.shape[1]), dtype=np.float32)
+        return [], 0, 1, np.zeros((0, 0, width), dtype=np.float32)
     rows = min(model.checkpoint.info(n).shape[0] for n in names)
-    stride = anchor_stride(rows, hidden)
+    stride = anchor_stride(
+        rows, hidden, most=None if width == hidden else max(FINGERPRINT_ANCHOR_ROWS, 2 * hidden)
+    )
     count = -(-rows // stride)
-    projected = []
+    anchors = []
     for name in names:
         matrix = read_rows(model, name, stride)[:count]
-        matrix = matrix - matrix.mean(axis=0, keepdims=True)
-        projected.append(matrix @ basis)
-    return names, rows, stride, np.stack(projected).astype(np.float32)
+        anchors.append(matrix if width == hidden else matrix @ basis)
+    return names, rows, stride, np.stack(anchors).astype(np.float32)
+
+
+def _anchor_tokens(vocabulary: Vocabulary | None, rows: int, stride: int, count: int) -> np.ndarray:
+    """`token_hash` of the token at each anchor id (0, stride, ...), where that id is the token's
+    lowest ordinary id (as `compare.token_pairs` pairs rows); zeros elsewhere."""
+    if vocabulary is None or count == 0:
+        return np.zeros((0, TOKEN_HASH_BYTES), dtype=np.uint8)
+    lowest = {index: key for key, index in _token_positions(vocabulary, rows).items()}
+    out = np.zeros((count, TOKEN_HASH_BYTES), dtype=np.uint8)
+    for k in range(count):
+        key = lowest.get(k * stride)
+        if key is not None:
+            out[k] = np.frombuffer(key, dtype=np.uint8)
+    return out
+
+
+def _packed_grams(model: CanonicalModel, hidden: int) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """A's layer second moments at unit norm, as float16 upper triangles (none above
+    `LAYER_GRAM_MAX_HIDDEN`): what the alignment read off the layer matrices needs of A."""
+    if not hidden or hidden > LAYER_GRAM_MAX_HIDDEN:
+        return [], np.zeros((0, 0), dtype=np.float16)
+    grams = layer_grams(model, hidden, quick=False)
+    if not grams:
+        return [], np.zeros((0, 0), dtype=np.float16)
+    upper = np.triu_indices(hidden)
+    keys = sorted(grams)
+    packed = np.stack([(grams[k] / max(float(np.linalg.norm(grams[k])), 1e-30))[upper] for k in keys]).astype(
+        np.float16
+    )
+    return keys, packed
 
 
 def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, path: str = "") -> Fingerprint:
@@ -519,10 +667,13 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
     display = name if name is not None else (Path(source).name or source)
     r = min(FINGERPRINT_DIM, hidden) if hidden else 0
     basis = projection(hidden, FINGERPRINT_DIM) if hidden else np.zeros((0, 0), dtype=np.float32)
+    vocabulary = vocabulary_of(checkpoint)
     if hidden:
         anchor_names, rows, stride, anchors = _anchors(model, hidden, basis)
     else:
         anchor_names, rows, stride, anchors = [], 0, 1, np.zeros((0, 0, 0), dtype=np.float32)
+    tokens = _anchor_tokens(vocabulary, rows, stride, anchors.shape[1] if anchors.ndim == 3 else 0)
+    gram_keys, grams = _packed_grams(model, hidden or 0)
     peak = float(np.max(np.abs(anchors))) if anchors.size else 0.0
     scale = peak / 32768.0 if peak > 0 else 1.0  # keep float16 far from overflow
     hash_names = set(hashable_names(checkpoint))
@@ -556,7 +707,7 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
         layers=int(layers) if layers else None,
         vocab_size=int(vocab) if vocab else None,
         parameters=result.parameters,
-        tokenizer=_tokenizer_entry(checkpoint),
+        tokenizer=_tokenizer_record(vocabulary),
         content_hashes=content,
         header_hash=header_hash(checkpoint),
         config=_json_safe(config),
@@ -581,6 +732,9 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
         anchors=(anchors / scale).astype(np.float16),
         anchor_scale=scale,
         total_bytes=result.total_bytes,
+        anchor_tokens=tokens,
+        gram_keys=gram_keys,
+        grams=grams,
     )
 
 
@@ -626,76 +780,151 @@ def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     return basis.astype(np.float32), residual
 
 
-def _suspect_alignment(base: Fingerprint, model_b: CanonicalModel, hidden_b: int) -> Alignment | None:
-    """Fit B's basis to the fingerprint's anchors, pairing embedding candidates as `compare` does
-    (a bijection, anchored on its worse pairing, when both sides have two candidates)."""
-    import itertools
-
-    names_b = [
+def _embedding_names(model: CanonicalModel, hidden: int) -> list[str]:
+    return [
         n
-        for n in embedding_candidates(model_b)
-        if len(shape := model_b.checkpoint.info(n).shape) == 2 and shape[1] == hidden_b
+        for n in embedding_candidates(model)
+        if len(shape := model.checkpoint.info(n).shape) == 2 and shape[1] == hidden
     ]
-    if not base.anchor_names or not names_b:
-        return None
-    rows_b = min(model_b.checkpoint.info(n).shape[0] for n in names_b)
-    stride = base.anchor_stride
-    count = min(base.anchors.shape[1], -(-rows_b // stride))
-    if count < 2:
-        return None
-    candidates_b = []
-    for name in names_b:
-        candidates_b.append(read_rows(model_b, name, stride)[:count])
-
-    def fit(i: int, j: int) -> Alignment:
-        basis, residual = fit_anchor_basis(candidates_b[j], base.anchor_projection(i)[:count])
-        return Alignment(basis, residual, count, "least-squares-fingerprint-anchors")
-
-    if len(base.anchor_names) == 1 or len(candidates_b) == 1:
-        options = [fit(i, j) for i in range(len(base.anchor_names)) for j in range(len(candidates_b))]
-        return min(options, key=lambda a: a.residual)
-    chosen: Alignment | None = None
-    size = min(len(base.anchor_names), len(candidates_b))
-    for order in itertools.permutations(range(len(candidates_b)), size):
-        worst = max((fit(i, j) for i, j in enumerate(order)), key=lambda a: a.residual)
-        if chosen is None or worst.residual < chosen.residual:
-            chosen = worst
-    return chosen
 
 
-def _base_inspect(base: Fingerprint) -> InspectResult:
-    """A stand-in `InspectResult` for A, from what the fingerprint recorded."""
-    recognition = Recognition(
-        family=base.family,
-        reference=None,
-        matched_family=None,
-        compatible_with=[],
-        confidence="fingerprint",
-        evidence=[],
-        config=dict(base.config),
-        assignments=[],
-        ignored=[],
-        unexplained=[],
-        notes=[],
-        layered=bool(base.layers),
-    )
-    return InspectResult(
-        path=base.source,
-        format=base.format,
-        layout="fingerprint",
-        files=[],
-        recognition=recognition,
-        declared_config=None,
-        declared_config_source=None,
-        parameters=base.parameters,
-        tensor_count=len(base.tensor_numels),
-        total_bytes=base.total_bytes,
-        dtypes=dict(base.dtypes),
-        ignored=[],
-        tokenizer=None,
-        declared={},
-        notes=[f"fingerprint {base.name!r} ({base.signature})"],
-    )
+def _token_positions(vocabulary: Vocabulary, rows: int) -> dict[bytes, int]:
+    """Each ordinary token's `token_hash`, at its lowest id below ``rows`` (as `token_pairs` pairs them)."""
+    where: dict[bytes, int] = {}
+    for index in range(min(len(vocabulary.tokens), rows) - 1, -1, -1):
+        token = vocabulary.tokens[index]
+        if token is not None and index not in vocabulary.special:
+            where[token_hash(token)] = index
+    return where
+
+
+@dataclass
+class FingerprintEvidence:
+    """A fingerprint as `BaseEvidence`: what `weigh_lineage` reads of A, from what it recorded.
+
+    Its sketches, anchors and layer moments are the ones `compare` computes from A's checkpoint
+    (sketches in ``min(H, 256)`` dimensions, all in float16), so the test is `compare`'s own; above
+    `FULL_ANCHOR_MAX_HIDDEN` the anchor rows are
+    projections and the alignment a least-squares fit to them (`fit_anchor_basis`), and above
+    `LAYER_GRAM_MAX_HIDDEN` no layer-matrix alignment is tried."""
+
+    base: Fingerprint
+
+    @property
+    def summary(self) -> ModelSummary:
+        return self.base.summary()
+
+    @property
+    def hidden(self) -> int | None:
+        return self.base.hidden if self.base.units else None
+
+    def basis(self) -> np.ndarray:
+        return projection(self.base.hidden or 0, FINGERPRINT_DIM)
+
+    def units(self) -> list[Unit]:
+        return self.base.unit_list()
+
+    def _in_sketch_space(self, transform: np.ndarray) -> bool:
+        """An alignment fitted to projected anchors maps B straight into A's sketch space."""
+        hidden = self.base.hidden or 0
+        return self.base.sketch_dim < hidden and transform.shape[1] == self.base.sketch_dim
+
+    def suspect_basis(self, alignment: Alignment) -> np.ndarray:
+        if self._in_sketch_space(alignment.transform):
+            return alignment.transform
+        return alignment.transform @ self.basis()
+
+    def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:
+        return self.base.layer_grams()
+
+    def derivation_kinds(
+        self,
+        summary_b: ModelSummary,
+        layers: list[dict[str, Any]],
+        alignment: Alignment,
+        model_b: CanonicalModel,
+    ) -> list[str]:
+        # `compare --quick`'s `how`: A's raw rows are not at hand.
+        how = derivation_kinds(self.summary, summary_b, layers, alignment, None, model_b, quick=True)
+        hidden = self.base.hidden or 0
+        if self._in_sketch_space(alignment.transform) and alignment.transform.shape[0] == hidden:
+            reference = self.basis()
+            off_basis = float(np.linalg.norm(alignment.transform - reference)) / math.sqrt(reference.shape[1])
+            if off_basis > OBFUSCATED_OFF_BASIS and "obfuscated" not in how:
+                how.append("obfuscated")
+        return how
+
+    def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
+        """`compare`'s embedding alignment (`_best_alignment`) on the recorded anchor rows: rows of
+        the same token string when both sides know their tokens and some moved, else of the same id."""
+        base = self.base
+        hidden_a, hidden_b = base.hidden or 0, model_b.hidden or 0
+        names_b = _embedding_names(model_b, hidden_b)
+        if not base.anchor_names or not names_b or not base.anchors.size:
+            return None
+        hidden = max(hidden_a, hidden_b)
+        rows_b = model_b.checkpoint.info(names_b[0]).shape[0]
+        stride = base.anchor_stride
+        by_strings = False
+        if vocabulary_b is not None and base.anchor_tokens.size:
+            positions = _token_positions(vocabulary_b, rows_b)
+            pairs = sorted(
+                (positions[key], k)
+                for k, row in enumerate(base.anchor_tokens)
+                if (key := row.tobytes()) != _NO_TOKEN and key in positions
+            )
+            moved = sum(1 for id_b, k in pairs if id_b != k * stride)
+            if moved > 0 and len(pairs) >= MIN_ANCHORS_PER_DIMENSION * hidden:
+                step = anchor_stride(len(pairs), hidden)
+                chosen = pairs[::step]
+                rows_a_index = np.array([k for _, k in chosen], dtype=np.int64)
+                ids_b = np.array([i for i, _ in chosen], dtype=np.int64)
+                candidates_a = [
+                    base.anchor_projection(i)[rows_a_index] for i in range(len(base.anchor_names))
+                ]
+                candidates_b = [read_row_ids(model_b, n, ids_b) for n in names_b]
+                by_strings = True
+        if not by_strings:
+            count = min(base.anchors.shape[1], -(-rows_b // stride))
+            candidates_a = [base.anchor_projection(i)[:count] for i in range(len(base.anchor_names))]
+            candidates_b = [read_rows(model_b, n, stride)[:count] for n in names_b]
+        rows = min(c.shape[0] for c in candidates_a + candidates_b)
+        if rows < 2:
+            return None
+        candidates_a = [c[:rows] for c in candidates_a]
+        candidates_b = [c[:rows] for c in candidates_b]
+
+        def fit(i: int, j: int, chance: bool = False) -> Alignment:
+            if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
+                return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
+            transform, residual = fit_anchor_basis(candidates_b[j], candidates_a[i])
+            shuffled = float("nan")
+            if chance:
+                order = np.random.default_rng(CHANCE_SEED).permutation(rows)
+                shuffled = fit_anchor_basis(candidates_b[j][order], candidates_a[i])[1]
+            return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
+
+        fits: dict[tuple[int, int], Alignment] = {}
+        if len(candidates_a) == 1 or len(candidates_b) == 1:
+            options = [(i, j) for i in range(len(candidates_a)) for j in range(len(candidates_b))]
+            fits = {key: fit(*key) for key in options}
+            i, j = min(options, key=lambda key: fits[key].residual)
+        else:  # a bijection, anchored on its worse pairing (see `_best_alignment`)
+            chosen_pair: tuple[float, tuple[int, int]] | None = None
+            size = min(len(candidates_a), len(candidates_b))
+            for order in itertools.permutations(range(len(candidates_b)), size):
+                for key in enumerate(order):
+                    if key not in fits:
+                        fits[key] = fit(*key)
+                worst = max(enumerate(order), key=lambda key: fits[key].residual)
+                if chosen_pair is None or fits[worst].residual < chosen_pair[0]:
+                    chosen_pair = (fits[worst].residual, worst)
+            assert chosen_pair is not None
+            i, j = chosen_pair[1]
+        alignment = fits[(i, j)]
+        if alignment.residual > TRUSTED_RESIDUAL:
+            alignment = fit(i, j, chance=True)
+        return replace(alignment, anchored_by="token strings" if by_strings else "token ids")
 
 
 _RELATION_PHRASE = {
@@ -729,17 +958,22 @@ def _tokenizer_note(base: Fingerprint, ids: np.ndarray, hashes: np.ndarray, size
 @dataclass
 class PreparedSuspect:
     """B's side of fingerprint comparisons, computed once for many bases (`unshell search`):
-    the recognition, the canonical roles, the tokenizer sample and the content hashes (the one
-    full hashing pass). Alignment and sketches depend on each base's anchors, so they are not
-    here. The checkpoint must stay open while the prepared suspect is used."""
+    the recognition, the canonical roles, the vocabulary and the content hashes (the one full
+    hashing pass). Alignment and sketches depend on each base's anchors, so they are not here.
+    The checkpoint must stay open while the prepared suspect is used."""
 
     checkpoint: Checkpoint
     path: str
     inspect: InspectResult
     model: CanonicalModel
     hashes: ContentHashes
+    vocabulary: Vocabulary | None
     vocabulary_sample: tuple[np.ndarray, np.ndarray, int] | None
     tokenizer: dict[str, Any] | None
+
+    @property
+    def summary(self) -> ModelSummary:
+        return ModelSummary.of(self.inspect, self.path)
 
     @property
     def signals(self) -> Fingerprint:
@@ -781,8 +1015,9 @@ def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:
         inspect=inspect_b,
         model=model_b,
         hashes=content_hashes(checkpoint, hashable_names(checkpoint)),
+        vocabulary=vocabulary,
         vocabulary_sample=sample,
-        tokenizer=_tokenizer_entry(checkpoint),
+        tokenizer=_tokenizer_record(vocabulary),
     )
 
 
@@ -791,11 +1026,11 @@ def compare_with_fingerprint(
 ) -> CompareResult:
     """`compare`'s test of H0 "B was trained independently of A", with A given as a fingerprint.
 
-    Same verdicts and thresholds as `compare`; the fields it cannot fill (A's tokenizer relation,
-    the finer `how`) stay None or empty, and the notes say it was a fingerprint comparison. Where
-    it is weaker than the full comparison, and what Fingerprint-vs-Fingerprint can and cannot
-    detect: see the module docstring. Comparing one suspect with many bases: pass a
-    `prepare_suspect` result, so that B is recognized and hashed once.
+    Against a checkpoint, the verdict comes from `compare`'s own weighing (`weigh_lineage`) on
+    what the fingerprint recorded; the fields it cannot fill (A's tokenizer relation, the finer
+    `how`) stay None or coarse, and the notes say it was a fingerprint comparison. What
+    Fingerprint-vs-Fingerprint can and cannot detect: see the module docstring. Comparing one
+    suspect with many bases: pass a `prepare_suspect` result, so that B is recognized and hashed once.
     """
     if isinstance(suspect, Fingerprint):
         return _compare_fingerprints(base, suspect)
@@ -809,13 +1044,12 @@ def compare_with_fingerprint(
 
 def _result(
     base: Fingerprint,
-    inspect_b: InspectResult,
+    summary_b: ModelSummary,
     path_b: str,
     hashes: Any,
     notes: list[str],
     verdict: str,
     reason: str,
-    inspect_a: InspectResult | None = None,
     **fields: Any,
 ) -> CompareResult:
     """A comparison's result with A given as a fingerprint: no tokenizer relation (A's vocabulary
@@ -831,64 +1065,13 @@ def _result(
     return CompareResult(
         path_a=base.source,
         path_b=path_b,
-        inspect_a=inspect_a if inspect_a is not None else _base_inspect(base),
-        inspect_b=inspect_b,
+        summary_a=base.summary(),
+        summary_b=summary_b,
         verdict=verdict,
         reason=reason,
         hashes=hashes,
         notes=notes,
         **{**evidence, **fields},
-    )
-
-
-def _finish(
-    base: Fingerprint,
-    inspect_b: InspectResult,
-    path_b: str,
-    units_a: list[Unit],
-    units_b: list[Unit],
-    hashes: Any,
-    alignment: Alignment | None,
-    notes: list[str],
-    off_basis: float | None,
-) -> CompareResult:
-    if len(units_a) < 2 or len(units_b) < 1:
-        return _result(
-            base,
-            inspect_b,
-            path_b,
-            hashes,
-            notes,
-            "inconclusive",
-            "no comparable weight matrices",
-            alignment=alignment,
-        )
-    inspect_a = _base_inspect(base)
-    weighed = weigh_units(units_a, units_b, base.sketch_dim)
-    how: list[str] = []
-    if weighed.verdict == "derived":
-        # `compare --quick`'s `how` (model_a and model_b are not read when quick is set).
-        how = derivation_kinds(inspect_a, inspect_b, weighed.layers, None, None, None, quick=True)  # type: ignore[arg-type]
-        if off_basis is not None and off_basis > OBFUSCATED_OFF_BASIS and "obfuscated" not in how:
-            how.append("obfuscated")
-    return _result(
-        base,
-        inspect_b,
-        path_b,
-        hashes,
-        notes,
-        weighed.verdict,
-        weighed.reason,
-        inspect_a=inspect_a,
-        how=how,
-        p_value=weighed.p_value,
-        score=weighed.score,
-        layers=weighed.layers,
-        alignment=alignment,
-        profile_correlation=weighed.profile_correlation,
-        matches=weighed.matches,
-        layer_similarity=weighed.layer_similarity,
-        std_profiles=weighed.std_profiles,
     )
 
 
@@ -901,7 +1084,7 @@ def _identical(base: Fingerprint, hashes_b: ContentHashes) -> tuple[Any, tuple[s
 
 
 def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareResult:
-    inspect_b, model_b, path_b = suspect.inspect, suspect.model, suspect.path
+    summary_b, path_b = suspect.summary, suspect.path
     notes = [f"fingerprint comparison: A is the fingerprint of {base.name!r}; B's weights were read in full"]
     if suspect.vocabulary_sample is not None:
         note = _tokenizer_note(base, *suspect.vocabulary_sample)
@@ -909,55 +1092,27 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
             notes.append(note)
     hashes, same = _identical(base, suspect.hashes)
     if same is not None:
-        return _identical_result(base, inspect_b, path_b, hashes, same, notes)
-    hidden_b = model_b.hidden
-    if not hidden_b or not base.hidden or not base.units:
-        return _inconclusive(
-            base, inspect_b, path_b, hashes, notes, "the hidden size of one model could not be recognized"
-        )
-    alignment = _suspect_alignment(base, model_b, hidden_b)
-    if alignment is None:
-        if hidden_b != base.hidden:
-            return _inconclusive(
-                base,
-                inspect_b,
-                path_b,
-                hashes,
-                notes,
-                "different hidden sizes and no embeddings to align them",
-            )
-        alignment = Alignment(projection(hidden_b, FINGERPRINT_DIM), float("nan"), 0, "identity")
-        notes.append(
-            "no embeddings to align the residual streams: compared in the stored basis (a rotation would hide lineage)"
-        )
-    off_basis = None
-    if hidden_b == base.hidden:
-        reference = projection(base.hidden, FINGERPRINT_DIM)
-        off_basis = float(np.linalg.norm(alignment.transform - reference)) / math.sqrt(reference.shape[1])
-    units_b = model_units(model_b, hidden_b, alignment.transform)
-    return _finish(base, inspect_b, path_b, base.unit_list(), units_b, hashes, alignment, notes, off_basis)
-
-
-def _identical_result(
-    base: Fingerprint,
-    inspect_b: InspectResult,
-    path_b: str,
-    hashes: Any,
-    same: tuple[str, list[str]],
-    notes: list[str],
-) -> CompareResult:
-    return _result(base, inspect_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
-
-
-def _inconclusive(
-    base: Fingerprint, inspect_b: InspectResult, path_b: str, hashes: Any, notes: list[str], reason: str
-) -> CompareResult:
-    return _result(base, inspect_b, path_b, hashes, notes, "inconclusive", reason)
+        return _result(base, summary_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
+    hashes_a = base.hashes()
+    twins = exact_twin_match(hashes_a if hashes_a.tensors else None, suspect.hashes, suspect.model)
+    lineage = weigh_lineage(
+        FingerprintEvidence(base), suspect.model, summary_b, suspect.vocabulary, twins=twins
+    )
+    return CompareResult(
+        path_a=base.source,
+        path_b=path_b,
+        summary_a=base.summary(),
+        summary_b=summary_b,
+        hashes=hashes,
+        notes=notes,
+        twins=twins,
+        **lineage.fields(),
+    )
 
 
 def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareResult:
     """Both sides compressed (weaker: see the module docstring)."""
-    inspect_b = _base_inspect(suspect)
+    summary_b = suspect.summary()
     notes = [
         f"fingerprint comparison: A is the fingerprint of {base.name!r}, B the fingerprint of {suspect.name!r}; "
         "fingerprint against fingerprint cannot see through a rotated residual stream or a change of hidden size"
@@ -969,19 +1124,22 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
             notes.append(note)
     hashes, same = _identical(base, suspect.hashes())
     if same is not None:
-        return _identical_result(base, inspect_b, suspect.source, hashes, same, notes)
+        return _result(
+            base, summary_b, suspect.source, hashes, notes, "identical", same[0], how=same[1], score=1.0
+        )
     if (
         not base.hidden
         or base.hidden != suspect.hidden
         or base.sketch_dim != suspect.sketch_dim
         or not base.units
     ):
-        return _inconclusive(
+        return _result(
             base,
-            inspect_b,
+            summary_b,
             suspect.source,
             hashes,
             notes,
+            "inconclusive",
             "fingerprints of different hidden sizes (or without sketches) cannot be compared; compare against the checkpoint",
         )
     # Both bases are the same seeded projection; an r x r Procrustes fit on shared anchor ids
@@ -995,6 +1153,9 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         ids = np.arange(0, rows, step)
         pa = base.anchor_projection(0)[ids // base.anchor_stride].astype(np.float64)
         pb = suspect.anchor_projection(0)[ids // suspect.anchor_stride].astype(np.float64)
+        if pa.shape[1] != r:  # whole rows: into the (shared) sketch basis
+            basis = projection(base.hidden, FINGERPRINT_DIM).astype(np.float64)
+            pa, pb = pa @ basis, pb @ basis
         pa -= pa.mean(axis=0)
         pb -= pb.mean(axis=0)
         rotation = _polar(pb.T @ pa).astype(np.float32)
@@ -1011,4 +1172,37 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         norm = float(np.linalg.norm(rotated))
         unit.sketch = (rotated / norm if norm > 0 else rotated).ravel().astype(np.float32)
         units_b.append(unit)
-    return _finish(base, inspect_b, suspect.source, base.unit_list(), units_b, hashes, alignment, notes, None)
+    units_a = base.unit_list()
+    if len(units_a) < 2 or len(units_b) < 1:
+        return _result(
+            base,
+            summary_b,
+            suspect.source,
+            hashes,
+            notes,
+            "inconclusive",
+            "no comparable weight matrices",
+            alignment=alignment,
+        )
+    weighed = weigh_units(units_a, units_b, r)
+    how: list[str] = []
+    if weighed.verdict == "derived":
+        how = derivation_kinds(base.summary(), summary_b, weighed.layers, None, None, None, quick=True)
+    return _result(
+        base,
+        summary_b,
+        suspect.source,
+        hashes,
+        notes,
+        weighed.verdict,
+        weighed.reason,
+        how=how,
+        p_value=weighed.p_value,
+        score=weighed.score,
+        layers=weighed.layers,
+        alignment=alignment,
+        profile_correlation=weighed.profile_correlation,
+        matches=weighed.matches,
+        layer_similarity=weighed.layer_similarity,
+        std_profiles=weighed.std_profiles,
+    )

@@ -38,12 +38,15 @@ class Alignment:
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
 
 
-def anchor_stride(rows: int, hidden: int) -> int:
+def anchor_stride(rows: int, hidden: int, *, most: int | None = None) -> int:
     """Read every n-th embedding row as an anchor: all rows while they fit in `ANCHOR_BYTES` and
     there are not more than 32,768 (a small model's whole vocabulary), else an even stride.
     A rotation of H dimensions is fixed by well-spread rows numbering a few H; more only average
-    noise, and a 128k-token, 8k-wide embedding would cost gigabytes for nothing."""
+    noise, and a 128k-token, 8k-wide embedding would cost gigabytes for nothing. ``most``: keep at
+    most this many (a fingerprint stores its anchors)."""
     keep = min(max(4 * hidden, 32768), max(ANCHOR_BYTES // (4 * hidden), 2 * hidden))
+    if most is not None:
+        keep = max(1, min(keep, most))
     return max(1, -(-rows // keep))
 
 

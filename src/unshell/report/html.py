@@ -206,7 +206,7 @@ def _config_rows(result: CompareResult, arch: dict[str, Any]) -> list[dict[str, 
     "unknown" (a value one side does not give, such as an ONNX file's head count, is not a
     difference)."""
     config_a, config_b = arch["config_a"] or {}, arch["config_b"] or {}
-    recognition_a, recognition_b = result.inspect_a.recognition, result.inspect_b.recognition
+    recognition_a, recognition_b = result.summary_a, result.summary_b
     rows = [
         {
             "label": "family",
@@ -228,13 +228,17 @@ def _config_rows(result: CompareResult, arch: dict[str, Any]) -> list[dict[str, 
                 "state": state,
             }
         )
-    renamed_a = len(result.inspect_a.renamed)
+    renamed_a, renamed_b = result.summary_a.renamed_count, arch["renamed_in_b"]
     rows.append(
         {
             "label": "renamed tensors",
-            "a": str(renamed_a),
-            "b": str(arch["renamed_in_b"]),
-            "state": "same" if renamed_a == arch["renamed_in_b"] else "differs",
+            "a": "not recorded" if renamed_a is None else str(renamed_a),
+            "b": "not recorded" if renamed_b is None else str(renamed_b),
+            "state": "unknown"
+            if renamed_a is None or renamed_b is None
+            else "same"
+            if renamed_a == renamed_b
+            else "differs",
         }
     )
     return rows
@@ -396,7 +400,7 @@ def compare_html(result: CompareResult | TokenizerComparison) -> str:
         meaning=meaning,
         alignment=alignment_text(doc["evidence"].get("alignment")),
         architecture=architecture,
-        renames=_renames_view(result.inspect_b.to_dict()["renamed"]),
+        renames=_renames_view(result.summary_b.renamed or []),
         layers=_layers_view(doc),
         profiles=_profiles_view(result, doc),
         null={"median": PROFILE_NULL_MEDIAN, "max": PROFILE_NULL_MAX, "above_09": PROFILE_NULL_ABOVE_09},

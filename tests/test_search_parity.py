@@ -33,12 +33,19 @@ def _printed(path: Path) -> Fingerprint:
     return Fingerprint.from_bytes(fingerprint(path).to_bytes())
 
 
+@functools.cache
+def _full(a: Path, b: Path) -> unshell.CompareResult:
+    """compare's verdict, the reference (deterministic: computed once per pair in this module)."""
+    full = unshell.compare(a, b)
+    assert isinstance(full, unshell.CompareResult)
+    return full
+
+
 def _mismatches(pairs: list[tuple[str, Path, Path]]) -> tuple[list[str], int]:
     """(pairs where the fingerprint's verdict is not compare's, pairs compared)."""
     failures = []
     for name, a, b in pairs:
-        full = unshell.compare(a, b)
-        assert isinstance(full, unshell.CompareResult)
+        full = _full(a, b)
         printed = compare_with_fingerprint(_printed(a), b)
         if printed.verdict != full.verdict:
             failures.append(
@@ -124,8 +131,7 @@ def test_search_reaches_compares_verdict_on_the_library(
     assert len(pairs) >= 30
     failures = []
     for pair in pairs:
-        full = unshell.compare(pair.a, pair.b)
-        assert isinstance(full, unshell.CompareResult)
+        full = _full(pair.a, pair.b)
         found = {c.name: c for c in search(pair.b, library, top=len(names)).candidates}
         candidate: Any = found.get(names[pair.a])
         verdict = None if candidate is None else candidate.verdict

@@ -29,28 +29,11 @@ from unshell.lineage.hashes import ContentHashes, TensorHashes, exact_twins
 from unshell.lineage.sketch import fit_rotation
 from unshell.report import compare_html
 from unshell.tokenizers.vocab import Vocabulary
-from zoo_fixture import Pair, vocab_zoo
+from zoo_fixture import Pair, compared, vocab_zoo, without_tokenizer
 
 # In full mode a renumbering with no training holds A's values re-laid out: `identical` is the
 # truthful answer there (every other derivative must be `derived`).
 RELAID_OUT = {"base-s0->s0-renumbered"}
-
-
-def _without_tokenizer(path: Path, root: Path) -> Path:
-    """A copy of a model folder with only its weights and config (no tokenizer file)."""
-    if not path.is_dir():
-        return path
-    copy = root / path.name
-    if not copy.exists():
-        copy.mkdir()
-        for name in ("config.json", "model.safetensors"):
-            shutil.copy(path / name, copy / name)
-    return copy
-
-
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("no-tokenizer")
 
 
 def _derived_pairs() -> list[Pair]:
@@ -79,11 +62,11 @@ def test_the_zoo_holds_every_case_the_issue_lists() -> None:
 
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 @pytest.mark.parametrize("tokenizer", [True, False], ids=["tokenizer", "bare"])
-def test_every_vocabulary_derivative_is_derived(bare: Path, quick: bool, tokenizer: bool) -> None:
+def test_every_vocabulary_derivative_is_derived(quick: bool, tokenizer: bool) -> None:
     failures = []
     for pair in _derived_pairs():
-        b = pair.b if tokenizer else _without_tokenizer(pair.b, bare)
-        result = unshell.compare(pair.a, b, quick=quick)
+        b = pair.b if tokenizer else without_tokenizer(pair.b)
+        result = compared(pair.a, b, quick)
         if pair.name in RELAID_OUT and not quick and result.verdict == "identical":
             continue
         if not (result.verdict == "derived" and result.p_value is not None and result.p_value < 1e-6):
@@ -95,7 +78,7 @@ def test_no_independent_pair_with_another_vocabulary_is_accused() -> None:
     accused = []
     for pair in vocab_zoo().independent:
         for quick in (False, True):
-            result = unshell.compare(pair.a, pair.b, quick=quick)
+            result = compared(pair.a, pair.b, quick)
             if result.verdict in ("derived", "identical"):
                 accused.append(f"{pair.name} quick={quick}: {result.verdict} p={result.p_value}")
     assert not accused, accused

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import unshell
-from zoo_fixture import zoo
+from zoo_fixture import compared, zoo
 
 STRUCTURAL_TAGS = {"quantized", "pruned", "upscaled", "vocab-extended"}
 # Obfuscations that keep every value (only names and positions change): the truthful verdict is
@@ -30,7 +30,7 @@ def results() -> dict[str, tuple[object, unshell.CompareResult]]:
     lineage = zoo()
     out = {}
     for pair in [*lineage.derived, *lineage.independent]:
-        out[pair.name] = (pair, unshell.compare(pair.a, pair.b))
+        out[pair.name] = (pair, compared(pair.a, pair.b))
     return out
 
 

@@ -11,19 +11,17 @@ and each fingerprint goes through bytes, as a library stores it.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-import unshell
 from artifacts import fetch
 from unshell.library import Library, search
 from unshell.lineage.compare import DERIVED_P
 from unshell.lineage.fingerprint import Fingerprint, compare_with_fingerprint, fingerprint
-from zoo_fixture import vocab_zoo, zoo
+from zoo_fixture import compared, vocab_zoo, without_tokenizer, zoo
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +31,11 @@ def _printed(path: Path) -> Fingerprint:
     return Fingerprint.from_bytes(fingerprint(path).to_bytes())
 
 
-@functools.cache
-def _full(a: Path, b: Path) -> unshell.CompareResult:
-    """compare's verdict, the reference (deterministic: computed once per pair in this module)."""
-    full = unshell.compare(a, b)
-    assert isinstance(full, unshell.CompareResult)
-    return full
-
-
 def _mismatches(pairs: list[tuple[str, Path, Path]]) -> tuple[list[str], int]:
     """(pairs where the fingerprint's verdict is not compare's, pairs compared)."""
     failures = []
     for name, a, b in pairs:
-        full = _full(a, b)
+        full = compared(a, b)
         printed = compare_with_fingerprint(_printed(a), b)
         if printed.verdict != full.verdict:
             failures.append(
@@ -64,29 +54,14 @@ def test_every_zoo_derivative_gets_compares_verdict() -> None:
     assert not failures, failures
 
 
-def _without_tokenizer(path: Path, root: Path) -> Path:
-    """A copy of a model folder with only its weights and config (no tokenizer file)."""
-    if not path.is_dir():
-        return path
-    copy = root / path.name
-    if not copy.exists():
-        copy.mkdir()
-        for name in ("config.json", "model.safetensors"):
-            shutil.copy(path / name, copy / name)
-    return copy
-
-
 @pytest.mark.parametrize("tokenizer", [True, False], ids=["tokenizer", "bare"])
-def test_every_vocabulary_case_gets_compares_verdict(
-    tokenizer: bool, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_every_vocabulary_case_gets_compares_verdict(tokenizer: bool) -> None:
     """Renumbered, new, shrunk and re-initialised vocabularies (the anchors pair rows by token
     string, or fail and the layer matrices align the streams), and independent pairs whose
     vocabularies differ."""
-    bare = tmp_path_factory.mktemp("bare")
     lineage = vocab_zoo()
     pairs = [
-        (p.name, p.a, p.b if tokenizer else _without_tokenizer(p.b, bare))
+        (p.name, p.a, p.b if tokenizer else without_tokenizer(p.b))
         for p in [*lineage.derived, *lineage.independent]
     ]
     failures, count = _mismatches(pairs)
@@ -131,7 +106,7 @@ def test_search_reaches_compares_verdict_on_the_library(
     assert len(pairs) >= 30
     failures = []
     for pair in pairs:
-        full = _full(pair.a, pair.b)
+        full = compared(pair.a, pair.b)
         found = {c.name: c for c in search(pair.b, library, top=len(names)).candidates}
         candidate: Any = found.get(names[pair.a])
         verdict = None if candidate is None else candidate.verdict

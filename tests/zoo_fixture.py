@@ -16,9 +16,12 @@ imports it, under a name of its own so that it cannot clash with a test module.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 else:
     Pair, Zoo = _zoo.Pair, _zoo.Zoo
 
-__all__ = ["Pair", "Zoo", "vocab_zoo", "zoo", "zoo_module"]
+__all__ = ["Pair", "Zoo", "compared", "vocab_zoo", "without_tokenizer", "zoo", "zoo_module"]
 
 
 @functools.cache
@@ -71,3 +74,33 @@ def vocab_zoo() -> Any:
     sys.modules["unshell_tools_zoo_vocab"] = module
     spec.loader.exec_module(module)
     return module.load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+@functools.cache
+def compared(a: Path, b: Path, quick: bool = False) -> Any:
+    """``unshell.compare(a, b, quick=quick)``, computed once per test session: compare is
+    deterministic, and the zoo, vocabulary and search-parity tests check the same pairs against
+    different references (how each model was made, and the fingerprint's verdict)."""
+    import unshell
+
+    return unshell.compare(a, b, quick=quick)
+
+
+@functools.cache
+def _bare_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="unshell-no-tokenizer-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def without_tokenizer(path: Path) -> Path:
+    """A copy of a model folder with only its weights and config (no tokenizer file), one per
+    session; a file is returned as it is."""
+    if not path.is_dir():
+        return path
+    copy = _bare_root() / path.parent.name / path.name
+    if not copy.exists():
+        copy.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(path / name, copy / name)
+    return copy

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ __all__ = [
     "FormatFacts",
     "claim_text",
     "embedded_tokenizer",
+    "embedded_tokenizer_fields",
     "facts_of",
     "hub_repo_id",
     "hub_repo_id_of_path",
@@ -83,6 +85,9 @@ class FormatFacts:
     # Hyperparameters the format's own header declares, under config.json key names.
     config: dict[str, Any] | None = None
     config_source: str | None = None
+    # The vocabulary size the header states, for a tokenizer file that does not state its own
+    # (llama2.c's tokenizer.bin beside an export); None where the format states none.
+    header_vocab_size: int | None = None
 
 
 # SentencePiece's token types, which llama.cpp's ``tokenizer.ggml.token_type`` uses as they are.
@@ -130,6 +135,18 @@ def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:
         return None
     module = importlib.import_module(module_name, __package__)
     reader = getattr(module, "embedded_tokenizer", None)
+    return None if reader is None else reader(checkpoint)
+
+
+def embedded_tokenizer_fields(checkpoint: Checkpoint) -> Mapping[str, Any] | None:
+    """The raw key/value fields in which the checkpoint's format stores its own tokenizer (GGUF's
+    ``tokenizer.ggml.*``), for readers that parse them themselves; None where there are none.
+    """
+    module_name = _READERS.get(checkpoint.format)
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name, __package__)
+    reader = getattr(module, "tokenizer_fields", None)
     return None if reader is None else reader(checkpoint)
 
 

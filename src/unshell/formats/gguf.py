@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -532,6 +533,12 @@ MAX_TOKENIZER_ARRAY_BYTES = 512 << 20
 
 # llama.cpp's ``tokenizer.ggml.model`` -> the tokenizer model Hugging Face rebuilds it as.
 _TOKENIZER_MODELS = {"gpt2": "byte-level-bpe", "llama": "sentencepiece-bpe"}
+
+
+def tokenizer_fields(checkpoint: Checkpoint) -> Mapping[str, Any] | None:
+    """The file's key/value pairs when they hold a tokenizer (``tokenizer.ggml.model``), else None."""
+    kv = checkpoint.metadata.get("gguf")
+    return kv if isinstance(kv, Mapping) and "tokenizer.ggml.model" in kv else None
 
 
 def embedded_tokenizer(checkpoint: Checkpoint) -> EmbeddedTokenizer | None:

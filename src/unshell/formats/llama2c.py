@@ -381,6 +381,7 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
     return FormatFacts(
         config=config,
         config_source="llama2.c header" if config is not None else None,
+        header_vocab_size=_header_vocab_size(header),
         label="llama2.c",
         can_declare=False,
         names_from="format",
@@ -388,6 +389,14 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         family_hint="llama",
         naming_note="llama2.c exports have no tensor names: the layout is positional",
     )
+
+
+def _header_vocab_size(header: object) -> int | None:
+    value = header.get("vocab_size") if isinstance(header, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        # llama2.c stores a negative vocab size to flag an untied classifier.
+        return abs(value)
+    return None
 
 
 # -- the tokenizer beside an export ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..formats.facts import embedded_tokenizer_fields, facts_of
 from ..formats.hf import TOKENIZER_ROLES
 
 __all__ = ["TokenizerInfo", "describe_gguf_tokenizer", "describe_tokenizer", "describe_tokenizer_file"]
@@ -105,9 +106,10 @@ def describe_tokenizer(checkpoint: Checkpoint, *, vocab_size_hint: int | None = 
 
 
 def _describe_tokenizer(checkpoint: Checkpoint, vocab_size_hint: int | None) -> TokenizerInfo | None:
-    if checkpoint.format == "gguf":
+    fields = embedded_tokenizer_fields(checkpoint)
+    if fields is not None:
         source = checkpoint.files[0].name if checkpoint.files else checkpoint.path.name
-        info = describe_gguf_tokenizer(checkpoint.metadata.get("gguf"), source=sanitize(source))
+        info = describe_gguf_tokenizer(fields, source=sanitize(source))
         if info is not None:
             return info
     sidecars = checkpoint.sidecars
@@ -186,8 +188,7 @@ def _pick_sidecar(sidecars: Mapping[str, Path]) -> Path | None:
 
 
 def _vocab_size_from_header(checkpoint: Checkpoint) -> int | None:
-    header = checkpoint.metadata.get("llama2c")
-    candidates = [header.get("vocab_size") if isinstance(header, Mapping) else None]
+    candidates: list[Any] = [facts_of(checkpoint).header_vocab_size]
     if isinstance(checkpoint.config, Mapping):
         candidates.append(checkpoint.config.get("vocab_size"))
     for value in candidates:

@@ -84,6 +84,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..formats.facts import embedded_tokenizer_fields
 from ..formats.hf import TOKENIZER_ROLES
 from .describe import (
     BPE_VOCAB_NAMES,
@@ -174,14 +175,13 @@ def vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
 
 
 def _vocabulary_of(checkpoint: Checkpoint) -> Vocabulary | None:
-    if checkpoint.format == "gguf":
-        kv = checkpoint.metadata.get("gguf")
-        if isinstance(kv, Mapping) and "tokenizer.ggml.model" in kv:
-            source = checkpoint.files[0].name if checkpoint.files else checkpoint.path.name
-            try:
-                return _from_gguf_kv(kv, sanitize(source))
-            except (InputError, OSError):
-                return None
+    kv = embedded_tokenizer_fields(checkpoint)
+    if kv is not None:
+        source = checkpoint.files[0].name if checkpoint.files else checkpoint.path.name
+        try:
+            return _from_gguf_kv(kv, sanitize(source))
+        except (InputError, OSError):
+            return None
     path = _pick_sidecar(checkpoint.sidecars)
     if path is None:
         return None
@@ -798,12 +798,11 @@ _U64 = struct.Struct("<Q")
 
 
 def _read_gguf(path: Path) -> Vocabulary:
-    from ..formats.gguf import read_gguf
+    from ..formats.gguf import read_gguf, tokenizer_fields
 
-    checkpoint = read_gguf(path)
-    kv = checkpoint.metadata.get("gguf")
+    kv = tokenizer_fields(read_gguf(path))
     source = sanitize(path.name)
-    if not isinstance(kv, Mapping) or "tokenizer.ggml.model" not in kv:
+    if kv is None:
         raise UnsupportedFormatError(f"{source}: the GGUF file holds no tokenizer (no tokenizer.ggml.model)")
     return _from_gguf_kv(kv, source)
 

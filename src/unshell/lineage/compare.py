@@ -852,6 +852,33 @@ def token_pairs(
     return TokenPairs(ids_a, ids_b, int(np.count_nonzero(ids_a != ids_b)))
 
 
+def choose_anchor(count_a: int, count_b: int, fit: Callable[..., Alignment]) -> Alignment:
+    """The anchor among A's ``count_a`` and B's ``count_b`` embedding candidates, given
+    ``fit(i, j, chance=False)``: the best pairing when one side has one candidate, else the worse
+    pairing of the bijection whose worse pairing fits best (see `_best_alignment`). An anchor above
+    `TRUSTED_RESIDUAL` is fitted again with ``chance=True`` (its rows paired at random)."""
+    fits: dict[tuple[int, int], Alignment] = {}
+    if count_a == 1 or count_b == 1:
+        options = [(i, j) for i in range(count_a) for j in range(count_b)]
+        fits = {key: fit(*key) for key in options}
+        i, j = min(options, key=lambda key: fits[key].residual)
+    else:
+        chosen: tuple[float, tuple[int, int]] | None = None
+        for order in itertools.permutations(range(count_b), min(count_a, count_b)):
+            for key in enumerate(order):
+                if key not in fits:
+                    fits[key] = fit(*key)
+            worst = max(enumerate(order), key=lambda key: fits[key].residual)
+            if chosen is None or fits[worst].residual < chosen[0]:
+                chosen = (fits[worst].residual, worst)
+        assert chosen is not None
+        i, j = chosen[1]
+    alignment = fits[(i, j)]
+    if alignment.residual > TRUSTED_RESIDUAL:
+        alignment = fit(i, j, chance=True)
+    return alignment
+
+
 def _best_alignment(
     model_a: CanonicalModel, model_b: CanonicalModel, pairs: TokenPairs | None = None
 ) -> Alignment | None:
@@ -885,26 +912,11 @@ def _best_alignment(
     rows = min(c.shape[0] for c in candidates_a + candidates_b)
     candidates_a = [c[:rows] for c in candidates_a]
     candidates_b = [c[:rows] for c in candidates_b]
-    if len(candidates_a) == 1 or len(candidates_b) == 1:
-        options = [(i, j) for i in range(len(candidates_a)) for j in range(len(candidates_b))]
-        fits = {(i, j): align_embeddings(candidates_a[i], candidates_b[j]) for i, j in options}
-        i, j = min(options, key=lambda key: fits[key].residual)
-    else:
-        chosen: tuple[float, tuple[int, int]] | None = None
-        size = min(len(candidates_a), len(candidates_b))
-        fits = {}
-        for order in itertools.permutations(range(len(candidates_b)), size):
-            for key in enumerate(order):
-                if key not in fits:
-                    fits[key] = align_embeddings(candidates_a[key[0]], candidates_b[key[1]])
-            worst = max(enumerate(order), key=lambda key: fits[key].residual)
-            if chosen is None or fits[worst].residual < chosen[0]:
-                chosen = (fits[worst].residual, worst)
-        assert chosen is not None
-        i, j = chosen[1]
-    alignment = fits[(i, j)]
-    if alignment.residual > TRUSTED_RESIDUAL:
-        alignment = align_embeddings(candidates_a[i], candidates_b[j], chance=True)
+
+    def fit(i: int, j: int, chance: bool = False) -> Alignment:
+        return align_embeddings(candidates_a[i], candidates_b[j], chance=chance)
+
+    alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)
     return replace(alignment, anchored_by="token ids" if pairs is None else "token strings")
 
 

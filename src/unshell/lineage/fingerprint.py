@@ -46,7 +46,6 @@ is the same test's.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -67,9 +66,9 @@ from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, CanonicalModel, canonical_model
 from .compare import (
     MIN_ANCHORS_PER_DIMENSION,
-    TRUSTED_RESIDUAL,
     CompareResult,
     Unit,
+    choose_anchor,
     derivation_kinds,
     embedding_candidates,
     exact_twin_match,
@@ -904,26 +903,7 @@ class FingerprintEvidence:
                 shuffled = fit_anchor_basis(candidates_b[j][order], candidates_a[i])[1]
             return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
 
-        fits: dict[tuple[int, int], Alignment] = {}
-        if len(candidates_a) == 1 or len(candidates_b) == 1:
-            options = [(i, j) for i in range(len(candidates_a)) for j in range(len(candidates_b))]
-            fits = {key: fit(*key) for key in options}
-            i, j = min(options, key=lambda key: fits[key].residual)
-        else:  # a bijection, anchored on its worse pairing (see `_best_alignment`)
-            chosen_pair: tuple[float, tuple[int, int]] | None = None
-            size = min(len(candidates_a), len(candidates_b))
-            for order in itertools.permutations(range(len(candidates_b)), size):
-                for key in enumerate(order):
-                    if key not in fits:
-                        fits[key] = fit(*key)
-                worst = max(enumerate(order), key=lambda key: fits[key].residual)
-                if chosen_pair is None or fits[worst].residual < chosen_pair[0]:
-                    chosen_pair = (fits[worst].residual, worst)
-            assert chosen_pair is not None
-            i, j = chosen_pair[1]
-        alignment = fits[(i, j)]
-        if alignment.residual > TRUSTED_RESIDUAL:
-            alignment = fit(i, j, chance=True)
+        alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)
         return replace(alignment, anchored_by="token strings" if by_strings else "token ids")
 
 
@@ -1098,16 +1078,7 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
     lineage = weigh_lineage(
         FingerprintEvidence(base), suspect.model, summary_b, suspect.vocabulary, twins=twins
     )
-    return CompareResult(
-        path_a=base.source,
-        path_b=path_b,
-        summary_a=base.summary(),
-        summary_b=summary_b,
-        hashes=hashes,
-        notes=notes,
-        twins=twins,
-        **lineage.fields(),
-    )
+    return _result(base, summary_b, path_b, hashes, notes, twins=twins, **lineage.fields())
 
 
 def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareResult:

@@ -9,11 +9,11 @@ Both take the scan's document: ``ScanSummary.to_dict()`` with its ``records`` ad
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from ..formats.base import sanitize
 from .html import write_html
+from .markup import LEVEL_CLASS, defang
 from .text import columns, human_bytes, human_count
 
 __all__ = ["LEVEL_MEANING", "fleet_html", "render_fleet", "write_fleet_html"]
@@ -27,24 +27,14 @@ LEVEL_MEANING = {
     "note": "for information: nothing undisclosed",
     "ok": "nothing undisclosed found",
 }
-_LEVEL_CLASS = {
-    "undisclosed-derivative": "lv-bad",
-    "licence-obligations-unmet": "lv-warn",
-    "architecture-reuse-undisclosed": "lv-arch",
-    "inconclusive": "lv-unsure",
-    "note": "lv-note",
-    "ok": "lv-ok",
-}
 _ROWS_SHOWN = 50
-# Addresses quoted from model files are shown defanged (``https[:]//``), as in every report.
-_SCHEME = re.compile(r"(?i)\b(https?|ftps?|wss?|file)://")
 
 
 def plain_text(value: Any, limit: int = 4096) -> str:
     """A value from a model's files as text for the page: control characters shown, addresses
     defanged (the template escapes the markup)."""
     text = sanitize("" if value is None else str(value), limit=limit)
-    return _SCHEME.sub(lambda match: match.group(1) + "[:]//", text)
+    return defang(text)
 
 
 def p_text(p: float | None) -> str:
@@ -139,7 +129,7 @@ def fleet_html(doc: dict[str, Any]) -> str:
                     "name": level,
                     "count": count,
                     "meaning": LEVEL_MEANING.get(level, ""),
-                    "css": _LEVEL_CLASS.get(level, "lv-note"),
+                    "css": LEVEL_CLASS.get(level, "lv-note"),
                     "width": round(100 * count / largest),
                 }
                 for level, count in levels.items()
@@ -147,7 +137,7 @@ def fleet_html(doc: dict[str, Any]) -> str:
             pairs=sorted(fleet["derived"], key=lambda pair: (pair["base"], pair["checkpoint"])),
             audited=_audited(doc),
             failed=[r for r in doc["records"] if r["status"] == "error"],
-            level_class=_LEVEL_CLASS,
+            level_class=LEVEL_CLASS,
             version=__version__,
         )
     )

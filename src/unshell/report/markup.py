@@ -29,7 +29,12 @@ def safe_text(value: Any, limit: int = 4096) -> Markup:
     if isinstance(value, Markup):
         return value
     text = sanitize("" if value is None else str(value), limit=limit)
-    return Markup(_SCHEME.sub(lambda m: m.group(1) + "[:]//", html.escape(text, quote=True)))
+    return Markup(defang(html.escape(text, quote=True)))
+
+
+def defang(text: str) -> str:
+    """Web addresses quoted from model files, made unclickable (``https[:]//``), as in every report."""
+    return _SCHEME.sub(lambda m: m.group(1) + "[:]//", text)
 
 
 def plain(value: Any, limit: int = 600) -> str:

@@ -36,14 +36,7 @@ def environment() -> jinja2.Environment:
 
 
 def human_size(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return "" if n is None else text_report.human_bytes(n)
 
 
 def p_value(p: float | None) -> str:

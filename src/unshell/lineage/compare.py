@@ -48,6 +48,7 @@ from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
+from .change import ValueAdded, assess, copied_everywhere, revise_how
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
 from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
 from .sketch import (
@@ -214,6 +215,8 @@ class CompareResult:
     inspect_b: InspectResult | None = None
     # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
     log10_p: float | None = None
+    # What B adds to A, tensor by tensor (`lineage.change`): derived and identical pairs, full mode.
+    value_added: ValueAdded | None = None
 
     @property
     def log10_p_value(self) -> float | None:
@@ -299,6 +302,7 @@ class CompareResult:
                 "bytes_read": self.bytes_read,
             },
             "notes": self.notes,
+            "value_added": None if self.value_added is None else self.value_added.to_dict(),
         }
 
 
@@ -1165,10 +1169,15 @@ def compare_checkpoints(
             layers=[],
             alignment=None,
             profile_correlation=None,
+            value_added=None if quick else copied_everywhere(summary_b.parameters),
         )
     base = CheckpointEvidence(model_a, summary_a, vocabulary_a, quick=quick)
     lineage = weigh_lineage(base, model_b, summary_b, vocabulary_b, twins=twins, quick=quick)
-    return result(**lineage.fields())
+    value_added = None
+    if lineage.verdict == "derived" and not quick:
+        value_added = assess(model_a, model_b, lineage.layers, lineage.alignment)
+        lineage.how = revise_how(lineage.how, value_added)  # rounding is not training
+    return result(**lineage.fields(), value_added=value_added)
 
 
 @dataclass

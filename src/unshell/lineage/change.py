@@ -1,0 +1,616 @@
+"""How much of a derivative is new: every tensor of B against its counterpart in A.
+
+`compare` says *whether* B's weights came from A's; this module says *what was done to them*,
+tensor by tensor, so a report can tell a renamed copy from a requantization, a LoRA, a full
+fine-tune and a long continued pretraining:
+
+* ``copied``: the same values (a rename, a reshard, an F32 re-export).
+* ``requantized``: the difference is what storing the same weights at lower precision makes, and
+  nothing more (`explained_by_rounding`). A quantized block (GGUF Q4_K, Q8_0, ... : 16 to 32 values
+  along a row) holds the values of an affine grid ``m + d * q``; a requantized or dequantized copy
+  is the other side's values rounded to the nearest point of that grid, so its error is bounded
+  by half a grid step of its block. A bf16 or f16 cast rounds each value to 8 or 11 significant
+  bits. Training moves values across grid points and past those bounds.
+* ``fine-tuned``: changed beyond rounding. The change's relative size ``||B - A|| / ||A||`` and
+  whether it is low-rank (a merged LoRA concentrates its singular values in a few directions) or
+  full-rank are kept.
+* ``new``: no counterpart in A (rows of an extended vocabulary, a layer with no source).
+
+Tensors are compared in stored order, with the residual alignment `compare` found applied (a
+rotated or permuted stream is undone); a tensor whose rows no longer line up (permuted neurons) is
+``not compared``. The magnitude is calibrated against training effort measured in the lineage zoo
+(`EFFORT_CALIBRATION`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .canonical import READS_RESIDUAL, WRITES_RESIDUAL, CanonicalModel
+from .sketch import Alignment
+
+COPIED, REQUANTIZED, FINETUNED, NEW, NOT_COMPARED = "copied", "requantized", "fine-tuned", "new", "not compared"
+KINDS = (COPIED, REQUANTIZED, FINETUNED, NEW)
+COMPONENTS = ("embeddings", "attention", "ffn", "norms", "other", "added layers", "added vocabulary")
+
+# A grid is looked for in blocks of this many consecutive values along a row: the smallest block
+# with one scale in every GGML type (Q2_K, Q3_K and Q6_K scale sub-blocks of 16; the others 32).
+GRID_BLOCK = 16
+# A block is a grid when every gap between its sorted distinct values is a whole number of steps,
+# within this fraction of a step (a bf16-stored grid of up to 16 levels stays within 1/32).
+GRID_TOLERANCE = 0.1
+# The step is the smallest gap divided by 1..this (the smallest gap of 16 values drawn from a
+# 255-level Q8_0 grid is a few steps).
+GRID_MAX_DIVISOR = 16
+# A tensor is requantized when at least this fraction of its sampled values are the other side's,
+# rounded to the nearest point of the grid (ties and float rounding of the scale flip a few); a
+# fine-tune moves many more across grid points (measured: below 0.9 even for Q4 on the zoo's
+# lightest fine-tune, benchmarks/RESULTS.md).
+EXPLAINED_FRACTION = 0.99
+# Values sampled per tensor for the rounding tests (a 16 x 16,384 sample: ample to tell 99 % from 90 %).
+SAMPLE_VALUES = 1 << 18
+# Float casts: bf16 keeps 8 significant bits (relative rounding 2^-9), f16 11 (2^-12); a cast of a
+# value is within this relative distance of it (one unit in the last place covers both directions).
+CAST_RELATIVE = 2.0**-8
+F16_SUBNORMAL = 2.0**-24  # f16 spacing below its normal range: the absolute rounding of tiny values
+# Relative changes above this are not worth a rank analysis (a full rewrite).
+# A merged LoRA of rank r changes a matrix in exactly r directions: they hold all of the change
+# (bf16 rounding of the merged weights leaves well under 1 % outside); a full fine-tune spreads it.
+LOW_RANK_ENERGY = 0.99  # the share of ||B - A||^2 the leading singular values must hold ...
+LOW_RANK_MAX = 64  # ... within at most this many directions, and ...
+LOW_RANK_MAX_SHARE = 0.125  # ... in at most this share of the tensor's smaller dimension.
+SVD_SKETCH = 48  # columns of the randomized range finder for large tensors
+# `compare` calls a residual alignment farther than this from the identity (RMS per dimension) a
+# transformed stream ("obfuscated"); nearer, the stream is taken as stored.
+OBFUSCATED_OFF_IDENTITY = 0.5
+# Rows whose median cosine with A's is below this no longer line up (neurons permuted): not compared.
+ALIGNED_COSINE = 0.3
+# Training effort measured in the lineage zoo (tools/zoo.py; 128-wide, 4-layer Llama models,
+# AdamW): the relative change ||B - A|| / ||A|| of the whole model after a run, against the run's
+# learning-rate integral (steps x peak learning rate). From zoo.json: finetune and finetune-2
+# (150 x 2e-4), pruned-depth and upscaled healing (150 x 6e-4), continued-pretraining (400 x 4e-3,
+# constant rate). The relation depends on the model: stories260K (64 wide) moves 3 times as far
+# for the same effort (0.149 after 300 x 1e-3), so for other models it is an order of magnitude.
+EFFORT_CALIBRATION: tuple[tuple[float, float], ...] = (
+    (0.050, 0.03),
+    (0.080, 0.09),
+    (1.026, 1.60),
+)
+REFERENCE_LR = 2e-4  # the zoo's fine-tuning rate: effort is said as steps at this rate
+# Words for the size of a full-rank change (relative change of the fine-tuned tensors), placed
+# between the zoo's runs: its fine-tunes sit near 0.05, its continued pretraining near 1.
+MAGNITUDE_WORDS: tuple[tuple[float, str], ...] = (
+    (0.01, "a very light"),
+    (0.12, "a light"),
+    (0.4, "a substantial"),
+    (math.inf, "a heavy (continued-pretraining scale)"),
+)
+
+
+@dataclass
+class TensorChange:
+    """One of B's tensors against its counterpart in A."""
+
+    name: str
+    component: str
+    layer_b: int | None
+    layer_a: int | None
+    parameters: int
+    kind: str
+    shape: tuple[int, ...] = ()
+    norm_a: float = 0.0  # ||A||, to pool relative changes over several tensors
+    relative_change: float | None = None
+    # Fine-tuned matrices: how many directions hold `LOW_RANK_ENERGY` of the change (None: more
+    # than were computed), and whether that makes it low-rank.
+    rank: int | None = None
+    low_rank: bool | None = None
+    # Requantized: what explains the difference ("grid of B", "grid of A", "bf16/f16 cast").
+    explained_by: str | None = None
+
+    @property
+    def degrees_of_freedom(self) -> float:
+        """How many numbers the change needs: the whole tensor, or rank x (rows + columns) for a
+        low-rank change."""
+        if self.kind == NEW:
+            return float(self.parameters)
+        if self.kind != FINETUNED:
+            return 0.0
+        if not self.low_rank or self.rank is None or len(self.shape) != 2:
+            return float(self.parameters)
+        return float(min(self.parameters, self.rank * (self.shape[0] + self.shape[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "component": self.component,
+            "layer_b": self.layer_b,
+            "layer_a": self.layer_a,
+            "parameters": self.parameters,
+            "kind": self.kind,
+            "relative_change": None if self.relative_change is None else round(self.relative_change, 6),
+            "rank": self.rank,
+            "low_rank": self.low_rank,
+            "explained_by": self.explained_by,
+        }
+
+
+@dataclass
+class ValueAdded:
+    """What B adds to A, from `assess`: per tensor, per component and per layer."""
+
+    tensors: list[TensorChange] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.parameters for t in self.tensors)
+
+    def fractions(self) -> dict[str, float]:
+        """The fraction of B's parameters of each kind (``not compared`` when some were not)."""
+        total = self.parameters or 1
+        out = {kind: sum(t.parameters for t in self.tensors if t.kind == kind) / total for kind in KINDS}
+        skipped = sum(t.parameters for t in self.tensors if t.kind == NOT_COMPARED)
+        if skipped:
+            out[NOT_COMPARED] = skipped / total
+        return out
+
+    @property
+    def trained_change(self) -> float | None:
+        """||B - A|| / ||A|| over the fine-tuned tensors (None when none was)."""
+        tuned = [t for t in self.tensors if t.kind == FINETUNED and t.relative_change is not None]
+        return _pooled(tuned)
+
+    @property
+    def score(self) -> float:
+        """The share of B that is new information: every new parameter counts 1; a fine-tuned
+        tensor counts its change's degrees of freedom (all its parameters, or rank x (rows +
+        columns) for a low-rank change) times its relative change, capped at 1 (a rewrite). A
+        copy or a requantization scores 0."""
+        total = self.parameters
+        if not total:
+            return 0.0
+        new = 0.0
+        for t in self.tensors:
+            if t.kind == NEW:
+                new += t.parameters
+            elif t.kind == FINETUNED and t.relative_change is not None:
+                new += t.degrees_of_freedom * min(1.0, t.relative_change)
+        return new / total
+
+    def order_key(self) -> tuple[float, float]:
+        """Orders derivatives by how much is new: the score, then (at equal score, as between a
+        rename and a requantization, which add nothing) the share re-encoded at lower precision."""
+        return (round(self.score, 9), self.fractions()[REQUANTIZED])
+
+    def components(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name in COMPONENTS:
+            members = [t for t in self.tensors if t.component == name]
+            if not members:
+                continue
+            parameters = sum(t.parameters for t in members)
+            kinds = {k: sum(t.parameters for t in members if t.kind == k) / parameters for k in KINDS}
+            tuned = [t for t in members if t.kind == FINETUNED]
+            out[name] = {
+                "parameters": parameters,
+                "kinds": {k: round(v, 6) for k, v in kinds.items() if v},
+                "relative_change": _rounded(_pooled([t for t in members if t.relative_change is not None])),
+                "low_rank": None if not tuned else all(bool(t.low_rank) for t in tuned),
+                "rank": None
+                if not tuned or not all(t.low_rank for t in tuned)
+                else max(t.rank or 0 for t in tuned),
+            }
+        return out
+
+    def per_layer(self) -> list[dict[str, Any]]:
+        """B's layers in order: their relative change from their source layer in A, and the kind
+        that holds most of their parameters."""
+        layers = sorted({t.layer_b for t in self.tensors if t.layer_b is not None})
+        rows = []
+        for layer in layers:
+            members = [t for t in self.tensors if t.layer_b == layer]
+            weights: dict[str, int] = {}
+            for t in members:
+                weights[t.kind] = weights.get(t.kind, 0) + t.parameters
+            rows.append(
+                {
+                    "layer_b": layer,
+                    "layer_a": next((t.layer_a for t in members if t.layer_a is not None), None),
+                    "relative_change": _rounded(_pooled([t for t in members if t.relative_change is not None])),
+                    "kind": max(weights, key=lambda k: weights[k]),
+                }
+            )
+        return rows
+
+    def effort(self) -> dict[str, Any] | None:
+        """The zoo's training effort that makes a full-rank change of this size (`EFFORT_CALIBRATION`)."""
+        full = [t for t in self.tensors if t.kind == FINETUNED and not t.low_rank]
+        change = _pooled(full)
+        if change is None or change <= 0:
+            return None
+        integral = _interpolate_effort(change)
+        return {
+            "relative_change": round(change, 6),
+            "lr_steps": round(integral, 6),
+            "steps_at_reference_lr": int(round(integral / REFERENCE_LR)),
+            "reference_lr": REFERENCE_LR,
+            "basis": "lineage zoo: 128-wide 4-layer Llama models trained with AdamW (tools/zoo.py)",
+        }
+
+    def summary(self) -> str:
+        """One sentence: what is new in B, in plain words."""
+        parts: list[str] = []
+        tuned = [t for t in self.tensors if t.kind == FINETUNED]
+        effort = self.effort()
+        full = [t for t in tuned if not t.low_rank]
+        low = [t for t in tuned if t.low_rank]
+        if full and effort is not None:
+            word = next(w for bound, w in MAGNITUDE_WORDS if effort["relative_change"] < bound)
+            where = _component_list(t.component for t in full)
+            parts.append(
+                f"{word} fine-tune of {where} (relative change {effort['relative_change']:.3g}, comparable "
+                f"to about {effort['steps_at_reference_lr']:,} steps at learning rate {REFERENCE_LR:g} "
+                "in our zoo)"
+            )
+        if low:
+            rank = max(t.rank or 0 for t in low)
+            parts.append(
+                f"a low-rank (LoRA-like, rank <= {rank}) change of {_component_list(t.component for t in low)}"
+                f" (relative change {_pooled(low) or 0:.3g})"
+            )
+        fractions = self.fractions()
+        if fractions[REQUANTIZED] > 0:
+            parts.append(f"{fractions[REQUANTIZED]:.0%} of parameters requantized (rounding only)")
+        new_vocab = sum(t.parameters for t in self.tensors if t.component == "added vocabulary")
+        if new_vocab:
+            base_rows = sum(t.parameters for t in self.tensors if t.component == "embeddings" and t.kind != NEW)
+            share = new_vocab / base_rows if base_rows else 1.0
+            parts.append(f"vocabulary extended by about {share:.0%}")
+        added = {t.layer_b for t in self.tensors if t.component == "added layers"}
+        if added:
+            parts.append(f"{len(added)} layer(s) added")
+        if not tuned and not new_vocab and not added:
+            return (
+                "nothing new: " + parts[0]
+                if parts
+                else "nothing new: every compared value is a copy of A's"
+            )
+        return "; ".join(parts) + ", nothing else new"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "score": round(self.score, 6),
+            "fractions": {k: round(v, 6) for k, v in self.fractions().items()},
+            "trained_change": _rounded(self.trained_change),
+            "effort": self.effort(),
+            "components": self.components(),
+            "layers": self.per_layer(),
+            "tensors": [t.to_dict() for t in self.tensors],
+            "note": self.note,
+        }
+
+
+def copied_everywhere(parameters: int) -> ValueAdded:
+    """The value added of an identical copy (every value equal): nothing."""
+    return ValueAdded([TensorChange("(all tensors)", "other", None, None, parameters, COPIED)])
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _pooled(tensors: Sequence[TensorChange]) -> float | None:
+    """||B - A|| / ||A|| over several tensors, from each one's relative change and size."""
+    if not tensors:
+        return None
+    total = sum(t.norm_a**2 for t in tensors)
+    if not total:
+        return None
+    return math.sqrt(sum((t.norm_a * (t.relative_change or 0.0)) ** 2 for t in tensors) / total)
+
+
+def _interpolate_effort(change: float) -> float:
+    """Steps x learning rate for a relative change, log-log interpolated in `EFFORT_CALIBRATION`
+    (extrapolated along the end segments)."""
+    points = EFFORT_CALIBRATION
+    xs = [math.log(c) for c, _ in points]
+    ys = [math.log(e) for _, e in points]
+    x = math.log(change)
+    index = 1
+    while index < len(xs) - 1 and x > xs[index]:
+        index += 1
+    x0, x1, y0, y1 = xs[index - 1], xs[index], ys[index - 1], ys[index]
+    return math.exp(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+
+
+def _component_list(components: Iterable[str]) -> str:
+    names = sorted(set(components), key=COMPONENTS.index)
+    shown = {"ffn": "the FFN", "attention": "the attention", "embeddings": "the embeddings", "norms": "the norms"}
+    words = [shown.get(n, f"the {n}") for n in names]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def component_of(role: str, layer: int | None) -> str:
+    if role in ("embed.weight", "lm_head.weight"):
+        return "embeddings"
+    if "norm" in role:
+        return "norms"
+    if role.startswith("attn."):
+        return "attention"
+    if role.startswith("mlp."):
+        return "ffn"
+    return "other"
+
+
+# --- the rounding tests -------------------------------------------------------------------------
+
+
+def _sample(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same evenly spaced rows of both, as blocks of `GRID_BLOCK` values (whole rows are kept:
+    a block must not straddle two of a quantizer's blocks)."""
+    a2 = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+    b2 = b.reshape(b.shape[0], -1) if b.ndim > 1 else b.reshape(1, -1)
+    step = max(1, a2.size // SAMPLE_VALUES)
+    a2, b2 = a2[::step], b2[::step]
+    width = a2.shape[1] - a2.shape[1] % GRID_BLOCK
+    return a2[:, :width].reshape(-1, GRID_BLOCK), b2[:, :width].reshape(-1, GRID_BLOCK)
+
+
+def grid_steps(blocks: np.ndarray) -> np.ndarray:
+    """Each block's grid step (NaN where its values are not on an affine grid, 0 for a constant
+    block): the largest step of the form smallest-gap / k (k <= `GRID_MAX_DIVISOR`) that divides
+    every gap between its sorted distinct values."""
+    ordered = np.sort(blocks, axis=1)
+    gaps = np.diff(ordered, axis=1).astype(np.float64)
+    scale = np.maximum(np.abs(ordered[:, -1:]), np.abs(ordered[:, :1])).astype(np.float64)
+    positive = gaps > scale * 1e-6
+    smallest = np.where(positive, gaps, np.inf).min(axis=1)
+    steps = np.full(blocks.shape[0], np.nan)
+    steps[~np.isfinite(smallest)] = 0.0
+    pending = np.isfinite(smallest)
+    for divisor in range(1, GRID_MAX_DIVISOR + 1):
+        if not pending.any():
+            break
+        step = smallest[pending] / divisor
+        ratio = gaps[pending] / step[:, None]
+        off = np.abs(ratio - np.round(ratio))
+        fits = np.all(np.where(positive[pending], off < GRID_TOLERANCE, True), axis=1)
+        rows = np.flatnonzero(pending)[fits]
+        steps[rows] = step[fits]
+        pending[rows] = False
+    return steps
+
+
+def explained_by_grid(grid: np.ndarray, other: np.ndarray) -> float:
+    """The fraction of ``grid``'s values that are ``other``'s rounded to the nearest point of the
+    grid their block lies on (0 when the blocks are not grids)."""
+    steps = grid_steps(grid)
+    usable = np.isfinite(steps) & (steps > 0)
+    if not usable.any():
+        return 0.0
+    g, o, d = grid[usable].astype(np.float64), other[usable].astype(np.float64), steps[usable][:, None]
+    low, high = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+    predicted = np.clip(low + d * np.round((o - low) / d), low, high)
+    matched = np.abs(predicted - g) < d / 4
+    # Blocks that are not grids count as unexplained.
+    return float(matched.sum()) / float(grid.size)
+
+
+def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
+    """Why B's values differ from A's by rounding alone, or None if they differ by more: a float
+    cast of one into the other's precision, or one side on a quantization grid that the other's
+    values round onto."""
+    blocks_a, blocks_b = _sample(a, b)
+    if blocks_a.size == 0:
+        return None
+    bound = CAST_RELATIVE * np.maximum(np.abs(blocks_a), np.abs(blocks_b)) + F16_SUBNORMAL
+    if np.all(np.abs(blocks_a - blocks_b) <= bound):
+        return "bf16/f16 cast"
+    if explained_by_grid(blocks_b, blocks_a) >= EXPLAINED_FRACTION:
+        return "grid of B"
+    if explained_by_grid(blocks_a, blocks_b) >= EXPLAINED_FRACTION:
+        return "grid of A"
+    return None
+
+
+# --- the rank of a change -----------------------------------------------------------------------
+
+
+def change_rank(delta: np.ndarray) -> tuple[int | None, bool]:
+    """(how many directions hold `LOW_RANK_ENERGY` of the change, whether that is low-rank).
+
+    Small matrices get an exact SVD; large ones a randomized range finder of `SVD_SKETCH` columns
+    with two power iterations, which resolves the leading directions (a rank above the sketch
+    is reported as None: full-rank)."""
+    if delta.ndim != 2 or min(delta.shape) < 2:
+        return None, False
+    work = delta.astype(np.float64)
+    total = float(np.sum(work * work))
+    if total == 0.0:
+        return 0, True
+    if min(work.shape) <= 256:
+        values = np.linalg.svd(work, compute_uv=False)
+    else:
+        rng = np.random.default_rng(0)
+        basis = work @ rng.standard_normal((work.shape[1], SVD_SKETCH))
+        for _ in range(2):
+            basis, _ = np.linalg.qr(basis)
+            basis = work @ (work.T @ basis)
+        basis, _ = np.linalg.qr(basis)
+        values = np.linalg.svd(basis.T @ work, compute_uv=False)
+    energy = np.cumsum(values**2) / total
+    reached = np.flatnonzero(energy >= LOW_RANK_ENERGY)
+    if reached.size == 0:
+        return None, False
+    rank = int(reached[0]) + 1
+    low = rank <= LOW_RANK_MAX and rank <= LOW_RANK_MAX_SHARE * min(work.shape)
+    return rank, low
+
+
+# --- the assessment ------------------------------------------------------------------------------
+
+
+def _aligned(role: str, matrix: np.ndarray, transform: np.ndarray | None) -> np.ndarray:
+    """B's matrix in A's residual basis (``transform``: H_B x H_A, None for the identity)."""
+    if transform is None or matrix.ndim != 2:
+        return matrix
+    if (role in READS_RESIDUAL or role in ("embed.weight", "lm_head.weight")) and matrix.shape[1] == transform.shape[0]:
+        return matrix @ transform
+    if role in WRITES_RESIDUAL and matrix.shape[0] == transform.shape[0]:
+        return transform.T @ matrix
+    return matrix
+
+
+def _rope_orders(role: str, a: np.ndarray, head_dims: Sequence[int] = (64, 128, 32, 256, 16, 8)) -> list[np.ndarray]:
+    """A's query or key rows in the other rotary layout: llama.cpp's GGUF stores them interleaved
+    (pairs of rotated dimensions side by side) where Hugging Face stores the two halves apart."""
+    if role not in ("attn.q.weight", "attn.k.weight") or a.ndim != 2:
+        return []
+    out = []
+    for head_dim in head_dims:
+        if a.shape[0] % head_dim or head_dim % 2:
+            continue
+        heads = a.shape[0] // head_dim
+        halves = a.reshape(heads, 2, head_dim // 2, -1)
+        out.append(halves.swapaxes(1, 2).reshape(a.shape))  # halves -> interleaved
+        pairs = a.reshape(heads, head_dim // 2, 2, -1)
+        out.append(pairs.swapaxes(1, 2).reshape(a.shape))  # interleaved -> halves
+    return out
+
+
+def _row_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The median cosine between A's and B's rows in stored order (1 for vectors and tiny matrices)."""
+    if a.ndim != 2 or a.shape[0] < 8:
+        return 1.0
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosines = np.sum(a * b, axis=1) / np.maximum(norms, 1e-30)
+    return float(np.median(cosines))
+
+
+def compare_tensor(
+    name: str, role: str, layer_b: int | None, layer_a: int | None, a: np.ndarray | None, b: np.ndarray,
+    *, component: str | None = None, transform: np.ndarray | None = None,
+) -> TensorChange:
+    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none)."""
+    component = component or component_of(role, layer_b)
+    change = TensorChange(name, component, layer_b, layer_a, int(b.size), NEW, tuple(b.shape))
+    if a is None:
+        return change
+    if a.shape != b.shape:
+        change.kind = NOT_COMPARED
+        return change
+    if transform is not None:
+        if b.ndim == 1:  # a norm gain in a rotated stream has no elementwise counterpart
+            change.kind = NOT_COMPARED
+            return change
+        b = _aligned(role, b, transform)
+    # Query and key rows may be stored in the other rotary layout (a GGUF or llama2.c file against
+    # a Hugging Face one): the layout whose rows agree best is A's.
+    a = max([a, *_rope_orders(role, a)], key=lambda order: _row_agreement(order, b))
+    if _row_agreement(a, b) < ALIGNED_COSINE:
+        change.kind = NOT_COMPARED
+        return change
+    if transform is None and np.array_equal(a, b):
+        change.kind = COPIED
+        change.relative_change = 0.0
+        change.norm_a = float(np.linalg.norm(a))
+        return change
+    norm_a = change.norm_a = float(np.linalg.norm(a))
+    delta = b.astype(np.float64) - a.astype(np.float64)
+    change.relative_change = float(np.linalg.norm(delta)) / norm_a if norm_a > 0 else float("inf")
+    if transform is None:
+        reason = explained_by_rounding(a, b)
+        if reason is not None:
+            change.kind = REQUANTIZED
+            change.explained_by = reason
+            return change
+    change.kind = FINETUNED
+    rank, low = change_rank(delta)
+    change.rank, change.low_rank = rank, low
+    return change
+
+
+def assess(
+    model_a: CanonicalModel,
+    model_b: CanonicalModel,
+    layers: list[dict[str, Any]],
+    alignment: Alignment | None,
+) -> ValueAdded:
+    """Every tensor of B that has a role, against A's (layers paired by ``layers``, `compare`'s
+    layer map; the residual stream aligned by ``alignment`` when it is not the identity)."""
+    transform = None
+    if alignment is not None:
+        t = alignment.transform
+        # A fit between a model and its fine-tune is near the identity, not at it: only a stream
+        # that was really transformed (`compare`'s "obfuscated" test) is undone.
+        square = t.shape[0] == t.shape[1]
+        if not square or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY:
+            transform = np.asarray(t, dtype=np.float32)
+    source_of = {row["layer_b"]: row["layer_a"] for row in layers if row.get("layer_a") is not None}
+    # B's layers without their own source: a layer of A used a second time, or none at all.
+    used: set[int] = set()
+    added: set[int] = set()
+    for layer in model_b.layers:
+        source = source_of.get(layer, layer if not source_of and layer in model_a.layers else None)
+        if source is None or source in used:
+            added.add(layer)
+        else:
+            used.add(source)
+        if source is not None:
+            source_of[layer] = source
+    value = ValueAdded()
+    for (layer, role), names in sorted(model_b.slots.items(), key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], kv[0][1])):
+        if len(names) != 1:
+            continue
+        b = model_b.role(layer, role)
+        if b is None:
+            continue
+        layer_a = source_of.get(layer) if layer is not None else None
+        a = model_a.role(layer_a if layer is not None else None, role) if (layer is None or layer_a is not None) else None
+        if a is None and role == "lm_head.weight":  # A ties its output head to its embedding
+            a = model_a.role(None, "embed.weight")
+        component = "added layers" if layer in added else None
+        if role in ("embed.weight", "lm_head.weight") and a is not None and b.ndim == 2 and a.ndim == 2 and b.shape[0] > a.shape[0] and b.shape[1] == a.shape[1]:
+            rows = a.shape[0]
+            value.tensors.append(
+                compare_tensor(names[0], role, None, None, a, b[:rows], transform=transform)
+            )
+            extra = TensorChange(f"{names[0]}[{rows}:]", "added vocabulary", None, None, int(b[rows:].size), NEW)
+            value.tensors.append(extra)
+            continue
+        value.tensors.append(
+            compare_tensor(names[0], role, layer, layer_a, a, b, component=component, transform=transform)
+        )
+    return value
+
+
+# A fine-tune whose trained tensors moved more than this (relative change) is named
+# continued pretraining (the zoo's fine-tunes: 0.05 to 0.15; its continued pretraining: 1.0).
+CONTINUED_PRETRAINING_CHANGE = 0.4
+TRAINING_WORDS = ("finetune", "continued-pretraining")
+# `how` only loses its training word when nearly all of B was compared.
+COMPARED_FOR_REVISION = 0.9
+
+
+def revise_how(how: list[str], value: ValueAdded) -> list[str]:
+    """`compare`'s ``how`` corrected by the tensor-by-tensor account: no training word when every
+    compared tensor is a copy or a requantization (rounding is not training), ``quantized`` when
+    some tensor is a requantization, and a training word beside ``quantized`` when some tensor
+    changed beyond rounding."""
+    fractions = value.fractions()
+    tuned = fractions[FINETUNED] > 0
+    out = list(how)
+    if not tuned and fractions.get(NOT_COMPARED, 0.0) <= 1 - COMPARED_FOR_REVISION:
+        out = [word for word in out if word not in TRAINING_WORDS]
+    if fractions[REQUANTIZED] > 0 and "quantized" not in out:
+        out.append("quantized")
+    if tuned and not any(word in out for word in TRAINING_WORDS):
+        change = value.trained_change or 0.0
+        out.append("continued-pretraining" if change > CONTINUED_PRETRAINING_CHANGE else "finetune")
+    return out

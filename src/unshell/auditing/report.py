@@ -27,6 +27,7 @@ from ..errors import UnshellError, UsageError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult
+from ..lineage.change import substantive_change
 from ..lineage.compare import CompareResult, compare_checkpoints
 from ..model import Model
 
@@ -664,6 +665,18 @@ def audit_checkpoint(
             "tokenizer": comparison.to_dict().get("tokenizer"),
         }
         _weight_findings(comparison, result, base_name, card, findings)
+        if comparison.value_added is not None:
+            added = comparison.value_added.to_dict()
+            del added["tensors"]  # the compare report lists them
+            detected["weights"]["value_added"] = added
+            findings.append(
+                Finding(
+                    "note",
+                    substantive_change(comparison.value_added),
+                    "nothing to change; a model card can say what was done to the base",
+                    added,
+                )
+            )
         if comparison.verdict in ("derived", "identical"):
             base_licence, base_licence_name = _declared_licence(base_result)
             if base_licence is not None:

@@ -614,3 +614,32 @@ def revise_how(how: list[str], value: ValueAdded) -> list[str]:
         change = value.trained_change or 0.0
         out.append("continued-pretraining" if change > CONTINUED_PRETRAINING_CHANGE else "finetune")
     return out
+
+
+def value_added_text(document: dict[str, Any]) -> str:
+    """The value-added part of a compare document in one paragraph (text reports, audit)."""
+    fractions = document["fractions"]
+    shares = ", ".join(f"{kind} {share:.0%}" for kind, share in fractions.items() if share)
+    return f"{document['summary']} (B's parameters: {shares}; new-information score {document['score']:.3g})"
+
+
+# The new-information score above which an audit reads the change as substantive: a full-rank
+# change of about 1 % of every weight (the zoo's lightest fine-tune scores 0.05 to 0.08; its
+# rank-4 LoRA on two attention matrices 0.005; copies and requantizations 0).
+SUBSTANTIVE_SCORE = 0.01
+
+
+def substantive_change(value: ValueAdded) -> str:
+    """What an audit says about the change: what B adds, and whether that is evidence for or
+    against a "substantive change" (`SUBSTANTIVE_SCORE`)."""
+    score = value.score
+    if score == 0:
+        stance = "evidence against a substantive change: B's compared values are A's, copied or rounded"
+    elif score < SUBSTANTIVE_SCORE:
+        stance = (
+            f"weak evidence of a substantive change: new-information score {score:.3g}, below "
+            f"{SUBSTANTIVE_SCORE} (a full-rank change of 1 % of every weight)"
+        )
+    else:
+        stance = f"evidence of a substantive change: new-information score {score:.3g}"
+    return f"what the weights add to the base: {value.summary()} ({stance})"

@@ -42,7 +42,7 @@ from .markup import (
     plain,
     render,
 )
-from .svg import heatmap_svg, line_chart_svg, profile_band_svg
+from .svg import change_bars_svg, heatmap_svg, line_chart_svg, profile_band_svg
 
 __all__ = ["audit_html", "chance_bound", "compare_html", "search_html", "write_html"]
 
@@ -373,6 +373,33 @@ def _renames_view(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def value_added_view(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The value-added section's numbers: the component table and the per-layer bar chart."""
+    if not value:
+        return None
+    components = [
+        (
+            name,
+            f"{part['parameters']:,}",
+            ", ".join(f"{kind} {share:.0%}" for kind, share in part["kinds"].items()),
+            "-" if part["relative_change"] is None else f"{part['relative_change']:.3g}",
+            "-" if part["low_rank"] is None else (f"low-rank (rank {part['rank']})" if part["low_rank"] else "full-rank"),
+        )
+        for name, part in value["components"].items()
+    ]
+    bars = [
+        (f"B layer {row['layer_b']}", row["relative_change"], row["kind"]) for row in value["layers"]
+    ]
+    return {
+        "summary": value["summary"],
+        "fractions": ", ".join(f"{kind} {share:.0%}" for kind, share in value["fractions"].items() if share),
+        "score": value["score"],
+        "effort": value["effort"],
+        "components": components,
+        "chart": change_bars_svg("value-layers", "Relative change of each layer of B", bars) if bars else None,
+    }
+
+
 def compare_html(result: CompareResult | TokenizerComparison) -> str:
     """The report of `unshell.compare` as one self-contained HTML page."""
     if isinstance(result, TokenizerComparison):
@@ -389,6 +416,7 @@ def compare_html(result: CompareResult | TokenizerComparison) -> str:
                 ("architecture", "Architecture"),
                 ("renames", "Rename map"),
                 ("layers", "Layers"),
+                ("value", "Value added"),
                 ("profiles", "Profiles"),
                 ("tokenizer", "Tokenizer"),
                 ("evidence", "Evidence"),
@@ -396,6 +424,7 @@ def compare_html(result: CompareResult | TokenizerComparison) -> str:
             ],
         ),
         doc=doc,
+        value=value_added_view(doc.get("value_added")),
         headline=headline,
         meaning=meaning,
         alignment=alignment_text(doc["evidence"].get("alignment")),

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from ..lineage.compare import PROFILE_NULL_ABOVE_09, PROFILE_NULL_MAX, PROFILE_NULL_MEDIAN
 from .markup import safe_text
 
-__all__ = ["heatmap_svg", "line_chart_svg", "profile_band_svg"]
+__all__ = ["change_bars_svg", "heatmap_svg", "line_chart_svg", "profile_band_svg"]
 
 _SCALE = (
     (0.0, (247, 251, 255)),
@@ -366,6 +366,55 @@ def profile_band_svg(value: float | None) -> Markup:
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{axis_y - 14:.1f}" y2="{axis_y:.1f}" stroke="#1b1f24" stroke-width="2"/>'
             f'<text x="{x:.1f}" y="{axis_y - 48:.1f}" text-anchor="{"end" if value > 0.6 else "start"}" '
             f'font-size="12" font-weight="700">this pair: {value:.3f} ▼</text>'
+        )
+    out.append("</svg>")
+    return Markup("".join(out))  # every text in it went through safe_text
+
+
+# Fill of a bar by what the layer's change is (the kind is also written beside each bar).
+_KIND_FILL = {
+    "copied": "#8c959f",
+    "requantized": "#54aeff",
+    "fine-tuned": "#0969da",
+    "new": "#cf222e",
+    "not compared": "#d0d7de",
+}
+
+
+def change_bars_svg(ident: str, title: str, rows: Sequence[tuple[str, float | None, str]]) -> Markup:
+    """One horizontal bar per row (a layer of B): its relative change from its source in A on a
+    square-root axis (a copy's 0 and a rewrite's 1 on one chart), with the value and the kind
+    written beside it, so the chart reads without colour."""
+    values = [v for _, v, _ in rows if v is not None and math.isfinite(v)]
+    high = max([*values, 0.01])
+    left, right, top, bar, gap = 84.0, 190.0, 26.0, 12.0, 4.0
+    plot = 320.0
+    width = left + plot + right
+    height = top + len(rows) * (bar + gap) + 22
+
+    def length(v: float) -> float:
+        return plot * math.sqrt(max(v, 0.0) / high)
+
+    desc = "; ".join(f"{label}: {'-' if v is None else f'{v:.3g}'} ({kind})" for label, v, kind in rows)
+    out = [_svg_open(width, height, ident, title, desc)]
+    out.append(f'<text x="{left:.0f}" y="14" font-size="12" font-weight="600">{safe_text(title)}</text>')
+    for index, (label, value, kind) in enumerate(rows):
+        y = top + index * (bar + gap)
+        out.append(
+            f'<text x="{left - 6:.0f}" y="{y + bar - 2:.1f}" text-anchor="end" font-size="10">{safe_text(label)}</text>'
+        )
+        shown = 0.0 if value is None or not math.isfinite(value) else length(value)
+        fill = _KIND_FILL.get(kind, "#8c959f")
+        out.append(
+            f'<rect x="{left:.0f}" y="{y:.1f}" width="{max(shown, 1.0):.1f}" height="{bar:.0f}" fill="{fill}"/>'
+        )
+        text = f"{'-' if value is None else f'{value:.3g}'} {kind}"
+        out.append(f'<text x="{left + shown + 4:.1f}" y="{y + bar - 2:.1f}" font-size="10">{safe_text(text)}</text>')
+    axis_y = top + len(rows) * (bar + gap) + 12
+    for fraction in (0.0, 0.25, 1.0):
+        x = left + plot * math.sqrt(fraction)
+        out.append(
+            f'<text x="{x:.1f}" y="{axis_y:.0f}" text-anchor="middle" font-size="9" fill="#57606a">{_axis_number(high * fraction)}</text>'
         )
     out.append("</svg>")
     return Markup("".join(out))  # every text in it went through safe_text

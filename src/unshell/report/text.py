@@ -172,6 +172,10 @@ def render_compare(doc: dict[str, Any]) -> str:
         )
     if doc["how"]:
         rows.append(("how", ", ".join(doc["how"])))
+    from ..lineage.change import value_added_text
+
+    if doc.get("value_added"):
+        rows.append(("value added", value_added_text(doc["value_added"])))
     hashes = evidence.get("hashes")
     if hashes:
         rows.append(

@@ -1,0 +1,199 @@
+"""How much of a derivative is new (`unshell.lineage.change`), and rounding is not training.
+
+Ground truth is how each file was made: the lineage zoo's manifest (tools/zoo.py), the
+stories260K derivatives made in tests/derivatives.py, llama.cpp's own requantization of SmolLM2,
+and Qwen's published Q4_K_M file. Never unshell's own answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unshell
+from unshell.lineage.change import (
+    FINETUNED,
+    REQUANTIZED,
+    ValueAdded,
+    change_rank,
+    compare_tensor,
+    explained_by_rounding,
+    revise_how,
+)
+
+# --- quantizers written here from ggml's reference code (ggml-quants.c), to make test data ------
+
+
+def q8_0(values: np.ndarray) -> np.ndarray:
+    """quantize_row_q8_0_ref then dequantize: blocks of 32, d = amax / 127, q = round(x / d)."""
+    blocks = values.reshape(-1, 32).astype(np.float32)
+    d = (np.abs(blocks).max(axis=1) / 127).astype(np.float16).astype(np.float32)
+    inverse = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
+    return (np.round(blocks * inverse[:, None]) * d[:, None]).reshape(values.shape)
+
+
+def q4_0(values: np.ndarray) -> np.ndarray:
+    """quantize_row_q4_0_ref then dequantize: d = (signed max) / -8, q = clip(round(x / d) + 8, 0, 15)."""
+    blocks = values.reshape(-1, 32).astype(np.float32)
+    signed_max = blocks[np.arange(len(blocks)), np.argmax(np.abs(blocks), axis=1)]
+    d = (signed_max / -8).astype(np.float16).astype(np.float32)
+    inverse = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
+    q = np.clip(np.round(blocks * inverse[:, None]) + 8, 0, 15)
+    return ((q - 8) * d[:, None]).reshape(values.shape)
+
+
+def bf16(values: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 (nearest even) and back."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+@pytest.fixture(scope="module")
+def weights() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((256, 512)).astype(np.float32) * 0.05
+
+
+@pytest.fixture(scope="module")
+def training_step(weights: np.ndarray) -> np.ndarray:
+    """A change of 1 % of the weights' scale: a tenth of the zoo's lightest fine-tune (5 %)."""
+    return np.random.default_rng(8).standard_normal(weights.shape).astype(np.float32) * 0.0005
+
+
+@pytest.mark.parametrize("quantize", [q8_0, q4_0], ids=["q8_0", "q4_0"])
+def test_a_requantized_or_dequantized_copy_is_rounding(quantize, weights: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    quantized = quantize(weights)
+    assert explained_by_rounding(weights, quantized) == "grid of B"
+    assert explained_by_rounding(quantized, weights) == "grid of A"
+    # A dequantized copy stored in bf16 is the grid rounded again: a cast of it.
+    assert explained_by_rounding(quantized, bf16(quantized)) == "bf16/f16 cast"
+    change = compare_tensor("w", "mlp.up.weight", 0, 0, weights, quantized)
+    assert change.kind == REQUANTIZED and change.relative_change is not None and change.relative_change > 0
+
+
+@pytest.mark.parametrize("quantize", [q8_0, q4_0], ids=["q8_0", "q4_0"])
+def test_training_under_quantization_is_not_rounding(
+    quantize,  # type: ignore[no-untyped-def]
+    weights: np.ndarray,
+    training_step: np.ndarray,
+) -> None:
+    # Q4_0's grid step (about 20 % of a block's largest value) dwarfs the change, yet values cross
+    # grid points: rounding alone cannot give them.
+    tuned_then_quantized = quantize(weights + training_step)
+    assert explained_by_rounding(weights, tuned_then_quantized) is None
+    assert compare_tensor("w", "mlp.up.weight", 0, 0, weights, tuned_then_quantized).kind == FINETUNED
+    assert explained_by_rounding(weights, weights + training_step) is None
+
+
+def test_low_rank_and_full_rank_changes(weights: np.ndarray, training_step: np.ndarray) -> None:
+    rng = np.random.default_rng(9)
+    lora = (rng.standard_normal((256, 4)) @ rng.standard_normal((4, 512))).astype(np.float32) * 1e-3
+    assert change_rank(lora) == (4, True)
+    rank, low = change_rank(training_step)
+    assert not low and (rank is None or rank > 64)
+    change = compare_tensor("w", "attn.q.weight", 0, 0, weights, weights + lora)
+    assert change.kind == FINETUNED and change.low_rank and change.rank == 4
+    assert change.degrees_of_freedom == 4 * (256 + 512)
+
+
+def test_how_loses_its_training_word_when_only_rounding_changed(weights: np.ndarray) -> None:
+    requantized = ValueAdded([compare_tensor("w", "mlp.up.weight", 0, 0, weights, q4_0(weights))])
+    assert revise_how(["pruned", "finetune"], requantized) == ["pruned", "quantized"]
+    tuned = ValueAdded([compare_tensor("w", "mlp.up.weight", 0, 0, weights, weights * 1.01 + 0.001)])
+    assert revise_how(["quantized"], tuned) == ["quantized", "finetune"]
+
+
+# --- real derivatives -----------------------------------------------------------------------------
+
+
+def _ordered(results: dict[str, unshell.CompareResult], names: tuple[str, ...]) -> list[str]:
+    keys = {name: results[name].value_added.order_key() for name in names}  # type: ignore[union-attr]
+    return sorted(names, key=lambda name: keys[name])
+
+
+@pytest.mark.slow
+def test_stories260k_derivatives_are_ordered_by_what_they_add(fixtures_dir: Path) -> None:
+    """stories260K renamed, requantized to Q8_0, LoRA-tuned, fine-tuned and continued-pretrained
+    (tests/derivatives.py says how): the value-added report orders them as they were made."""
+    from derivatives import STORIES_ORDER, stories_derivatives
+
+    made = stories_derivatives()
+    results = {name: unshell.compare(fixtures_dir / "stories260K.bin", path) for name, path in made.items()}
+    assert all(r.value_added is not None for r in results.values())
+    assert _ordered(results, STORIES_ORDER) == list(STORIES_ORDER)
+    by = {name: r.value_added for name, r in results.items()}
+    fractions = {name: v.fractions() for name, v in by.items() if v is not None}
+    assert fractions["rename"]["copied"] == 1.0
+    assert fractions["requantize"][REQUANTIZED] > 0.99 and "finetune" not in results["requantize"].how
+    assert "quantized" in results["requantize"].how
+    lora = results["lora"].value_added
+    assert lora is not None
+    components = lora.components()
+    # Only q_proj and v_proj were trained, by rank-4 adapters: the rest is copied.
+    assert set(components) >= {"attention", "ffn", "embeddings"}
+    assert components["ffn"]["kinds"] == {"copied": 1.0}
+    assert components["attention"]["low_rank"] is True and components["attention"]["rank"] == 4
+    assert fractions["finetune"][FINETUNED] == 1.0 and fractions["continued"][FINETUNED] == 1.0
+    assert "fine-tune" in lora.summary() or "low-rank" in lora.summary()
+
+
+@pytest.mark.slow
+def test_zoo_derivatives_are_ordered_by_what_they_add() -> None:
+    from zoo_fixture import compared, zoo
+
+    bases = zoo().bases
+    root = Path(bases["base-s0"]).parent
+    # What was done to base-s0 (zoo.json recipes): renamed; GGUF Q8_0; LoRA rank 4 on q and v
+    # (150 steps, lr 3e-3, merged); full fine-tune (150 steps, lr 2e-4); continued pretraining
+    # (400 steps, lr 4e-3 constant).
+    order = ("base-s0-renamed", "q8_0.gguf", "lora-merged", "finetune", "continued-pretraining")
+    results = {name: compared(root / "base-s0", root / name) for name in order}
+    assert _ordered(results, order) == list(order)
+    for name in ("q8_0.gguf", "q4_k.gguf", "q4_0.gguf"):
+        result = compared(root / "base-s0", root / name)
+        assert result.value_added is not None and result.value_added.fractions()[REQUANTIZED] > 0.99, name
+        assert "finetune" not in result.how and "quantized" in result.how, (name, result.how)
+    effort = results["finetune"].value_added.effort()  # type: ignore[union-attr]
+    # 150 steps at 2e-4: the calibration's own point, read back through the whole pipeline.
+    assert effort is not None and 75 <= effort["steps_at_reference_lr"] <= 300
+
+
+@pytest.mark.slow
+def test_a_real_requantization_is_not_a_finetune() -> None:
+    """SmolLM2-135M-Instruct as published (Q4_1) against llama.cpp's own requantization to Q8_0."""
+    from artifacts import fetch
+    from llama_server import requantized_smollm2
+
+    result = unshell.compare(fetch("smollm2_gguf"), requantized_smollm2("Q8_0"))
+    assert result.verdict == "derived"
+    assert "quantized" in result.how and "finetune" not in result.how, result.how
+    assert result.value_added is not None and result.value_added.fractions()[REQUANTIZED] > 0.99
+
+
+@pytest.mark.slow
+def test_qwen_dequantized_to_bf16_is_rounding(tmp_path: Path) -> None:
+    """Qwen2.5-Coder-0.5B-Instruct's published Q4_K_M GGUF (Q4_K, Q6_K and Q8_0 tensors), its
+    layers dequantized by unshell's reader and written as bf16 safetensors: rounding, not
+    training (the issue's layer drop of this file read as `finetune`)."""
+    from artifacts import fetch
+
+    from unshell.formats import open_checkpoint
+    from unshell.formats.safetensors import write_safetensors
+
+    with open_checkpoint(fetch("qwen05_gguf")) as gguf:
+        names = [n for n in gguf.tensors if n.startswith(("blk.0.", "blk.23.")) and gguf.info(n).shape[0] > 1]
+        types = {gguf.info(n).dtype for n in names}
+        original = {n: np.asarray(gguf.read(n), dtype=np.float32) for n in names}
+    assert {"Q4_K", "Q6_K"} <= types
+    write_safetensors(tmp_path / "b.safetensors", original, dtypes=dict.fromkeys(original, "BF16"))
+    with open_checkpoint(tmp_path / "b.safetensors") as copy:
+        for name, values in original.items():
+            stored = np.asarray(copy.read(name), dtype=np.float32)
+            change = compare_tensor(name, "mlp.up.weight", 0, 0, values, stored)
+            assert change.kind == REQUANTIZED, (name, change)
+            # A change the size of the zoo's lightest fine-tune (5 % of the weights' scale) is not.
+            rng = np.random.default_rng(0)
+            step = (rng.standard_normal(values.shape) * 0.05 * values.std()).astype(np.float32)
+            assert compare_tensor(name, "mlp.up.weight", 0, 0, values, values + step).kind == FINETUNED

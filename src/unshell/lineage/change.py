@@ -42,7 +42,7 @@ COMPONENTS = ("embeddings", "attention", "ffn", "norms", "other", "added layers"
 # with one scale in every GGML type (Q2_K, Q3_K and Q6_K scale sub-blocks of 16; the others 32).
 GRID_BLOCK = 16
 # A block is a grid when every gap between its sorted distinct values is a whole number of steps,
-# within this fraction of a step (a bf16-stored grid of up to 16 levels stays within 1/32).
+# within this fraction of a step (a bf16-stored grid of up to 32 levels stays within 1/16).
 GRID_TOLERANCE = 0.1
 # The step is the smallest gap divided by 1..this (the smallest gap of 16 values drawn from a
 # 255-level Q8_0 grid is a few steps).

@@ -155,7 +155,9 @@ def stories_derivatives() -> dict[str, Path]:
     """The five derivatives of stories260K (`STORIES_RECIPES`), trained on Python's documentation
     (the zoo's corpus) tokenized with stories260K's own tokenizer."""
     zoo = zoo_module()
-    recipe = json.dumps(STORIES_RECIPES) + _digest(STORIES.read_bytes(), (HERE.parent.parent / "tools" / "zoo.py").read_bytes())
+    recipe = json.dumps(STORIES_RECIPES) + _digest(
+        STORIES.read_bytes(), (HERE.parent.parent / "tools" / "zoo.py").read_bytes()
+    )
 
     def make(out: Path) -> None:
         params, shape = zoo.load_llama2c(STORIES)
@@ -169,7 +171,9 @@ def stories_derivatives() -> dict[str, Path]:
         with zoo.torch_session(1):
             names = list(zoo.tensor_shapes(shape))
             zoo.save_hf(out / "rename", params, shape, None, rename=zoo.random_names(names, 5))
-            zoo.save_gguf(out / "requantize.gguf", params, shape, bpe, _q8_0_where_possible, "stories260K Q8_0")
+            zoo.save_gguf(
+                out / "requantize.gguf", params, shape, bpe, _q8_0_where_possible, "stories260K Q8_0"
+            )
             lora, _ = zoo.lora_finetune(params, shape, tokens, lora_settings, 41)
             zoo.save_hf(out / "lora", lora, shape, None)
             tuned, _ = zoo.train_copy(params, shape, tokens, tuned_recipe, 42)

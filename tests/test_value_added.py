@@ -168,12 +168,20 @@ def test_a_real_requantization_is_rounding() -> None:
     for it in the comparison tests above.)"""
     from artifacts import fetch
     from llama_server import requantized_smollm2
-
     from unshell.formats import open_checkpoint
 
-    with open_checkpoint(fetch("smollm2_gguf")) as published, open_checkpoint(requantized_smollm2("Q8_0")) as copy:
-        names = [n for n in published.tensors if n.startswith(("blk.0.", "blk.29.")) and len(published.info(n).shape) == 2]
-        assert {published.info(n).dtype for n in names} == {"Q4_1"} and {copy.info(n).dtype for n in names} == {"Q8_0"}
+    with (
+        open_checkpoint(fetch("smollm2_gguf")) as published,
+        open_checkpoint(requantized_smollm2("Q8_0")) as copy,
+    ):
+        names = [
+            n
+            for n in published.tensors
+            if n.startswith(("blk.0.", "blk.29.")) and len(published.info(n).shape) == 2
+        ]
+        assert {published.info(n).dtype for n in names} == {"Q4_1"} and {
+            copy.info(n).dtype for n in names
+        } == {"Q8_0"}
         for name in names:
             a = np.asarray(published.read(name), dtype=np.float32)
             b = np.asarray(copy.read(name), dtype=np.float32)
@@ -187,12 +195,13 @@ def test_qwen_dequantized_to_bf16_is_rounding(tmp_path: Path) -> None:
     layers dequantized by unshell's reader and written as bf16 safetensors: rounding, not
     training (the issue's layer drop of this file read as `finetune`)."""
     from artifacts import fetch
-
     from unshell.formats import open_checkpoint
     from unshell.formats.safetensors import write_safetensors
 
     with open_checkpoint(fetch("qwen05_gguf")) as gguf:
-        names = [n for n in gguf.tensors if n.startswith(("blk.0.", "blk.23.")) and len(gguf.info(n).shape) == 2]
+        names = [
+            n for n in gguf.tensors if n.startswith(("blk.0.", "blk.23.")) and len(gguf.info(n).shape) == 2
+        ]
         types = {gguf.info(n).dtype for n in names}
         original = {n: np.asarray(gguf.read(n), dtype=np.float32) for n in names}
     assert {"Q4_K", "Q6_K"} <= types

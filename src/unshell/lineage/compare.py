@@ -48,8 +48,8 @@ from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
-from .change import ValueAdded, assess, copied_everywhere, revise_how
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
+from .change import ValueAdded, assess, copied_everywhere, revise_how
 from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
 from .sketch import (
     SKETCH_DIM,

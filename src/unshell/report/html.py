@@ -383,20 +383,22 @@ def value_added_view(value: dict[str, Any] | None) -> dict[str, Any] | None:
             f"{part['parameters']:,}",
             ", ".join(f"{kind} {share:.0%}" for kind, share in part["kinds"].items()),
             "-" if part["relative_change"] is None else f"{part['relative_change']:.3g}",
-            "-" if part["low_rank"] is None else (f"low-rank (rank {part['rank']})" if part["low_rank"] else "full-rank"),
+            "-"
+            if part["low_rank"] is None
+            else (f"low-rank (rank {part['rank']})" if part["low_rank"] else "full-rank"),
         )
         for name, part in value["components"].items()
     ]
-    bars = [
-        (f"B layer {row['layer_b']}", row["relative_change"], row["kind"]) for row in value["layers"]
-    ]
+    bars = [(f"B layer {row['layer_b']}", row["relative_change"], row["kind"]) for row in value["layers"]]
     return {
         "summary": value["summary"],
         "fractions": ", ".join(f"{kind} {share:.0%}" for kind, share in value["fractions"].items() if share),
         "score": value["score"],
         "effort": value["effort"],
         "components": components,
-        "chart": change_bars_svg("value-layers", "Relative change of each layer of B", bars) if bars else None,
+        "chart": change_bars_svg("value-layers", "Relative change of each layer of B", bars)
+        if bars
+        else None,
     }
 
 

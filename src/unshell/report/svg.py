@@ -409,7 +409,9 @@ def change_bars_svg(ident: str, title: str, rows: Sequence[tuple[str, float | No
             f'<rect x="{left:.0f}" y="{y:.1f}" width="{max(shown, 1.0):.1f}" height="{bar:.0f}" fill="{fill}"/>'
         )
         text = f"{'-' if value is None else f'{value:.3g}'} {kind}"
-        out.append(f'<text x="{left + shown + 4:.1f}" y="{y + bar - 2:.1f}" font-size="10">{safe_text(text)}</text>')
+        out.append(
+            f'<text x="{left + shown + 4:.1f}" y="{y + bar - 2:.1f}" font-size="10">{safe_text(text)}</text>'
+        )
     axis_y = top + len(rows) * (bar + gap) + 12
     for fraction in (0.0, 0.25, 1.0):
         x = left + plot * math.sqrt(fraction)

@@ -607,6 +607,12 @@ def assess(
         if source is not None:
             source_of[index] = source
     value = ValueAdded()
+    if transform is not None:
+        value.note = (
+            "B's residual stream was transformed: changes are measured after undoing the fitted "
+            "alignment, whose own error adds to them (read them as upper bounds), and rounding is not "
+            "tested"
+        )
     for (layer, role), names in sorted(
         model_b.slots.items(), key=lambda kv: (-1 if kv[0][0] is None else kv[0][0], kv[0][1])
     ):

@@ -365,7 +365,7 @@ def component_of(role: str, layer: int | None) -> str:
 # --- the rounding tests -------------------------------------------------------------------------
 
 
-def _sample(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sample_blocks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same evenly spaced rows of both, as blocks of `GRID_BLOCK` values (whole rows are kept:
     a block must not straddle two of a quantizer's blocks)."""
     a2 = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
@@ -431,7 +431,7 @@ def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
     """Why B's values differ from A's by rounding alone, or None if they differ by more: a float
     cast of one into the other's precision, or one side on a quantization grid that the other's
     values round onto."""
-    blocks_a, blocks_b = _sample(a, b)
+    blocks_a, blocks_b = sample_blocks(a, b)
     if blocks_a.size == 0:
         return None
     bound = CAST_RELATIVE * np.maximum(np.abs(blocks_a), np.abs(blocks_b)) + F16_SUBNORMAL

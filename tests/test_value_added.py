@@ -205,3 +205,26 @@ def test_qwen_dequantized_to_bf16_is_rounding(tmp_path: Path) -> None:
             rng = np.random.default_rng(0)
             step = (rng.standard_normal(values.shape) * 0.05 * values.std()).astype(np.float32)
             assert compare_tensor(name, "mlp.up.weight", 0, 0, values, values + step).kind == FINETUNED
+
+
+@pytest.mark.slow
+def test_audit_and_html_report_show_the_value_added() -> None:
+    from unshell.report.html import compare_html
+    from zoo_fixture import compared, zoo
+
+    root = Path(zoo().bases["base-s0"]).parent
+    audit = unshell.audit(root / "q4_0.gguf", against=root / "base-s0")
+    added = audit.detected["weights"]["value_added"]
+    assert added["fractions"]["requantized"] > 0.99
+    assert added["substantive_change"].endswith(
+        "(evidence against a substantive change: B's compared values are A's, copied or rounded)"
+    )
+    assert added["substantive_change"] in audit.notes
+    tuned = unshell.audit(root / "finetune", against=root / "base-s0").detected["weights"]["value_added"]
+    assert "(evidence of a substantive change" in tuned["substantive_change"]
+
+    page = compare_html(compared(root / "base-s0", root / "upscaled"))
+    section = page[page.index('id="value"') : page.index("</section>", page.index('id="value"'))]
+    # layers 4 -> 6 by duplicating 1 and 2, then trained: six bars, two of them added layers.
+    assert section.count("B layer ") >= 6 and "2 layer(s) added" in section
+    assert "<svg" in section and "fine-tuned" in section

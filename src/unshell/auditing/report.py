@@ -664,19 +664,18 @@ def audit_checkpoint(
             "how": comparison.how,
             "tokenizer": comparison.to_dict().get("tokenizer"),
         }
+        before = len(findings)
         _weight_findings(comparison, result, base_name, card, findings)
         if comparison.value_added is not None:
+            # What the weights add to the base: evidence for or against a "substantive change",
+            # beside the weight finding (a description, never a finding of its own).
             added = comparison.value_added.to_dict()
             del added["tensors"]  # the compare report lists them
-            detected["weights"]["value_added"] = added
-            findings.append(
-                Finding(
-                    "note",
-                    substantive_change(comparison.value_added),
-                    "nothing to change; a model card can say what was done to the base",
-                    added,
-                )
-            )
+            stance = substantive_change(comparison.value_added)
+            detected["weights"]["value_added"] = dict(added, substantive_change=stance)
+            for finding in findings[before:]:
+                finding.evidence["value_added"] = {"summary": added["summary"], "score": added["score"]}
+            notes.append(stance)
         if comparison.verdict in ("derived", "identical"):
             base_licence, base_licence_name = _declared_licence(base_result)
             if base_licence is not None:

@@ -8,7 +8,11 @@
 2. The account of every derivative of base-s0 in the zoo and of stories260K (tests/derivatives.py):
    how, new-information score, kind fractions, seconds for `assess` alone (after `compare`).
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_value_added.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_value_added.py [--real]
+
+``--real`` adds the whole comparisons on real files: Qwen2.5-Coder-0.5B-Instruct Q4_K_M against
+its dequantization with four layers dropped, in bf16 (tests/derivatives.py, the issue's case), and
+SmolLM2-135M-Instruct Q4_1 against llama.cpp's Q8_0 requantization (minutes each).
 """
 
 from __future__ import annotations
@@ -83,6 +87,15 @@ def main() -> None:
     ]
     stories = ROOT / "tests" / "data" / "fixtures" / "stories260K.bin"
     pairs += [(stories, path) for path in stories_derivatives().values()]
+    if "--real" in sys.argv[1:]:
+        from artifacts import fetch
+        from derivatives import qwen_layer_drop
+        from llama_server import requantized_smollm2
+
+        pairs += [
+            (fetch("qwen05_gguf"), qwen_layer_drop()),
+            (fetch("smollm2_gguf"), requantized_smollm2("Q8_0")),
+        ]
     print("| A | B | how | score | copied | requantized | fine-tuned | new | assess s | summary |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for a, b in pairs:

@@ -228,3 +228,11 @@ def test_audit_and_html_report_show_the_value_added() -> None:
     # layers 4 -> 6 by duplicating 1 and 2, then trained: six bars, two of them added layers.
     assert section.count("B layer ") >= 6 and "2 layer(s) added" in section
     assert "<svg" in section and "fine-tuned" in section
+
+
+def test_a_change_within_a_casts_bound_is_not_a_cast(weights: np.ndarray) -> None:
+    # Every value moved by less than bf16's rounding, but neither side holds bf16 values: training.
+    nudged = weights * np.float32(1 + 2.0**-10)
+    assert explained_by_rounding(weights, nudged) is None
+    assert explained_by_rounding(weights, bf16(weights)) == "bf16/f16 cast"
+    assert explained_by_rounding(weights, weights.astype(np.float16).astype(np.float32)) == "bf16/f16 cast"

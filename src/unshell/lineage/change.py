@@ -427,6 +427,15 @@ def _explained(grid: np.ndarray, other: np.ndarray) -> float:
     return float(matched.sum()) / float(grid.size)
 
 
+def _half_precision(values: np.ndarray) -> bool:
+    """Whether every value is a bf16 (the low 16 bits of its float32 are zero) or an f16 value."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if not np.any(values.view(np.uint32) & 0xFFFF):
+        return True
+    with np.errstate(over="ignore"):
+        return bool(np.array_equal(values.astype(np.float16).astype(np.float32), values))
+
+
 def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
     """Why B's values differ from A's by rounding alone, or None if they differ by more: a float
     cast of one into the other's precision, or one side on a quantization grid that the other's
@@ -435,7 +444,11 @@ def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
     if blocks_a.size == 0:
         return None
     bound = CAST_RELATIVE * np.maximum(np.abs(blocks_a), np.abs(blocks_b)) + F16_SUBNORMAL
-    if np.all(np.abs(blocks_a - blocks_b) <= bound):
+    # A cast leaves one side holding only values its 16-bit type can hold; a light training step
+    # that stays within the cast's bound does not.
+    if (_half_precision(blocks_a) or _half_precision(blocks_b)) and np.all(
+        np.abs(blocks_a - blocks_b) <= bound
+    ):
         return "bf16/f16 cast"
     if explained_by_grid(blocks_b, blocks_a) >= EXPLAINED_FRACTION:
         return "grid of B"

@@ -165,6 +165,19 @@ def test_merges_are_named_with_their_parents_and_weights(merges: Any, name: str)
 
 
 @pytest.mark.slow
+def test_ties_merge_is_named_sparse_over_its_base(merges: Any) -> None:
+    """mergekit's TIES (density 0.5) of finetune and finetune-2 over base-s0: not in the parents'
+    span, but B keeps many of base-s0's values exactly: a sparse merge over base-s0."""
+    merge = merges.merges["ft-ties"]
+    assert [p.name for p in merge.parents] == ["base-s0", "finetune", "finetune-2"]
+    fit, _ = _fit(merge.path, merge.parents)
+    assert fit.merged and fit.method == "sparse" and fit.sparse_base == 0, fit.reason
+    for name in ("ft-linear", "bases-slerp"):  # dense merges are never called sparse
+        dense, _ = _fit(merges.merges[name].path, merges.merges[name].parents)
+        assert dense.sparse_base is None and dense.method != "sparse"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [

@@ -134,9 +134,10 @@ def ties(
     """mergekit ``ties`` (normalize on, lambda 1): trim each delta to its largest ``density``
     fraction, elect a sign per entry, average the agreeing entries (weighted)."""
     deltas = []
+    origin = base.astype(np.float64)
     for parent, weight in zip(parents, weights, strict=True):
-        delta = parent.astype(np.float64) - base
-        keep = max(1, int(round(density * delta.size)))
+        delta = parent.astype(np.float64) - origin
+        keep = max(1, round(density * delta.size))
         threshold = np.partition(np.abs(delta).ravel(), delta.size - keep)[delta.size - keep]
         deltas.append(weight * np.where(np.abs(delta) >= threshold, delta, 0.0))
     stacked = np.stack(deltas)
@@ -144,7 +145,7 @@ def ties(
     agree = np.sign(stacked) == elected
     weight_sum = sum(w * agree[i] for i, w in enumerate(weights))
     mixed = (stacked * agree).sum(axis=0) / np.where(weight_sum == 0, 1.0, weight_sum)
-    return (base + mixed).astype(np.float32)
+    return (origin + mixed).astype(np.float32)
 
 
 def category(name: str) -> str:
@@ -336,49 +337,113 @@ def load_or_build(log: Callable[[str], None] | None = None) -> MergeZoo:
             values = s.finetunes_slerp_attention if kind == "attention" else s.finetunes_slerp_mlp
             return gradient(values, layer, layers)
 
-        add("ft-linear", "linear", ["finetune", "finetune-2"], linear_combine(s.finetunes_linear),
-            f"mergekit linear {s.finetunes_linear} of two fine-tunes of base-s0")
-        add("ft-slerp", "slerp", ["finetune", "finetune-2"], slerp_combine(finetune_t),
+        add(
+            "ft-linear",
+            "linear",
+            ["finetune", "finetune-2"],
+            linear_combine(s.finetunes_linear),
+            f"mergekit linear {s.finetunes_linear} of two fine-tunes of base-s0",
+        )
+        add(
+            "ft-slerp",
+            "slerp",
+            ["finetune", "finetune-2"],
+            slerp_combine(finetune_t),
             f"mergekit slerp of two fine-tunes of base-s0, t {s.finetunes_slerp_attention} (attention), "
-            f"{s.finetunes_slerp_mlp} (mlp), {s.finetunes_slerp_other} elsewhere")
-        add("bases-linear", "linear", ["base-s0", "base-s1"], linear_combine(s.bases_linear),
-            f"mergekit linear {s.bases_linear} of two independently trained bases")
-        add("bases-slerp", "slerp", ["base-s0", "base-s1"], slerp_combine(lambda name: s.bases_slerp),
-            f"mergekit slerp t={s.bases_slerp} of two independently trained bases")
-        # TIES over base-s0: not in the parents' span (see lineage/merges.py); kept to show it.
-        ties_truth = merge_models(
+            f"{s.finetunes_slerp_mlp} (mlp), {s.finetunes_slerp_other} elsewhere",
+        )
+        add(
+            "bases-linear",
+            "linear",
+            ["base-s0", "base-s1"],
+            linear_combine(s.bases_linear),
+            f"mergekit linear {s.bases_linear} of two independently trained bases",
+        )
+        add(
+            "bases-slerp",
+            "slerp",
+            ["base-s0", "base-s1"],
+            slerp_combine(lambda name: s.bases_slerp),
+            f"mergekit slerp t={s.bases_slerp} of two independently trained bases",
+        )
+        # TIES over base-s0: not in the parents' span (see lineage/merges.py); its truth is the
+        # method and the base, not per-tensor weights.
+        merge_models(
             out / "ft-ties",
             [m["base-s0"], m["finetune"], m["finetune-2"]],
-            lambda name, arrays: (ties(arrays[0].astype(np.float64), arrays[1:], [1.0, 1.0],
-                                       s.finetunes_ties_density), [float("nan")] * 3),
+            lambda name, arrays: (ties(arrays[0], arrays[1:], [1.0, 1.0], s.finetunes_ties_density), []),
         )
-        del ties_truth
-        merges.append({"name": "ft-ties", "method": "ties", "parents": ["base-s0", "finetune", "finetune-2"],
-                       "truth": {}, "note": f"mergekit ties density {s.finetunes_ties_density} over base-s0"})
+        merges.append(
+            {
+                "name": "ft-ties",
+                "method": "ties",
+                "parents": ["base-s0", "finetune", "finetune-2"],
+                "truth": {},
+                "note": f"mergekit ties density {s.finetunes_ties_density} over base-s0",
+            }
+        )
         # stories260K: the real model as a Hugging Face folder, and a perturbed copy.
         params, shape = Z.load_llama2c(Z.STORIES)
         Z.save_hf(out / "stories260K-hf", params, shape, None)
-        perturbed(out / "stories260K-hf", out / "stories260K-perturbed", s.perturbation,
-                  s.perturbation_rank, 1, "F32")
-        add("stories-linear", "linear", ["stories260K-hf", "stories260K-finetune"],
-            linear_combine(s.stories_linear), f"mergekit linear {s.stories_linear} of stories260K and its fine-tune")
-        add("stories-slerp", "slerp", ["stories260K-hf", "stories260K-finetune"],
+        perturbed(
+            out / "stories260K-hf",
+            out / "stories260K-perturbed",
+            s.perturbation,
+            s.perturbation_rank,
+            1,
+            "F32",
+        )
+        add(
+            "stories-linear",
+            "linear",
+            ["stories260K-hf", "stories260K-finetune"],
+            linear_combine(s.stories_linear),
+            f"mergekit linear {s.stories_linear} of stories260K and its fine-tune",
+        )
+        add(
+            "stories-slerp",
+            "slerp",
+            ["stories260K-hf", "stories260K-finetune"],
             slerp_combine(lambda name: s.stories_slerp),
-            f"mergekit slerp t={s.stories_slerp} of stories260K and its fine-tune")
+            f"mergekit slerp t={s.stories_slerp} of stories260K and its fine-tune",
+        )
         negatives = [
-            {"name": "finetune-vs-sibling", "b": "finetune", "candidates": ["base-s0", "finetune-2"],
-             "note": "a fine-tune of base-s0 against its base and a sibling fine-tune"},
-            {"name": "finetune-vs-unrelated", "b": "finetune", "candidates": ["base-s0", "base-s1"],
-             "note": "a fine-tune of base-s0 against its base and an unrelated base"},
-            {"name": "base-vs-its-finetunes", "b": "base-s0", "candidates": ["finetune", "finetune-2"],
-             "note": "the common base of both candidates"},
-            {"name": "independent-candidates", "b": "base-s2", "candidates": ["base-s0", "base-s1"],
-             "note": "trained independently of both candidates"},
-            {"name": "merge-vs-unrelated", "b": "bases-linear", "candidates": ["base-s2", "base-s3"],
-             "note": "a merge, against candidates it does not come from"},
-            {"name": "stories-finetune-vs-perturbed", "b": "stories260K-finetune",
-             "candidates": ["stories260K-hf", "stories260K-perturbed"],
-             "note": "the zoo's fine-tune of stories260K against stories260K and a perturbed copy of it"},
+            {
+                "name": "finetune-vs-sibling",
+                "b": "finetune",
+                "candidates": ["base-s0", "finetune-2"],
+                "note": "a fine-tune of base-s0 against its base and a sibling fine-tune",
+            },
+            {
+                "name": "finetune-vs-unrelated",
+                "b": "finetune",
+                "candidates": ["base-s0", "base-s1"],
+                "note": "a fine-tune of base-s0 against its base and an unrelated base",
+            },
+            {
+                "name": "base-vs-its-finetunes",
+                "b": "base-s0",
+                "candidates": ["finetune", "finetune-2"],
+                "note": "the common base of both candidates",
+            },
+            {
+                "name": "independent-candidates",
+                "b": "base-s2",
+                "candidates": ["base-s0", "base-s1"],
+                "note": "trained independently of both candidates",
+            },
+            {
+                "name": "merge-vs-unrelated",
+                "b": "bases-linear",
+                "candidates": ["base-s2", "base-s3"],
+                "note": "a merge, against candidates it does not come from",
+            },
+            {
+                "name": "stories-finetune-vs-perturbed",
+                "b": "stories260K-finetune",
+                "candidates": ["stories260K-hf", "stories260K-perturbed"],
+                "note": "the zoo's fine-tune of stories260K against stories260K and a perturbed copy of it",
+            },
         ]
         manifest = {"merges": merges, "negatives": negatives, "settings": dataclasses.asdict(s)}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -405,11 +470,22 @@ def load_or_build_smollm2(gguf: Path, log: Callable[[str], None] | None = None) 
             ("smollm2-slerp", "slerp", slerp_combine(lambda name: s.smollm_slerp)),
         ):
             truth = merge_models(out / name, parents, combine, "F16")
-            merges.append({"name": name, "method": method, "parents": ["smollm2-p1", "smollm2-p2"],
-                           "truth": truth, "note": f"mergekit {method} of two perturbed copies of SmolLM2-135M-Instruct"})
+            merges.append(
+                {
+                    "name": name,
+                    "method": method,
+                    "parents": ["smollm2-p1", "smollm2-p2"],
+                    "truth": truth,
+                    "note": f"mergekit {method} of two perturbed copies of SmolLM2-135M-Instruct",
+                }
+            )
         negatives = [
-            {"name": "smollm2-perturbed-vs-sibling", "b": "smollm2-p1", "candidates": ["smollm2", "smollm2-p2"],
-             "note": "a perturbed copy of SmolLM2 against the original and another perturbed copy"},
+            {
+                "name": "smollm2-perturbed-vs-sibling",
+                "b": "smollm2-p1",
+                "candidates": ["smollm2", "smollm2-p2"],
+                "note": "a perturbed copy of SmolLM2 against the original and another perturbed copy",
+            },
         ]
         manifest = {"merges": merges, "negatives": negatives, "settings": dataclasses.asdict(s)}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")

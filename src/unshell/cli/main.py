@@ -324,7 +324,9 @@ def compare_command(
         from ..report.merges import render_merge
 
         if not parents:
-            raise UsageError("compare needs two models (A B), or a suspect and its candidate parents (--against)")
+            raise UsageError(
+                "compare needs two models (A B), or a suspect and its candidate parents (--against)"
+            )
         if html_path is not None:
             raise UsageError("--html is not available with --against: use --format json for the merge test")
 

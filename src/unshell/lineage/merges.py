@@ -182,7 +182,8 @@ class MergeFit:
                 {
                     "layer": layer,
                     "weights": [
-                        round(float(np.mean([f.weights[i] for f in fits])), 4) for i in range(len(self.parents))
+                        round(float(np.mean([f.weights[i] for f in fits])), 4)
+                        for i in range(len(self.parents))
                     ],
                     "slerp_t": round(float(np.mean(ts)), 4) if ts else None,
                     "explained": round(float(np.median(explained)), 4) if explained else None,
@@ -211,7 +212,9 @@ class MergeFit:
                 "min_share": MERGE_MIN_SHARE,
             },
             "sparse_fraction": None if self.sparse_fraction is None else round(self.sparse_fraction, 6),
-            "sparse_base": None if self.sparse_base is None else sanitize(self.parents[self.sparse_base], limit=4096),
+            "sparse_base": None
+            if self.sparse_base is None
+            else sanitize(self.parents[self.sparse_base], limit=4096),
             "notes": self.notes,
         }
 
@@ -299,7 +302,9 @@ def _fit(gram: np.ndarray, target: np.ndarray, regressors: np.ndarray) -> np.nda
     return np.asarray(solution)
 
 
-def _residual(gram: np.ndarray, target: np.ndarray, regressors: np.ndarray, coefficients: np.ndarray) -> float:
+def _residual(
+    gram: np.ndarray, target: np.ndarray, regressors: np.ndarray, coefficients: np.ndarray
+) -> float:
     z = target - regressors @ coefficients
     return max(0.0, float(z @ gram @ z))
 
@@ -354,7 +359,9 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
     method, slerp_t, angle = "linear", None, None
     if k == 2:
         p1, p2 = unit[1], unit[1] + unit[2]
-        cosine = float(p1 @ whole @ p2) / math.sqrt(max(float(p1 @ whole @ p1) * float(p2 @ whole @ p2), 1e-300))
+        cosine = float(p1 @ whole @ p2) / math.sqrt(
+            max(float(p1 @ whole @ p1) * float(p2 @ whole @ p2), 1e-300)
+        )
         theta = math.acos(min(1.0, max(-1.0, cosine)))
         angle = math.degrees(theta)
         method, slerp_t = _slerp_or_linear(weights[0], weights[1], theta)
@@ -449,7 +456,9 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
     sparse_fraction = float(np.median(fractions)) if fractions else None
     sparse_base = None
     if sparse_fraction is not None and sparse_fraction >= SPARSE_MIN_FRACTION:
-        sparse_base = Counter(f.sparse_parent for f in evidence if f.sparse_parent is not None).most_common(1)[0][0]
+        sparse_base = Counter(f.sparse_parent for f in evidence if f.sparse_parent is not None).most_common(
+            1
+        )[0][0]
         method = "sparse"
         notes.append(
             f"where the parents differ, B holds {sparse_fraction:.0%} of {names[sparse_base]}'s values exactly "
@@ -485,7 +494,9 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             "as a sibling fine-tune is",
         )
     if len(carrying) < 2:
-        return answer(False, f"not a merge: only {names[carrying[0]] if carrying else 'no parent'} carries weight")
+        return answer(
+            False, f"not a merge: only {names[carrying[0]] if carrying else 'no parent'} carries weight"
+        )
     kind = f"sparse (TIES/DARE-like, over {names[sparse_base]})" if sparse_base is not None else method
     return answer(
         True,
@@ -502,7 +513,9 @@ def _separable(fit: TensorFit) -> bool:
     if theta < 1e-9:
         return False
     t = fit.slerp_t
-    return abs((math.sin((1 - t) * theta) + math.sin(t * theta)) / math.sin(theta) - 1.0) >= SLERP_MIN_SEPARATION
+    return (
+        abs((math.sin((1 - t) * theta) + math.sin(t * theta)) / math.sin(theta) - 1.0) >= SLERP_MIN_SEPARATION
+    )
 
 
 # --- the library call --------------------------------------------------------------------------
@@ -541,6 +554,10 @@ def compare_merge(
         fit = fit_merge(model_b, models, paths)
     if fit.merged:
         for i, result in enumerate(pairwise):
-            if fit.shares[i] >= MERGE_MIN_SHARE and result.verdict == "derived" and MERGE_HOW not in result.how:
+            if (
+                fit.shares[i] >= MERGE_MIN_SHARE
+                and result.verdict == "derived"
+                and MERGE_HOW not in result.how
+            ):
                 result.how.append(MERGE_HOW)
     return MergeResult(str(Path(b)), paths, pairwise, fit)

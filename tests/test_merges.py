@@ -240,3 +240,18 @@ def test_smollm2_merges_are_named_and_a_perturbed_copy_is_not() -> None:
     case = smollm.negatives["smollm2-perturbed-vs-sibling"]
     fit, _ = _fit(case.path, case.candidates)
     assert not fit.merged and fit.p_value is not None and fit.p_value > 0.01
+
+
+@pytest.mark.slow
+def test_search_notes_a_possible_merge_of_its_matches(merges: Any, tmp_path: Path) -> None:
+    """A library holding both parents of a merge (and an unrelated base): search finds both and
+    suggests the merge test (a fingerprint has no weights to fit, so it only suggests it)."""
+    import unshell
+
+    merge = merges.merges["ft-linear"]
+    library = unshell.Library(tmp_path / "library.sqlite")
+    for path in (*merge.parents, zoo_module().load_or_build().models["base-s2"]):
+        library.add(unshell.fingerprint(path))
+    result = unshell.search(merge.path, library)
+    assert {c.name for c in result.matches} >= {p.name for p in merge.parents}
+    assert any("may be a merge of them" in note and "--against" in note for note in result.notes)

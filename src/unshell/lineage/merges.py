@@ -518,6 +518,17 @@ def _separable(fit: TensorFit) -> bool:
     )
 
 
+def merge_hint(derived: list[str]) -> str:
+    """`search`'s note when the suspect derives from several library entries: a fingerprint holds
+    sketches, not the weights a merge fit needs, so the test is only suggested."""
+    shown = ", ".join(derived[:3])
+    return (
+        f"derived from {len(derived)} library entries ({shown}): B may be a merge of them, or they may "
+        "descend from one another; with their weights at hand, `unshell compare B --against A1 "
+        "--against A2` tests a merge"
+    )
+
+
 # --- the library call --------------------------------------------------------------------------
 
 

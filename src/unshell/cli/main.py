@@ -325,7 +325,7 @@ def compare_command(
 
         if not parents:
             raise UsageError(
-                "compare needs two models (A B), or a suspect and its candidate parents (--against)"
+                "Missing argument 'B': compare needs two models (A B), or a suspect and its candidate parents (--against)"
             )
         if html_path is not None:
             raise UsageError("--html is not available with --against: use --format json for the merge test")

@@ -86,7 +86,8 @@ SLERP_MIN_SEPARATION = 1e-3
 # TIES and DARE leave many of the base's values exactly as they were: where the parents differ,
 # the zoo's TIES merge (density 0.5) holds 27 to 38 % of base-s0's values exactly (median 29 %);
 # linear and SLERP merges, fine-tunes and unrelated models, 0 (median over tensors; single
-# tensors up to 0.3 % and one of 39 at 32 %). A median above this calls the merge sparse.
+# tensors up to 0.3 % and one of 39 at 32 %); merges of two near-identical SmolLM2 copies stored
+# in F16, 3 % (rounding lands on a parent's value). A median above this calls the merge sparse.
 SPARSE_MIN_FRACTION = 0.1
 # Tensors are read in row blocks of about this many values (float64 working copies).
 CHUNK_VALUES = 1 << 20

@@ -200,7 +200,7 @@ def test_non_merges_are_not_merged(merges: Any, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_cli_shows_parents_weights_and_the_pairwise_results(merges: Any) -> None:
+def test_cli_shows_parents_weights_and_the_pairwise_results(merges: Any, tmp_path: Path) -> None:
     merge = merges.merges["bases-linear"]
     command = [sys.executable, "-m", "unshell", "compare", str(merge.path)]
     command += ["--against", str(merge.parents[0]), str(merge.parents[1]), "--format", "json"]
@@ -212,8 +212,18 @@ def test_cli_shows_parents_weights_and_the_pairwise_results(merges: Any) -> None
     ] * len(document["merge"]["layers"])
     assert len(document["pairwise"]) == 2
     assert all(r["verdict"] == "derived" and "merged" in r["how"] for r in document["pairwise"])
-    table = subprocess.run(command[:-2], capture_output=True, text=True, check=True).stdout
+    html = tmp_path / "merge.html"
+    table = subprocess.run(
+        [*command[:-2], "--html", str(html)], capture_output=True, text=True, check=True
+    ).stdout
     assert "MERGED" in table and "base-s0 0.600, base-s1 0.400" in table and "B against each parent" in table
+    page = html.read_text(encoding="utf-8")
+    assert (
+        "MERGED" in page
+        and "Weights per layer" in page
+        and "0.600" in page
+        and "B against each parent" in page
+    )
 
 
 # --- real: SmolLM2-135M-Instruct (slow) --------------------------------------------------------

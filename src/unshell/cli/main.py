@@ -321,17 +321,19 @@ def compare_command(
     if parents or b is None:
         from ..errors import UsageError
         from ..lineage.merges import compare_merge
-        from ..report.merges import render_merge
+        from ..report.merges import merge_html, render_merge
 
         if not parents:
             raise UsageError(
                 "Missing argument 'B': compare needs two models (A B), or a suspect and its candidate parents (--against)"
             )
+        document = compare_merge(a, [*parents, *([b] if b is not None else [])], quick=quick).to_dict()
         if html_path is not None:
-            raise UsageError("--html is not available with --against: use --format json for the merge test")
+            from ..report.html import write_html
 
-        merge = compare_merge(a, [*parents, *([b] if b is not None else [])], quick=quick)
-        Output(fmt).document(merge.to_dict(), render_merge)
+            write_html(merge_html(document), html_path)
+            _report_written(html_path)
+        Output(fmt).document(document, render_merge)
         return
     from ..lineage.compare import compare
 

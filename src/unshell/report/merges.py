@@ -69,3 +69,35 @@ def render_merge(doc: dict[str, Any]) -> str:
     text += "\nB against each parent (as `unshell compare PARENT B`; --format json for everything):\n"
     text += columns(["PARENT", "VERDICT", "P-VALUE", "HOW", "SIMILARITY"], pairwise) + "\n"
     return text
+
+
+_HOW_TO_READ_MERGE = [
+    "Each of B's tensors is fitted on the same tensor of every candidate parent (least squares, free "
+    "weights): a linear merge gives weights that sum to 1, a SLERP between distant parents weights "
+    "that sum to more, following the angle between the parents.",
+    "The p-value counts the tensors whose merge fit predicts held-out rows better than the best single "
+    "parent does; a fit to unrelated parents can only lose there, so chance gives at most half.",
+    "A significant p alone is not a merge: a fine-tune resembles a sibling fine-tune too. 'Merged' also "
+    "needs the merge fit to explain most of what the best single parent leaves.",
+    "'sparse': B keeps many of one parent's values exactly, as TIES and DARE leave their base's.",
+]
+
+
+def merge_html(doc: dict[str, Any]) -> str:
+    """The report of `compare --against` (`MergeResult.to_dict`) as one self-contained HTML page."""
+    from .. import __version__
+    from .markup import render
+
+    sections = [("merge", "Merge test"), ("layers", "Weights per layer"), ("pairwise", "Pairwise")]
+    if doc["merge"]["notes"]:
+        sections.append(("notes", "Notes"))
+    sections.append(("how-to-read", "How to read this"))
+    return render(
+        "merge.html",
+        title="unshell compare --against: " + ("merged" if doc["merge"]["merged"] else "not merged"),
+        toc=sections,
+        version=__version__,
+        doc=doc,
+        merge=doc["merge"],
+        how_to_read=_HOW_TO_READ_MERGE,
+    )

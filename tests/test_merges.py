@@ -130,6 +130,12 @@ def test_unrelated_candidates_are_calibrated() -> None:
         assert (values < alpha).mean() <= alpha + 2 * math.sqrt(alpha * (1 - alpha) / len(values))
 
 
+def test_no_shared_tensor_is_not_a_merge() -> None:
+    fit = decide_merge([], ["p1", "p2"], skipped=12)
+    assert not fit.merged and "share no tensor" in fit.reason and fit.p_value is None
+    assert any("12 tensors differ in shape" in note for note in fit.notes)
+
+
 def test_fewer_than_two_parents_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         compare_merge(tmp_path / "b", [tmp_path / "a"])

@@ -1,0 +1,71 @@
+"""The CLI's progress bars: `unshell.progress` stages drawn by tqdm on stderr, on a terminal only.
+
+Nothing is drawn when stderr is not a terminal (a pipe, a file, CI's log), nor with ``--quiet``:
+stdout carries only the result (``--format json`` stays one JSON document) and stderr only
+errors and notes. Each stage is one bar that disappears when it ends, nested stages below their
+parent's, so a finished command leaves the terminal as it found it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from ..progress import BYTES, ProgressReporter, ProgressStage
+
+__all__ = ["TerminalProgress", "terminal_progress"]
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+class _Bar:
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def advance(self, amount: float = 1) -> None:
+        self.bar.update(amount)
+
+    def status(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class TerminalProgress:
+    """A `ProgressReporter` drawing tqdm bars on ``stream``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def stage(self, label: str, total: float | None, unit: str, depth: int) -> ProgressStage:
+        from tqdm import tqdm
+
+        in_bytes = unit == BYTES
+        return _Bar(
+            tqdm(
+                total=total,
+                desc=label,
+                unit=unit,
+                unit_scale=in_bytes,
+                unit_divisor=1024 if in_bytes else 1000,
+                file=self.stream,
+                position=depth,
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2,
+            )
+        )
+
+
+def terminal_progress(*, quiet: bool, stream: TextIO | None = None) -> ProgressReporter | None:
+    """Bars on ``stream`` (default stderr) when it is a terminal and not ``quiet``, else None."""
+    shown = sys.stderr if stream is None else stream
+    if quiet or not _is_terminal(shown):
+        return None
+    return TerminalProgress(shown)

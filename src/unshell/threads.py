@@ -1,0 +1,83 @@
+"""How many threads unshell may use, in one place: the CLI's ``--threads``, the web jobs and scan.
+
+A budget of N threads (default: the cores this process may run on) bounds everything that runs
+side by side: NumPy's BLAS pool (set through threadpoolctl, which finds the BLAS NumPy loaded and
+calls its own setter) and unshell's own pools. A pool of W workers gives each ``N // W`` BLAS
+threads (at least one), so W workers x M BLAS threads never exceed N (`split`): an oversubscribed
+BLAS makes the workers fight over the cores (OpenBLAS threads spin while they wait; a fleet audit
+on 2 cores ran ten times slower with 2 BLAS threads per worker than with 1).
+
+The budget is bound for the duration of a call (`limited`), in a context variable, so pools deep
+in the library read it (`budget`) without a parameter on every function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from .errors import UsageError
+
+__all__ = ["MAX_THREADS", "available_cores", "blas_limit", "budget", "check_threads", "limited", "split"]
+
+MAX_THREADS = 1024
+
+_budget: ContextVar[int | None] = ContextVar("unshell_threads", default=None)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or ``taskset``
+    narrows), not every core of the machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(count: object, option: str = "--threads") -> int:
+    """``count`` as a thread count (1 to `MAX_THREADS`), else `UsageError` naming ``option``."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_THREADS:
+        raise UsageError(f"{option} must be a whole number from 1 to {MAX_THREADS}, not {count!r}")
+    return count
+
+
+def budget() -> int:
+    """The thread budget bound by `limited`, else the cores this process may use."""
+    bound = _budget.get()
+    return bound if bound is not None else available_cores()
+
+
+def split(tasks: int, count: int | None = None) -> tuple[int, int]:
+    """(workers, BLAS threads per worker) for ``tasks`` that can run side by side within ``count``
+    threads (default: `budget`): workers x BLAS threads <= count, and no idle worker."""
+    total = budget() if count is None else count
+    workers = max(1, min(tasks, total))
+    return workers, max(1, total // workers)
+
+
+@contextlib.contextmanager
+def blas_limit(count: int) -> Iterator[None]:
+    """Run the body with at most ``count`` BLAS threads, then restore the previous limits.
+
+    The setting is the process's, not the thread's: a pool of worker threads is bounded by
+    entering this once around the whole pool."""
+    import numpy  # noqa: F401 (threadpoolctl only sees the libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=count, user_api="blas"):
+        yield
+
+
+@contextlib.contextmanager
+def limited(count: int | None = None) -> Iterator[int]:
+    """Run the body within ``count`` threads (None: the cores this process may use): BLAS gets
+    them all, and unshell's pools size themselves from `budget`. Yields the count."""
+    total = available_cores() if count is None else check_threads(count)
+    token = _budget.set(total)
+    try:
+        with blas_limit(total):
+            yield total
+    finally:
+        _budget.reset(token)

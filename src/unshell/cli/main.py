@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
 from ..auditing.report import LEVELS
@@ -579,6 +580,7 @@ def audit_command(
     help="Seconds an inspection or a job may run before it is stopped.",
 )
 @library_option
+@threads_option
 def serve_command(
     host: str, port: int, roots: tuple[str, ...], max_jobs: int, job_timeout: int, library_path: str | None
 ) -> None:
@@ -591,6 +593,7 @@ def serve_command(
     Examples:
       unshell serve --root ~/models
       unshell serve --root /models --root ~/.cache/huggingface/hub --port 8080
+      unshell serve --root /models --max-jobs 2 --threads 8   # 4 threads per job
     """
     from pathlib import Path
 
@@ -872,7 +875,16 @@ def scan_command(
       unshell scan /models --output fleet.jsonl --threads 8
     """
     from ..scanning import scan
+    from ..threads import budget
 
+    if (
+        workers is not None
+        and click.get_current_context().get_parameter_source("threads") is ParameterSource.COMMANDLINE
+        and workers > budget()
+    ):
+        from ..errors import UsageError
+
+        raise UsageError(f"--workers {workers} is more than --threads {budget()}: each worker needs a thread")
     library: Any = None
     if html_path is not None and search_path is None:
         from ..errors import UsageError

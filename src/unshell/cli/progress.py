@@ -8,6 +8,7 @@ parent's, so a finished command leaves the terminal as it found it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, TextIO
 
@@ -21,6 +22,19 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stream
         return False
+
+
+# Bytes read as kB, MB, GB on both sides of the count (tqdm's default shows the unit in the rate only).
+_BYTES_FORMAT = "{l_bar}{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
+def _sized(stream: TextIO) -> bool:
+    """Whether the terminal says how big it is (a pseudo-terminal nobody sized says 0 x 0)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 class _Bar:
@@ -47,17 +61,21 @@ class TerminalProgress:
         from tqdm import tqdm
 
         in_bytes = unit == BYTES
+        sized = _sized(self.stream)
         return _Bar(
             tqdm(
                 total=total,
                 desc=label,
                 unit=unit,
                 unit_scale=in_bytes,
-                unit_divisor=1024 if in_bytes else 1000,
+                bar_format=_BYTES_FORMAT if in_bytes else None,
                 file=self.stream,
                 position=depth,
                 leave=False,
-                dynamic_ncols=True,
+                # tqdm draws nothing on a 0 x 0 terminal: an unsized one gets 80 x 24.
+                dynamic_ncols=sized,
+                ncols=None if sized else 80,
+                nrows=None if sized else 24,
                 mininterval=0.2,
             )
         )

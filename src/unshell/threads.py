@@ -14,9 +14,11 @@ in the library read it (`budget`) without a parameter on every function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Any
 
 from .errors import UsageError
 
@@ -57,16 +59,31 @@ def split(tasks: int, count: int | None = None) -> tuple[int, int]:
     return workers, max(1, total // workers)
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the BLAS NumPy loaded, found once per process: finding it reads
+    ``/proc/self/maps``, which a web job's confinement to its roots would refuse later on. None
+    where it cannot be found (the body then runs with BLAS as it is)."""
+    import numpy  # noqa: F401 (threadpoolctl only sees the libraries already loaded)
+    from threadpoolctl import ThreadpoolController
+
+    try:
+        return ThreadpoolController().select(user_api="blas")
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def blas_limit(count: int) -> Iterator[None]:
     """Run the body with at most ``count`` BLAS threads, then restore the previous limits.
 
     The setting is the process's, not the thread's: a pool of worker threads is bounded by
     entering this once around the whole pool."""
-    import numpy  # noqa: F401 (threadpoolctl only sees the libraries already loaded)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=count, user_api="blas"):
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=count):
         yield
 
 

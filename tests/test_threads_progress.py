@@ -24,7 +24,7 @@ import unshell
 from unshell.cli.main import main
 from unshell.errors import UsageError
 from unshell.progress import BYTES, reporting, stage, track
-from unshell.threads import available_cores, budget, limited, split
+from unshell.threads import THREAD_ENVIRONMENT, available_cores, budget, default_threads, limited, split
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 STORIES = FIXTURES / "stories260K.bin"
@@ -81,8 +81,16 @@ def assert_complete(recorder: Recorder) -> None:
 # -- the thread budget ---------------------------------------------------------------------------
 
 
-def test_budget_defaults_to_the_cores_this_process_may_use() -> None:
+@pytest.fixture
+def uncapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread cap in the environment (the suite sets OPENBLAS_NUM_THREADS=1: conftest.py)."""
+    for name in THREAD_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_budget_defaults_to_the_cores_this_process_may_use(uncapped: None) -> None:
     assert available_cores() == len(os.sched_getaffinity(0))
+    assert default_threads() == available_cores()
     assert budget() == available_cores()
     with limited(3) as count:
         assert count == 3 and budget() == 3
@@ -90,6 +98,16 @@ def test_budget_defaults_to_the_cores_this_process_may_use() -> None:
             assert budget() == 1
         assert budget() == 3
     assert budget() == available_cores()
+
+
+def test_an_environment_cap_lowers_the_default(monkeypatch: pytest.MonkeyPatch, uncapped: None) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1,1")
+    assert default_threads() == budget() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert default_threads() == available_cores()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    with limited(2):  # --threads says otherwise: it wins
+        assert budget() == 2 and blas_threads() == {2}
 
 
 def test_split_never_oversubscribes() -> None:
@@ -107,7 +125,7 @@ def test_bad_thread_counts_are_refused(count: Any) -> None:
         pass
 
 
-def test_limited_sets_blas_and_restores_it() -> None:
+def test_limited_sets_blas_and_restores_it(uncapped: None) -> None:
     with threadpool_limits(limits=2, user_api="blas"):
         with limited(1):
             assert blas_threads() == {1}
@@ -155,7 +173,7 @@ def test_every_computing_command_takes_threads() -> None:
 
 
 def test_threads_bound_blas_inside_the_run(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], uncapped: None
 ) -> None:
     """What BLAS runs with while the command works (seen from inside the library call), and that
     it is given back afterwards."""
@@ -377,7 +395,9 @@ def test_quiet_silences_progress_on_a_terminal(flag: str) -> None:
 
 
 @pytest.mark.slow
-def test_one_thread_and_the_default_give_the_same_verdicts(capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_thread_and_the_default_give_the_same_verdicts(
+    capsys: pytest.CaptureFixture[str], uncapped: None
+) -> None:
     """On real pairs: a zoo derivative through a rotated residual stream (alignment SVDs, sketches)
     and two real llama2.c models trained independently. A matrix product's float32 rounding
     depends on how many threads split it, so scores and log10 p agree to rounding, not bit for bit."""

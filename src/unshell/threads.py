@@ -1,8 +1,8 @@
 """How many threads unshell may use, in one place: the CLI's ``--threads``, the web jobs and scan.
 
-A budget of N threads (default: the cores this process may run on) bounds everything that runs
-side by side: NumPy's BLAS pool (set through threadpoolctl, which finds the BLAS NumPy loaded and
-calls its own setter) and unshell's own pools. A pool of W workers gives each ``N // W`` BLAS
+A budget of N threads (default: the cores this process may run on, `default_threads`) bounds
+everything that runs side by side: NumPy's BLAS pool (set through threadpoolctl, which finds the
+BLAS NumPy loaded and calls its own setter) and unshell's own pools. A pool of W workers gives each ``N // W`` BLAS
 threads (at least one), so W workers x M BLAS threads never exceed N (`split`): an oversubscribed
 BLAS makes the workers fight over the cores (OpenBLAS threads spin while they wait; a fleet audit
 on 2 cores ran ten times slower with 2 BLAS threads per worker than with 1).
@@ -22,9 +22,20 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["MAX_THREADS", "available_cores", "blas_limit", "budget", "check_threads", "limited", "split"]
+__all__ = [
+    "MAX_THREADS",
+    "available_cores",
+    "blas_limit",
+    "budget",
+    "check_threads",
+    "default_threads",
+    "limited",
+    "split",
+]
 
 MAX_THREADS = 1024
+# Thread caps a user, a batch scheduler or a test suite may have set for the numeric libraries.
+THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 _budget: ContextVar[int | None] = ContextVar("unshell_threads", default=None)
 
@@ -38,6 +49,18 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """The budget without ``--threads``: the cores this process may use, or fewer where the
+    environment caps the numeric libraries (`THREAD_ENVIRONMENT`; ``OMP_NUM_THREADS=4,2`` counts
+    as 4): such a cap is someone's decision, and raising it would undo it."""
+    count = available_cores()
+    for name in THREAD_ENVIRONMENT:
+        first = os.environ.get(name, "").split(",")[0].strip()
+        if first.isdigit() and int(first) >= 1:
+            count = min(count, int(first))
+    return count
+
+
 def check_threads(count: object, option: str = "--threads") -> int:
     """``count`` as a thread count (1 to `MAX_THREADS`), else `UsageError` naming ``option``."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_THREADS:
@@ -46,9 +69,9 @@ def check_threads(count: object, option: str = "--threads") -> int:
 
 
 def budget() -> int:
-    """The thread budget bound by `limited`, else the cores this process may use."""
+    """The thread budget bound by `limited`, else `default_threads`."""
     bound = _budget.get()
-    return bound if bound is not None else available_cores()
+    return bound if bound is not None else default_threads()
 
 
 def split(tasks: int, count: int | None = None) -> tuple[int, int]:
@@ -89,9 +112,9 @@ def blas_limit(count: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def limited(count: int | None = None) -> Iterator[int]:
-    """Run the body within ``count`` threads (None: the cores this process may use): BLAS gets
-    them all, and unshell's pools size themselves from `budget`. Yields the count."""
-    total = available_cores() if count is None else check_threads(count)
+    """Run the body within ``count`` threads (None: `default_threads`): BLAS gets them all, and
+    unshell's pools size themselves from `budget`. Yields the count."""
+    total = default_threads() if count is None else check_threads(count)
     token = _budget.set(total)
     try:
         with blas_limit(total):

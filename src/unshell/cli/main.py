@@ -110,7 +110,8 @@ threads_option = click.option(
     "--threads",
     metavar="N",
     callback=_thread_count,
-    help="Threads to compute with, NumPy's BLAS included (1 to 1024; default: the cores this process may use).",
+    help="Threads to compute with, NumPy's BLAS included (1 to 1024; default: the cores this process "
+    "may use, or fewer where OMP_NUM_THREADS or OPENBLAS_NUM_THREADS says so).",
 )
 
 

@@ -24,7 +24,7 @@ import unshell
 from unshell.cli.main import main
 from unshell.errors import UsageError
 from unshell.progress import BYTES, reporting, stage, track
-from unshell.threads import THREAD_ENVIRONMENT, available_cores, budget, default_threads, limited, split
+from unshell.threads import THREAD_ENVIRONMENT, available_cores, blas_ceiling, budget, limited, split
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 STORIES = FIXTURES / "stories260K.bin"
@@ -90,7 +90,7 @@ def uncapped(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_budget_defaults_to_the_cores_this_process_may_use(uncapped: None) -> None:
     assert available_cores() == len(os.sched_getaffinity(0))
-    assert default_threads() == available_cores()
+    assert budget() == blas_ceiling() == available_cores()
     assert budget() == available_cores()
     with limited(3) as count:
         assert count == 3 and budget() == 3
@@ -100,20 +100,28 @@ def test_budget_defaults_to_the_cores_this_process_may_use(uncapped: None) -> No
     assert budget() == available_cores()
 
 
-def test_an_environment_cap_lowers_the_default(monkeypatch: pytest.MonkeyPatch, uncapped: None) -> None:
+def test_an_environment_cap_holds_for_blas_not_for_workers(
+    monkeypatch: pytest.MonkeyPatch, uncapped: None
+) -> None:
+    """OMP_NUM_THREADS=1 (as Ray gives its workers, or a cluster job) means one BLAS thread per
+    process: the default still runs a worker per core, each with one BLAS thread."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1,1")
-    assert default_threads() == budget() == 1
+    assert budget() == available_cores() and blas_ceiling() == 1
+    assert split(8) == (available_cores(), 1)
+    with threadpool_limits(limits=2, user_api="blas"), limited(None) as count:
+        assert count == available_cores() and blas_threads() == {1}
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
-    assert default_threads() == available_cores()
+    assert blas_ceiling() == available_cores()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     with limited(2):  # --threads says otherwise: it wins
-        assert budget() == 2 and blas_threads() == {2}
+        assert budget() == blas_ceiling() == 2 and blas_threads() == {2}
 
 
 def test_split_never_oversubscribes() -> None:
     for total in (1, 2, 3, 8, 64):
         for tasks in (1, 2, 3, 5, 100):
-            workers, per_worker = split(tasks, total)
+            with limited(64):
+                workers, per_worker = split(tasks, total)
             assert 1 <= workers <= min(tasks, total)
             assert workers * per_worker <= total
             assert per_worker == max(1, total // workers)

@@ -1,11 +1,12 @@
 """How many threads unshell may use, in one place: the CLI's ``--threads``, the web jobs and scan.
 
-A budget of N threads (default: the cores this process may run on, `default_threads`) bounds
-everything that runs side by side: NumPy's BLAS pool (set through threadpoolctl, which finds the
-BLAS NumPy loaded and calls its own setter) and unshell's own pools. A pool of W workers gives each ``N // W`` BLAS
+A budget of N threads (default: the cores this process may run on) bounds everything that runs
+side by side: NumPy's BLAS pool (set through threadpoolctl, which finds the BLAS NumPy loaded and
+calls its own setter) and unshell's own pools. A pool of W workers gives each ``N // W`` BLAS
 threads (at least one), so W workers x M BLAS threads never exceed N (`split`): an oversubscribed
 BLAS makes the workers fight over the cores (OpenBLAS threads spin while they wait; a fleet audit
-on 2 cores ran ten times slower with 2 BLAS threads per worker than with 1).
+on 2 cores ran ten times slower with 2 BLAS threads per worker than with 1). Without ``--threads``,
+a cap the environment sets on BLAS (``OMP_NUM_THREADS``...) still holds for each process.
 
 The budget is bound for the duration of a call (`limited`), in a context variable, so pools deep
 in the library read it (`budget`) without a parameter on every function.
@@ -18,26 +19,37 @@ import functools
 import os
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
 
 __all__ = [
     "MAX_THREADS",
+    "THREAD_ENVIRONMENT",
     "available_cores",
+    "blas_ceiling",
     "blas_limit",
     "budget",
     "check_threads",
-    "default_threads",
+    "environment_cap",
     "limited",
     "split",
 ]
 
 MAX_THREADS = 1024
-# Thread caps a user, a batch scheduler or a test suite may have set for the numeric libraries.
+# Caps on the numeric libraries' threads that a user, a batch scheduler (Ray starts its workers
+# with OMP_NUM_THREADS=1) or a test suite may have set: threads per process, not processes.
 THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
-_budget: ContextVar[int | None] = ContextVar("unshell_threads", default=None)
+
+@dataclass(frozen=True)
+class _Bound:
+    threads: int  # the whole budget: workers x BLAS threads stay within it
+    blas: int  # the most BLAS threads one process may use
+
+
+_bound: ContextVar[_Bound | None] = ContextVar("unshell_threads", default=None)
 
 
 def available_cores() -> int:
@@ -49,16 +61,14 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads() -> int:
-    """The budget without ``--threads``: the cores this process may use, or fewer where the
-    environment caps the numeric libraries (`THREAD_ENVIRONMENT`; ``OMP_NUM_THREADS=4,2`` counts
-    as 4): such a cap is someone's decision, and raising it would undo it."""
-    count = available_cores()
+def environment_cap() -> int | None:
+    """The lowest thread cap `THREAD_ENVIRONMENT` sets (``OMP_NUM_THREADS=4,2`` counts as 4), if any."""
+    caps = []
     for name in THREAD_ENVIRONMENT:
         first = os.environ.get(name, "").split(",")[0].strip()
         if first.isdigit() and int(first) >= 1:
-            count = min(count, int(first))
-    return count
+            caps.append(int(first))
+    return min(caps) if caps else None
 
 
 def check_threads(count: object, option: str = "--threads") -> int:
@@ -69,17 +79,28 @@ def check_threads(count: object, option: str = "--threads") -> int:
 
 
 def budget() -> int:
-    """The thread budget bound by `limited`, else `default_threads`."""
-    bound = _budget.get()
-    return bound if bound is not None else default_threads()
+    """The thread budget bound by `limited`, else the cores this process may use."""
+    bound = _bound.get()
+    return bound.threads if bound is not None else available_cores()
+
+
+def blas_ceiling() -> int:
+    """The most BLAS threads one process may use: what `limited` bound, else the budget lowered
+    to the environment's cap (`environment_cap`: someone's decision, which raising would undo)."""
+    bound = _bound.get()
+    if bound is not None:
+        return bound.blas
+    cap = environment_cap()
+    return budget() if cap is None else min(budget(), cap)
 
 
 def split(tasks: int, count: int | None = None) -> tuple[int, int]:
     """(workers, BLAS threads per worker) for ``tasks`` that can run side by side within ``count``
-    threads (default: `budget`): workers x BLAS threads <= count, and no idle worker."""
+    threads (default: `budget`): workers x BLAS threads <= count, no idle worker, and no worker
+    above `blas_ceiling`."""
     total = budget() if count is None else count
     workers = max(1, min(tasks, total))
-    return workers, max(1, total // workers)
+    return workers, max(1, min(total // workers, blas_ceiling()))
 
 
 @functools.cache
@@ -112,12 +133,18 @@ def blas_limit(count: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def limited(count: int | None = None) -> Iterator[int]:
-    """Run the body within ``count`` threads (None: `default_threads`): BLAS gets them all, and
-    unshell's pools size themselves from `budget`. Yields the count."""
-    total = default_threads() if count is None else check_threads(count)
-    token = _budget.set(total)
+    """Run the body within ``count`` threads (None: the cores this process may use): BLAS gets
+    them all (without ``count``, no more than the environment's cap), and unshell's pools size
+    themselves from `budget`. Yields the count."""
+    if count is None:
+        total = available_cores()
+        cap = environment_cap()
+        blas = total if cap is None else min(total, cap)
+    else:
+        total = blas = check_threads(count)
+    token = _bound.set(_Bound(total, blas))
     try:
-        with blas_limit(total):
+        with blas_limit(blas):
             yield total
     finally:
-        _budget.reset(token)
+        _bound.reset(token)

@@ -111,7 +111,7 @@ threads_option = click.option(
     metavar="N",
     callback=_thread_count,
     help="Threads to compute with, NumPy's BLAS included (1 to 1024; default: the cores this process "
-    "may use, or fewer where OMP_NUM_THREADS or OPENBLAS_NUM_THREADS says so).",
+    "may use, BLAS within an OMP_NUM_THREADS or OPENBLAS_NUM_THREADS cap).",
 )
 
 

@@ -34,7 +34,7 @@ from ..errors import UnshellError
 from ..formats.base import Checkpoint, sanitize
 from ..lineage.compare import DERIVED_P
 from ..progress import ProgressReporter, reporting, stage
-from ..threads import blas_limit, budget, split
+from ..threads import blas_ceiling, blas_limit, budget
 from .store import TIER_INDEXES, Library, cheap_signals, hashes_of
 
 if TYPE_CHECKING:
@@ -284,8 +284,10 @@ def _compare_all(
             notes.append(f"{kept[index].name}: could not be compared ({error})")
             return None
 
-    # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it.
-    pool_size, blas_threads = split(min(workers, len(kept)))
+    # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it
+    # (the default workers never exceed it; a caller's explicit count is taken as given).
+    pool_size = min(workers, len(kept))
+    blas_threads = max(1, min(budget() // pool_size, blas_ceiling()))
     with stage("testing candidates", len(kept), "candidate") as shown:
         if pool_size > 1:
             with (
@@ -320,8 +322,8 @@ def search(
 
     ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
     threads test candidates side by side (default: the thread budget, `unshell.threads.budget`, at
-    most 4, since each holds about one tensor of the suspect in memory; never more than the
-    budget). ``progress``: where to report the suspect's bytes hashed and the candidates tested
+    most 4, since each holds about one tensor of the suspect in memory), each with its share of
+    the budget's BLAS threads. ``progress``: where to report the suspect's bytes hashed and the candidates tested
     (`unshell.progress`).
 
     Example:

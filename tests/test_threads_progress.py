@@ -214,18 +214,26 @@ def test_scan_refuses_more_workers_than_threads(capsys: pytest.CaptureFixture[st
     )
 
 
-def test_web_jobs_share_the_budget() -> None:
-    """Each job's child process runs within its share: max_jobs x BLAS threads <= the budget."""
+def test_web_jobs_share_the_budget(monkeypatch: pytest.MonkeyPatch, uncapped: None) -> None:
+    """Each job's child process runs within its share: max_jobs x threads <= the budget, and BLAS
+    within the environment's cap unless --threads said otherwise."""
     from unshell.web.jobs import JobManager, run_isolated
 
+    def shares(max_jobs: int) -> tuple[int, int]:
+        jobs = JobManager(max_jobs=max_jobs)
+        try:
+            return jobs.threads_per_job, jobs.blas_per_job
+        finally:
+            jobs.shutdown()
+
     with limited(4):
-        jobs = JobManager(max_jobs=2)
-    try:
-        assert jobs.threads_per_job == 2
-    finally:
-        jobs.shutdown()
-    info = run_isolated(threadpool_info, timeout_s=120, threads=1)
+        assert shares(2) == (2, 2) and shares(3) == (1, 1) and shares(8) == (1, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert shares(1) == (available_cores(), 1)
+    info = run_isolated(threadpool_info, timeout_s=120, threads=2, blas=1)
     assert {pool["num_threads"] for pool in info if pool["user_api"] == "blas"} == {1}
+    info = run_isolated(threadpool_info, timeout_s=120, threads=2)
+    assert {pool["num_threads"] for pool in info if pool["user_api"] == "blas"} == {2}
 
 
 # -- progress in the library -----------------------------------------------------------------------

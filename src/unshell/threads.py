@@ -132,19 +132,21 @@ def blas_limit(count: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def limited(count: int | None = None) -> Iterator[int]:
+def limited(count: int | None = None, *, blas: int | None = None) -> Iterator[int]:
     """Run the body within ``count`` threads (None: the cores this process may use): BLAS gets
-    them all (without ``count``, no more than the environment's cap), and unshell's pools size
-    themselves from `budget`. Yields the count."""
+    them all, or ``blas`` where given (without either, no more than the environment's cap), and
+    unshell's pools size themselves from `budget`. Yields the count."""
     if count is None:
         total = available_cores()
         cap = environment_cap()
-        blas = total if cap is None else min(total, cap)
+        ceiling = total if cap is None else min(total, cap)
     else:
-        total = blas = check_threads(count)
-    token = _bound.set(_Bound(total, blas))
+        total = ceiling = check_threads(count)
+    if blas is not None:
+        ceiling = min(total, check_threads(blas, "the BLAS thread count"))
+    token = _bound.set(_Bound(total, ceiling))
     try:
-        with blas_limit(blas):
+        with blas_limit(ceiling):
             yield total
     finally:
         _bound.reset(token)

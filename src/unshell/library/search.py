@@ -286,7 +286,7 @@ def _compare_all(
 
     # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it
     # (the default workers never exceed it; a caller's explicit count is taken as given).
-    pool_size = min(workers, len(kept))
+    pool_size = max(1, min(workers, len(kept)))
     blas_threads = max(1, min(budget() // pool_size, blas_ceiling()))
     with stage("testing candidates", len(kept), "candidate") as shown:
         if pool_size > 1:

@@ -31,7 +31,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import ResourceLimitError, UnshellError, failure, one_line
-from ..threads import split
+from ..threads import blas_ceiling, budget
 
 log = logging.getLogger("unshell.web")
 
@@ -92,14 +92,16 @@ def _portable(exc: BaseException) -> BaseException:
     return ChildFailed(type(exc).__name__, str(exc))
 
 
-def _child_main(sender: Connection, work: Callable[[], Any], threads: int | None = None) -> None:
+def _child_main(
+    sender: Connection, work: Callable[[], Any], threads: int | None = None, blas: int | None = None
+) -> None:
     try:
         if threads is None:
             outcome: tuple[str, Any] = ("ok", work())
         else:
             from ..threads import limited
 
-            with limited(threads):
+            with limited(threads, blas=blas):
                 outcome = ("ok", work())
     except BaseException as exc:  # every failure goes back to the parent, which decides
         outcome = ("error", _portable(exc))
@@ -137,9 +139,11 @@ def run_isolated(
     timeout_s: float,
     cancel: threading.Event | None = None,
     threads: int | None = None,
+    blas: int | None = None,
 ) -> Any:
-    """``work()`` in a child process: its result, or its exception raised here. ``threads``: the
-    child's thread budget (`unshell.threads.limited`; None: the child's own default).
+    """``work()`` in a child process: its result, or its exception raised here. ``threads`` and
+    ``blas``: the child's thread budget and BLAS threads (`unshell.threads.limited`; None: the
+    child's own default).
 
     ``work`` must pickle (a module-level function, or a ``functools.partial`` of one); so must
     what it returns. The result comes back with pickle: the child is this program, running this
@@ -154,7 +158,7 @@ def run_isolated(
     context = _mp_context()
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
-        target=_child_main, args=(sender, work, threads), name="unshell-job", daemon=True
+        target=_child_main, args=(sender, work, threads, blas), name="unshell-job", daemon=True
     )
     process.start()
     sender.close()
@@ -268,8 +272,10 @@ class JobManager:
         self.timeout_s = timeout_s
         self.keep = max(keep, max_jobs + max_queued)
         # The thread budget (`unshell serve --threads`, else the cores) shared by the jobs that
-        # run at once: each gets its share, so max_jobs x BLAS threads stays within it.
-        self.threads_per_job = split(max_jobs)[1]
+        # run at once: each gets its share, so max_jobs x threads stays within it, and BLAS
+        # within the environment's cap where no --threads overrides it.
+        self.threads_per_job = max(1, budget() // max_jobs)
+        self.blas_per_job = min(self.threads_per_job, blas_ceiling())
         self._executor = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="unshell-job")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -308,7 +314,11 @@ class JobManager:
             job.started = time.time()
         try:
             result = run_isolated(
-                work, timeout_s=self.timeout_s, cancel=job.cancel_requested, threads=self.threads_per_job
+                work,
+                timeout_s=self.timeout_s,
+                cancel=job.cancel_requested,
+                threads=self.threads_per_job,
+                blas=self.blas_per_job,
             )
             document = result.to_dict()
         except Cancelled:

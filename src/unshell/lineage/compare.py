@@ -46,6 +46,7 @@ from ..arch.recognize import Assignment
 from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
+from ..progress import BYTES, ProgressReporter, reporting, track
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
@@ -366,7 +367,9 @@ def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick:
     stream and skips those that write it, whose residual side is their rows."""
     units: list[Unit] = []
     roles = {a.name: a for a in model.result.recognition.assignments}
-    for name in model.checkpoint.tensors:
+    checkpoint = model.checkpoint
+    label = f"sketching {checkpoint.path.name}"
+    for name in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick))
     return units
 
@@ -942,7 +945,7 @@ def layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tupl
     """Each layer matrix's second moment in residual space (unit-length vectors, norm gains folded),
     keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers."""
     grams: dict[tuple[int, str], np.ndarray] = {}
-    for layer in model.layers:
+    for layer in track(model.layers, f"layer moments of {model.checkpoint.path.name}", unit="layer"):
         for role in LAYER_ROLES:
             if quick and role not in READS_RESIDUAL:
                 continue
@@ -1558,17 +1561,29 @@ def _similarity_score(table: np.ndarray) -> float:
 
 
 def compare(
-    a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool = False
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    progress: ProgressReporter | None = None,
 ) -> CompareResult | TokenizerComparison:
     """Compare two checkpoints: architecture reuse, and whether B's weights derive from A's.
 
     When either side is a tokenizer alone, only the tokenizers are compared (`TokenizerComparison`).
+    ``progress``: where to report the stages (bytes hashed and sketched per model; `unshell.progress`).
 
     Example:
         >>> import unshell
         >>> result = unshell.compare("base", "suspect")  # doctest: +SKIP
         >>> result.verdict, result.p_value
     """
+    with reporting(progress):
+        return _compare_paths(a, b, quick=quick)
+
+
+def _compare_paths(
+    a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool
+) -> CompareResult | TokenizerComparison:
     from ..tokenizers.report import compare_tokenizers, open_model_or_tokenizer
 
     opened_a = open_model_or_tokenizer(a)

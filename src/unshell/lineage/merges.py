@@ -66,6 +66,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..formats.base import Checkpoint, sanitize
+from ..progress import ProgressReporter
 from .canonical import CanonicalModel, canonical_model
 from .compare import CompareResult, compare_checkpoints
 
@@ -537,7 +538,11 @@ def merge_hint(derived: list[str]) -> str:
 
 
 def compare_merge(
-    b: str | os.PathLike[str], parents: list[str | os.PathLike[str]], *, quick: bool = False
+    b: str | os.PathLike[str],
+    parents: list[str | os.PathLike[str]],
+    *,
+    quick: bool = False,
+    progress: ProgressReporter | None = None,
 ) -> MergeResult:
     """Is B a merge of the candidate parents? Compares B with each parent (as `compare`) and fits
     B's tensors on the parents' (linear and SLERP, per tensor). Needs at least two parents of B's
@@ -553,11 +558,12 @@ def compare_merge(
         >>> result.merged, result.fit.weights
     """
     from ..formats import open_checkpoint
+    from ..progress import reporting
 
     if len(parents) < 2:
         raise UsageError("a merge test needs at least two candidate parents (--against A1 --against A2)")
     paths = [str(Path(p)) for p in parents]
-    with ExitStack() as stack:
+    with reporting(progress), ExitStack() as stack:
         checkpoint_b: Checkpoint = stack.enter_context(open_checkpoint(b))
         checkpoints = [stack.enter_context(open_checkpoint(p)) for p in parents]
         pairwise = [

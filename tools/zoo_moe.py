@@ -8,6 +8,8 @@ the whole is trained on. This module builds, on top of the main zoo (``tools/zoo
 * ``moe-upcycled-s0``: ``base-s0`` upcycled into 4 experts per layer (top-2 routing, Mixtral
   layout), trained briefly on the docstrings; truth: derived from ``base-s0``, ``upcycled``, every
   expert of layer i a copy of base-s0's FFN of layer i;
+* ``moe-upcycled-s0-gguf``: the same MoE as a llama-architecture GGUF whose experts are stacked
+  3-D tensors (``blk.N.ffn_gate_exps`` ...), Q8_0: derived from ``base-s0``, upcycled;
 * ``moe-upcycled-s0-tuned``: that MoE trained on, its experts stored in another order per layer
   (router rows permuted with them); truth: derived from ``moe-upcycled-s0``, not upcycled
   (same expert count), each expert a copy of the expert it was moved from;
@@ -75,10 +77,11 @@ class MoeSettings:
     experts: int = 4
     top_k: int = 2
     upcycle_noise: float = 0.01  # relative noise on each expert copy
-    upcycled: Any = field(default_factory=lambda: Z.Recipe(steps=100, lr=6e-4, warmup=10))
-    tuned: Any = field(default_factory=lambda: Z.Recipe(steps=100, lr=6e-4, warmup=10))
-    scratch: Any = field(default_factory=lambda: Z.Recipe(steps=300, lr=2e-3, warmup=20))
-    stories: Any = field(default_factory=lambda: Z.Recipe(steps=100, lr=1e-3, warmup=10))
+    # Batches of 8 (the main zoo trains with 16): the whole build stays near 2 minutes on 2 cores.
+    upcycled: Any = field(default_factory=lambda: Z.Recipe(steps=80, lr=6e-4, batch=8, warmup=10))
+    tuned: Any = field(default_factory=lambda: Z.Recipe(steps=60, lr=6e-4, batch=8, warmup=10))
+    scratch: Any = field(default_factory=lambda: Z.Recipe(steps=250, lr=2e-3, batch=8, warmup=20))
+    stories: Any = field(default_factory=lambda: Z.Recipe(steps=100, lr=1e-3, batch=8, warmup=10))
 
 
 SETTINGS = MoeSettings()
@@ -256,6 +259,66 @@ def save_moe(
         (directory / "tokenizer.json").write_text(text, encoding="utf-8")
 
 
+def save_moe_gguf(
+    path: Path, params: Mapping[str, torch.Tensor], shape: Shape, s: MoeSettings, tokenizer: Any, title: str
+) -> None:
+    """A llama-architecture GGUF with llama.cpp's MoE layout: each layer's experts stacked in one
+    3-D tensor per part (``blk.N.ffn_gate_exps`` etc., experts x rows x columns), the router as
+    ``blk.N.ffn_gate_inp``; matrices Q8_0, vectors F32."""
+    import gguf
+
+    dense = {name: t for name, t in params.items() if ".block_sparse_moe." not in name}
+    names = Z.gguf_names(shape)
+    arrays = {name: t.detach().float().numpy() for name, t in params.items()}
+    temp = path.with_name(f".{path.name}.tmp")
+    writer = gguf.GGUFWriter(temp, "llama")
+    writer.add_name(title)
+    writer.add_context_length(shape.max_positions)
+    writer.add_embedding_length(shape.hidden)
+    writer.add_block_count(shape.layers)
+    writer.add_feed_forward_length(shape.intermediate)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
+    writer.add_rope_dimension_count(shape.head_dim)
+    writer.add_layer_norm_rms_eps(shape.rms_eps)
+    writer.add_rope_freq_base(shape.rope_theta)
+    writer.add_expert_count(s.experts)
+    writer.add_expert_used_count(s.top_k)
+    writer.add_vocab_size(shape.vocab)
+    writer.add_tokenizer_model("gpt2")
+    strings = tokenizer.token_strings()
+    writer.add_token_list(strings)
+    writer.add_token_types([1] * len(strings))
+    writer.add_token_merges([f"{strings[a]} {strings[b]}" for a, b in tokenizer.merges])
+
+    def add(name: str, values: np.ndarray) -> None:
+        kind = "F32" if values.ndim == 1 else "Q8_0"
+        data, qtype = Z._encode_gguf_tensor(np.ascontiguousarray(values), kind)
+        writer.add_tensor(name, data, raw_dtype=qtype)
+
+    for name, values in arrays.items():
+        if name not in dense:
+            continue
+        role = name.rsplit(".", 2)[-2]
+        if role == "q_proj":
+            values = Z.hf_to_meta_rows(values, shape.heads)
+        elif role == "k_proj":
+            values = Z.hf_to_meta_rows(values, shape.kv_heads)
+        if name == Z.LM_HEAD and shape.tied:
+            continue
+        add(names[name], values)
+    for i in range(shape.layers):
+        add(f"blk.{i}.ffn_gate_inp.weight", arrays[moe_names(i)["router"]])
+        for part in ("gate", "up", "down"):
+            stacked = np.stack([arrays[moe_names(i, e)[part]] for e in range(s.experts)])
+            add(f"blk.{i}.ffn_{part}_exps.weight", stacked)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    temp.replace(path)
+
+
 # --------------------------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------------------------
@@ -295,6 +358,15 @@ def build(out: Path, s: MoeSettings = SETTINGS, log: Callable[[str], None] | Non
             )
             if seed == 0:
                 upcycled_s0, shape_s0 = trained, shape
+                save_moe_gguf(
+                    out / "models" / "moe-upcycled-s0.gguf", trained, shape, s, bpe, "moe-upcycled-s0"
+                )
+                models["moe-upcycled-s0-gguf"] = {
+                    "path": "models/moe-upcycled-s0.gguf",
+                    "source": "moe-upcycled-s0",
+                    "experts_from": copies,
+                    "recipe": "moe-upcycled-s0 as a llama GGUF with stacked experts (ffn_*_exps), Q8_0",
+                }
         moved, order = permute_experts(upcycled_s0, shape_s0, s, 520)
         tuned, losses = train_moe(moved, shape_s0, docs, s.tuned, 521)
         add(
@@ -336,6 +408,12 @@ def build(out: Path, s: MoeSettings = SETTINGS, log: Callable[[str], None] | Non
         "derived": [
             {"name": "base-s0 -> moe-upcycled-s0", "a": "base-s0", "b": "moe-upcycled-s0", "upcycled": True},
             {"name": "base-s1 -> moe-upcycled-s1", "a": "base-s1", "b": "moe-upcycled-s1", "upcycled": True},
+            {
+                "name": "base-s0 -> moe-upcycled-s0-gguf",
+                "a": "base-s0",
+                "b": "moe-upcycled-s0-gguf",
+                "upcycled": True,
+            },
             {
                 "name": "stories260K -> stories260K-moe",
                 "a": "stories260K",

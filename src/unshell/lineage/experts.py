@@ -30,6 +30,7 @@ from .canonical import CanonicalModel
 from .sketch import Alignment, finite
 
 EXPERT_ROLES = {"moe.expert.gate.weight": "gate", "moe.expert.up.weight": "up"}
+SHARED_ROLES = {"moe.shared.gate.weight": "gate", "moe.shared.up.weight": "up"}
 DENSE_ROLES = {"mlp.gate.weight": "gate", "mlp.up.weight": "up"}
 # B's neurons sampled per block: the median of 128 best-twin cosines moves by about 0.01 between
 # samples, and A's block is read whole (a copy's twin may be any of its neurons).
@@ -51,9 +52,12 @@ class Block:
     # role ("gate", "up") -> (tensor name, index into a stacked 3-D tensor or None)
     parts: tuple[tuple[str, str, int | None], ...] = ()
     dense: bool = False
+    shared: bool = False  # an MoE's shared expert (Qwen2-MoE, DeepSeek-MoE): every token uses it
 
     @property
     def label(self) -> str:
+        if self.shared:
+            return "shared expert"
         return "ffn" if self.expert is None else f"expert {self.expert}"
 
 
@@ -132,18 +136,26 @@ class ExpertMap:
 def ffn_blocks(model: CanonicalModel) -> dict[int, list[Block]]:
     """Every layer's FFN blocks: its experts when it has any, else its dense FFN."""
     experts: dict[tuple[int, int], dict[str, tuple[str, int | None]]] = {}
+    shared: dict[int, dict[str, tuple[str, int | None]]] = {}
     hidden = model.hidden or 0
     for assignment in model.result.recognition.assignments:
+        if assignment.layer is None:
+            continue
+        part = SHARED_ROLES.get(assignment.role or "")
+        if part is not None and len(assignment.shape) == 2:
+            shared.setdefault(assignment.layer, {})[part] = (assignment.name, None)
         part = EXPERT_ROLES.get(assignment.role or "")
-        if part is None or assignment.layer is None:
+        if part is None:
             continue
         for expert, index in _expert_indices(assignment, hidden):
             experts.setdefault((assignment.layer, expert), {})[part] = (assignment.name, index)
     blocks: dict[int, list[Block]] = {}
     for (layer, expert), parts in sorted(experts.items()):
-        if "up" in parts or "gate" in parts:
-            flat = tuple((role, name, index) for role, (name, index) in sorted(parts.items()))
-            blocks.setdefault(layer, []).append(Block(layer, expert, flat))
+        flat = tuple((role, name, index) for role, (name, index) in sorted(parts.items()))
+        blocks.setdefault(layer, []).append(Block(layer, expert, flat))
+    for layer, parts in sorted(shared.items()):
+        flat = tuple((role, name, index) for role, (name, index) in sorted(parts.items()))
+        blocks.setdefault(layer, []).append(Block(layer, None, flat, shared=True))
     for layer in model.layers:
         if layer not in blocks and model.role(layer, "mlp.up.weight") is not None:
             blocks[layer] = [Block(layer, None, dense=True)]
@@ -231,8 +243,7 @@ def expert_map(
     layer map (B's layer -> A's layer, from every matrix); ``alignment``: B's residual coordinates
     onto A's, as the verdict used it."""
     blocks_a, blocks_b = ffn_blocks(model_a), ffn_blocks(model_b)
-    experts_a = max((len(v) for v in blocks_a.values() if not v[0].dense), default=0)
-    experts_b = max((len(v) for v in blocks_b.values() if not v[0].dense), default=0)
+    experts_a, experts_b = (_routed(blocks) for blocks in (blocks_a, blocks_b))
     hidden_a = model_a.hidden or 0
     if (experts_a == 0 and experts_b == 0) or not blocks_a or not blocks_b or not hidden_a:
         return None
@@ -286,15 +297,20 @@ def expert_map(
                 default=row.layer_a,
             )
             result.append(row)
-    moe_rows = [r for r in result if r.blocks and r.blocks[0].block_b != "ffn"]
+    moe_rows = [r for r in result if any(b.block_b.startswith("expert ") for b in r.blocks)]
     upcycled_layers = sum(_layer_upcycled(r, experts_a) for r in moe_rows)
     upcycled = experts_b > experts_a and bool(moe_rows) and 2 * upcycled_layers >= len(moe_rows)
     return ExpertMap(experts_a, experts_b, result, upcycled, upcycled_layers, len(moe_rows))
 
 
+def _routed(blocks: dict[int, list[Block]]) -> int:
+    """Routed experts per layer (0 for a dense model)."""
+    return max((sum(not b.dense and not b.shared for b in v) for v in blocks.values()), default=0)
+
+
 def _layer_upcycled(row: LayerExperts, experts_a: int) -> bool:
     """B's experts in this layer include copies of A's dense FFN, or two copies of one of A's experts."""
-    sources = [(b.layer_a, b.block_a) for b in row.blocks if b.copy]
+    sources = [(b.layer_a, b.block_a) for b in row.blocks if b.copy and b.block_b.startswith("expert ")]
     if experts_a == 0:
         return bool(sources)
     return len(sources) > len(set(sources))

@@ -35,6 +35,7 @@ from artifacts import fetch
 from unshell.formats import open_checkpoint
 from unshell.lineage.canonical import canonical_model
 from unshell.lineage.experts import expert_map, ffn_blocks
+from unshell.report.html import compare_html
 from unshell.report.text import render_compare
 from zoo_fixture import compared, zoo_module
 
@@ -97,6 +98,8 @@ def test_an_upcycled_moe_is_derived_upcycled_with_every_expert_mapped_to_its_ffn
         assert layer["attention_similarity"] > 0.8, layer  # attention kept: matched to A's own
     text = render_compare(doc)
     assert "Expert map" in text and "expert 3->ffn" in text
+    page = compare_html(compared(pair.a, pair.b))
+    assert "<h3>Expert map</h3>" in page and "expert 3-&gt;ffn" in page
 
 
 def test_moe_against_moe_maps_reordered_experts_and_is_not_upcycled() -> None:

@@ -13,9 +13,9 @@ alignment the verdict rests on). For a sample of B's neurons, the best |cosine| 
 A's block is taken, and the block's similarity is the median over the sample. It forgets the
 order of neurons and of experts and their signs (a permutation of experts or of the neurons
 inside an expert changes nothing the model computes, so it is never evidence of independence).
-A copy that was then trained keeps its neurons' directions (0.8 to 1.0 in the zoo); independent
-FFNs of trained models give 0.1 to 0.4, and each block's similarity is shown beside the same
-statistic against A's FFN of a distant layer (the null), which a copy must exceed by a margin.
+A copy that was then trained keeps its neurons' directions; independent FFNs of trained models
+share none, and each block's similarity is shown beside the same statistic against A's FFN of a
+distant layer (the null), which a copy must exceed by a margin.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ DENSE_ROLES = {"mlp.gate.weight": "gate", "mlp.up.weight": "up"}
 # samples, and A's block is read whole (a copy's twin may be any of its neurons).
 SAMPLE_NEURONS = 128
 # A block of B is a copy of A's block when its similarity reaches this and beats the null (the same
-# statistic against A's FFN in a distant layer) by `COPY_MIN_MARGIN`. Measured on the MoE zoo
-# (tools/zoo_moe.py) and the real upcycled stories260K and SmolLM2-135M: copies trained for a
-# while 0.8 to 1.0; from-scratch experts and the null 0.1 to 0.4.
+# statistic against A's FFN in a distant layer) by `COPY_MIN_MARGIN`. Measured 2026-12-05 on the
+# MoE zoo (tools/zoo_moe.py) and the real upcycled stories260K and SmolLM2-135M (tests/test_moe.py):
+# copies trained 60 to 100 steps 0.993 to 1.000; every block of the 4 independent pairs (an MoE
+# from scratch, one upcycled from a sibling base) 0.195 to 0.250; the null 0.107 to 0.284.
 COPY_MIN_SIMILARITY = 0.5
 COPY_MIN_MARGIN = 0.2
 
@@ -369,8 +370,11 @@ def expert_map_text(experts: dict[str, Any] | None) -> str | None:
     return text
 
 
-def expert_map_rows(experts: dict[str, Any] | None, limit: int = 12) -> list[tuple[str, str, str, str]]:
-    """(B's layer, A's layer, attention similarity, B's blocks -> A's with similarity) per layer."""
+def expert_map_rows(
+    experts: dict[str, Any] | None, limit: int | None = 12
+) -> list[tuple[str, str, str, str]]:
+    """(B's layer, A's layer, attention similarity, B's blocks -> A's with similarity) per layer,
+    the first ``limit`` layers (all with None)."""
     if not experts:
         return []
     rows = []

@@ -140,6 +140,12 @@ class ExpertMap:
         }
 
 
+def has_experts(model: CanonicalModel) -> bool:
+    """Whether the recognition found any expert tensor (routed or shared)."""
+    roles = {*EXPERT_ROLES, *SHARED_ROLES}
+    return any(a.role in roles for a in model.result.recognition.assignments)
+
+
 def ffn_blocks(model: CanonicalModel) -> dict[int, list[Block]]:
     """Every layer's FFN blocks: its experts when it has any, else its dense FFN."""
     experts: dict[tuple[int, int], dict[str, tuple[str, int | None]]] = {}
@@ -164,7 +170,10 @@ def ffn_blocks(model: CanonicalModel) -> dict[int, list[Block]]:
         flat = tuple((role, name, index) for role, (name, index) in sorted(parts.items()))
         blocks.setdefault(layer, []).append(Block(layer, None, flat, shared=True))
     for layer in model.layers:
-        if layer not in blocks and model.role(layer, "mlp.up.weight") is not None:
+        # Present without reading it: one stored tensor, or a part of a fused one.
+        if layer not in blocks and (
+            len(model.slots.get((layer, "mlp.up.weight"), [])) == 1 or (layer, "mlp.up.weight") in model.fused
+        ):
             blocks[layer] = [Block(layer, None, dense=True)]
     return blocks
 
@@ -238,7 +247,7 @@ def _residual_rows(matrix: np.ndarray, hidden: int) -> np.ndarray:
     return matrix
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -271,7 +280,7 @@ def _aligned(
             matrix = (matrix @ alignment.transform) @ basis
         elif matrix.shape[1] == hidden_a:
             matrix = matrix @ basis
-        out[part] = _unit_rows(matrix)
+        out[part] = unit_rows(matrix)
     return out
 
 
@@ -284,6 +293,8 @@ def expert_map(
     """B's FFN blocks against A's, when either side is an MoE (else None). ``layers``: compare's
     layer map (B's layer -> A's layer, from every matrix); ``alignment``: B's residual coordinates
     onto A's, as the verdict used it."""
+    if not (has_experts(model_a) or has_experts(model_b)):
+        return None
     blocks_a, blocks_b = ffn_blocks(model_a), ffn_blocks(model_b)
     experts_a, experts_b = (_routed(blocks) for blocks in (blocks_a, blocks_b))
     hidden_a = model_a.hidden or 0

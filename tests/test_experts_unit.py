@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unshell.lineage.experts import COPY_MIN_SIMILARITY, unit_rows, twin_similarity
+from unshell.lineage.experts import COPY_MIN_SIMILARITY, twin_similarity, unit_rows
 
 
 def _ffn(rng: np.random.Generator, neurons: int = 256, hidden: int = 64) -> dict[str, np.ndarray]:

@@ -283,20 +283,32 @@ def convert_command(
 
 @cli.command("compare")
 @click.argument("a", type=click.Path(path_type=str))
-@click.argument("b", type=click.Path(path_type=str))
+@click.argument("b", type=click.Path(path_type=str), required=False)
 @format_option
 @click.option(
     "--quick",
     is_flag=True,
     help="Decide from embedding anchors and 1 row in 20 of each matrix, no hashing (about 4% of a 7B pair's bytes).",
 )
+@click.option(
+    "--against",
+    "parents",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="A candidate parent (repeatable; more may follow as plain arguments): compare A with each, "
+    "and test whether A is a merge of them (linear or SLERP weights per layer).",
+)
 @html_option
-def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None) -> None:
+def compare_command(
+    a: str, b: str | None, fmt: str, quick: bool, parents: tuple[str, ...], html_path: str | None
+) -> None:
     """Did B's weights come from A's, or were they trained independently?
 
     Reports architecture reuse apart from weight reuse, a verdict (identical, derived,
     independent, inconclusive) with a calibrated p-value for "trained independently", how B was
-    derived where it can be told, and which layer of A each layer of B matches.
+    derived where it can be told, and which layer of A each layer of B matches. With --against,
+    A is the suspect: it is compared with every candidate parent, and tested for being a merge
+    of them (the parents and their weights per layer, with a calibrated p-value).
 
     \b
     Examples:
@@ -304,7 +316,25 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
       unshell compare base/ suspect.gguf --quick
       unshell compare base/ suspect/ --json
       unshell compare base/ suspect/ --html report.html
+      unshell compare merged/ --against parent1/ --against parent2/
     """
+    if parents or b is None:
+        from ..errors import UsageError
+        from ..lineage.merges import compare_merge
+        from ..report.merges import merge_html, render_merge
+
+        if not parents:
+            raise UsageError(
+                "Missing argument 'B': compare needs two models (A B), or a suspect and its candidate parents (--against)"
+            )
+        document = compare_merge(a, [*parents, *([b] if b is not None else [])], quick=quick).to_dict()
+        if html_path is not None:
+            from ..report.html import write_html
+
+            write_html(merge_html(document), html_path)
+            _report_written(html_path)
+        Output(fmt).document(document, render_merge)
+        return
     from ..lineage.compare import compare
 
     result = compare(a, b, quick=quick)

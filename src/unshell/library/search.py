@@ -387,6 +387,11 @@ def search(
         return (0 if matched else 1, p, -candidate.evidence["cheap_score"], candidate.name)
 
     candidates.sort(key=order)
+    derived = [c.name for c in candidates if c.verdict == "derived"]
+    if len(derived) >= 2:
+        from ..lineage.merges import merge_hint
+
+        notes.append(merge_hint(derived))
     return SearchResult(
         suspect={
             "path": sanitize(suspect_path, limit=4096),

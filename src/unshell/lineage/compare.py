@@ -50,6 +50,7 @@ from ..progress import BYTES, ProgressReporter, reporting, track
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
+from .experts import ExpertMap, expert_map
 from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
 from .sketch import (
     SKETCH_DIM,
@@ -215,6 +216,8 @@ class CompareResult:
     inspect_b: InspectResult | None = None
     # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
     log10_p: float | None = None
+    # B's FFN blocks (experts) mapped onto A's, when either side is an MoE (`lineage.experts`).
+    experts: ExpertMap | None = None
 
     @property
     def log10_p_value(self) -> float | None:
@@ -282,6 +285,7 @@ class CompareResult:
             "score": None if self.score is None else round(self.score, 6),
             "layers": self.layers,
             "layer_similarity": None if self.layer_similarity is None else self.layer_similarity.to_dict(),
+            "experts": None if self.experts is None else self.experts.to_dict(),
             "evidence": {
                 "hashes": None if self.hashes is None else self.hashes.to_dict(),
                 "exact_twins": None if self.twins is None else self.twins.to_dict(),
@@ -1171,7 +1175,12 @@ def compare_checkpoints(
         )
     base = CheckpointEvidence(model_a, summary_a, vocabulary_a, quick=quick)
     lineage = weigh_lineage(base, model_b, summary_b, vocabulary_b, twins=twins, quick=quick)
-    return result(**lineage.fields())
+    experts = None
+    if lineage.verdict == "derived" and not quick:  # an MoE side: which FFN each expert copies
+        experts = expert_map(model_a, model_b, lineage.layers, lineage.alignment)
+        if experts is not None and experts.upcycled:
+            lineage.how.append("upcycled")
+    return result(**lineage.fields(), experts=experts)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Any
 
 from unshell.library import Library, add_checkpoint
 from unshell.scanning import comparable, discover, scan
-from unshell.scanning.blas import blas_threads
+from unshell.threads import blas_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "fixtures"
@@ -82,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="unshell-bench-fleet-") as temporary:
         library_path = Path(temporary) / "bases.sqlite"
         start = time.perf_counter()
-        with Library(library_path) as library, blas_threads(1):
+        with Library(library_path) as library, blas_limit(1):
             for name, path in zoo.bases.items():
                 add_checkpoint(library, path, name=name)
         print(

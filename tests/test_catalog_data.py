@@ -57,9 +57,13 @@ LAYER_ROLES = frozenset(
         "moe.expert.gate.weight",
         "moe.expert.up.weight",
         "moe.expert.down.weight",
+        "moe.shared.gate.weight",
+        "moe.shared.up.weight",
+        "moe.shared.down.weight",
+        "moe.shared_gate.weight",
     }
 )
-SHAPE_SYMBOLS = frozenset({"H", "I", "V", "L", "P", "T", "E", "nh", "nkv", "d"})
+SHAPE_SYMBOLS = frozenset({"H", "I", "V", "L", "P", "T", "E", "S", "nh", "nkv", "d"})
 REQUIRED_KEYS = {
     "schema_version": int,
     "family": str,
@@ -208,6 +212,7 @@ def test_catalog_covers_every_family_in_scope() -> None:
         "llama", "deepseek-v1", "yi", "internlm", "minicpm", "mistral", "mixtral", "qwen", "qwen2", "qwen3",
         "baichuan", "baichuan-alibi", "internlm2", "chatglm", "glm", "glm4", "gemma", "gemma2", "gemma3",
         "phi", "phi3", "falcon", "falcon-new-decoder", "gpt_neox", "gpt2", "bert", "olmo", "olmo2", "stablelm",
+        "qwen2_moe", "qwen3_moe",
     }  # fmt: skip
     assert expected <= set(DOCS)
 

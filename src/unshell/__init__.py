@@ -7,6 +7,8 @@ Every CLI command is one call here::
     result.family, result.to_dict()["renamed"]
     verdict = unshell.compare("base", "suspect")     # weight lineage
     verdict.verdict, verdict.p_value, verdict.how
+    merge = unshell.compare_merge("suspect", ["parent1", "parent2"])   # is it a merge of them?
+    merge.merged, merge.fit.weights
     unshell.convert("yi-model", to="llama", output="yi-llama")   # reference names back, verified
     report = unshell.audit("suspect", against="base")   # disclosure: detected vs declared
     report.level, [f.message for f in report.findings]
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .behaviour import ProbeResult, probe
     from .library import Library, SearchResult, search
     from .lineage.fingerprint import Fingerprint, fingerprint
+    from .lineage.merges import MergeResult, compare_merge
 
 __version__ = "0.1.0"
 
@@ -46,6 +49,8 @@ _LAZY = {
     "fingerprint": "lineage.fingerprint",
     "ProbeResult": "behaviour",
     "probe": "behaviour",
+    "MergeResult": "lineage.merges",
+    "compare_merge": "lineage.merges",
 }
 
 
@@ -66,6 +71,7 @@ __all__ = [
     "Fingerprint",
     "InspectResult",
     "Library",
+    "MergeResult",
     "ProbeResult",
     "ScanSummary",
     "SearchResult",
@@ -73,6 +79,7 @@ __all__ = [
     "__version__",
     "audit",
     "compare",
+    "compare_merge",
     "convert",
     "fingerprint",
     "inspect",

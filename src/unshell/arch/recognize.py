@@ -22,7 +22,7 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .catalog import Family, TensorTemplate, family_by_id, load_catalog, lookup_name
@@ -633,6 +633,41 @@ def observe(tensors: Sequence[tuple[str, Shape]]) -> list[ObservedTensor]:
     return out
 
 
+def unstack_experts(tensors: list[ObservedTensor]) -> list[ObservedTensor]:
+    """A 3-D tensor named as all of a layer's experts stacked (GGUF's ``blk.N.ffn_up_exps``:
+    experts x rows x columns) seen as one 2-D tensor per expert, so that it fits the per-expert
+    templates of an MoE family (`restack_experts` gives the assignments back one per tensor)."""
+    out: list[ObservedTensor] = []
+    for tensor in tensors:
+        stacked = len(tensor.shape) == 3 and any(
+            h.role.startswith("moe.expert.") for h in lookup_name(tensor.key)
+        )
+        if not stacked:
+            out.append(tensor)
+            continue
+        for expert in range(tensor.shape[0]):
+            out.append(replace(tensor, shape=tensor.shape[1:], expert=expert))
+    return out
+
+
+def restack_experts(assignments: list[Assignment], tensors: Sequence[tuple[str, Shape]]) -> list[Assignment]:
+    """One assignment per stacked expert tensor again (its stored 3-D shape, no expert index)."""
+    shapes = {name: tuple(shape) for name, shape in tensors}
+    out: list[Assignment] = []
+    seen: set[str] = set()
+    for assignment in assignments:
+        shape = shapes.get(assignment.name, assignment.shape)
+        if len(shape) == 3 and len(assignment.shape) == 2:
+            if assignment.name in seen:
+                continue
+            seen.add(assignment.name)
+            assignment = replace(
+                assignment, shape=shape, expert=None, canonical=None, canonical_candidates=()
+            )
+        out.append(assignment)
+    return out
+
+
 def _layered_view(
     tensors: Sequence[ObservedTensor],
 ) -> tuple[dict[str, Counter[Shape]], int, list[str]] | None:
@@ -676,7 +711,7 @@ def recognize(
     supplies head counts that shapes cannot show, but never overrides what the shapes say.
     """
     families = tuple(families) if families is not None else load_catalog()
-    observed_tensors = observe(tensors)
+    observed_tensors = unstack_experts(observe(tensors))
     declared_names = _declared_family(declared_config, declared_family)
     layered_view = _layered_view(observed_tensors)
     notes: list[str] = []
@@ -715,7 +750,9 @@ def recognize(
     if any(f.layered for f in exact):
         exact = [f for f in exact if f.layered]
     if not exact:
-        return _partial(fits, observed_tensors, declared_names, declared_config)
+        partial = _partial(fits, observed_tensors, declared_names, declared_config)
+        partial.assignments = restack_experts(partial.assignments, tensors)
+        return partial
 
     declared_exact = [f for f in exact if _declares(f.family, declared_names)]
     chosen_pool = declared_exact or exact
@@ -726,8 +763,9 @@ def recognize(
     assignments = assign_roles(chosen, observed_tensors)
     reference = family_by_id(chosen.family.reference_family) or chosen.family
     _canonicalize(assignments, reference, chosen.family)
+    assignments = restack_experts(assignments, tensors)
 
-    evidence = [f"tensor shapes fit {chosen.family.family} exactly ({len(observed_tensors)} tensors)"]
+    evidence = [f"tensor shapes fit {chosen.family.family} exactly ({len(tensors)} tensors)"]
     named = sum(1 for a in assignments if a.resolved_by in ("name",) or a.resolved_by.startswith("alias"))
     if named:
         evidence.append(f"{named} tensor names match known conventions")

@@ -30,6 +30,7 @@ from ..inspection import InspectResult
 from ..lineage.change import substantive_change
 from ..lineage.compare import CompareResult, compare_checkpoints
 from ..model import Model
+from ..progress import ProgressReporter, reporting
 
 __all__ = ["AUDIT_SCHEMA_VERSION", "LEVELS", "AuditResult", "Finding", "audit", "audit_checkpoint"]
 
@@ -832,11 +833,13 @@ def audit(
     against: str | os.PathLike[str] | None = None,
     quick: bool = False,
     library: Any = None,
+    progress: ProgressReporter | None = None,
 ) -> AuditResult:
     """Detected lineage (weights, architecture, tokenizer, code) against declared lineage.
 
     The weights are tested against ``against`` (a base checkpoint), or, without one, searched in
-    ``library`` (a `unshell.Library` or the path of one) when it is given.
+    ``library`` (a `unshell.Library` or the path of one) when it is given. ``progress``: where to
+    report the comparison's or the search's stages (`unshell.progress`).
 
     Example:
         >>> import unshell
@@ -850,7 +853,7 @@ def audit(
     opened = library is not None and not isinstance(library, Library)
     store = existing_library(library) if opened else library
     try:
-        with open_checkpoint(path) as checkpoint:
+        with reporting(progress), open_checkpoint(path) as checkpoint:
             if not checkpoint.tensors:
                 raise UsageError(
                     f"{sanitize(str(path))}: no weights to audit (a tokenizer alone? use inspect)"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError
+from ..threads import budget
 
 COMPLETION = "completion"
 CHAT = "chat"
@@ -221,7 +222,7 @@ class LlamaCppBackend:
         stat = file.stat()
         self.label = file.name
         self.identity = f"gguf:{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-        workers = threads or min(2, os.cpu_count() or 1)
+        workers = threads or min(2, budget())
         self._llama = Llama(
             model_path=str(file),
             n_ctx=context,

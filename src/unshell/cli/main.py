@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import os
 import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .. import __version__
 from ..auditing.report import LEVELS
@@ -32,6 +34,7 @@ from ..report.text import (
     render_search,
 )
 from .output import FORMATS, Output, check_output_path, note, quiet, set_quiet
+from .progress import terminal_progress
 
 format_option = click.option(
     "--format",
@@ -89,6 +92,34 @@ def _report_written(path: str) -> None:
     note(f"report written to {path}")
 
 
+def _thread_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--threads N``, checked here so that a bad N is one line and exit 2 (no usage block)."""
+    from ..errors import UsageError
+    from ..threads import check_threads
+
+    if value is None:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise UsageError(f"--threads must be a whole number, not {value!r}") from None
+    return check_threads(count)
+
+
+threads_option = click.option(
+    "--threads",
+    metavar="N",
+    callback=_thread_count,
+    help="Threads to compute with, NumPy's BLAS included (1 to 1024; default: the cores this process "
+    "may use, BLAS within an OMP_NUM_THREADS or OPENBLAS_NUM_THREADS cap).",
+)
+
+
+def _progress() -> Any:
+    """Progress bars on stderr when it is a terminal and the command is not --quiet, else None."""
+    return terminal_progress(quiet=quiet())
+
+
 library_option = click.option(
     "--library",
     "library_path",
@@ -126,7 +157,17 @@ class UnshellCommand(click.Command):
         set_quiet(bool(ctx.params.pop("quiet", False)))
         if ctx.params.pop("json_alias", False):
             ctx.params["fmt"] = "json"
-        return super().invoke(ctx)
+        if "threads" not in ctx.params:
+            return super().invoke(ctx)
+        from ..threads import limited
+
+        # --threads bounds the whole command (BLAS and unshell's pools, `unshell.threads`); a
+        # command that also hands the count on (probe, to llama.cpp) keeps it as a parameter.
+        count = ctx.params["threads"]
+        if self.callback is None or "threads" not in inspect.signature(self.callback).parameters:
+            del ctx.params["threads"]
+        with limited(count):
+            return super().invoke(ctx)
 
 
 class UnshellGroup(click.Group):
@@ -232,6 +273,7 @@ def inspect_command(path: str, fmt: str, tensor_map: bool) -> None:
     type=click.Path(path_type=str),
     help="Tokenizer to write instead of the source's: a tokenizer.json, a folder holding one, or a llama2.c tokenizer.bin.",
 )
+@threads_option
 @format_option
 @revision_option("src")
 def convert_command(
@@ -262,6 +304,7 @@ def convert_command(
       unshell convert stories15M.bin -o stories-hf --tokenizer tokenizer.bin
       unshell convert yi-style/ --to llama -o yi-as-llama/
       unshell convert renamed/ -o out/ --mapping roles.json --force
+      unshell convert model.Q4_K_M.gguf -o model-hf --threads 4 --quiet
     """
     from ..conversion import convert
 
@@ -277,26 +320,40 @@ def convert_command(
         report=lambda line: note(f"note: {line}"),
         dtype=dtype,
         tokenizer=tokenizer_path,
+        progress=_progress(),
     )
     Output(fmt).document(result.to_dict(), render_convert)
 
 
 @cli.command("compare")
 @click.argument("a", type=click.Path(path_type=str))
-@click.argument("b", type=click.Path(path_type=str))
+@click.argument("b", type=click.Path(path_type=str), required=False)
 @format_option
 @click.option(
     "--quick",
     is_flag=True,
     help="Decide from embedding anchors and 1 row in 20 of each matrix, no hashing (about 4% of a 7B pair's bytes).",
 )
+@click.option(
+    "--against",
+    "parents",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="A candidate parent (repeatable; more may follow as plain arguments): compare A with each, "
+    "and test whether A is a merge of them (linear or SLERP weights per layer).",
+)
 @html_option
-def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None) -> None:
+@threads_option
+def compare_command(
+    a: str, b: str | None, fmt: str, quick: bool, parents: tuple[str, ...], html_path: str | None
+) -> None:
     """Did B's weights come from A's, or were they trained independently?
 
     Reports architecture reuse apart from weight reuse, a verdict (identical, derived,
     independent, inconclusive) with a calibrated p-value for "trained independently", how B was
-    derived where it can be told, and which layer of A each layer of B matches.
+    derived where it can be told, and which layer of A each layer of B matches. With --against,
+    A is the suspect: it is compared with every candidate parent, and tested for being a merge
+    of them (the parents and their weights per layer, with a calibrated p-value).
 
     \b
     Examples:
@@ -304,10 +361,31 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
       unshell compare base/ suspect.gguf --quick
       unshell compare base/ suspect/ --json
       unshell compare base/ suspect/ --html report.html
+      unshell compare merged/ --against parent1/ --against parent2/
+      unshell compare base/ suspect/ --threads 2   # progress on stderr; -q silences it
     """
+    if parents or b is None:
+        from ..errors import UsageError
+        from ..lineage.merges import compare_merge
+        from ..report.merges import merge_html, render_merge
+
+        if not parents:
+            raise UsageError(
+                "Missing argument 'B': compare needs two models (A B), or a suspect and its candidate parents (--against)"
+            )
+        document = compare_merge(
+            a, [*parents, *([b] if b is not None else [])], quick=quick, progress=_progress()
+        ).to_dict()
+        if html_path is not None:
+            from ..report.html import write_html
+
+            write_html(merge_html(document), html_path)
+            _report_written(html_path)
+        Output(fmt).document(document, render_merge)
+        return
     from ..lineage.compare import compare
 
-    result = compare(a, b, quick=quick)
+    result = compare(a, b, quick=quick, progress=_progress())
     if html_path is not None:
         from ..report.html import compare_html, write_html
 
@@ -381,7 +459,7 @@ def compare_command(a: str, b: str, fmt: str, quick: bool, html_path: str | None
     help="Where answers are kept so an interrupted probe resumes. Default: ~/.cache/unshell/probe.",
 )
 @click.option("--no-cache", is_flag=True, help="Keep answers in memory only.")
-@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for local GGUF files.")
+@threads_option
 @format_option
 def probe_command(
     suspect: str | None,
@@ -428,7 +506,7 @@ def probe_command(
         raise UsageError("name the suspect: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
     elif model is not None:
         raise UsageError("--model names the model behind --endpoint")
-    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" else None
+    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
     result = probe(
         suspect,
         candidates,
@@ -473,6 +551,7 @@ def _probe_progress(done: int, total: int) -> None:
     type=click.Choice(LEVELS[:-1]),
     help="Exit with status 1 when a finding is this severe or worse (for CI and upload checks).",
 )
+@threads_option
 @format_option
 @html_option
 @revision_option("path")
@@ -499,7 +578,7 @@ def audit_command(
     """
     from ..auditing.report import audit
 
-    result = audit(path, against=against, quick=quick, library=library_path)
+    result = audit(path, against=against, quick=quick, library=library_path, progress=_progress())
     if html_path is not None:
         from ..report.html import audit_html, write_html
 
@@ -534,6 +613,7 @@ def audit_command(
     help="Seconds an inspection or a job may run before it is stopped.",
 )
 @library_option
+@threads_option
 def serve_command(
     host: str, port: int, roots: tuple[str, ...], max_jobs: int, job_timeout: int, library_path: str | None
 ) -> None:
@@ -546,6 +626,7 @@ def serve_command(
     Examples:
       unshell serve --root ~/models
       unshell serve --root /models --root ~/.cache/huggingface/hub --port 8080
+      unshell serve --root /models --max-jobs 2 --threads 8   # 4 threads per job
     """
     from pathlib import Path
 
@@ -597,6 +678,7 @@ def library_group() -> None:
 )
 @click.option("--replace", is_flag=True, help="Replace an entry of the same name.")
 @library_option
+@threads_option
 @format_option
 def library_add_command(
     paths: tuple[str, ...], name: str | None, replace: bool, library_path: str | None, fmt: str
@@ -607,19 +689,15 @@ def library_add_command(
     Examples:
       unshell library add llama-2-7b/ qwen2.5-7b/
       unshell library add base/ --name my-base --replace --library known.sqlite
+      unshell library add llama-2-7b/ --threads 4
     """
     from ..errors import UsageError
-    from ..library import add_checkpoint
+    from ..library import add_checkpoints
 
     if name is not None and len(paths) > 1:
         raise UsageError("--name names one entry: give one PATH with it")
-    chatty = fmt == "table" and sys.stderr.isatty() and not quiet()
     with _open_library(library_path, create=True) as library:
-        added = []
-        for number, path in enumerate(paths, 1):
-            if chatty:  # a 7B model takes a minute or more: say what is happening
-                click.echo(f"[{number}/{len(paths)}] fingerprinting {path} ...", err=True)
-            added.append(add_checkpoint(library, path, name=name, replace=replace))
+        added = add_checkpoints(library, list(paths), name=name, replace=replace, progress=_progress())
         doc = {
             "library": str(library.path),
             "added": [entry.to_dict() for entry in added],
@@ -721,6 +799,7 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Candidates shown.")
 @library_option
+@threads_option
 @format_option
 @html_option
 @revision_option("path")
@@ -739,7 +818,7 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     from ..library import search
 
     with _open_library(library_path) as library:
-        result = search(path, library, top=top)
+        result = search(path, library, top=top, progress=_progress())
     if html_path is not None:
         from ..report.html import search_html, write_html
 
@@ -776,8 +855,9 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
 @click.option(
     "--workers",
     type=click.IntRange(1, 4096),
-    help="Processes (local) or CPUs (local Ray). Default: every core.",
+    help="Processes (local) or CPUs (local Ray), each with one BLAS thread. Default: --threads.",
 )
+@threads_option
 @click.option(
     "--max-depth", default=12, show_default=True, type=click.IntRange(0, 64), help="How deep to look."
 )
@@ -825,9 +905,19 @@ def scan_command(
       unshell scan /models --output fleet.jsonl --add --library fleet.sqlite
       unshell scan /models --output audit.jsonl --search known.sqlite --html fleet.html
       unshell scan /models --engine ray --address auto --output fleet.jsonl
+      unshell scan /models --output fleet.jsonl --threads 8
     """
     from ..scanning import scan
+    from ..threads import budget
 
+    if (
+        workers is not None
+        and click.get_current_context().get_parameter_source("threads") is ParameterSource.COMMANDLINE
+        and workers > budget()
+    ):
+        from ..errors import UsageError
+
+        raise UsageError(f"--workers {workers} is more than --threads {budget()}: each worker needs a thread")
     library: Any = None
     if html_path is not None and search_path is None:
         from ..errors import UsageError
@@ -852,7 +942,7 @@ def scan_command(
             output=output,
             fingerprints=not headers_only,
             workers=workers,
-            progress=fmt == "table" and not quiet(),
+            progress=_progress(),
             max_depth=max_depth,
             search=search_path,
         )

@@ -19,10 +19,12 @@ import datetime
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import (
     CorruptCheckpointError,
@@ -36,6 +38,7 @@ from ..formats.base import Checkpoint, sanitize
 from ..formats.facts import EmbeddedTokenizer, embedded_tokenizer
 from ..formats.safetensors import read_json_file
 from ..inspection import InspectResult, inspect_checkpoint
+from ..progress import BYTES, ProgressReporter, ProgressStage, reporting, stage
 from .plan import ConversionPlan, Recipe, build_plan
 from .writer import (
     DEFAULT_SHARD_SIZE,
@@ -132,6 +135,7 @@ def convert(
     report: Callable[[str], object] | None = None,
     dtype: str = "auto",
     tokenizer: str | os.PathLike[str] | None = None,
+    progress: ProgressReporter | None = None,
 ) -> ConversionResult:
     """Write ``src`` as a Hugging Face Llama checkpoint in the directory ``output``.
 
@@ -159,6 +163,7 @@ def convert(
             tokenizer to write instead of the source's. Without it, the source's tokenizer
             files are copied, or the tokenizer a GGUF or llama2.c export carries is written as
             Hugging Face files (needs the ``tokenizers`` library).
+        progress: where to report the bytes of weights written (`unshell.progress`).
 
     Raises:
         ConversionRefusedError: the architecture is not exactly Llama; the message says why.
@@ -175,7 +180,7 @@ def convert(
     source, destination = Path(src), Path(output)
     size_limit = parse_size(shard_size)
     entries, mapping_info = _load_mapping(mapping)
-    with open_checkpoint(source) as checkpoint:
+    with reporting(progress), open_checkpoint(source) as checkpoint:
         carried = _tokenizer_source(checkpoint, None if tokenizer is None else Path(tokenizer))
         source_files = _source_files(checkpoint) + [p for p in carried.inputs if p not in checkpoint.files]
         refuse_input_overlap(destination, source, [*source_files, *_attribution_files(checkpoint)])
@@ -194,13 +199,12 @@ def convert(
             hash_files(source_files, compute=source_digests) as source_hashes,
         ):
             reader = SourceReader(checkpoint)
+            recipes = _write_order(plan, checkpoint)
             try:
-                files = write_shards(
-                    staging.path,
-                    _write_order(plan, checkpoint),
-                    lambda r: recipe_chunks(r, reader),
-                    size_limit,
-                )
+                with stage(f"writing {destination.name}", sum(r.nbytes for r in recipes), BYTES) as shown:
+                    files = write_shards(
+                        staging.path, recipes, lambda r: _counted(recipe_chunks(r, reader), shown), size_limit
+                    )
             finally:
                 reader.close()
             files.append(write_json(staging.path / "config.json", plan.config))
@@ -220,6 +224,12 @@ def convert(
     if staging.interrupted_after_commit and report is not None:
         report("an interrupt came once the output was complete: the conversion finished first")
     return ConversionResult(output=destination, record=record, notes=list(record["notes"]))
+
+
+def _counted(chunks: Iterator[np.ndarray], shown: ProgressStage) -> Iterator[np.ndarray]:
+    for chunk in chunks:
+        yield chunk
+        shown.advance(chunk.nbytes)
 
 
 # -- inputs ------------------------------------------------------------------------------------------

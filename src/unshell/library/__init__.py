@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from .search import Candidate, SearchResult, holm, search
-from .store import Library, LibraryEntry, add_checkpoint, default_library_path, existing_library
+from .store import (
+    Library,
+    LibraryEntry,
+    add_checkpoint,
+    add_checkpoints,
+    default_library_path,
+    existing_library,
+)
 
 __all__ = [
     "Candidate",
@@ -11,6 +18,7 @@ __all__ = [
     "LibraryEntry",
     "SearchResult",
     "add_checkpoint",
+    "add_checkpoints",
     "default_library_path",
     "existing_library",
     "holm",

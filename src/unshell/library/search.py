@@ -25,7 +25,7 @@ import itertools
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UnshellError
 from ..formats.base import Checkpoint, sanitize
 from ..lineage.compare import DERIVED_P
+from ..progress import ProgressReporter, reporting, stage
+from ..threads import blas_ceiling, blas_limit, budget
 from .store import TIER_INDEXES, Library, cheap_signals, hashes_of
 
 if TYPE_CHECKING:
@@ -282,14 +284,27 @@ def _compare_all(
             notes.append(f"{kept[index].name}: could not be compared ({error})")
             return None
 
-    if workers > 1 and len(kept) > 1:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unshell-search") as pool:
-            # Each task runs in a copy of the caller's context: whatever the caller set there (the
-            # web server's path confinement, for one) holds in the worker threads too.
-            futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(kept))]
-            results = [future.result() for future in futures]
-    else:
-        results = [one(i) for i in range(len(kept))]
+    # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it
+    # (the default workers never exceed it; a caller's explicit count is taken as given).
+    pool_size = max(1, min(workers, len(kept)))
+    blas_threads = max(1, min(budget() // pool_size, blas_ceiling()))
+    with stage("testing candidates", len(kept), "candidate") as shown:
+        if pool_size > 1:
+            with (
+                blas_limit(blas_threads),
+                ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="unshell-search") as pool,
+            ):
+                # Each task runs in a copy of the caller's context: whatever the caller set there
+                # (the web server's path confinement, for one) holds in the worker threads too.
+                futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(kept))]
+                for _ in as_completed(futures):
+                    shown.advance()
+                results = [future.result() for future in futures]
+        else:
+            results = []
+            for i in range(len(kept)):
+                results.append(one(i))
+                shown.advance()
     return list(zip(kept, results, strict=True))
 
 
@@ -300,13 +315,16 @@ def search(
     top: int = 5,
     max_candidates: int = MAX_CANDIDATES,
     workers: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> SearchResult:
     """Search ``library`` for the fingerprints ``suspect`` derives from (a path, an open
     checkpoint, or a fingerprint). Returns at most ``top`` candidates, matches first.
 
     ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
-    threads test candidates side by side (default: every core, at most 4, since each holds about
-    one tensor of the suspect in memory).
+    threads test candidates side by side (default: the thread budget, `unshell.threads.budget`, at
+    most 4, since each holds about one tensor of the suspect in memory), each with its share of
+    the budget's BLAS threads. ``progress``: where to report the suspect's bytes hashed and the candidates tested
+    (`unshell.progress`).
 
     Example:
         >>> from unshell.library import Library, search
@@ -314,7 +332,14 @@ def search(
     """
     if not isinstance(library, Library):
         with Library(library) as opened_library:
-            return search(suspect, opened_library, top=top, max_candidates=max_candidates, workers=workers)
+            return search(
+                suspect,
+                opened_library,
+                top=top,
+                max_candidates=max_candidates,
+                workers=workers,
+                progress=progress,
+            )
     from ..formats import open_checkpoint
     from ..lineage.fingerprint import Fingerprint, prepare_suspect
 
@@ -330,23 +355,24 @@ def search(
         suspect_path = str(Path(suspect))
         opened = open_checkpoint(suspect)
     try:
-        # The suspect is recognized and hashed once; each candidate then only aligns and sketches.
-        target: Any = suspect
-        if opened is not None:
-            target = prepare_suspect(opened, suspect_path)
-        elif isinstance(suspect, Checkpoint):
-            target = prepare_suspect(suspect)
-        described = suspect if target is suspect else target.signals
-        signals = cheap_signals(described)
-        hashes = hashes_of(described)
-        library_size = len(library)
-        start = time.perf_counter()
-        kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
-        candidate_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        threads = workers if workers is not None else min(os.cpu_count() or 1, 4)
-        tested = _compare_all(library, kept, target, notes, max(1, threads))
-        lineage_seconds = time.perf_counter() - start
+        with reporting(progress):
+            # The suspect is recognized and hashed once; each candidate then only aligns and sketches.
+            target: Any = suspect
+            if opened is not None:
+                target = prepare_suspect(opened, suspect_path)
+            elif isinstance(suspect, Checkpoint):
+                target = prepare_suspect(suspect)
+            described = suspect if target is suspect else target.signals
+            signals = cheap_signals(described)
+            hashes = hashes_of(described)
+            library_size = len(library)
+            start = time.perf_counter()
+            kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
+            candidate_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            threads = workers if workers is not None else min(budget(), 4)
+            tested = _compare_all(library, kept, target, notes, max(1, threads))
+            lineage_seconds = time.perf_counter() - start
     finally:
         if opened is not None:
             opened.close()
@@ -387,6 +413,11 @@ def search(
         return (0 if matched else 1, p, -candidate.evidence["cheap_score"], candidate.name)
 
     candidates.sort(key=order)
+    derived = [c.name for c in candidates if c.verdict == "derived"]
+    if len(derived) >= 2:
+        from ..lineage.merges import merge_hint
+
+        notes.append(merge_hint(derived))
     return SearchResult(
         suspect={
             "path": sanitize(suspect_path, limit=4096),

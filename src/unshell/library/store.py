@@ -47,6 +47,7 @@ from ..errors import (
 )
 from ..formats.base import sanitize
 from ..numbers import checked_float, checked_int, describe
+from ..progress import ProgressReporter, reporting, stage
 
 if TYPE_CHECKING:
     from ..lineage.fingerprint import Fingerprint
@@ -798,17 +799,47 @@ def default_entry_name(path: str | os.PathLike[str]) -> str:
 
 
 def add_checkpoint(
-    library: Library, path: str | os.PathLike[str], *, name: str | None = None, replace: bool = False
+    library: Library,
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    replace: bool = False,
+    progress: ProgressReporter | None = None,
 ) -> LibraryEntry:
     """Fingerprint the checkpoint at ``path`` (reads its weights once), store it, return its entry.
 
-    The name defaults to `default_entry_name`: the Hub repo id, or the file or folder name."""
+    The name defaults to `default_entry_name`: the Hub repo id, or the file or folder name.
+    ``progress``: where to report the bytes read (`unshell.progress`)."""
     from ..lineage.fingerprint import fingerprint
 
     chosen = _valid_name(name if name is not None else default_entry_name(path))
     if not replace and chosen in library:
         raise UsageError(f"the library already holds {sanitize(chosen)!r} (use --replace to overwrite it)")
-    return library.entry(library.add(fingerprint(path, name=chosen), name=chosen, replace=replace))
+    found = fingerprint(path, name=chosen, progress=progress)
+    return library.entry(library.add(found, name=chosen, replace=replace))
+
+
+def add_checkpoints(
+    library: Library,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    name: str | None = None,
+    replace: bool = False,
+    progress: ProgressReporter | None = None,
+) -> list[LibraryEntry]:
+    """`add_checkpoint` for each of ``paths`` in turn (``name`` names one path only); each is
+    stored as soon as it is fingerprinted, so an error leaves the earlier ones added."""
+    if name is not None and len(paths) > 1:
+        raise UsageError("--name names one entry: give one PATH with it")
+    added = []
+    with reporting(progress):
+        if len(paths) == 1:
+            return [add_checkpoint(library, paths[0], name=name, replace=replace)]
+        with stage("library add", len(paths), "checkpoint") as shown:
+            for path in paths:
+                added.append(add_checkpoint(library, path, name=name, replace=replace))
+                shown.advance()
+    return added
 
 
 def _valid_name(name: object) -> str:

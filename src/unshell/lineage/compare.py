@@ -46,10 +46,12 @@ from ..arch.recognize import Assignment
 from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
 from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
+from ..progress import BYTES, ProgressReporter, reporting, track
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
 from .change import ValueAdded, assess, copied_everywhere, revise_how
+from .experts import ExpertMap, expert_map
 from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
 from .sketch import (
     SKETCH_DIM,
@@ -215,6 +217,8 @@ class CompareResult:
     inspect_b: InspectResult | None = None
     # log10 of p_value worked out in log space: finite where p_value underflows to 0.0.
     log10_p: float | None = None
+    # B's FFN blocks (experts) mapped onto A's, when either side is an MoE (`lineage.experts`).
+    experts: ExpertMap | None = None
     # What B adds to A, tensor by tensor (`lineage.change`): derived and identical pairs, full mode.
     value_added: ValueAdded | None = None
 
@@ -284,6 +288,7 @@ class CompareResult:
             "score": None if self.score is None else round(self.score, 6),
             "layers": self.layers,
             "layer_similarity": None if self.layer_similarity is None else self.layer_similarity.to_dict(),
+            "experts": None if self.experts is None else self.experts.to_dict(),
             "evidence": {
                 "hashes": None if self.hashes is None else self.hashes.to_dict(),
                 "exact_twins": None if self.twins is None else self.twins.to_dict(),
@@ -370,7 +375,9 @@ def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick:
     stream and skips those that write it, whose residual side is their rows."""
     units: list[Unit] = []
     roles = {a.name: a for a in model.result.recognition.assignments}
-    for name in model.checkpoint.tensors:
+    checkpoint = model.checkpoint
+    label = f"sketching {checkpoint.path.name}"
+    for name in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick))
     return units
 
@@ -946,7 +953,7 @@ def layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tupl
     """Each layer matrix's second moment in residual space (unit-length vectors, norm gains folded),
     keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers."""
     grams: dict[tuple[int, str], np.ndarray] = {}
-    for layer in model.layers:
+    for layer in track(model.layers, f"layer moments of {model.checkpoint.path.name}", unit="layer"):
         for role in LAYER_ROLES:
             if quick and role not in READS_RESIDUAL:
                 continue
@@ -1173,11 +1180,15 @@ def compare_checkpoints(
         )
     base = CheckpointEvidence(model_a, summary_a, vocabulary_a, quick=quick)
     lineage = weigh_lineage(base, model_b, summary_b, vocabulary_b, twins=twins, quick=quick)
+    experts = None
     value_added = None
-    if lineage.verdict == "derived" and not quick:
+    if lineage.verdict == "derived" and not quick:  # an MoE side: which FFN each expert copies
+        experts = expert_map(model_a, model_b, lineage.layers, lineage.alignment)
+        if experts is not None and experts.upcycled:
+            lineage.how.append("upcycled")
         value_added = assess(model_a, model_b, lineage.layers, lineage.alignment)
         lineage.how = revise_how(lineage.how, value_added)  # rounding is not training
-    return result(**lineage.fields(), value_added=value_added)
+    return result(**lineage.fields(), experts=experts, value_added=value_added)
 
 
 @dataclass
@@ -1567,17 +1578,29 @@ def _similarity_score(table: np.ndarray) -> float:
 
 
 def compare(
-    a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool = False
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    progress: ProgressReporter | None = None,
 ) -> CompareResult | TokenizerComparison:
     """Compare two checkpoints: architecture reuse, and whether B's weights derive from A's.
 
     When either side is a tokenizer alone, only the tokenizers are compared (`TokenizerComparison`).
+    ``progress``: where to report the stages (bytes hashed and sketched per model; `unshell.progress`).
 
     Example:
         >>> import unshell
         >>> result = unshell.compare("base", "suspect")  # doctest: +SKIP
         >>> result.verdict, result.p_value
     """
+    with reporting(progress):
+        return _compare_paths(a, b, quick=quick)
+
+
+def _compare_paths(
+    a: str | os.PathLike[str], b: str | os.PathLike[str], *, quick: bool
+) -> CompareResult | TokenizerComparison:
     from ..tokenizers.report import compare_tokenizers, open_model_or_tokenizer
 
     opened_a = open_model_or_tokenizer(a)

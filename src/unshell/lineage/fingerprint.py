@@ -61,6 +61,7 @@ from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, inspect_checkpoint
 from ..numbers import checked_float, checked_int, describe
+from ..progress import BYTES, ProgressReporter, reporting, track
 from ..tokenizers import families
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, CanonicalModel, canonical_model
@@ -679,7 +680,8 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
     roles = {a.name: a for a in result.recognition.assignments}
     tensor_hashes: list[TensorHashes] = []
     units: list[Unit] = []
-    for tensor in checkpoint.tensors:
+    label = f"fingerprinting {checkpoint.path.name}"
+    for tensor in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         if tensor in hash_names:
             tensor_hashes.append(hash_tensor(checkpoint, tensor))
         if hidden:
@@ -745,9 +747,12 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, allow_nan=True).replace("NaN", "null"))
 
 
-def fingerprint(path: str | os.PathLike[str], *, name: str | None = None) -> Fingerprint:
-    """Fingerprint the checkpoint at ``path`` (any format `unshell inspect` reads)."""
-    with open_checkpoint(path) as checkpoint:
+def fingerprint(
+    path: str | os.PathLike[str], *, name: str | None = None, progress: ProgressReporter | None = None
+) -> Fingerprint:
+    """Fingerprint the checkpoint at ``path`` (any format `unshell inspect` reads). ``progress``:
+    where to report the bytes read (`unshell.progress`)."""
+    with reporting(progress), open_checkpoint(path) as checkpoint:
         return fingerprint_checkpoint(
             checkpoint, name=name if name is not None else Path(path).name, path=str(Path(path))
         )

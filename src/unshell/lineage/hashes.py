@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..formats.base import PLAIN_DTYPES, Checkpoint, TensorInfo, decode
+from ..progress import BYTES, track
 
 
 def _bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -92,7 +93,9 @@ def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
 
 def content_hashes(checkpoint: Checkpoint, names: list[str]) -> ContentHashes:
     """Stream ``names`` one tensor at a time."""
-    return ContentHashes([hash_tensor(checkpoint, n) for n in names])
+    label = f"hashing {checkpoint.path.name}"
+    sized = track(names, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes)
+    return ContentHashes([hash_tensor(checkpoint, n) for n in sized])
 
 
 @dataclass(frozen=True)

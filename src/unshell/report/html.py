@@ -30,6 +30,7 @@ from ..lineage.compare import (
     alignment_text,
     twins_text,
 )
+from ..lineage.experts import expert_map_rows, expert_map_text
 from ..tokenizers.report import TokenizerComparison
 from .markup import (
     DERIVED_P_TEXT,
@@ -433,6 +434,8 @@ def compare_html(result: CompareResult | TokenizerComparison) -> str:
         architecture=architecture,
         renames=_renames_view(result.summary_b.renamed or []),
         layers=_layers_view(doc),
+        experts_text=expert_map_text(doc.get("experts")),
+        expert_rows=expert_map_rows(doc.get("experts"), limit=None),
         profiles=_profiles_view(result, doc),
         null={"median": PROFILE_NULL_MEDIAN, "max": PROFILE_NULL_MAX, "above_09": PROFILE_NULL_ABOVE_09},
         relation_meaning=_RELATION_MEANING,

@@ -172,6 +172,11 @@ def render_compare(doc: dict[str, Any]) -> str:
         )
     if doc["how"]:
         rows.append(("how", ", ".join(doc["how"])))
+    from ..lineage.experts import expert_map_rows, expert_map_text
+
+    experts = expert_map_text(doc.get("experts"))
+    if experts:
+        rows.append(("experts", experts))
     from ..lineage.change import value_added_text
 
     if doc.get("value_added"):
@@ -211,6 +216,10 @@ def render_compare(doc: dict[str, Any]) -> str:
         ]
         text += "\nLayer map (each layer of B, the layer of A its matrices match):\n"
         text += columns(("B LAYER", "A LAYER", "SIMILARITY", "AGREEING"), table) + "\n"
+    expert_rows = expert_map_rows(doc.get("experts"))
+    if expert_rows:
+        text += "\nExpert map (each FFN block of B -> the block of A it copies, or new; neuron-twin similarity):\n"
+        text += columns(("B LAYER", "A LAYER", "ATTENTION", "EXPERTS"), expert_rows) + "\n"
     return text
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 from ..errors import UnshellError, UsageError
 from ..formats.base import sanitize
+from ..progress import ProgressReporter, reporting, stage
 from .discover import DEFAULT_MAX_DEPTH, Found, discover, discover_found
 from .engine import (
     CARRIED_FIELDS,
@@ -159,7 +159,7 @@ def scan(
     output: str | os.PathLike[str] | None = None,
     fingerprints: bool = True,
     workers: int | None = None,
-    progress: bool = True,
+    progress: ProgressReporter | bool | None = None,
     max_depth: int = DEFAULT_MAX_DEPTH,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     work: WorkFunction | None = None,
@@ -170,13 +170,15 @@ def scan(
     Args:
         library: a `unshell.library.store.Library` or the path of one; fingerprints that were
             computed are added to it (by this process only) under the checkpoint's name.
-        engine: ``"local"`` (a process pool of ``workers`` processes, default every core; one
+        engine: ``"local"`` (a process pool of ``workers`` processes, default the thread budget,
+            `unshell.threads.budget`, each with one BLAS thread; one
             worker runs in this process) or ``"ray"`` (Ray tasks; ``address`` names a running
             cluster, else a local one with ``workers`` CPUs is started and stopped).
         output: the JSON-lines file; an existing one (and its ``.partial`` journal, left by an
             interrupted scan) is read first to resume from, then replaced.
         fingerprints: compute fingerprints (reads weights); ``False`` reads headers only.
-        progress: a progress bar on stderr (tqdm, else rich, else one line), only on a terminal.
+        progress: where to report checkpoints done (`unshell.progress`); None or a bool: to the
+            reporter the caller bound, if any (a bool is accepted for older callers).
         work: replaces the per-checkpoint work (a module-level function, see `engine.WorkFunction`).
         search: the path of a library of known bases: a fleet audit. Each checkpoint is also
             searched against it and audited; records get `FLEET_FIELDS`, the summary its `fleet`.
@@ -201,20 +203,20 @@ def scan(
         if search is not None:
             searched, work = _fleet_work(search, store, work)
             mode = SEARCH_MODE
-        summary = _scan(
-            roots,
-            store,
-            engine,
-            address,
-            output,
-            mode,
-            workers,
-            progress,
-            max_depth,
-            batch_bytes,
-            work,
-            None if searched is None else searched["key"],
-        )
+        with reporting(None if isinstance(progress, bool) else progress):
+            summary = _scan(
+                roots,
+                store,
+                engine,
+                address,
+                output,
+                mode,
+                workers,
+                max_depth,
+                batch_bytes,
+                work,
+                None if searched is None else searched["key"],
+            )
         if searched is not None:
             from .fleet import fleet_summary
 
@@ -234,7 +236,6 @@ def _scan(
     output: str | os.PathLike[str] | None,
     mode: str,
     workers: int | None,
-    progress: bool,
     max_depth: int,
     batch_bytes: int,
     work: WorkFunction | None,
@@ -259,32 +260,34 @@ def _scan(
     else:
         results = run_local(units, mode, workers=workers, work=work)
     records: list[dict[str, Any] | None] = [None] * len(units)
-    added = 0
-    bar = _Progress(len(units), enabled=progress and _stderr_is_tty())
+    added = errors = skipped = 0
     journal = None
     if output_path is not None:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         journal = open(_partial(output_path), "a", encoding="utf-8")  # noqa: SIM115 (closed below)
     try:
-        for unit, record, fingerprint in results:
-            if fingerprint is not None and store is not None:
-                try:
-                    _library_add(store, fingerprint, record)
-                    added += 1
-                except UnshellError as error:  # e.g. a fingerprint over the library's size limit
-                    record.update(
-                        status="error",
-                        error=sanitize(" ".join(f"library: {error}".split()), limit=500),
-                        error_type=type(error).__name__,
-                        exit_code=error.exit_code,
-                    )
-            records[unit.index] = record
-            if journal is not None:
-                journal.write(json.dumps(record) + "\n")
-                journal.flush()
-            bar.update(record)
+        with stage("scan", len(units), "checkpoint") as bar:
+            for unit, record, fingerprint in results:
+                if fingerprint is not None and store is not None:
+                    try:
+                        _library_add(store, fingerprint, record)
+                        added += 1
+                    except UnshellError as error:  # e.g. a fingerprint over the library's size limit
+                        record.update(
+                            status="error",
+                            error=sanitize(" ".join(f"library: {error}".split()), limit=500),
+                            error_type=type(error).__name__,
+                            exit_code=error.exit_code,
+                        )
+                records[unit.index] = record
+                if journal is not None:
+                    journal.write(json.dumps(record) + "\n")
+                    journal.flush()
+                errors += record["status"] == "error"
+                skipped += record["status"] == "skipped"
+                bar.status(f"{errors} errors, {skipped} skipped")
+                bar.advance()
     finally:
-        bar.close()
         if journal is not None:
             journal.close()
     done = [record for record in records if record is not None]
@@ -416,75 +419,3 @@ def _library_resume_records(store: Any) -> Iterator[dict[str, Any]]:
     for record in keys():
         if isinstance(record, dict) and isinstance(record.get("path"), str):
             yield record
-
-
-# -- progress ------------------------------------------------------------------------------------
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class _Progress:
-    """tqdm if installed, else rich, else a line on stderr rewritten at most 5 times a second."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.done = 0
-        self.errors = 0
-        self.skipped = 0
-        self.last = 0.0
-        self.tqdm: Any = None
-        self.rich: Any = None
-        self.task: Any = None
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm(total=total, unit="ckpt", file=sys.stderr, dynamic_ncols=True, desc="scan")
-            return
-        except ImportError:
-            pass
-        try:
-            from rich.progress import Progress
-
-            self.rich = Progress(transient=False)
-            self.task = self.rich.add_task("scan", total=total)
-            self.rich.start()
-        except ImportError:
-            pass
-
-    def update(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.done += 1
-        self.errors += record["status"] == "error"
-        self.skipped += record["status"] == "skipped"
-        if self.tqdm is not None:
-            self.tqdm.set_postfix(errors=self.errors, skipped=self.skipped, refresh=False)
-            self.tqdm.update(1)
-        elif self.rich is not None:
-            self.rich.update(self.task, advance=1)
-        else:
-            now = time.monotonic()
-            if now - self.last >= 0.2 or self.done == self.total:
-                self.last = now
-                sys.stderr.write(
-                    f"\rscan: {self.done}/{self.total} checkpoints, {self.errors} errors, {self.skipped} skipped"
-                )
-                sys.stderr.flush()
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self.tqdm is not None:
-            self.tqdm.close()
-        elif self.rich is not None:
-            self.rich.stop()
-        else:
-            sys.stderr.write("\n")

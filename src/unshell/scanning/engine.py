@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, failure
 from ..formats.base import Checkpoint, sanitize
-from .blas import blas_threads
+from ..threads import blas_limit, budget
 
 __all__ = [
     "COMPARED_FIELDS",
@@ -228,7 +228,11 @@ def run_unit(unit: ScanTask, mode: str, work: WorkFunction | None = None) -> tup
                 record.update({key: previous.get(key) for key in carried})
                 record["status"] = "skipped"
             else:
-                with blas_threads(1):  # one thread per worker: see `blas`
+                # One BLAS thread per worker: the workers are the parallelism (`unshell.threads`),
+                # and a matrix product's rounding depends on how many threads split it, so the
+                # local pool and Ray (whose workers start with OMP_NUM_THREADS=1) give equal
+                # records, float for float.
+                with blas_limit(1):
                     analysis = work(checkpoint, unit.path, unit.name)
                 record.update({k: v for k, v in analysis.fields.items() if k in fields})
                 record["fingerprint_bytes"] = analysis.fingerprint_bytes
@@ -274,13 +278,13 @@ Result = tuple[ScanTask, dict[str, Any], Any]
 def run_local(
     units: list[ScanTask], mode: str, *, workers: int | None = None, work: WorkFunction | None = None
 ) -> Iterator[Result]:
-    """Run units on a process pool of ``workers`` processes (default: every core), yielding
+    """Run units on a process pool of ``workers`` processes (default: `unshell.threads.budget`), yielding
     results as they complete. One worker (or one unit) runs in this process, with no pool.
 
     A worker process that dies (a crash in native code) breaks the pool: every unit it had not
     finished is retried alone in a one-process pool, so only the culprit gets an error record.
     """
-    count = workers or os.cpu_count() or 1
+    count = workers or budget()
     if count <= 1 or len(units) <= 1:
         for unit in units:
             record, fingerprint = run_unit(unit, mode, work)
@@ -398,7 +402,7 @@ def run_ray(
         if address:
             ray.init(address=address, **options)
         else:
-            ray.init(num_cpus=workers, **options)
+            ray.init(num_cpus=workers or budget(), **options)
         started = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=1)(run_batch)

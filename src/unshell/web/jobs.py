@@ -31,6 +31,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ..errors import ResourceLimitError, UnshellError, failure, one_line
+from ..threads import blas_ceiling, budget
 
 log = logging.getLogger("unshell.web")
 
@@ -91,9 +92,17 @@ def _portable(exc: BaseException) -> BaseException:
     return ChildFailed(type(exc).__name__, str(exc))
 
 
-def _child_main(sender: Connection, work: Callable[[], Any]) -> None:
+def _child_main(
+    sender: Connection, work: Callable[[], Any], threads: int | None = None, blas: int | None = None
+) -> None:
     try:
-        outcome: tuple[str, Any] = ("ok", work())
+        if threads is None:
+            outcome: tuple[str, Any] = ("ok", work())
+        else:
+            from ..threads import limited
+
+            with limited(threads, blas=blas):
+                outcome = ("ok", work())
     except BaseException as exc:  # every failure goes back to the parent, which decides
         outcome = ("error", _portable(exc))
     try:
@@ -124,8 +133,17 @@ def _died(process: BaseProcess) -> ChildFailed:
     return ChildFailed("ProcessDied", f"the worker process ended without a result ({how})", code)
 
 
-def run_isolated(work: Callable[[], Any], *, timeout_s: float, cancel: threading.Event | None = None) -> Any:
-    """``work()`` in a child process: its result, or its exception raised here.
+def run_isolated(
+    work: Callable[[], Any],
+    *,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    threads: int | None = None,
+    blas: int | None = None,
+) -> Any:
+    """``work()`` in a child process: its result, or its exception raised here. ``threads`` and
+    ``blas``: the child's thread budget and BLAS threads (`unshell.threads.limited`; None: the
+    child's own default).
 
     ``work`` must pickle (a module-level function, or a ``functools.partial`` of one); so must
     what it returns. The result comes back with pickle: the child is this program, running this
@@ -139,7 +157,9 @@ def run_isolated(work: Callable[[], Any], *, timeout_s: float, cancel: threading
     """
     context = _mp_context()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(sender, work), name="unshell-job", daemon=True)
+    process = context.Process(
+        target=_child_main, args=(sender, work, threads, blas), name="unshell-job", daemon=True
+    )
     process.start()
     sender.close()
     deadline = time.monotonic() + timeout_s
@@ -251,6 +271,11 @@ class JobManager:
         self.max_queued = max_queued
         self.timeout_s = timeout_s
         self.keep = max(keep, max_jobs + max_queued)
+        # The thread budget (`unshell serve --threads`, else the cores) shared by the jobs that
+        # run at once: each gets its share, so max_jobs x threads stays within it, and BLAS
+        # within the environment's cap where no --threads overrides it.
+        self.threads_per_job = max(1, budget() // max_jobs)
+        self.blas_per_job = min(self.threads_per_job, blas_ceiling())
         self._executor = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="unshell-job")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -288,7 +313,13 @@ class JobManager:
             job.state = "running"
             job.started = time.time()
         try:
-            result = run_isolated(work, timeout_s=self.timeout_s, cancel=job.cancel_requested)
+            result = run_isolated(
+                work,
+                timeout_s=self.timeout_s,
+                cancel=job.cancel_requested,
+                threads=self.threads_per_job,
+                blas=self.blas_per_job,
+            )
             document = result.to_dict()
         except Cancelled:
             self._end(job, "cancelled", "cancelled while running", None, None)

@@ -1,0 +1,273 @@
+"""`unshell compare B --against A1 A2`: is B a merge of its candidate parents?
+
+Truths come from how each model was made (tools/zoo_merges.py: mergekit's linear and SLERP
+reproduced, with the coefficients applied to every tensor recorded), never from unshell's answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from unshell.errors import UsageError
+from unshell.formats import open_checkpoint
+from unshell.lineage.canonical import canonical_model
+from unshell.lineage.merges import (
+    MergeFit,
+    binomial_upper_tail_log10,
+    compare_merge,
+    decide_merge,
+    fit_merge,
+    fit_tensor,
+)
+from zoo_fixture import zoo_module
+
+# Fitted weights against the coefficients the merge applied: F32 merges are exact to about 1e-5;
+# the SmolLM2 merges are stored in F16 (rounding of about 5e-4 of each value).
+WEIGHT_TOLERANCE = 0.01
+SLERP_T_TOLERANCE = 0.01
+
+
+def _zoo_merges() -> Any:
+    import importlib.util
+
+    zoo_module()  # tools/zoo.py under the tests' name first
+    module = sys.modules.get("unshell_tools_zoo_merges")
+    if module is None:
+        path = Path(__file__).resolve().parent.parent / "tools" / "zoo_merges.py"
+        spec = importlib.util.spec_from_file_location("unshell_tools_zoo_merges", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["unshell_tools_zoo_merges"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def _fit(b: Path, parents: tuple[Path, ...]) -> tuple[MergeFit, Any]:
+    models = [canonical_model(open_checkpoint(p)) for p in (b, *parents)]
+    try:
+        return fit_merge(models[0], models[1:], [str(p) for p in parents]), models[0]
+    finally:
+        for model in models:
+            model.checkpoint.close()
+
+
+def _weight_errors(fit: MergeFit, model_b: Any, truth: dict[str, list[float]]) -> list[str]:
+    errors = []
+    for tensor in fit.tensors:
+        name = model_b.slots[(tensor.layer, tensor.role)][0]
+        expected = truth[name]
+        if max(abs(w - e) for w, e in zip(tensor.weights, expected, strict=True)) > WEIGHT_TOLERANCE:
+            errors.append(f"{name}: fitted {tensor.weights}, made with {expected}")
+    return errors
+
+
+# --- the fit on synthetic tensors (fast) -------------------------------------------------------
+
+
+def _slerp(t: float, v0: np.ndarray, v1: np.ndarray) -> np.ndarray:
+    theta = math.acos(float(np.dot(v0.ravel(), v1.ravel()) / (np.linalg.norm(v0) * np.linalg.norm(v1))))
+    return (math.sin((1 - t) * theta) * v0 + math.sin(t * theta) * v1) / math.sin(theta)
+
+
+def test_linear_weights_are_recovered() -> None:
+    rng = np.random.default_rng(0)
+    p1, p2 = rng.standard_normal((64, 32)), rng.standard_normal((64, 32))
+    fit = fit_tensor(0, "attn.q.weight", (0.7 * p1 + 0.3 * p2).astype(np.float32), [p1, p2])
+    assert fit.weights == pytest.approx([0.7, 0.3], abs=1e-5)
+    assert fit.method == "linear" and fit.explained == pytest.approx(1.0, abs=1e-6)
+    assert fit.heldout_gain > 0.99
+
+
+def test_slerp_t_is_recovered_from_the_angle() -> None:
+    rng = np.random.default_rng(1)
+    p1, p2 = rng.standard_normal((64, 32)), rng.standard_normal((64, 32))  # about 90 degrees apart
+    fit = fit_tensor(2, "mlp.up.weight", _slerp(0.35, p1, p2).astype(np.float32), [p1, p2])
+    assert fit.method == "slerp"
+    assert fit.slerp_t == pytest.approx(0.35, abs=1e-4)
+    assert sum(fit.weights) > 1.3  # SLERP's weights sum to more than 1 between distant parents
+
+
+def test_a_changed_parent_is_not_evidence_and_a_copy_is_set_aside() -> None:
+    rng = np.random.default_rng(2)
+    p1, p2 = rng.standard_normal((64, 32)), rng.standard_normal((64, 32))
+    changed = fit_tensor(0, "attn.v.weight", p1 + 0.05 * rng.standard_normal(p1.shape), [p1, p2])
+    assert changed.best_single == 0 and changed.explained is not None and changed.explained < 0.01
+    copy = fit_tensor(0, "attn.v.weight", p2.astype(np.float32), [p1, p2])
+    assert copy.method == "copy" and copy.explained is None and copy.best_single == 1
+
+
+def test_sign_test_tail() -> None:
+    assert binomial_upper_tail_log10(0, 10) == 0.0
+    assert 10 ** binomial_upper_tail_log10(10, 10) == pytest.approx(2**-10)
+    assert 10 ** binomial_upper_tail_log10(6, 10) == pytest.approx(386 / 1024)
+
+
+def test_unrelated_candidates_are_calibrated() -> None:
+    """Candidates unrelated to B's change: over 100 synthetic cases (B a noisy copy of one parent,
+    16 tensors each) the merge test's p falls below alpha at most alpha of the time."""
+    rng = np.random.default_rng(3)
+    p_values = []
+    for _ in range(100):
+        fits = []
+        for layer in range(16):
+            p1, p2 = rng.standard_normal((24, 16)), rng.standard_normal((24, 16))
+            b = 0.98 * p1 + 0.1 * rng.standard_normal(p1.shape)  # shrunk, as by weight decay, and changed
+            fits.append(fit_tensor(layer, "attn.q.weight", b, [p1, p2]))
+        fit = decide_merge(fits, ["p1", "p2"])
+        assert not fit.merged
+        assert fit.p_value is not None
+        p_values.append(fit.p_value)
+    values = np.array(p_values)
+    for alpha in (0.05, 0.2):
+        assert (values < alpha).mean() <= alpha + 2 * math.sqrt(alpha * (1 - alpha) / len(values))
+
+
+def test_no_shared_tensor_is_not_a_merge() -> None:
+    fit = decide_merge([], ["p1", "p2"], skipped=12)
+    assert not fit.merged and "share no tensor" in fit.reason and fit.p_value is None
+    assert any("12 tensors differ in shape" in note for note in fit.notes)
+
+
+def test_fewer_than_two_parents_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        compare_merge(tmp_path / "b", [tmp_path / "a"])
+
+
+# --- the zoo (slow: built on the main zoo) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merges() -> Any:
+    return _zoo_merges().load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["ft-linear", "ft-slerp", "bases-linear", "bases-slerp", "stories-linear", "stories-slerp"]
+)
+def test_merges_are_named_with_their_parents_and_weights(merges: Any, name: str) -> None:
+    """Linear and SLERP merges (two fine-tunes of base-s0; two unrelated bases; the real
+    stories260K and its fine-tune) are `merged`, every tensor's weights within 0.01 of the
+    coefficients the merge applied."""
+    merge = merges.merges[name]
+    fit, model_b = _fit(merge.path, merge.parents)
+    assert fit.merged, fit.reason
+    assert fit.p_value is not None and fit.p_value < 1e-6
+    assert not _weight_errors(fit, model_b, merge.truth)
+    if name == "bases-slerp":  # parents 90 degrees apart: SLERP is told from linear, t recovered
+        assert fit.method == "slerp"
+        matrices = [t for t in fit.tensors if t.role.endswith(".weight") and "norm" not in t.role]
+        assert all(t.slerp_t is not None and abs(t.slerp_t - 0.35) < SLERP_T_TOLERANCE for t in matrices)
+    if name == "bases-linear":
+        assert fit.method == "linear"
+
+
+@pytest.mark.slow
+def test_ties_merge_is_named_sparse_over_its_base(merges: Any) -> None:
+    """mergekit's TIES (density 0.5) of finetune and finetune-2 over base-s0: not in the parents'
+    span, but B keeps many of base-s0's values exactly: a sparse merge over base-s0."""
+    merge = merges.merges["ft-ties"]
+    assert [p.name for p in merge.parents] == ["base-s0", "finetune", "finetune-2"]
+    fit, _ = _fit(merge.path, merge.parents)
+    assert fit.merged and fit.method == "sparse" and fit.sparse_base == 0, fit.reason
+    for name in ("ft-linear", "bases-slerp"):  # dense merges are never called sparse
+        dense, _ = _fit(merges.merges[name].path, merges.merges[name].parents)
+        assert dense.sparse_base is None and dense.method != "sparse"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "finetune-vs-sibling",
+        "finetune-vs-unrelated",
+        "base-vs-its-finetunes",
+        "independent-candidates",
+        "merge-vs-unrelated",
+        "stories-finetune-vs-perturbed",
+    ],
+)
+def test_non_merges_are_not_merged(merges: Any, name: str) -> None:
+    """A plain fine-tune against its base and a sibling (or an unrelated base), the common base of
+    two fine-tunes, and models against candidates they do not come from: never `merged`."""
+    case = merges.negatives[name]
+    fit, _ = _fit(case.path, case.candidates)
+    assert not fit.merged, fit.reason
+    if name in ("finetune-vs-unrelated", "independent-candidates", "merge-vs-unrelated"):
+        assert fit.p_value is not None and fit.p_value > 0.01  # unrelated candidates: chance only
+
+
+@pytest.mark.slow
+def test_cli_shows_parents_weights_and_the_pairwise_results(merges: Any, tmp_path: Path) -> None:
+    merge = merges.merges["bases-linear"]
+    command = [sys.executable, "-m", "unshell", "compare", str(merge.path)]
+    command += ["--against", str(merge.parents[0]), str(merge.parents[1]), "--format", "json"]
+    document = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert document["kind"] == "merge-comparison" and document["merge"]["merged"] is True
+    assert document["merge"]["weights"] == pytest.approx([0.6, 0.4], abs=WEIGHT_TOLERANCE)
+    assert [row["weights"] for row in document["merge"]["layers"]] == [
+        pytest.approx([0.6, 0.4], abs=WEIGHT_TOLERANCE)
+    ] * len(document["merge"]["layers"])
+    assert len(document["pairwise"]) == 2
+    assert all(r["verdict"] == "derived" and "merged" in r["how"] for r in document["pairwise"])
+    html = tmp_path / "merge.html"
+    table = subprocess.run(
+        [*command[:-2], "--html", str(html)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "MERGED" in table and "base-s0 0.600, base-s1 0.400" in table and "B against each parent" in table
+    page = html.read_text(encoding="utf-8")
+    assert (
+        "MERGED" in page
+        and "Weights per layer" in page
+        and "0.600" in page
+        and "B against each parent" in page
+    )
+
+
+# --- real: SmolLM2-135M-Instruct (slow) --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smollm2_merges_are_named_and_a_perturbed_copy_is_not() -> None:
+    """Two perturbed copies of the real SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized; low-rank
+    noise of 1 % of each matrix's norm, as a LoRA adds) merged linearly (0.6 / 0.4) and by SLERP
+    (t = 0.3), stored F16: `merged` with those weights; one perturbed copy against the original
+    and the other copy: not merged."""
+    from artifacts import fetch
+
+    smollm = _zoo_merges().load_or_build_smollm2(fetch("smollm2_gguf"))
+    for name in ("smollm2-linear", "smollm2-slerp"):
+        merge = smollm.merges[name]
+        fit, model_b = _fit(merge.path, merge.parents)
+        assert fit.merged, (name, fit.reason)
+        assert not _weight_errors(fit, model_b, merge.truth), name
+    expected = {"smollm2-linear": [0.6, 0.4], "smollm2-slerp": [0.7, 0.3]}
+    for name, weights in expected.items():
+        merge = smollm.merges[name]
+        assert np.median([w[0] for w in merge.truth.values()]) == pytest.approx(weights[0], abs=0.001)
+    case = smollm.negatives["smollm2-perturbed-vs-sibling"]
+    fit, _ = _fit(case.path, case.candidates)
+    assert not fit.merged and fit.p_value is not None and fit.p_value > 0.01
+
+
+@pytest.mark.slow
+def test_search_notes_a_possible_merge_of_its_matches(merges: Any, tmp_path: Path) -> None:
+    """A library holding both parents of a merge (and an unrelated base): search finds both and
+    suggests the merge test (a fingerprint has no weights to fit, so it only suggests it)."""
+    import unshell
+
+    merge = merges.merges["ft-linear"]
+    library = unshell.Library(tmp_path / "library.sqlite")
+    for path in (*merge.parents, zoo_module().load_or_build().models["base-s2"]):
+        library.add(unshell.fingerprint(path))
+    result = unshell.search(merge.path, library)
+    assert {c.name for c in result.matches} >= {p.name for p in merge.parents}
+    assert any("may be a merge of them" in note and "--against" in note for note in result.notes)

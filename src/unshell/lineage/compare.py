@@ -45,11 +45,12 @@ import numpy as np
 from ..arch.recognize import Assignment
 from ..errors import UsageError
 from ..formats.base import Checkpoint, decode, sanitize
-from ..inspection import InspectResult, inspect_checkpoint, weight_tensors
+from ..inspection import InspectResult, weight_tensors
+from ..model import Model
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
-from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel, canonical_model
-from .hashes import ContentHashes, HashMatch, TwinMatch, content_hashes, exact_twins, match_hashes
+from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel
+from .hashes import ContentHashes, HashMatch, TwinMatch, exact_twins, match_hashes
 from .sketch import (
     SKETCH_DIM,
     Alignment,
@@ -1146,15 +1147,18 @@ def exact_twin_match(
 
 
 def compare_checkpoints(
-    a: Checkpoint, b: Checkpoint, *, quick: bool = False, path_a: str = "", path_b: str = ""
+    a: Checkpoint | Model, b: Checkpoint | Model, *, quick: bool = False, path_a: str = "", path_b: str = ""
 ) -> CompareResult:
-    inspect_a, inspect_b = inspect_checkpoint(a), inspect_checkpoint(b)
-    model_a, model_b = canonical_model(a, inspect_a), canonical_model(b, inspect_b)
+    # Every fact comes from the two `Model`s: what an audit or a search already read is not read again.
+    analysed_a, analysed_b = Model.of(a), Model.of(b)
+    a, b = analysed_a.checkpoint, analysed_b.checkpoint
+    inspect_a, inspect_b = analysed_a.inspection, analysed_b.inspection
+    model_a, model_b = analysed_a.canonical, analysed_b.canonical
     summary_a, summary_b = ModelSummary.of(inspect_a, path_a), ModelSummary.of(inspect_b, path_b)
     notes: list[str] = []
 
-    hashes_a = None if quick else content_hashes(a, hashable_names(a))
-    hashes_b = None if quick else content_hashes(b, hashable_names(b))
+    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a))
+    hashes_b = None if quick else analysed_b.content_hashes(hashable_names(b))
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     twins = exact_twin_match(hashes_a, hashes_b, model_b)

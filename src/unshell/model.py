@@ -114,7 +114,10 @@ class Model:
         return self.checkpoint.memo(f"hashes:{name}", lambda: hash_tensor(self.checkpoint, name))
 
     def content_hashes(self, names: list[str]) -> ContentHashes:
-        """`tensor_hashes` of ``names``, in order."""
+        """`tensor_hashes` of ``names``, in order (bytes hashed go to the bound progress reporter)."""
         from .lineage.hashes import ContentHashes
+        from .progress import BYTES, track
 
-        return ContentHashes([self.tensor_hashes(name) for name in names])
+        label = f"hashing {self.checkpoint.path.name}"
+        sized = track(names, label, unit=BYTES, size=lambda name: self.checkpoint.info(name).nbytes)
+        return ContentHashes([self.tensor_hashes(name) for name in sized])

@@ -42,6 +42,20 @@ def test_paraphrase_minilm_l3_shares_an_ancestor() -> None:
     assert result.p_value is not None and result.p_value < 1e-6
 
 
+@pytest.mark.parametrize("first", ["all-MiniLM-L6", "paraphrase-MiniLM-L3"])
+def test_quick_finds_the_minilm_siblings_in_either_order(first: str) -> None:
+    # The ONNX file's anonymous MatMul weights are stored [in, out]: --quick, which sketches only
+    # the matrices that read the residual stream, once took their rows (the wrong side) and skipped
+    # all-MiniLM-L6's writers, so it said "independent" with MiniLM-L6 as A and "derived" the
+    # other way. A derivative is never called independent, whichever side is A.
+    pair = [fetch("minilm_gt_dir"), fetch("paraphrase_minilm_onnx")]
+    a, b = pair if first == "all-MiniLM-L6" else pair[::-1]
+    result = unshell.compare(a, b, quick=True)
+    assert result.verdict == "derived", (result.verdict, result.reason)
+    assert result.p_value is not None and result.p_value < 1e-6
+    assert result.quick
+
+
 def test_stories260k_and_llama2xs_are_independent(fixtures_dir: Path) -> None:
     # Same architecture, same kind of shapes, trained separately: architecture reuse only.
     result = unshell.compare(fixtures_dir / "stories260K.bin", fixtures_dir / "llama2xs.model.bin")

@@ -514,7 +514,7 @@ def test_failed_verification_writes_nothing(tmp_path: Path, monkeypatch: pytest.
     class Report:
         passed, max_abs_logit_diff, tolerance, reference = False, 3.5, 1e-4, "llama"
 
-    monkeypatch.setattr(verify, "verify_conversion", lambda source, output, **_: Report())
+    monkeypatch.setattr(verify, "verify_model", lambda source, output, **_: Report())
     source = _llama(tmp_path)
     with pytest.raises(errors.VerificationFailedError, match=r"3\.5"):
         convert(to_yi(source, tmp_path / "yi"), output=tmp_path / "out", verify=True)

@@ -158,3 +158,53 @@ def test_hashes_of_a_dequantized_onnx_weight_are_of_its_values() -> None:
         expected = hashlib.sha256(_bf16_bits(values).tobytes()).hexdigest()
         assert hash_tensor(checkpoint, name).rounded == expected
         assert checkpoint.raw_is_value(checkpoint.info(name)) is False
+
+
+def test_a_fleet_audit_reads_each_fact_of_a_model_once(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, every verb takes a `Model`: a fleet scan's worker fingerprints a checkpoint, then
+    searches the library and audits it. The fingerprint, the search's suspect and the audit are
+    one `Model`, so each tensor is hashed once (the search hashed the whole model again before),
+    and the recognition, the canonical index and the vocabulary are made once."""
+    from unshell.lineage import canonical, hashes
+    from unshell.lineage import compare as compare_module
+    from unshell.lineage import fingerprint as fingerprint_module
+    from unshell.lineage.compare import hashable_names
+    from unshell.scanning.fleet import analyze_search, library_key
+
+    with unshell.Library(tmp_path / "library.sqlite") as library:
+        library.add(unshell.fingerprint(fixtures_dir / "llama2xs.model.bin"), name="llama2xs")
+        key = library_key(library)
+    counts: Counter[str] = Counter()
+    for module, name in [*PARSES, (canonical, "canonical_model")]:
+        _counting(monkeypatch, module, name, counts)
+    hashed: Counter[str] = Counter()
+    counting_hash = hashes.hash_tensor
+
+    def hash_tensor(checkpoint: Any, name: str) -> Any:
+        hashed[name] += 1
+        return counting_hash(checkpoint, name)
+
+    monkeypatch.setattr(hashes, "hash_tensor", hash_tensor)
+    # Also where a module imported it by name (as the fingerprint and compare modules once did).
+    for module in (fingerprint_module, compare_module):
+        monkeypatch.setattr(module, "hash_tensor", hash_tensor, raising=False)
+        monkeypatch.setattr(module, "canonical_model", canonical.canonical_model, raising=False)
+
+    path = fixtures_dir / "stories260K.bin"
+    with open_checkpoint(path) as checkpoint:
+        analysis = analyze_search(
+            checkpoint,
+            str(path),
+            "stories260K",
+            library_path=str(tmp_path / "library.sqlite"),
+            key=key,
+            keep_fingerprint=False,
+        )
+        weights = len(hashable_names(checkpoint))
+
+    assert analysis.fields["audit_level"] is not None and analysis.fields["candidates"]
+    assert hashed and len(hashed) == weights and set(hashed.values()) == {1}, hashed
+    for name in ("_inspect", "_facts_of", "_vocabulary_of", "canonical_model"):
+        assert counts[f"{name}:{path.name}"] == 1, (name, counts)

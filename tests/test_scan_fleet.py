@@ -141,6 +141,19 @@ def test_html_report_is_escaped_defanged_and_self_contained() -> None:
     assert "Checkpoints that failed" in page
 
 
+def test_html_report_is_rendered_like_every_report() -> None:
+    """Issue 11: the fleet page had a Jinja environment and inline CSS of its own; it now uses
+    report.markup's environment (so `safe_text` prints every value) and report.css."""
+    import unshell.report
+    from unshell.report.markup import environment
+
+    page = fleet_html(_doc([_record("a", "ok"), _record("b", "undisclosed-derivative", "a")]))
+    css = (Path(unshell.report.__file__).parent / "templates" / "report.css").read_text()
+    assert css.strip() in page and page.count("<style>") == 1
+    assert environment().get_template("fleet.html").render  # the shared loader finds it
+    assert 'class="sub mono">library: /lib.sqlite' in page  # base.html's header
+
+
 # -- usage errors: one line, a distinct exit code, before any work ----------------------------------
 
 

@@ -26,6 +26,8 @@ from .formats.facts import FormatFacts, facts_of
 from .inspection import InspectResult, inspect_checkpoint
 
 if TYPE_CHECKING:
+    from .lineage.canonical import CanonicalModel
+    from .lineage.hashes import ContentHashes, TensorHashes
     from .tokenizers.describe import TokenizerInfo
     from .tokenizers.families import FamilyMatch
     from .tokenizers.vocab import Vocabulary
@@ -41,8 +43,11 @@ class Model:
         self.checkpoint = checkpoint
 
     @classmethod
-    def of(cls, checkpoint: Checkpoint) -> Model:
-        return checkpoint.memo("model", lambda: cls(checkpoint))
+    def of(cls, source: Checkpoint | Model) -> Model:
+        """The one `Model` of an opened checkpoint (a `Model` is returned as it is)."""
+        if isinstance(source, Model):
+            return source
+        return source.memo("model", lambda: cls(source))
 
     @classmethod
     @contextmanager
@@ -93,3 +98,26 @@ class Model:
             "tokenizer_families",
             lambda: match_families(self.vocabulary) if self.vocabulary is not None else [],
         )
+
+    @property
+    def canonical(self) -> CanonicalModel:
+        """The weights indexed by (layer, role), for the lineage tests (built on `inspection`)."""
+        from .lineage.canonical import canonical_model
+
+        return self.checkpoint.memo("canonical", lambda: canonical_model(self.checkpoint, self.inspection))
+
+    def tensor_hashes(self, name: str) -> TensorHashes:
+        """The content hashes of one tensor, read and hashed once per opened checkpoint however
+        many verbs ask (a fleet scan fingerprints a model, then searches and audits it)."""
+        from .lineage.hashes import hash_tensor
+
+        return self.checkpoint.memo(f"hashes:{name}", lambda: hash_tensor(self.checkpoint, name))
+
+    def content_hashes(self, names: list[str]) -> ContentHashes:
+        """`tensor_hashes` of ``names``, in order (bytes hashed go to the bound progress reporter)."""
+        from .lineage.hashes import ContentHashes
+        from .progress import BYTES, track
+
+        label = f"hashing {self.checkpoint.path.name}"
+        sized = track(names, label, unit=BYTES, size=lambda name: self.checkpoint.info(name).nbytes)
+        return ContentHashes([self.tensor_hashes(name) for name in sized])

@@ -617,8 +617,8 @@ def _declared_licence(result: InspectResult) -> tuple[str | None, str | None]:
 
 
 def audit_checkpoint(
-    checkpoint: Checkpoint,
-    base: Checkpoint | None = None,
+    source: Model | Checkpoint,
+    base: Model | Checkpoint | None = None,
     *,
     path: str = "",
     base_path: str | None = None,
@@ -627,9 +627,12 @@ def audit_checkpoint(
 ) -> AuditResult:
     from .licences import model_display_name
 
+    """`audit` of an opened model; every fact comes from its `Model` (and the base's), so what a
+    fingerprint or a search of the same model already read is not read again."""
     notes: list[str] = []
     findings: list[Finding] = []
-    model = Model.of(checkpoint)
+    model = Model.of(source)
+    checkpoint = model.checkpoint
     result = model.inspection
     card = model.card.text
     directory = _model_directory(checkpoint)
@@ -651,7 +654,7 @@ def audit_checkpoint(
         licence_id, licence_name, why = own_licence, own_licence_name, "declared by this derivative"
     if base is not None:
         assert base_path is not None
-        comparison = compare_checkpoints(base, checkpoint, quick=quick, path_a=base_path, path_b=path)
+        comparison = compare_checkpoints(base, model, quick=quick, path_a=base_path, path_b=path)
         base_result = comparison.inspect_a
         assert base_result is not None  # two checkpoints were compared
         base_name = verified_name(base_result, base_path)
@@ -697,7 +700,7 @@ def audit_checkpoint(
             else:
                 notes.append(f"{base_names[0]} declares no licence; its obligations are not checked")
     elif library is not None:
-        detected["weights"] = _library_weights(checkpoint, path, library, result, card, findings, notes)
+        detected["weights"] = _library_weights(model, path, library, result, card, findings, notes)
     elif families:
         family = families[0]
         notes.append(
@@ -734,7 +737,7 @@ def audit_checkpoint(
 
 
 def _library_weights(
-    checkpoint: Checkpoint,
+    model: Model,
     path: str,
     library: Any,
     result: InspectResult,
@@ -746,7 +749,8 @@ def _library_weights(
     would judge it, with the Holm-adjusted p-value (so a large library claims nothing cheaply)."""
     from ..library.search import search
 
-    found = search(checkpoint, library, top=3)
+    checkpoint = model.checkpoint
+    found = search(model, library, top=3)
     weights: dict[str, Any] = {
         "source": "library",
         "library": {"path": sanitize(str(library.path), limit=4096), "size": found.library_size},

@@ -33,11 +33,11 @@ from ..errors import (
     UsageError,
     VerificationFailedError,
 )
-from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
 from ..formats.facts import EmbeddedTokenizer, embedded_tokenizer
 from ..formats.safetensors import read_json_file
-from ..inspection import InspectResult, inspect_checkpoint
+from ..inspection import InspectResult
+from ..model import Model
 from ..progress import BYTES, ProgressReporter, ProgressStage, reporting, stage
 from .plan import ConversionPlan, Recipe, build_plan
 from .writer import (
@@ -180,7 +180,8 @@ def convert(
     source, destination = Path(src), Path(output)
     size_limit = parse_size(shard_size)
     entries, mapping_info = _load_mapping(mapping)
-    with reporting(progress), open_checkpoint(source) as checkpoint:
+    with reporting(progress), Model.open(source) as model:
+        checkpoint = model.checkpoint
         carried = _tokenizer_source(checkpoint, None if tokenizer is None else Path(tokenizer))
         source_files = _source_files(checkpoint) + [p for p in carried.inputs if p not in checkpoint.files]
         refuse_input_overlap(destination, source, [*source_files, *_attribution_files(checkpoint)])
@@ -190,7 +191,7 @@ def convert(
             refuse_input_overlap(destination, Path(tokenizer), list(carried.inputs))
         remove_stale_staging(destination, report)
         check_destination(destination, force=force)
-        result = inspect_checkpoint(checkpoint)
+        result = model.inspection
         plan = build_plan(checkpoint, result, mapping=entries, target=to, dtype=dtype)
         tokenizer_files = carried.build(plan)
         run_verification, verification_note = _verification_wanted(verify, checkpoint)
@@ -212,7 +213,7 @@ def convert(
             files += _write_tokenizer(carried, tokenizer_files, staging.path, {f.path for f in files})
             files.append(write_text(staging.path / "README.md", model_card(checkpoint, result, plan)))
             verification = _verification_record(
-                run_verification, verification_note, source, staging.path, entries
+                run_verification, verification_note, model, staging.path, entries
             )
             hashes = source_hashes.result()
             record = _record(checkpoint, result, plan, files, hashes, mapping_info, verification)
@@ -352,19 +353,20 @@ def _verification_wanted(verify: bool | None, checkpoint: Checkpoint) -> tuple[b
 def _verification_record(
     run: bool,
     note: str,
-    source: Path,
+    source: Model,
     output: Path,
     mapping: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     if not run:
         return {"status": "skipped", "reason": note}
     try:
-        from .verify import verify_conversion
+        from .verify import verify_model
     except ImportError as error:  # the optional module or one of its imports is absent
         raise MissingDependencyError(
             f"verification is unavailable ({error}): pip install 'unshell[transformers]'"
         ) from None
-    report = verify_conversion(source, output, mapping=mapping or None)
+    # The source as the conversion opened and recognized it: verification reads it, never again.
+    report = verify_model(source, output, mapping=mapping or None)
     if not report.passed:
         raise VerificationFailedError(
             f"the converted model's logits differ from the source's by {report.max_abs_logit_diff:.3g} "

@@ -31,6 +31,7 @@ from ..errors import (
     UsageError,
 )
 from ..formats.base import Checkpoint, expected_nbytes, sanitize
+from ..formats.facts import ForwardHeader, forward_header
 from ..inspection import InspectResult
 from ..numbers import MAX_REAL, MAX_WHOLE, checked_float, describe
 from .transforms import FLOAT_CODES, OUTPUT_DTYPES
@@ -343,24 +344,24 @@ def _rope_scaling(config: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _gguf_refusals(checkpoint: Checkpoint, dims: Dimensions) -> None:
-    gguf = checkpoint.metadata.get("gguf") or {}
-    arch = gguf.get("general.architecture")
+def _header_refusals(header: ForwardHeader, dims: Dimensions) -> None:
+    """What the format's own header fixes and Llama's config cannot say."""
+    if header.graph is None:
+        return
+    label, arch = header.label, header.architecture
     if arch != "llama":
         raise ConversionRefusedError(
-            f"GGUF architecture {sanitize(str(arch), 40)!r}: only 'llama' GGUF files are converted "
+            f"{label} architecture {sanitize(str(arch), 40)!r}: only 'llama' {label} files are converted "
             "(others store q/k in their own rotary order)"
         )
-    rotary = gguf.get("llama.rope.dimension_count")
+    rotary = header.values.get("rotary_dim")
     if isinstance(rotary, int) and rotary != dims.head_dim:
         raise ConversionRefusedError(
-            f"GGUF rope.dimension_count {rotary} is not the head size {dims.head_dim}: partial rotary"
+            f"{header.source('rotary_dim')} {rotary} is not the head size {dims.head_dim}: partial rotary"
         )
-    if any(name.startswith("rope_freqs") for name in checkpoint.tensors) or gguf.get(
-        "llama.rope.scaling.type"
-    ):
+    if header.scaled_rope:
         raise ConversionRefusedError(
-            "the GGUF carries rope scaling (rope_freqs / rope.scaling.*), which this converter does not map"
+            f"the {label} carries rope scaling ({header.scaled_rope}), which this converter does not map"
         )
 
 
@@ -490,11 +491,12 @@ def _dimensions(result: InspectResult) -> Dimensions:
     return dims
 
 
-def _rotary_convention(checkpoint: Checkpoint, roles: list[_Role]) -> str:
-    """``meta`` when q/k rows pair adjacent dimensions: Meta's consolidated files, llama2.c exports
-    and checkpoints using Meta's names, GGUF ``llama`` (llama.cpp permutes on export). The
-    permutation is invisible in shapes, so this is decided by where the weights come from."""
-    if checkpoint.format in ("meta-pth", "llama2c", "gguf"):
+def _rotary_convention(header: ForwardHeader | None, roles: list[_Role]) -> str:
+    """``meta`` when q/k rows pair adjacent dimensions: files whose format fixes a graph (Meta's
+    consolidated files, llama2.c exports, GGUF ``llama``: llama.cpp permutes on export) and
+    checkpoints using Meta's names. The permutation is invisible in shapes, so this is decided by
+    where the weights come from."""
+    if header is not None and header.graph is not None:
         return "meta"
     qk = [r for r in roles if r.role in ("attn.q.weight", "attn.k.weight")]
     if qk and all(r.convention == "meta" for r in qk):
@@ -777,17 +779,18 @@ def build_plan(
     declared = dict(result.declared_config or {})
     _config_refusals(family, declared)
     dims = _dimensions(result)
-    if checkpoint.format == "gguf":
-        _gguf_refusals(checkpoint, dims)
+    header = forward_header(checkpoint)
+    if header is not None:
+        _header_refusals(header, dims)
     notes: list[str] = []
     roles, mapped = _roles(result, family, mapping, dims.layers)
     layer_numbers = _layer_numbers(roles, family, dims.layers, notes)
-    rotary = _rotary_convention(checkpoint, roles)
+    rotary = _rotary_convention(header, roles)
     builder = _Builder(checkpoint, family, dims, roles, layer_numbers, rotary, forced_dtype)
     _refuse_foreign_roles(builder)
     folds = _folds(family, declared, dims)
     recipes, tied_source, tied_output = _recipes(builder, folds)
-    config = _llama_config(checkpoint, family, dims, recipes, tied_output, declared, rotary, notes)
+    config = _llama_config(header, family, dims, recipes, tied_output, declared, rotary, notes)
     return ConversionPlan(
         source=str(checkpoint.path),
         source_format=checkpoint.format,
@@ -946,8 +949,15 @@ def _short_float(value: float) -> float:
     return float(f"{value:.7g}")
 
 
+def _header_value(header: ForwardHeader | None, key: str) -> tuple[str, Any]:
+    """(where, value) of what the format's own header states for config.json's ``key``."""
+    if header is None:
+        return "", None
+    return header.source(key), header.values.get(key)
+
+
 def _llama_config(
-    checkpoint: Checkpoint,
+    header: ForwardHeader | None,
     family: Family,
     dims: Dimensions,
     recipes: list[Recipe],
@@ -956,20 +966,12 @@ def _llama_config(
     rotary: str,
     notes: list[str],
 ) -> dict[str, Any]:
-    gguf = checkpoint.metadata.get("gguf") or {}
-    arch = str(gguf.get("general.architecture", ""))
-    params = checkpoint.metadata.get("params") or {}
-    model_args = (checkpoint.metadata.get("pytorch") or {}).get("model_args") or {}
     raw_parameters = declared.get("rope_parameters")
     rope_parameters: dict[str, Any] = raw_parameters if isinstance(raw_parameters, dict) else {}
     eps = _number(
         _from(declared, "rms_norm_eps", "config rms_norm_eps"),
         _from(declared, "layer_norm_epsilon", "config layer_norm_epsilon"),
-        _from(params, "norm_eps", "params.json norm_eps"),
-        _from(model_args, "norm_eps", "model_args norm_eps"),
-        _from(
-            gguf, f"{arch}.attention.layer_norm_rms_epsilon", f"GGUF {arch}.attention.layer_norm_rms_epsilon"
-        ),
+        _header_value(header, "rms_norm_eps"),
     )
     if eps is None:
         # Meta's and llama2.c's code fix 1e-5; transformers' LlamaConfig defaults to 1e-6.
@@ -979,8 +981,7 @@ def _llama_config(
         _from(declared, "rope_theta", "config rope_theta"),
         _from(declared, "rotary_emb_base", "config rotary_emb_base"),
         _from(rope_parameters, "rope_theta", "config rope_parameters.rope_theta"),
-        _from(params, "rope_theta", "params.json rope_theta"),
-        _from(gguf, f"{arch}.rope.freq_base", f"GGUF {arch}.rope.freq_base"),
+        _header_value(header, "rope_theta"),
     )
     if theta is None:
         theta = 10000.0
@@ -1016,7 +1017,7 @@ def _llama_config(
         "vocab_size": dims.vocab,
         "max_position_embeddings": positions,
         "rms_norm_eps": _short_float(eps),
-        "rope_theta": _short_float(theta) if checkpoint.format == "gguf" else theta,
+        "rope_theta": _short_float(theta) if header is not None and header.float32 else theta,
         "rope_scaling": _rope_scaling(declared),
         "attention_bias": "attn.q.bias" in roles,
         "attention_dropout": 0.0,
@@ -1029,8 +1030,8 @@ def _llama_config(
     }
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         value = declared.get(key)
-        if value is None and checkpoint.format == "gguf":
-            value = gguf.get(f"tokenizer.ggml.{key.replace('_token_id', '')}_token_id")
+        if value is None:
+            value = _header_value(header, key)[1]
         if _token_id(value, dims.vocab):
             config[key] = value
     return config

@@ -36,6 +36,7 @@ from ..errors import (
     UsageError,
 )
 from ..formats.base import Checkpoint, sanitize
+from ..formats.facts import ForwardHeader, forward_header
 from ..numbers import MAX_REAL, checked_float
 
 if TYPE_CHECKING:
@@ -259,12 +260,18 @@ def describe_source(
         )
     roles = {**_role_table(result), **mapped}
     meta_named = any(a.convention == "meta" for a in recognition.assignments if a.role == "attn.q.weight")
-    if checkpoint.format == "gguf":
-        model = _describe_gguf(checkpoint, family, roles)
-    elif checkpoint.format == "llama2c":
-        model = _describe_llama2c(checkpoint, family, roles)
-    elif checkpoint.format == "meta-pth" or (meta_named and checkpoint.config is None):
-        model = _describe_meta(checkpoint, family, roles)
+    header = forward_header(checkpoint)
+    if header is not None and header.graph is not None:
+        model = _describe_header(checkpoint, header, family, roles)
+    elif meta_named and checkpoint.config is None:
+        # Meta's names and no config.json: Meta's code, with whatever hyperparameters the file keeps
+        # (llama2.c's train.py saves its ModelArgs beside the state dict).
+        model = _describe_header(
+            checkpoint,
+            replace(header or ForwardHeader(label="the source"), graph="meta", architecture="llama"),
+            family,
+            roles,
+        )
     else:
         config = checkpoint.config
         if config is None:
@@ -336,22 +343,27 @@ def _hf_layout(family: str | None, config: Mapping[str, Any], checkpoint: Checkp
     )
 
 
-def _int(config: Mapping[str, Any], *keys: str, default: int | None = None, where: str) -> int:
+def _int(
+    config: Mapping[str, Any], *keys: str, default: int | None = None, where: str, label: str | None = None
+) -> int:
+    """The first of ``keys`` the config states as a positive integer; ``label`` names the first
+    key in the message (where the header keeps it), when it is not the key itself."""
     for key in keys:
         value = config.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     if default is not None:
         return default
-    raise InputError(f"{where}: the source declares no positive integer {keys[0]!r}")
+    raise InputError(f"{where}: the source declares no positive integer {label or keys[0]!r}")
 
 
-def _float(config: Mapping[str, Any], *keys: str, default: float) -> float:
+def _float(config: Mapping[str, Any], *keys: str, default: float, label: str | None = None) -> float:
     """The first of ``keys`` the config states, as a finite float (anything else is refused)."""
     for key in keys:
         value = config.get(key)
         if value is not None:
-            return checked_float(value, where=f"config {key}", minimum=-MAX_REAL, maximum=MAX_REAL)
+            where = label or f"config {key}"
+            return checked_float(value, where=where, minimum=-MAX_REAL, maximum=MAX_REAL)
     return default
 
 
@@ -458,115 +470,69 @@ def _quantized(checkpoint: Checkpoint) -> bool:
     return any(t.dtype in BLOCK_TYPES or t.dtype in EXTRA_DECODERS for t in checkpoint.tensors.values())
 
 
-def _describe_llama2c(
-    checkpoint: Checkpoint, family: str | None, roles: dict[tuple[str, int | None], str]
+def _describe_header(
+    checkpoint: Checkpoint,
+    header: ForwardHeader,
+    family: str | None,
+    roles: dict[tuple[str, int | None], str],
 ) -> SourceModel:
-    header = checkpoint.metadata.get("llama2c") or {}
+    """The forward the format's own header fixes (`ForwardHeader`): Meta's and llama2.c's code, or
+    llama.cpp's graph. Both fix RMSNorm epsilon 1e-5 and rotary base 10000 where the header is
+    silent, and rotate adjacent pairs."""
     where = sanitize(str(checkpoint.path))
-    hidden = _int(header, "dim", where=where)
-    heads = _int(header, "n_heads", where=where)
-    # run.c hard-codes the RMSNorm epsilon (1e-5) and the rotary base (10000).
-    return SourceModel(
-        layout="meta",
-        family=family,
-        hidden=hidden,
-        layers=_int(header, "n_layers", where=where),
-        heads=heads,
-        kv_heads=_int(header, "n_kv_heads", default=heads, where=where),
-        head_dim=hidden // heads,
-        vocab=_embedding_shape(checkpoint, _META_NAMES, roles)[0],
-        eps=1e-5,
-        rope=RopeSpec(theta=10000.0, pairs="adjacent"),
-        quantized=_quantized(checkpoint),
-        notes=("llama2.c run.c: eps 1e-5, rotary base 10000, adjacent pairs",),
-        roles=roles,
-    )
-
-
-def _describe_meta(
-    checkpoint: Checkpoint, family: str | None, roles: dict[tuple[str, int | None], str]
-) -> SourceModel:
-    params = checkpoint.metadata.get("params")
-    if not isinstance(params, dict) or not params:
-        pytorch = checkpoint.metadata.get("pytorch")
-        # llama2.c's train.py saves its ModelArgs beside the state dict.
-        args = pytorch.get("model_args") if isinstance(pytorch, dict) else None
-        params = args if isinstance(args, dict) else {}
-    where = sanitize(str(checkpoint.path))
-    hidden = _int(params, "dim", default=_embedding_shape(checkpoint, _META_NAMES, roles)[1], where=where)
-    heads = _int(params, "n_heads", where=where)
-    head_dim = _int(params, "head_dim", default=hidden // heads, where=where)
-    scaling = None
-    if params.get("use_scaled_rope"):
-        # Llama 3.1's apply_scaling constants (Meta's reference model.py).
-        scaling = {
-            "type": "llama3",
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        }
-    return SourceModel(
-        layout="meta",
-        family=family,
-        hidden=hidden,
-        layers=_int(params, "n_layers", where=where),
-        heads=heads,
-        kv_heads=_int(params, "n_kv_heads", default=heads, where=where),
-        head_dim=head_dim,
-        vocab=_embedding_shape(checkpoint, _META_NAMES, roles)[0],
-        eps=_float(params, "norm_eps", default=1e-5),
-        rope=RopeSpec(theta=_float(params, "rope_theta", default=10000.0), pairs="adjacent", scaling=scaling),
-        quantized=_quantized(checkpoint),
-        roles=roles,
-    )
-
-
-def _describe_gguf(
-    checkpoint: Checkpoint, family: str | None, roles: dict[tuple[str, int | None], str]
-) -> SourceModel:
-    gguf = checkpoint.metadata.get("gguf") or {}
-    where = sanitize(str(checkpoint.path))
-    arch = gguf.get("general.architecture")
-    if arch != "llama":
+    if header.architecture != "llama":
         raise UnsupportedFormatError(
-            f"{where}: the GGUF reference forward runs llama.cpp's 'llama' graph, not {sanitize(str(arch))!r}"
+            f"{where}: the {header.label} reference forward runs the 'llama' graph, not "
+            f"{sanitize(str(header.architecture))!r}"
         )
-    keys = {
-        k.removeprefix("llama."): v for k, v in gguf.items() if isinstance(k, str) and k.startswith("llama.")
-    }
-    hidden = _int(keys, "embedding_length", where=where)
-    heads = _int(keys, "attention.head_count", where=where)
-    head_dim = _int(keys, "attention.key_length", default=hidden // heads, where=where)
-    rotary_dim = _int(keys, "rope.dimension_count", default=head_dim, where=where)
-    scaling = None
-    kind = keys.get("rope.scaling.type")
-    factor = _float(keys, "rope.scaling.factor", "rope.scale_linear", default=1.0)
+    values = header.values
+    names = _NAMES[header.graph or "meta"]
+
+    def whole(key: str, default: int | None = None) -> int:
+        return _int(values, key, default=default, where=where, label=header.source(key))
+
+    # Meta's code reads the width from params.json; a file without one has it in its embedding.
+    hidden = whole(
+        "hidden_size", _embedding_shape(checkpoint, names, roles)[1] if header.graph == "meta" else None
+    )
+    heads = whole("num_attention_heads")
+    head_dim = whole("head_dim", hidden // heads)
+    rotary_dim = whole("rotary_dim", head_dim)
+    return SourceModel(
+        layout=header.graph or "meta",
+        family=family,
+        hidden=hidden,
+        layers=whole("num_hidden_layers"),
+        heads=heads,
+        kv_heads=whole("num_key_value_heads", heads),
+        head_dim=head_dim,
+        vocab=_embedding_shape(checkpoint, names, roles)[0],
+        eps=_float(values, "rms_norm_eps", default=1e-5, label=header.source("rms_norm_eps")),
+        rope=RopeSpec(
+            theta=_float(values, "rope_theta", default=10000.0, label=header.source("rope_theta")),
+            pairs="adjacent",
+            rotary_dim=None if rotary_dim == head_dim else rotary_dim,
+            scaling=_header_scaling(values.get("rope_scaling"), header.source("rope_scaling"), where),
+        ),
+        quantized=_quantized(checkpoint),
+        notes=(header.note,) if header.note else (),
+        roles=roles,
+    )
+
+
+def _header_scaling(scaling: object, label: str, where: str) -> dict[str, Any] | None:
+    """Rope scaling as a header states it: Llama 3.1's (Meta's ``use_scaled_rope``) or linear."""
+    if not isinstance(scaling, Mapping):
+        return None
+    kind = scaling.get("type")
+    if kind == "llama3" and "original_max_position_embeddings" in scaling:
+        return dict(scaling)
+    factor = _float(scaling, "factor", default=1.0, label=label)
     if kind not in (None, "none", "linear") and factor != 1.0:
         raise UnsupportedFormatError(
             f"{where}: the reference forward does not implement rope scaling {kind!r}"
         )
-    if factor != 1.0:
-        scaling = {"type": "linear", "factor": factor}
-    return SourceModel(
-        layout="gguf",
-        family=family,
-        hidden=hidden,
-        layers=_int(keys, "block_count", where=where),
-        heads=heads,
-        kv_heads=_int(keys, "attention.head_count_kv", default=heads, where=where),
-        head_dim=head_dim,
-        vocab=_embedding_shape(checkpoint, _GGUF_NAMES, roles)[0],
-        eps=_float(keys, "attention.layer_norm_rms_epsilon", default=1e-5),
-        rope=RopeSpec(
-            theta=_float(keys, "rope.freq_base", default=10000.0),
-            pairs="adjacent",
-            rotary_dim=None if rotary_dim == head_dim else rotary_dim,
-            scaling=scaling,
-        ),
-        quantized=_quantized(checkpoint),
-        roles=roles,
-    )
+    return {"type": "linear", "factor": factor} if factor != 1.0 else None
 
 
 # --- weights -----------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError, PathNotFoundError, UnshellError, UsageError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
-from ..inspection import InspectResult, inspect_checkpoint
+from ..inspection import InspectResult
+from ..model import Model
 from .reference import SourceModel, describe_source, reference_logits
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ __all__ = [
     "QUANTIZED_TOLERANCE",
     "VerificationReport",
     "verify_conversion",
+    "verify_model",
 ]
 
 EXACT_TOLERANCE = 1e-4
@@ -147,25 +149,46 @@ def verify_conversion(
             it, or transformers cannot load the output as ``LlamaForCausalLM``.
         AmbiguousRolesError: roles that only a mapping decides, and none was given.
     """
-    torch, transformers = _import_backends()
+    _checked_arguments(tokens, output)
+    with Model.open(source) as opened:
+        return verify_model(opened, output, tokens=tokens, seed=seed, mapping=mapping, rounding=rounding)
+
+
+def _checked_arguments(tokens: int, output: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """The backends (refused first: they are what is missing most often), then the arguments."""
+    backends = _import_backends()
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= MAX_TOKENS:
         raise UsageError(f"verification tokens must be an integer from 1 to {MAX_TOKENS}, not {tokens!r}")
+    if not Path(output).is_dir():
+        raise PathNotFoundError(f"{sanitize(str(output))}: no converted model directory to verify")
+    return backends
+
+
+def verify_model(
+    source: Model,
+    output: str | os.PathLike[str],
+    *,
+    tokens: int = 16,
+    seed: int = 0,
+    mapping: Mapping[str, str] | None = None,
+    rounding: Mapping[str, str] | None = None,
+) -> VerificationReport:
+    """`verify_conversion` of an opened source: the recognition a conversion already made is the
+    one the reference forward reads (the source is neither opened nor inspected again)."""
+    torch, transformers = _checked_arguments(tokens, output)
     output_path = Path(output)
-    if not output_path.is_dir():
-        raise PathNotFoundError(f"{sanitize(str(output_path))}: no converted model directory to verify")
-    with open_checkpoint(source) as checkpoint:
-        result = inspect_checkpoint(checkpoint)
-        model = describe_source(checkpoint, result, mapping=mapping)
-        ids = np.random.default_rng(seed).integers(0, model.vocab, size=tokens).tolist()
-        used: set[str] = set()
-        if rounding is None:
-            rounding = _output_rounding(checkpoint, result, output_path, mapping)
-        narrowed = {name: code for name, code in rounding.items() if code in ("BF16", "F16")}
-        with _threads_for(torch, checkpoint.parameter_count):
-            expected = reference_logits(checkpoint, model, ids, used=used, rounding=narrowed)
-            unused = [n for n in checkpoint.tensors if n not in used and n not in set(result.ignored)]
-            actual, loading_notes = _llama_logits(torch, transformers, output_path, ids)
-            unrounded = reference_logits(checkpoint, model, ids) if narrowed else None
+    checkpoint, result = source.checkpoint, source.inspection
+    model = describe_source(checkpoint, result, mapping=mapping)
+    ids = np.random.default_rng(seed).integers(0, model.vocab, size=tokens).tolist()
+    used: set[str] = set()
+    if rounding is None:
+        rounding = _output_rounding(checkpoint, result, output_path, mapping)
+    narrowed = {name: code for name, code in rounding.items() if code in ("BF16", "F16")}
+    with _threads_for(torch, checkpoint.parameter_count):
+        expected = reference_logits(checkpoint, model, ids, used=used, rounding=narrowed)
+        unused = [n for n in checkpoint.tensors if n not in used and n not in set(result.ignored)]
+        actual, loading_notes = _llama_logits(torch, transformers, output_path, ids)
+        unrounded = reference_logits(checkpoint, model, ids) if narrowed else None
     report = _report(model, expected, actual, ids, seed, unused, loading_notes)
     if unrounded is not None:
         report.rounded_to = tuple(sorted(set(narrowed.values())))

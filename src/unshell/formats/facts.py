@@ -16,6 +16,11 @@ A reader's facts are the ones only it can know:
 Each reader module defines ``format_facts(checkpoint) -> FormatFacts``; `facts_of` dispatches on
 the checkpoint's format through the one table below, and adds what the path says (a Hub cache).
 
+A reader whose format fixes a forward pass in its own header (GGUF's ``{arch}.*`` keys, Meta's
+``params.json``, a llama2.c header, a training script's ``model_args``) defines
+``forward_header(checkpoint)``: a `ForwardHeader`, the hyperparameters under config.json names,
+which the converter and its reference forwards read (`forward_header` below) instead of the keys.
+
 A reader whose format carries its own tokenizer (GGUF's ``tokenizer.ggml.*`` keys, the llama2.c
 ``tokenizer.bin`` beside an export) also defines ``embedded_tokenizer(checkpoint)``, read only when
 asked for (`embedded_tokenizer` below): a format-neutral `EmbeddedTokenizer` that
@@ -38,13 +43,16 @@ __all__ = [
     "Claim",
     "EmbeddedTokenizer",
     "FormatFacts",
+    "ForwardHeader",
     "claim_text",
     "embedded_tokenizer",
     "embedded_tokenizer_fields",
     "facts_of",
+    "forward_header",
     "hub_repo_id",
     "hub_repo_id_of_path",
     "llama_style_config",
+    "meta_forward_header",
 ]
 
 MAX_VALUE_CHARS = 1_000
@@ -88,6 +96,89 @@ class FormatFacts:
     # The vocabulary size the header states, for a tokenizer file that does not state its own
     # (llama2.c's tokenizer.bin beside an export); None where the format states none.
     header_vocab_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ForwardHeader:
+    """The forward pass a format's own header fixes, in config.json terms.
+
+    ``values`` holds what the header states, under config.json names (``hidden_size``,
+    ``num_hidden_layers``, ``num_attention_heads``, ``num_key_value_heads``, ``head_dim``,
+    ``rotary_dim``, ``rms_norm_eps``, ``rope_theta``, ``rope_scaling``, ``bos_token_id``...); a
+    value the header lacks is absent. ``sources`` says where the header keeps each name (say
+    ``"params.json norm_eps"``), for messages, also for a name whose value is missing.
+
+    ``graph`` is the reference code whose tensor names and conventions the file follows: ``meta``
+    (Meta's and llama2.c's Llama) or ``gguf`` (llama.cpp's graph); both pair adjacent dimensions
+    in rotary (llama.cpp permutes q/k rows on export). None: the format fixes no graph (a training
+    script's ``model_args`` beside any names). ``architecture`` is the architecture the header
+    names (``llama`` where the format is Llama by construction). ``float32``: the header stores
+    its reals as float32 (shown rounded to 7 digits). ``scaled_rope``: rope scaling the header
+    carries outside ``rope_scaling`` (GGUF's ``rope_freqs`` tensor), said where; ``note``: values
+    the format's code fixes rather than its header.
+    """
+
+    label: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+    graph: str | None = None
+    architecture: str | None = None
+    float32: bool = False
+    scaled_rope: str | None = None
+    note: str | None = None
+
+    def source(self, key: str) -> str:
+        """Where the header keeps ``key`` (the config.json name where it says nothing)."""
+        return self.sources.get(key, key)
+
+
+def forward_header(checkpoint: Checkpoint) -> ForwardHeader | None:
+    """The forward pass the checkpoint's format fixes in its own header (None: it fixes none, and
+    the hyperparameters are config.json's)."""
+    module_name = _READERS.get(checkpoint.format)
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name, __package__)
+    reader = getattr(module, "forward_header", None)
+    return None if reader is None else checkpoint.memo("forward_header", lambda: reader(checkpoint))
+
+
+# Meta's and llama2.c's hyperparameter names -> config.json names, for `meta_forward_values`.
+_META_FORWARD_KEYS = {
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "n_kv_heads": "num_key_value_heads",
+    "head_dim": "head_dim",
+    "norm_eps": "rms_norm_eps",
+    "rope_theta": "rope_theta",
+}
+# Llama 3.1's apply_scaling constants (Meta's reference model.py), which ``use_scaled_rope`` turns on.
+_META_SCALED_ROPE = {
+    "type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+def meta_forward_header(values: Mapping[str, Any], label: str, *, graph: str | None) -> ForwardHeader:
+    """A `ForwardHeader` from Meta's hyperparameter names (``params.json``, llama2.c's ``ModelArgs``
+    and header), each name's source being ``"<label> <key>"``."""
+    found: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, name in _META_FORWARD_KEYS.items():
+        sources[name] = f"{label} {key}"
+        if values.get(key) is not None:
+            found[name] = values[key]
+    if values.get("use_scaled_rope"):
+        found["rope_scaling"] = dict(_META_SCALED_ROPE)
+        sources["rope_scaling"] = f"{label} use_scaled_rope"
+    # Meta's consolidated files and llama2.c exports are Llama by construction; a training
+    # script's model_args name no architecture.
+    architecture = "llama" if graph is not None else None
+    return ForwardHeader(label=label, values=found, sources=sources, graph=graph, architecture=architecture)
 
 
 # SentencePiece's token types, which llama.cpp's ``tokenizer.ggml.token_type`` uses as they are.

@@ -38,7 +38,15 @@ from .base import (
     sanitize,
     validate_ranges,
 )
-from .facts import Claim, EmbeddedTokenizer, FormatFacts, claim_text, claim_texts, hub_repo_id
+from .facts import (
+    Claim,
+    EmbeddedTokenizer,
+    FormatFacts,
+    ForwardHeader,
+    claim_text,
+    claim_texts,
+    hub_repo_id,
+)
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -524,6 +532,64 @@ def _declared_config(kv: dict[str, Any], architecture: str, family: str) -> dict
     if "vocab_size" not in config and tokens is not None and hasattr(tokens, "__len__"):
         config["vocab_size"] = len(tokens)
     return config
+
+
+# ``{arch}.<key>`` -> the config.json name a forward pass reads it under (`forward_header`).
+_FORWARD_KEYS = {
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "rope.dimension_count": "rotary_dim",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+}
+_TOKEN_ID_KEYS = {f"tokenizer.ggml.{name}_token_id": f"{name}_token_id" for name in ("bos", "eos", "pad")}
+
+
+def forward_header(checkpoint: Checkpoint) -> ForwardHeader:
+    """llama.cpp's graph for ``general.architecture``, read from the ``{arch}.*`` keys. Rope scaling
+    is ``rope.scaling.type`` with ``rope.scaling.factor`` (older files: ``rope.scale_linear``);
+    a ``rope_freqs`` tensor scales per frequency. Reals are stored as float32."""
+    kv = checkpoint.metadata.get("gguf")
+    if not isinstance(kv, dict):
+        kv = {}
+    raw_architecture = kv.get("general.architecture")
+    architecture = None if raw_architecture is None else str(raw_architecture)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for suffix, name in _FORWARD_KEYS.items():
+        key = f"{architecture}.{suffix}"
+        sources[name] = f"GGUF {key}"
+        if kv.get(key) is not None:
+            values[name] = kv[key]
+    for key, name in _TOKEN_ID_KEYS.items():
+        sources[name] = f"GGUF {key}"
+        if kv.get(key) is not None:
+            values[name] = kv[key]
+    kind = kv.get(f"{architecture}.rope.scaling.type")
+    factor = next(
+        (
+            kv[k]
+            for k in (f"{architecture}.rope.scaling.factor", f"{architecture}.rope.scale_linear")
+            if kv.get(k) is not None
+        ),
+        None,
+    )
+    if kind is not None or factor is not None:
+        values["rope_scaling"] = {"type": kind, "factor": factor}
+        sources["rope_scaling"] = f"GGUF {architecture}.rope.scaling.*"
+    per_frequency = any(name.startswith("rope_freqs") for name in checkpoint.tensors)
+    return ForwardHeader(
+        label="GGUF",
+        values=values,
+        sources=sources,
+        graph="gguf",
+        architecture=architecture,
+        float32=True,
+        scaled_rope="rope_freqs / rope.scaling.*" if per_frequency or kind else None,
+    )
 
 
 # -- the embedded tokenizer --------------------------------------------------------------------------

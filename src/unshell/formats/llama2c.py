@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,9 @@ from .facts import (
     TOKEN_UNKNOWN,
     EmbeddedTokenizer,
     FormatFacts,
+    ForwardHeader,
     llama_style_config,
+    meta_forward_header,
 )
 from .safetensors import open_regular_file
 
@@ -389,6 +391,13 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         family_hint="llama",
         naming_note="llama2.c exports have no tensor names: the layout is positional",
     )
+
+
+def forward_header(checkpoint: Checkpoint) -> ForwardHeader:
+    """The header's sizes; run.c fixes the rest (RMSNorm epsilon 1e-5, rotary base 10000)."""
+    header = checkpoint.metadata.get("llama2c")
+    forward = meta_forward_header(header if isinstance(header, dict) else {}, "llama2.c header", graph="meta")
+    return replace(forward, note="llama2.c run.c: eps 1e-5, rotary base 10000, adjacent pairs")
 
 
 def _header_vocab_size(header: object) -> int | None:

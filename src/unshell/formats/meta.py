@@ -21,7 +21,7 @@ from ..errors import (
 )
 from ..numbers import MAX_WHOLE, Bound, check_numbers
 from .base import Checkpoint, TensorInfo, sanitize
-from .facts import FormatFacts, llama_style_config
+from .facts import FormatFacts, ForwardHeader, llama_style_config, meta_forward_header
 from .pytorch import read_pytorch
 from .safetensors import read_json_file
 
@@ -190,3 +190,9 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         family_hint="llama",
         naming_note="consolidated.*.pth tensors use Meta's own Llama names",
     )
+
+
+def forward_header(checkpoint: Checkpoint) -> ForwardHeader:
+    """``params.json``: Meta's reference code reads it as it is."""
+    params = checkpoint.metadata.get("params")
+    return meta_forward_header(params if isinstance(params, dict) else {}, "params.json", graph="meta")

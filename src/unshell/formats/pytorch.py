@@ -46,7 +46,15 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from .base import MAX_TENSORS, PLAIN_DTYPES, Checkpoint, TensorInfo, check_shape, sanitize
-from .facts import Claim, FormatFacts, claim_text, hub_repo_id, llama_style_config
+from .facts import (
+    Claim,
+    FormatFacts,
+    ForwardHeader,
+    claim_text,
+    hub_repo_id,
+    llama_style_config,
+    meta_forward_header,
+)
 from .safetensors import open_regular_file
 
 __all__ = ["MAX_PICKLE_BYTES", "MAX_PICKLE_OPCODES", "read_pytorch"]
@@ -905,3 +913,13 @@ def format_facts(checkpoint: Checkpoint) -> FormatFacts:
         config=config_values,
         config_source="checkpoint model_args" if config_values is not None else None,
     )
+
+
+def forward_header(checkpoint: Checkpoint) -> ForwardHeader | None:
+    """A training script's ``model_args`` (llama2.c's train.py saves its ModelArgs beside the
+    state dict): hyperparameters in Meta's names, whatever names the tensors have."""
+    metadata = checkpoint.metadata.get("pytorch")
+    model_args = metadata.get("model_args") if isinstance(metadata, dict) else None
+    if not isinstance(model_args, dict):
+        return None
+    return meta_forward_header(model_args, "model_args", graph=None)

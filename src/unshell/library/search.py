@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UnshellError
 from ..formats.base import Checkpoint, sanitize
 from ..lineage.compare import DERIVED_P
+from ..model import Model
 from ..progress import ProgressReporter, reporting, stage
 from ..threads import blas_ceiling, blas_limit, budget
 from .store import TIER_INDEXES, Library, cheap_signals, hashes_of
@@ -309,7 +310,7 @@ def _compare_all(
 
 
 def search(
-    suspect: str | os.PathLike[str] | Checkpoint | Fingerprint,
+    suspect: str | os.PathLike[str] | Checkpoint | Model | Fingerprint,
     library: Library | str | os.PathLike[str] | None = None,
     *,
     top: int = 5,
@@ -318,7 +319,7 @@ def search(
     progress: ProgressReporter | None = None,
 ) -> SearchResult:
     """Search ``library`` for the fingerprints ``suspect`` derives from (a path, an open
-    checkpoint, or a fingerprint). Returns at most ``top`` candidates, matches first.
+    checkpoint or `Model`, or a fingerprint). Returns at most ``top`` candidates, matches first.
 
     ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
     threads test candidates side by side (default: the thread budget, `unshell.threads.budget`, at
@@ -351,7 +352,7 @@ def search(
             "the suspect was given as a fingerprint: fingerprint against fingerprint does not detect "
             "derivatives whose residual stream was rotated or permuted, nor width-pruned ones"
         )
-    elif not isinstance(suspect, Checkpoint):
+    elif not isinstance(suspect, Checkpoint | Model):
         suspect_path = str(Path(suspect))
         opened = open_checkpoint(suspect)
     try:
@@ -360,7 +361,7 @@ def search(
             target: Any = suspect
             if opened is not None:
                 target = prepare_suspect(opened, suspect_path)
-            elif isinstance(suspect, Checkpoint):
+            elif isinstance(suspect, Checkpoint | Model):
                 target = prepare_suspect(suspect)
             described = suspect if target is suspect else target.signals
             signals = cheap_signals(described)

@@ -59,12 +59,13 @@ import numpy as np
 from ..errors import CorruptCheckpointError, StaleFingerprintError
 from ..formats import open_checkpoint
 from ..formats.base import Checkpoint, sanitize
-from ..inspection import InspectResult, inspect_checkpoint
+from ..inspection import InspectResult
+from ..model import Model
 from ..numbers import checked_float, checked_int, describe
 from ..progress import BYTES, ProgressReporter, reporting, track
 from ..tokenizers import families
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
-from .canonical import LAYER_ROLES, CanonicalModel, canonical_model
+from .canonical import LAYER_ROLES, CanonicalModel
 from .compare import (
     MIN_ANCHORS_PER_DIMENSION,
     CompareResult,
@@ -82,7 +83,7 @@ from .compare import (
     weigh_lineage,
     weigh_units,
 )
-from .hashes import ContentHashes, TensorHashes, content_hashes, hash_tensor, match_hashes
+from .hashes import ContentHashes, TensorHashes, match_hashes
 from .sketch import (
     CHANCE_SEED,
     SKETCH_DIM,
@@ -657,17 +658,21 @@ def _packed_grams(model: CanonicalModel, hidden: int) -> tuple[list[tuple[int, s
     return keys, packed
 
 
-def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, path: str = "") -> Fingerprint:
-    """A's fingerprint, in one streaming pass over the weights (one tensor in memory at a time)."""
-    result = inspect_checkpoint(checkpoint)
-    model = canonical_model(checkpoint, result)
+def fingerprint_checkpoint(
+    opened: Model | Checkpoint, *, name: str | None = None, path: str = ""
+) -> Fingerprint:
+    """A's fingerprint, in one streaming pass over the weights (one tensor in memory at a time).
+    Its hashes are the `Model`'s, so a search or an audit of the same model does not hash again."""
+    analysed = Model.of(opened)
+    checkpoint, result = analysed.checkpoint, analysed.inspection
+    model = analysed.canonical
     config = dict(result.recognition.config)
     hidden = model.hidden
     source = path or str(checkpoint.path)
     display = name if name is not None else (Path(source).name or source)
     r = min(FINGERPRINT_DIM, hidden) if hidden else 0
     basis = projection(hidden, FINGERPRINT_DIM) if hidden else np.zeros((0, 0), dtype=np.float32)
-    vocabulary = vocabulary_of(checkpoint)
+    vocabulary = analysed.vocabulary
     if hidden:
         anchor_names, rows, stride, anchors = _anchors(model, hidden, basis)
     else:
@@ -683,7 +688,7 @@ def fingerprint_checkpoint(checkpoint: Checkpoint, *, name: str | None = None, p
     label = f"fingerprinting {checkpoint.path.name}"
     for tensor in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         if tensor in hash_names:
-            tensor_hashes.append(hash_tensor(checkpoint, tensor))
+            tensor_hashes.append(analysed.tensor_hashes(tensor))
         if hidden:
             units.extend(tensor_units(model, tensor, roles, hidden, basis))
     upper = np.triu_indices(r)
@@ -985,11 +990,14 @@ class PreparedSuspect:
         )
 
 
-def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:
-    """Read what every comparison of ``checkpoint`` against a fingerprint needs, once."""
-    inspect_b = inspect_checkpoint(checkpoint)
-    model_b = canonical_model(checkpoint, inspect_b)
-    vocabulary = vocabulary_of(checkpoint)
+def prepare_suspect(source: Model | Checkpoint, path: str = "") -> PreparedSuspect:
+    """Read what every comparison of the model against a fingerprint needs, once (its `Model`'s
+    facts: a model fingerprinted first is not hashed again)."""
+    suspect = Model.of(source)
+    checkpoint = suspect.checkpoint
+    inspect_b = suspect.inspection
+    model_b = suspect.canonical
+    vocabulary = suspect.vocabulary
     sample = None
     if vocabulary is not None:
         ids, sample_hashes = families._sample(vocabulary)
@@ -999,7 +1007,7 @@ def prepare_suspect(checkpoint: Checkpoint, path: str = "") -> PreparedSuspect:
         path=path or str(checkpoint.path),
         inspect=inspect_b,
         model=model_b,
-        hashes=content_hashes(checkpoint, hashable_names(checkpoint)),
+        hashes=suspect.content_hashes(hashable_names(checkpoint)),
         vocabulary=vocabulary,
         vocabulary_sample=sample,
         tokenizer=_tokenizer_record(vocabulary),

@@ -1,6 +1,7 @@
 """The fleet audit's report (`unshell scan ROOT... --search LIBRARY`): the summary table for the
-terminal, and one self-contained HTML page (``templates/fleet.html``, Jinja2 with autoescape:
-every name and message from a checkpoint is escaped; inline CSS, no script, nothing loaded).
+terminal, and one self-contained HTML page (``templates/fleet.html``, rendered like every report
+by `report.markup`'s environment, which escapes and defangs every name and message from a
+checkpoint, and styled by ``report.css``: no script, nothing loaded).
 
 Both take the scan's document: ``ScanSummary.to_dict()`` with its ``records`` added (what
 ``scan --format json`` prints), whose ``search`` part is `unshell.scanning.fleet.fleet_summary`.
@@ -8,12 +9,14 @@ Both take the scan's document: ``ScanSummary.to_dict()`` with its ``records`` ad
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
-from ..formats.base import sanitize
+import jinja2
+
 from .html import write_html
-from .markup import LEVEL_CLASS, defang
+from .markup import LEVEL_CLASS, environment
 from .text import columns, human_bytes, human_count
 
 __all__ = ["LEVEL_MEANING", "fleet_html", "render_fleet", "write_fleet_html"]
@@ -28,13 +31,6 @@ LEVEL_MEANING = {
     "ok": "nothing undisclosed found",
 }
 _ROWS_SHOWN = 50
-
-
-def plain_text(value: Any, limit: int = 4096) -> str:
-    """A value from a model's files as text for the page: control characters shown, addresses
-    defanged (the template escapes the markup)."""
-    text = sanitize("" if value is None else str(value), limit=limit)
-    return defang(text)
 
 
 def p_text(p: float | None) -> str:
@@ -94,20 +90,12 @@ def render_fleet(doc: dict[str, Any]) -> str:
     return text
 
 
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("unshell.report", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["p"] = p_text
-    env.filters["text"] = plain_text
-    env.filters["bytes"] = human_bytes
-    env.filters["count"] = human_count
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """report.markup's environment (autoescape, every value through `safe_text`), with the fleet
+    tables' own number wording added."""
+    env = environment().overlay()
+    env.filters.update(p=p_text, bytes=human_bytes, count=human_count)
     return env
 
 
@@ -120,8 +108,20 @@ def fleet_html(doc: dict[str, Any]) -> str:
     levels = fleet["levels"]
     largest = max(levels.values(), default=0) or 1
     template = _environment().get_template("fleet.html")
+    derived = len(fleet["derived"])
+    audited = _audited(doc)
+    failed = [r for r in doc["records"] if r["status"] == "error"]
+    toc = [
+        ("summary", "Summary"),
+        ("levels", "Levels"),
+        ("derived", f"Derived pairs ({derived})"),
+        ("checkpoints", f"Every checkpoint ({len(audited)})"),
+        *([("failed", f"Failed ({len(failed)})")] if failed else []),
+    ]
     return str(
         template.render(
+            title=f"Fleet audit: {doc['total']} checkpoints",
+            toc=toc,
             doc=doc,
             fleet=fleet,
             levels=[
@@ -135,8 +135,8 @@ def fleet_html(doc: dict[str, Any]) -> str:
                 for level, count in levels.items()
             ],
             pairs=sorted(fleet["derived"], key=lambda pair: (pair["base"], pair["checkpoint"])),
-            audited=_audited(doc),
-            failed=[r for r in doc["records"] if r["status"] == "error"],
+            audited=audited,
+            failed=failed,
             level_class=LEVEL_CLASS,
             version=__version__,
         )

@@ -132,10 +132,10 @@ WorkFunction = Callable[[Checkpoint, str, str], Analysis]
 
 def analyze_headers(checkpoint: Checkpoint, path: str, name: str) -> Analysis:
     """The header-only work: what `unshell inspect` says (family, parameters), no tensor data."""
-    from ..inspection import inspect_checkpoint
     from ..lineage.fingerprint import signature_of
+    from ..model import Model
 
-    result = inspect_checkpoint(checkpoint)
+    result = Model.of(checkpoint).inspection
     signature = signature_of(result.recognition.family, dict(result.recognition.config))
     return Analysis(
         fields={

@@ -10,8 +10,9 @@ calibrated when every fraction is at most alpha + 2 binomial standard errors (ma
 
     python benchmarks/bench_null_converged.py [--workers 2] [--json out.json] [--only docs-h32,brief]
 
-Leave-one-out `search` (``--search``): for each model of the main group, a library of the group's
-other models is searched with it; prints the smallest Holm p of the best candidate.
+Another version of unshell (a "before" table): put its ``src`` first on ``PYTHONPATH``; the
+populations come from this checkout's ``tests/`` and ``tools/`` either way.
+
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _one(job: tuple[str, str, str]) -> tuple[float, str]:
 
 def populations(only: set[str] | None) -> dict[str, list[tuple[str, str]]]:
     import null_population
+
     from zoo_fixture import zoo
 
     out: dict[str, list[tuple[str, str]]] = {}
@@ -66,7 +68,8 @@ def qq_row(p_values: list[float]) -> tuple[list[float], bool]:
     n = len(p_values)
     fractions = [sum(p < alpha for p in p_values) / n for alpha in ALPHAS]
     calibrated = all(
-        f <= alpha + 2 * math.sqrt(alpha * (1 - alpha) / n) for f, alpha in zip(fractions, ALPHAS)
+        f <= alpha + 2 * math.sqrt(alpha * (1 - alpha) / n)
+        for f, alpha in zip(fractions, ALPHAS, strict=True)
     )
     return fractions, calibrated
 
@@ -85,7 +88,7 @@ def main() -> int:
     jobs = [(a, b, mode) for pairs in sets.values() for (a, b) in pairs for mode in modes]
     started = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
-        results = dict(zip(jobs, pool.map(_one, jobs, chunksize=4)))
+        results = dict(zip(jobs, pool.map(_one, jobs, chunksize=4), strict=True))
     seconds = time.monotonic() - started
     header = "| population | mode | pairs | " + " | ".join(f"p < {a:g}" for a in ALPHAS)
     print(header + " | smallest p | not `independent` |")

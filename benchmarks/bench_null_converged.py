@@ -12,7 +12,6 @@ calibrated when every fraction is at most alpha + 2 binomial standard errors (ma
 
 Another version of unshell (a "before" table): put its ``src`` first on ``PYTHONPATH``; the
 populations come from this checkout's ``tests/`` and ``tools/`` either way.
-
 """
 
 from __future__ import annotations

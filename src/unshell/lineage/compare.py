@@ -1376,7 +1376,10 @@ def weigh_lineage(
     if not scored:
         verdict, reason = _with_twins("inconclusive", "no comparable weight matrices", twins)
         return Lineage(verdict, reason, alignment=anchored, candidates=tried)
-    best = min(scored, key=lambda c: c.weighed.p_value if c.weighed else 1.0)
+    # By the corrected p-value: candidates that all come out at 1 (no evidence under any
+    # alignment) tie, and the first in the plan, the embedding alignment, is shown, so that the
+    # descriptive figures (similarity, layer map) do not follow noise among p-values near 1.
+    best = min(scored, key=lambda c: min(1.0, c.weighed.p_value * len(plan)) if c.weighed else 1.0)
     weighed = best.weighed
     assert weighed is not None
     p_value = min(1.0, weighed.p_value * len(plan))

@@ -564,8 +564,8 @@ def one_to_one(matches: list[UnitMatch]) -> list[UnitMatch]:
     B matrix only keeps hubs from being counted again and again. Which claim is kept matters under
     H0: keeping the most significant of k colliding claims is a selection on the p-value (the
     smallest of k draws, then combined as if it were one), and with few matrices collisions are
-    common, so the combined p-value came out anti-conservative on independent models trained to
-    convergence (issue 19; benchmarks/RESULTS.md, "null calibration on converged models"). The
+    common, so the combined p-value came out anti-conservative on independent models trained until
+    their loss levelled off (issue 19; benchmarks/RESULTS.md, "null calibration on converged models"). The
     least significant claim is at worst conservative under H0, and costs a derivative nothing:
     its matrices each claim their own counterpart, and where a derivative duplicates layers
     (upscaling) both copies claim the same matrix about equally strongly.

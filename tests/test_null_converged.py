@@ -1,8 +1,8 @@
-"""Null calibration on independent models trained to convergence (issue 19).
+"""Null calibration on independent models trained until their loss levels off (issue 19).
 
-`tools/null_population.py` trains independent models whose loss is flat: 21 of one shape, data set
-and recipe (210 pairs), a second size, a second data set, another recipe, and pairs across data
-and recipe. Each pair is independent by construction (its own seed, nothing shared but the
+`tools/null_population.py` trains independent models to the end of a decaying schedule: 21 of one
+shape, data set and recipe (210 pairs), a second size, a second data set, another recipe, and
+pairs across data and recipe. Each pair is independent by construction (its own seed, nothing shared but the
 recipe); every p-value of `compare`, `compare --quick` and the fingerprint comparison behind
 `search` must be calibrated on them: the fraction below alpha at most alpha plus two binomial
 standard errors. The briefly trained population is checked in `test_compare_zoo.py` and

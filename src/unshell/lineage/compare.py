@@ -593,16 +593,23 @@ def _one_per_tensor(matches: list[UnitMatch]) -> list[UnitMatch]:
 
 
 def one_to_one(matches: list[UnitMatch]) -> list[UnitMatch]:
-    """Keep, greedily by significance, at most one B matrix per A matrix.
+    """Keep at most one B matrix per A matrix: of several B matrices whose best match is the same
+    A matrix, the least significant.
 
     Structure that unrelated models share makes a few of A's matrices resemble many of B's (hubs);
     a derivative's matrices each have their own counterpart. Letting every A matrix vouch for one
-    B matrix only keeps hubs from being counted again and again. (Duplicated layers of an
-    upscaled model lose their second claim here: that only makes the test conservative.)
+    B matrix only keeps hubs from being counted again and again. Which claim is kept matters under
+    H0: keeping the most significant of k colliding claims is a selection on the p-value (the
+    smallest of k draws, then combined as if it were one), and with few matrices collisions are
+    common, so the combined p-value came out anti-conservative on independent models trained until
+    their loss levelled off (issue 19; benchmarks/RESULTS.md, "null calibration on converged models"). The
+    least significant claim is at worst conservative under H0, and costs a derivative nothing:
+    its matrices each claim their own counterpart, and where a derivative duplicates layers
+    (upscaling) both copies claim the same matrix about equally strongly.
     """
     used: set[str] = set()
     kept = []
-    for match in sorted(matches, key=lambda m: m.p):
+    for match in sorted(matches, key=lambda m: -m.p):
         key = match.a.label
         if key in used:
             continue
@@ -1423,7 +1430,10 @@ def weigh_lineage(
     if not scored:
         verdict, reason = _with_twins("inconclusive", "no comparable weight matrices", twins)
         return Lineage(verdict, reason, alignment=anchored, candidates=tried)
-    best = min(scored, key=lambda c: c.weighed.p_value if c.weighed else 1.0)
+    # By the corrected p-value: candidates that all come out at 1 (no evidence under any
+    # alignment) tie, and the first in the plan, the embedding alignment, is shown, so that the
+    # descriptive figures (similarity, layer map) do not follow noise among p-values near 1.
+    best = min(scored, key=lambda c: min(1.0, c.weighed.p_value * len(plan)) if c.weighed else 1.0)
     weighed = best.weighed
     assert weighed is not None
     p_value = min(1.0, weighed.p_value * len(plan))

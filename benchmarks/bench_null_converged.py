@@ -1,0 +1,117 @@
+"""Benchmark: is the p-value of `compare` uniform on independent models? (issue 19)
+
+For every null population (the zoo's 210 briefly trained pairs, and the converged population of
+``tools/null_population.py``: one shape, a second size, a second data set, another recipe, and
+pairs across data and recipe), each pair goes through full `compare`, `compare --quick` and the
+fingerprint comparison behind `search` (A as a fingerprint, through bytes, against B's
+checkpoint). Prints a QQ summary per population and mode: the fraction of p-values below 0.01,
+0.05, 0.1, 0.2 and 0.5, the smallest p, and how many pairs are not `independent`. A population is
+calibrated when every fraction is at most alpha + 2 binomial standard errors (marked ``*`` when not).
+
+    python benchmarks/bench_null_converged.py [--workers 2] [--json out.json] [--only docs-h32,brief]
+
+Another version of unshell (a "before" table): put its ``src`` first on ``PYTHONPATH``; the
+populations come from this checkout's ``tests/`` and ``tools/`` either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5)
+MODES = ("full", "quick", "fingerprint")
+
+
+def _one(job: tuple[str, str, str]) -> tuple[float, str]:
+    a, b, mode = job
+    import unshell
+    from unshell.lineage.fingerprint import Fingerprint, compare_with_fingerprint, fingerprint
+
+    if mode == "fingerprint":
+        result = compare_with_fingerprint(Fingerprint.from_bytes(fingerprint(a).to_bytes()), b)
+    else:
+        result = unshell.compare(a, b, quick=mode == "quick")
+    return (1.0 if result.p_value is None else float(result.p_value)), result.verdict
+
+
+def populations(only: set[str] | None) -> dict[str, list[tuple[str, str]]]:
+    import null_population
+
+    from zoo_fixture import zoo
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    if not only or "brief" in only:
+        out["brief (zoo, 40 steps, H 128)"] = [(str(p.a), str(p.b)) for p in zoo().null_pairs(210)]
+    population = null_population.load_or_build(log=print)
+    for group in population.manifest["groups"]:
+        if not only or group in only:
+            out[f"converged {group}"] = [(str(p.a), str(p.b)) for p in population.pairs(group)]
+    if not only or "cross" in only:
+        out["converged, other data or recipe"] = [(str(p.a), str(p.b)) for p in population.cross_pairs()]
+    return out
+
+
+def qq_row(p_values: list[float]) -> tuple[list[float], bool]:
+    n = len(p_values)
+    fractions = [sum(p < alpha for p in p_values) / n for alpha in ALPHAS]
+    calibrated = all(
+        f <= alpha + 2 * math.sqrt(alpha * (1 - alpha) / n)
+        for f, alpha in zip(fractions, ALPHAS, strict=True)
+    )
+    return fractions, calibrated
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write every p-value and verdict here")
+    parser.add_argument("--only", help="comma-separated: brief, cross, or group names")
+    parser.add_argument("--modes", default=",".join(MODES))
+    args = parser.parse_args()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    only = set(args.only.split(",")) if args.only else None
+    modes = args.modes.split(",")
+    sets = populations(only)
+    jobs = [(a, b, mode) for pairs in sets.values() for (a, b) in pairs for mode in modes]
+    started = time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+        results = dict(zip(jobs, pool.map(_one, jobs, chunksize=4), strict=True))
+    seconds = time.monotonic() - started
+    header = "| population | mode | pairs | " + " | ".join(f"p < {a:g}" for a in ALPHAS)
+    print(header + " | smallest p | not `independent` |")
+    print("|---|---|---:|" + "---:|" * len(ALPHAS) + "---:|---|")
+    record: dict[str, dict[str, list[tuple[float, str]]]] = {}
+    for name, pairs in sets.items():
+        for mode in modes:
+            got = [results[(a, b, mode)] for a, b in pairs]
+            record.setdefault(name, {})[mode] = got
+            p_values = [p for p, _ in got]
+            fractions, calibrated = qq_row(p_values)
+            verdicts: dict[str, int] = {}
+            for _, verdict in got:
+                if verdict != "independent":
+                    verdicts[verdict] = verdicts.get(verdict, 0) + 1
+            shown = ", ".join(f"{count} {verdict}" for verdict, count in sorted(verdicts.items())) or "none"
+            cells = " | ".join(f"{f:.3f}" for f in fractions)
+            mark = "" if calibrated else " *"
+            print(f"| {name} | {mode} | {len(pairs)} | {cells} | {min(p_values):.2g}{mark} | {shown} |")
+    print(f"\n{len(jobs)} comparisons in {seconds:.0f} s on {args.workers} workers")
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

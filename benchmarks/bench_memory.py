@@ -43,7 +43,9 @@ COMMANDS = ("inspect", "audit", "compare", "quick", "library-add", "search")
 
 
 def peak_rss(argv: list[str]) -> dict[str, object]:
-    completed = subprocess.run([sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", WRAPPER, *argv], capture_output=True, text=True, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -58,21 +60,35 @@ def command_line(command: str, path: Path, library: Path) -> list[str]:
     if command == "quick":
         return [*unshell, "compare", str(path), str(path), "--quick", "--format", "json"]
     if command == "library-add":
-        return [*unshell, "library", "add", str(path), "--name", "self", "--replace", "--library", str(library)]
+        return [
+            *unshell,
+            "library",
+            "add",
+            str(path),
+            "--name",
+            "self",
+            "--replace",
+            "--library",
+            str(library),
+        ]
     if command == "search":
         return [*unshell, "search", str(path), "--library", str(library), "--format", "json"]
     raise ValueError(command)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--artifacts", default="gemma3_gguf,qwen05_gguf,qwen15_gguf")
     parser.add_argument("--commands", default=",".join(COMMANDS))
     args = parser.parse_args()
     from artifacts import fetch
 
     commands = args.commands.split(",")
-    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python: {sys.version.split()[0]}")
+    print(
+        f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.2f}  python: {sys.version.split()[0]}"
+    )
     print(f"{'artifact':14} {'bytes':>14} {'command':12} {'peak RSS MiB':>13} {'s':>7} {'rc':>3}")
     worst = 0
     for key in args.artifacts.split(","):

@@ -105,7 +105,9 @@ def run_step(step: str, a: Path, b: Path, evict: list[Path]) -> dict[str, object
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--repeat", type=int, default=1)
@@ -127,9 +129,13 @@ def main() -> None:
     read = {k: statistics.median(v) for k, v in reads.items() if v}
     size = {"both": sum(p.stat().st_size for p in both), "a": sum(p.stat().st_size for p in files_a)}
     size["b"] = size["both"] - size["a"]
-    print(f"cores: {os.cpu_count()}  repeats: {args.repeat}  load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(
+        f"cores: {os.cpu_count()}  repeats: {args.repeat}  load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
+    )
     print(f"A: {args.a} ({size['a']:,} bytes)  B: {args.b} ({size['b']:,} bytes)")
-    print(f"read both: {read['both']:.2f} s (runs {', '.join(f'{x:.2f}' for x in reads['both'])}); A {read['a']:.2f} s; B {read['b']:.2f} s")
+    print(
+        f"read both: {read['both']:.2f} s (runs {', '.join(f'{x:.2f}' for x in reads['both'])}); A {read['a']:.2f} s; B {read['b']:.2f} s"
+    )
     print(f"{'step':12} {'median s':>9} {'runs':>24} {'baseline':>9} {'ratio':>6} {'peak RSS':>9}  verdict")
     baseline_of = {"compare": "both", "quick": "both", "fingerprint": "a", "search": "b"}
     for step, runs in results.items():

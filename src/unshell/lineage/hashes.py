@@ -58,7 +58,8 @@ class ContentHashes:
 
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
-_CHUNK_ELEMENTS = 1 << 20  # values rounded, counted and hashed per step (bincount pays a 64k-bin pass per step)
+# Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
@@ -71,7 +72,9 @@ def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarr
     rows = info.shape[0]
     step = max(1, _BLOCK_ELEMENTS // max(1, info.numel // rows))
     for start in range(0, rows, step):
-        yield np.asarray(checkpoint.read_rows(info.name, slice(start, start + step)), dtype=np.float32).ravel()
+        yield np.asarray(
+            checkpoint.read_rows(info.name, slice(start, start + step)), dtype=np.float32
+        ).ravel()
     checkpoint.release(info)
 
 

@@ -9,7 +9,8 @@ files are evicted from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). 
 sequential read of both models' files in 16 MiB chunks; fingerprint and search read one model (A,
 resp. B), so their ratio is taken against the read of that model alone. "search" fingerprints A
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
-candidate. Figures are medians over ``--repeat`` runs; the load average is printed before and after.
+candidate. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
+``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import json, resource, sys, tempfile, time
 from pathlib import Path
 step, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
 evict = json.loads(sys.argv[4])
+profile_to = sys.argv[5] if len(sys.argv) > 5 else ""
 def drop():
     import os
     for path in evict:
@@ -38,6 +40,10 @@ def drop():
             os.close(fd)
 import unshell
 out = {}
+if profile_to:
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
 if step in ("compare", "quick"):
     start = time.perf_counter()
     result = unshell.compare(a, b, quick=step == "quick")
@@ -61,6 +67,9 @@ elif step == "search":
         c = result.candidates[0]
         out = {"seconds": result.lineage_seconds / max(result.tested, 1), "verdict": c.verdict,
                "p_value": c.p_adjusted}
+if profile_to:
+    profiler.disable()
+    profiler.dump_stats(profile_to)
 out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(out))
 """
@@ -91,10 +100,10 @@ def sequential_read(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def run_step(step: str, a: Path, b: Path, evict: list[Path]) -> dict[str, object]:
+def run_step(step: str, a: Path, b: Path, evict: list[Path], profile: str = "") -> dict[str, object]:
     drop_cache(evict)
     completed = subprocess.run(
-        [sys.executable, "-c", CHILD, step, str(a), str(b), json.dumps([str(p) for p in evict])],
+        [sys.executable, "-c", CHILD, step, str(a), str(b), json.dumps([str(p) for p in evict]), profile],
         capture_output=True,
         text=True,
         check=False,
@@ -112,6 +121,9 @@ def main() -> None:
     parser.add_argument("b", type=Path)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--steps", default="read,compare,quick,fingerprint,search")
+    parser.add_argument(
+        "--profile", default="", help="folder: each step's cProfile of its last run goes to STEP.prof there"
+    )
     args = parser.parse_args()
     steps = args.steps.split(",")
     files_a, files_b = files_of(args.a), files_of(args.b)
@@ -124,7 +136,8 @@ def main() -> None:
         reads["a"].append(sequential_read(files_a))
         reads["b"].append(sequential_read(files_b))
         for step in results:
-            results[step].append(run_step(step, args.a, args.b, both))
+            profile = str(Path(args.profile) / f"{step}.prof") if args.profile else ""
+            results[step].append(run_step(step, args.a, args.b, both, profile))
     load_after = os.getloadavg()
     read = {k: statistics.median(v) for k, v in reads.items() if v}
     size = {"both": sum(p.stat().st_size for p in both), "a": sum(p.stat().st_size for p in files_a)}

@@ -201,7 +201,8 @@ def sanitize(text: str, limit: int = 300) -> str:
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    widened = raw.astype(np.uint32) << 16
+    widened = raw.astype(np.uint32)
+    widened <<= 16  # in place: one tensor-sized array, not two
     return widened.view(np.float32)
 
 

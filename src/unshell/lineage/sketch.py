@@ -144,7 +144,7 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     The isotropic part and the leading principal directions are removed: every matrix has the
     first, and independently trained models share the second.
     """
-    projected = vectors.astype(np.float32) @ basis
+    projected = np.asarray(vectors, dtype=np.float32) @ basis  # no copy of a float32 matrix
     gram = finite((projected.T @ projected).astype(np.float64))
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     top = shared_directions(gram.shape[0])

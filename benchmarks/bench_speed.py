@@ -9,7 +9,8 @@ files are evicted from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). 
 sequential read of both models' files in 16 MiB chunks; fingerprint and search read one model (A,
 resp. B), so their ratio is taken against the read of that model alone. "search" fingerprints A
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
-candidate. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
+candidate. "CPU s" is the step's user + system time (every thread), which a loaded machine
+inflates far less than wall time. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
 ``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
 """
 
@@ -70,7 +71,9 @@ elif step == "search":
 if profile_to:
     profiler.disable()
     profiler.dump_stats(profile_to)
-out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+usage = resource.getrusage(resource.RUSAGE_SELF)
+out["rss"] = usage.ru_maxrss * 1024
+out["cpu"] = usage.ru_utime + usage.ru_stime
 print(json.dumps(out))
 """
 
@@ -149,17 +152,20 @@ def main() -> None:
     print(
         f"read both: {read['both']:.2f} s (runs {', '.join(f'{x:.2f}' for x in reads['both'])}); A {read['a']:.2f} s; B {read['b']:.2f} s"
     )
-    print(f"{'step':12} {'median s':>9} {'runs':>24} {'baseline':>9} {'ratio':>6} {'peak RSS':>9}  verdict")
+    print(
+        f"{'step':12} {'median s':>9} {'runs':>24} {'baseline':>9} {'ratio':>6} {'CPU s':>7} {'peak RSS':>9}  verdict"
+    )
     baseline_of = {"compare": "both", "quick": "both", "fingerprint": "a", "search": "b"}
     for step, runs in results.items():
         seconds = [float(r["seconds"]) for r in runs]  # type: ignore[arg-type]
         median = statistics.median(seconds)
         base = read[baseline_of[step]]
         rss = max(int(r["rss"]) for r in runs)  # type: ignore[call-overload]
+        cpu = statistics.median(float(r["cpu"]) for r in runs)  # type: ignore[arg-type]
         last = runs[-1]
         print(
             f"{step:12} {median:>9.2f} {', '.join(f'{x:.1f}' for x in seconds):>24} {baseline_of[step]:>9} "
-            f"{median / base:>6.2f} {rss / 2**20:>7.0f}MiB  {last['verdict']} p={last['p_value']}"
+            f"{median / base:>6.2f} {cpu:>7.1f} {rss / 2**20:>7.0f}MiB  {last['verdict']} p={last['p_value']}"
         )
 
 

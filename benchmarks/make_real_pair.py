@@ -65,13 +65,13 @@ def hf_name(gguf_name: str) -> str:
 
 def make_bf16_derivative(gguf: Path, directory: Path, noise: float = 0.0) -> Path:
     """Write ``directory/model.safetensors`` and ``config.json`` (skipped when present)."""
-    import unshell
     from unshell.formats import open_checkpoint
+    from unshell.inspection import inspect_checkpoint
 
     if (directory / "model.safetensors").exists():
         return directory
-    config = unshell.inspect(gguf).recognition.config
     checkpoint = open_checkpoint(gguf)
+    config = inspect_checkpoint(checkpoint).recognition.config
     names = sorted(checkpoint.tensors, key=hf_name)
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     offset = 0

@@ -269,16 +269,16 @@ def test_real_independent_model_is_not_accused(
 def test_the_suspect_is_hashed_once_for_every_candidate(
     real_library: Library, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unshell.lineage import fingerprint as fingerprint_module
+    from unshell.model import Model
 
     calls: list[str] = []
-    real = fingerprint_module.content_hashes
+    real = Model.content_hashes
 
-    def counting(checkpoint: Any, names: Any) -> Any:
-        calls.append(str(checkpoint.path))
-        return real(checkpoint, names)
+    def counting(model: Model, names: Any) -> Any:
+        calls.append(str(model.checkpoint.path))
+        return real(model, names)
 
-    monkeypatch.setattr(fingerprint_module, "content_hashes", counting)
+    monkeypatch.setattr(Model, "content_hashes", counting)
     result = search(fixtures_dir / "llama2xs.ckpt.pt", real_library, top=4)
     assert result.tested >= 3  # several candidates got the full test...
     assert len(calls) == 1  # ...from one hashing pass over the suspect

@@ -16,7 +16,7 @@ import math
 import mmap
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -201,7 +201,8 @@ def sanitize(text: str, limit: int = 300) -> str:
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
-    widened = raw.astype(np.uint32) << 16
+    widened = raw.astype(np.uint32)
+    widened <<= 16  # in place: one tensor-sized array, not two
     return widened.view(np.float32)
 
 
@@ -374,6 +375,34 @@ class Checkpoint:
         if np.shares_memory(values, self._map(info.file)):
             values = values.copy()
         self.release(info)
+        return values
+
+    def row_bytes(self, info: TensorInfo) -> int | None:
+        """Bytes of one row (one index of the first axis) when the stored bytes are a sequence of
+        equal, independently decodable rows: plain dtypes, and GGML block types (a row is whole
+        blocks); None when rows cannot be decoded on their own."""
+        if not self.raw_is_value(info) or len(info.shape) < 2 or info.shape[0] == 0:
+            return None
+        if info.dtype not in PLAIN_DTYPES and info.dtype not in BLOCK_TYPES:
+            return None
+        rows = info.shape[0]
+        if info.nbytes % rows or info.numel % rows:
+            return None
+        return info.nbytes // rows
+
+    def read_rows(self, name: str, rows: slice | np.ndarray) -> np.ndarray:
+        """Values of some rows of one tensor, decoding only those rows when the storage allows
+        (`row_bytes`), so sampling a 262k-row quantized embedding never widens all of it; else the
+        whole tensor is read and indexed. Same values as ``read(name)[rows]``."""
+        info = self.info(name)
+        size = self.row_bytes(info)
+        if size is None:
+            return np.asarray(self.read(name)[rows])
+        raw = self.raw_bytes(info).reshape(info.shape[0], size)[rows]
+        picked = replace(info, shape=(raw.shape[0], *info.shape[1:]), nbytes=raw.size)
+        values = decode(np.ascontiguousarray(raw).reshape(-1), picked)
+        if np.shares_memory(values, self._map(info.file)):
+            values = values.copy()
         return values
 
     def release(self, info: TensorInfo) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..arch.recognize import Assignment
 from ..errors import UsageError
-from ..formats.base import Checkpoint, decode, sanitize
+from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, weight_tensors
 from ..model import Model
 from ..progress import BYTES, ProgressReporter, reporting, track
@@ -479,17 +479,12 @@ def _orientations(role: str | None, shape: tuple[int, ...], hidden: int) -> list
 
 
 def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
-    """A matrix as float32, or every ``step``-th row of it. For plain dtypes the rows are sliced
-    from the memory map before decoding, so unsampled rows are never read from disk."""
+    """A matrix as float32, or every ``step``-th row of it. Where rows decode on their own (plain
+    dtypes and quantized blocks), only the sampled rows are read from disk and decoded."""
     info = model.checkpoint.info(name)
-    plain = model.checkpoint.raw_is_value(info) and info.dtype in ("F32", "F16", "BF16")
-    if step > 1 and plain and info.shape[0] >= 64:
-        rows, cols = info.shape
-        itemsize = 4 if info.dtype == "F32" else 2
+    if step > 1 and info.shape[0] >= 64 and model.checkpoint.row_bytes(info) is not None:
         model.checkpoint.advise_random(info)
-        raw = model.checkpoint.raw_bytes(info).reshape(rows, cols * itemsize)[::step]
-        sampled = replace(info, shape=(raw.shape[0], cols), nbytes=raw.size)
-        values = np.asarray(decode(np.ascontiguousarray(raw).ravel(), sampled), dtype=np.float32)
+        values = np.asarray(model.checkpoint.read_rows(name, slice(None, None, step)), dtype=np.float32)
         model.checkpoint.release(info)
         return finite(values)
     matrix = finite(np.asarray(model.checkpoint.read(name), dtype=np.float32))
@@ -850,18 +845,10 @@ def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> 
 
 
 def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
-    """The rows ``ids`` of a matrix as float32; for plain dtypes only those rows are decoded."""
-    info = model.checkpoint.info(name)
-    plain = model.checkpoint.raw_is_value(info) and info.dtype in ("F32", "F16", "BF16")
-    if plain and len(info.shape) == 2:
-        rows, cols = info.shape
-        itemsize = 4 if info.dtype == "F32" else 2
-        raw = model.checkpoint.raw_bytes(info).reshape(rows, cols * itemsize)[ids]
-        picked = replace(info, shape=(raw.shape[0], cols), nbytes=raw.size)
-        values = np.asarray(decode(np.ascontiguousarray(raw).ravel(), picked), dtype=np.float32)
-        model.checkpoint.release(info)
-        return values
-    return np.asarray(model.checkpoint.read(name), dtype=np.float32)[ids]
+    """The rows ``ids`` of a matrix as float32; where rows decode on their own, only those rows."""
+    values = np.asarray(model.checkpoint.read_rows(name, ids), dtype=np.float32)
+    model.checkpoint.release(model.checkpoint.info(name))
+    return values
 
 
 @dataclass(frozen=True)

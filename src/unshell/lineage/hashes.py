@@ -12,21 +12,27 @@ Three hashes per tensor, each blind to the tensor's name:
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..formats.base import PLAIN_DTYPES, Checkpoint, TensorInfo, decode
-from ..progress import BYTES, track
+from ..formats.base import Checkpoint, TensorInfo
 
 
 def _bf16_bits(values: np.ndarray) -> np.ndarray:
     """Round float32 to bfloat16 (nearest even), as uint16 bits."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounding = ((bits >> 16) & 1) + 0x7FFF
-    return ((bits + rounding) >> 16).astype(np.uint16)
+    # In place on one temporary (callers pass cache-sized chunks): the same uint32 arithmetic as
+    # ``(bits + ((bits >> 16) & 1) + 0x7FFF) >> 16``, wrapping alike.
+    rounded = bits >> 16
+    rounded &= 1
+    rounded += 0x7FFF
+    rounded += bits
+    rounded >>= 16
+    return rounded.astype(np.uint16)
 
 
 @dataclass(frozen=True)
@@ -51,51 +57,70 @@ class ContentHashes:
         return Counter(getattr(t, kind) for t in self.tensors)
 
 
-_BLOCK_ELEMENTS = 1 << 24  # 16M values (64 MB as float32) per step
+_BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
+# Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
-    """A tensor's values as float32, in blocks of rows, so hashing a 128k x 8k embedding never
-    holds more than one block."""
-    if not checkpoint.raw_is_value(info) or info.dtype not in PLAIN_DTYPES or len(info.shape) < 1:
+    """A tensor's values as float32, in blocks of rows (quantized rows too), so hashing a 262k x 640
+    embedding never holds more than one block."""
+    row_bytes = checkpoint.row_bytes(info)
+    if row_bytes is None:
         yield np.asarray(checkpoint.read(info.name), dtype=np.float32).ravel()
         return
-    raw = checkpoint.raw_bytes(info)
-    rows = info.shape[0] if info.shape else 1
-    per_row = max(1, info.numel // max(rows, 1))
-    itemsize = PLAIN_DTYPES[info.dtype].itemsize
-    step = max(1, _BLOCK_ELEMENTS // per_row)
+    rows = info.shape[0]
+    step = max(1, _BLOCK_ELEMENTS // max(1, info.numel // rows))
     for start in range(0, rows, step):
-        stop = min(rows, start + step)
-        chunk = raw[start * per_row * itemsize : stop * per_row * itemsize]
-        block = replace(info, shape=(stop - start, *info.shape[1:]), nbytes=chunk.size)
-        yield np.asarray(decode(chunk, block), dtype=np.float32).ravel()
+        yield np.asarray(
+            checkpoint.read_rows(info.name, slice(start, start + step)), dtype=np.float32
+        ).ravel()
     checkpoint.release(info)
+
+
+def _stored_bf16(checkpoint: Checkpoint, info: TensorInfo) -> bool:
+    """Whether the stored bytes are the tensor's bfloat16 bit patterns, in order (then rounding to
+    bfloat16 changes nothing, so ``rounded`` hashes the very bytes ``exact`` hashes)."""
+    return (
+        info.dtype == "BF16"
+        and checkpoint.raw_is_value(info)
+        and not info.parts
+        and info.strides is None
+        and sys.byteorder == "little"
+    )
 
 
 def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
     info = checkpoint.info(name)
-    exact = hashlib.sha256()
-    for part in info.parts or (info,):
-        exact.update(checkpoint.raw_bytes(part).data)
-        checkpoint.release(part)
-    rounded = hashlib.sha256()
     histogram = np.zeros(1 << 16, dtype=np.int64)
-    for values in _value_blocks(checkpoint, info):
-        bits = _bf16_bits(values)
-        rounded.update(bits.tobytes())
-        histogram += np.bincount(bits, minlength=1 << 16)
+    exact = hashlib.sha256()
+    if _stored_bf16(checkpoint, info):
+        # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
+        raw = checkpoint.raw_bytes(info)
+        step = 2 * _CHUNK_ELEMENTS
+        for start in range(0, raw.size, step):
+            chunk = raw[start : start + step]
+            exact.update(chunk.data)
+            histogram += np.bincount(chunk.view("<u2"), minlength=1 << 16)
+        checkpoint.release(info)
+        digest = exact.hexdigest()
+        rounded_digest = digest
+    else:
+        for part in info.parts or (info,):
+            exact.update(checkpoint.raw_bytes(part).data)
+            checkpoint.release(part)
+        rounded = hashlib.sha256()
+        for values in _value_blocks(checkpoint, info):
+            for start in range(0, values.size, _CHUNK_ELEMENTS):
+                bits = _bf16_bits(values[start : start + _CHUNK_ELEMENTS])
+                rounded.update(bits.data)
+                histogram += np.bincount(bits, minlength=1 << 16)
+        digest = exact.hexdigest()
+        rounded_digest = rounded.hexdigest()
     # The histogram of the 65,536 bfloat16 bit patterns is the multiset, exactly, in O(n).
     multiset = hashlib.sha256(histogram.tobytes()).hexdigest()
     distinct = int(np.count_nonzero(histogram))
-    return TensorHashes(name, info.numel, exact.hexdigest(), rounded.hexdigest(), multiset, distinct)
-
-
-def content_hashes(checkpoint: Checkpoint, names: list[str]) -> ContentHashes:
-    """Stream ``names`` one tensor at a time."""
-    label = f"hashing {checkpoint.path.name}"
-    sized = track(names, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes)
-    return ContentHashes([hash_tensor(checkpoint, n) for n in sized])
+    return TensorHashes(name, info.numel, digest, rounded_digest, multiset, distinct)
 
 
 @dataclass(frozen=True)

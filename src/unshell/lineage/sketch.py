@@ -14,6 +14,7 @@ aligned space (``r`` = 256 by default), so that a 7B model costs n x H x r per m
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,9 +119,15 @@ def identity_alignment(hidden_a: int, hidden_b: int) -> Alignment:
 
 
 def projection(hidden: int, dim: int = SKETCH_DIM, seed: int = 0) -> np.ndarray:
-    """A fixed random orthonormal H x r projection (the identity when H <= r)."""
+    """A fixed random orthonormal H x r projection (the identity when H <= r). A fresh copy each
+    call; the QR behind it (2 s at H 4096) is made once per process."""
     if hidden <= dim:
         return np.eye(hidden, dtype=np.float32)
+    return _projection(hidden, dim, seed).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _projection(hidden: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((hidden, dim)))
     return q.astype(np.float32)
@@ -144,7 +151,7 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     The isotropic part and the leading principal directions are removed: every matrix has the
     first, and independently trained models share the second.
     """
-    projected = vectors.astype(np.float32) @ basis
+    projected = np.asarray(vectors, dtype=np.float32) @ basis  # no copy of a float32 matrix
     gram = finite((projected.T @ projected).astype(np.float64))
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     top = shared_directions(gram.shape[0])

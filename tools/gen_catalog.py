@@ -3389,6 +3389,31 @@ ALIASES += [
     ),
 ]
 
+# Shared experts: one FFN every token goes through beside the routed ones (Qwen2-MoE's single
+# ``shared_expert`` with a scalar gate, DeepSeek-MoE's ``shared_experts`` of n_shared_experts fused).
+for _proj, _gguf in (("gate", "ffn_gate_shexp"), ("up", "ffn_up_shexp"), ("down", "ffn_down_shexp")):
+    ALIASES += [
+        (f"moe.shared.{_proj}.weight", f"blk.{{i}}.{_gguf}.weight", "gguf", None, ""),
+        (
+            f"moe.shared.{_proj}.weight",
+            f"model.layers.{{i}}.mlp.shared_expert.{_proj}_proj.weight",
+            "hf-qwen2-moe",
+            "QWEN2MOE",
+            "",
+        ),
+        (
+            f"moe.shared.{_proj}.weight",
+            f"model.layers.{{i}}.mlp.shared_experts.{_proj}_proj.weight",
+            "hf-deepseek",
+            "DEEPSEEK2",
+            "n_shared_experts fused into one FFN",
+        ),
+    ]
+ALIASES += [
+    ("moe.shared_gate.weight", "blk.{i}.ffn_gate_inp_shexp.weight", "gguf", None, "[1, H] scalar gate"),
+    ("moe.shared_gate.weight", "model.layers.{i}.mlp.shared_expert_gate.weight", "hf-qwen2-moe", None, ""),
+]
+
 # BertForMaskedLM / BertForPreTraining prefix every BertModel name with "bert.".
 ALIASES += [
     (role, "bert." + name, "bert-prefixed", None, "")

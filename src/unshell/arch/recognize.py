@@ -908,7 +908,7 @@ def _config(fit: Fit, declared: dict[str, Any] | None) -> dict[str, Any]:
         tie = False
     elif fit.family.templates:
         tie = bool(declared_values.get("tie", 1)) if declared else True
-    return {
+    config: dict[str, Any] = {
         "hidden_size": hidden,
         "num_hidden_layers": fit.layers,
         "num_attention_heads": heads,
@@ -918,3 +918,26 @@ def _config(fit: Fit, declared: dict[str, Any] | None) -> dict[str, Any]:
         "vocab_size": values.get("V", declared_values.get("V")),
         "tie_word_embeddings": tie,
     }
+    if any(t.repeat for t in fit.family.templates):
+        config.update(_expert_config(values, declared or {}))
+    return config
+
+
+def _expert_config(values: dict[str, int], declared: dict[str, Any]) -> dict[str, Any]:
+    """An MoE's expert counts: the routed experts the shapes show (the declared count where they
+    show none), and the experts each token uses, which only a declared config can say."""
+    routed = values.get("E")
+    if routed is None:
+        routed = _declared_int(declared, "num_experts", "num_local_experts", "n_routed_experts")
+    return {
+        "num_experts": routed,
+        "num_experts_per_tok": _declared_int(declared, "num_experts_per_tok"),
+    }
+
+
+def _declared_int(declared: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = declared.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None

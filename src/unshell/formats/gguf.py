@@ -519,6 +519,12 @@ _HYPERPARAMETER_KEYS = {
     "feed_forward_length": "intermediate_size",
     "context_length": "max_position_embeddings",
     "vocab_size": "vocab_size",
+    # Mixture-of-experts keys (llama.cpp's LLM_KV_EXPERT_*), under Qwen2-MoE's / DeepSeek's names.
+    "expert_count": "num_experts",
+    "expert_used_count": "num_experts_per_tok",
+    "expert_shared_count": "n_shared_experts",
+    "expert_feed_forward_length": "moe_intermediate_size",
+    "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
 }
 
 

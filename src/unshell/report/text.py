@@ -449,6 +449,9 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
         tie = config.get("tie_word_embeddings")
         if tie is not None:
             parts.append("tied embeddings" if tie else "untied embeddings")
+        if config.get("num_experts") is not None:
+            used = config.get("num_experts_per_tok")
+            parts.append(f"experts {config['num_experts']}" + (f" ({used} per token)" if used else ""))
         rows.append(("config", ", ".join(str(p) for p in parts)))
         if arch.get("declared_config_source"):
             rows.append(("config source", f"shapes, with head counts from {arch['declared_config_source']}"))

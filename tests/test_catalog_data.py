@@ -61,9 +61,13 @@ LAYER_ROLES = frozenset(
         "moe.shared.up.weight",
         "moe.shared.down.weight",
         "moe.shared_gate.weight",
+        "moe.router.e_score_correction_bias",
+        *(f"attn.{p}.weight" for p in ("q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b")),
     }
 )
-SHAPE_SYMBOLS = frozenset({"H", "I", "V", "L", "P", "T", "E", "S", "nh", "nkv", "d"})
+SHAPE_SYMBOLS = frozenset(
+    {"H", "I", "V", "L", "P", "T", "E", "S", "nh", "nkv", "d", "Rq", "Rkv", "Qa", "Ka", "KVb", "O", "Id"}
+)
 REQUIRED_KEYS = {
     "schema_version": int,
     "family": str,
@@ -150,9 +154,13 @@ def expand(doc: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, tuple
         for entry in doc[scope]:
             if entry.get("group") not in (None, *present):
                 continue
+            # "dense" entries exist in the first Ld layers only, "sparse" ones in the others.
+            kind = entry.get("layers")
             shape = tuple(evaluate(dim, values) for dim in entry["shape"])
             repeats = range(values[entry["repeat"]]) if "repeat" in entry else [None]
             for layer in layers:
+                if kind is not None and layer is not None and (layer < values["Ld"]) != (kind == "dense"):
+                    continue
                 for expert in repeats:
                     name = entry["name"]
                     if layer is not None:
@@ -212,7 +220,7 @@ def test_catalog_covers_every_family_in_scope() -> None:
         "llama", "deepseek-v1", "yi", "internlm", "minicpm", "mistral", "mixtral", "qwen", "qwen2", "qwen3",
         "baichuan", "baichuan-alibi", "internlm2", "chatglm", "glm", "glm4", "gemma", "gemma2", "gemma3",
         "phi", "phi3", "falcon", "falcon-new-decoder", "gpt_neox", "gpt2", "bert", "olmo", "olmo2", "stablelm",
-        "qwen2_moe", "qwen3_moe",
+        "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3",
     }  # fmt: skip
     assert expected <= set(DOCS)
 
@@ -269,7 +277,10 @@ def test_templates_are_well_formed(family: str) -> None:
         if "repeat" in entry:
             assert entry["repeat"] in SHAPE_SYMBOLS, entry
     for entry in entries(doc):
-        assert set(entry) <= {"name", "role", "shape", "group", "repeat", "transposed"}, entry
+        assert set(entry) <= {"name", "role", "shape", "group", "repeat", "transposed", "layers"}, entry
+        if "layers" in entry:
+            assert entry["layers"] in {"dense", "sparse"} and "{i}" in entry["name"], entry
+            assert "Ld" in doc["config_map"], f"{family}: layers without an Ld symbol"
         assert entry["shape"], entry
         for dim in entry["shape"]:
             if isinstance(dim, int):

@@ -26,6 +26,9 @@ from unshell.formats.safetensors import write_safetensors, write_sharded_safeten
 FAMILIES = load_catalog()
 # Yi's rename touched the pre-attention and pre-MLP norms; families without them cannot be renamed so.
 PRE_NORMED = [f for f in FAMILIES if {"attn_norm.weight", "ffn_norm.weight"} & {t.role for t in f.layer}]
+# Dense-then-sparse families (DeepSeek-V2/V3, MLA) are fitted only with layer indices in the names or a
+# declared config naming them (`arch.recognize`: their free MLA ranks make a bag of shapes too costly).
+SINGLE_SIGNATURE = [f for f in FAMILIES if not any(t.layers for t in f.templates)]
 
 
 def _true_roles(family: Family) -> dict[str, str]:
@@ -181,7 +184,7 @@ def test_random_rename_of_every_tensor(family: Family, keep_config: bool, tmp_pa
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=[f.family for f in FAMILIES])
+@pytest.mark.parametrize("family", SINGLE_SIGNATURE, ids=[f.family for f in SINGLE_SIGNATURE])
 def test_fully_random_names_without_layer_indices(family: Family, tmp_path: Path) -> None:
     tensors, _ = _probe(family)
     truth = _true_roles(family)

@@ -89,22 +89,45 @@ ROLES = frozenset(
         "moe.shared.up.weight",
         "moe.shared.down.weight",
         "moe.shared_gate.weight",
+        # DeepSeek-V3's per-expert routing bias (added to the scores only to pick experts).
+        "moe.router.e_score_correction_bias",
+        # Multi-head latent attention (DeepSeek-V2/V3): low-rank q (q_a -> norm -> q_b) and the joint
+        # compressed kv (kv_a, with the shared rope key appended -> norm -> kv_b).
+        "attn.q_a.weight",
+        "attn.q_a_norm.weight",
+        "attn.q_b.weight",
+        "attn.kv_a.weight",
+        "attn.kv_a_norm.weight",
+        "attn.kv_b.weight",
     }
 )
 
 # S: the shared expert's FFN width (Qwen2-MoE's shared_expert_intermediate_size).
-SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d")
+# MLA (DeepSeek-V2/V3): Rq, Rkv the q and kv ranks; Qa = nh*(qk_nope+qk_rope) (q_b's rows), Ka = Rkv +
+# qk_rope (kv_a's rows), KVb = nh*(qk_nope+v_head) (kv_b's rows), O = nh*v_head (o_proj's columns): one
+# symbol each, so that every shape stays linear for the recognizer. Id: the dense layers' FFN width in
+# a model whose first layers are dense and the rest sparse (``"layers"`` on a template, symbol Ld).
+SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", "Rq", "Rkv", "Qa", "Ka", "KVb", "O", "Id")
 
 # Values chosen so that no two candidate expressions agree on both probes unless the family's
 # config forces them equal: nh/nkv differ between probes (G = 2 vs 3), L != nkv in probe B, etc.
-PROBE_A = {"H": 48, "nh": 4, "nkv": 2, "d": 16, "I": 80, "V": 101, "P": 67, "T": 3, "E": 5, "L": 2, "S": 92}
-PROBE_B = {"H": 72, "nh": 9, "nkv": 3, "d": 14, "I": 88, "V": 113, "P": 71, "T": 5, "E": 7, "L": 4, "S": 98}
+# MLA's head sizes (dn, dr, dv) and the shared-expert count (ns) are config values only: the shapes
+# show them through Qa, Ka, KVb, O and S, which a family's ``forced`` recomputes from them.
+PROBE_A = {
+    "H": 48, "nh": 4, "nkv": 2, "d": 16, "I": 80, "V": 101, "P": 67, "T": 3, "E": 5, "L": 2, "S": 92,
+    "Rq": 36, "Rkv": 20, "Id": 60, "dn": 6, "dr": 4, "dv": 7, "ns": 5, "Qa": 40, "Ka": 24, "KVb": 52, "O": 28,
+}  # fmt: skip
+PROBE_B = {
+    "H": 72, "nh": 9, "nkv": 3, "d": 14, "I": 88, "V": 113, "P": 71, "T": 5, "E": 7, "L": 4, "S": 98,
+    "Rq": 44, "Rkv": 26, "Id": 66, "dn": 10, "dr": 6, "dv": 11, "ns": 5, "Qa": 144, "Ka": 32, "KVb": 189, "O": 99,
+}  # fmt: skip
 PROBE_TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
 
 def _candidate_expressions() -> list[str]:
     """The shape grammar, simplest first: ties between equivalent forms go to the earlier one."""
     atoms = ["H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", "nh*d", "nkv*d"]
+    atoms += ["Rq", "Rkv", "Qa", "Ka", "KVb", "O", "Id"]
     multiples = [f"{k}*{a}" for k in (2, 3, 4) for a in ("H", "I", "nh*d", "nkv*d")]
     fused = ["(nh+2*nkv)*d", "(nh+nkv)*d"]
     return atoms + multiples + fused
@@ -249,6 +272,9 @@ class Family:
     renames: Mapping[str, str] = field(default_factory=dict)
     build_class: str | None = None
     variants_of: tuple[tuple[str, str], ...] = ()
+    # (config key, symbol): the first <key> layers are dense, the rest sparse (DeepSeek's
+    # first_k_dense_replace); found by building the probes once more with the key set to 1.
+    dense_prefix: tuple[str, str] | None = None
     # hand-written families: templates instead of a build.
     hand_globals: tuple[HandTensor, ...] = ()
     hand_layer: tuple[HandTensor, ...] = ()
@@ -338,6 +364,15 @@ LAYER_ROLES = {
     "mlp.shared_expert.up_proj": "moe.shared.up",
     "mlp.shared_expert.down_proj": "moe.shared.down",
     "mlp.shared_expert_gate": "moe.shared_gate",
+    "mlp.shared_experts.gate_proj": "moe.shared.gate",
+    "mlp.shared_experts.up_proj": "moe.shared.up",
+    "mlp.shared_experts.down_proj": "moe.shared.down",
+    "self_attn.q_a_proj": "attn.q_a",
+    "self_attn.q_a_layernorm": "attn.q_a_norm",
+    "self_attn.q_b_proj": "attn.q_b",
+    "self_attn.kv_a_proj_with_mqa": "attn.kv_a",
+    "self_attn.kv_a_layernorm": "attn.kv_a_norm",
+    "self_attn.kv_b_proj": "attn.kv_b",
 }
 POST_ATTN_IS_OUTPUT_NORM = {"post_attention_layernorm": "post_attn_norm"}
 
@@ -1043,6 +1078,7 @@ def transformers_families() -> list[Family]:
             ),
             **llama_like,  # type: ignore[arg-type]
         ),
+        *deepseek_mla_families(llama_like),
         Family(
             family="qwen3",
             model_type="qwen3",
@@ -1683,6 +1719,148 @@ def transformers_families() -> list[Family]:
                     },
                 ),
             ),
+        ),
+    ]
+
+
+DEEPSEEK_MLA_CONFIG_MAP = config_map(
+    I=["moe_intermediate_size"],
+    E=["n_routed_experts"],
+    ns=["n_shared_experts", "=0"],
+    S=["=ns*I"],
+    Id=["intermediate_size"],
+    Ld=["first_k_dense_replace", "=0"],
+    Rq=["q_lora_rank", "=0"],
+    Rkv=["kv_lora_rank"],
+    dn=["qk_nope_head_dim"],
+    dr=["qk_rope_head_dim"],
+    dv=["v_head_dim"],
+    Qa=["=nh*(dn+dr)"],
+    Ka=["=Rkv+dr"],
+    KVb=["=nh*(dn+dv)"],
+    O=["=nh*dv"],
+)
+# Q's low-rank path (q_a_proj, q_a_layernorm, q_b_proj) with q_lora_rank set; one q_proj without
+# (DeepSeek-V2-Lite). "1//(Rq+1)" is 1 exactly when Rq is 0.
+Q_LORA = Group(
+    "q_lora",
+    "q_a_proj, q_a_layernorm, q_b_proj when q_lora_rank is set",
+    "Rq",
+    {"q_lora_rank": None},
+    alt_name="q_full",
+    alt_description="one q_proj when q_lora_rank is null",
+    alt_condition="1//(Rq+1)",
+)
+
+
+def deepseek_mla_families(llama_like: Mapping[str, Any]) -> list[Family]:
+    """DeepSeek-V2 and V3: MLA attention, routed plus shared experts, the first layers dense."""
+
+    def probe(model_type: str, architecture: str, **extra: Any) -> ConfigBuilder:
+        return decoder_config(
+            model_type,
+            architecture,
+            head_dim=False,
+            intermediate_size=lambda s: s["Id"],
+            moe_intermediate_size=lambda s: s["I"],
+            n_routed_experts=lambda s: s["E"],
+            n_shared_experts=lambda s: s["ns"],
+            num_experts_per_tok=2,
+            first_k_dense_replace=0,
+            q_lora_rank=lambda s: s["Rq"],
+            kv_lora_rank=lambda s: s["Rkv"],
+            qk_nope_head_dim=lambda s: s["dn"],
+            qk_rope_head_dim=lambda s: s["dr"],
+            v_head_dim=lambda s: s["dv"],
+            num_key_value_heads=lambda s: s["nh"],
+            **extra,
+        )
+
+    forced = {"d": "H//nh", "nkv": "nh", "Qa": "nh*(dn+dr)", "Ka": "Rkv+dr", "KVb": "nh*(dn+dv)", "O": "nh*dv", "S": "ns*I"}
+    note = (
+        "names as saved (transformers v5 fuses experts at load time and reverts on save); the first "
+        "first_k_dense_replace layers are dense (templates marked layers: dense), the rest sparse"
+    )
+    v2_lite = {
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v2",
+        "hidden_act": "silu",
+        "hidden_size": 2048,
+        "intermediate_size": 10944,
+        "moe_intermediate_size": 1408,
+        "num_hidden_layers": 27,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 16,
+        "n_routed_experts": 64,
+        "n_shared_experts": 2,
+        "num_experts_per_tok": 6,
+        "first_k_dense_replace": 1,
+        "moe_layer_freq": 1,
+        "kv_lora_rank": 512,
+        "q_lora_rank": None,
+        "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64,
+        "v_head_dim": 128,
+        "vocab_size": 102400,
+        "max_position_embeddings": 163840,
+        "rms_norm_eps": 1e-06,
+        "tie_word_embeddings": False,
+    }
+    v3 = {
+        "architectures": ["DeepseekV3ForCausalLM"],
+        "model_type": "deepseek_v3",
+        "hidden_act": "silu",
+        "hidden_size": 7168,
+        "intermediate_size": 18432,
+        "moe_intermediate_size": 2048,
+        "num_hidden_layers": 61,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "n_routed_experts": 256,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3,
+        "moe_layer_freq": 1,
+        "kv_lora_rank": 512,
+        "q_lora_rank": 1536,
+        "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64,
+        "v_head_dim": 128,
+        "vocab_size": 129280,
+        "max_position_embeddings": 163840,
+        "rms_norm_eps": 1e-06,
+        "tie_word_embeddings": False,
+    }
+    return [
+        Family(
+            family="deepseek_v2",
+            model_type="deepseek_v2",
+            reference="DeepseekV2ForCausalLM",
+            architectures=("DeepseekV2ForCausalLM",),
+            reference_family="deepseek_v2",
+            config_map=DEEPSEEK_MLA_CONFIG_MAP,
+            probe_config=probe("deepseek_v2", "DeepseekV2ForCausalLM"),
+            forced=forced,
+            groups=(UNTIED, Q_LORA),
+            dense_prefix=("first_k_dense_replace", "Ld"),
+            source_note=note,
+            published=(Published("deepseek-ai/DeepSeek-V2-Lite", v2_lite),),
+            **llama_like,  # type: ignore[arg-type]
+        ),
+        Family(
+            family="deepseek_v3",
+            model_type="deepseek_v3",
+            reference="DeepseekV3ForCausalLM",
+            architectures=("DeepseekV3ForCausalLM",),
+            reference_family="deepseek_v3",
+            config_map=DEEPSEEK_MLA_CONFIG_MAP,
+            probe_config=probe("deepseek_v3", "DeepseekV3ForCausalLM"),
+            forced=forced,
+            groups=(UNTIED, Q_LORA),
+            dense_prefix=("first_k_dense_replace", "Ld"),
+            source_note=note + "; the multi-token-prediction layer the Hub checkpoint adds is not built",
+            published=(Published("deepseek-ai/DeepSeek-V3", v3),),
+            **llama_like,  # type: ignore[arg-type]
         ),
     ]
 
@@ -2608,12 +2786,32 @@ def templates_of(table: TensorTable, layers: int, family: str) -> dict[str, Obse
     return result
 
 
+def _one_layer(table: TensorTable, layer: int) -> dict[str, Observed]:
+    """The templates (``{i}``, ``{e}``) of one layer's tensors, with their expert repeat counts."""
+    found: dict[str, Observed] = {}
+    for name, shape in table.items():
+        indices = [int(m.group()) for m in _INDEX.finditer(name)]
+        if not indices or indices[0] != layer:
+            continue
+        template = _INDEX.sub("{i}", name, count=1)
+        if len(indices) > 1:
+            template = _INDEX.sub("{e}", template, count=1)
+        if template in found:
+            found[template] = Observed(shape, (found[template].repeat or 1) + 1, found[template].order)
+        else:
+            found[template] = Observed(shape, 1 if len(indices) > 1 else None, len(found))
+    return found
+
+
 def probe_symbols(base: Mapping[str, int], forced: Mapping[str, str]) -> dict[str, int]:
     values = dict(base)
     if "d" in forced:
         values["d"] = evaluate(forced["d"], values)
     if "nkv" in forced:
         values["nkv"] = evaluate(forced["nkv"], values)
+    for symbol, expression in forced.items():
+        if symbol not in ("d", "nkv"):
+            values[symbol] = evaluate(expression, values)
     return values
 
 
@@ -2630,6 +2828,11 @@ def _random_assignments(forced: Mapping[str, str], count: int = 32) -> list[dict
             values["H"] = values["nh"] * values["d"]
         if "nkv" in forced:
             values["nkv"] = evaluate(forced["nkv"], values)
+        others = [s for s in forced if s not in ("d", "nkv")]
+        if others:
+            values.update({k: rng.randint(2, 512) for k in PROBE_A if k not in values})
+            for symbol in others:
+                values[symbol] = evaluate(forced[symbol], values)
         samples.append(values)
     return samples
 
@@ -2716,10 +2919,19 @@ def expand(document: Mapping[str, Any], config: Mapping[str, Any]) -> TensorTabl
         emit(entry, None)
     for layer in range(values["L"]):
         for entry in wanted(document["layer"]):
-            emit(entry, layer)
+            if in_layer(entry, layer, values):
+                emit(entry, layer)
     for entry in tail:
         emit(entry, None)
     return table
+
+
+def in_layer(entry: Mapping[str, Any], layer: int, values: Mapping[str, int]) -> bool:
+    """``layers: dense`` entries exist in the first Ld layers only, ``layers: sparse`` in the rest."""
+    kind = entry.get("layers")
+    if kind is None:
+        return True
+    return (layer < values["Ld"]) == (kind == "dense")
 
 
 def count(table: TensorTable) -> tuple[int, int]:
@@ -2822,6 +3034,8 @@ class Generator:
             if group.alt_name:
                 groups[group.alt_name] = group.alt_description
                 conditions[group.alt_name] = group.alt_condition
+        if family.dense_prefix:
+            self._apply_dense_prefix(family, (config_a, config_b), (pa, pb), (seen_a, seen_b), entries)
         for prefix, name, description in family.optional_heads:
             matched = [t for t in entries if t.startswith(prefix) and not entries[t].get("group")]
             if not matched:
@@ -2849,6 +3063,45 @@ class Generator:
             doc["variants"] = variants
         doc["_probe"] = table_a
         return doc
+
+    def _apply_dense_prefix(
+        self,
+        family: Family,
+        configs: tuple[dict[str, Any], dict[str, Any]],
+        probes: tuple[Mapping[str, int], Mapping[str, int]],
+        seen: tuple[dict[str, Observed], dict[str, Observed]],
+        entries: dict[str, dict[str, Any]],
+    ) -> None:
+        """Build each probe with its first layer dense: tensors only layer 0 then holds are the dense
+        layers' (``layers: dense``), per-layer tensors it lacks the sparse layers' (``layers: sparse``)."""
+        assert family.dense_prefix is not None
+        key, _symbol = family.dense_prefix
+        layer_zero: list[dict[str, Observed]] = []
+        for config, probe, sparse in zip(configs, probes, seen, strict=True):
+            table = self.build(family, {**config, key: 1})
+            by_layer = {layer: _one_layer(table, layer) for layer in range(probe["L"])}
+            sparse_layer = {t: o for t, o in sparse.items() if "{i}" in t}
+            for layer in range(1, probe["L"]):
+                if {t: (o.shape, o.repeat) for t, o in by_layer[layer].items()} != {
+                    t: (o.shape, o.repeat) for t, o in sparse_layer.items()
+                }:
+                    raise CatalogError(f"{family.family}: layer {layer} is not the all-sparse layer")
+            globals_now = {n: s for n, s in table.items() if not _INDEX.search(n)}
+            if globals_now != {t: o.shape for t, o in sparse.items() if "{i}" not in t}:
+                raise CatalogError(f"{family.family}: a dense first layer changes the global tensors")
+            layer_zero.append(by_layer[0])
+        (dense_a, dense_b), sparse_templates = layer_zero, {t for t in seen[0] if "{i}" in t}
+        if dense_a.keys() != dense_b.keys():
+            raise CatalogError(f"{family.family}: probes A and B give different dense layers")
+        for template in sparse_templates - dense_a.keys():
+            entries[template]["layers"] = "sparse"
+        for template in sorted(dense_a.keys() - sparse_templates, key=lambda t: dense_a[t].order):
+            entry = symbolic(template, dense_a[template], dense_b[template], *probes, family)
+            entry["layers"] = "dense"
+            entries[template] = entry
+        for template in dense_a.keys() & sparse_templates:
+            if dense_a[template].shape != seen[0][template].shape:
+                raise CatalogError(f"{family.family}: {template} changes shape in a dense layer")
 
     def _check_facts(self, family: Family, model_type: str) -> None:
         facts = self.backend.config_facts(model_type)

@@ -31,6 +31,9 @@ class TensorTemplate:
     group: str | None = None
     repeat: str | None = None
     per_layer: bool = False
+    # "dense": only in the first Ld layers (DeepSeek's first_k_dense_replace); "sparse": only in the
+    # others; None: in every layer.
+    layers: str | None = None
 
     def concrete_shape(self, values: dict[str, int]) -> tuple[int, ...] | None:
         dims = []
@@ -150,6 +153,7 @@ def _templates(entries: list[dict[str, Any]], per_layer: bool) -> tuple[TensorTe
                 group=entry.get("group"),
                 repeat=entry.get("repeat"),
                 per_layer=per_layer,
+                layers=entry.get("layers"),
             )
         )
     return tuple(out)

@@ -329,7 +329,9 @@ def fit_family(
     declared: dict[str, int],
 ) -> Fit | None:
     scope_of = (lambda t: "layer" if t.per_layer else "global") if layered else (lambda t: "all")
-    scoped = [_Scoped(t, scope_of(t)) for t in family.templates]
+    # A model whose first layers are dense is fitted on its (majority) sparse layers; the dense
+    # ones are checked afterwards (`_fit_dense_layers`).
+    scoped = [_Scoped(t, scope_of(t)) for t in family.templates if t.layers != "dense"]
     required = [s for s in scoped if s.template.group is None]
     weights = {"global": 1, "layer": layer_count, "all": 1}
     q_is_h = family.head_dim_fixed_by_hidden
@@ -697,6 +699,57 @@ def _layered_view(
     return observed, len(blocks), notes
 
 
+def _mixed_layers(family: Family) -> bool:
+    return any(t.layers is not None for t in family.templates)
+
+
+def _fit_dense_layers(fit: Fit, tensors: Sequence[ObservedTensor]) -> None:
+    """Explain the layers that differ from the fitted (sparse) majority as the family's dense first
+    layers: they must be layers 0..k-1, all alike, and hold exactly the family's common plus dense
+    templates. On success the dense symbols (the dense FFN width) join ``fit.values`` with
+    ``Ld`` = k, and the note about odd layers says what they are."""
+    active = [t for t in fit.family.layer if t.group is None or t.group in fit.groups]
+    dense = [t for t in active if t.layers == "dense"]
+    if not dense:
+        return
+    blocks: dict[int, Counter[Shape]] = {}
+    for tensor in tensors:
+        if tensor.layer is not None:
+            blocks.setdefault(tensor.layer, Counter())[tensor.shape] += 1
+    sparse_signature = Counter(
+        {shape: count for shape, count in _expected_block(active, fit.values, "sparse").items()}
+    )
+    odd = sorted(i for i, block in blocks.items() if block != sparse_signature)
+    if not odd or odd != list(range(min(blocks), min(blocks) + len(odd))):
+        return
+    signature = blocks[odd[0]]
+    if any(blocks[i] != signature for i in odd):
+        return
+    scoped = [_Scoped(t, "layer") for t in dense]
+    seen: set[frozenset[tuple[str, int]]] = set()
+    q_is_h = fit.family.head_dim_fixed_by_hidden
+    for values in _solve(scoped, {"layer": signature}, dict(fit.values), seen, q_is_h):
+        if _expected_block(active, values, "dense") == signature:
+            fit.values = {**values, "Ld": len(odd)}
+            fit.notes = [n for n in fit.notes if "differ in shape from the majority" not in n]
+            fit.notes.append(f"the first {len(odd)} layer(s) are dense, the others sparse (first_k_dense_replace)")
+            return
+
+
+def _expected_block(templates: Sequence[TensorTemplate], values: dict[str, int], kind: str) -> Counter[Shape]:
+    """One layer's shapes when it is ``kind`` (dense or sparse); empty while a symbol is unknown."""
+    block: Counter[Shape] = Counter()
+    for template in templates:
+        if template.layers not in (None, kind):
+            continue
+        shape = template.concrete_shape(values)
+        count = _multiplicity(template, values)
+        if shape is None or count is None:
+            return Counter()
+        block[shape] += count
+    return block
+
+
 def recognize(
     tensors: Sequence[tuple[str, Shape]],
     *,
@@ -740,6 +793,11 @@ def recognize(
         # Names gave no usable layer structure (or none that fits): solve the layer count too.
         flat = {"all": Counter(t.shape for t in observed_tensors)}
         for family in families:
+            if _mixed_layers(family) and not _declares(family, declared_names):
+                # Dense-then-sparse families (DeepSeek-V2/V3) have too many free dimensions (MLA's
+                # ranks) to solve from one bag of shapes in bounded time: they need layer indices
+                # in the names, or a declared config naming them.
+                continue
             fit = fit_family(
                 family, flat, layered=False, layer_count=1, declared=declared_values[family.family]
             )
@@ -760,6 +818,8 @@ def recognize(
         chosen_pool,
         key=lambda f: (f.declared_consistent, _name_score(f, observed_tensors), -f.family.priority),
     )
+    if chosen.layered:
+        _fit_dense_layers(chosen, observed_tensors)
     assignments = assign_roles(chosen, observed_tensors)
     reference = family_by_id(chosen.family.reference_family) or chosen.family
     _canonicalize(assignments, reference, chosen.family)
@@ -920,6 +980,8 @@ def _config(fit: Fit, declared: dict[str, Any] | None) -> dict[str, Any]:
     }
     if any(t.repeat for t in fit.family.templates):
         config.update(_expert_config(values, declared or {}))
+    if any(t.layers == "dense" for t in fit.family.templates):
+        config["first_k_dense_replace"] = values.get("Ld", 0)
     return config
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import pytest
+
 import gguf_writer as gw
 import unshell
 from unshell.arch.recognize import recognize
 
-H, NH, NKV, D, I, S, E, V, L = 16, 4, 2, 4, 12, 20, 4, 32, 2
+H, NH, NKV, D, FFN, S, E, V, L = 16, 4, 2, 4, 12, 20, 4, 32, 2
 K = NKV * D
 
 # GGUF name (with {i}) -> (shape, the role it must get).
@@ -33,9 +35,9 @@ LAYER = {
     "blk.{i}.attn_output.weight": ((H, H), "attn.o.weight"),
     "blk.{i}.ffn_norm.weight": ((H,), "ffn_norm.weight"),
     "blk.{i}.ffn_gate_inp.weight": ((E, H), "moe.router.weight"),
-    "blk.{i}.ffn_gate_exps.weight": ((E, I, H), "moe.expert.gate.weight"),
-    "blk.{i}.ffn_up_exps.weight": ((E, I, H), "moe.expert.up.weight"),
-    "blk.{i}.ffn_down_exps.weight": ((E, H, I), "moe.expert.down.weight"),
+    "blk.{i}.ffn_gate_exps.weight": ((E, FFN, H), "moe.expert.gate.weight"),
+    "blk.{i}.ffn_up_exps.weight": ((E, FFN, H), "moe.expert.up.weight"),
+    "blk.{i}.ffn_down_exps.weight": ((E, H, FFN), "moe.expert.down.weight"),
     "blk.{i}.ffn_gate_inp_shexp.weight": ((1, H), "moe.shared_gate.weight"),
     "blk.{i}.ffn_gate_shexp.weight": ((S, H), "moe.shared.gate.weight"),
     "blk.{i}.ffn_up_shexp.weight": ((S, H), "moe.shared.up.weight"),
@@ -80,7 +82,7 @@ def _write_gguf(path: Path) -> None:
         gw.kv_scalar("qwen2moe.attention.head_count_kv", gw.UINT32, NKV),
         gw.kv_scalar("qwen2moe.expert_count", gw.UINT32, E),
         gw.kv_scalar("qwen2moe.expert_used_count", gw.UINT32, 2),
-        gw.kv_scalar("qwen2moe.expert_feed_forward_length", gw.UINT32, I),
+        gw.kv_scalar("qwen2moe.expert_feed_forward_length", gw.UINT32, FFN),
         gw.kv_scalar("qwen2moe.expert_shared_feed_forward_length", gw.UINT32, S),
     ]
     infos, data = [], b""
@@ -105,3 +107,133 @@ def test_inspect_shows_the_gguf_expert_counts(tmp_path: Path) -> None:
     from unshell.report.text import render_inspect
 
     assert f"experts {E} (2 per token)" in render_inspect(result.to_dict())
+
+
+# --- DeepSeek-V2 shapes: MLA attention, 2 dense first layers, then routed + shared experts -----------
+
+DS_H, DS_NH, DS_RQ, DS_RKV, DS_DN, DS_DR, DS_DV = 32, 4, 24, 16, 8, 4, 6
+DS_I_DENSE, DS_I_EXPERT, DS_SHARED, DS_E, DS_DENSE, DS_LAYERS, DS_V = 72, 20, 2, 6, 2, 6, 64
+
+
+def _deepseek_layer(
+    names: dict[str, str], *, dense: bool, gguf: bool
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """One layer's ``{i}``/``{e}`` templates -> (shape, role), naming each part with ``names``."""
+    q_b, kv_b = DS_NH * (DS_DN + DS_DR), DS_NH * (DS_DN + DS_DV)
+    layer: dict[str, tuple[tuple[int, ...], str]] = {
+        names["attn_norm"]: ((DS_H,), "attn_norm.weight"),
+        names["q_a"]: ((DS_RQ, DS_H), "attn.q_a.weight"),
+        names["q_a_norm"]: ((DS_RQ,), "attn.q_a_norm.weight"),
+        names["q_b"]: ((q_b, DS_RQ), "attn.q_b.weight"),
+        names["kv_a"]: ((DS_RKV + DS_DR, DS_H), "attn.kv_a.weight"),
+        names["kv_a_norm"]: ((DS_RKV,), "attn.kv_a_norm.weight"),
+        names["kv_b"]: ((kv_b, DS_RKV), "attn.kv_b.weight"),
+        names["o"]: ((DS_H, DS_NH * DS_DV), "attn.o.weight"),
+        names["ffn_norm"]: ((DS_H,), "ffn_norm.weight"),
+    }
+    if dense:
+        layer[names["gate"]] = ((DS_I_DENSE, DS_H), "mlp.gate.weight")
+        layer[names["up"]] = ((DS_I_DENSE, DS_H), "mlp.up.weight")
+        layer[names["down"]] = ((DS_H, DS_I_DENSE), "mlp.down.weight")
+        return layer
+    shared = DS_SHARED * DS_I_EXPERT
+    layer[names["router"]] = ((DS_E, DS_H), "moe.router.weight")
+    stack = (DS_E,) if gguf else ()
+    layer[names["exp_gate"]] = ((*stack, DS_I_EXPERT, DS_H), "moe.expert.gate.weight")
+    layer[names["exp_up"]] = ((*stack, DS_I_EXPERT, DS_H), "moe.expert.up.weight")
+    layer[names["exp_down"]] = ((*stack, DS_H, DS_I_EXPERT), "moe.expert.down.weight")
+    layer[names["sh_gate"]] = ((shared, DS_H), "moe.shared.gate.weight")
+    layer[names["sh_up"]] = ((shared, DS_H), "moe.shared.up.weight")
+    layer[names["sh_down"]] = ((DS_H, shared), "moe.shared.down.weight")
+    return layer
+
+
+HF_NAMES = {
+    "attn_norm": "model.layers.{i}.input_layernorm.weight",
+    "q_a": "model.layers.{i}.self_attn.q_a_proj.weight",
+    "q_a_norm": "model.layers.{i}.self_attn.q_a_layernorm.weight",
+    "q_b": "model.layers.{i}.self_attn.q_b_proj.weight",
+    "kv_a": "model.layers.{i}.self_attn.kv_a_proj_with_mqa.weight",
+    "kv_a_norm": "model.layers.{i}.self_attn.kv_a_layernorm.weight",
+    "kv_b": "model.layers.{i}.self_attn.kv_b_proj.weight",
+    "o": "model.layers.{i}.self_attn.o_proj.weight",
+    "ffn_norm": "model.layers.{i}.post_attention_layernorm.weight",
+    "gate": "model.layers.{i}.mlp.gate_proj.weight",
+    "up": "model.layers.{i}.mlp.up_proj.weight",
+    "down": "model.layers.{i}.mlp.down_proj.weight",
+    "router": "model.layers.{i}.mlp.gate.weight",
+    "exp_gate": "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
+    "exp_up": "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
+    "exp_down": "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
+    "sh_gate": "model.layers.{i}.mlp.shared_experts.gate_proj.weight",
+    "sh_up": "model.layers.{i}.mlp.shared_experts.up_proj.weight",
+    "sh_down": "model.layers.{i}.mlp.shared_experts.down_proj.weight",
+}
+GGUF_NAMES = {
+    "attn_norm": "blk.{i}.attn_norm.weight",
+    "q_a": "blk.{i}.attn_q_a.weight",
+    "q_a_norm": "blk.{i}.attn_q_a_norm.weight",
+    "q_b": "blk.{i}.attn_q_b.weight",
+    "kv_a": "blk.{i}.attn_kv_a_mqa.weight",
+    "kv_a_norm": "blk.{i}.attn_kv_a_norm.weight",
+    "kv_b": "blk.{i}.attn_kv_b.weight",
+    "o": "blk.{i}.attn_output.weight",
+    "ffn_norm": "blk.{i}.ffn_norm.weight",
+    "gate": "blk.{i}.ffn_gate.weight",
+    "up": "blk.{i}.ffn_up.weight",
+    "down": "blk.{i}.ffn_down.weight",
+    "router": "blk.{i}.ffn_gate_inp.weight",
+    "exp_gate": "blk.{i}.ffn_gate_exps.weight",
+    "exp_up": "blk.{i}.ffn_up_exps.weight",
+    "exp_down": "blk.{i}.ffn_down_exps.weight",
+    "sh_gate": "blk.{i}.ffn_gate_shexp.weight",
+    "sh_up": "blk.{i}.ffn_up_shexp.weight",
+    "sh_down": "blk.{i}.ffn_down_shexp.weight",
+}
+
+
+def _deepseek_table(*, gguf: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+    names = GGUF_NAMES if gguf else HF_NAMES
+    if gguf:
+        table = {
+            "token_embd.weight": ((DS_V, DS_H), "embed.weight"),
+            "output_norm.weight": ((DS_H,), "final_norm.weight"),
+            "output.weight": ((DS_V, DS_H), "lm_head.weight"),
+        }
+    else:
+        table = {
+            "model.embed_tokens.weight": ((DS_V, DS_H), "embed.weight"),
+            "model.norm.weight": ((DS_H,), "final_norm.weight"),
+            "lm_head.weight": ((DS_V, DS_H), "lm_head.weight"),
+        }
+    for i in range(DS_LAYERS):
+        for template, entry in _deepseek_layer(names, dense=i < DS_DENSE, gguf=gguf).items():
+            experts = range(DS_E) if "{e}" in template else [None]
+            for e in experts:
+                table[template.format(i=i, e=e) if e is not None else template.format(i=i)] = entry
+    return table
+
+
+@pytest.mark.parametrize("gguf", [False, True], ids=["hf", "gguf"])
+def test_deepseek_v2_dense_then_sparse_with_mla(gguf: bool) -> None:
+    table = _deepseek_table(gguf=gguf)
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    assert result.matched_family == "deepseek_v2"
+    assert {a.name: a.role for a in result.assignments} == {n: role for n, (_s, role) in table.items()}
+    assert result.config["first_k_dense_replace"] == DS_DENSE
+    assert result.config["num_experts"] == DS_E
+    assert result.config["intermediate_size"] == DS_I_EXPERT
+    assert any("first 2 layer(s) are dense" in n for n in result.notes)
+    assert not any("differ in shape" in n for n in result.notes)
+    if gguf:
+        shared = [a for a in result.assignments if "_shexp" in a.name]
+        assert len(shared) == 3 * (DS_LAYERS - DS_DENSE)
+        assert all(a.resolved_by == "alias:gguf" for a in shared)
+
+
+def test_dense_layers_must_come_first() -> None:
+    """A dense layer after a sparse one is not DeepSeek's layout: those layers stay unexplained."""
+    table = _deepseek_table(gguf=False)
+    moved = {n.replace("model.layers.0.", "model.layers.9."): v for n, v in table.items()}
+    result = recognize([(name, shape) for name, (shape, _role) in moved.items()])
+    assert any(a.role is None for a in result.assignments if ".layers.9." in a.name)

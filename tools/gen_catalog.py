@@ -32,6 +32,8 @@ Schema notes beyond the brief:
 * ``transposed: true`` on an entry marks a GPT-2 ``Conv1D`` weight stored ``[in, out]``.
 * ``fused.<role>.sizes``: the part sizes along ``axis``, as shape expressions.
 * ``published[].tensors``/``parameters`` count every tensor the checkpoint files hold.
+* ``layers: "dense"`` / ``"sparse"`` on a layer entry: the tensor exists only in the first ``Ld``
+  layers (DeepSeek's ``first_k_dense_replace``) / only in the others; no ``layers``: in every layer.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ ROLES = frozenset(
 # qk_rope (kv_a's rows), KVb = nh*(qk_nope+v_head) (kv_b's rows), O = nh*v_head (o_proj's columns): one
 # symbol each, so that every shape stays linear for the recognizer. Id: the dense layers' FFN width in
 # a model whose first layers are dense and the rest sparse (``"layers"`` on a template, symbol Ld).
-SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", "Rq", "Rkv", "Qa", "Ka", "KVb", "O", "Id")
+MLA_SYMBOLS = ("Rq", "Rkv", "Qa", "Ka", "KVb", "O")
+SHAPE_SYMBOLS = ("H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", *MLA_SYMBOLS, "Id")
 
 # Values chosen so that no two candidate expressions agree on both probes unless the family's
 # config forces them equal: nh/nkv differ between probes (G = 2 vs 3), L != nkv in probe B, etc.
@@ -127,7 +130,7 @@ PROBE_TOKEN_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 def _candidate_expressions() -> list[str]:
     """The shape grammar, simplest first: ties between equivalent forms go to the earlier one."""
     atoms = ["H", "I", "V", "P", "T", "E", "L", "S", "nh", "nkv", "d", "nh*d", "nkv*d"]
-    atoms += ["Rq", "Rkv", "Qa", "Ka", "KVb", "O", "Id"]
+    atoms += [*MLA_SYMBOLS, "Id"]
     multiples = [f"{k}*{a}" for k in (2, 3, 4) for a in ("H", "I", "nh*d", "nkv*d")]
     fused = ["(nh+2*nkv)*d", "(nh+nkv)*d"]
     return atoms + multiples + fused
@@ -1776,7 +1779,15 @@ def deepseek_mla_families(llama_like: Mapping[str, Any]) -> list[Family]:
             **extra,
         )
 
-    forced = {"d": "H//nh", "nkv": "nh", "Qa": "nh*(dn+dr)", "Ka": "Rkv+dr", "KVb": "nh*(dn+dv)", "O": "nh*dv", "S": "ns*I"}
+    forced = {
+        "d": "H//nh",
+        "nkv": "nh",
+        "Qa": "nh*(dn+dr)",
+        "Ka": "Rkv+dr",
+        "KVb": "nh*(dn+dv)",
+        "O": "nh*dv",
+        "S": "ns*I",
+    }
     note = (
         "names as saved (transformers v5 fuses experts at load time and reverts on save); the first "
         "first_k_dense_replace layers are dense (templates marked layers: dense), the rest sparse"
@@ -3662,7 +3673,28 @@ for _proj, _gguf in (("gate", "ffn_gate_shexp"), ("up", "ffn_up_shexp"), ("down"
             "n_shared_experts fused into one FFN",
         ),
     ]
+# Multi-head latent attention (DeepSeek-V2/V3; llama.cpp's deepseek2).
+for _role, _gguf, _hf in (
+    ("attn.q_a.weight", "attn_q_a", "q_a_proj"),
+    ("attn.q_a_norm.weight", "attn_q_a_norm", "q_a_layernorm"),
+    ("attn.q_b.weight", "attn_q_b", "q_b_proj"),
+    ("attn.kv_a.weight", "attn_kv_a_mqa", "kv_a_proj_with_mqa"),
+    ("attn.kv_a_norm.weight", "attn_kv_a_norm", "kv_a_layernorm"),
+    ("attn.kv_b.weight", "attn_kv_b", "kv_b_proj"),
+):
+    ALIASES += [
+        (_role, f"blk.{{i}}.{_gguf}.weight", "gguf", None, ""),
+        (_role, f"model.layers.{{i}}.self_attn.{_hf}.weight", "hf-deepseek", "DEEPSEEK2", ""),
+    ]
 ALIASES += [
+    ("moe.router.e_score_correction_bias", "blk.{i}.exp_probs_b.bias", "gguf", None, "DeepSeek-V3"),
+    (
+        "moe.router.e_score_correction_bias",
+        "model.layers.{i}.mlp.gate.e_score_correction_bias",
+        "hf-deepseek",
+        None,
+        "",
+    ),
     ("moe.shared_gate.weight", "blk.{i}.ffn_gate_inp_shexp.weight", "gguf", None, "[1, H] scalar gate"),
     ("moe.shared_gate.weight", "model.layers.{i}.mlp.shared_expert_gate.weight", "hf-qwen2-moe", None, ""),
 ]

@@ -732,7 +732,9 @@ def _fit_dense_layers(fit: Fit, tensors: Sequence[ObservedTensor]) -> None:
         if _expected_block(active, values, "dense") == signature:
             fit.values = {**values, "Ld": len(odd)}
             fit.notes = [n for n in fit.notes if "differ in shape from the majority" not in n]
-            fit.notes.append(f"the first {len(odd)} layer(s) are dense, the others sparse (first_k_dense_replace)")
+            fit.notes.append(
+                f"the first {len(odd)} layer(s) are dense, the others sparse (first_k_dense_replace)"
+            )
             return
 
 

@@ -421,7 +421,13 @@ def _align_up(offset: int, alignment: int) -> int:
 # -- what the format declares ----------------------------------------------------------------------
 
 # GGUF architecture names that differ from the catalog's family ids (llama.cpp's LLM_ARCH names).
-GGUF_ARCH_TO_FAMILY = {"gptneox": "gpt_neox", "phi2": "phi", "command-r": "cohere", "qwen2moe": "qwen2_moe"}
+GGUF_ARCH_TO_FAMILY = {
+    "gptneox": "gpt_neox",
+    "phi2": "phi",
+    "command-r": "cohere",
+    "qwen2moe": "qwen2_moe",
+    "deepseek2": "deepseek_v2",
+}
 
 # general.* keys -> declared fields (llama.cpp's gguf-py Keys.General; docs/audit-schema.md).
 _GENERAL_FIELDS = {
@@ -525,6 +531,9 @@ _HYPERPARAMETER_KEYS = {
     "expert_shared_count": "n_shared_experts",
     "expert_feed_forward_length": "moe_intermediate_size",
     "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
+    "leading_dense_block_count": "first_k_dense_replace",
+    "attention.q_lora_rank": "q_lora_rank",
+    "attention.kv_lora_rank": "kv_lora_rank",
 }
 
 

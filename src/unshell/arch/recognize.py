@@ -332,6 +332,9 @@ def fit_family(
     # A model whose first layers are dense is fitted on its (majority) sparse layers; the dense
     # ones are checked afterwards (`_fit_dense_layers`).
     scoped = [_Scoped(t, scope_of(t)) for t in family.templates if t.layers != "dense"]
+    if layered and _mixed_layers(family) and not _ranks_can_match(scoped, observed, _group_subsets(family)):
+        # Their many free MLA ranks make a partial search costly; it could only end inexact.
+        return None
     required = [s for s in scoped if s.template.group is None]
     weights = {"global": 1, "layer": layer_count, "all": 1}
     q_is_h = family.head_dim_fixed_by_hidden
@@ -697,6 +700,27 @@ def _layered_view(
         "layer": Counter(dict(majority)),
     }
     return observed, len(blocks), notes
+
+
+def _ranks_can_match(
+    scoped: Sequence[_Scoped], observed: dict[str, Counter[Shape]], subsets: Sequence[frozenset[str]]
+) -> bool:
+    """Whether some group choice gives each scope as many tensors of each rank as observed, for
+    the ranks no expert-repeated template has (their counts do not depend on any symbol)."""
+    for groups in subsets:
+        active = [s for s in scoped if s.template.group is None or s.template.group in groups]
+        repeated = {(s.scope, len(s.template.shape)) for s in active if s.template.repeat}
+        wanted: Counter[tuple[str, int]] = Counter(
+            (s.scope, len(s.template.shape)) for s in active if not s.template.repeat
+        )
+        have: Counter[tuple[str, int]] = Counter()
+        for scope, shapes in observed.items():
+            for shape, count in shapes.items():
+                have[(scope, len(shape))] += count
+        keys = (set(wanted) | set(have)) - repeated
+        if all(wanted[k] == have[k] for k in keys):
+            return True
+    return False
 
 
 def _mixed_layers(family: Family) -> bool:

@@ -237,3 +237,38 @@ def test_dense_layers_must_come_first() -> None:
     moved = {n.replace("model.layers.0.", "model.layers.9."): v for n, v in table.items()}
     result = recognize([(name, shape) for name, (shape, _role) in moved.items()])
     assert any(a.role is None for a in result.assignments if ".layers.9." in a.name)
+
+
+def test_inspect_deepseek_gguf_shows_experts_and_dense_layers(tmp_path: Path) -> None:
+    table = _deepseek_table(gguf=True)
+    metadata = [
+        gw.kv_string("general.architecture", "deepseek2"),
+        gw.kv_scalar("deepseek2.block_count", gw.UINT32, DS_LAYERS),
+        gw.kv_scalar("deepseek2.embedding_length", gw.UINT32, DS_H),
+        gw.kv_scalar("deepseek2.attention.head_count", gw.UINT32, DS_NH),
+        gw.kv_scalar("deepseek2.expert_count", gw.UINT32, DS_E),
+        gw.kv_scalar("deepseek2.expert_used_count", gw.UINT32, 3),
+        gw.kv_scalar("deepseek2.expert_shared_count", gw.UINT32, DS_SHARED),
+        gw.kv_scalar("deepseek2.leading_dense_block_count", gw.UINT32, DS_DENSE),
+    ]
+    infos, data = [], b""
+    for name, (shape, _role) in table.items():
+        count = 1
+        for dim in shape:
+            count *= dim
+        infos.append(gw.tensor_info(name, list(reversed(shape)), gw.F32, len(data)))
+        data += b"\x00" * (4 * count)
+        data += b"\x00" * (-len(data) % 32)
+    path = tmp_path / "tiny-deepseek.gguf"
+    path.write_bytes(gw.gguf_file(gw.GGUFParts(kvs=metadata, infos=infos, data=data)))
+    result = unshell.inspect(path)
+    assert result.recognition.matched_family == "deepseek_v2"
+    assert result.recognition.confidence == "high"
+    assert {a.name: a.role for a in result.recognition.assignments} == {n: r for n, (_s, r) in table.items()}
+    config = result.recognition.config
+    assert (config["num_experts"], config["num_experts_per_tok"]) == (DS_E, 3)
+    assert config["first_k_dense_replace"] == DS_DENSE
+    from unshell.report.text import render_inspect
+
+    text = render_inspect(result.to_dict())
+    assert f"experts {DS_E} (3 per token), first {DS_DENSE} layers dense" in text

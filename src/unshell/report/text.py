@@ -452,6 +452,8 @@ def render_inspect(doc: dict[str, Any], tensor_map: bool = False) -> str:
         if config.get("num_experts") is not None:
             used = config.get("num_experts_per_tok")
             parts.append(f"experts {config['num_experts']}" + (f" ({used} per token)" if used else ""))
+        if config.get("first_k_dense_replace"):
+            parts.append(f"first {config['first_k_dense_replace']} layers dense")
         rows.append(("config", ", ".join(str(p) for p in parts)))
         if arch.get("declared_config_source"):
             rows.append(("config source", f"shapes, with head counts from {arch['declared_config_source']}"))

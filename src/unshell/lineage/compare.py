@@ -588,28 +588,29 @@ def _one_per_tensor(matches: list[UnitMatch]) -> list[UnitMatch]:
 
 
 def one_to_one(matches: list[UnitMatch]) -> list[UnitMatch]:
-    """Keep at most one B matrix per A matrix: of several B matrices whose best match is the same
-    A matrix, the least significant.
+    """Keep at most one B matrix per A matrix: of the k B matrices whose best match is the same A
+    matrix, the most significant, its p-value multiplied by k (Bonferroni).
 
     Structure that unrelated models share makes a few of A's matrices resemble many of B's (hubs);
     a derivative's matrices each have their own counterpart. Letting every A matrix vouch for one
-    B matrix only keeps hubs from being counted again and again. Which claim is kept matters under
-    H0: keeping the most significant of k colliding claims is a selection on the p-value (the
-    smallest of k draws, then combined as if it were one), and with few matrices collisions are
-    common, so the combined p-value came out anti-conservative on independent models trained until
-    their loss levelled off (issue 19; benchmarks/RESULTS.md, "null calibration on converged models"). The
-    least significant claim is at worst conservative under H0, and costs a derivative nothing:
-    its matrices each claim their own counterpart, and where a derivative duplicates layers
-    (upscaling) both copies claim the same matrix about equally strongly.
+    B matrix only keeps hubs from being counted again and again. Which claim is kept, and at what
+    p, matters under H0: the most significant of k colliding claims is the smallest of k draws,
+    and combining it as if it were one draw was anti-conservative on independent models trained
+    until their loss levelled off (issue 19; benchmarks/RESULTS.md, "null calibration on converged
+    models"), since with few matrices collisions are common. Bonferroni over the k claims makes the
+    kept p-value valid whatever their dependence. Keeping the least significant claim instead
+    (also calibrated) cost real derivatives their verdict where roles are guessed from shapes: an
+    ONNX export's anonymous matrices, tried in both orientations, collide with each other on their
+    true counterpart, and the weaker orientation's claim is noise.
     """
-    used: set[str] = set()
+    groups: dict[str, list[UnitMatch]] = {}
+    for match in matches:
+        groups.setdefault(match.a.label, []).append(match)
     kept = []
-    for match in sorted(matches, key=lambda m: -m.p):
-        key = match.a.label
-        if key in used:
-            continue
-        used.add(key)
-        kept.append(match)
+    for group in groups.values():
+        best = min(group, key=lambda m: m.p)
+        best.p = min(1.0, best.p * len(group))
+        kept.append(best)
     return kept
 
 

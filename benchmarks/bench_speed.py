@@ -22,8 +22,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_compare import drop_cache, sequential_read
 
 CHILD = r"""
 import json, resource, sys, tempfile, time
@@ -82,25 +84,6 @@ def files_of(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin"))
-
-
-def drop_cache(paths: list[Path]) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def sequential_read(paths: list[Path]) -> float:
-    drop_cache(paths)
-    start = time.perf_counter()
-    for path in paths:
-        with path.open("rb", buffering=0) as handle:
-            while handle.read(16 << 20):
-                pass
-    return time.perf_counter() - start
 
 
 def run_step(step: str, a: Path, b: Path, evict: list[Path], profile: str = "") -> dict[str, object]:

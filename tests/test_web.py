@@ -148,7 +148,9 @@ def started_probes(layout: dict[str, Path], count: int, timeout: float = 60.0) -
     while time.monotonic() < deadline:
         found = sorted((layout["root"].parent / "probe").glob("started-*"), key=lambda p: p.stat().st_mtime)
         if len(found) >= count:
-            return [int(p.read_text()) for p in found]
+            # The pid is in the name: the file is created before its text is written, so a fast
+            # reader could see it empty (it did on a loaded CI machine).
+            return [int(p.name.removeprefix("started-")) for p in found]
         time.sleep(0.02)
     raise AssertionError(f"{count} stand-in job(s) did not start in {timeout} s")
 

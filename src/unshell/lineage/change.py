@@ -594,6 +594,19 @@ def compare_tensor(
     return change
 
 
+def residual_transform(alignment: Alignment | None) -> np.ndarray | None:
+    """The map of B's residual stream onto A's that changes are measured through (None: as stored)."""
+    if alignment is None:
+        return None
+    t = alignment.transform
+    # A fit between a model and its fine-tune is near the identity, not at it: only a stream
+    # that was really transformed (`compare`'s "obfuscated" test) is undone.
+    square = t.shape[0] == t.shape[1]
+    if not square or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY:
+        return np.asarray(t, dtype=np.float32)
+    return None
+
+
 def assess(
     model_a: CanonicalModel,
     model_b: CanonicalModel,
@@ -602,17 +615,7 @@ def assess(
 ) -> ValueAdded:
     """Every tensor of B that has a role, against A's (layers paired by ``layers``, `compare`'s
     layer map; the residual stream aligned by ``alignment`` when it is not the identity)."""
-    transform = None
-    if alignment is not None:
-        t = alignment.transform
-        # A fit between a model and its fine-tune is near the identity, not at it: only a stream
-        # that was really transformed (`compare`'s "obfuscated" test) is undone.
-        square = t.shape[0] == t.shape[1]
-        if (
-            not square
-            or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY
-        ):
-            transform = np.asarray(t, dtype=np.float32)
+    transform = residual_transform(alignment)
     source_of = {row["layer_b"]: row["layer_a"] for row in layers if row.get("layer_a") is not None}
     # B's layers without their own source: a layer of A used a second time, or none at all.
     used: set[int] = set()

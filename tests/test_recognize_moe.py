@@ -272,3 +272,39 @@ def test_inspect_deepseek_gguf_shows_experts_and_dense_layers(tmp_path: Path) ->
 
     text = render_inspect(result.to_dict())
     assert f"experts {DS_E} (3 per token), first {DS_DENSE} layers dense" in text
+
+
+# --- newer llama.cpp DeepSeek GGUFs: kv_b split per head into attn_k_b / attn_v_b --------------------
+# convert_hf_to_gguf.py (DeepseekV2Model.modify_tensors): kv_b viewed [nh, d_n + d_v, Rkv], split
+# into k_b [nh, d_n, Rkv] (then transposed to [nh, Rkv, d_n]) and v_b [nh, d_v, Rkv].
+
+
+def _split_kv_b_table(*, keep_kv_b: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+    table = _deepseek_table(gguf=True)
+    for i in range(DS_LAYERS):
+        if not keep_kv_b:
+            del table[f"blk.{i}.attn_kv_b.weight"]
+        table[f"blk.{i}.attn_k_b.weight"] = ((DS_NH, DS_RKV, DS_DN), "attn.k_b.weight")
+        table[f"blk.{i}.attn_v_b.weight"] = ((DS_NH, DS_DV, DS_RKV), "attn.v_b.weight")
+    return table
+
+
+@pytest.mark.parametrize("keep_kv_b", [False, True], ids=["split", "split-and-kept"])
+def test_deepseek_gguf_with_kv_b_split_into_k_b_and_v_b(keep_kv_b: bool) -> None:
+    table = _split_kv_b_table(keep_kv_b=keep_kv_b)
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    assert result.matched_family == "deepseek_v2"
+    assert {a.name: a.role for a in result.assignments} == {n: role for n, (_s, role) in table.items()}
+    split = [a for a in result.assignments if "attn_k_b" in a.name or "attn_v_b" in a.name]
+    assert len(split) == 2 * DS_LAYERS and all(a.resolved_by == "alias:gguf" for a in split)
+    assert [a.shape for a in split if a.name == "blk.0.attn_k_b.weight"] == [(DS_NH, DS_RKV, DS_DN)]
+    assert result.config["first_k_dense_replace"] == DS_DENSE
+
+
+def test_split_kv_b_of_the_wrong_shape_is_not_explained() -> None:
+    """v_b's rank must be k_b's: a v_b of another width is left unexplained, not joined."""
+    table = _split_kv_b_table(keep_kv_b=False)
+    table["blk.3.attn_v_b.weight"] = ((DS_NH, DS_DV, DS_RKV + 1), "attn.v_b.weight")
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    roles = {a.name: a.role for a in result.assignments}
+    assert roles.get("blk.3.attn_v_b.weight") is None

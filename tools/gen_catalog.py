@@ -101,6 +101,10 @@ ROLES = frozenset(
         "attn.kv_a.weight",
         "attn.kv_a_norm.weight",
         "attn.kv_b.weight",
+        # Newer llama.cpp GGUFs store kv_b split per head for MLA absorption: k_b [nh, Rkv, d_n]
+        # (transposed) and v_b [nh, d_v, Rkv] (arch.recognize joins them back to fit kv_b).
+        "attn.k_b.weight",
+        "attn.v_b.weight",
     }
 )
 
@@ -3686,6 +3690,10 @@ for _role, _gguf, _hf in (
         (_role, f"blk.{{i}}.{_gguf}.weight", "gguf", None, ""),
         (_role, f"model.layers.{{i}}.self_attn.{_hf}.weight", "hf-deepseek", "DEEPSEEK2", ""),
     ]
+ALIASES += [
+    ("attn.k_b.weight", "blk.{i}.attn_k_b.weight", "gguf", None, "kv_b split: [nh, Rkv, d_n] (k part, transposed)"),
+    ("attn.v_b.weight", "blk.{i}.attn_v_b.weight", "gguf", None, "kv_b split: [nh, d_v, Rkv] (v part)"),
+]
 ALIASES += [
     ("moe.router.e_score_correction_bias", "blk.{i}.exp_probs_b.bias", "gguf", None, "DeepSeek-V3"),
     (

@@ -622,6 +622,13 @@ def observe(tensors: Sequence[tuple[str, Shape]]) -> list[ObservedTensor]:
         for r in rows:
             varying[r] = moving
     anything_varies = any(varying.values())
+    # A name of which the checkpoint holds one (DeepSeek's single dense first layer: only
+    # ``model.layers.0.mlp.gate_proj``) varies nowhere; its number is an index where the same
+    # prefix leads to one in other names.
+    index_prefixes = {tuple(split[r][:p]) for r, moving in varying.items() for p in moving}
+    for r, moving in varying.items():
+        if not moving:
+            varying[r] = [p for p in numeric[r] if tuple(split[r][:p]) in index_prefixes]
 
     out = []
     for row, (name, shape) in enumerate(tensors):

@@ -2341,7 +2341,14 @@ def deepseek_moe_family() -> Family:
                 repeat="E",
                 layers="sparse",
             ),
-            _t(layer + "mlp.experts.{e}.up_proj.weight", "moe.expert.up.weight", "I", "H", repeat="E", layers="sparse"),
+            _t(
+                layer + "mlp.experts.{e}.up_proj.weight",
+                "moe.expert.up.weight",
+                "I",
+                "H",
+                repeat="E",
+                layers="sparse",
+            ),
             _t(
                 layer + "mlp.experts.{e}.down_proj.weight",
                 "moe.expert.down.weight",
@@ -2350,9 +2357,23 @@ def deepseek_moe_family() -> Family:
                 repeat="E",
                 layers="sparse",
             ),
-            _t(layer + "mlp.shared_experts.gate_proj.weight", "moe.shared.gate.weight", "S", "H", layers="sparse"),
-            _t(layer + "mlp.shared_experts.up_proj.weight", "moe.shared.up.weight", "S", "H", layers="sparse"),
-            _t(layer + "mlp.shared_experts.down_proj.weight", "moe.shared.down.weight", "H", "S", layers="sparse"),
+            _t(
+                layer + "mlp.shared_experts.gate_proj.weight",
+                "moe.shared.gate.weight",
+                "S",
+                "H",
+                layers="sparse",
+            ),
+            _t(
+                layer + "mlp.shared_experts.up_proj.weight", "moe.shared.up.weight", "S", "H", layers="sparse"
+            ),
+            _t(
+                layer + "mlp.shared_experts.down_proj.weight",
+                "moe.shared.down.weight",
+                "H",
+                "S",
+                layers="sparse",
+            ),
         ),
         published=(published,),
     )
@@ -3839,7 +3860,13 @@ for _role, _gguf, _hf in (
         (_role, f"model.layers.{{i}}.self_attn.{_hf}.weight", "hf-deepseek", "DEEPSEEK2", ""),
     ]
 ALIASES += [
-    ("attn.k_b.weight", "blk.{i}.attn_k_b.weight", "gguf", None, "kv_b split: [nh, Rkv, d_n] (k part, transposed)"),
+    (
+        "attn.k_b.weight",
+        "blk.{i}.attn_k_b.weight",
+        "gguf",
+        None,
+        "kv_b split: [nh, Rkv, d_n] (k part, transposed)",
+    ),
     ("attn.v_b.weight", "blk.{i}.attn_v_b.weight", "gguf", None, "kv_b split: [nh, d_v, Rkv] (v part)"),
 ]
 ALIASES += [

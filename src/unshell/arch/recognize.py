@@ -685,9 +685,7 @@ def join_split_kv_b(tensors: list[ObservedTensor]) -> tuple[list[ObservedTensor]
         part = next((SPLIT_KV_B[h.role] for h in lookup_name(tensor.key) if h.role in SPLIT_KV_B), None)
         if part is not None:
             by_layer.setdefault(tensor.layer, {})[part] = tensor
-    keeps_kv_b = {
-        t.layer for t in tensors if any(h.role == "attn.kv_b.weight" for h in lookup_name(t.key))
-    }
+    keeps_kv_b = {t.layer for t in tensors if any(h.role == "attn.kv_b.weight" for h in lookup_name(t.key))}
     splits: list[SplitKvB] = []
     taken: set[str] = set()
     joined: list[ObservedTensor] = []
@@ -725,7 +723,9 @@ def split_kv_b_assignments(assignments: list[Assignment], splits: list[SplitKvB]
                 out.append(Assignment(part.name, part.shape, part.layer, None, None, (), "unexplained"))
                 continue
             role = next(h.role for h in lookup_name(part.key) if h.role in SPLIT_KV_B)
-            out.append(Assignment(part.name, part.shape, part.layer, None, role, (role,), "alias:gguf", "gguf"))
+            out.append(
+                Assignment(part.name, part.shape, part.layer, None, role, (role,), "alias:gguf", "gguf")
+            )
     return out
 
 
@@ -909,7 +909,9 @@ def recognize(
         exact = [f for f in exact if f.layered]
     if not exact:
         partial = _partial(fits, observed_tensors, declared_names, declared_config)
-        partial.assignments = split_kv_b_assignments(restack_experts(partial.assignments, tensors), kv_b_splits)
+        partial.assignments = split_kv_b_assignments(
+            restack_experts(partial.assignments, tensors), kv_b_splits
+        )
         return partial
 
     declared_exact = [f for f in exact if _declares(f.family, declared_names)]

@@ -602,7 +602,10 @@ def residual_transform(alignment: Alignment | None) -> np.ndarray | None:
     # A fit between a model and its fine-tune is near the identity, not at it: only a stream
     # that was really transformed (`compare`'s "obfuscated" test) is undone.
     square = t.shape[0] == t.shape[1]
-    if not square or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY:
+    if (
+        not square
+        or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY
+    ):
         return np.asarray(t, dtype=np.float32)
     return None
 

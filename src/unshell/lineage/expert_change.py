@@ -49,9 +49,7 @@ def account_experts(
     value.tensors = [t for t in value.tensors if t.name not in covered] + changes
 
 
-def _matrices(
-    model: CanonicalModel, block: Block, reader: TensorReader
-) -> dict[str, tuple[str, np.ndarray]]:
+def _matrices(model: CanonicalModel, block: Block, reader: TensorReader) -> dict[str, tuple[str, np.ndarray]]:
     """The block's parts as (display name, matrix): gate and up neurons x hidden, down hidden x neurons."""
     hidden = model.hidden or 0
     out: dict[str, tuple[str, np.ndarray]] = {}

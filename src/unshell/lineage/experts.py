@@ -30,8 +30,16 @@ from ..arch.recognize import Assignment
 from .canonical import CanonicalModel
 from .sketch import Alignment, finite, projection
 
-EXPERT_ROLES = {"moe.expert.gate.weight": "gate", "moe.expert.up.weight": "up", "moe.expert.down.weight": "down"}
-SHARED_ROLES = {"moe.shared.gate.weight": "gate", "moe.shared.up.weight": "up", "moe.shared.down.weight": "down"}
+EXPERT_ROLES = {
+    "moe.expert.gate.weight": "gate",
+    "moe.expert.up.weight": "up",
+    "moe.expert.down.weight": "down",
+}
+SHARED_ROLES = {
+    "moe.shared.gate.weight": "gate",
+    "moe.shared.up.weight": "up",
+    "moe.shared.down.weight": "down",
+}
 NEURON_PARTS = ("gate", "up")  # the parts whose rows are a neuron's input directions
 DENSE_ROLES = {"mlp.gate.weight": "gate", "mlp.up.weight": "up"}
 # B's neurons sampled per block: the median of 128 best-twin cosines moves by about 0.01 between

@@ -554,8 +554,10 @@ def compare_tensor(
     *,
     component: str | None = None,
     transform: np.ndarray | None = None,
+    with_rank: bool = True,
 ) -> TensorChange:
-    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none)."""
+    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none). Without
+    ``with_rank`` a fine-tuned tensor's change is not tested for low rank (read as full-rank)."""
     component = component or component_of(role, layer_b)
     change = TensorChange(name, component, layer_b, layer_a, int(b.size), NEW, tuple(b.shape))
     if a is None:
@@ -589,8 +591,10 @@ def compare_tensor(
             change.explained_by = reason
             return change
     change.kind = FINETUNED
-    rank, low = change_rank(delta)
-    change.rank, change.low_rank = rank, low
+    if with_rank:
+        change.rank, change.low_rank = change_rank(delta)
+    else:
+        change.low_rank = False
     return change
 
 

@@ -9,7 +9,8 @@ the source block is compared with that neuron (``copied``, ``requantized`` or ``
 its change), a neuron with no twin (re-initialized) is ``new``, and a block that copies nothing
 (a new expert) is ``new``. Several experts copying one source (replicas) each count as derived,
 not new: the information they add is their change. The router has no counterpart in a dense
-model and stays ``new``.
+model and stays ``new``. An expert's change is not tested for low rank (a test per expert part, of
+which a large MoE has thousands, would cost more than the map): it is read as full-rank.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def _block_changes(
                 b_twins,
                 component="ffn",
                 transform=transform,
+                with_rank=False,  # one test per expert part would cost more than the map itself
             )
             out.append(change)
         if fresh.size:

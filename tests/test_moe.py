@@ -187,6 +187,7 @@ def test_value_added_counts_upcycled_experts_as_derived_not_new(b_name: str) -> 
     assert abs(fractions["fine-tuned"] - (1 - (routers + fresh) / total)) < 1e-6, fractions
     ffn = value["components"]["ffn"]
     assert 0 < ffn["relative_change"] < 0.2 and ffn["kinds"].get("fine-tuned", 0) > 0.7, ffn
+    assert f"{(routers + fresh) / total:.1%} of parameters new" in value["summary"], value["summary"]
     print(b_name, json.dumps(fractions), ffn)
 
 

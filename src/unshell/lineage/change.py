@@ -100,6 +100,10 @@ MAGNITUDE_WORDS: tuple[tuple[float, str], ...] = (
 )
 
 
+# How a summary names the components where new tensors lie.
+NEW_WHERE = {"ffn": "the FFN", "other": "other tensors, such as routers", "attention": "the attention"}
+
+
 @dataclass
 class TensorChange:
     """One of B's tensors against its counterpart in A."""
@@ -286,8 +290,20 @@ class ValueAdded:
         added = {t.layer_b for t in self.tensors if t.component == "added layers"}
         if added:
             parts.append(f"{len(added)} layer(s) added")
+        # New tensors elsewhere: an MoE's routers, the re-initialized neurons of its experts.
+        new_elsewhere = [
+            t
+            for t in self.tensors
+            if t.kind == NEW and t.component not in ("added vocabulary", "added layers")
+        ]
+        if new_elsewhere:
+            share = sum(t.parameters for t in new_elsewhere) / (self.parameters or 1)
+            where = sorted({t.component for t in new_elsewhere}, key=COMPONENTS.index)
+            parts.append(
+                f"{share:.1%} of parameters new (in {', '.join(NEW_WHERE.get(c, c) for c in where)})"
+            )
         skipped = fractions.get(NOT_COMPARED, 0.0)
-        if not tuned and not new_vocab and not added:
+        if not tuned and not new_vocab and not added and not new_elsewhere:
             found = "nothing new" if skipped < 0.01 else f"nothing new in the {1 - skipped:.0%} compared"
             return f"{found}: " + (parts[0] if parts else "every compared value is a copy of A's")
         if skipped >= 0.01:  # then "nothing else" cannot be said

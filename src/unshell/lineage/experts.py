@@ -135,12 +135,12 @@ class NeuronMap:
             "mapped": len(self.rows),
             "twinned": self.twinned,
             "slice": self.fine_grained,
-            "runs_a": [list(run) for run in runs[:MAX_RUNS_SHOWN]],
+            "runs_a": [list(run) for run in runs[:RUNS_SHOWN]],
             "runs_a_count": len(runs),
         }
 
 
-MAX_RUNS_SHOWN = 16
+RUNS_SHOWN = 16
 
 
 @dataclass

@@ -298,9 +298,9 @@ class ValueAdded:
         ]
         if new_elsewhere:
             share = sum(t.parameters for t in new_elsewhere) / (self.parameters or 1)
-            where = sorted({t.component for t in new_elsewhere}, key=COMPONENTS.index)
+            places = sorted({t.component for t in new_elsewhere}, key=COMPONENTS.index)
             parts.append(
-                f"{share:.1%} of parameters new (in {', '.join(NEW_WHERE.get(c, c) for c in where)})"
+                f"{share:.1%} of parameters new (in {', '.join(NEW_WHERE.get(c, c) for c in places)})"
             )
         skipped = fractions.get(NOT_COMPARED, 0.0)
         if not tuned and not new_vocab and not added and not new_elsewhere:

@@ -62,7 +62,7 @@ LAYER_ROLES = frozenset(
         "moe.shared.down.weight",
         "moe.shared_gate.weight",
         "moe.router.e_score_correction_bias",
-        *(f"attn.{p}.weight" for p in ("q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b")),
+        *(f"attn.{p}.weight" for p in ("q_a", "q_a_norm", "q_b", "kv_a", "kv_a_norm", "kv_b", "k_b", "v_b")),
     }
 )
 SHAPE_SYMBOLS = frozenset(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unshell.lineage.experts import COPY_MIN_SIMILARITY, twin_similarity, unit_rows
+from unshell.lineage.experts import COPY_MIN_SIMILARITY, neuron_map, twin_similarity, unit_rows
 
 
 def _ffn(rng: np.random.Generator, neurons: int = 256, hidden: int = 64) -> dict[str, np.ndarray]:
@@ -37,3 +37,25 @@ def test_twin_similarity_needs_a_shared_part_of_the_same_width() -> None:
     block = _unit(_ffn(rng))
     assert twin_similarity({"down": block["up"]}, block) is None
     assert twin_similarity({"up": block["up"][:, :32]}, block) is None
+
+
+def test_a_fine_grained_expert_maps_to_its_slice_and_its_reinitialized_neurons_have_no_twin() -> None:
+    """Truth by construction: the expert holds dense neurons 64..127 (shuffled, 2 % noise), 16 of
+    its 64 neurons re-initialized; a whole copy holds all 256."""
+    rng = np.random.default_rng(17)
+    dense = _ffn(rng)
+    order = 64 + rng.permutation(64)
+    fresh = rng.permutation(64)[:16]
+    expert = {part: m[order] + 0.02 * rng.standard_normal((64, 64)) for part, m in dense.items()}
+    for part in expert:
+        expert[part][fresh] = rng.standard_normal((16, 64))
+    mapped = neuron_map(expert, 64, _unit(dense), None, 64)
+    assert mapped is not None and mapped.complete and mapped.fine_grained
+    assert mapped.twinned == 48
+    assert set(np.flatnonzero(mapped.twins < 0)) == set(fresh)
+    kept = np.setdiff1d(np.arange(64), fresh)
+    assert np.array_equal(mapped.twins[kept], order[kept])
+    assert mapped.runs() == [(int(order[kept].min()), int(order[kept].max()))]
+    shuffled = rng.permutation(256)
+    whole = neuron_map({p: m[shuffled] for p, m in dense.items()}, 256, _unit(dense), None, 64)
+    assert whole is not None and not whole.fine_grained and whole.runs() == [(0, 255)]

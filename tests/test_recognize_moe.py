@@ -272,3 +272,119 @@ def test_inspect_deepseek_gguf_shows_experts_and_dense_layers(tmp_path: Path) ->
 
     text = render_inspect(result.to_dict())
     assert f"experts {DS_E} (3 per token), first {DS_DENSE} layers dense" in text
+
+
+# --- newer llama.cpp DeepSeek GGUFs: kv_b split per head into attn_k_b / attn_v_b --------------------
+# convert_hf_to_gguf.py (DeepseekV2Model.modify_tensors): kv_b viewed [nh, d_n + d_v, Rkv], split
+# into k_b [nh, d_n, Rkv] (then transposed to [nh, Rkv, d_n]) and v_b [nh, d_v, Rkv].
+
+
+def _split_kv_b_table(*, keep_kv_b: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+    table = _deepseek_table(gguf=True)
+    for i in range(DS_LAYERS):
+        if not keep_kv_b:
+            del table[f"blk.{i}.attn_kv_b.weight"]
+        table[f"blk.{i}.attn_k_b.weight"] = ((DS_NH, DS_RKV, DS_DN), "attn.k_b.weight")
+        table[f"blk.{i}.attn_v_b.weight"] = ((DS_NH, DS_DV, DS_RKV), "attn.v_b.weight")
+    return table
+
+
+@pytest.mark.parametrize("keep_kv_b", [False, True], ids=["split", "split-and-kept"])
+def test_deepseek_gguf_with_kv_b_split_into_k_b_and_v_b(keep_kv_b: bool) -> None:
+    table = _split_kv_b_table(keep_kv_b=keep_kv_b)
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    assert result.matched_family == "deepseek_v2"
+    assert {a.name: a.role for a in result.assignments} == {n: role for n, (_s, role) in table.items()}
+    split = [a for a in result.assignments if "attn_k_b" in a.name or "attn_v_b" in a.name]
+    assert len(split) == 2 * DS_LAYERS and all(a.resolved_by == "alias:gguf" for a in split)
+    assert [a.shape for a in split if a.name == "blk.0.attn_k_b.weight"] == [(DS_NH, DS_RKV, DS_DN)]
+    assert result.config["first_k_dense_replace"] == DS_DENSE
+
+
+def test_split_kv_b_of_the_wrong_shape_is_not_explained() -> None:
+    """v_b's rank must be k_b's: a v_b of another width is left unexplained, not joined."""
+    table = _split_kv_b_table(keep_kv_b=False)
+    table["blk.3.attn_v_b.weight"] = ((DS_NH, DS_DV, DS_RKV + 1), "attn.v_b.weight")
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    roles = {a.name: a.role for a in result.assignments}
+    assert roles.get("blk.3.attn_v_b.weight") is None
+
+
+# --- DeepSeek-MoE v1 (DeepseekForCausalLM, remote code; llama.cpp arch "deepseek") -----------------
+# Llama attention (q/k/v/o), the first `first_k_dense_replace` layers dense, then a router, routed
+# experts and the shared experts fused into one FFN, under DeepSeek-V2's MoE names.
+
+V1_LAYERS, V1_DENSE = 5, 1
+V1_HF = {
+    "attn_norm": ("model.layers.{i}.input_layernorm.weight", (DS_H,), "attn_norm.weight"),
+    "q": ("model.layers.{i}.self_attn.q_proj.weight", (DS_H, DS_H), "attn.q.weight"),
+    "k": ("model.layers.{i}.self_attn.k_proj.weight", (DS_H, DS_H), "attn.k.weight"),
+    "v": ("model.layers.{i}.self_attn.v_proj.weight", (DS_H, DS_H), "attn.v.weight"),
+    "o": ("model.layers.{i}.self_attn.o_proj.weight", (DS_H, DS_H), "attn.o.weight"),
+    "ffn_norm": ("model.layers.{i}.post_attention_layernorm.weight", (DS_H,), "ffn_norm.weight"),
+}
+V1_GGUF = {
+    "attn_norm": "blk.{i}.attn_norm.weight",
+    "q": "blk.{i}.attn_q.weight",
+    "k": "blk.{i}.attn_k.weight",
+    "v": "blk.{i}.attn_v.weight",
+    "o": "blk.{i}.attn_output.weight",
+    "ffn_norm": "blk.{i}.ffn_norm.weight",
+}
+
+
+def _deepseek_v1_table(*, gguf: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+    moe_names = GGUF_NAMES if gguf else HF_NAMES
+    table = {
+        ("token_embd.weight" if gguf else "model.embed_tokens.weight"): ((DS_V, DS_H), "embed.weight"),
+        ("output_norm.weight" if gguf else "model.norm.weight"): ((DS_H,), "final_norm.weight"),
+        ("output.weight" if gguf else "lm_head.weight"): ((DS_V, DS_H), "lm_head.weight"),
+    }
+    for i in range(V1_LAYERS):
+        for key, (hf_name, shape, role) in V1_HF.items():
+            table[(V1_GGUF[key] if gguf else hf_name).format(i=i)] = (shape, role)
+        ffn = _deepseek_layer(moe_names, dense=i < V1_DENSE, gguf=gguf)
+        for template, entry in ffn.items():
+            if entry[1].startswith(("mlp.", "moe.")):
+                for e in range(DS_E) if "{e}" in template else [None]:
+                    table[template.format(i=i, e=e) if e is not None else template.format(i=i)] = entry
+    return table
+
+
+def test_deepseek_moe_v1_hf_names() -> None:
+    table = _deepseek_v1_table(gguf=False)
+    result = recognize([(name, shape) for name, (shape, _role) in table.items()])
+    assert result.matched_family == "deepseek_moe"
+    assert {a.name: a.role for a in result.assignments} == {n: role for n, (_s, role) in table.items()}
+    assert result.config["first_k_dense_replace"] == V1_DENSE
+    assert (result.config["num_experts"], result.config["intermediate_size"]) == (DS_E, DS_I_EXPERT)
+
+
+def test_inspect_deepseek_moe_v1_gguf(tmp_path: Path) -> None:
+    """llama.cpp's ``deepseek`` architecture: llama attention names, stacked experts, ``_shexp``."""
+    table = _deepseek_v1_table(gguf=True)
+    metadata = [
+        gw.kv_string("general.architecture", "deepseek"),
+        gw.kv_scalar("deepseek.block_count", gw.UINT32, V1_LAYERS),
+        gw.kv_scalar("deepseek.embedding_length", gw.UINT32, DS_H),
+        gw.kv_scalar("deepseek.attention.head_count", gw.UINT32, DS_NH),
+        gw.kv_scalar("deepseek.expert_count", gw.UINT32, DS_E),
+        gw.kv_scalar("deepseek.expert_used_count", gw.UINT32, 2),
+        gw.kv_scalar("deepseek.expert_shared_count", gw.UINT32, DS_SHARED),
+        gw.kv_scalar("deepseek.leading_dense_block_count", gw.UINT32, V1_DENSE),
+    ]
+    infos, data = [], b""
+    for name, (shape, _role) in table.items():
+        count = 1
+        for dim in shape:
+            count *= dim
+        infos.append(gw.tensor_info(name, list(reversed(shape)), gw.F32, len(data)))
+        data += b"\x00" * (4 * count)
+        data += b"\x00" * (-len(data) % 32)
+    path = tmp_path / "tiny-deepseek-moe.gguf"
+    path.write_bytes(gw.gguf_file(gw.GGUFParts(kvs=metadata, infos=infos, data=data)))
+    result = unshell.inspect(path)
+    assert result.recognition.matched_family == "deepseek_moe"
+    assert result.recognition.confidence == "high"
+    assert {a.name: a.role for a in result.recognition.assignments} == {n: r for n, (_s, r) in table.items()}
+    assert result.recognition.config["first_k_dense_replace"] == V1_DENSE

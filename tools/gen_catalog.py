@@ -101,6 +101,10 @@ ROLES = frozenset(
         "attn.kv_a.weight",
         "attn.kv_a_norm.weight",
         "attn.kv_b.weight",
+        # Newer llama.cpp GGUFs store kv_b split per head for MLA absorption: k_b [nh, Rkv, d_n]
+        # (transposed) and v_b [nh, d_v, Rkv] (arch.recognize joins them back to fit kv_b).
+        "attn.k_b.weight",
+        "attn.v_b.weight",
     }
 )
 
@@ -242,6 +246,8 @@ class HandTensor:
     role: str
     shape: tuple[str | int, ...]
     group: str | None = None
+    repeat: str | None = None  # one per expert: the symbol counting them ({e} in the name)
+    layers: str | None = None  # "dense" (the first Ld layers only) or "sparse" (the others)
 
 
 @dataclass(frozen=True)
@@ -2202,12 +2208,175 @@ def bert_family() -> Family:
 # Hand-written families (remote code on the Hub; no transformers class to build).
 
 
-def _t(name: str, role: str, *shape: str | int, group: str | None = None) -> HandTensor:
-    return HandTensor(name, role, tuple(shape), group)
+def _t(
+    name: str,
+    role: str,
+    *shape: str | int,
+    group: str | None = None,
+    repeat: str | None = None,
+    layers: str | None = None,
+) -> HandTensor:
+    return HandTensor(name, role, tuple(shape), group, repeat, layers)
 
 
 def hand_written_families() -> list[Family]:
-    return [qwen_family(), *baichuan_families(), internlm2_family(), chatglm_family()]
+    return [qwen_family(), *baichuan_families(), internlm2_family(), chatglm_family(), deepseek_moe_family()]
+
+
+def deepseek_moe_family() -> Family:
+    """DeepSeek-MoE v1 (``DeepseekForCausalLM``, remote code: deepseek-ai/deepseek-moe-16b-base):
+    Llama attention (q/k/v/o projections), the first ``first_k_dense_replace`` layers with a dense
+    FFN, the rest a router, routed experts and ``n_shared_experts`` shared experts fused into one
+    FFN (DeepSeek-V2's MoE names). llama.cpp's architecture name: ``deepseek``."""
+    layer = "model.layers.{i}."
+
+    def probe(s: Mapping[str, int]) -> dict[str, Any]:
+        return {
+            "architectures": ["DeepseekForCausalLM"],
+            "model_type": "deepseek",
+            "hidden_size": s["H"],
+            "intermediate_size": s["Id"],
+            "moe_intermediate_size": s["I"],
+            "num_hidden_layers": s["L"],
+            "num_attention_heads": s["nh"],
+            "num_key_value_heads": s["nh"],
+            "n_routed_experts": s["E"],
+            "n_shared_experts": s["ns"],
+            "num_experts_per_tok": 2,
+            # All sparse, as deepseek_v2's probe: two layers cannot show which signature is the
+            # majority; the dense prefix is tested in tests/test_recognize_moe.py.
+            "first_k_dense_replace": 0,
+            "moe_layer_freq": 1,
+            "vocab_size": s["V"],
+            "max_position_embeddings": s["P"],
+            "tie_word_embeddings": False,
+        }
+
+    published = Published(
+        "deepseek-ai/deepseek-moe-16b-base",
+        {
+            "architectures": ["DeepseekForCausalLM"],
+            "model_type": "deepseek",
+            "auto_map": {
+                "AutoConfig": "configuration_deepseek.DeepseekConfig",
+                "AutoModel": "modeling_deepseek.DeepseekModel",
+                "AutoModelForCausalLM": "modeling_deepseek.DeepseekForCausalLM",
+            },
+            "hidden_act": "silu",
+            "hidden_size": 2048,
+            "intermediate_size": 10944,
+            "moe_intermediate_size": 1408,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 16,
+            "n_routed_experts": 64,
+            "n_shared_experts": 2,
+            "num_experts_per_tok": 6,
+            "first_k_dense_replace": 1,
+            "moe_layer_freq": 1,
+            "scoring_func": "softmax",
+            "norm_topk_prob": False,
+            "vocab_size": 102400,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-06,
+            "rope_theta": 10000,
+            "tie_word_embeddings": False,
+        },
+    )
+    return Family(
+        family="deepseek_moe",
+        model_type="deepseek",
+        reference="DeepseekForCausalLM",
+        architectures=("DeepseekForCausalLM",),
+        reference_family="deepseek_moe",
+        config_map={
+            "H": ["hidden_size"],
+            "L": ["num_hidden_layers"],
+            "nh": ["num_attention_heads"],
+            "nkv": ["num_key_value_heads", "=nh"],
+            "d": ["=H//nh"],
+            "I": ["moe_intermediate_size"],
+            "V": ["vocab_size"],
+            "P": ["max_position_embeddings"],
+            "tie": ["tie_word_embeddings", "=0"],
+            "E": ["n_routed_experts"],
+            "ns": ["n_shared_experts", "=0"],
+            "S": ["=ns*I"],
+            "Id": ["intermediate_size"],
+            "Ld": ["first_k_dense_replace", "=0"],
+        },
+        probe_config=probe,
+        forced={"d": "H//nh", "nkv": "nh", "S": "ns*I"},
+        groups=(UNTIED,),
+        activation="silu",
+        norm="rmsnorm",
+        positional="rope",
+        parallel_residual=False,
+        source_note=(
+            "hand-written from docs/tensor-naming.md §5.10 (DeepSeek-MoE: the remote code's "
+            "modeling_deepseek.py, names as saved); the first first_k_dense_replace layers are dense "
+            "(templates marked layers: dense), the rest sparse"
+        ),
+        hand_globals=(
+            _t("model.embed_tokens.weight", "embed.weight", "V", "H"),
+            _t("model.norm.weight", "final_norm.weight", "H"),
+            _t("lm_head.weight", "lm_head.weight", "V", "H", group="untied"),
+        ),
+        hand_layer=(
+            _t(layer + "input_layernorm.weight", "attn_norm.weight", "H"),
+            _t(layer + "self_attn.q_proj.weight", "attn.q.weight", "nh*d", "H"),
+            _t(layer + "self_attn.k_proj.weight", "attn.k.weight", "nkv*d", "H"),
+            _t(layer + "self_attn.v_proj.weight", "attn.v.weight", "nkv*d", "H"),
+            _t(layer + "self_attn.o_proj.weight", "attn.o.weight", "H", "nh*d"),
+            _t(layer + "post_attention_layernorm.weight", "ffn_norm.weight", "H"),
+            _t(layer + "mlp.gate_proj.weight", "mlp.gate.weight", "Id", "H", layers="dense"),
+            _t(layer + "mlp.up_proj.weight", "mlp.up.weight", "Id", "H", layers="dense"),
+            _t(layer + "mlp.down_proj.weight", "mlp.down.weight", "H", "Id", layers="dense"),
+            _t(layer + "mlp.gate.weight", "moe.router.weight", "E", "H", layers="sparse"),
+            _t(
+                layer + "mlp.experts.{e}.gate_proj.weight",
+                "moe.expert.gate.weight",
+                "I",
+                "H",
+                repeat="E",
+                layers="sparse",
+            ),
+            _t(
+                layer + "mlp.experts.{e}.up_proj.weight",
+                "moe.expert.up.weight",
+                "I",
+                "H",
+                repeat="E",
+                layers="sparse",
+            ),
+            _t(
+                layer + "mlp.experts.{e}.down_proj.weight",
+                "moe.expert.down.weight",
+                "H",
+                "I",
+                repeat="E",
+                layers="sparse",
+            ),
+            _t(
+                layer + "mlp.shared_experts.gate_proj.weight",
+                "moe.shared.gate.weight",
+                "S",
+                "H",
+                layers="sparse",
+            ),
+            _t(
+                layer + "mlp.shared_experts.up_proj.weight", "moe.shared.up.weight", "S", "H", layers="sparse"
+            ),
+            _t(
+                layer + "mlp.shared_experts.down_proj.weight",
+                "moe.shared.down.weight",
+                "H",
+                "S",
+                layers="sparse",
+            ),
+        ),
+        published=(published,),
+    )
 
 
 def qwen_family() -> Family:
@@ -3217,6 +3386,10 @@ class Generator:
             result: dict[str, Any] = {"name": tensor.name, "role": tensor.role, "shape": list(tensor.shape)}
             if tensor.group:
                 result["group"] = tensor.group
+            if tensor.repeat:
+                result["repeat"] = tensor.repeat
+            if tensor.layers:
+                result["layers"] = tensor.layers
             return result
 
         groups = {g.name: g.description for g in family.groups}
@@ -3686,6 +3859,16 @@ for _role, _gguf, _hf in (
         (_role, f"blk.{{i}}.{_gguf}.weight", "gguf", None, ""),
         (_role, f"model.layers.{{i}}.self_attn.{_hf}.weight", "hf-deepseek", "DEEPSEEK2", ""),
     ]
+ALIASES += [
+    (
+        "attn.k_b.weight",
+        "blk.{i}.attn_k_b.weight",
+        "gguf",
+        None,
+        "kv_b split: [nh, Rkv, d_n] (k part, transposed)",
+    ),
+    ("attn.v_b.weight", "blk.{i}.attn_v_b.weight", "gguf", None, "kv_b split: [nh, d_v, Rkv] (v part)"),
+]
 ALIASES += [
     ("moe.router.e_score_correction_bias", "blk.{i}.exp_probs_b.bias", "gguf", None, "DeepSeek-V3"),
     (

@@ -17,6 +17,12 @@ the whole is trained on. This module builds, on top of the main zoo (``tools/zoo
   same way: derived from base-s1, independent of base-s0 and of ``moe-upcycled-s0``;
 * ``moe-scratch-s7``: the same MoE shapes trained from scratch on the docs (independent of every
   other model here);
+* ``moe-fine-s0``: ``base-s0`` upcycled fine-grained (as Qwen1.5-MoE-A2.7B was from Qwen-1.8B):
+  each FFN's 256 neurons cut into 4 contiguous slices of 64, each slice copied into 2 experts
+  (8 experts of 64 neurons, 1 % noise, neurons shuffled), a quarter of each expert's neurons
+  re-initialized, a new router, top-4 routing, trained like ``moe-upcycled-s0``; truth: derived from
+  ``base-s0``, upcycled, expert e of layer i copying base-s0's neurons of slice e % 4 of layer i;
+  independent of ``base-s1``;
 * ``stories260K-moe``: the real stories260K upcycled the same way (4 experts), trained briefly on
   the docs with its own tokenizer.
 
@@ -82,6 +88,13 @@ class MoeSettings:
     tuned: Any = field(default_factory=lambda: Z.Recipe(steps=60, lr=6e-4, batch=8, warmup=10))
     scratch: Any = field(default_factory=lambda: Z.Recipe(steps=250, lr=2e-3, batch=8, warmup=20))
     stories: Any = field(default_factory=lambda: Z.Recipe(steps=100, lr=1e-3, batch=8, warmup=10))
+    # Fine-grained upcycling (Qwen1.5-MoE-A2.7B from Qwen-1.8B): the dense FFN's neurons cut into
+    # `fine_segments` contiguous slices, each slice copied into `fine_replicas` experts, a share
+    # `fine_reinit` of each expert's neurons re-initialized; top-`fine_top_k` routing.
+    fine_segments: int = 4
+    fine_replicas: int = 2
+    fine_reinit: float = 0.25
+    fine_top_k: int = 4
 
 
 SETTINGS = MoeSettings()
@@ -166,12 +179,17 @@ def moe_forward(
 
 
 def train_moe(
-    params: Mapping[str, torch.Tensor], shape: Shape, tokens: np.ndarray, recipe: Any, seed: int
+    params: Mapping[str, torch.Tensor],
+    shape: Shape,
+    tokens: np.ndarray,
+    recipe: Any,
+    seed: int,
+    s: MoeSettings = SETTINGS,
 ) -> tuple[Params, list[float]]:
     """A trained copy of an MoE's parameters (AdamW as the main zoo trains)."""
     forward = Z.forward
     try:
-        Z.forward = lambda p, sh, ids: moe_forward(p, sh, ids)
+        Z.forward = lambda p, sh, ids: moe_forward(p, sh, ids, s)
         return Z.train_copy(params, shape, tokens, recipe, seed)  # type: ignore[no-any-return]
     finally:
         Z.forward = forward
@@ -203,6 +221,55 @@ def upcycle(
                 )
                 out[m[part]] = noisy[order] if rows else noisy[:, order]
     return out, {i: [i] * s.experts for i in range(shape.layers)}
+
+
+def fine_grained_settings(s: MoeSettings) -> MoeSettings:
+    """The expert count and routing of the fine-grained MoE."""
+    return dataclasses.replace(s, experts=s.fine_segments * s.fine_replicas, top_k=s.fine_top_k)
+
+
+def upcycle_fine_grained(
+    dense: Mapping[str, torch.Tensor], shape: Shape, s: MoeSettings, seed: int
+) -> tuple[Params, Shape, dict[int, list[list[int]]]]:
+    """Fine-grained upcycling: layer i's FFN neurons cut into ``s.fine_segments`` contiguous slices
+    (neurons k*w .. (k+1)*w - 1, w = intermediate / segments); expert e holds slice e % segments
+    (so each slice is replicated ``s.fine_replicas`` times) with relative noise
+    ``s.upcycle_noise``, its neurons in an order of its own, and a share ``s.fine_reinit`` of them
+    (the same count in every expert) re-initialized at the FFN's scale; a new router. Returns the
+    parameters, the MoE's shape (intermediate = the slice width) and, per layer and expert, the
+    dense neurons [first, last] the expert copies and how many of its neurons were re-initialized."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    width = shape.intermediate // s.fine_segments
+    fresh = round(width * s.fine_reinit)
+    experts = s.fine_segments * s.fine_replicas
+    out: Params = {name: t.clone() for name, t in dense.items() if ".mlp." not in name}
+    slices: dict[int, list[list[int]]] = {}
+    for i in range(shape.layers):
+        n = Z.layer_names(i)
+        out[moe_names(i)["router"]] = torch.randn((experts, shape.hidden), generator=generator) * 0.02
+        slices[i] = []
+        for e in range(experts):
+            segment = e % s.fine_segments
+            first = segment * width
+            order = first + torch.randperm(width, generator=generator)
+            renew = torch.randperm(width, generator=generator)[:fresh]
+            m = moe_names(i, e)
+            for part, rows in (("gate", True), ("up", True), ("down", False)):
+                weight = dense[n[part]]
+                noisy = weight + s.upcycle_noise * weight.std() * torch.randn(
+                    weight.shape, generator=generator
+                )
+                piece = (noisy[order] if rows else noisy[:, order]).clone()
+                random = weight.std() * torch.randn(piece.shape, generator=generator)
+                if rows:
+                    piece[renew] = random[renew]
+                else:
+                    piece[:, renew] = random[:, renew]
+                out[m[part]] = piece
+            slices[i].append([first, first + width - 1, fresh])
+    return out, dataclasses.replace(shape, intermediate=width), slices
 
 
 def init_moe(shape: Shape, s: MoeSettings, seed: int) -> Params:
@@ -389,6 +456,24 @@ def build(out: Path, s: MoeSettings = SETTINGS, log: Callable[[str], None] | Non
             loss_first=round(float(np.mean(losses[:10])), 4),
             loss_last=round(float(np.mean(losses[-10:])), 4),
         )
+        fine = fine_grained_settings(s)
+        dense_s0, _ = Z.load_hf(zoo.bases["base-s0"])
+        start, fine_shape, slices = upcycle_fine_grained(dense_s0, shape_s0, s, 540)
+        trained, losses = train_moe(start, fine_shape, docstrings, s.upcycled, 541, fine)
+        save_moe(out / "models" / "moe-fine-s0", trained, fine_shape, fine, bpe)
+        models["moe-fine-s0"] = {
+            "path": "models/moe-fine-s0",
+            "source": "base-s0",
+            "slices": slices,
+            "recipe": f"base-s0 fine-grained upcycled: each FFN's {shape_s0.intermediate} neurons cut into "
+            f"{s.fine_segments} slices, each slice copied into {s.fine_replicas} experts ({fine.experts} "
+            f"in all, {s.upcycle_noise:.0%} noise, neurons shuffled, {s.fine_reinit:.0%} of each expert's "
+            f"neurons re-initialized, new router, top-{fine.top_k}), trained {s.upcycled.steps} steps at "
+            f"lr {s.upcycled.lr} on docstrings",
+            "loss_first": round(float(np.mean(losses[:10])), 4),
+            "loss_last": round(float(np.mean(losses[-10:])), 4),
+        }
+        say(f"{time.monotonic() - started:7.1f}s  moe-fine-s0")
         stories, stories_shape = Z.load_llama2c(Z.STORIES)
         start, copies = upcycle(stories, stories_shape, s, 530)
         story_tokens = Z.Llama2cTokenizer.read(Z.STORIES_TOKENIZER).encode(text.docs)
@@ -420,6 +505,7 @@ def build(out: Path, s: MoeSettings = SETTINGS, log: Callable[[str], None] | Non
                 "b": "stories260K-moe",
                 "upcycled": True,
             },
+            {"name": "base-s0 -> moe-fine-s0", "a": "base-s0", "b": "moe-fine-s0", "upcycled": True},
             {
                 "name": "moe-upcycled-s0 -> moe-upcycled-s0-tuned",
                 "a": "moe-upcycled-s0",
@@ -432,6 +518,7 @@ def build(out: Path, s: MoeSettings = SETTINGS, log: Callable[[str], None] | Non
             {"name": "base-s0 vs moe-upcycled-s1", "a": "base-s0", "b": "moe-upcycled-s1"},
             {"name": "moe-upcycled-s0 vs moe-scratch-s7", "a": "moe-upcycled-s0", "b": "moe-scratch-s7"},
             {"name": "moe-upcycled-s0 vs moe-upcycled-s1", "a": "moe-upcycled-s0", "b": "moe-upcycled-s1"},
+            {"name": "base-s1 vs moe-fine-s0", "a": "base-s1", "b": "moe-fine-s0"},
         ],
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -450,6 +537,11 @@ class MoeZoo:
     def experts_from(self, name: str) -> dict[int, list[int]]:
         """Per layer of ``name``: the layer (dense source) or expert (MoE source) each expert copies."""
         return {int(k): v for k, v in self.manifest["models"][name]["experts_from"].items()}
+
+    def slices_of(self, name: str) -> dict[int, list[list[int]]]:
+        """Per layer of a fine-grained MoE, per expert: [first, last] dense neuron it copies and how
+        many of its neurons were re-initialized."""
+        return {int(k): v for k, v in self.manifest["models"][name]["slices"].items()}
 
 
 def cache_key(s: MoeSettings = SETTINGS) -> str:

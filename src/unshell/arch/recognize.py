@@ -622,6 +622,13 @@ def observe(tensors: Sequence[tuple[str, Shape]]) -> list[ObservedTensor]:
         for r in rows:
             varying[r] = moving
     anything_varies = any(varying.values())
+    # A name of which the checkpoint holds one (DeepSeek's single dense first layer: only
+    # ``model.layers.0.mlp.gate_proj``) varies nowhere; its number is an index where the same
+    # prefix leads to one in other names.
+    index_prefixes = {tuple(split[r][:p]) for r, moving in varying.items() for p in moving}
+    for r, moving in varying.items():
+        if not moving:
+            varying[r] = [p for p in numeric[r] if tuple(split[r][:p]) in index_prefixes]
 
     out = []
     for row, (name, shape) in enumerate(tensors):
@@ -652,6 +659,73 @@ def unstack_experts(tensors: list[ObservedTensor]) -> list[ObservedTensor]:
             continue
         for expert in range(tensor.shape[0]):
             out.append(replace(tensor, shape=tensor.shape[1:], expert=expert))
+    return out
+
+
+SPLIT_KV_B = {"attn.k_b.weight": "k", "attn.v_b.weight": "v"}
+
+
+@dataclass
+class SplitKvB:
+    """A layer's MLA kv_b stored split per head (newer llama.cpp: ``blk.N.attn_k_b`` [nh, Rkv, d_n]
+    and ``blk.N.attn_v_b`` [nh, d_v, Rkv]), fitted as the one kv_b it was cut from."""
+
+    joined: str  # the name the fit sees ("" when the file also keeps kv_b itself)
+    parts: list[ObservedTensor]
+
+
+def join_split_kv_b(tensors: list[ObservedTensor]) -> tuple[list[ObservedTensor], list[SplitKvB]]:
+    """Each layer's k_b and v_b seen as one kv_b [nh*(d_n+d_v), Rkv] (the shape the DeepSeek
+    families' templates have), or left out of the fit when the layer keeps kv_b as well
+    (`split_kv_b_assignments` gives them their own roles back)."""
+    by_layer: dict[int, dict[str, ObservedTensor]] = {}
+    for tensor in tensors:
+        if tensor.layer is None or len(tensor.shape) != 3:
+            continue
+        part = next((SPLIT_KV_B[h.role] for h in lookup_name(tensor.key) if h.role in SPLIT_KV_B), None)
+        if part is not None:
+            by_layer.setdefault(tensor.layer, {})[part] = tensor
+    keeps_kv_b = {t.layer for t in tensors if any(h.role == "attn.kv_b.weight" for h in lookup_name(t.key))}
+    splits: list[SplitKvB] = []
+    taken: set[str] = set()
+    joined: list[ObservedTensor] = []
+    for layer, parts in sorted(by_layer.items()):
+        k, v = parts.get("k"), parts.get("v")
+        if k is None or v is None:
+            continue
+        heads, rank, nope = k.shape
+        if v.shape[0] != heads or v.shape[2] != rank:
+            continue
+        taken.update((k.name, v.name))
+        if layer in keeps_kv_b:
+            splits.append(SplitKvB("", [k, v]))
+            continue
+        name = k.name.replace("attn_k_b", "attn_kv_b")
+        key = k.key.replace("attn_k_b", "attn_kv_b")
+        joined.append(ObservedTensor(name, (heads * (nope + v.shape[1]), rank), key, layer, None))
+        splits.append(SplitKvB(name, [k, v]))
+    if not splits:
+        return tensors, []
+    return [t for t in tensors if t.name not in taken] + joined, splits
+
+
+def split_kv_b_assignments(assignments: list[Assignment], splits: list[SplitKvB]) -> list[Assignment]:
+    """The joined kv_b's assignment replaced by k_b's and v_b's, each with its own role."""
+    if not splits:
+        return assignments
+    joined = {split.joined: split for split in splits if split.joined}
+    out = [a for a in assignments if a.name not in joined]
+    recognized = {a.name for a in assignments if a.role is not None}
+    for split in splits:
+        explained = not split.joined or split.joined in recognized
+        for part in split.parts:
+            if not explained:  # the fit did not explain the joined kv_b: neither part is explained
+                out.append(Assignment(part.name, part.shape, part.layer, None, None, (), "unexplained"))
+                continue
+            role = next(h.role for h in lookup_name(part.key) if h.role in SPLIT_KV_B)
+            out.append(
+                Assignment(part.name, part.shape, part.layer, None, role, (role,), "alias:gguf", "gguf")
+            )
     return out
 
 
@@ -790,7 +864,7 @@ def recognize(
     supplies head counts that shapes cannot show, but never overrides what the shapes say.
     """
     families = tuple(families) if families is not None else load_catalog()
-    observed_tensors = unstack_experts(observe(tensors))
+    observed_tensors, kv_b_splits = join_split_kv_b(unstack_experts(observe(tensors)))
     declared_names = _declared_family(declared_config, declared_family)
     layered_view = _layered_view(observed_tensors)
     notes: list[str] = []
@@ -835,7 +909,9 @@ def recognize(
         exact = [f for f in exact if f.layered]
     if not exact:
         partial = _partial(fits, observed_tensors, declared_names, declared_config)
-        partial.assignments = restack_experts(partial.assignments, tensors)
+        partial.assignments = split_kv_b_assignments(
+            restack_experts(partial.assignments, tensors), kv_b_splits
+        )
         return partial
 
     declared_exact = [f for f in exact if _declares(f.family, declared_names)]
@@ -849,7 +925,7 @@ def recognize(
     assignments = assign_roles(chosen, observed_tensors)
     reference = family_by_id(chosen.family.reference_family) or chosen.family
     _canonicalize(assignments, reference, chosen.family)
-    assignments = restack_experts(assignments, tensors)
+    assignments = split_kv_b_assignments(restack_experts(assignments, tensors), kv_b_splits)
 
     evidence = [f"tensor shapes fit {chosen.family.family} exactly ({len(tensors)} tensors)"]
     named = sum(1 for a in assignments if a.resolved_by in ("name",) or a.resolved_by.startswith("alias"))

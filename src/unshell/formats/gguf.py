@@ -427,6 +427,7 @@ GGUF_ARCH_TO_FAMILY = {
     "command-r": "cohere",
     "qwen2moe": "qwen2_moe",
     "deepseek2": "deepseek_v2",
+    "deepseek": "deepseek_moe",
 }
 
 # general.* keys -> declared fields (llama.cpp's gguf-py Keys.General; docs/audit-schema.md).

@@ -100,6 +100,10 @@ MAGNITUDE_WORDS: tuple[tuple[float, str], ...] = (
 )
 
 
+# How a summary names the components where new tensors lie.
+NEW_WHERE = {"ffn": "the FFN", "other": "other tensors, such as routers", "attention": "the attention"}
+
+
 @dataclass
 class TensorChange:
     """One of B's tensors against its counterpart in A."""
@@ -286,8 +290,20 @@ class ValueAdded:
         added = {t.layer_b for t in self.tensors if t.component == "added layers"}
         if added:
             parts.append(f"{len(added)} layer(s) added")
+        # New tensors elsewhere: an MoE's routers, the re-initialized neurons of its experts.
+        new_elsewhere = [
+            t
+            for t in self.tensors
+            if t.kind == NEW and t.component not in ("added vocabulary", "added layers")
+        ]
+        if new_elsewhere:
+            share = sum(t.parameters for t in new_elsewhere) / (self.parameters or 1)
+            places = sorted({t.component for t in new_elsewhere}, key=COMPONENTS.index)
+            parts.append(
+                f"{share:.1%} of parameters new (in {', '.join(NEW_WHERE.get(c, c) for c in places)})"
+            )
         skipped = fractions.get(NOT_COMPARED, 0.0)
-        if not tuned and not new_vocab and not added:
+        if not tuned and not new_vocab and not added and not new_elsewhere:
             found = "nothing new" if skipped < 0.01 else f"nothing new in the {1 - skipped:.0%} compared"
             return f"{found}: " + (parts[0] if parts else "every compared value is a copy of A's")
         if skipped >= 0.01:  # then "nothing else" cannot be said
@@ -554,8 +570,10 @@ def compare_tensor(
     *,
     component: str | None = None,
     transform: np.ndarray | None = None,
+    with_rank: bool = True,
 ) -> TensorChange:
-    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none)."""
+    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none). Without
+    ``with_rank`` a fine-tuned tensor's change is not tested for low rank (read as full-rank)."""
     component = component or component_of(role, layer_b)
     change = TensorChange(name, component, layer_b, layer_a, int(b.size), NEW, tuple(b.shape))
     if a is None:
@@ -589,9 +607,27 @@ def compare_tensor(
             change.explained_by = reason
             return change
     change.kind = FINETUNED
-    rank, low = change_rank(delta)
-    change.rank, change.low_rank = rank, low
+    if with_rank:
+        change.rank, change.low_rank = change_rank(delta)
+    else:
+        change.low_rank = False
     return change
+
+
+def residual_transform(alignment: Alignment | None) -> np.ndarray | None:
+    """The map of B's residual stream onto A's that changes are measured through (None: as stored)."""
+    if alignment is None:
+        return None
+    t = alignment.transform
+    # A fit between a model and its fine-tune is near the identity, not at it: only a stream
+    # that was really transformed (`compare`'s "obfuscated" test) is undone.
+    square = t.shape[0] == t.shape[1]
+    if (
+        not square
+        or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY
+    ):
+        return np.asarray(t, dtype=np.float32)
+    return None
 
 
 def assess(
@@ -602,17 +638,7 @@ def assess(
 ) -> ValueAdded:
     """Every tensor of B that has a role, against A's (layers paired by ``layers``, `compare`'s
     layer map; the residual stream aligned by ``alignment`` when it is not the identity)."""
-    transform = None
-    if alignment is not None:
-        t = alignment.transform
-        # A fit between a model and its fine-tune is near the identity, not at it: only a stream
-        # that was really transformed (`compare`'s "obfuscated" test) is undone.
-        square = t.shape[0] == t.shape[1]
-        if (
-            not square
-            or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY
-        ):
-            transform = np.asarray(t, dtype=np.float32)
+    transform = residual_transform(alignment)
     source_of = {row["layer_b"]: row["layer_a"] for row in layers if row.get("layer_a") is not None}
     # B's layers without their own source: a layer of A used a second time, or none at all.
     used: set[int] = set()

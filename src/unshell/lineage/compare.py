@@ -52,6 +52,7 @@ from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel
 from .change import ValueAdded, assess, copied_everywhere, revise_how
+from .expert_change import account_experts
 from .experts import ExpertMap, expert_map
 from .hashes import ContentHashes, HashMatch, TwinMatch, exact_twins, match_hashes
 from .sketch import (
@@ -1213,6 +1214,8 @@ def compare_checkpoints(
         if experts is not None and experts.upcycled:
             lineage.how.append("upcycled")
         value_added = assess(model_a, model_b, lineage.layers, lineage.alignment)
+        if experts is not None:  # experts against the FFN they copy, neuron by neuron
+            account_experts(value_added, experts, model_a, model_b, lineage.alignment)
         lineage.how = revise_how(lineage.how, value_added)  # rounding is not training
     return result(**lineage.fields(), experts=experts, value_added=value_added)
 

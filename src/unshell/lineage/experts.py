@@ -30,8 +30,17 @@ from ..arch.recognize import Assignment
 from .canonical import CanonicalModel
 from .sketch import Alignment, finite, projection
 
-EXPERT_ROLES = {"moe.expert.gate.weight": "gate", "moe.expert.up.weight": "up"}
-SHARED_ROLES = {"moe.shared.gate.weight": "gate", "moe.shared.up.weight": "up"}
+EXPERT_ROLES = {
+    "moe.expert.gate.weight": "gate",
+    "moe.expert.up.weight": "up",
+    "moe.expert.down.weight": "down",
+}
+SHARED_ROLES = {
+    "moe.shared.gate.weight": "gate",
+    "moe.shared.up.weight": "up",
+    "moe.shared.down.weight": "down",
+}
+NEURON_PARTS = ("gate", "up")  # the parts whose rows are a neuron's input directions
 DENSE_ROLES = {"mlp.gate.weight": "gate", "mlp.up.weight": "up"}
 # B's neurons sampled per block: the median of 128 best-twin cosines moves by about 0.01 between
 # samples, and A's block is read whole (a copy's twin may be any of its neurons).
@@ -48,6 +57,20 @@ COPY_MIN_SIMILARITY = 0.5
 # 14,336 in 512 dimensions), still far under `COPY_MIN_SIMILARITY`.
 TWIN_DIM = 512
 COPY_MIN_MARGIN = 0.2
+# The neuron map of a copy: each of its neurons against every neuron of the block it copies. A
+# neuron has a twin when their best |cosine| reaches this (copies trained 80 steps: 0.9 and more;
+# a re-initialized neuron's best against 256 unrelated ones: about 0.3 in 128 dimensions).
+NEURON_TWIN = 0.5
+# Neurons of a copy mapped one by one (an even sample of a larger block): bounds the work to
+# NEURON_MAP_MAX x A's block neurons x `TWIN_DIM` per block.
+NEURON_MAP_MAX = 4096
+# A copy whose neurons are at most this share of its source's is a slice of it: fine-grained
+# upcycling (Qwen1.5-MoE-A2.7B cut Qwen-1.8B's FFN into slices, each expert holding one).
+FINE_GRAINED_SHARE = 0.75
+# Twinned source neurons closer than this many (or this share of the source, if more) are one
+# run: a slice with some neurons re-initialized is still one slice.
+RUN_GAP = 4
+RUN_GAP_SHARE = 1 / 32
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,58 @@ class Block:
 
 
 @dataclass
+class NeuronMap:
+    """A copy's neurons against its source block's: which neuron of A each one twins."""
+
+    neurons_b: int  # B's block
+    neurons_a: int  # A's source block
+    # Per mapped neuron of B (all of them, or an even sample `rows`): A's neuron index, -1 where it
+    # has no twin (`NEURON_TWIN`), and the best |cosine|.
+    rows: np.ndarray
+    twins: np.ndarray
+    cosines: np.ndarray
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == self.neurons_b
+
+    @property
+    def twinned(self) -> int:
+        return int(np.sum(self.twins >= 0))
+
+    @property
+    def fine_grained(self) -> bool:
+        return self.neurons_b <= FINE_GRAINED_SHARE * self.neurons_a
+
+    def runs(self) -> list[tuple[int, int]]:
+        """A's twinned neurons as runs [first, last] (near neighbours joined: `RUN_GAP`)."""
+        used = np.unique(self.twins[self.twins >= 0])
+        if used.size == 0:
+            return []
+        stride = self.neurons_b / max(1, len(self.rows))
+        gap = max(RUN_GAP, round(RUN_GAP_SHARE * self.neurons_a), round(2 * stride))
+        cuts = np.flatnonzero(np.diff(used) > gap)
+        starts = np.concatenate(([0], cuts + 1))
+        ends = np.concatenate((cuts, [used.size - 1]))
+        return [(int(used[a]), int(used[b])) for a, b in zip(starts, ends, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        runs = self.runs()
+        return {
+            "neurons_b": self.neurons_b,
+            "neurons_a": self.neurons_a,
+            "mapped": len(self.rows),
+            "twinned": self.twinned,
+            "slice": self.fine_grained,
+            "runs_a": [list(run) for run in runs[:RUNS_SHOWN]],
+            "runs_a_count": len(runs),
+        }
+
+
+RUNS_SHOWN = 16
+
+
+@dataclass
 class BlockMatch:
     """One of B's FFN blocks, with A's block it resembles most and the null beside it."""
 
@@ -78,6 +153,10 @@ class BlockMatch:
     similarity: float
     null_similarity: float | None
     copy: bool
+    # Copies only: neuron by neuron against the source, and both blocks (for the value added).
+    neurons: NeuronMap | None = field(default=None, repr=False)
+    source: Block | None = field(default=None, repr=False)
+    block: Block | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +166,7 @@ class BlockMatch:
             "similarity": round(self.similarity, 4),
             "null_similarity": None if self.null_similarity is None else round(self.null_similarity, 4),
             "copy": self.copy,
+            "neurons": None if self.neurons is None else self.neurons.to_dict(),
         }
 
 
@@ -119,13 +199,33 @@ class ExpertMap:
     upcycled_layers: int
     moe_layers_b: int
 
+    @property
+    def fine_grained(self) -> bool:
+        """Most of B's expert copies hold a slice of their source's neurons, not all of them."""
+        maps = [
+            b.neurons
+            for layer in self.layers
+            for b in layer.blocks
+            if b.copy and b.neurons is not None and b.block_b.startswith("expert ")
+        ]
+        return bool(maps) and 2 * sum(m.fine_grained for m in maps) > len(maps)
+
+    @property
+    def granularity(self) -> str | None:
+        if not self.upcycled:
+            return None
+        return "fine-grained" if self.fine_grained else "whole"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "experts_per_layer_a": self.experts_a,
             "experts_per_layer_b": self.experts_b,
             "upcycled": self.upcycled,
+            "granularity": self.granularity,
             "upcycled_layers": self.upcycled_layers,
             "moe_layers_b": self.moe_layers_b,
+            "neuron_twin": NEURON_TWIN,
+            "fine_grained_share": FINE_GRAINED_SHARE,
             "min_similarity": COPY_MIN_SIMILARITY,
             "min_margin": COPY_MIN_MARGIN,
             "statistic": (
@@ -134,7 +234,10 @@ class ExpertMap:
                 "block, median over the sample; blind to the order and sign of neurons and experts. "
                 "null_similarity: the same against A's FFN in a distant layer. copy: similarity at least "
                 "min_similarity and min_margin above the null. attention_similarity: the same statistic on "
-                "the query rows"
+                "the query rows. neurons (copies): each neuron of B's block (up to NEURON_MAP_MAX) against "
+                "every neuron of A's block, twinned at |cosine| >= neuron_twin; runs_a: A's twinned neurons "
+                "(stored order) as [first, last] runs; slice: B's block has at most fine_grained_share of "
+                "its source's neurons (fine-grained upcycling)"
             ),
             "layers": [layer.to_dict() for layer in self.layers],
         }
@@ -220,6 +323,8 @@ def block_neurons(
     else:
         gain = model.role(block.layer, "ffn_norm.weight")
         for part, name, index in block.parts:
+            if part not in NEURON_PARTS:
+                continue
             matrix = reader.read(name)
             if index is not None:
                 matrix = matrix[index]
@@ -327,24 +432,32 @@ def expert_map(
             _attention_similarity(model_a, model_b, candidates[0], layer_b, alignment, hidden_a),
         )
         for block in blocks_b[layer_b]:
-            sample = _aligned(block_neurons(model_b, block, SAMPLE_NEURONS, reader_b), alignment, hidden_a)
-            best: tuple[float, int, Block] | None = None
+            whole_b = block_neurons(model_b, block, reader=reader_b)
+            count_b = min((len(m) for m in whole_b.values()), default=0)
+            sample = _aligned(
+                {p: m[_even_sample(count_b, SAMPLE_NEURONS)] for p, m in whole_b.items()}, alignment, hidden_a
+            )
+            best: tuple[float, int, Block, dict[str, np.ndarray]] | None = None
             for layer_a in candidates:
                 for block_a, neurons_a in a_layer(layer_a):
                     value = twin_similarity(sample, neurons_a)
                     if value is not None and (best is None or value > best[0]):
-                        best = (value, layer_a, block_a)
+                        best = (value, layer_a, block_a, neurons_a)
             if best is None:
                 continue
             null = None
             if null_layer is not None:
                 values = [twin_similarity(sample, n) for _, n in a_layer(null_layer)]
                 null = max((v for v in values if v is not None), default=None)
-            similarity, layer_a, block_a = best
+            similarity, layer_a, block_a, neurons_a = best
             copy = similarity >= COPY_MIN_SIMILARITY and (
                 null is None or similarity - null >= COPY_MIN_MARGIN
             )
-            row.blocks.append(BlockMatch(block.label, layer_a, block_a.label, similarity, null, copy))
+            match = BlockMatch(block.label, layer_a, block_a.label, similarity, null, copy, block=block)
+            if copy:
+                match.neurons = neuron_map(whole_b, count_b, neurons_a, alignment, hidden_a)
+                match.source = block_a
+            row.blocks.append(match)
         if row.blocks:
             row.layer_a = max(
                 (b.layer_a for b in row.blocks if b.copy),
@@ -356,6 +469,32 @@ def expert_map(
     upcycled_layers = sum(_layer_upcycled(r, experts_a) for r in moe_rows)
     upcycled = experts_b > experts_a and bool(moe_rows) and 2 * upcycled_layers >= len(moe_rows)
     return ExpertMap(experts_a, experts_b, result, upcycled, upcycled_layers, len(moe_rows))
+
+
+def neuron_map(
+    whole_b: dict[str, np.ndarray],
+    count_b: int,
+    neurons_a: dict[str, np.ndarray],
+    alignment: Alignment | None,
+    hidden_a: int,
+) -> NeuronMap | None:
+    """Each of B's block neurons (``whole_b``, every one or an even sample of `NEURON_MAP_MAX`)
+    against every neuron of A's block (``neurons_a``, aligned, unit rows): its twin, if any."""
+    rows = _even_sample(count_b, NEURON_MAP_MAX)
+    mapped = _aligned({p: m[rows] for p, m in whole_b.items()}, alignment, hidden_a)
+    parts = [p for p in ("gate", "up") if p in mapped and p in neurons_a]
+    if not parts or any(mapped[p].shape[1] != neurons_a[p].shape[1] for p in parts):
+        return None
+    count_a = min(len(neurons_a[p]) for p in parts)
+    twins = np.full(len(rows), -1, dtype=np.int64)
+    cosines = np.zeros(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), 1024):  # bounded memory: 1024 x A's neurons at a time
+        chunk = slice(start, start + 1024)
+        scores = sum(np.abs(mapped[p][chunk] @ neurons_a[p][:count_a].T) for p in parts) / len(parts)
+        cosines[chunk] = scores.max(axis=1)
+        twins[chunk] = scores.argmax(axis=1)
+    twins[cosines < NEURON_TWIN] = -1
+    return NeuronMap(count_b, count_a, rows, twins, cosines)
 
 
 def _routed(blocks: dict[int, list[Block]]) -> int:
@@ -421,7 +560,25 @@ def expert_map_text(experts: dict[str, Any] | None) -> str | None:
         text += f"; attention {np.median(attention):.2f}"
     if experts["upcycled"]:
         text += f"; upcycled in {experts['upcycled_layers']} of {experts['moe_layers_b']} MoE layers"
+    slices = [b["neurons"] for b in copies if b.get("neurons") and b["neurons"]["slice"]]
+    if experts.get("granularity") == "fine-grained" and slices:
+        held = np.median([n["neurons_b"] for n in slices])
+        of = np.median([n["neurons_a"] for n in slices])
+        text += f"; fine-grained: each expert holds a slice of A's FFN neurons ({held:.0f} of {of:.0f})"
     return text
+
+
+def block_source_text(block: dict[str, Any]) -> str:
+    """A's block that one of B's blocks copies, with the slice of A's neurons it holds when it
+    holds a slice (``ffn[64..127]``), or ``new``."""
+    if not block["copy"]:
+        return "new"
+    neurons = block.get("neurons")
+    if not neurons or not neurons["slice"] or not neurons["runs_a"]:
+        return str(block["a"])
+    runs = ",".join(f"{first}..{last}" for first, last in neurons["runs_a"][:3])
+    more = "..." if neurons["runs_a_count"] > 3 else ""
+    return f"{block['a']}[{runs}{more}]"
 
 
 def expert_map_rows(
@@ -434,7 +591,7 @@ def expert_map_rows(
     rows = []
     for layer in experts["layers"][:limit]:
         mapping = ", ".join(
-            f"{b['b']}->{b['a'] if b['copy'] else 'new'} {b['similarity']:.2f}" for b in layer["experts"]
+            f"{b['b']}->{block_source_text(b)} {b['similarity']:.2f}" for b in layer["experts"]
         )
         attention = layer["attention_similarity"]
         rows.append(

@@ -72,7 +72,9 @@ def _leave_one_out(job: tuple[str, tuple[str, ...], str]) -> tuple[float, str, i
     return (min(adjusted) if adjusted else 1.0), top, flagged
 
 
-def populations(only: set[str] | None, extra: list[str]) -> dict[str, list[tuple[str, str]]]:
+def populations(
+    only: set[str] | None, extra: list[str], brief: int = 210
+) -> dict[str, list[tuple[str, str]]]:
     import null_extra_groups
     import null_population
 
@@ -80,7 +82,7 @@ def populations(only: set[str] | None, extra: list[str]) -> dict[str, list[tuple
 
     out: dict[str, list[tuple[str, str]]] = {}
     if not only or "brief" in only:
-        out["brief (zoo, 40 steps, H 128)"] = [(str(p.a), str(p.b)) for p in zoo().null_pairs(210)]
+        out["brief (zoo, 40 steps, H 128)"] = [(str(p.a), str(p.b)) for p in zoo().null_pairs(brief)]
     if not only or (only - {"brief"}):
         population = null_population.load_or_build(log=print)
         for group in population.manifest["groups"]:
@@ -116,12 +118,13 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated: brief, cross, or group names")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated; 'none' for no pairs")
     parser.add_argument("--extra", default="", help="comma-separated groups of tools/null_extra_groups.py")
+    parser.add_argument("--brief-pairs", type=int, default=210, help="the first N of the zoo's null pairs")
     parser.add_argument("--search", action="store_true", help="leave-one-out search in every group")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     only = set(args.only.split(",")) if args.only else None
     modes = [] if args.modes == "none" else args.modes.split(",")
-    sets = populations(only, [name for name in args.extra.split(",") if name])
+    sets = populations(only, [name for name in args.extra.split(",") if name], args.brief_pairs)
     jobs = [(a, b, mode) for pairs in sets.values() for (a, b) in pairs for mode in modes]
     started = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:

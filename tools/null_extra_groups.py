@@ -13,7 +13,10 @@ cold). The groups here cost too much to build in CI and are measured by
   session on 2 shared cores affords (1,000 steps of 16 x 32 tokens at a peak rate of 5e-3);
 * ``docs-h64-flat`` and ``docs-h32-flat``: the population's ``docs-h64`` group and the first 7
   models of ``docs-h32`` (same seeds, shapes, data and recipe) trained 2,000 steps instead of 300,
-  until the loss is flat (the population's groups still fall by 1% to 2.6% over their last fifth).
+  until the loss is flat (the population's groups still fall by 1% to 2.6% over their last fifth):
+  defined, not built yet (the whole population at 2,000 steps would cost about 41 CPU minutes).
+
+Measured figures: ``benchmarks/RESULTS.md``, "null calibration on converged models", session 5.
 
 Each group is cached by its own content under
 ``~/.cache/unshell-tests/null-converged-extra/<group>-<key>/``: ``<key>`` hashes the group's

@@ -9,6 +9,13 @@ checkpoint). Prints a QQ summary per population and mode: the fraction of p-valu
 calibrated when every fraction is at most alpha + 2 binomial standard errors (marked ``*`` when not).
 
     python benchmarks/bench_null_converged.py [--workers 2] [--json out.json] [--only docs-h32,brief]
+    python benchmarks/bench_null_converged.py --only none --extra llama2c-h64 --search
+
+``--extra`` adds groups of ``tools/null_extra_groups.py`` (too costly for CI: the issue's
+llama2.c-shaped models, flat-loss variants), built or found in their cache. ``--search`` adds,
+for every group, a leave-one-out `search`: each model against a library of the group's other
+models (all independent of it), with the library's Holm correction; it prints how many suspects
+got a candidate that is not `independent`, and the smallest Holm-adjusted p.
 
 Another version of unshell (a "before" table): put its ``src`` first on ``PYTHONPATH``; the
 populations come from this checkout's ``tests/`` and ``tools/`` either way.
@@ -46,21 +53,52 @@ def _one(job: tuple[str, str, str]) -> tuple[float, str]:
     return (1.0 if result.p_value is None else float(result.p_value)), result.verdict
 
 
-def populations(only: set[str] | None) -> dict[str, list[tuple[str, str]]]:
+def _leave_one_out(job: tuple[str, tuple[str, ...], str]) -> tuple[float, str, int]:
+    """`search` for ``suspect`` in a fresh library of ``others``: the smallest Holm-adjusted p,
+    the top candidate's verdict, and how many candidates are not `independent`."""
+    suspect, others, folder = job
+    import tempfile
+
+    from unshell.library import Library, search
+    from unshell.lineage.fingerprint import fingerprint
+
+    with tempfile.TemporaryDirectory(dir=folder) as temp, Library(Path(temp) / "library.db") as library:
+        for other in others:
+            library.add(fingerprint(other), name=Path(other).name)
+        result = search(suspect, library, top=len(others), workers=1)
+    adjusted = [c.p_adjusted for c in result.candidates if c.p_adjusted is not None]
+    flagged = sum(c.verdict != "independent" for c in result.candidates)
+    top = result.candidates[0].verdict if result.candidates else "none"
+    return (min(adjusted) if adjusted else 1.0), top, flagged
+
+
+def populations(
+    only: set[str] | None, extra: list[str], brief: int = 210
+) -> dict[str, list[tuple[str, str]]]:
+    import null_extra_groups
     import null_population
 
     from zoo_fixture import zoo
 
     out: dict[str, list[tuple[str, str]]] = {}
     if not only or "brief" in only:
-        out["brief (zoo, 40 steps, H 128)"] = [(str(p.a), str(p.b)) for p in zoo().null_pairs(210)]
-    population = null_population.load_or_build(log=print)
-    for group in population.manifest["groups"]:
-        if not only or group in only:
-            out[f"converged {group}"] = [(str(p.a), str(p.b)) for p in population.pairs(group)]
-    if not only or "cross" in only:
-        out["converged, other data or recipe"] = [(str(p.a), str(p.b)) for p in population.cross_pairs()]
+        out["brief (zoo, 40 steps, H 128)"] = [(str(p.a), str(p.b)) for p in zoo().null_pairs(brief)]
+    if not only or (only - {"brief"}):
+        population = null_population.load_or_build(log=print)
+        for group in population.manifest["groups"]:
+            if not only or group in only:
+                out[f"converged {group}"] = [(str(p.a), str(p.b)) for p in population.pairs(group)]
+        if not only or "cross" in only:
+            out["converged, other data or recipe"] = [(str(p.a), str(p.b)) for p in population.cross_pairs()]
+    for name in extra:
+        group = null_extra_groups.load_or_build(name, log=print)
+        out[f"extra {name}"] = [(str(p.a), str(p.b)) for p in group.pairs(name)]
     return out
+
+
+def models_of(pairs: list[tuple[str, str]]) -> list[str]:
+    """The models of a group, from its pairs (every pair within the group)."""
+    return sorted({path for pair in pairs for path in pair})
 
 
 def qq_row(p_values: list[float]) -> tuple[list[float], bool]:
@@ -78,12 +116,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write every p-value and verdict here")
     parser.add_argument("--only", help="comma-separated: brief, cross, or group names")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated; 'none' for no pairs")
+    parser.add_argument("--extra", default="", help="comma-separated groups of tools/null_extra_groups.py")
+    parser.add_argument("--brief-pairs", type=int, default=210, help="the first N of the zoo's null pairs")
+    parser.add_argument("--search", action="store_true", help="leave-one-out search in every group")
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     only = set(args.only.split(",")) if args.only else None
-    modes = args.modes.split(",")
-    sets = populations(only)
+    modes = [] if args.modes == "none" else args.modes.split(",")
+    sets = populations(only, [name for name in args.extra.split(",") if name], args.brief_pairs)
     jobs = [(a, b, mode) for pairs in sets.values() for (a, b) in pairs for mode in modes]
     started = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
@@ -108,6 +149,37 @@ def main() -> int:
             mark = "" if calibrated else " *"
             print(f"| {name} | {mode} | {len(pairs)} | {cells} | {min(p_values):.2g}{mark} | {shown} |")
     print(f"\n{len(jobs)} comparisons in {seconds:.0f} s on {args.workers} workers")
+    if args.search:
+        groups = {
+            name: models_of(pairs)
+            for name, pairs in sets.items()
+            if not name.startswith(("brief", "converged,"))
+        }
+        searches = [
+            (model, tuple(m for m in models if m != model), str(Path(os.environ.get("TMPDIR", "/tmp"))))
+            for models in groups.values()
+            for model in models
+        ]
+        started = time.monotonic()
+        with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+            found = dict(zip([s[0] for s in searches], pool.map(_leave_one_out, searches), strict=True))
+        print(
+            "\n| population | suspects (library of the others) | suspects with a candidate not `independent` "
+            "| top candidates' verdicts | smallest Holm p |"
+        )
+        print("|---|---:|---:|---|---:|")
+        for name, models in groups.items():
+            rows = [found[m] for m in models]
+            tops: dict[str, int] = {}
+            for _, top, _ in rows:
+                tops[top] = tops.get(top, 0) + 1
+            shown = ", ".join(f"{count} {verdict}" for verdict, count in sorted(tops.items()))
+            flagged = sum(1 for _, _, count in rows if count)
+            print(
+                f"| {name} | {len(models)} ({len(models) - 1}) | {flagged} | {shown} | {min(r[0] for r in rows):.2g} |"
+            )
+            record.setdefault(name, {})["search"] = [(p, top) for p, top, _ in rows]
+        print(f"\n{len(searches)} searches in {time.monotonic() - started:.0f} s on {args.workers} workers")
     if args.json:
         args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -29,7 +29,9 @@ def _anisotropic_rows(rng: np.random.Generator, rows: int, hidden: int, decades:
     return (rng.standard_normal((rows, hidden)) * scales).astype(np.float32)
 
 
-@pytest.mark.parametrize(("rows", "cols", "decades"), [(64, 64, 0.0), (96, 64, 2.0), (64, 96, 3.0), (200, 200, 1.0)])
+@pytest.mark.parametrize(
+    ("rows", "cols", "decades"), [(64, 64, 0.0), (96, 64, 2.0), (64, 96, 3.0), (200, 200, 1.0)]
+)
 def test_polar_factor_is_the_svd_factor(rows: int, cols: int, decades: float) -> None:
     rng = np.random.default_rng(rows * 1000 + cols)
     matrix = rng.standard_normal((rows, cols)) * np.exp(np.linspace(0.0, -decades * np.log(10.0), cols))
@@ -64,7 +66,9 @@ def test_procrustes_transform_and_residuals_match_their_definitions(hidden_a: in
     assert alignment.residual == pytest.approx(_written_out_residual(a, b, expected), rel=1e-4)
     order = np.random.default_rng(20_018).permutation(rows)
     shuffled = b[order]
-    chance = _written_out_residual(a, shuffled, _svd_polar(shuffled.T.astype(np.float64) @ a.astype(np.float64)))
+    chance = _written_out_residual(
+        a, shuffled, _svd_polar(shuffled.T.astype(np.float64) @ a.astype(np.float64))
+    )
     assert alignment.chance == pytest.approx(chance, rel=1e-4)
     assert procrustes_residual(a, shuffled) == pytest.approx(chance, rel=1e-4)
     assert alignment.residual < alignment.chance

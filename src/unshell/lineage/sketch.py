@@ -112,7 +112,9 @@ def procrustes_residual(a: np.ndarray, b: np.ndarray) -> float:
     cross = finite((b.T @ a).astype(np.float64))
     if cross.shape[0] > cross.shape[1]:  # T has orthonormal columns only: |b T|² needs T
         transform = polar_factor(cross)
-        return _scaled_residual(float(np.sum(transform * cross)), _fitted_norm(b, transform), _squared_norm(a))
+        return _scaled_residual(
+            float(np.sum(transform * cross)), _fitted_norm(b, transform), _squared_norm(a)
+        )
     eigenvalues = np.linalg.eigvalsh(cross @ cross.T)  # the smaller Gram: H_B <= H_A here
     dot = float(np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None))))
     return _scaled_residual(dot, _squared_norm(b), _squared_norm(a))

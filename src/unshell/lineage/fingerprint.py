@@ -91,6 +91,7 @@ from .sketch import (
     align_embeddings,
     anchor_stride,
     finite,
+    polar_factor,
     projection,
 )
 from .summary import ModelSummary
@@ -766,11 +767,6 @@ def fingerprint(
 # --- comparing against one -------------------------------------------------------------------
 
 
-def _polar(matrix: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(matrix, full_matrices=False)
-    return u @ vt
-
-
 def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
     """B's sketch basis from its anchor rows: the polar factor of the ridge least-squares map from
     B's centered rows (n x H_B) onto A's anchor projections (n x r), and the relative residual of
@@ -782,7 +778,7 @@ def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     gram = finite(x.T @ x)
     ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
     solution = finite(np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), finite(x.T @ y)))
-    basis = _polar(solution)
+    basis = polar_factor(solution)
     fitted = x @ basis
     scale = float(np.sum(fitted * y)) / max(float(np.sum(fitted * fitted)), 1e-30)
     residual = float(np.linalg.norm(scale * fitted - y)) / max(float(np.linalg.norm(y)), 1e-30)
@@ -1142,7 +1138,7 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
             pa, pb = pa @ basis, pb @ basis
         pa -= pa.mean(axis=0)
         pb -= pb.mean(axis=0)
-        rotation = _polar(pb.T @ pa).astype(np.float32)
+        rotation = polar_factor(pb.T @ pa).astype(np.float32)
         fitted = pb @ rotation
         scale = float(np.sum(fitted * pa)) / max(float(np.sum(fitted * fitted)), 1e-30)
         residual = float(np.linalg.norm(scale * fitted - pa)) / max(float(np.linalg.norm(pa)), 1e-30)

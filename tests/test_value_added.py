@@ -105,6 +105,25 @@ def test_how_loses_its_training_word_when_only_rounding_changed(weights: np.ndar
     assert revise_how(["quantized"], tuned) == ["quantized", "finetune"]
 
 
+def test_the_training_word_follows_the_effort(weights: np.ndarray) -> None:
+    # Every weight moved by 0.06 (RMS): more than the zoo's continued pretraining moved its layer
+    # matrices (0.055 after 400 steps at 4e-3), whatever the weights' own scale.
+    rng = np.random.default_rng(10)
+    for scale in (1.0, 4.0):
+        a = weights * scale
+        moved = a + rng.standard_normal(a.shape).astype(np.float32) * 0.06
+        value = ValueAdded([compare_tensor("w", "mlp.up.weight", 0, 0, a, moved)])
+        assert revise_how(["pruned", "finetune"], value) == ["pruned", "continued-pretraining"]
+    # 0.0026 per weight: the zoo's 150-step fine-tune at 2e-4, whatever the weights' scale.
+    for scale in (1.0, 4.0):
+        a = weights * scale
+        moved = a + rng.standard_normal(a.shape).astype(np.float32) * 0.0026
+        value = ValueAdded([compare_tensor("w", "mlp.up.weight", 0, 0, a, moved)])
+        assert revise_how(["continued-pretraining"], value) == ["finetune"]
+        effort = value.effort()
+        assert effort is not None and 0.01 < effort["lr_integral"] < 0.03
+
+
 # --- real derivatives -----------------------------------------------------------------------------
 
 

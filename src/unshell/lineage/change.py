@@ -78,26 +78,41 @@ SVD_SKETCH = 48  # columns of the randomized range finder for large tensors
 OBFUSCATED_OFF_IDENTITY = 0.5
 # Rows whose median cosine with A's is below this no longer line up (neurons permuted): not compared.
 ALIGNED_COSINE = 0.3
-# Training effort measured in the lineage zoo (tools/zoo.py; 128-wide, 4-layer Llama models,
-# AdamW): the relative change ||B - A|| / ||A|| of the whole model after a run, against the run's
-# learning-rate integral (steps x peak learning rate). From zoo.json: finetune and finetune-2
-# (150 x 2e-4), pruned-depth and upscaled healing (150 x 6e-4), continued-pretraining (400 x 4e-3,
-# constant rate). The relation depends on the model: stories260K (64 wide) moves 3 times as far
-# for the same effort (0.149 after 300 x 1e-3), so for other models it is an order of magnitude.
+# Training effort. AdamW normalizes its update coordinate by coordinate, so a run moves each weight
+# by about its learning rate per step whatever the layer's width or the weights' scale: the size of
+# a change *per weight* (the RMS of B - A over a matrix, `rms_change`) is what a given effort makes
+# at any width, while the relative change ||B - A|| / ||A|| divides it by the weights' own scale,
+# which training sets (stories260K's weights have an RMS of 0.169, the zoo's 0.045: its continued
+# pretraining, at 3/4 of the zoo's effort, moved each layer weight nearly as far, 0.049 against
+# 0.055, but reads 0.42 relative against 0.99). The effort is the run's learning-rate
+# integral (the sum of its per-step rates: steps x rate for a constant rate, about 0.55 x steps x
+# peak rate for the zoo's cosine schedule with warmup). Measured on the zoo's 128-wide, 4-layer
+# Llama models (tools/zoo.py, zoo.json): base-s0's fine-tune (150 steps at 2e-4, cosine), its
+# pruned-depth healing (150 at 6e-4) and its continued pretraining (400 at 4e-3, constant): the
+# median `rms_change` of the fine-tuned layer matrices against the integral. Checked where it was
+# not made, at widths 64 and 256 (tools/zoo_widths.py) and on stories260K's derivatives: within a
+# factor of 3 (benchmarks/RESULTS.md, "Effort across widths").
 EFFORT_CALIBRATION: tuple[tuple[float, float], ...] = (
-    (0.050, 0.03),
-    (0.080, 0.09),
-    (1.026, 1.60),
+    (0.002591, 0.01659),
+    (0.00482, 0.04977),
+    (0.05499, 1.542),
 )
 REFERENCE_LR = 2e-4  # the zoo's fine-tuning rate: effort is said as steps at this rate
-# Words for the size of a full-rank change (relative change of the fine-tuned tensors), placed
-# between the zoo's runs: its fine-tunes sit near 0.05, its continued pretraining near 1.
+# A training run whose effort (learning-rate integral) reaches this is continued pretraining, not a
+# fine-tune: the zoo's and stories260K's fine-tunes sit at 0.017 to 0.17, their continued
+# pretraining at 1.2 to 1.5. (A typical published fine-tune, 1,000 to 3,000 steps at 1e-5 to 2e-5,
+# integrates to 0.01 to 0.06; a continued pretraining of billions of tokens to several.)
+CONTINUED_PRETRAINING_EFFORT = 0.4
+# Words for the size of a full-rank change, by its effort (learning-rate integral).
 MAGNITUDE_WORDS: tuple[tuple[float, str], ...] = (
-    (0.01, "a very light"),
-    (0.12, "a light"),
-    (0.4, "a substantial"),
+    (0.004, "a very light"),
+    (0.1, "a light"),
+    (CONTINUED_PRETRAINING_EFFORT, "a substantial"),
     (math.inf, "a heavy (continued-pretraining scale)"),
 )
+# The layer matrices' change tells the effort: an embedding moves further when the new data uses
+# other tokens (stories260K's on Python text: 3.5 times its layers' change), a norm gain less.
+EFFORT_COMPONENTS = ("attention", "ffn", "added layers")
 
 
 # How a summary names the components where new tensors lie.
@@ -125,6 +140,13 @@ class TensorChange:
     explained_by: str | None = None
 
     @property
+    def rms_change(self) -> float | None:
+        """The RMS of B - A over the tensor: how far training moved each weight."""
+        if self.relative_change is None or not self.parameters:
+            return None
+        return self.relative_change * self.norm_a / math.sqrt(self.parameters)
+
+    @property
     def degrees_of_freedom(self) -> float:
         """How many numbers the change needs: the whole tensor, or rank x (rows + columns) for a
         low-rank change."""
@@ -145,6 +167,7 @@ class TensorChange:
             "parameters": self.parameters,
             "kind": self.kind,
             "relative_change": None if self.relative_change is None else round(self.relative_change, 6),
+            "rms_change": _significant(self.rms_change),
             "rank": self.rank,
             "low_rank": self.low_rank,
             "explained_by": self.explained_by,
@@ -241,19 +264,32 @@ class ValueAdded:
             )
         return rows
 
+    def rms_change(self) -> float | None:
+        """How far training moved each weight: the median RMS of B - A over the full-rank
+        fine-tuned layer matrices (`EFFORT_COMPONENTS`; any full-rank fine-tuned matrix when no
+        layer matrix was)."""
+        full = [t for t in self.tensors if t.kind == FINETUNED and not t.low_rank and len(t.shape) == 2]
+        layer = [t for t in full if t.component in EFFORT_COMPONENTS] or full
+        shifts = [s for s in (t.rms_change for t in layer) if s is not None and s > 0]
+        return float(np.median(shifts)) if shifts else None
+
     def effort(self) -> dict[str, Any] | None:
-        """The zoo's training effort that makes a full-rank change of this size (`EFFORT_CALIBRATION`)."""
-        full = [t for t in self.tensors if t.kind == FINETUNED and not t.low_rank]
-        change = _pooled(full)
-        if change is None or change <= 0:
+        """The training effort (learning-rate integral) that moves weights this far in the lineage
+        zoo (`EFFORT_CALIBRATION`), with the full-rank change it was read from."""
+        shift = self.rms_change()
+        if shift is None:
             return None
-        integral = _interpolate_effort(change)
+        integral = _interpolate_effort(shift)
+        full = [t for t in self.tensors if t.kind == FINETUNED and not t.low_rank]
         return {
-            "relative_change": round(change, 6),
-            "lr_steps": round(integral, 6),
+            "rms_change": _significant(shift),
+            "relative_change": _rounded(_pooled(full)),
+            "lr_integral": _significant(integral),
             "steps_at_reference_lr": round(integral / REFERENCE_LR),
             "reference_lr": REFERENCE_LR,
-            "basis": "lineage zoo: 128-wide 4-layer Llama models trained with AdamW (tools/zoo.py)",
+            "continued_pretraining": integral >= CONTINUED_PRETRAINING_EFFORT,
+            "basis": "lineage zoo: Llama models trained with AdamW (tools/zoo.py); within a factor "
+            "of 3 at widths 64 to 256 and on stories260K",
         }
 
     def summary(self) -> str:
@@ -264,12 +300,12 @@ class ValueAdded:
         full = [t for t in tuned if not t.low_rank]
         low = [t for t in tuned if t.low_rank]
         if full and effort is not None:
-            word = next(w for bound, w in MAGNITUDE_WORDS if effort["relative_change"] < bound)
+            word = next(w for bound, w in MAGNITUDE_WORDS if effort["lr_integral"] < bound)
             where = _component_list(t.component for t in full)
             parts.append(
-                f"{word} fine-tune of {where} (relative change {effort['relative_change']:.3g}, comparable "
-                f"to about {effort['steps_at_reference_lr']:,} steps at learning rate {REFERENCE_LR:g} "
-                "in our zoo)"
+                f"{word} fine-tune of {where} (relative change {effort['relative_change']:.3g}, each "
+                f"weight moved by {effort['rms_change']:.2g} RMS: comparable to about "
+                f"{effort['steps_at_reference_lr']:,} steps at learning rate {REFERENCE_LR:g} in our zoo)"
             )
         if low:
             rank = max(t.rank or 0 for t in low)
@@ -336,6 +372,10 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
+def _significant(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
 def _pooled(tensors: Sequence[TensorChange]) -> float | None:
     """||B - A|| / ||A|| over several tensors, from each one's relative change and size."""
     if not tensors:
@@ -347,7 +387,7 @@ def _pooled(tensors: Sequence[TensorChange]) -> float | None:
 
 
 def _interpolate_effort(change: float) -> float:
-    """Steps x learning rate for a relative change, log-log interpolated in `EFFORT_CALIBRATION`
+    """The learning-rate integral for an RMS change per weight, log-log interpolated in `EFFORT_CALIBRATION`
     (extrapolated along the end segments)."""
     points = EFFORT_CALIBRATION
     xs = [math.log(c) for c, _ in points]
@@ -696,29 +736,40 @@ def assess(
     return value
 
 
-# A fine-tune whose trained tensors moved more than this (relative change) is named
-# continued pretraining (the zoo's fine-tunes: 0.05 to 0.15; its continued pretraining: 1.0).
-CONTINUED_PRETRAINING_CHANGE = 0.4
 TRAINING_WORDS = ("finetune", "continued-pretraining")
-# `how` only loses its training word when nearly all of B was compared.
+# `how` only loses its training word, or has it replaced, when nearly all of B was compared.
 COMPARED_FOR_REVISION = 0.9
+
+
+def training_word(value: ValueAdded) -> str:
+    """``continued-pretraining`` when the full-rank change took the effort of one
+    (`CONTINUED_PRETRAINING_EFFORT`), else ``finetune`` (a low-rank change is one)."""
+    effort = value.effort()
+    return "continued-pretraining" if effort is not None and effort["continued_pretraining"] else "finetune"
 
 
 def revise_how(how: list[str], value: ValueAdded) -> list[str]:
     """`compare`'s ``how`` corrected by the tensor-by-tensor account: no training word when every
     compared tensor is a copy or a requantization (rounding is not training), ``quantized`` when
     some tensor is a requantization, and a training word beside ``quantized`` when some tensor
-    changed beyond rounding."""
+    changed beyond rounding. The word itself (fine-tune or continued pretraining) is the
+    account's when it compared B as stored: `compare`'s own guess reads the drift of one matrix's
+    rows, a relative change, which the same training makes smaller on larger weights."""
     fractions = value.fractions()
     tuned = fractions[FINETUNED] > 0
+    compared = fractions.get(NOT_COMPARED, 0.0) <= 1 - COMPARED_FOR_REVISION
     out = list(how)
-    if not tuned and fractions.get(NOT_COMPARED, 0.0) <= 1 - COMPARED_FOR_REVISION:
+    if not tuned and compared:
         out = [word for word in out if word not in TRAINING_WORDS]
     if fractions[REQUANTIZED] > 0 and "quantized" not in out:
         out.append("quantized")
-    if tuned and not any(word in out for word in TRAINING_WORDS):
-        change = value.trained_change or 0.0
-        out.append("continued-pretraining" if change > CONTINUED_PRETRAINING_CHANGE else "finetune")
+    if tuned and compared and value.note is None:  # a transformed stream's changes are upper bounds
+        word = training_word(value)
+        at = next((i for i, w in enumerate(out) if w in TRAINING_WORDS), len(out))
+        out = [w for w in out if w not in TRAINING_WORDS]
+        out.insert(min(at, len(out)), word)
+    elif tuned and not any(word in out for word in TRAINING_WORDS):
+        out.append(training_word(value))
     return out
 
 

@@ -510,6 +510,10 @@ def _weights_view(doc: dict[str, Any]) -> dict[str, Any]:
         view["headline"], view["meaning"] = _verdict_text(
             weights["verdict"], weights["p_value"], weights["reason"], weights["how"]
         )
+    added = weights.get("value_added")
+    if added:  # what the weights add to the base: evidence for or against a "substantive change"
+        view["value"] = value_added_view(added)
+        view["substantive_change"] = added.get("substantive_change")
     return view
 
 

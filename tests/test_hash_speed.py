@@ -52,6 +52,7 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...],
 def test_bf16_one_pass_equals_the_definition(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)  # these tiny tensors take the threaded path too
     monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 1000)  # many chunks, one ending mid-row
     rng = np.random.default_rng(1)
     bits = rng.integers(0, 1 << 16, size=(37, 129), dtype=np.uint16)
@@ -127,6 +128,7 @@ def test_quantized_hashes_in_row_blocks_equal_the_definition(
 ) -> None:
     monkeypatch.setattr(hashes, "_BLOCK_ELEMENTS", 64 * 3)  # blocks of 3 rows, the last one short
     monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)
     path = tmp_path / "q.gguf"
     raws = quantized_gguf(path)
     checkpoint = open_checkpoint(path)

@@ -63,6 +63,8 @@ class ContentHashes:
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
 # Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
 _CHUNK_ELEMENTS = 1 << 18  # 256k: bincount's int64 copy of them stays in the caches
+# Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
+_THREAD_MIN_BYTES = 1 << 22
 
 
 def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
@@ -106,7 +108,7 @@ def _exact_digest(parts: list[np.ndarray]) -> Iterator[Callable[[], str]]:
     on this one when the thread budget allows (`unshell.threads.budget`): the two passes over the
     bytes then overlap (the stored bytes are read from the page cache once, by whichever is first).
     Yields a function that waits for the digest."""
-    if budget() < 2:
+    if budget() < 2 or sum(part.size for part in parts) < _THREAD_MIN_BYTES:
         yield lambda: _sha256(parts)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-sha256") as pool:

@@ -21,6 +21,7 @@ from unshell.formats import open_checkpoint
 from unshell.formats.base import bf16_to_f32
 from unshell.lineage import hashes
 from unshell.lineage.hashes import hash_tensor
+from unshell.threads import limited
 
 
 def reference_hashes(values: np.ndarray, stored: bytes) -> tuple[str, str, str, int]:
@@ -46,7 +47,12 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...],
     path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(t[2] for t in tensors.values()))
 
 
-def test_bf16_one_pass_equals_the_definition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# One thread hashes the stored bytes in line; two hash them on a second thread beside the counting.
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_one_pass_equals_the_definition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)  # these tiny tensors take the threaded path too
     monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 1000)  # many chunks, one ending mid-row
     rng = np.random.default_rng(1)
     bits = rng.integers(0, 1 << 16, size=(37, 129), dtype=np.uint16)
@@ -68,7 +74,8 @@ def test_bf16_one_pass_equals_the_definition(tmp_path: Path, monkeypatch: pytest
         ("f32", f32, f32.tobytes()),
         ("f16", f32.astype(np.float16).astype(np.float32), f32.astype(np.float16).tobytes()),
     ):
-        got = hash_tensor(checkpoint, name)
+        with limited(threads):
+            got = hash_tensor(checkpoint, name)
         assert (got.exact, got.rounded, got.multiset, got.distinct) == reference_hashes(values, stored), name
 
 
@@ -115,15 +122,18 @@ def test_read_rows_decodes_only_the_rows_and_equals_read(tmp_path: Path) -> None
             assert np.array_equal(checkpoint.read_rows(name, rows), whole[rows], equal_nan=True), (name, rows)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 def test_quantized_hashes_in_row_blocks_equal_the_definition(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     monkeypatch.setattr(hashes, "_BLOCK_ELEMENTS", 64 * 3)  # blocks of 3 rows, the last one short
     monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 100)
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)
     path = tmp_path / "q.gguf"
     raws = quantized_gguf(path)
     checkpoint = open_checkpoint(path)
     for name in ("q8", "q4", "f16", "f32"):
-        got = hash_tensor(checkpoint, name)
+        with limited(threads):
+            got = hash_tensor(checkpoint, name)
         expected = reference_hashes(checkpoint.read(name), raws[name].tobytes())
         assert (got.exact, got.rounded, got.multiset, got.distinct) == expected, name

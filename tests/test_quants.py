@@ -170,6 +170,16 @@ def test_chunked_decoding_gives_the_same_values(monkeypatch: pytest.MonkeyPatch)
     assert_same_bits(dequantize("Q4_K", blocks, 50 * 256), whole)
 
 
+@pytest.mark.parametrize("code", [c for c in DECODABLE if c not in NO_ORACLE])
+def test_every_type_decodes_alike_across_steps(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The decoders write each step into its slice of the output: steps of 3 blocks, the last one
+    # short, must give gguf-py's values as one step does.
+    blocks = random_blocks(code, 11, seed=9, finite=True)
+    monkeypatch.setattr(quants, "_CHUNK_ELEMENTS", 3 * spec(code).block_elements)
+    expected = oracle_dequantize(blocks, GGMLQuantizationType[code]).reshape(-1)
+    assert_same_bits(dequantize(code, blocks, 11 * spec(code).block_elements), expected)
+
+
 @pytest.mark.parametrize("code", UNDECODABLE)
 def test_undecodable_types_raise_naming_the_type(code: str) -> None:
     blocks = random_blocks(code, 2, seed=6, finite=False)

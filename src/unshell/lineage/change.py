@@ -530,7 +530,7 @@ def change_rank(delta: np.ndarray) -> tuple[int | None, bool]:
     is reported as None: full-rank)."""
     if delta.ndim != 2 or min(delta.shape) < 2:
         return None, False
-    work = delta.astype(np.float64)
+    work = np.asarray(delta, dtype=np.float64)  # not copied when it is float64 already (never written)
     total = float(np.sum(work * work))
     if total == 0.0:
         return 0, True
@@ -591,13 +591,26 @@ def _rope_orders(
     return out
 
 
-def _row_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """The median cosine between A's and B's rows in stored order (1 for vectors and tiny matrices)."""
+def _row_agreement(a: np.ndarray, b: np.ndarray, b_norms: np.ndarray | None = None) -> float:
+    """The median cosine between A's and B's rows in stored order (1 for vectors and tiny matrices).
+    ``b_norms``: B's row norms, when the caller has them (the same values)."""
     if a.ndim != 2 or a.shape[0] < 8:
         return 1.0
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    norms = np.linalg.norm(a, axis=1) * (np.linalg.norm(b, axis=1) if b_norms is None else b_norms)
     cosines = np.sum(a * b, axis=1) / np.maximum(norms, 1e-30)
     return float(np.median(cosines))
+
+
+def _best_row_order(role: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """A in the rotary layout whose rows agree best with B's (the first of equals, stored order
+    first), and that agreement. B's row norms are taken once for every layout tried."""
+    b_norms = np.linalg.norm(b, axis=1) if b.ndim == 2 and b.shape[0] >= 8 else None
+    best, best_agreement = a, _row_agreement(a, b, b_norms)
+    for order in _rope_orders(role, a):
+        agreement = _row_agreement(order, b, b_norms)
+        if agreement > best_agreement:
+            best, best_agreement = order, agreement
+    return best, best_agreement
 
 
 def compare_tensor(
@@ -628,8 +641,8 @@ def compare_tensor(
         b = _aligned(role, b, transform)
     # Query and key rows may be stored in the other rotary layout (a GGUF or llama2.c file against
     # a Hugging Face one): the layout whose rows agree best is A's.
-    a = max([a, *_rope_orders(role, a)], key=lambda order: _row_agreement(order, b))
-    if _row_agreement(a, b) < ALIGNED_COSINE:
+    a, agreement = _best_row_order(role, a, b)
+    if agreement < ALIGNED_COSINE:
         change.kind = NOT_COMPARED
         return change
     if transform is None and np.array_equal(a, b):
@@ -638,7 +651,7 @@ def compare_tensor(
         change.norm_a = float(np.linalg.norm(a))
         return change
     norm_a = change.norm_a = float(np.linalg.norm(a))
-    delta = b.astype(np.float64) - a.astype(np.float64)
+    delta = np.subtract(b, a, dtype=np.float64)  # the same values as widening each first, without the copies
     change.relative_change = float(np.linalg.norm(delta)) / norm_a if norm_a > 0 else float("inf")
     if transform is None:
         reason = explained_by_rounding(a, b)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..formats.base import Checkpoint, TensorInfo
+from ..threads import budget
 
 
 def _bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -59,7 +62,9 @@ class ContentHashes:
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
 # Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
-_CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 18  # 256k: bincount's int64 copy of them stays in the caches
+# Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
+_THREAD_MIN_BYTES = 1 << 22
 
 
 def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
@@ -90,32 +95,52 @@ def _stored_bf16(checkpoint: Checkpoint, info: TensorInfo) -> bool:
     )
 
 
+def _sha256(parts: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.data)  # hashlib releases the GIL while it hashes a large buffer
+    return digest.hexdigest()
+
+
+@contextmanager
+def _exact_digest(parts: list[np.ndarray]) -> Iterator[Callable[[], str]]:
+    """The sha256 of ``parts``' bytes, hashed on a second thread while the caller counts values
+    on this one when the thread budget allows (`unshell.threads.budget`): the two passes over the
+    bytes then overlap (the stored bytes are read from the page cache once, by whichever is first).
+    Yields a function that waits for the digest."""
+    if budget() < 2 or sum(part.size for part in parts) < _THREAD_MIN_BYTES:
+        yield lambda: _sha256(parts)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-sha256") as pool:
+        future = pool.submit(_sha256, parts)
+        yield future.result
+
+
 def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
     info = checkpoint.info(name)
     histogram = np.zeros(1 << 16, dtype=np.int64)
-    exact = hashlib.sha256()
     if _stored_bf16(checkpoint, info):
         # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
         raw = checkpoint.raw_bytes(info)
         step = 2 * _CHUNK_ELEMENTS
-        for start in range(0, raw.size, step):
-            chunk = raw[start : start + step]
-            exact.update(chunk.data)
-            histogram += np.bincount(chunk.view("<u2"), minlength=1 << 16)
+        with _exact_digest([raw]) as exact:
+            for start in range(0, raw.size, step):
+                histogram += np.bincount(raw[start : start + step].view("<u2"), minlength=1 << 16)
+            digest = exact()
         checkpoint.release(info)
-        digest = exact.hexdigest()
         rounded_digest = digest
     else:
-        for part in info.parts or (info,):
-            exact.update(checkpoint.raw_bytes(part).data)
+        parts = list(info.parts or (info,))
+        with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:
+            rounded = hashlib.sha256()
+            for values in _value_blocks(checkpoint, info):
+                for start in range(0, values.size, _CHUNK_ELEMENTS):
+                    bits = _bf16_bits(values[start : start + _CHUNK_ELEMENTS])
+                    rounded.update(bits.data)
+                    histogram += np.bincount(bits, minlength=1 << 16)
+            digest = exact()
+        for part in parts:
             checkpoint.release(part)
-        rounded = hashlib.sha256()
-        for values in _value_blocks(checkpoint, info):
-            for start in range(0, values.size, _CHUNK_ELEMENTS):
-                bits = _bf16_bits(values[start : start + _CHUNK_ELEMENTS])
-                rounded.update(bits.data)
-                histogram += np.bincount(bits, minlength=1 << 16)
-        digest = exact.hexdigest()
         rounded_digest = rounded.hexdigest()
     # The histogram of the 65,536 bfloat16 bit patterns is the multiset, exactly, in O(n).
     multiset = hashlib.sha256(histogram.tobytes()).hexdigest()

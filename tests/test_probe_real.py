@@ -1,8 +1,10 @@
 """`unshell probe` against real models served by llama.cpp's OpenAI-compatible server.
 
-Four real GGUF models, each served once for the module by `python -m llama_cpp.server` on a
+Five real GGUF models, each served once for the module by `python -m llama_cpp.server` on a
 loopback port: SmolLM2-135M-Instruct as published (Q4_1), the same file re-quantized to Q8_0 by
-llama.cpp's quantizer, Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) and Gemma-3-270M (Q4_K_M). The
+llama.cpp's quantizer, a short fine-tune of it (`tools/smollm2_finetune.py`: its last 6 blocks
+trained 16 steps on Python's documentation), Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) and
+Gemma-3-270M (Q4_K_M). The
 first probe runs as a CLI process that is killed with SIGKILL part-way, then resumed; every later
 probe reads the answers from that cache, so each server answers each prompt once (the servers'
 own access logs count what was sent).
@@ -24,7 +26,7 @@ import pytest
 
 import unshell
 from artifacts import fetch
-from llama_server import LlamaServer, requantized_smollm2
+from llama_server import LlamaServer, finetuned_smollm2, requantized_smollm2
 from unshell.behaviour.cache import ResponseCache
 
 pytestmark = pytest.mark.slow
@@ -41,6 +43,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Llam
     models = {
         "smollm2": fetch("smollm2_gguf"),
         "smollm2-q8": requantized_smollm2("Q8_0"),
+        "smollm2-ft": finetuned_smollm2(),
         "qwen": fetch("qwen05_gguf"),
         "gemma": fetch("gemma3_gguf"),
     }
@@ -135,6 +138,24 @@ def test_smollm2_requantized_is_the_same_model_as_the_original(resumed: dict[str
     assert candidate["verdict"] == "same-model", candidate
     assert candidate["p_value"] < doc["alpha"]
     assert candidate["first_token_logprob_distance"] is not None  # llama.cpp's server gives log-probs
+
+
+def test_a_fine_tune_of_smollm2_is_derived_from_it(servers: dict[str, LlamaServer], resumed: dict[str, Any]) -> None:
+    result = unshell.probe(
+        servers["smollm2-ft"].spec,
+        against=[servers["smollm2"].spec],
+        controls=[servers["qwen"].spec, servers["gemma"].spec],
+        prompts=PROMPTS,
+        max_tokens=MAX_TOKENS,
+        cache_dir=resumed["cache"],
+    )
+    (candidate,) = result.candidates
+    assert candidate.verdict == "derived", candidate
+    assert candidate.p_value < result.alpha
+    # Changed, but still far closer to SmolLM2 than the unrelated controls are.
+    assert candidate.exact_match < 0.6
+    assert candidate.agreement > 2 * max(result.control_agreements.values())
+    assert result.spending.requests == PROMPTS  # only the fine-tune was asked: the rest was cached
 
 
 @pytest.mark.parametrize(("suspect", "control"), [("qwen", "gemma"), ("gemma", "qwen")])

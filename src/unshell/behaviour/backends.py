@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError
+from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError, UsageError
 from ..threads import budget
 
 COMPLETION = "completion"
@@ -262,6 +262,57 @@ class LlamaCppBackend:
         return _reply_from_choice(dict(body), COMPLETION)  # type: ignore[arg-type]
 
 
+LIBRARY_PREFIX = "library:"
+
+
+class ProfileBackend:
+    """A model's answers recorded in the fingerprint library (`unshell library profile`): a
+    candidate or control without weights or endpoint. Sends nothing, costs nothing."""
+
+    offline = True
+
+    def __init__(self, name: str, library: str | Path | None, prompt_set: str) -> None:
+        from ..library import existing_library
+        from ..library.profiles import profiles_of
+
+        with existing_library(library) as opened:
+            self._profiles = {(p.max_tokens, p.mode): p for p in profiles_of(opened, name) if p.prompt_set == prompt_set}
+            where = str(opened.path)
+        if not self._profiles:
+            raise UsageError(
+                f"the library {where} holds no {prompt_set} profile of {name!r}: "
+                f"record one with `unshell library profile {name} MODEL`"
+            )
+        self.name = name
+        self.prompt_set = prompt_set
+        self.label = f"library:{name}"
+        self.identity = f"library:{where}#{name}"
+
+    def supports(self, mode: str) -> bool:
+        return any(m == mode for _, m in self._profiles)
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply:
+        profile = self._profiles.get((max_tokens, mode))
+        if profile is None:
+            if mode == COMPLETION and self.supports(CHAT) and not self.supports(COMPLETION):
+                raise ModeUnavailableError(f"{self.label} was profiled in chat mode only")
+            held = ", ".join(f"{m} at {t} tokens" for t, m in sorted(self._profiles))
+            raise UsageError(
+                f"{self.label} has no profile in {mode} mode at {max_tokens} tokens (it holds {held}): "
+                "probe with the profile's --max-tokens, or record another"
+            )
+        answer = profile.answers.get(prompt)
+        if answer is None:
+            raise UsageError(
+                f"{self.label}'s profile lacks a prompt this probe asks ({len(profile.answers)} held): "
+                "probe with the --prompts and --seed it was recorded with, or record more"
+            )
+        return Reply.from_dict(answer)
+
+
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``URL#MODEL`` names an endpoint (the fragment is never sent); anything else is a path."""
     if spec.startswith(("http://", "https://")):
@@ -277,7 +328,13 @@ def open_backend(
     api_key_env: str = DEFAULT_API_KEY_ENV,
     rate_per_s: float | None = None,
     threads: int | None = None,
+    library: str | Path | None = None,
+    prompt_set: str = "general-v1",
 ) -> Backend:
+    """``spec``: a GGUF path, ``URL#MODEL`` (or a URL with ``model``), or ``library:NAME`` (a
+    profile in the fingerprint library at ``library``, recorded for ``prompt_set``)."""
+    if spec.startswith(LIBRARY_PREFIX):
+        return ProfileBackend(spec.removeprefix(LIBRARY_PREFIX), library, prompt_set)
     target, named = parse_spec(spec)
     if target.startswith(("http://", "https://")):
         name = model or named

@@ -336,3 +336,42 @@ def test_cli_library_profile(stub: _Stub, tmp_path: Path, capsys: pytest.Capture
     assert code == 2 and "--replace" in err and err.count("\n") == 1
     code, out, _ = _run([*argv, "--library", library, "--no-cache", "--replace"], capsys)
     assert code == 0 and "8 from general-v1" in out
+
+
+def test_cli_html_report(stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "probe.html"
+    argv = ["probe", f"{stub.url}#suspect-copy", "--against", f"{stub.url}#suspect", "--against"]
+    argv += [f"{stub.url}#other", "--controls", f"{stub.url}#control1", "--controls", f"{stub.url}#control2"]
+    code, out, err = _run([*argv, "--prompts", "24", "--cache", str(tmp_path), "--html", str(report)], capsys)
+    assert code == 0 and "report written to" in err
+    page = report.read_text(encoding="utf-8")
+    assert "VERDICT: SAME-MODEL" in page and "VERDICT: NOT-DERIVED" in page
+    assert "suspect @ " in page and "control2 @ " in page  # every model is named
+    assert "distilled" in page  # what a black-box test cannot see
+    assert "<script src" not in page and "<link" not in page  # self-contained
+
+
+def test_search_by_behaviour_probes_every_profile_in_the_library(
+    stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unshell.behaviour.profiles import record_profile
+    from unshell.library import Library
+
+    library = tmp_path / "library.sqlite"
+    with Library(library) as opened:
+        for name in ("suspect", "other", "control1", "control2"):
+            record_profile(f"{stub.url}#{name}", name, opened, prompts=24, max_tokens=8, use_cache=False)
+    argv = ["search", "--endpoint", stub.url, "--model", "suspect-copy", "--controls", "library:control1"]
+    argv += ["--controls", "library:control2", "--prompts", "24", "--max-tokens", "8", "--library", str(library)]
+    code, out, _ = _run([*argv, "--cache", str(tmp_path / "cache"), "--format", "json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert {c["candidate"]: c["verdict"] for c in doc["candidates"]} == {
+        "library:other": "not-derived",
+        "library:suspect": "same-model",
+    }
+    assert doc["spent"]["requests"] == 24  # only the suspect was asked
+    code, _, err = _run(argv[:5] + ["--library", str(library)], capsys)
+    assert code == 2 and "--controls" in err
+    code, _, err = _run([*argv, "--max-tokens", "4"], capsys)
+    assert code == 2 and "no general-v1 profiles at 4 tokens" in err

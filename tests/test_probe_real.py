@@ -200,3 +200,48 @@ def test_a_local_gguf_gives_what_its_endpoint_gives(
     assert local.control_agreements == pytest.approx(
         {c["model"]: c["agreement"] for c in resumed["doc"]["controls"]}, abs=1e-12
     )
+
+
+def test_a_library_profile_stands_in_for_the_live_candidate(
+    servers: dict[str, LlamaServer], resumed: dict[str, Any], tmp_path: Path
+) -> None:
+    from unshell.behaviour.backends import EndpointBackend
+    from unshell.library import Library
+    from unshell.library.profiles import profiles_of
+
+    library = tmp_path / "library.sqlite"
+    recorded = subprocess.run(
+        [sys.executable, "-m", "unshell", "library", "profile", "smollm2", servers["smollm2"].spec]
+        + ["--prompts", str(PROMPTS), "--max-tokens", str(MAX_TOKENS), "--no-cache"]
+        + ["--library", str(library), "--format", "json"],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads(recorded.stdout)["spent"]["requests"] == PROMPTS  # asked live, not from a cache
+    with Library(library) as opened:
+        (profile,) = profiles_of(opened, "smollm2")
+    live = EndpointBackend(servers["smollm2"].url, "smollm2")
+    for prompt in list(profile.answers)[:3]:
+        assert profile.answers[prompt]["text"] == live.complete(prompt, MAX_TOKENS, "completion").text
+
+    def against_profile(suspect: str) -> unshell.ProbeResult:
+        return unshell.probe(
+            servers[suspect].spec,
+            against=["library:smollm2"],
+            controls=[servers["qwen"].spec, servers["gemma"].spec],
+            prompts=PROMPTS,
+            max_tokens=MAX_TOKENS,
+            cache_dir=resumed["cache"],
+            library=library,
+        )
+
+    same = against_profile("smollm2-q8")
+    (endpoint,) = resumed["doc"]["candidates"]
+    assert same.candidates[0].verdict == endpoint["verdict"] == "same-model"
+    assert same.candidates[0].agreement == pytest.approx(endpoint["agreement"], abs=1e-12)
+    assert same.candidates[0].exact_match == pytest.approx(endpoint["exact_match"], abs=1e-12)
+    assert same.spending.requests == 0  # the suspect and controls from the cache, the candidate recorded
+    assert against_profile("smollm2-ft").candidates[0].verdict == "derived"

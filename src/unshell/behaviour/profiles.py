@@ -8,16 +8,27 @@ read back by ``--against library:NAME`` gives the probe what the live model woul
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetExhaustedError, UsageError
-from ..library import Library
-from ..library.profiles import BehaviourProfile, save_profile
+from ..library import Library, existing_library
+from ..library.profiles import BehaviourProfile, profiles_of, save_profile
 from .backends import DEFAULT_API_KEY_ENV, LIBRARY_PREFIX, open_backend
 from .cache import ResponseCache, default_cache_dir
-from .probe import DEFAULT_BUDGET, DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS, Progress, Spending, Asker, collect_answers
+from .probe import (
+    DEFAULT_BUDGET,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPTS,
+    Asker,
+    ProbeResult,
+    Progress,
+    Spending,
+    collect_answers,
+    probe,
+)
 from .prompts import DEFAULT_PROMPT_SET, load_prompts
 
 
@@ -83,3 +94,38 @@ def record_profile(
         library, BehaviourProfile(name, prompt_set, max_tokens, mode, backend.label, answers), replace=replace
     )
     return ProfileRecorded(str(library.path), profile, seed, spending, time.monotonic() - started)
+
+
+def search_profiles(
+    suspect: str,
+    controls: Sequence[str],
+    *,
+    library: str | Path | None = None,
+    prompt_set: str = DEFAULT_PROMPT_SET,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    **options: Any,
+) -> ProbeResult:
+    """`probe` SUSPECT against every model whose profile the library holds for ``prompt_set`` at
+    ``max_tokens`` (the controls excepted), Holm-adjusted across them: `search` for a suspect
+    known only by its behaviour (an endpoint). ``options`` are `probe`'s."""
+    with existing_library(library) as opened:
+        names = sorted(
+            {p.name for p in profiles_of(opened) if p.prompt_set == prompt_set and p.max_tokens == max_tokens}
+        )
+        where = str(opened.path)
+    excluded = {c.removeprefix(LIBRARY_PREFIX) for c in controls if c.startswith(LIBRARY_PREFIX)}
+    candidates = [LIBRARY_PREFIX + name for name in names if name not in excluded]
+    if not candidates:
+        raise UsageError(
+            f"the library {where} holds no {prompt_set} profiles at {max_tokens} tokens besides the controls: "
+            "record some with `unshell library profile NAME MODEL`"
+        )
+    return probe(
+        suspect,
+        candidates,
+        controls,
+        library=library,
+        prompt_set=prompt_set,
+        max_tokens=max_tokens,
+        **options,
+    )

@@ -56,7 +56,7 @@ def revision_option(parameter: str) -> Any:
             revision = kwargs.pop("revision", None)
             if revision is not None:
                 target = kwargs[parameter]
-                if os.path.exists(target) or "@" in target or not looks_like_repo_id(target):
+                if target is None or os.path.exists(target) or "@" in target or not looks_like_repo_id(target):
                     raise click.UsageError(f"--revision applies to a Hub repo id (org/name), not {target!r}")
                 kwargs[parameter] = f"{target}@{revision}"
             return function(*args, **kwargs)
@@ -463,6 +463,7 @@ def compare_command(
 @library_option
 @threads_option
 @format_option
+@html_option
 def probe_command(
     suspect: str | None,
     candidates: tuple[str, ...],
@@ -482,6 +483,7 @@ def probe_command(
     library_path: str | None,
     threads: int | None,
     fmt: str,
+    html_path: str | None,
 ) -> None:
     """Black-box provenance: does SUSPECT (or the model behind --endpoint) come from a candidate?
 
@@ -497,6 +499,7 @@ def probe_command(
           --against base.gguf --controls http://localhost:8080#other --budget 300 --format json
       unshell probe http://localhost:8080#suspect --against library:smollm2 \
           --controls library:qwen --controls library:gemma   # recorded profiles, no weights
+      unshell probe suspect.gguf --against base.gguf --controls other.gguf --html probe.html
     """
     from ..behaviour import probe
     from ..errors import UsageError
@@ -531,6 +534,12 @@ def probe_command(
         progress=progress,
         library=library_path,
     )
+    if html_path is not None:
+        from ..report.html import write_html
+        from ..report.probe import probe_html
+
+        write_html(probe_html(result.to_dict()), html_path)
+        _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_probe)
 
 
@@ -904,14 +913,52 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
 
 
 @cli.command("search")
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", required=False, type=click.Path(path_type=str))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Candidates shown.")
+@click.option(
+    "--endpoint", help="Search for the model served here by its behaviour (the library's recorded profiles)."
+)
+@click.option("--model", help="The model name the --endpoint serves.")
+@click.option(
+    "--controls",
+    "controls",
+    multiple=True,
+    help="With --endpoint: a model unrelated to the suspect (repeatable; GGUF, URL#MODEL or library:NAME).",
+)
+@click.option(
+    "--prompts", default=48, show_default=True, type=click.IntRange(1, 10_000), help="With --endpoint: prompts asked."
+)
+@click.option(
+    "--max-tokens",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="With --endpoint: new tokens per answer (the profiles' setting).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=str, file_okay=False),
+    help="With --endpoint: where answers are kept. Default: ~/.cache/unshell/probe.",
+)
 @library_option
 @threads_option
 @format_option
 @html_option
 @revision_option("path")
-def search_command(path: str, top: int, library_path: str | None, fmt: str, html_path: str | None) -> None:
+def search_command(
+    path: str | None,
+    top: int,
+    endpoint: str | None,
+    model: str | None,
+    controls: tuple[str, ...],
+    prompts: int,
+    max_tokens: int,
+    cache_dir: str | None,
+    library_path: str | None,
+    fmt: str,
+    html_path: str | None,
+) -> None:
     """Which fingerprints in the library does PATH's weights come from?
 
     A cheap stage ranks the library by shared content hashes, architecture, width, vocabulary and
@@ -922,8 +969,15 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     Examples:
       unshell search suspect/ --library known.sqlite
       unshell search suspect.gguf --top 10 --html search.html
+      unshell search --endpoint https://api.example.com/v1 --model theirs --controls library:other
     """
     from ..library import search
+
+    if endpoint is not None or (path is not None and path.startswith(("http://", "https://"))):
+        _search_by_behaviour(path, endpoint, model, controls, prompts, max_tokens, cache_dir, library_path, fmt, html_path)
+        return
+    if path is None:
+        raise click.UsageError("name the suspect: a checkpoint PATH, or --endpoint URL --model NAME")
 
     with _open_library(library_path) as library:
         result = search(path, library, top=top, progress=_progress())
@@ -933,6 +987,48 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
         write_html(search_html(result), html_path)
         _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_search)
+
+
+def _search_by_behaviour(
+    path: str | None,
+    endpoint: str | None,
+    model: str | None,
+    controls: tuple[str, ...],
+    prompts: int,
+    max_tokens: int,
+    cache_dir: str | None,
+    library_path: str | None,
+    fmt: str,
+    html_path: str | None,
+) -> None:
+    """`search --endpoint`: `probe` against every profile in the library."""
+    from ..behaviour.profiles import search_profiles
+    from ..errors import UsageError
+
+    if endpoint is not None and path is not None:
+        raise UsageError("give either PATH or --endpoint, not both")
+    if endpoint is not None and not model:
+        raise UsageError("--endpoint needs --model (the name the endpoint serves the suspect as)")
+    if not controls:
+        raise UsageError("searching by behaviour needs --controls: models known to be unrelated to the suspect")
+    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    result = search_profiles(
+        endpoint or path or "",
+        controls,
+        library=library_path,
+        max_tokens=max_tokens,
+        model=model,
+        prompts=prompts,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    if html_path is not None:
+        from ..report.html import write_html
+        from ..report.probe import probe_html
+
+        write_html(probe_html(result.to_dict()), html_path)
+        _report_written(html_path)
+    Output(fmt).document(result.to_dict(), render_probe)
 
 
 @cli.command("scan")

@@ -301,7 +301,9 @@ def test_a_profile_must_hold_the_probes_prompts_and_settings(stub: _Stub, tmp_pa
     with Library(library_path) as library:
         record_profile(f"{stub.url}#suspect", "suspect", library, prompts=8, max_tokens=8, use_cache=False)
         with pytest.raises(UsageError, match="--replace"):
-            record_profile(f"{stub.url}#suspect", "suspect", library, prompts=8, max_tokens=8, use_cache=False)
+            record_profile(
+                f"{stub.url}#suspect", "suspect", library, prompts=8, max_tokens=8, use_cache=False
+            )
 
     def probe_with(**options: Any) -> unshell.ProbeResult:
         return unshell.probe(
@@ -342,7 +344,7 @@ def test_cli_html_report(stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixt
     report = tmp_path / "probe.html"
     argv = ["probe", f"{stub.url}#suspect-copy", "--against", f"{stub.url}#suspect", "--against"]
     argv += [f"{stub.url}#other", "--controls", f"{stub.url}#control1", "--controls", f"{stub.url}#control2"]
-    code, out, err = _run([*argv, "--prompts", "24", "--cache", str(tmp_path), "--html", str(report)], capsys)
+    code, _, err = _run([*argv, "--prompts", "24", "--cache", str(tmp_path), "--html", str(report)], capsys)
     assert code == 0 and "report written to" in err
     page = report.read_text(encoding="utf-8")
     assert "VERDICT: SAME-MODEL" in page and "VERDICT: NOT-DERIVED" in page
@@ -362,7 +364,16 @@ def test_search_by_behaviour_probes_every_profile_in_the_library(
         for name in ("suspect", "other", "control1", "control2"):
             record_profile(f"{stub.url}#{name}", name, opened, prompts=24, max_tokens=8, use_cache=False)
     argv = ["search", "--endpoint", stub.url, "--model", "suspect-copy", "--controls", "library:control1"]
-    argv += ["--controls", "library:control2", "--prompts", "24", "--max-tokens", "8", "--library", str(library)]
+    argv += [
+        "--controls",
+        "library:control2",
+        "--prompts",
+        "24",
+        "--max-tokens",
+        "8",
+        "--library",
+        str(library),
+    ]
     code, out, _ = _run([*argv, "--cache", str(tmp_path / "cache"), "--format", "json"], capsys)
     assert code == 0
     doc = json.loads(out)
@@ -371,7 +382,7 @@ def test_search_by_behaviour_probes_every_profile_in_the_library(
         "library:suspect": "same-model",
     }
     assert doc["spent"]["requests"] == 24  # only the suspect was asked
-    code, _, err = _run(argv[:5] + ["--library", str(library)], capsys)
+    code, _, err = _run([*argv[:5], "--library", str(library)], capsys)
     assert code == 2 and "--controls" in err
     code, _, err = _run([*argv, "--max-tokens", "4"], capsys)
     assert code == 2 and "no general-v1 profiles at 4 tokens" in err

@@ -140,7 +140,9 @@ def test_smollm2_requantized_is_the_same_model_as_the_original(resumed: dict[str
     assert candidate["first_token_logprob_distance"] is not None  # llama.cpp's server gives log-probs
 
 
-def test_a_fine_tune_of_smollm2_is_derived_from_it(servers: dict[str, LlamaServer], resumed: dict[str, Any]) -> None:
+def test_a_fine_tune_of_smollm2_is_derived_from_it(
+    servers: dict[str, LlamaServer], resumed: dict[str, Any]
+) -> None:
     result = unshell.probe(
         servers["smollm2-ft"].spec,
         against=[servers["smollm2"].spec],
@@ -210,10 +212,11 @@ def test_a_library_profile_stands_in_for_the_live_candidate(
     from unshell.library.profiles import profiles_of
 
     library = tmp_path / "library.sqlite"
+    command = [sys.executable, "-m", "unshell", "library", "profile", "smollm2", servers["smollm2"].spec]
+    command += ["--prompts", str(PROMPTS), "--max-tokens", str(MAX_TOKENS), "--no-cache"]
+    command += ["--library", str(library), "--format", "json"]
     recorded = subprocess.run(
-        [sys.executable, "-m", "unshell", "library", "profile", "smollm2", servers["smollm2"].spec]
-        + ["--prompts", str(PROMPTS), "--max-tokens", str(MAX_TOKENS), "--no-cache"]
-        + ["--library", str(library), "--format", "json"],
+        command,
         env={**os.environ, "PYTHONPATH": SRC},
         capture_output=True,
         text=True,

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError, UsageError
+from ..errors import (
+    EndpointError,
+    MissingDependencyError,
+    PathNotFoundError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..threads import budget
 
 COMPLETION = "completion"
@@ -276,7 +282,9 @@ class ProfileBackend:
         from ..library.profiles import profiles_of
 
         with existing_library(library) as opened:
-            self._profiles = {(p.max_tokens, p.mode): p for p in profiles_of(opened, name) if p.prompt_set == prompt_set}
+            self._profiles = {
+                (p.max_tokens, p.mode): p for p in profiles_of(opened, name) if p.prompt_set == prompt_set
+            }
             where = str(opened.path)
         if not self._profiles:
             raise UsageError(

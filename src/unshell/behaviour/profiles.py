@@ -79,7 +79,9 @@ def record_profile(
     cache = ResponseCache((cache_dir or default_cache_dir()) if use_cache else None)
     spending = Spending()
     asker = Asker(cache, budget, max_tokens, spending)
-    backend = open_backend(source, model=model, api_key_env=api_key_env, rate_per_s=rate_per_s, threads=threads)
+    backend = open_backend(
+        source, model=model, api_key_env=api_key_env, rate_per_s=rate_per_s, threads=threads
+    )
     try:
         replies, mode, stopped = collect_answers([backend], prompt_list, asker, progress)
     finally:

@@ -56,7 +56,12 @@ def revision_option(parameter: str) -> Any:
             revision = kwargs.pop("revision", None)
             if revision is not None:
                 target = kwargs[parameter]
-                if target is None or os.path.exists(target) or "@" in target or not looks_like_repo_id(target):
+                if (
+                    target is None
+                    or os.path.exists(target)
+                    or "@" in target
+                    or not looks_like_repo_id(target)
+                ):
                     raise click.UsageError(f"--revision applies to a Hub repo id (org/name), not {target!r}")
                 kwargs[parameter] = f"{target}@{revision}"
             return function(*args, **kwargs)
@@ -926,7 +931,11 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
     help="With --endpoint: a model unrelated to the suspect (repeatable; GGUF, URL#MODEL or library:NAME).",
 )
 @click.option(
-    "--prompts", default=48, show_default=True, type=click.IntRange(1, 10_000), help="With --endpoint: prompts asked."
+    "--prompts",
+    default=48,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="With --endpoint: prompts asked.",
 )
 @click.option(
     "--max-tokens",
@@ -974,7 +983,9 @@ def search_command(
     from ..library import search
 
     if endpoint is not None or (path is not None and path.startswith(("http://", "https://"))):
-        _search_by_behaviour(path, endpoint, model, controls, prompts, max_tokens, cache_dir, library_path, fmt, html_path)
+        _search_by_behaviour(
+            path, endpoint, model, controls, prompts, max_tokens, cache_dir, library_path, fmt, html_path
+        )
         return
     if path is None:
         raise click.UsageError("name the suspect: a checkpoint PATH, or --endpoint URL --model NAME")
@@ -1010,7 +1021,9 @@ def _search_by_behaviour(
     if endpoint is not None and not model:
         raise UsageError("--endpoint needs --model (the name the endpoint serves the suspect as)")
     if not controls:
-        raise UsageError("searching by behaviour needs --controls: models known to be unrelated to the suspect")
+        raise UsageError(
+            "searching by behaviour needs --controls: models known to be unrelated to the suspect"
+        )
     progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
     result = search_profiles(
         endpoint or path or "",

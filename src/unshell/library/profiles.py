@@ -62,7 +62,9 @@ class BehaviourProfile:
 
 
 def _has_table(library: Library) -> bool:
-    row = library.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
+    row = library.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+    ).fetchone()
     return row is not None
 
 
@@ -121,7 +123,9 @@ def _profile(library: Library, row: tuple[Any, ...]) -> BehaviourProfile:
     try:
         decoded = json.loads(answers)
     except (TypeError, json.JSONDecodeError):
-        raise CorruptCheckpointError(f"{where} holds answers that are not JSON; the file is damaged") from None
+        raise CorruptCheckpointError(
+            f"{where} holds answers that are not JSON; the file is damaged"
+        ) from None
     if not (
         isinstance(decoded, dict)
         and all(isinstance(k, str) and isinstance(v, dict) for k, v in decoded.items())
@@ -129,4 +133,6 @@ def _profile(library: Library, row: tuple[Any, ...]) -> BehaviourProfile:
         and isinstance(added, (int, float))
     ):
         raise CorruptCheckpointError(f"{where} is malformed; the file is damaged")
-    return BehaviourProfile(str(name), str(prompt_set), max_tokens, str(mode), str(source), decoded, float(added))
+    return BehaviourProfile(
+        str(name), str(prompt_set), max_tokens, str(mode), str(source), decoded, float(added)
+    )

@@ -50,7 +50,12 @@ def probe_html(doc: dict[str, Any]) -> str:
     from .. import __version__
     from .markup import render
 
-    sections = [("result", "Result"), ("candidates", "Candidates"), ("controls", "Controls"), ("asked", "What was asked")]
+    sections = [
+        ("result", "Result"),
+        ("candidates", "Candidates"),
+        ("controls", "Controls"),
+        ("asked", "What was asked"),
+    ]
     if doc["notes"]:
         sections.append(("notes", "Notes"))
     sections.append(("how-to-read", "How to read this"))

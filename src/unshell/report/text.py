@@ -531,7 +531,10 @@ def render_profile_recorded(doc: dict[str, Any]) -> str:
             f"{profile['prompts']} from {profile['prompt_set']} (seed {profile['seed']}), "
             f"{profile['max_tokens']} new tokens, {profile['mode']} mode",
         ),
-        ("spent", f"{spent['requests']} requests, {spent['cached']} answered from the cache, {spent['tokens']} tokens"),
+        (
+            "spent",
+            f"{spent['requests']} requests, {spent['cached']} answered from the cache, {spent['tokens']} tokens",
+        ),
         ("library", doc["library"]),
     ]
     return key_value_table(rows) + "\n"

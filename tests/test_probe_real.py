@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 PROMPTS = 24
 MAX_TOKENS = 8
 KILL_AFTER = 6  # completions the suspect's server has answered when the first run is killed
+TIMEOUT_S = 600  # per request: one llama.cpp thread on a machine shared with other jobs can be slow
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -79,6 +80,8 @@ def _cli(servers: dict[str, LlamaServer], cache: Path, *extra: str) -> list[str]
         str(MAX_TOKENS),
         "--cache",
         str(cache),
+        "--timeout",
+        str(TIMEOUT_S),
         *extra,
     ]
 
@@ -97,7 +100,7 @@ def resumed(servers: dict[str, LlamaServer], tmp_path_factory: pytest.TempPathFa
     first.wait()
     cached_at_kill = len(ResponseCache(cache))
     second = subprocess.run(
-        _cli(servers, cache, "--format", "json"), env=env, capture_output=True, text=True, timeout=900
+        _cli(servers, cache, "--format", "json"), env=env, capture_output=True, text=True, timeout=3000
     )
     assert second.returncode == 0, second.stderr
     return {
@@ -150,6 +153,7 @@ def test_a_fine_tune_of_smollm2_is_derived_from_it(
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
     )
     (candidate,) = result.candidates
     assert candidate.verdict == "derived", candidate
@@ -172,6 +176,7 @@ def test_qwen_and_gemma_are_not_derived_from_smollm2(
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
     )
     (candidate,) = result.candidates
     assert candidate.verdict == "not-derived", candidate
@@ -190,6 +195,7 @@ def test_a_local_gguf_gives_what_its_endpoint_gives(
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
         threads=1,
     )
     assert local.spending.requests == PROMPTS  # only the local file was asked: it is a new identity
@@ -214,19 +220,19 @@ def test_a_library_profile_stands_in_for_the_live_candidate(
     library = tmp_path / "library.sqlite"
     command = [sys.executable, "-m", "unshell", "library", "profile", "smollm2", servers["smollm2"].spec]
     command += ["--prompts", str(PROMPTS), "--max-tokens", str(MAX_TOKENS), "--no-cache"]
-    command += ["--library", str(library), "--format", "json"]
+    command += ["--library", str(library), "--format", "json", "--timeout", str(TIMEOUT_S)]
     recorded = subprocess.run(
         command,
         env={**os.environ, "PYTHONPATH": SRC},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=3000,
     )
     assert recorded.returncode == 0, recorded.stderr
     assert json.loads(recorded.stdout)["spent"]["requests"] == PROMPTS  # asked live, not from a cache
     with Library(library) as opened:
         (profile,) = profiles_of(opened, "smollm2")
-    live = EndpointBackend(servers["smollm2"].url, "smollm2")
+    live = EndpointBackend(servers["smollm2"].url, "smollm2", timeout_s=TIMEOUT_S)
     for prompt in list(profile.answers)[:3]:
         assert profile.answers[prompt]["text"] == live.complete(prompt, MAX_TOKENS, "completion").text
 
@@ -239,6 +245,7 @@ def test_a_library_profile_stands_in_for_the_live_candidate(
             max_tokens=MAX_TOKENS,
             cache_dir=resumed["cache"],
             library=library,
+            timeout_s=TIMEOUT_S,
         )
 
     same = against_profile("smollm2-q8")

@@ -326,9 +326,17 @@ def build(source: Path, out: Path, settings: Settings, log: Callable[[str], None
     say(f"built in {manifest['build_seconds']} s ({manifest['build_cpu_seconds']} CPU-seconds)")
 
 
-def write_gguf(source: Path, target: Path, tensors: dict[str, np.ndarray]) -> None:
-    """``tensors`` as a GGUF with every metadata field of ``source``; matrices F16, vectors F32,
-    in the source's tensor order. Written beside ``target`` and renamed into place."""
+def write_gguf(
+    source: Path,
+    target: Path,
+    tensors: dict[str, np.ndarray],
+    *,
+    matrices: str = "F16",
+    name: str | None = None,
+) -> None:
+    """``tensors`` as a GGUF with every metadata field of ``source``; matrices ``F16`` (or
+    ``F32``), vectors F32, in the source's tensor order. Written beside ``target`` and renamed
+    into place."""
     import gguf
 
     reader = gguf.GGUFReader(str(source))
@@ -340,11 +348,12 @@ def write_gguf(source: Path, target: Path, tensors: dict[str, np.ndarray]) -> No
         value_type = field.types[0]
         sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, field.contents(), value_type, sub_type=sub_type)
-    writer.add_name("SmolLM2-135M-Instruct fine-tuned on Python's documentation (unshell test model)")
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_name(name or "SmolLM2-135M-Instruct fine-tuned on Python's documentation (unshell test model)")
+    half = matrices == "F16"
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if half else gguf.LlamaFileType.ALL_F32)
     for record in reader.tensors:
         value = tensors[record.name]
-        stored = value.astype(np.float16) if value.ndim == 2 else value.astype(np.float32)
+        stored = value.astype(np.float16) if value.ndim == 2 and half else value.astype(np.float32)
         writer.add_tensor(record.name, np.ascontiguousarray(stored))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

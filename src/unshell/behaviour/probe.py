@@ -29,6 +29,7 @@ from .backends import (
     CHAT,
     COMPLETION,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_TIMEOUT_S,
     Backend,
     ModeUnavailableError,
     Reply,
@@ -189,6 +190,7 @@ def probe(
     threads: int | None = None,
     progress: Progress | None = None,
     library: str | Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProbeResult:
     """Test whether SUSPECT (a GGUF path, or an endpoint ``URL`` with ``model``, or ``URL#MODEL``)
     came from each of ``against``, calibrated against the unrelated ``controls``. Candidates and
@@ -221,6 +223,7 @@ def probe(
                     threads=threads,
                     library=library,
                     prompt_set=prompt_set,
+                    timeout_s=timeout_s,
                 )
             )
         replies, mode, stopped = collect_answers(backends, prompt_list, asker, progress)

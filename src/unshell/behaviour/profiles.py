@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import BudgetExhaustedError, UsageError
 from ..library import Library, existing_library
 from ..library.profiles import BehaviourProfile, profiles_of, save_profile
-from .backends import DEFAULT_API_KEY_ENV, LIBRARY_PREFIX, open_backend
+from .backends import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT_S, LIBRARY_PREFIX, open_backend
 from .cache import ResponseCache, default_cache_dir
 from .probe import (
     DEFAULT_BUDGET,
@@ -66,6 +66,7 @@ def record_profile(
     threads: int | None = None,
     replace: bool = False,
     progress: Progress | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProfileRecorded:
     """Ask ``source`` (a GGUF path, or an endpoint ``URL#MODEL`` / URL with ``model``) the
     ``prompts`` prompts ``probe`` would ask with ``seed``, and store the answers as ``name``'s

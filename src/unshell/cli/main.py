@@ -465,6 +465,14 @@ def compare_command(
     help="Where answers are kept so an interrupted probe resumes. Default: ~/.cache/unshell/probe.",
 )
 @click.option("--no-cache", is_flag=True, help="Keep answers in memory only.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for one endpoint answer before retrying.",
+)
 @library_option
 @threads_option
 @format_option
@@ -485,6 +493,7 @@ def probe_command(
     alpha: float,
     cache_dir: str | None,
     no_cache: bool,
+    timeout_s: float,
     library_path: str | None,
     threads: int | None,
     fmt: str,
@@ -538,6 +547,7 @@ def probe_command(
         threads=threads,
         progress=progress,
         library=library_path,
+        timeout_s=timeout_s,
     )
     if html_path is not None:
         from ..report.html import write_html
@@ -759,6 +769,14 @@ def library_add_command(
 )
 @click.option("--no-cache", is_flag=True, help="Ask every prompt afresh (keep answers in memory only).")
 @click.option("--replace", is_flag=True, help="Replace a profile of NAME recorded with the same settings.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for one endpoint answer before retrying.",
+)
 @library_option
 @threads_option
 @format_option
@@ -777,6 +795,7 @@ def library_profile_command(
     cache_dir: str | None,
     no_cache: bool,
     replace: bool,
+    timeout_s: float,
     library_path: str | None,
     threads: int | None,
     fmt: str,
@@ -824,6 +843,7 @@ def library_profile_command(
             threads=threads,
             replace=replace,
             progress=progress,
+            timeout_s=timeout_s,
         )
     Output(fmt).document(recorded.to_dict(), render_profile_recorded)
 

@@ -386,3 +386,11 @@ def test_search_by_behaviour_probes_every_profile_in_the_library(
     assert code == 2 and "--controls" in err
     code, _, err = _run([*argv, "--max-tokens", "4"], capsys)
     assert code == 2 and "no general-v1 profiles at 4 tokens" in err
+
+
+def test_a_local_folder_must_be_a_hugging_face_checkpoint(tmp_path: Path) -> None:
+    from unshell.behaviour.backends import open_backend
+    from unshell.errors import UnsupportedFormatError
+
+    with pytest.raises(UnsupportedFormatError, match=r"config\.json"):
+        open_backend(str(tmp_path))

@@ -340,7 +340,7 @@ class TransformersBackend:
                     logprobs = torch.log_softmax(logits, -1)
                     values, indices = torch.topk(logprobs, TOP_LOGPROBS)
                     first_top = {
-                        self._tokenizer.decode([int(i)]): float(v)
+                        str(self._tokenizer.decode([int(i)])): float(v)
                         for v, i in zip(values, indices, strict=True)
                     }
                 # llama.cpp's penalty sampler sees only the tokens it accepted, not the prompt.
@@ -355,7 +355,7 @@ class TransformersBackend:
                 generated.append(token)
                 ids.append(token)
                 feed = torch.tensor([[token]])
-        text = self._tokenizer.decode(generated)
+        text = str(self._tokenizer.decode(generated))
         return Reply(text, first_top if mode == COMPLETION else {}, prompt_length + len(generated))
 
 

@@ -126,7 +126,7 @@ def requantized_smollm2(quant: str = "Q8_0") -> Path:
 
 def finetuned_smollm2() -> Path:
     """SmolLM2-135M-Instruct with its last blocks briefly fine-tuned (``tools/smollm2_finetune.py``:
-    about 30 CPU-seconds to build cold, then cached), as an F16 GGUF."""
+    about 33 CPU-seconds to build cold, then cached), as an F16 GGUF."""
     name = "unshell_tools_smollm2_finetune"
     module = sys.modules.get(name)
     if module is None:

@@ -64,7 +64,7 @@ class Settings:
     steps: int = 16
     batch: int = 2
     sequence: int = 64  # tokens per training sequence
-    learning_rate: float = 5e-4
+    learning_rate: float = 2.5e-4
     seed: int = 0
     corpus_chars: int = 60_000  # how much of the corpus is tokenized (more than the steps use)
     threads: int = 1

@@ -1,12 +1,13 @@
 """`unshell probe`: requests and wall time to a decided verdict, per pair type, on real models.
 
-Serves four real GGUF models with llama.cpp's OpenAI-compatible server on loopback (SmolLM2-135M-
-Instruct Q4_1 as published, the same re-quantized to Q8_0 by llama.cpp, Qwen2.5-Coder-0.5B-
-Instruct Q4_K_M, Gemma-3-270M Q4_K_M), asks each the first N prompts of general-v1 (seed 0) for
+Serves five real GGUF models with llama.cpp's OpenAI-compatible server on loopback (SmolLM2-135M-
+Instruct Q4_1 as published, the same re-quantized to Q8_0 by llama.cpp, a short fine-tune of it
+from tools/smollm2_finetune.py, Qwen2.5-Coder-0.5B-Instruct Q4_K_M, Gemma-3-270M Q4_K_M), asks each the first N prompts of general-v1 (seed 0) for
 growing N over one shared response cache, times every model's answers, and reports, per pair,
 the verdict at each N and the first N from which it no longer changes ("decided"), with the
-requests and the summed request wall time that N costs. Also prints the p-values of every
-ordered pair of unrelated models (the third unrelated model as the control): the null.
+requests and the summed request wall time that N costs. The p-values of every ordered pair of
+unrelated models (the third unrelated model as the control; the fine-tune standing for SmolLM2 in
+four more pairs) are the null.
 
     python benchmarks/bench_probe.py [--ladder 8,12,16,24,32] [--max-tokens 8]
 """
@@ -25,17 +26,22 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import unshell  # noqa: E402
 from artifacts import fetch  # noqa: E402
-from llama_server import LlamaServer, requantized_smollm2  # noqa: E402
+from llama_server import LlamaServer, finetuned_smollm2, requantized_smollm2  # noqa: E402
 
 PAIRS = [
     # (pair type, suspect, candidate, controls)
     ("same-model (Q4_1 -> Q8_0)", "smollm2-q8", "smollm2", ["qwen", "gemma"]),
+    ("derived (fine-tune)", "smollm2-ft", "smollm2", ["qwen", "gemma"]),
     ("unrelated", "qwen", "smollm2", ["gemma"]),
     ("unrelated", "gemma", "smollm2", ["qwen"]),
     ("unrelated", "smollm2", "qwen", ["gemma"]),
     ("unrelated", "smollm2", "gemma", ["qwen"]),
     ("unrelated", "qwen", "gemma", ["smollm2"]),
     ("unrelated", "gemma", "qwen", ["smollm2"]),
+    ("unrelated", "smollm2-ft", "qwen", ["gemma"]),
+    ("unrelated", "smollm2-ft", "gemma", ["qwen"]),
+    ("unrelated", "qwen", "smollm2-ft", ["gemma"]),
+    ("unrelated", "gemma", "smollm2-ft", ["qwen"]),
 ]
 
 
@@ -48,6 +54,7 @@ def main() -> None:
     models = {
         "smollm2": fetch("smollm2_gguf"),
         "smollm2-q8": requantized_smollm2("Q8_0"),
+        "smollm2-ft": finetuned_smollm2(),
         "qwen": fetch("qwen05_gguf"),
         "gemma": fetch("gemma3_gguf"),
     }

@@ -5,12 +5,14 @@ on a free loopback port, waits until it answers, and stops it; it counts the com
 the server handled from its own access log, so a test can tell what was really sent.
 `requantized_smollm2` re-quantizes the real SmolLM2-135M-Instruct Q4_1 GGUF with llama.cpp's own
 quantizer (``llama_model_quantize``) and caches the result beside the fetched artifacts.
+`finetuned_smollm2` is a real fine-tune of it (``tools/smollm2_finetune.py``, cached by recipe).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import re
 import socket
@@ -24,6 +26,7 @@ from artifacts import cache_root, fetch
 
 START_TIMEOUT_S = 300
 _ACCESS = re.compile(r'"POST /v1/(chat/)?completions HTTP/1\.[01]" 200')
+_FINETUNE_TOOL = Path(__file__).resolve().parent.parent / "tools" / "smollm2_finetune.py"
 # llama.cpp's file types (enum llama_ftype).
 LLAMA_FTYPE = {"Q4_0": 2, "Q8_0": 7, "Q5_0": 8}
 
@@ -119,3 +122,19 @@ def requantized_smollm2(quant: str = "Q8_0") -> Path:
         raise RuntimeError(f"llama_model_quantize failed with {status}")
     partial.replace(target)
     return target
+
+
+def finetuned_smollm2() -> Path:
+    """SmolLM2-135M-Instruct with its last blocks briefly fine-tuned (``tools/smollm2_finetune.py``:
+    about 33 CPU-seconds to build cold, then cached), as an F16 GGUF."""
+    name = "unshell_tools_smollm2_finetune"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, _FINETUNE_TOOL)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {_FINETUNE_TOOL}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    path: Path = module.load_or_build(fetch("smollm2_gguf")).path
+    return path

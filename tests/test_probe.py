@@ -261,3 +261,136 @@ def test_cli_json_table_and_exit_codes(
         ["probe", "--endpoint", stub.url, "--against", "y.gguf", "--controls", "z.gguf"], capsys
     )
     assert code == 2 and "--model" in err
+
+
+# --- behavioural profiles in the library ---------------------------------------------------------
+
+
+def test_a_recorded_profile_answers_like_the_live_model(stub: _Stub, tmp_path: Path) -> None:
+    from unshell.behaviour.profiles import record_profile
+    from unshell.library import Library
+
+    library_path = tmp_path / "library.sqlite"
+    with Library(library_path) as library:
+        for name in ("suspect", "other", "control1", "control2"):
+            record_profile(f"{stub.url}#{name}", name, library, prompts=24, max_tokens=8, use_cache=False)
+    sent = len(stub.seen)
+    assert sent == 4 * 24
+    live = _probe(stub, tmp_path)
+    recorded = unshell.probe(
+        f"{stub.url}#suspect-copy",
+        against=["library:suspect", "library:other"],
+        controls=["library:control1", "library:control2"],
+        cache_dir=tmp_path / "cache",
+        library=library_path,
+        prompts=24,
+        max_tokens=8,
+    )
+    assert len(stub.seen) == sent + 5 * 24  # the live probe's; the profiles sent nothing
+    assert recorded.spending.requests == 0 and recorded.spending.cached == 24  # the suspect's answers
+    assert [c.verdict for c in recorded.candidates] == [c.verdict for c in live.candidates]
+    assert [c.agreement for c in recorded.candidates] == [c.agreement for c in live.candidates]
+    assert recorded.candidates[0].candidate == "library:suspect"
+
+
+def test_a_profile_must_hold_the_probes_prompts_and_settings(stub: _Stub, tmp_path: Path) -> None:
+    from unshell.behaviour.profiles import record_profile
+    from unshell.library import Library
+
+    library_path = tmp_path / "library.sqlite"
+    with Library(library_path) as library:
+        record_profile(f"{stub.url}#suspect", "suspect", library, prompts=8, max_tokens=8, use_cache=False)
+        with pytest.raises(UsageError, match="--replace"):
+            record_profile(
+                f"{stub.url}#suspect", "suspect", library, prompts=8, max_tokens=8, use_cache=False
+            )
+
+    def probe_with(**options: Any) -> unshell.ProbeResult:
+        return unshell.probe(
+            f"{stub.url}#suspect-copy",
+            against=["library:suspect"],
+            controls=[f"{stub.url}#control1"],
+            use_cache=False,
+            library=library_path,
+            **{"prompts": 8, "max_tokens": 8, **options},
+        )
+
+    assert probe_with().candidates[0].verdict in ("same-model", "inconclusive")
+    with pytest.raises(UsageError, match="lacks a prompt"):
+        probe_with(prompts=12)
+    with pytest.raises(UsageError, match="at 8 tokens"):
+        probe_with(max_tokens=4)
+    with pytest.raises(UsageError, match="no general-v1 profile of 'missing'"):
+        unshell.probe(
+            f"{stub.url}#x", against=["library:missing"], controls=[f"{stub.url}#y"], library=library_path
+        )
+
+
+def test_cli_library_profile(stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    library = str(tmp_path / "library.sqlite")
+    argv = ["library", "profile", "suspect", f"{stub.url}#suspect", "--prompts", "8", "--max-tokens", "8"]
+    code, out, _ = _run([*argv, "--library", library, "--no-cache", "--format", "json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["profile"]["prompts"] == 8 and doc["profile"]["mode"] == "completion"
+    assert doc["spent"]["requests"] == 8
+    code, _, err = _run([*argv, "--library", library, "--no-cache"], capsys)
+    assert code == 2 and "--replace" in err and err.count("\n") == 1
+    code, out, _ = _run([*argv, "--library", library, "--no-cache", "--replace"], capsys)
+    assert code == 0 and "8 from general-v1" in out
+
+
+def test_cli_html_report(stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "probe.html"
+    argv = ["probe", f"{stub.url}#suspect-copy", "--against", f"{stub.url}#suspect", "--against"]
+    argv += [f"{stub.url}#other", "--controls", f"{stub.url}#control1", "--controls", f"{stub.url}#control2"]
+    code, _, err = _run([*argv, "--prompts", "24", "--cache", str(tmp_path), "--html", str(report)], capsys)
+    assert code == 0 and "report written to" in err
+    page = report.read_text(encoding="utf-8")
+    assert "VERDICT: SAME-MODEL" in page and "VERDICT: NOT-DERIVED" in page
+    assert "suspect @ " in page and "control2 @ " in page  # every model is named
+    assert "distilled" in page  # what a black-box test cannot see
+    assert "<script src" not in page and "<link" not in page  # self-contained
+
+
+def test_search_by_behaviour_probes_every_profile_in_the_library(
+    stub: _Stub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unshell.behaviour.profiles import record_profile
+    from unshell.library import Library
+
+    library = tmp_path / "library.sqlite"
+    with Library(library) as opened:
+        for name in ("suspect", "other", "control1", "control2"):
+            record_profile(f"{stub.url}#{name}", name, opened, prompts=24, max_tokens=8, use_cache=False)
+    argv = ["search", "--endpoint", stub.url, "--model", "suspect-copy", "--controls", "library:control1"]
+    argv += [
+        "--controls",
+        "library:control2",
+        "--prompts",
+        "24",
+        "--max-tokens",
+        "8",
+        "--library",
+        str(library),
+    ]
+    code, out, _ = _run([*argv, "--cache", str(tmp_path / "cache"), "--format", "json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert {c["candidate"]: c["verdict"] for c in doc["candidates"]} == {
+        "library:other": "not-derived",
+        "library:suspect": "same-model",
+    }
+    assert doc["spent"]["requests"] == 24  # only the suspect was asked
+    code, _, err = _run([*argv[:5], "--library", str(library)], capsys)
+    assert code == 2 and "--controls" in err
+    code, _, err = _run([*argv, "--max-tokens", "4"], capsys)
+    assert code == 2 and "no general-v1 profiles at 4 tokens" in err
+
+
+def test_a_local_folder_must_be_a_hugging_face_checkpoint(tmp_path: Path) -> None:
+    from unshell.behaviour.backends import open_backend
+    from unshell.errors import UnsupportedFormatError
+
+    with pytest.raises(UnsupportedFormatError, match=r"config\.json"):
+        open_backend(str(tmp_path))

@@ -1,8 +1,10 @@
 """`unshell probe` against real models served by llama.cpp's OpenAI-compatible server.
 
-Four real GGUF models, each served once for the module by `python -m llama_cpp.server` on a
+Five real GGUF models, each served once for the module by `python -m llama_cpp.server` on a
 loopback port: SmolLM2-135M-Instruct as published (Q4_1), the same file re-quantized to Q8_0 by
-llama.cpp's quantizer, Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) and Gemma-3-270M (Q4_K_M). The
+llama.cpp's quantizer, a short fine-tune of it (`tools/smollm2_finetune.py`: its last 6 blocks
+trained 16 steps on Python's documentation), Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) and
+Gemma-3-270M (Q4_K_M). The
 first probe runs as a CLI process that is killed with SIGKILL part-way, then resumed; every later
 probe reads the answers from that cache, so each server answers each prompt once (the servers'
 own access logs count what was sent).
@@ -24,7 +26,7 @@ import pytest
 
 import unshell
 from artifacts import fetch
-from llama_server import LlamaServer, requantized_smollm2
+from llama_server import LlamaServer, finetuned_smollm2, requantized_smollm2
 from unshell.behaviour.cache import ResponseCache
 
 pytestmark = pytest.mark.slow
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.slow
 PROMPTS = 24
 MAX_TOKENS = 8
 KILL_AFTER = 6  # completions the suspect's server has answered when the first run is killed
+TIMEOUT_S = 600  # per request: one llama.cpp thread on a machine shared with other jobs can be slow
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
@@ -41,6 +44,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Llam
     models = {
         "smollm2": fetch("smollm2_gguf"),
         "smollm2-q8": requantized_smollm2("Q8_0"),
+        "smollm2-ft": finetuned_smollm2(),
         "qwen": fetch("qwen05_gguf"),
         "gemma": fetch("gemma3_gguf"),
     }
@@ -76,6 +80,8 @@ def _cli(servers: dict[str, LlamaServer], cache: Path, *extra: str) -> list[str]
         str(MAX_TOKENS),
         "--cache",
         str(cache),
+        "--timeout",
+        str(TIMEOUT_S),
         *extra,
     ]
 
@@ -94,7 +100,7 @@ def resumed(servers: dict[str, LlamaServer], tmp_path_factory: pytest.TempPathFa
     first.wait()
     cached_at_kill = len(ResponseCache(cache))
     second = subprocess.run(
-        _cli(servers, cache, "--format", "json"), env=env, capture_output=True, text=True, timeout=900
+        _cli(servers, cache, "--format", "json"), env=env, capture_output=True, text=True, timeout=3000
     )
     assert second.returncode == 0, second.stderr
     return {
@@ -137,6 +143,27 @@ def test_smollm2_requantized_is_the_same_model_as_the_original(resumed: dict[str
     assert candidate["first_token_logprob_distance"] is not None  # llama.cpp's server gives log-probs
 
 
+def test_a_fine_tune_of_smollm2_is_derived_from_it(
+    servers: dict[str, LlamaServer], resumed: dict[str, Any]
+) -> None:
+    result = unshell.probe(
+        servers["smollm2-ft"].spec,
+        against=[servers["smollm2"].spec],
+        controls=[servers["qwen"].spec, servers["gemma"].spec],
+        prompts=PROMPTS,
+        max_tokens=MAX_TOKENS,
+        cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
+    )
+    (candidate,) = result.candidates
+    assert candidate.verdict == "derived", candidate
+    assert candidate.p_value < result.alpha
+    # Changed, but still far closer to SmolLM2 than the unrelated controls are.
+    assert candidate.exact_match < 0.6
+    assert candidate.agreement > 2 * max(result.control_agreements.values())
+    assert result.spending.requests == PROMPTS  # only the fine-tune was asked: the rest was cached
+
+
 @pytest.mark.parametrize(("suspect", "control"), [("qwen", "gemma"), ("gemma", "qwen")])
 def test_qwen_and_gemma_are_not_derived_from_smollm2(
     servers: dict[str, LlamaServer], resumed: dict[str, Any], suspect: str, control: str
@@ -149,6 +176,7 @@ def test_qwen_and_gemma_are_not_derived_from_smollm2(
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
     )
     (candidate,) = result.candidates
     assert candidate.verdict == "not-derived", candidate
@@ -167,6 +195,7 @@ def test_a_local_gguf_gives_what_its_endpoint_gives(
         prompts=PROMPTS,
         max_tokens=MAX_TOKENS,
         cache_dir=resumed["cache"],
+        timeout_s=TIMEOUT_S,
         threads=1,
     )
     assert local.spending.requests == PROMPTS  # only the local file was asked: it is a new identity
@@ -179,3 +208,50 @@ def test_a_local_gguf_gives_what_its_endpoint_gives(
     assert local.control_agreements == pytest.approx(
         {c["model"]: c["agreement"] for c in resumed["doc"]["controls"]}, abs=1e-12
     )
+
+
+def test_a_library_profile_stands_in_for_the_live_candidate(
+    servers: dict[str, LlamaServer], resumed: dict[str, Any], tmp_path: Path
+) -> None:
+    from unshell.behaviour.backends import EndpointBackend
+    from unshell.library import Library
+    from unshell.library.profiles import profiles_of
+
+    library = tmp_path / "library.sqlite"
+    command = [sys.executable, "-m", "unshell", "library", "profile", "smollm2", servers["smollm2"].spec]
+    command += ["--prompts", str(PROMPTS), "--max-tokens", str(MAX_TOKENS), "--no-cache"]
+    command += ["--library", str(library), "--format", "json", "--timeout", str(TIMEOUT_S)]
+    recorded = subprocess.run(
+        command,
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert recorded.returncode == 0, recorded.stderr
+    assert json.loads(recorded.stdout)["spent"]["requests"] == PROMPTS  # asked live, not from a cache
+    with Library(library) as opened:
+        (profile,) = profiles_of(opened, "smollm2")
+    live = EndpointBackend(servers["smollm2"].url, "smollm2", timeout_s=TIMEOUT_S)
+    for prompt in list(profile.answers)[:3]:
+        assert profile.answers[prompt]["text"] == live.complete(prompt, MAX_TOKENS, "completion").text
+
+    def against_profile(suspect: str) -> unshell.ProbeResult:
+        return unshell.probe(
+            servers[suspect].spec,
+            against=["library:smollm2"],
+            controls=[servers["qwen"].spec, servers["gemma"].spec],
+            prompts=PROMPTS,
+            max_tokens=MAX_TOKENS,
+            cache_dir=resumed["cache"],
+            library=library,
+            timeout_s=TIMEOUT_S,
+        )
+
+    same = against_profile("smollm2-q8")
+    (endpoint,) = resumed["doc"]["candidates"]
+    assert same.candidates[0].verdict == endpoint["verdict"] == "same-model"
+    assert same.candidates[0].agreement == pytest.approx(endpoint["agreement"], abs=1e-12)
+    assert same.candidates[0].exact_match == pytest.approx(endpoint["exact_match"], abs=1e-12)
+    assert same.spending.requests == 0  # the suspect and controls from the cache, the candidate recorded
+    assert against_profile("smollm2-ft").candidates[0].verdict == "derived"

@@ -24,13 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import EndpointError, MissingDependencyError, PathNotFoundError, UnsupportedFormatError
+from ..errors import (
+    EndpointError,
+    MissingDependencyError,
+    PathNotFoundError,
+    UnsupportedFormatError,
+    UsageError,
+)
 from ..threads import budget
 
 COMPLETION = "completion"
 CHAT = "chat"
 TOP_LOGPROBS = 5
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_TIMEOUT_S = 60.0  # per request, before a retry
 # What llama-cpp-python's server applies when a request gives only the OpenAI fields (its
 # CreateCompletionRequest defaults); the local backend copies it so both paths agree.
 SERVER_REPEAT_PENALTY = 1.1
@@ -92,7 +99,7 @@ class EndpointBackend:
         model: str,
         *,
         api_key_env: str = DEFAULT_API_KEY_ENV,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = 4,
         backoff_s: float = 0.5,
         rate_per_s: float | None = None,
@@ -262,6 +269,149 @@ class LlamaCppBackend:
         return _reply_from_choice(dict(body), COMPLETION)  # type: ignore[arg-type]
 
 
+# llama.cpp's repeat penalty looks back this many tokens (its penalty_last_n default).
+SERVER_REPEAT_LAST_N = 64
+
+
+class TransformersBackend:
+    """A local Hugging Face checkpoint folder, run on CPU by transformers (the `transformers`
+    extra): greedy, float32, never ``trust_remote_code``. Decodes as llama.cpp's server does for
+    a request naming only the OpenAI fields (repeat penalty 1.1 over the last 64 generated tokens;
+    the first token's top log-probabilities from the raw logits), so a model answers alike both ways."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise UnsupportedFormatError(
+                f"{folder}: probe runs a folder as a Hugging Face checkpoint (config.json and weights); "
+                "give a GGUF file or serve the model behind an OpenAI-compatible endpoint"
+            )
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise MissingDependencyError(
+                "probing a Hugging Face checkpoint needs transformers and torch: pip install 'unshell[transformers]'"
+            ) from None
+        self._torch = torch
+        torch.set_num_threads(threads or min(2, budget()))
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        stamp = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        self.label = folder.name
+        self.identity = f"hf:{folder.resolve()}:{stamp}"
+        self._tokenizer = AutoTokenizer.from_pretrained(
+            folder, trust_remote_code=False, local_files_only=True
+        )
+        self._model = AutoModelForCausalLM.from_pretrained(
+            folder, trust_remote_code=False, local_files_only=True, dtype=torch.float32
+        )
+        self._model.eval()
+
+    def supports(self, mode: str) -> bool:
+        return mode == COMPLETION or bool(getattr(self._tokenizer, "chat_template", None))
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply:
+        torch = self._torch
+        if mode == CHAT:
+            if not self.supports(CHAT):
+                raise EndpointError(f"{self.label} has no chat template: it cannot answer in chat mode")
+            ids = list(
+                self._tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+                )
+            )
+        else:
+            ids = list(self._tokenizer(prompt)["input_ids"])
+        prompt_length = len(ids)
+        stop = self._tokenizer.eos_token_id
+        first_top: dict[str, float] = {}
+        generated: list[int] = []
+        past = None
+        feed = torch.tensor([ids])
+        with torch.no_grad():
+            for step in range(max_tokens):
+                out = self._model(input_ids=feed, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[0, -1].double()
+                if step == 0 and mode == COMPLETION:
+                    logprobs = torch.log_softmax(logits, -1)
+                    values, indices = torch.topk(logprobs, TOP_LOGPROBS)
+                    first_top = {
+                        str(self._tokenizer.decode([int(i)])): float(v)
+                        for v, i in zip(values, indices, strict=True)
+                    }
+                # llama.cpp's penalty sampler sees only the tokens it accepted, not the prompt.
+                for token in set(generated[-SERVER_REPEAT_LAST_N:]):
+                    value = logits[token]
+                    logits[token] = (
+                        value / SERVER_REPEAT_PENALTY if value > 0 else value * SERVER_REPEAT_PENALTY
+                    )
+                token = int(torch.argmax(logits))
+                if token == stop:
+                    break
+                generated.append(token)
+                ids.append(token)
+                feed = torch.tensor([[token]])
+        text = str(self._tokenizer.decode(generated))
+        return Reply(text, first_top if mode == COMPLETION else {}, prompt_length + len(generated))
+
+
+LIBRARY_PREFIX = "library:"
+
+
+class ProfileBackend:
+    """A model's answers recorded in the fingerprint library (`unshell library profile`): a
+    candidate or control without weights or endpoint. Sends nothing, costs nothing."""
+
+    offline = True
+
+    def __init__(self, name: str, library: str | Path | None, prompt_set: str) -> None:
+        from ..library import existing_library
+        from ..library.profiles import profiles_of
+
+        with existing_library(library) as opened:
+            self._profiles = {
+                (p.max_tokens, p.mode): p for p in profiles_of(opened, name) if p.prompt_set == prompt_set
+            }
+            where = str(opened.path)
+        if not self._profiles:
+            raise UsageError(
+                f"the library {where} holds no {prompt_set} profile of {name!r}: "
+                f"record one with `unshell library profile {name} MODEL`"
+            )
+        self.name = name
+        self.prompt_set = prompt_set
+        self.label = f"library:{name}"
+        self.identity = f"library:{where}#{name}"
+
+    def supports(self, mode: str) -> bool:
+        return any(m == mode for _, m in self._profiles)
+
+    def close(self) -> None:
+        pass
+
+    def complete(self, prompt: str, max_tokens: int, mode: str) -> Reply:
+        profile = self._profiles.get((max_tokens, mode))
+        if profile is None:
+            if mode == COMPLETION and self.supports(CHAT) and not self.supports(COMPLETION):
+                raise ModeUnavailableError(f"{self.label} was profiled in chat mode only")
+            held = ", ".join(f"{m} at {t} tokens" for t, m in sorted(self._profiles))
+            raise UsageError(
+                f"{self.label} has no profile in {mode} mode at {max_tokens} tokens (it holds {held}): "
+                "probe with the profile's --max-tokens, or record another"
+            )
+        answer = profile.answers.get(prompt)
+        if answer is None:
+            raise UsageError(
+                f"{self.label}'s profile lacks a prompt this probe asks ({len(profile.answers)} held): "
+                "probe with the --prompts and --seed it was recorded with, or record more"
+            )
+        return Reply.from_dict(answer)
+
+
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``URL#MODEL`` names an endpoint (the fragment is never sent); anything else is a path."""
     if spec.startswith(("http://", "https://")):
@@ -277,11 +427,22 @@ def open_backend(
     api_key_env: str = DEFAULT_API_KEY_ENV,
     rate_per_s: float | None = None,
     threads: int | None = None,
+    library: str | Path | None = None,
+    prompt_set: str = "general-v1",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Backend:
+    """``spec``: a GGUF path, ``URL#MODEL`` (or a URL with ``model``), or ``library:NAME`` (a
+    profile in the fingerprint library at ``library``, recorded for ``prompt_set``)."""
+    if spec.startswith(LIBRARY_PREFIX):
+        return ProfileBackend(spec.removeprefix(LIBRARY_PREFIX), library, prompt_set)
     target, named = parse_spec(spec)
     if target.startswith(("http://", "https://")):
         name = model or named
         if not name:
             raise EndpointError(f"{target}: name the served model (URL#MODEL, or --model for the suspect)")
-        return EndpointBackend(target, name, api_key_env=api_key_env, rate_per_s=rate_per_s)
+        return EndpointBackend(
+            target, name, api_key_env=api_key_env, rate_per_s=rate_per_s, timeout_s=timeout_s
+        )
+    if Path(target).is_dir():
+        return TransformersBackend(target, threads=threads)
     return LlamaCppBackend(target, threads=threads)

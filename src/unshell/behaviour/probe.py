@@ -29,6 +29,7 @@ from .backends import (
     CHAT,
     COMPLETION,
     DEFAULT_API_KEY_ENV,
+    DEFAULT_TIMEOUT_S,
     Backend,
     ModeUnavailableError,
     Reply,
@@ -143,7 +144,7 @@ class ProbeResult:
 Progress = Callable[[int, int], None]
 
 
-class _Asker:
+class Asker:
     """Answers (backend, prompt) from the cache, or by a request the budget allows."""
 
     def __init__(self, cache: ResponseCache, budget: int, max_tokens: int, spending: Spending) -> None:
@@ -153,6 +154,8 @@ class _Asker:
         self.spending = spending
 
     def ask(self, backend: Backend, prompt: str, mode: str) -> Reply | None:
+        if getattr(backend, "offline", False):  # a recorded profile: no request, nothing to cache
+            return backend.complete(prompt, self.max_tokens, mode)
         settings = {"max_tokens": self.max_tokens, "temperature": 0.0, "top_logprobs": 5}
         key = response_key(backend.identity, mode, prompt, settings)
         hit = self.cache.get(key)
@@ -186,9 +189,13 @@ def probe(
     rate_per_s: float | None = None,
     threads: int | None = None,
     progress: Progress | None = None,
+    library: str | Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProbeResult:
     """Test whether SUSPECT (a GGUF path, or an endpoint ``URL`` with ``model``, or ``URL#MODEL``)
-    came from each of ``against``, calibrated against the unrelated ``controls``."""
+    came from each of ``against``, calibrated against the unrelated ``controls``. Candidates and
+    controls may also be ``library:NAME``: a profile recorded in the fingerprint library
+    (``library``, default the default one)."""
     if not against:
         raise UsageError("probe needs at least one candidate (--against)")
     if not controls:
@@ -203,7 +210,7 @@ def probe(
     prompt_list = load_prompts(prompt_set, prompts, seed).prompts
     cache = ResponseCache((cache_dir or default_cache_dir()) if use_cache else None)
     spending = Spending()
-    asker = _Asker(cache, budget, max_tokens, spending)
+    asker = Asker(cache, budget, max_tokens, spending)
     backends: list[Backend] = []
     try:
         for index, spec in enumerate([suspect, *against, *controls]):
@@ -214,9 +221,12 @@ def probe(
                     api_key_env=api_key_env,
                     rate_per_s=rate_per_s,
                     threads=threads,
+                    library=library,
+                    prompt_set=prompt_set,
+                    timeout_s=timeout_s,
                 )
             )
-        replies, mode, stopped = _collect(backends, prompt_list, asker, progress)
+        replies, mode, stopped = collect_answers(backends, prompt_list, asker, progress)
     finally:
         for backend in backends:
             backend.close()
@@ -252,11 +262,14 @@ def probe(
     )
 
 
-def _collect(
-    backends: list[Backend], prompts: Sequence[str], asker: _Asker, progress: Progress | None
+def collect_answers(
+    backends: list[Backend], prompts: Sequence[str], asker: Asker, progress: Progress | None
 ) -> tuple[list[list[Reply]], str, bool]:
     """Ask every model prompt by prompt (so a spent budget leaves whole prompts answered), in
-    completion mode, or in chat mode for all when the first endpoint asked has no completions."""
+    completion mode, or in chat mode for all when the first endpoint asked has no completions
+    (or a recorded profile holds chat answers only)."""
+    if not all(backend.supports(COMPLETION) for backend in backends):
+        return _ask_all(backends, prompts, asker, progress, CHAT)
     try:
         return _ask_all(backends, prompts, asker, progress, COMPLETION)
     except ModeUnavailableError:
@@ -264,7 +277,7 @@ def _collect(
 
 
 def _ask_all(
-    backends: list[Backend], prompts: Sequence[str], asker: _Asker, progress: Progress | None, mode: str
+    backends: list[Backend], prompts: Sequence[str], asker: Asker, progress: Progress | None, mode: str
 ) -> tuple[list[list[Reply]], str, bool]:
     replies: list[list[Reply]] = []
     for number, prompt in enumerate(prompts):

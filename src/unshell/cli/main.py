@@ -30,6 +30,7 @@ from ..report.text import (
     render_library_list,
     render_library_show,
     render_probe,
+    render_profile_recorded,
     render_scan,
     render_search,
 )
@@ -55,7 +56,12 @@ def revision_option(parameter: str) -> Any:
             revision = kwargs.pop("revision", None)
             if revision is not None:
                 target = kwargs[parameter]
-                if os.path.exists(target) or "@" in target or not looks_like_repo_id(target):
+                if (
+                    target is None
+                    or os.path.exists(target)
+                    or "@" in target
+                    or not looks_like_repo_id(target)
+                ):
                     raise click.UsageError(f"--revision applies to a Hub repo id (org/name), not {target!r}")
                 kwargs[parameter] = f"{target}@{revision}"
             return function(*args, **kwargs)
@@ -401,14 +407,14 @@ def compare_command(
     "candidates",
     multiple=True,
     required=True,
-    help="A candidate source (repeatable): a GGUF file, or an endpoint as URL#MODEL.",
+    help="A candidate source (repeatable): a GGUF file, an endpoint as URL#MODEL, or library:NAME (a recorded profile).",
 )
 @click.option(
     "--controls",
     "controls",
     multiple=True,
     required=True,
-    help="A model known to be unrelated to the suspect (repeatable; at least one, better two or more): calibrates the test.",
+    help="A model known to be unrelated to the suspect (repeatable; at least one, better two or more; same forms as --against): calibrates the test.",
 )
 @click.option("--endpoint", help="The suspect is served here (OpenAI-compatible; its root or its /v1).")
 @click.option("--model", help="The model name the --endpoint serves the suspect as.")
@@ -459,8 +465,18 @@ def compare_command(
     help="Where answers are kept so an interrupted probe resumes. Default: ~/.cache/unshell/probe.",
 )
 @click.option("--no-cache", is_flag=True, help="Keep answers in memory only.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for one endpoint answer before retrying.",
+)
+@library_option
 @threads_option
 @format_option
+@html_option
 def probe_command(
     suspect: str | None,
     candidates: tuple[str, ...],
@@ -477,8 +493,11 @@ def probe_command(
     alpha: float,
     cache_dir: str | None,
     no_cache: bool,
+    timeout_s: float,
+    library_path: str | None,
     threads: int | None,
     fmt: str,
+    html_path: str | None,
 ) -> None:
     """Black-box provenance: does SUSPECT (or the model behind --endpoint) come from a candidate?
 
@@ -492,6 +511,9 @@ def probe_command(
       unshell probe suspect.gguf --against base.gguf --controls other1.gguf --controls other2.gguf
       unshell probe --endpoint https://api.example.com/v1 --model their-model \\
           --against base.gguf --controls http://localhost:8080#other --budget 300 --format json
+      unshell probe http://localhost:8080#suspect --against library:smollm2 \
+          --controls library:qwen --controls library:gemma   # recorded profiles, no weights
+      unshell probe suspect.gguf --against base.gguf --controls other.gguf --html probe.html
     """
     from ..behaviour import probe
     from ..errors import UsageError
@@ -524,7 +546,15 @@ def probe_command(
         rate_per_s=rate,
         threads=threads,
         progress=progress,
+        library=library_path,
+        timeout_s=timeout_s,
     )
+    if html_path is not None:
+        from ..report.html import write_html
+        from ..report.probe import probe_html
+
+        write_html(probe_html(result.to_dict()), html_path)
+        _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_probe)
 
 
@@ -706,6 +736,118 @@ def library_add_command(
     Output(fmt).document(doc, render_library_added)
 
 
+@library_group.command("profile")
+@click.argument("name")
+@click.argument("source", required=False)
+@click.option("--endpoint", help="Record the model served here (OpenAI-compatible; its root or its /v1).")
+@click.option("--model", help="The model name the --endpoint serves.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="The environment variable holding the endpoint's API key (never printed or stored).",
+)
+@click.option(
+    "--prompts", default=48, show_default=True, type=click.IntRange(1, 10_000), help="Prompts to record."
+)
+@click.option("--prompt-set", default="general-v1", show_default=True, help="The versioned prompt set.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Which prompts (as probe's --seed).")
+@click.option(
+    "--max-tokens", default=16, show_default=True, type=click.IntRange(1, 512), help="New tokens per answer."
+)
+@click.option(
+    "--budget", default=400, show_default=True, type=click.IntRange(1), help="At most this many requests."
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=0.001), help="At most this many requests a second to the endpoint."
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=str, file_okay=False),
+    help="Where answers are kept so an interrupted recording resumes. Default: ~/.cache/unshell/probe.",
+)
+@click.option("--no-cache", is_flag=True, help="Ask every prompt afresh (keep answers in memory only).")
+@click.option("--replace", is_flag=True, help="Replace a profile of NAME recorded with the same settings.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for one endpoint answer before retrying.",
+)
+@library_option
+@threads_option
+@format_option
+def library_profile_command(
+    name: str,
+    source: str | None,
+    endpoint: str | None,
+    model: str | None,
+    api_key_env: str,
+    prompts: int,
+    prompt_set: str,
+    seed: int,
+    max_tokens: int,
+    budget: int,
+    rate: float | None,
+    cache_dir: str | None,
+    no_cache: bool,
+    replace: bool,
+    timeout_s: float,
+    library_path: str | None,
+    threads: int | None,
+    fmt: str,
+) -> None:
+    """Record NAME's behavioural profile: SOURCE's answers to probe's prompts, kept in the library.
+
+    SOURCE is a GGUF file or an endpoint as URL#MODEL (or --endpoint URL --model NAME). Then
+    `unshell probe SUSPECT --against library:NAME` needs neither its weights nor its endpoint;
+    record with the --prompts, --seed and --max-tokens the probes will use.
+
+    \b
+    Examples:
+      unshell library profile smollm2 SmolLM2-135M-Instruct.Q4_1.gguf --max-tokens 16
+      unshell library profile their-model --endpoint https://api.example.com/v1 --model m --budget 100
+    """
+    from ..behaviour.profiles import record_profile
+    from ..errors import UsageError
+
+    if endpoint is not None:
+        if source is not None:
+            raise UsageError("give either SOURCE or --endpoint, not both")
+        if not model:
+            raise UsageError("--endpoint needs --model (the name the endpoint serves the model as)")
+        source = endpoint
+    elif source is None:
+        raise UsageError("name what to record: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
+    elif model is not None:
+        raise UsageError("--model names the model behind --endpoint")
+    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    with _open_library(library_path, create=True) as library:
+        recorded = record_profile(
+            source,
+            name,
+            library,
+            model=model,
+            prompts=prompts,
+            prompt_set=prompt_set,
+            seed=seed,
+            max_tokens=max_tokens,
+            budget=budget,
+            cache_dir=cache_dir,
+            use_cache=not no_cache,
+            api_key_env=api_key_env,
+            rate_per_s=rate,
+            threads=threads,
+            replace=replace,
+            progress=progress,
+            timeout_s=timeout_s,
+        )
+    Output(fmt).document(recorded.to_dict(), render_profile_recorded)
+
+
 @library_group.command("list")
 @library_option
 @format_option
@@ -796,14 +938,56 @@ def library_import_command(file: str, replace: bool, library_path: str | None, f
 
 
 @cli.command("search")
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", required=False, type=click.Path(path_type=str))
 @click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000), help="Candidates shown.")
+@click.option(
+    "--endpoint", help="Search for the model served here by its behaviour (the library's recorded profiles)."
+)
+@click.option("--model", help="The model name the --endpoint serves.")
+@click.option(
+    "--controls",
+    "controls",
+    multiple=True,
+    help="With --endpoint: a model unrelated to the suspect (repeatable; GGUF, URL#MODEL or library:NAME).",
+)
+@click.option(
+    "--prompts",
+    default=48,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="With --endpoint: prompts asked.",
+)
+@click.option(
+    "--max-tokens",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="With --endpoint: new tokens per answer (the profiles' setting).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=str, file_okay=False),
+    help="With --endpoint: where answers are kept. Default: ~/.cache/unshell/probe.",
+)
 @library_option
 @threads_option
 @format_option
 @html_option
 @revision_option("path")
-def search_command(path: str, top: int, library_path: str | None, fmt: str, html_path: str | None) -> None:
+def search_command(
+    path: str | None,
+    top: int,
+    endpoint: str | None,
+    model: str | None,
+    controls: tuple[str, ...],
+    prompts: int,
+    max_tokens: int,
+    cache_dir: str | None,
+    library_path: str | None,
+    fmt: str,
+    html_path: str | None,
+) -> None:
     """Which fingerprints in the library does PATH's weights come from?
 
     A cheap stage ranks the library by shared content hashes, architecture, width, vocabulary and
@@ -814,8 +998,17 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
     Examples:
       unshell search suspect/ --library known.sqlite
       unshell search suspect.gguf --top 10 --html search.html
+      unshell search --endpoint https://api.example.com/v1 --model theirs --controls library:other
     """
     from ..library import search
+
+    if endpoint is not None or (path is not None and path.startswith(("http://", "https://"))):
+        _search_by_behaviour(
+            path, endpoint, model, controls, prompts, max_tokens, cache_dir, library_path, fmt, html_path
+        )
+        return
+    if path is None:
+        raise click.UsageError("name the suspect: a checkpoint PATH, or --endpoint URL --model NAME")
 
     with _open_library(library_path) as library:
         result = search(path, library, top=top, progress=_progress())
@@ -825,6 +1018,50 @@ def search_command(path: str, top: int, library_path: str | None, fmt: str, html
         write_html(search_html(result), html_path)
         _report_written(html_path)
     Output(fmt).document(result.to_dict(), render_search)
+
+
+def _search_by_behaviour(
+    path: str | None,
+    endpoint: str | None,
+    model: str | None,
+    controls: tuple[str, ...],
+    prompts: int,
+    max_tokens: int,
+    cache_dir: str | None,
+    library_path: str | None,
+    fmt: str,
+    html_path: str | None,
+) -> None:
+    """`search --endpoint`: `probe` against every profile in the library."""
+    from ..behaviour.profiles import search_profiles
+    from ..errors import UsageError
+
+    if endpoint is not None and path is not None:
+        raise UsageError("give either PATH or --endpoint, not both")
+    if endpoint is not None and not model:
+        raise UsageError("--endpoint needs --model (the name the endpoint serves the suspect as)")
+    if not controls:
+        raise UsageError(
+            "searching by behaviour needs --controls: models known to be unrelated to the suspect"
+        )
+    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    result = search_profiles(
+        endpoint or path or "",
+        controls,
+        library=library_path,
+        max_tokens=max_tokens,
+        model=model,
+        prompts=prompts,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    if html_path is not None:
+        from ..report.html import write_html
+        from ..report.probe import probe_html
+
+        write_html(probe_html(result.to_dict()), html_path)
+        _report_written(html_path)
+    Output(fmt).document(result.to_dict(), render_probe)
 
 
 @cli.command("scan")

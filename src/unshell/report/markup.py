@@ -101,6 +101,8 @@ LEVEL_CLASS = {
     "derived": "lv-bad",
     "identical": "lv-same",
     "independent": "lv-ok",
+    "same-model": "lv-same",  # `probe`'s verdicts
+    "not-derived": "lv-ok",
 }
 
 # The weight verdicts, in the order the legend lists them.

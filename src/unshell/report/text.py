@@ -520,6 +520,26 @@ def _grouped_rows(entries: list[dict[str, Any]]) -> list[tuple[str, str, str, st
     return rows
 
 
+def render_profile_recorded(doc: dict[str, Any]) -> str:
+    """`unshell library profile`: what was recorded and what it cost."""
+    profile, spent = doc["profile"], doc["spent"]
+    rows = [
+        ("profile", profile["name"]),
+        ("answered by", profile["source"]),
+        (
+            "prompts",
+            f"{profile['prompts']} from {profile['prompt_set']} (seed {profile['seed']}), "
+            f"{profile['max_tokens']} new tokens, {profile['mode']} mode",
+        ),
+        (
+            "spent",
+            f"{spent['requests']} requests, {spent['cached']} answered from the cache, {spent['tokens']} tokens",
+        ),
+        ("library", doc["library"]),
+    ]
+    return key_value_table(rows) + "\n"
+
+
 def render_probe(doc: dict[str, Any]) -> str:
     """`unshell probe`: one row per candidate, then what was asked and what it cost."""
     prompts = doc["prompts"]

@@ -505,7 +505,7 @@ def _weights_view(doc: dict[str, Any]) -> dict[str, Any]:
     if not weights:
         return {"doc": None}
     library = weights.get("library")
-    view = {"doc": weights, "library": library, "candidates": weights.get("candidates") or []}
+    view = {"doc": weights, "library": library, "candidates": weights.get("candidates") or [], "value": None}
     if not (library and weights.get("base") is None):
         view["headline"], view["meaning"] = _verdict_text(
             weights["verdict"], weights["p_value"], weights["reason"], weights["how"]

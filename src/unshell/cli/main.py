@@ -134,6 +134,105 @@ library_option = click.option(
 )
 
 
+def behaviour_options(served: str) -> Any:
+    """The options `probe` and `library profile` share: where the ``served`` model is (an endpoint),
+    which prompts are asked and how, and the answer cache. The command receives them as one
+    ``behaviour`` dict of `unshell.probe` / `record_profile` keyword arguments, plus ``endpoint``
+    and ``model`` (see `_served_source`)."""
+    options = [
+        click.option(
+            "--endpoint", help=f"The {served} is served here (OpenAI-compatible; its root or its /v1)."
+        ),
+        click.option("--model", help=f"The name the --endpoint serves the {served} under."),
+        click.option(
+            "--api-key-env",
+            default="OPENAI_API_KEY",
+            show_default=True,
+            help="The environment variable holding the endpoints' API key (never printed, cached or stored).",
+        ),
+        click.option(
+            "--prompts",
+            default=48,
+            show_default=True,
+            type=click.IntRange(1, 10_000),
+            help="Prompts to ask each model.",
+        ),
+        click.option(
+            "--prompt-set",
+            default="general-v1",
+            show_default=True,
+            help="The versioned prompt set to draw them from.",
+        ),
+        click.option("--seed", default=0, show_default=True, type=int, help="Which prompts, in which order."),
+        click.option(
+            "--max-tokens",
+            default=16,
+            show_default=True,
+            type=click.IntRange(1, 512),
+            help="New tokens per answer.",
+        ),
+        click.option(
+            "--budget",
+            default=400,
+            show_default=True,
+            type=click.IntRange(1),
+            help="At most this many requests (cached answers are free); a probe decides on the prompts answered by then.",
+        ),
+        click.option(
+            "--rate",
+            type=click.FloatRange(min=0.001),
+            help="At most this many requests a second per endpoint.",
+        ),
+        click.option(
+            "--cache",
+            "cache_dir",
+            type=click.Path(path_type=str, file_okay=False),
+            help="Where answers are kept so an interrupted run resumes. Default: ~/.cache/unshell/probe.",
+        ),
+        click.option("--no-cache", is_flag=True, help="Keep answers in memory only."),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(min=0.1),
+            help="Seconds to wait for one endpoint answer before retrying.",
+        ),
+    ]
+    keys = ("api_key_env", "prompts", "prompt_set", "seed", "max_tokens", "budget", "cache_dir", "timeout_s")
+
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def gathered(**kwargs: Any) -> Any:
+            behaviour = {key: kwargs.pop(key) for key in keys}
+            behaviour["rate_per_s"] = kwargs.pop("rate")
+            behaviour["use_cache"] = not kwargs.pop("no_cache")
+            return command(behaviour=behaviour, **kwargs)
+
+        for option in reversed(options):
+            gathered = option(gathered)
+        return gathered
+
+    return decorate
+
+
+def _served_source(source: str | None, endpoint: str | None, model: str | None, what: str) -> str:
+    """The model to ask: ``source`` (a GGUF path or URL#MODEL), or ``endpoint`` served as ``model``."""
+    from ..errors import UsageError
+
+    if endpoint is not None:
+        if source is not None:
+            raise UsageError(f"give either {what.upper()} or --endpoint, not both")
+        if not model:
+            raise UsageError("--endpoint needs --model (the name the endpoint serves the model as)")
+        return endpoint
+    if source is None:
+        raise UsageError(f"name the {what}: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
+    if model is not None:
+        raise UsageError("--model names the model behind --endpoint")
+    return source
+
+
 class UnshellCommand(click.Command):
     """Every command gets the same conventions: ``-q/--quiet``, ``--json`` beside ``--format``, a
     summary in ``unshell --help`` that is the help's whole first paragraph (never cut mid-phrase),
@@ -416,62 +515,13 @@ def compare_command(
     required=True,
     help="A model known to be unrelated to the suspect (repeatable; at least one, better two or more; same forms as --against): calibrates the test.",
 )
-@click.option("--endpoint", help="The suspect is served here (OpenAI-compatible; its root or its /v1).")
-@click.option("--model", help="The model name the --endpoint serves the suspect as.")
-@click.option(
-    "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="The environment variable holding the endpoints' API key (never printed or cached).",
-)
-@click.option(
-    "--prompts",
-    default=48,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="Prompts to ask each model.",
-)
-@click.option(
-    "--prompt-set",
-    default="general-v1",
-    show_default=True,
-    help="The versioned prompt set to draw them from.",
-)
-@click.option("--seed", default=0, show_default=True, type=int, help="Which prompts, in which order.")
-@click.option(
-    "--max-tokens", default=16, show_default=True, type=click.IntRange(1, 512), help="New tokens per answer."
-)
-@click.option(
-    "--budget",
-    default=400,
-    show_default=True,
-    type=click.IntRange(1),
-    help="At most this many requests (cached answers are free); decides on the prompts answered by then.",
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0.001), help="At most this many requests a second per endpoint."
-)
+@behaviour_options("suspect")
 @click.option(
     "--alpha",
     default=0.01,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Significance level (after Holm across candidates).",
-)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=str, file_okay=False),
-    help="Where answers are kept so an interrupted probe resumes. Default: ~/.cache/unshell/probe.",
-)
-@click.option("--no-cache", is_flag=True, help="Keep answers in memory only.")
-@click.option(
-    "--timeout",
-    "timeout_s",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0.1),
-    help="Seconds to wait for one endpoint answer before retrying.",
 )
 @library_option
 @threads_option
@@ -483,17 +533,8 @@ def probe_command(
     controls: tuple[str, ...],
     endpoint: str | None,
     model: str | None,
-    api_key_env: str,
-    prompts: int,
-    prompt_set: str,
-    seed: int,
-    max_tokens: int,
-    budget: int,
-    rate: float | None,
+    behaviour: dict[str, Any],
     alpha: float,
-    cache_dir: str | None,
-    no_cache: bool,
-    timeout_s: float,
     library_path: str | None,
     threads: int | None,
     fmt: str,
@@ -511,43 +552,24 @@ def probe_command(
       unshell probe suspect.gguf --against base.gguf --controls other1.gguf --controls other2.gguf
       unshell probe --endpoint https://api.example.com/v1 --model their-model \\
           --against base.gguf --controls http://localhost:8080#other --budget 300 --format json
-      unshell probe http://localhost:8080#suspect --against library:smollm2 \
+      unshell probe http://localhost:8080#suspect --against library:smollm2 \\
           --controls library:qwen --controls library:gemma   # recorded profiles, no weights
       unshell probe suspect.gguf --against base.gguf --controls other.gguf --html probe.html
     """
     from ..behaviour import probe
-    from ..errors import UsageError
 
-    if endpoint is not None:
-        if suspect is not None:
-            raise UsageError("give either SUSPECT or --endpoint, not both")
-        if not model:
-            raise UsageError("--endpoint needs --model (the name the endpoint serves the suspect as)")
-        suspect = endpoint
-    elif suspect is None:
-        raise UsageError("name the suspect: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
-    elif model is not None:
-        raise UsageError("--model names the model behind --endpoint")
+    suspect = _served_source(suspect, endpoint, model, "suspect")
     progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
     result = probe(
         suspect,
         candidates,
         controls,
         model=model,
-        prompts=prompts,
-        prompt_set=prompt_set,
-        seed=seed,
-        max_tokens=max_tokens,
-        budget=budget,
         alpha=alpha,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        api_key_env=api_key_env,
-        rate_per_s=rate,
         threads=threads,
         progress=progress,
         library=library_path,
-        timeout_s=timeout_s,
+        **behaviour,
     )
     if html_path is not None:
         from ..report.html import write_html
@@ -739,44 +761,8 @@ def library_add_command(
 @library_group.command("profile")
 @click.argument("name")
 @click.argument("source", required=False)
-@click.option("--endpoint", help="Record the model served here (OpenAI-compatible; its root or its /v1).")
-@click.option("--model", help="The model name the --endpoint serves.")
-@click.option(
-    "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="The environment variable holding the endpoint's API key (never printed or stored).",
-)
-@click.option(
-    "--prompts", default=48, show_default=True, type=click.IntRange(1, 10_000), help="Prompts to record."
-)
-@click.option("--prompt-set", default="general-v1", show_default=True, help="The versioned prompt set.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Which prompts (as probe's --seed).")
-@click.option(
-    "--max-tokens", default=16, show_default=True, type=click.IntRange(1, 512), help="New tokens per answer."
-)
-@click.option(
-    "--budget", default=400, show_default=True, type=click.IntRange(1), help="At most this many requests."
-)
-@click.option(
-    "--rate", type=click.FloatRange(min=0.001), help="At most this many requests a second to the endpoint."
-)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=str, file_okay=False),
-    help="Where answers are kept so an interrupted recording resumes. Default: ~/.cache/unshell/probe.",
-)
-@click.option("--no-cache", is_flag=True, help="Ask every prompt afresh (keep answers in memory only).")
+@behaviour_options("model")
 @click.option("--replace", is_flag=True, help="Replace a profile of NAME recorded with the same settings.")
-@click.option(
-    "--timeout",
-    "timeout_s",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(min=0.1),
-    help="Seconds to wait for one endpoint answer before retrying.",
-)
 @library_option
 @threads_option
 @format_option
@@ -785,17 +771,8 @@ def library_profile_command(
     source: str | None,
     endpoint: str | None,
     model: str | None,
-    api_key_env: str,
-    prompts: int,
-    prompt_set: str,
-    seed: int,
-    max_tokens: int,
-    budget: int,
-    rate: float | None,
-    cache_dir: str | None,
-    no_cache: bool,
+    behaviour: dict[str, Any],
     replace: bool,
-    timeout_s: float,
     library_path: str | None,
     threads: int | None,
     fmt: str,
@@ -812,18 +789,8 @@ def library_profile_command(
       unshell library profile their-model --endpoint https://api.example.com/v1 --model m --budget 100
     """
     from ..behaviour.profiles import record_profile
-    from ..errors import UsageError
 
-    if endpoint is not None:
-        if source is not None:
-            raise UsageError("give either SOURCE or --endpoint, not both")
-        if not model:
-            raise UsageError("--endpoint needs --model (the name the endpoint serves the model as)")
-        source = endpoint
-    elif source is None:
-        raise UsageError("name what to record: a GGUF file, URL#MODEL, or --endpoint URL --model NAME")
-    elif model is not None:
-        raise UsageError("--model names the model behind --endpoint")
+    source = _served_source(source, endpoint, model, "source")
     progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
     with _open_library(library_path, create=True) as library:
         recorded = record_profile(
@@ -831,19 +798,10 @@ def library_profile_command(
             name,
             library,
             model=model,
-            prompts=prompts,
-            prompt_set=prompt_set,
-            seed=seed,
-            max_tokens=max_tokens,
-            budget=budget,
-            cache_dir=cache_dir,
-            use_cache=not no_cache,
-            api_key_env=api_key_env,
-            rate_per_s=rate,
             threads=threads,
             replace=replace,
             progress=progress,
-            timeout_s=timeout_s,
+            **behaviour,
         )
     Output(fmt).document(recorded.to_dict(), render_profile_recorded)
 

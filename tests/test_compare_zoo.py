@@ -6,6 +6,9 @@ Ground truth comes from how each model was made, never from unshell's answers.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +122,52 @@ def test_value_preserving_copies_are_identical() -> None:
     for pair in pairs:
         result = unshell.compare(pair.a, pair.b)
         assert result.verdict == "identical", (pair.name, result.verdict, result.p_value)
+
+
+def _with_changed_rows(source: Path, out: Path, change: str) -> Path:
+    """A copy of the zoo model ``source`` with one kind of row changed, and nothing else.
+    ``mlp-noise``: Gaussian noise of four times each row's RMS added to every MLP input row
+    (``up_proj``): rows that long training moved, none keeping a twin among A's.
+    ``mlp-permute``: the same rows shuffled, with noise of 5 % of their RMS (so that no hash shows
+    the values kept), each keeping its twin elsewhere (obfuscation).
+    ``embed-noise``: noise of 1.5 times each row's RMS added to every embedding row: the fitted
+    residual alignment drifts off the identity (as long continued pretraining makes it) without
+    fitting the anchors much better than no transform."""
+    from unshell.formats import open_checkpoint
+    from unshell.formats.safetensors import write_safetensors
+
+    rng = np.random.default_rng(7)
+    target, how = change.split("-")
+    suffix = "mlp.up_proj.weight" if target == "mlp" else "embed_tokens.weight"
+    arrays: dict[str, np.ndarray] = {}
+    with open_checkpoint(source) as checkpoint:
+        for name in checkpoint.tensors:
+            value = np.array(checkpoint.read(name), dtype=np.float32)
+            if name.endswith(suffix):
+                rms = np.sqrt(np.mean(value * value, axis=1, keepdims=True))
+                scale = 0.05 if how == "permute" else 4.0 if target == "mlp" else 1.5
+                value = value + scale * rms * rng.standard_normal(value.shape).astype(np.float32)
+                if how == "permute":
+                    value = value[rng.permutation(value.shape[0])]
+            arrays[name] = value
+    out.mkdir()
+    for extra in ("config.json", "tokenizer.json"):
+        shutil.copy(source / extra, out / extra)
+    write_safetensors(out / "model.safetensors", arrays, metadata={"format": "pt"})
+    return out
+
+
+def test_rows_moved_by_training_are_not_called_obfuscated(tmp_path: Path) -> None:
+    """`how` says "obfuscated" when rows were permuted, not when training moved them far: that
+    word says someone hid a derivative, and heavy training is no evidence of it."""
+    base = zoo().models["base-s0"]
+    results = {
+        change: unshell.compare(base, _with_changed_rows(base, tmp_path / change, change))
+        for change in ("mlp-noise", "embed-noise", "mlp-permute")
+    }
+
+    # Attention and norms are A's: each is derived, whatever its changed rows say.
+    assert all(result.verdict == "derived" for result in results.values()), results
+    assert "obfuscated" not in results["mlp-noise"].how, results["mlp-noise"].how
+    assert "obfuscated" not in results["embed-noise"].how, results["embed-noise"].how
+    assert "obfuscated" in results["mlp-permute"].how, results["mlp-permute"].how

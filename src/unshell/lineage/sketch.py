@@ -34,6 +34,9 @@ class Alignment:
     # is when the anchors pair unrelated rows. An alignment no better than this has failed.
     chance: float = float("nan")
     anchored_by: str = ""  # "token ids" or "token strings" for an embedding alignment
+    # The residual of "no transform" on the same anchors (NaN when not measured or not square):
+    # a stream that was really transformed fits far worse untransformed than fitted.
+    untransformed: float = float("nan")
 
 
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
@@ -85,12 +88,20 @@ def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, chance: bool =
     a -= a.mean(axis=0, keepdims=True)
     b -= b.mean(axis=0, keepdims=True)
     transform, residual = _procrustes(a, b)
+    untransformed = float("nan")
+    if a.shape[1] == b.shape[1]:
+        untransformed = _scaled_residual(_dot(a, b), _squared_norm(b), _squared_norm(a))
     shuffled = float("nan")
     if chance:
         order = np.random.default_rng(CHANCE_SEED).permutation(rows)
         shuffled = procrustes_residual(a, b[order])
     return Alignment(
-        transform=transform, residual=residual, anchors=rows, method="procrustes-embeddings", chance=shuffled
+        transform=transform,
+        residual=residual,
+        anchors=rows,
+        method="procrustes-embeddings",
+        chance=shuffled,
+        untransformed=untransformed,
     )
 
 
@@ -122,6 +133,10 @@ def procrustes_residual(a: np.ndarray, b: np.ndarray) -> float:
 
 def _squared_norm(values: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", values, values, dtype=np.float64))
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.einsum("ij,ij->", a, b, dtype=np.float64))
 
 
 def _fitted_norm(b: np.ndarray, transform: np.ndarray) -> float:

@@ -15,6 +15,8 @@ four more pairs) are the null.
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import sys
 import tempfile
 import time
@@ -51,6 +53,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     args = parser.parse_args()
     ladder = [int(n) for n in args.ladder.split(",")]
+    started_run = time.perf_counter()
+    cpu_started = time.process_time()
+    print(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {_load()}")
     models = {
         "smollm2": fetch("smollm2_gguf"),
         "smollm2-q8": requantized_smollm2("Q8_0"),
@@ -63,6 +68,7 @@ def main() -> None:
         servers = {name: LlamaServer(path, name, work / f"{name}.log") for name, path in models.items()}
         try:
             spent: dict[str, dict[int, float]] = {name: {} for name in servers}
+            loads: list[float] = []  # the 1-minute load average after each step of answers
             for name, server in servers.items():
                 elapsed = 0.0
                 for count in ladder:
@@ -79,6 +85,8 @@ def main() -> None:
                     )
                     elapsed += time.perf_counter() - started
                     spent[name][count] = elapsed
+                    loads.append(os.getloadavg()[0])
+            print(f"1-minute load average while the models answered: {min(loads):.1f} to {max(loads):.1f}")
             print(f"max_tokens {args.max_tokens}; seconds per request at N={ladder[-1]}:")
             for name in servers:
                 print(f"  {name:<11} {spent[name][ladder[-1]] / ladder[-1]:.2f} s")
@@ -127,8 +135,27 @@ def main() -> None:
                     + f" | {tail} |"
                 )
         finally:
+            server_cpu = sum(_cpu_seconds(server.process.pid) for server in servers.values())
             for server in servers.values():
                 server.stop()
+    print(
+        f"\n{time.perf_counter() - started_run:.0f} s wall in all; CPU-seconds: {server_cpu:.0f} in the "
+        f"servers, {time.process_time() - cpu_started:.0f} in this process; {_load()}"
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a live process, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f}, {five:.1f}, {fifteen:.1f}"
 
 
 if __name__ == "__main__":

@@ -74,10 +74,10 @@ def test_spread_change_is_screened_out_and_low_rank_one_is_not() -> None:
     rng = np.random.default_rng(3)
     spread = rng.standard_normal((2000, 800)).astype(np.float32)
     assert change_rank(spread) == (None, False)
-    sketch = spread @ change_module._screen_sketch(800)
-    assert change_module._spread(sketch)
+    signs = change_module._screen_signs(800)
+    assert change_module._spread(change_module.screen_product(spread, signs))
     lora = low_rank_plus_noise(rng, (2000, 800), np.ones(40), 0.05)
-    assert not change_module._spread(lora @ change_module._screen_sketch(800))
+    assert not change_module._spread(change_module.screen_product(lora, signs))
     assert change_rank(lora) == exact_rank(lora) == (40, True)
 
 

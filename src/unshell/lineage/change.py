@@ -24,6 +24,7 @@ rotated or permuted stream is undone); a tensor whose rows no longer line up (pe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -75,11 +76,11 @@ LOW_RANK_MAX = 64  # ... within at most this many directions, and ...
 LOW_RANK_MAX_SHARE = 0.125  # ... in at most this share of the tensor's smaller dimension.
 SVD_SKETCH = 48  # columns of the randomized range finder for large tensors
 EXACT_RANK_MAX = 512  # a change whose smaller side is at most this gets exact singular values
-# Before the range finder (six products with the change), one product with `SVD_SKETCH` + this many
-# random vectors, made in the pass that measures the change, screens out a change spread over many
-# directions: its trailing directions then hold more than `SCREEN_TAIL` of the product's energy,
-# which a change with `LOW_RANK_ENERGY` of its energy in `SVD_SKETCH` directions never comes near
-# (`_spread`).
+# Before the range finder (six products with the change), a random sketch of `SVD_SKETCH` + this
+# many columns (`screen_product`), made in the pass that measures the change, screens out a change
+# spread over many directions: its trailing directions then hold more than `SCREEN_TAIL` of the
+# sketch's energy, which a change with `LOW_RANK_ENERGY` of its energy in `SVD_SKETCH` directions
+# does not come near (`_spread`).
 SCREEN_COLUMNS = 16
 SCREEN_TAIL = 0.05
 # Changes are measured a block of rows at a time, of about this many values: a block of each side
@@ -88,6 +89,7 @@ BLOCK_VALUES = 1 << 18
 # A stored matrix of more values than this is read a block of rows at a time where its storage
 # allows (`Checkpoint.row_bytes`), never whole.
 STREAM_ABOVE = 1 << 22
+RELEASE_BYTES = 1 << 24  # ... and the file pages behind its blocks are released every this many bytes
 # The rotary layout of query and key rows is told on this many evenly spaced rows (the right layout
 # agrees near 1, the others near 0); the agreement is then taken once, on every row.
 LAYOUT_SAMPLE_ROWS = 256
@@ -615,8 +617,8 @@ class ArrayRows(Rows):
 
 class StoredRows(Rows):
     """Rows of a stored tensor, decoded a block at a time (`Checkpoint.read_rows`), as float32 with
-    non-finite values zeroed like `CanonicalModel.tensor`; the file pages of a block are released
-    once it is decoded."""
+    non-finite values zeroed like `CanonicalModel.tensor`; the file pages behind the blocks read
+    are released every `RELEASE_BYTES`, and all of them on `close`."""
 
     def __init__(self, checkpoint: Checkpoint, name: str, rows: int | None = None) -> None:
         self.checkpoint, self.name = checkpoint, name
@@ -624,15 +626,21 @@ class StoredRows(Rows):
         self.row_size = checkpoint.row_bytes(self.info) or 0
         stored = tuple(int(n) for n in self.info.shape)
         self.shape = (stored[0] if rows is None else rows, *stored[1:])
+        self.kept_from = 0  # the first row whose pages may still be held
 
     def _values(self, rows: slice | np.ndarray, count: int) -> np.ndarray:
-        values = np.asarray(self.checkpoint.read_rows(self.name, rows), dtype=np.float32)
-        return finite(values.reshape(count, -1))
+        values = np.asarray(self.checkpoint.read_rows(self.name, rows), dtype=np.float32).reshape(count, -1)
+        # A finite sum has no NaN or infinity among its terms: one cheap reduction for the common case.
+        return values if math.isfinite(float(values.sum())) else finite(values)
 
     def block(self, start: int, stop: int) -> np.ndarray:
         values = self._values(slice(start, stop), stop - start)
-        offset = self.info.offset + start * self.row_size
-        self.checkpoint.release(replace(self.info, offset=offset, nbytes=(stop - start) * self.row_size))
+        if (stop - self.kept_from) * self.row_size >= RELEASE_BYTES:
+            offset = self.info.offset + self.kept_from * self.row_size
+            self.checkpoint.release(
+                replace(self.info, offset=offset, nbytes=(stop - self.kept_from) * self.row_size)
+            )
+            self.kept_from = stop
         return values
 
     def take(self, index: np.ndarray) -> np.ndarray:
@@ -643,6 +651,7 @@ class StoredRows(Rows):
 
     def close(self) -> None:
         self.checkpoint.release(self.info)
+        self.kept_from = 0
 
 
 class _ReorderedRows(Rows):
@@ -717,6 +726,11 @@ class _Change:
             else:  # the difference of two float32 values is exact in float64
                 yield start, stop, np.subtract(b, self.a.block(start, stop), dtype=dtype)
 
+    def screened(self) -> np.ndarray:
+        """`screen_product` of the whole change."""
+        signs = _screen_signs(self.b.columns)
+        return np.concatenate([screen_product(delta, signs) for _, _, delta in self.blocks()])
+
     def times(self, right: np.ndarray) -> np.ndarray:
         """Change @ right (float32 products)."""
         out = np.empty((self.b.rows, right.shape[1]), dtype=np.float32)
@@ -751,11 +765,27 @@ def change_rank(delta: np.ndarray) -> tuple[int | None, bool]:
     return _rank(change, total, None)
 
 
-def _screen_sketch(columns: int) -> np.ndarray:
-    """The range finder's start (seeded, `SVD_SKETCH` columns) and `SCREEN_COLUMNS` more for the screen."""
-    start = np.random.default_rng(0).standard_normal((columns, SVD_SKETCH))
-    extra = np.random.default_rng(1).standard_normal((columns, SCREEN_COLUMNS))
-    return np.hstack([start, extra]).astype(np.float32)
+@functools.lru_cache(maxsize=8)
+def _screen_signs(columns: int) -> np.ndarray:
+    """Random signs of the rank screen's columns (seeded, read-only: one per width, kept for the
+    next matrix of that width)."""
+    signs = np.where(np.random.default_rng(2).random(columns) < 0.5, -1.0, 1.0).astype(np.float32)
+    signs.setflags(write=False)
+    return signs
+
+
+def screen_product(block: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """The rank screen's sketch of some rows of a change: column j, times a random sign, summed
+    into column j mod (`SVD_SKETCH` + `SCREEN_COLUMNS`). Like a product with Gaussian vectors it
+    keeps a change's energy in expectation (the signs cancel the cross terms) and cannot raise its
+    rank, at the cost of two passes over the block instead of 128 flops per value."""
+    width = SVD_SKETCH + SCREEN_COLUMNS
+    rows, columns = block.shape
+    whole = columns - columns % width
+    signed = np.multiply(block, signs, dtype=np.float32)
+    out = signed[:, :whole].reshape(rows, -1, width).sum(axis=1)
+    out[:, : columns - whole] += signed[:, whole:]
+    return out
 
 
 def _needs_range_finder(shape: tuple[int, ...]) -> bool:
@@ -763,8 +793,8 @@ def _needs_range_finder(shape: tuple[int, ...]) -> bool:
 
 
 def _rank(change: _Change, total: float, sketch: np.ndarray | None) -> tuple[int | None, bool]:
-    """`change_rank` of a change whose squared norm is ``total``; ``sketch``: change @
-    `_screen_sketch`, when a pass over the change already made it."""
+    """`change_rank` of a change whose squared norm is ``total``; ``sketch``: its
+    `screen_product`, when a pass over the change already made it."""
     shape = change.shape
     if len(shape) != 2 or min(shape) < 2:
         return None, False
@@ -774,10 +804,11 @@ def _rank(change: _Change, total: float, sketch: np.ndarray | None) -> tuple[int
         values, total = _exact_singular_values(change)
     else:
         if sketch is None:
-            sketch = change.times(_screen_sketch(shape[1]))
+            sketch = change.screened()
         if _spread(sketch):
             return None, False
-        values = _range_singular_values(change, sketch[:, :SVD_SKETCH])
+        start = np.random.default_rng(0).standard_normal((shape[1], SVD_SKETCH))
+        values = _range_singular_values(change, change.times(start))
     energy = np.cumsum(values.astype(np.float64) ** 2) / total
     reached = np.flatnonzero(energy >= LOW_RANK_ENERGY)
     if reached.size == 0:
@@ -804,12 +835,13 @@ def _exact_singular_values(change: _Change) -> tuple[np.ndarray, float]:
 
 
 def _spread(sketch: np.ndarray) -> bool:
-    """Whether the change is spread over more than `SVD_SKETCH` directions, read from its product
-    with `SVD_SKETCH` + `SCREEN_COLUMNS` random vectors. A change with `LOW_RANK_ENERGY` of its
-    energy in at most `SVD_SKETCH` directions leaves the product's trailing `SCREEN_COLUMNS`
-    directions about 1 - `LOW_RANK_ENERGY` of its energy (the rest's share, carried by random
-    vectors); a change spread over many directions leaves them their share of the columns (a
-    quarter); `SCREEN_TAIL` lies between, five times the former."""
+    """Whether the change is spread over more than `SVD_SKETCH` directions, read from its
+    `screen_product` (`SVD_SKETCH` + `SCREEN_COLUMNS` columns). A change with `LOW_RANK_ENERGY` of
+    its energy in at most `SVD_SKETCH` directions leaves the product's trailing `SCREEN_COLUMNS`
+    directions at most the rest's share of the energy in expectation, 1 - `LOW_RANK_ENERGY`; a
+    change spread over many directions leaves them about their share of the columns (a quarter
+    less the spread of the spectrum); `SCREEN_TAIL` lies between, five times the former. A change
+    the screen lets through gets the range finder, as before."""
     gram = (sketch.T @ sketch).astype(np.float64)
     values = np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
     total = float(values.sum())
@@ -900,7 +932,7 @@ class _Pass:
     equal: bool = True
     norm_a: float = 0.0
     norm_change: float = 0.0
-    sketch: np.ndarray | None = None  # the change @ `_screen_sketch`, when asked for
+    sketch: np.ndarray | None = None  # the change's `screen_product`, when asked for
 
 
 def _measure(change: _Change, *, with_sketch: bool) -> _Pass:
@@ -910,22 +942,27 @@ def _measure(change: _Change, *, with_sketch: bool) -> _Pass:
     assert a is not None
     rows, columns = b.rows, b.columns
     cosines = np.empty(rows if _compares_rows(b.shape) else 0, dtype=np.float64)
-    omega = _screen_sketch(columns) if with_sketch else None
-    sketch = None if omega is None else np.empty((rows, omega.shape[1]), dtype=np.float32)
+    signs = _screen_signs(columns) if with_sketch else None
+    sketch = None if signs is None else np.empty((rows, SVD_SKETCH + SCREEN_COLUMNS), dtype=np.float32)
     equal, squares_a, squares_change = True, 0.0, 0.0
     for start, stop in _spans(rows, columns):
         block_a, block_b = a.block(start, stop), b.block(start, stop)
         delta = np.subtract(block_b, block_a)
         if equal:  # of finite values, B - A is zero exactly where they are equal
             equal = not delta.any()
-        row_squares = np.einsum("ij,ij->i", block_a, block_a)
-        squares_a += float(row_squares.sum(dtype=np.float64))
-        squares_change += float(np.einsum("ij,ij->i", delta, delta).sum(dtype=np.float64))
+        squares_a_rows = np.einsum("ij,ij->i", block_a, block_a)
+        squares_change_rows = np.einsum("ij,ij->i", delta, delta)
+        squares_a += float(squares_a_rows.sum(dtype=np.float64))
+        squares_change += float(squares_change_rows.sum(dtype=np.float64))
         if cosines.size:
-            norms = np.sqrt(row_squares) * np.sqrt(np.einsum("ij,ij->i", block_b, block_b))
-            cosines[start:stop] = np.einsum("ij,ij->i", block_a, block_b) / np.maximum(norms, 1e-30)
-        if sketch is not None and omega is not None:
-            np.matmul(np.asarray(delta, dtype=np.float32), omega, out=sketch[start:stop])
+            # a.b = (|a|^2 + |b|^2 - |b - a|^2) / 2: the cosine to about 1e-6, ample against
+            # `ALIGNED_COSINE`, for one reduction less.
+            squares_b_rows = np.einsum("ij,ij->i", block_b, block_b)
+            norms = np.sqrt(squares_a_rows, dtype=np.float64) * np.sqrt(squares_b_rows, dtype=np.float64)
+            dots = (squares_a_rows.astype(np.float64) + squares_b_rows - squares_change_rows) / 2
+            cosines[start:stop] = dots / np.maximum(norms, 1e-30)
+        if sketch is not None and signs is not None:
+            sketch[start:stop] = screen_product(delta, signs)
     return _Pass(
         agreement=float(np.median(cosines)) if cosines.size else 1.0,
         equal=equal,

@@ -68,6 +68,7 @@ SAMPLE_VALUES = 1 << 18
 # Float casts: bf16 keeps 8 significant bits (relative rounding 2^-9), f16 11 (2^-12); a cast of a
 # value is within this relative distance of it (one unit in the last place covers both directions).
 CAST_RELATIVE = 2.0**-8
+HALF_PRECISION_HEAD = 4096  # values a 16-bit test looks at before all of them
 F16_SUBNORMAL = 2.0**-24  # f16 spacing below its normal range: the absolute rounding of tiny values
 # A merged LoRA of rank r changes a matrix in exactly r directions: they hold all of the change
 # (bf16 rounding of the merged weights leaves well under 1 % outside); a full fine-tune spreads it.
@@ -479,17 +480,37 @@ def grid_steps(blocks: np.ndarray) -> np.ndarray:
     steps = np.full(blocks.shape[0], np.nan)
     steps[~np.isfinite(smallest)] = 0.0
     pending = np.isfinite(smallest)
-    for divisor in range(1, GRID_MAX_DIVISOR + 1):
-        if not pending.any():
-            break
-        step = smallest[pending] / divisor
-        ratio = gaps[pending] / step[:, None]
-        off = np.abs(ratio - np.round(ratio))
-        fits = np.all(np.where(positive[pending], off < GRID_TOLERANCE, True), axis=1)
-        rows = np.flatnonzero(pending)[fits]
-        steps[rows] = step[fits]
-        pending[rows] = False
+    # The first divisor settles a grid block; the blocks left (a noisy block is left by all of
+    # them) try the others at once, the smallest fitting divisor winning as in a loop over them.
+    _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(1, 2))
+    if pending.any():
+        _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(2, GRID_MAX_DIVISOR + 1))
     return steps
+
+
+def _fit_divisors(
+    steps: np.ndarray,
+    pending: np.ndarray,
+    gaps: np.ndarray,
+    positive: np.ndarray,
+    smallest: np.ndarray,
+    divisors: np.ndarray,
+) -> None:
+    """For each pending block, the first of ``divisors`` whose step (smallest gap / divisor)
+    divides all of its gaps within `GRID_TOLERANCE`: its step goes into ``steps`` and the block is
+    no longer pending."""
+    for chunk in np.array_split(np.flatnonzero(pending), max(1, int(pending.sum()) // 4096 + 1)):
+        if not chunk.size:
+            continue
+        step = smallest[chunk][:, None] / divisors[None, :]
+        ratio = gaps[chunk][:, None, :] / step[:, :, None]
+        off = np.abs(ratio - np.round(ratio))
+        fits = np.all(np.where(positive[chunk][:, None, :], off < GRID_TOLERANCE, True), axis=2)
+        found = fits.any(axis=1)
+        first = np.argmax(fits, axis=1)
+        rows = chunk[found]
+        steps[rows] = step[found, first[found]]
+        pending[rows] = False
 
 
 def explained_by_grid(grid: np.ndarray, other: np.ndarray) -> float:
@@ -520,11 +541,16 @@ def _explained(grid: np.ndarray, other: np.ndarray) -> float:
 
 def _half_precision(values: np.ndarray) -> bool:
     """Whether every value is a bf16 (the low 16 bits of its float32 are zero) or an f16 value."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if not np.any(values.view(np.uint32) & 0xFFFF):
+    values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    bits = values.view(np.uint32)
+    # The first values usually settle it (one that is neither makes the answer False) cheaply.
+    if not np.any(bits[:HALF_PRECISION_HEAD] & 0xFFFF) and not np.any(bits & 0xFFFF):
         return True
     with np.errstate(over="ignore"):
-        return bool(np.array_equal(values.astype(np.float16).astype(np.float32), values))
+        for part in (values[:HALF_PRECISION_HEAD], values):
+            if not np.array_equal(part.astype(np.float16).astype(np.float32), part):
+                return False
+    return True
 
 
 def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:

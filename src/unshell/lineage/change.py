@@ -91,6 +91,7 @@ BLOCK_VALUES = 1 << 18
 # allows (`Checkpoint.row_bytes`), never whole.
 STREAM_ABOVE = 1 << 22
 RELEASE_BYTES = 1 << 24  # ... and the file pages behind its blocks are released every this many bytes
+SCATTERED_ROWS = 8  # rows sampled far apart are read this many at a time (`StoredRows.take`)
 # The rotary layout of query and key rows is told on this many evenly spaced rows (the right layout
 # agrees near 1, the others near 0); the agreement is then taken once, on every row.
 LAYOUT_SAMPLE_ROWS = 256
@@ -670,7 +671,16 @@ class StoredRows(Rows):
         return values
 
     def take(self, index: np.ndarray) -> np.ndarray:
-        return self._values(index, len(index))
+        # A scattered row faults in far more of the mapping than it holds (read-ahead, large
+        # folios): scattered rows are read a few at a time, the pages released after each few.
+        span = int(index.max()) - int(index.min()) + 1 if len(index) else 0
+        if span * self.row_size <= RELEASE_BYTES:
+            return self._values(index, len(index))
+        parts = []
+        for chunk in np.array_split(index, -(-len(index) // SCATTERED_ROWS)):
+            parts.append(self._values(chunk, len(chunk)))
+            self.close()
+        return np.concatenate(parts)
 
     def head(self, rows: int) -> Rows:
         return StoredRows(self.checkpoint, self.name, rows)
@@ -1125,7 +1135,9 @@ def assess(
         if a is None and role == "lm_head.weight":  # A ties its output head to its embedding
             a = role_rows(model_a, None, "embed.weight")
         try:
-            value.tensors.extend(_tensor_changes(names[0], role, layer, layer_a, a, b, layer in added, transform))
+            value.tensors.extend(
+                _tensor_changes(names[0], role, layer, layer_a, a, b, layer in added, transform)
+            )
         finally:
             b.close()
             if a is not None:
@@ -1152,7 +1164,9 @@ def _tensor_changes(
         and b.shape[1] == a.shape[1]
     ):
         rows = a.shape[0]
-        extra = TensorChange(f"{name}[{rows}:]", "added vocabulary", None, None, (b.rows - rows) * b.columns, NEW)
+        extra = TensorChange(
+            f"{name}[{rows}:]", "added vocabulary", None, None, (b.rows - rows) * b.columns, NEW
+        )
         return [compare_tensor(name, role, None, None, a, b.head(rows), transform=transform), extra]
     component = "added layers" if added_layer else None
     return [compare_tensor(name, role, layer, layer_a, a, b, component=component, transform=transform)]

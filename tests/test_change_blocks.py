@@ -15,6 +15,7 @@ from unshell.formats.safetensors import write_safetensors
 from unshell.lineage import change as change_module
 from unshell.lineage.change import (
     BLOCK_VALUES,
+    COPIED,
     EXACT_RANK_MAX,
     FINETUNED,
     LOW_RANK_ENERGY,
@@ -86,18 +87,25 @@ def test_stored_rows_give_the_account_of_the_whole_matrix(tmp_path: Path) -> Non
     a = rng.standard_normal((1024, 768)).astype(np.float32)
     lora = low_rank_plus_noise(rng, (1024, 768), np.ones(6), 0.01)
     tuned = a + 0.05 * lora / np.sqrt(np.mean(lora**2))  # 5 % of A's RMS, far above bf16 rounding
+    # A's rows in llama.cpp's interleaved rotary layout (heads of 64), as a GGUF query stores them.
+    interleaved = a.reshape(16, 2, 32, 768).swapaxes(1, 2).reshape(a.shape)
     path = tmp_path / "pair.safetensors"
     write_safetensors(
-        path, {"a": a, "tuned": tuned, "cast": a}, dtypes={"a": "BF16", "tuned": "BF16", "cast": "F16"}
+        path,
+        {"a": a, "tuned": tuned, "cast": a, "interleaved": interleaved},
+        dtypes={"a": "BF16", "tuned": "BF16", "cast": "F16", "interleaved": "BF16"},
     )
     checkpoint = open_checkpoint(path)
-    stored = {name: StoredRows(checkpoint, name) for name in ("a", "tuned", "cast")}
+    stored = {name: StoredRows(checkpoint, name) for name in ("a", "tuned", "cast", "interleaved")}
     whole = {name: np.asarray(checkpoint.read(name), dtype=np.float32) for name in stored}
     for name in ("tuned", "cast"):
         by_rows = compare_tensor(name, "mlp.up.weight", 0, 0, stored["a"], stored[name])
         at_once = compare_tensor(name, "mlp.up.weight", 0, 0, whole["a"], whole[name])
         assert by_rows == at_once
     assert at_once.kind == REQUANTIZED and at_once.explained_by == "bf16/f16 cast"
+    by_rows = compare_tensor("q", "attn.q.weight", 0, 0, stored["a"], stored["interleaved"])
+    assert by_rows == compare_tensor("q", "attn.q.weight", 0, 0, whole["a"], whole["interleaved"])
+    assert by_rows.kind == COPIED  # the layout was found on a sample of rows, then every row agreed
     tuned_change = compare_tensor("tuned", "mlp.up.weight", 0, 0, stored["a"], stored["tuned"])
     assert tuned_change.kind == FINETUNED and tuned_change.low_rank and tuned_change.rank == 6
     head = stored["tuned"].head(100)

@@ -654,6 +654,7 @@ class StoredRows(Rows):
         stored = tuple(int(n) for n in self.info.shape)
         self.shape = (stored[0] if rows is None else rows, *stored[1:])
         self.kept_from = 0  # the first row whose pages may still be held
+        self.taken = 0  # bytes spanned by `take` since the pages were last released
 
     def _values(self, rows: slice | np.ndarray, count: int) -> np.ndarray:
         values = np.asarray(self.checkpoint.read_rows(self.name, rows), dtype=np.float32).reshape(count, -1)
@@ -674,8 +675,12 @@ class StoredRows(Rows):
         # A scattered row faults in far more of the mapping than it holds (read-ahead, large
         # folios): scattered rows are read a few at a time, the pages released after each few.
         span = int(index.max()) - int(index.min()) + 1 if len(index) else 0
-        if span * self.row_size <= RELEASE_BYTES:
-            return self._values(index, len(index))
+        if span * self.row_size <= RELEASE_BYTES:  # nearby rows (a block in another row order)
+            values = self._values(index, len(index))
+            self.taken += span * self.row_size
+            if self.taken >= RELEASE_BYTES:
+                self.close()
+            return values
         parts = []
         for chunk in np.array_split(index, -(-len(index) // SCATTERED_ROWS)):
             parts.append(self._values(chunk, len(chunk)))
@@ -687,7 +692,7 @@ class StoredRows(Rows):
 
     def close(self) -> None:
         self.checkpoint.release(self.info)
-        self.kept_from = 0
+        self.kept_from = self.taken = 0
 
 
 class _ReorderedRows(Rows):

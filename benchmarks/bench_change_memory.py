@@ -61,6 +61,15 @@ def write_pair(path: Path, rows: int, columns: int) -> None:
     temporary.replace(path)
 
 
+def peak_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(path: Path, name: str) -> None:
     """One account in this process (run in a fresh one per pair): prints a JSON line."""
     from unshell.formats import open_checkpoint
@@ -68,14 +77,14 @@ def measure(path: Path, name: str) -> None:
     from unshell.threads import limited
 
     checkpoint = open_checkpoint(path)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_mib()
     with limited(1):
         start = time.process_time()
         change = compare_tensor(
             name, "embed.weight", None, None, StoredRows(checkpoint, "a"), StoredRows(checkpoint, name)
         )
         cpu = time.process_time() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     print(
         json.dumps(
             {

@@ -136,3 +136,24 @@ def test_large_account_holds_no_whole_change(low_rank: bool) -> None:
     # (rows x 48 float64, 6 MiB, a few copies in its QR): under two thirds of one float32 copy of
     # the change (64 MiB), a third of a float64 one.
     assert peak < 40 * 2**20, peak
+
+
+def test_stored_rows_release_their_pages_on_every_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "one.safetensors"
+    write_safetensors(path, {"w": np.ones((4096, 256), dtype=np.float32)}, dtypes={"w": "BF16"})
+    checkpoint = open_checkpoint(path)
+    monkeypatch.setattr(change_module, "RELEASE_BYTES", 64 * 1024)
+    released: list[tuple[int, int]] = []
+    release = checkpoint.release
+    monkeypatch.setattr(
+        checkpoint, "release", lambda info: (released.append((info.offset, info.nbytes)), release(info))
+    )
+    rows = StoredRows(checkpoint, "w")
+    for _ in range(2):  # the range finder reads a change several times over
+        for start, stop in change_module._spans(rows.rows, rows.columns):
+            rows.block(start, stop)
+    from_the_top = [size for offset, size in released if offset == rows.info.offset]
+    assert len(from_the_top) == 2 and all(size < rows.info.nbytes for size in from_the_top)
+    assert sum(size for _, size in released) == 2 * rows.info.nbytes  # every page, once a pass

@@ -663,6 +663,7 @@ class StoredRows(Rows):
 
     def block(self, start: int, stop: int) -> np.ndarray:
         values = self._values(slice(start, stop), stop - start)
+        self.kept_from = min(self.kept_from, start)  # a new pass starts again from the top
         if (stop - self.kept_from) * self.row_size >= RELEASE_BYTES:
             offset = self.info.offset + self.kept_from * self.row_size
             self.checkpoint.release(

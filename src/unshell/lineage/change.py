@@ -19,7 +19,8 @@ fine-tune and a long continued pretraining:
 Tensors are compared in stored order, with the residual alignment `compare` found applied (a
 rotated or permuted stream is undone); a tensor whose rows no longer line up (permuted neurons) is
 ``not compared``. The magnitude is calibrated against training effort measured in the lineage zoo
-(`EFFORT_CALIBRATION`).
+(`EFFORT_CALIBRATION`). Each pair of matrices is measured a block of rows at a time, large stored
+ones read by rows (`Rows`), so the account's memory stays a few blocks whatever the model's size.
 """
 
 from __future__ import annotations

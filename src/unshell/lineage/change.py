@@ -19,20 +19,23 @@ fine-tune and a long continued pretraining:
 Tensors are compared in stored order, with the residual alignment `compare` found applied (a
 rotated or permuted stream is undone); a tensor whose rows no longer line up (permuted neurons) is
 ``not compared``. The magnitude is calibrated against training effort measured in the lineage zoo
-(`EFFORT_CALIBRATION`).
+(`EFFORT_CALIBRATION`). Each pair of matrices is measured a block of rows at a time, large stored
+ones read by rows (`Rows`), so the account's memory stays a few blocks whatever the model's size.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from ..formats.base import Checkpoint
 from .canonical import READS_RESIDUAL, WRITES_RESIDUAL, CanonicalModel
-from .sketch import Alignment
+from .sketch import Alignment, finite
 
 COPIED, REQUANTIZED, FINETUNED, NEW, NOT_COMPARED = (
     "copied",
@@ -66,6 +69,7 @@ SAMPLE_VALUES = 1 << 18
 # Float casts: bf16 keeps 8 significant bits (relative rounding 2^-9), f16 11 (2^-12); a cast of a
 # value is within this relative distance of it (one unit in the last place covers both directions).
 CAST_RELATIVE = 2.0**-8
+HALF_PRECISION_HEAD = 4096  # values a 16-bit test looks at before all of them
 F16_SUBNORMAL = 2.0**-24  # f16 spacing below its normal range: the absolute rounding of tiny values
 # A merged LoRA of rank r changes a matrix in exactly r directions: they hold all of the change
 # (bf16 rounding of the merged weights leaves well under 1 % outside); a full fine-tune spreads it.
@@ -73,6 +77,25 @@ LOW_RANK_ENERGY = 0.99  # the share of ||B - A||^2 the leading singular values m
 LOW_RANK_MAX = 64  # ... within at most this many directions, and ...
 LOW_RANK_MAX_SHARE = 0.125  # ... in at most this share of the tensor's smaller dimension.
 SVD_SKETCH = 48  # columns of the randomized range finder for large tensors
+EXACT_RANK_MAX = 512  # a change whose smaller side is at most this gets exact singular values
+# Before the range finder (six products with the change), a random sketch of `SVD_SKETCH` + this
+# many columns (`screen_product`), made in the pass that measures the change, screens out a change
+# spread over many directions: its trailing directions then hold more than `SCREEN_TAIL` of the
+# sketch's energy, which a change with `LOW_RANK_ENERGY` of its energy in `SVD_SKETCH` directions
+# does not come near (`_spread`).
+SCREEN_COLUMNS = 16
+SCREEN_TAIL = 0.05
+# Changes are measured a block of rows at a time, of about this many values: a block of each side
+# and of their difference stay in the caches, and no whole (let alone float64) copy is made.
+BLOCK_VALUES = 1 << 18
+# A stored matrix of more values than this is read a block of rows at a time where its storage
+# allows (`Checkpoint.row_bytes`), never whole.
+STREAM_ABOVE = 1 << 22
+RELEASE_BYTES = 1 << 24  # ... and the file pages behind its blocks are released every this many bytes
+SCATTERED_ROWS = 8  # rows sampled far apart are read this many at a time (`StoredRows.take`)
+# The rotary layout of query and key rows is told on this many evenly spaced rows (the right layout
+# agrees near 1, the others near 0); the agreement is then taken once, on every row.
+LAYOUT_SAMPLE_ROWS = 256
 # `compare` calls a residual alignment farther than this from the identity (RMS per dimension) a
 # transformed stream ("obfuscated"); nearer, the stream is taken as stored.
 OBFUSCATED_OFF_IDENTITY = 0.5
@@ -427,13 +450,22 @@ def component_of(role: str, layer: int | None) -> str:
 # --- the rounding tests -------------------------------------------------------------------------
 
 
+def sample_rows(rows: int, size: int) -> np.ndarray:
+    """The evenly spaced rows the rounding tests look at, of a tensor of ``rows`` rows (its first
+    axis) holding ``size`` values in all."""
+    return np.arange(0, rows, max(1, size // SAMPLE_VALUES))
+
+
 def sample_blocks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same evenly spaced rows of both, as blocks of `GRID_BLOCK` values (whole rows are kept:
     a block must not straddle two of a quantizer's blocks)."""
     a2 = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
     b2 = b.reshape(b.shape[0], -1) if b.ndim > 1 else b.reshape(1, -1)
-    step = max(1, a2.size // SAMPLE_VALUES)
-    a2, b2 = a2[::step], b2[::step]
+    index = sample_rows(a2.shape[0], a2.size)
+    return _as_blocks(a2[index], b2[index])
+
+
+def _as_blocks(a2: np.ndarray, b2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     width = a2.shape[1] - a2.shape[1] % GRID_BLOCK
     return a2[:, :width].reshape(-1, GRID_BLOCK), b2[:, :width].reshape(-1, GRID_BLOCK)
 
@@ -450,17 +482,37 @@ def grid_steps(blocks: np.ndarray) -> np.ndarray:
     steps = np.full(blocks.shape[0], np.nan)
     steps[~np.isfinite(smallest)] = 0.0
     pending = np.isfinite(smallest)
-    for divisor in range(1, GRID_MAX_DIVISOR + 1):
-        if not pending.any():
-            break
-        step = smallest[pending] / divisor
-        ratio = gaps[pending] / step[:, None]
-        off = np.abs(ratio - np.round(ratio))
-        fits = np.all(np.where(positive[pending], off < GRID_TOLERANCE, True), axis=1)
-        rows = np.flatnonzero(pending)[fits]
-        steps[rows] = step[fits]
-        pending[rows] = False
+    # The first divisor settles a grid block; the blocks left (a noisy block is left by all of
+    # them) try the others at once, the smallest fitting divisor winning as in a loop over them.
+    _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(1, 2))
+    if pending.any():
+        _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(2, GRID_MAX_DIVISOR + 1))
     return steps
+
+
+def _fit_divisors(
+    steps: np.ndarray,
+    pending: np.ndarray,
+    gaps: np.ndarray,
+    positive: np.ndarray,
+    smallest: np.ndarray,
+    divisors: np.ndarray,
+) -> None:
+    """For each pending block, the first of ``divisors`` whose step (smallest gap / divisor)
+    divides all of its gaps within `GRID_TOLERANCE`: its step goes into ``steps`` and the block is
+    no longer pending."""
+    for chunk in np.array_split(np.flatnonzero(pending), max(1, int(pending.sum()) // 4096 + 1)):
+        if not chunk.size:
+            continue
+        step = smallest[chunk][:, None] / divisors[None, :]
+        ratio = gaps[chunk][:, None, :] / step[:, :, None]
+        off = np.abs(ratio - np.round(ratio))
+        fits = np.all(np.where(positive[chunk][:, None, :], off < GRID_TOLERANCE, True), axis=2)
+        found = fits.any(axis=1)
+        first = np.argmax(fits, axis=1)
+        rows = chunk[found]
+        steps[rows] = step[found, first[found]]
+        pending[rows] = False
 
 
 def explained_by_grid(grid: np.ndarray, other: np.ndarray) -> float:
@@ -491,18 +543,27 @@ def _explained(grid: np.ndarray, other: np.ndarray) -> float:
 
 def _half_precision(values: np.ndarray) -> bool:
     """Whether every value is a bf16 (the low 16 bits of its float32 are zero) or an f16 value."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    if not np.any(values.view(np.uint32) & 0xFFFF):
+    values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    bits = values.view(np.uint32)
+    # The first values usually settle it (one that is neither makes the answer False) cheaply.
+    if not np.any(bits[:HALF_PRECISION_HEAD] & 0xFFFF) and not np.any(bits & 0xFFFF):
         return True
     with np.errstate(over="ignore"):
-        return bool(np.array_equal(values.astype(np.float16).astype(np.float32), values))
+        for part in (values[:HALF_PRECISION_HEAD], values):
+            if not np.array_equal(part.astype(np.float16).astype(np.float32), part):
+                return False
+    return True
 
 
 def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
     """Why B's values differ from A's by rounding alone, or None if they differ by more: a float
     cast of one into the other's precision, or one side on a quantization grid that the other's
     values round onto."""
-    blocks_a, blocks_b = sample_blocks(a, b)
+    return _rounding_reason(*sample_blocks(a, b))
+
+
+def _rounding_reason(blocks_a: np.ndarray, blocks_b: np.ndarray) -> str | None:
+    """`explained_by_rounding` of the sampled blocks."""
     if blocks_a.size == 0:
         return None
     bound = CAST_RELATIVE * np.maximum(np.abs(blocks_a), np.abs(blocks_b)) + F16_SUBNORMAL
@@ -519,98 +580,439 @@ def explained_by_rounding(a: np.ndarray, b: np.ndarray) -> str | None:
     return None
 
 
+# --- matrices a block of rows at a time ---------------------------------------------------------
+
+
+class Rows:
+    """A tensor seen as a matrix (its first axis by the rest; a vector is one row) that is read a
+    block of rows at a time, so that no statistic of a change needs a whole copy of it, let alone a
+    float64 one: a 128k x 8192 embedding costs a few blocks of memory, not 4 GiB per side."""
+
+    shape: tuple[int, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if len(self.shape) > 1 else 1
+
+    @property
+    def columns(self) -> int:
+        return self.size // self.rows if self.rows else 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start`` to ``stop`` as a (stop - start) x `columns` matrix."""
+        raise NotImplementedError
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Some rows, in the order of ``index``."""
+        raise NotImplementedError
+
+    def head(self, rows: int) -> Rows:
+        """The first ``rows`` rows."""
+        raise NotImplementedError
+
+    def whole(self) -> np.ndarray:
+        """Every value, in the tensor's shape (for the small matrices that are transformed whole)."""
+        return self.block(0, self.rows).reshape(self.shape)
+
+    def close(self) -> None:
+        """Give back what reading kept (a stored tensor's file pages)."""
+
+
+class ArrayRows(Rows):
+    """Rows of an array in memory."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.matrix = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.matrix[start:stop]
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.matrix[index]
+
+    def head(self, rows: int) -> Rows:
+        return ArrayRows(self.array[:rows])
+
+    def whole(self) -> np.ndarray:
+        return self.array
+
+
+class StoredRows(Rows):
+    """Rows of a stored tensor, decoded a block at a time (`Checkpoint.read_rows`), as float32 with
+    non-finite values zeroed like `CanonicalModel.tensor`; the file pages behind the blocks read
+    are released every `RELEASE_BYTES`, and all of them on `close`."""
+
+    def __init__(self, checkpoint: Checkpoint, name: str, rows: int | None = None) -> None:
+        self.checkpoint, self.name = checkpoint, name
+        self.info = checkpoint.info(name)
+        self.row_size = checkpoint.row_bytes(self.info) or 0
+        stored = tuple(int(n) for n in self.info.shape)
+        self.shape = (stored[0] if rows is None else rows, *stored[1:])
+        self.kept_from = 0  # the first row whose pages may still be held
+        self.taken = 0  # bytes spanned by `take` since the pages were last released
+
+    def _values(self, rows: slice | np.ndarray, count: int) -> np.ndarray:
+        values = np.asarray(self.checkpoint.read_rows(self.name, rows), dtype=np.float32).reshape(count, -1)
+        # A finite sum has no NaN or infinity among its terms: one cheap reduction for the common case.
+        return values if math.isfinite(float(values.sum())) else finite(values)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        values = self._values(slice(start, stop), stop - start)
+        self.kept_from = min(self.kept_from, start)  # a new pass starts again from the top
+        if (stop - self.kept_from) * self.row_size >= RELEASE_BYTES:
+            offset = self.info.offset + self.kept_from * self.row_size
+            self.checkpoint.release(
+                replace(self.info, offset=offset, nbytes=(stop - self.kept_from) * self.row_size)
+            )
+            self.kept_from = stop
+        return values
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        # A scattered row faults in far more of the mapping than it holds (read-ahead, large
+        # folios): scattered rows are read a few at a time, the pages released after each few.
+        span = int(index.max()) - int(index.min()) + 1 if len(index) else 0
+        if span * self.row_size <= RELEASE_BYTES:  # nearby rows (a block in another row order)
+            values = self._values(index, len(index))
+            self.taken += span * self.row_size
+            if self.taken >= RELEASE_BYTES:
+                self.close()
+            return values
+        parts = []
+        for chunk in np.array_split(index, -(-len(index) // SCATTERED_ROWS)):
+            parts.append(self._values(chunk, len(chunk)))
+            self.close()
+        return np.concatenate(parts)
+
+    def head(self, rows: int) -> Rows:
+        return StoredRows(self.checkpoint, self.name, rows)
+
+    def close(self) -> None:
+        self.checkpoint.release(self.info)
+        self.kept_from = self.taken = 0
+
+
+class _ReorderedRows(Rows):
+    """Another source's rows in another order (A's query or key rows in the other rotary layout)."""
+
+    def __init__(self, source: Rows, order: np.ndarray) -> None:
+        self.source, self.order, self.shape = source, order, source.shape
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.source.take(self.order[start:stop])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.source.take(self.order[index])
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class _ReadingRows(Rows):
+    """A matrix that reads the residual stream, in A's basis: each row times ``transform``."""
+
+    def __init__(self, source: Rows, transform: np.ndarray) -> None:
+        self.source, self.transform, self.shape = source, transform, source.shape
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.source.block(start, stop) @ self.transform
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.source.take(index) @ self.transform
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def as_rows(values: np.ndarray | Rows) -> Rows:
+    return values if isinstance(values, Rows) else ArrayRows(np.asarray(values))
+
+
+def role_rows(model: CanonicalModel, layer: int | None, role: str) -> Rows | None:
+    """The matrix of one role (as `CanonicalModel.role`), read a block of rows at a time when it is
+    large (`STREAM_ABOVE`) and its storage can be decoded by rows; else read whole."""
+    names = model.slots.get((layer, role))
+    if names and len(names) == 1:
+        info = model.checkpoint.info(names[0])
+        if info.numel > STREAM_ABOVE and model.checkpoint.row_bytes(info) is not None:
+            return StoredRows(model.checkpoint, names[0])
+    matrix = model.role(layer, role)
+    return None if matrix is None else ArrayRows(matrix)
+
+
+def _spans(rows: int, columns: int) -> Iterator[tuple[int, int]]:
+    step = max(1, BLOCK_VALUES // max(1, columns))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+class _Change:
+    """B - A, a block of rows at a time (``a`` None: ``b`` is the change itself)."""
+
+    def __init__(self, b: Rows, a: Rows | None = None) -> None:
+        self.a, self.b = a, b
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.b.shape
+
+    def blocks(self, dtype: Any = np.float32) -> Iterator[tuple[int, int, np.ndarray]]:
+        for start, stop in _spans(self.b.rows, self.b.columns):
+            b = self.b.block(start, stop)
+            if self.a is None:
+                yield start, stop, np.asarray(b, dtype=dtype)
+            else:  # the difference of two float32 values is exact in float64
+                yield start, stop, np.subtract(b, self.a.block(start, stop), dtype=dtype)
+
+    def screened(self) -> np.ndarray:
+        """`screen_product` of the whole change."""
+        signs = _screen_signs(self.b.columns)
+        return np.concatenate([screen_product(delta, signs) for _, _, delta in self.blocks()])
+
+    def times(self, right: np.ndarray) -> np.ndarray:
+        """Change @ right (float32 products)."""
+        out = np.empty((self.b.rows, right.shape[1]), dtype=np.float32)
+        right = np.asarray(right, dtype=np.float32)
+        for start, stop, delta in self.blocks():
+            np.matmul(delta, right, out=out[start:stop])
+        return out
+
+    def transposed_times(self, left: np.ndarray) -> np.ndarray:
+        """Change.T @ left (float32 products of each block, summed in float64)."""
+        out = np.zeros((self.b.columns, left.shape[1]), dtype=np.float64)
+        for start, stop, delta in self.blocks():
+            out += delta.T @ np.asarray(left[start:stop], dtype=np.float32)
+        return out
+
+
 # --- the rank of a change -----------------------------------------------------------------------
 
 
 def change_rank(delta: np.ndarray) -> tuple[int | None, bool]:
     """(how many directions hold `LOW_RANK_ENERGY` of the change, whether that is low-rank).
 
-    Small matrices get exact singular values; large ones a randomized range finder of `SVD_SKETCH` columns
-    with two power iterations, which resolves the leading directions (a rank above the sketch
-    is reported as None: full-rank)."""
-    if delta.ndim != 2 or min(delta.shape) < 2:
+    Matrices whose smaller side is at most `EXACT_RANK_MAX` get exact singular values (from the
+    smaller Gram matrix, in float64); larger ones a randomized range finder of `SVD_SKETCH` columns
+    with two power iterations, which resolves the leading directions (a rank above the sketch is
+    reported as None: full-rank), after a one-product screen (`SCREEN_TAIL`) that answers None for
+    a change spread over many directions. Either way the change is read a block of rows at a time."""
+    change = _Change(ArrayRows(np.asarray(delta)))
+    total = 0.0
+    for _, _, block in change.blocks(np.float64):
+        total += float(np.einsum("ij,ij->", block, block))
+    return _rank(change, total, None)
+
+
+@functools.lru_cache(maxsize=8)
+def _screen_signs(columns: int) -> np.ndarray:
+    """Random signs of the rank screen's columns (seeded, read-only: one per width, kept for the
+    next matrix of that width)."""
+    signs = np.where(np.random.default_rng(2).random(columns) < 0.5, -1.0, 1.0).astype(np.float32)
+    signs.setflags(write=False)
+    return signs
+
+
+def screen_product(block: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """The rank screen's sketch of some rows of a change: column j, times a random sign, summed
+    into column j mod (`SVD_SKETCH` + `SCREEN_COLUMNS`). Like a product with Gaussian vectors it
+    keeps a change's energy in expectation (the signs cancel the cross terms) and cannot raise its
+    rank, at the cost of two passes over the block instead of 128 flops per value."""
+    width = SVD_SKETCH + SCREEN_COLUMNS
+    rows, columns = block.shape
+    whole = columns - columns % width
+    signed = np.multiply(block, signs, dtype=np.float32)
+    out = signed[:, :whole].reshape(rows, -1, width).sum(axis=1)
+    out[:, : columns - whole] += signed[:, whole:]
+    return out
+
+
+def _needs_range_finder(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and min(shape) > EXACT_RANK_MAX
+
+
+def _rank(change: _Change, total: float, sketch: np.ndarray | None) -> tuple[int | None, bool]:
+    """`change_rank` of a change whose squared norm is ``total``; ``sketch``: its
+    `screen_product`, when a pass over the change already made it."""
+    shape = change.shape
+    if len(shape) != 2 or min(shape) < 2:
         return None, False
-    work = np.asarray(delta, dtype=np.float64)  # not copied when it is float64 already (never written)
-    total = float(np.sum(work * work))
     if total == 0.0:
         return 0, True
-    if min(work.shape) <= 512:
-        # The squared singular values are the eigenvalues of the smaller Gram matrix: a symmetric
-        # eigenproblem of min(rows, columns), much cheaper than an SVD.
-        gram = work @ work.T if work.shape[0] <= work.shape[1] else work.T @ work
-        values = np.sqrt(np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None))
+    if not _needs_range_finder(shape):
+        values, total = _exact_singular_values(change)
     else:
-        rng = np.random.default_rng(0)
-        basis = work @ rng.standard_normal((work.shape[1], SVD_SKETCH))
-        for _ in range(2):
-            basis, _ = np.linalg.qr(basis)
-            basis = work @ (work.T @ basis)
-        basis, _ = np.linalg.qr(basis)
-        values = np.linalg.svd(basis.T @ work, compute_uv=False)
-    energy = np.cumsum(values**2) / total
+        if sketch is None:
+            sketch = change.screened()
+        if _spread(sketch):
+            return None, False
+        start = np.random.default_rng(0).standard_normal((shape[1], SVD_SKETCH))
+        values = _range_singular_values(change, change.times(start))
+    energy = np.cumsum(values.astype(np.float64) ** 2) / total
     reached = np.flatnonzero(energy >= LOW_RANK_ENERGY)
     if reached.size == 0:
         return None, False
     rank = int(reached[0]) + 1
-    low = rank <= LOW_RANK_MAX and rank <= LOW_RANK_MAX_SHARE * min(work.shape)
+    low = rank <= LOW_RANK_MAX and rank <= LOW_RANK_MAX_SHARE * min(shape)
     return rank, low
+
+
+def _exact_singular_values(change: _Change) -> tuple[np.ndarray, float]:
+    """Every singular value, and the squared norm (the Gram matrix's trace, in float64): the
+    squared values are the eigenvalues of the smaller Gram matrix, a symmetric eigenproblem of
+    min(rows, columns), much cheaper than an SVD. A wide change (at most `EXACT_RANK_MAX` rows) is
+    held whole in float64 (4 KiB a column); a tall one's Gram matrix is summed by blocks."""
+    rows, columns = change.shape
+    if rows <= columns:
+        work = np.concatenate([block for _, _, block in change.blocks(np.float64)])
+        gram = work @ work.T
+    else:
+        gram = np.zeros((columns, columns))
+        for _, _, block in change.blocks(np.float64):
+            gram += block.T @ block
+    return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)), float(np.trace(gram))
+
+
+def _spread(sketch: np.ndarray) -> bool:
+    """Whether the change is spread over more than `SVD_SKETCH` directions, read from its
+    `screen_product` (`SVD_SKETCH` + `SCREEN_COLUMNS` columns). A change with `LOW_RANK_ENERGY` of
+    its energy in at most `SVD_SKETCH` directions leaves the product's trailing `SCREEN_COLUMNS`
+    directions at most the rest's share of the energy in expectation, 1 - `LOW_RANK_ENERGY`; a
+    change spread over many directions leaves them about their share of the columns (a quarter
+    less the spread of the spectrum); `SCREEN_TAIL` lies between, five times the former. A change
+    the screen lets through gets the range finder, as before."""
+    gram = (sketch.T @ sketch).astype(np.float64)
+    values = np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
+    total = float(values.sum())
+    return total > 0 and float(values[SVD_SKETCH:].sum()) > SCREEN_TAIL * total
+
+
+def _range_singular_values(change: _Change, start: np.ndarray) -> np.ndarray:
+    """The leading singular values from a randomized range finder with two power iterations,
+    started from ``start`` (change @ `SVD_SKETCH` random vectors); float32 products, float64 QR."""
+    basis = start
+    for _ in range(2):
+        basis, _ = np.linalg.qr(basis.astype(np.float64))
+        basis = change.times(change.transposed_times(basis))
+    basis, _ = np.linalg.qr(basis.astype(np.float64))
+    projected = change.transposed_times(basis).T  # basis.T @ change
+    return np.linalg.svd(projected, compute_uv=False)
 
 
 # --- the assessment ------------------------------------------------------------------------------
 
 
-def _aligned(role: str, matrix: np.ndarray, transform: np.ndarray | None) -> np.ndarray:
+def _aligned(role: str, matrix: Rows, transform: np.ndarray | None) -> Rows:
     """B's matrix in A's residual basis (``transform``: H_B x H_A, None for the identity)."""
-    if transform is None or matrix.ndim != 2:
+    if transform is None or len(matrix.shape) != 2:
         return matrix
     if (role in READS_RESIDUAL or role in ("embed.weight", "lm_head.weight")) and matrix.shape[
         1
     ] == transform.shape[0]:
-        return matrix @ transform
+        return _ReadingRows(matrix, transform)
     if role in WRITES_RESIDUAL and matrix.shape[0] == transform.shape[0]:
-        return transform.T @ matrix
+        # Every row mixes all of B's: read whole (a hidden x width matrix of a transformed stream).
+        return ArrayRows(transform.T @ matrix.whole())
     return matrix
 
 
 def _rope_orders(
-    role: str, a: np.ndarray, head_dims: Sequence[int] = (64, 128, 32, 256, 16, 8)
+    role: str, shape: tuple[int, ...], head_dims: Sequence[int] = (64, 128, 32, 256, 16, 8)
 ) -> list[np.ndarray]:
-    """A's query or key rows in the other rotary layout: llama.cpp's GGUF stores them interleaved
-    (pairs of rotated dimensions side by side) where Hugging Face stores the two halves apart."""
-    if role not in ("attn.q.weight", "attn.k.weight") or a.ndim != 2:
+    """A's query or key rows in the other rotary layout, as row orders: llama.cpp's GGUF stores
+    them interleaved (pairs of rotated dimensions side by side) where Hugging Face stores the two
+    halves apart."""
+    if role not in ("attn.q.weight", "attn.k.weight") or len(shape) != 2:
         return []
     out = []
+    rows = np.arange(shape[0])
     for head_dim in head_dims:
-        if a.shape[0] % head_dim or head_dim % 2:
+        if shape[0] % head_dim or head_dim % 2:
             continue
-        heads = a.shape[0] // head_dim
-        halves = a.reshape(heads, 2, head_dim // 2, -1)
-        out.append(halves.swapaxes(1, 2).reshape(a.shape))  # halves -> interleaved
-        pairs = a.reshape(heads, head_dim // 2, 2, -1)
-        out.append(pairs.swapaxes(1, 2).reshape(a.shape))  # interleaved -> halves
+        heads = shape[0] // head_dim
+        out.append(rows.reshape(heads, 2, head_dim // 2).swapaxes(1, 2).reshape(-1))  # halves -> interleaved
+        out.append(rows.reshape(heads, head_dim // 2, 2).swapaxes(1, 2).reshape(-1))  # interleaved -> halves
     return out
 
 
-def _row_agreement(a: np.ndarray, b: np.ndarray, b_norms: np.ndarray | None = None) -> float:
-    """The median cosine between A's and B's rows in stored order (1 for vectors and tiny matrices).
-    ``b_norms``: B's row norms, when the caller has them (the same values)."""
-    if a.ndim != 2 or a.shape[0] < 8:
-        return 1.0
-    norms = np.linalg.norm(a, axis=1) * (np.linalg.norm(b, axis=1) if b_norms is None else b_norms)
-    cosines = np.sum(a * b, axis=1) / np.maximum(norms, 1e-30)
-    return float(np.median(cosines))
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a)) * np.sqrt(np.einsum("ij,ij->i", b, b))
+    return np.einsum("ij,ij->i", a, b) / np.maximum(norms, 1e-30)
 
 
-def _best_row_order(role: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+def _compares_rows(shape: tuple[int, ...]) -> bool:
+    """Whether rows are compared by their cosines (the median is 1 for vectors and tiny matrices)."""
+    return len(shape) == 2 and shape[0] >= 8
+
+
+def _best_row_order(role: str, a: Rows, b: Rows) -> Rows:
     """A in the rotary layout whose rows agree best with B's (the first of equals, stored order
-    first), and that agreement. B's row norms are taken once for every layout tried."""
-    b_norms = np.linalg.norm(b, axis=1) if b.ndim == 2 and b.shape[0] >= 8 else None
-    best, best_agreement = a, _row_agreement(a, b, b_norms)
-    for order in _rope_orders(role, a):
-        agreement = _row_agreement(order, b, b_norms)
+    first), told on `LAYOUT_SAMPLE_ROWS` evenly spaced rows: the right layout agrees near 1, the
+    others near 0."""
+    orders = _rope_orders(role, a.shape)
+    if not orders or not _compares_rows(a.shape):
+        return a
+    sample = np.unique(np.linspace(0, a.rows - 1, min(a.rows, LAYOUT_SAMPLE_ROWS)).round().astype(np.int64))
+    b_rows = b.take(sample)
+    best: Rows = a
+    best_agreement = float(np.median(_row_cosines(a.take(sample), b_rows)))
+    for order in orders:
+        agreement = float(np.median(_row_cosines(a.take(order[sample]), b_rows)))
         if agreement > best_agreement:
-            best, best_agreement = order, agreement
-    return best, best_agreement
+            best, best_agreement = _ReorderedRows(a, order), agreement
+    return best
+
+
+@dataclass
+class _Pass:
+    """What one pass over both matrices measured."""
+
+    agreement: float = 1.0  # the median cosine between A's and B's rows
+    equal: bool = True
+    norm_a: float = 0.0
+    norm_change: float = 0.0
+    sketch: np.ndarray | None = None  # the change's `screen_product`, when asked for
+
+
+def _measure(change: _Change, *, with_sketch: bool) -> _Pass:
+    """One pass over A and B: the row agreement, equality, ||A||, ||B - A|| and, when asked, the
+    rank screen's product (float32 row sums, summed in float64)."""
+    a, b = change.a, change.b
+    assert a is not None
+    rows, columns = b.rows, b.columns
+    cosines = np.empty(rows if _compares_rows(b.shape) else 0, dtype=np.float64)
+    signs = _screen_signs(columns) if with_sketch else None
+    sketch = None if signs is None else np.empty((rows, SVD_SKETCH + SCREEN_COLUMNS), dtype=np.float32)
+    equal, squares_a, squares_change = True, 0.0, 0.0
+    for start, stop in _spans(rows, columns):
+        block_a, block_b = a.block(start, stop), b.block(start, stop)
+        delta = np.subtract(block_b, block_a)
+        if equal:  # of finite values, B - A is zero exactly where they are equal
+            equal = not delta.any()
+        squares_a_rows = np.einsum("ij,ij->i", block_a, block_a)
+        squares_change_rows = np.einsum("ij,ij->i", delta, delta)
+        squares_a += float(squares_a_rows.sum(dtype=np.float64))
+        squares_change += float(squares_change_rows.sum(dtype=np.float64))
+        if cosines.size:
+            # a.b = (|a|^2 + |b|^2 - |b - a|^2) / 2: the cosine to about 1e-6, ample against
+            # `ALIGNED_COSINE`, for one reduction less.
+            squares_b_rows = np.einsum("ij,ij->i", block_b, block_b)
+            norms = np.sqrt(squares_a_rows, dtype=np.float64) * np.sqrt(squares_b_rows, dtype=np.float64)
+            dots = (squares_a_rows.astype(np.float64) + squares_b_rows - squares_change_rows) / 2
+            cosines[start:stop] = dots / np.maximum(norms, 1e-30)
+        if sketch is not None and signs is not None:
+            sketch[start:stop] = screen_product(delta, signs)
+    return _Pass(
+        agreement=float(np.median(cosines)) if cosines.size else 1.0,
+        equal=equal,
+        norm_a=math.sqrt(squares_a),
+        norm_change=math.sqrt(squares_change),
+        sketch=sketch,
+    )
 
 
 def compare_tensor(
@@ -618,50 +1020,61 @@ def compare_tensor(
     role: str,
     layer_b: int | None,
     layer_a: int | None,
-    a: np.ndarray | None,
-    b: np.ndarray,
+    a: np.ndarray | Rows | None,
+    b: np.ndarray | Rows,
     *,
     component: str | None = None,
     transform: np.ndarray | None = None,
     with_rank: bool = True,
 ) -> TensorChange:
-    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none). Without
-    ``with_rank`` a fine-tuned tensor's change is not tested for low rank (read as full-rank)."""
+    """Classify one of B's tensors against A's counterpart ``a`` (None: it has none), each an
+    array or `Rows` read a block at a time. Without ``with_rank`` a fine-tuned tensor's change is
+    not tested for low rank (read as full-rank)."""
     component = component or component_of(role, layer_b)
-    change = TensorChange(name, component, layer_b, layer_a, int(b.size), NEW, tuple(b.shape))
+    rows_b = as_rows(b)
+    change = TensorChange(name, component, layer_b, layer_a, rows_b.size, NEW, tuple(rows_b.shape))
     if a is None:
         return change
-    if a.shape != b.shape:
+    rows_a = as_rows(a)
+    if rows_a.shape != rows_b.shape:
         change.kind = NOT_COMPARED
         return change
     if transform is not None:
-        if b.ndim == 1:  # a norm gain in a rotated stream has no elementwise counterpart
+        if len(rows_b.shape) == 1:  # a norm gain in a rotated stream has no elementwise counterpart
             change.kind = NOT_COMPARED
             return change
-        b = _aligned(role, b, transform)
+        rows_b = _aligned(role, rows_b, transform)
     # Query and key rows may be stored in the other rotary layout (a GGUF or llama2.c file against
     # a Hugging Face one): the layout whose rows agree best is A's.
-    a, agreement = _best_row_order(role, a, b)
-    if agreement < ALIGNED_COSINE:
+    rows_a = _best_row_order(role, rows_a, rows_b)
+    # The rounding tests read a sample of rows, before the pass over every row: a change they do
+    # not explain (nor a copy) is a fine-tune, whose rank screen then rides on that pass.
+    reason, sample_equal = None, False
+    if transform is None:
+        index = sample_rows(rows_a.rows, rows_a.size)
+        blocks_a, blocks_b = _as_blocks(rows_a.take(index), rows_b.take(index))
+        reason = _rounding_reason(blocks_a, blocks_b)
+        sample_equal = bool(blocks_a.size) and bool(np.array_equal(blocks_a, blocks_b))
+    delta = _Change(rows_b, rows_a)
+    ranked = with_rank and _needs_range_finder(rows_b.shape)
+    measured = _measure(delta, with_sketch=ranked and reason is None and not sample_equal)
+    if measured.agreement < ALIGNED_COSINE:
         change.kind = NOT_COMPARED
         return change
-    if transform is None and np.array_equal(a, b):
+    change.norm_a = measured.norm_a
+    if transform is None and measured.equal:
         change.kind = COPIED
         change.relative_change = 0.0
-        change.norm_a = float(np.linalg.norm(a))
         return change
-    norm_a = change.norm_a = float(np.linalg.norm(a))
-    delta = np.subtract(b, a, dtype=np.float64)  # the same values as widening each first, without the copies
-    change.relative_change = float(np.linalg.norm(delta)) / norm_a if norm_a > 0 else float("inf")
-    if transform is None:
-        reason = explained_by_rounding(a, b)
-        if reason is not None:
-            change.kind = REQUANTIZED
-            change.explained_by = reason
-            return change
+    norm_a = measured.norm_a
+    change.relative_change = measured.norm_change / norm_a if norm_a > 0 else float("inf")
+    if reason is not None:
+        change.kind = REQUANTIZED
+        change.explained_by = reason
+        return change
     change.kind = FINETUNED
     if with_rank:
-        change.rank, change.low_rank = change_rank(delta)
+        change.rank, change.low_rank = _rank(delta, measured.norm_change**2, measured.sketch)
     else:
         change.low_rank = False
     return change
@@ -690,7 +1103,8 @@ def assess(
     alignment: Alignment | None,
 ) -> ValueAdded:
     """Every tensor of B that has a role, against A's (layers paired by ``layers``, `compare`'s
-    layer map; the residual stream aligned by ``alignment`` when it is not the identity)."""
+    layer map; the residual stream aligned by ``alignment`` when it is not the identity). Large
+    matrices are read a block of rows at a time (`role_rows`)."""
     transform = residual_transform(alignment)
     source_of = {row["layer_b"]: row["layer_a"] for row in layers if row.get("layer_a") is not None}
     # B's layers without their own source: a layer of A used a second time, or none at all.
@@ -716,37 +1130,53 @@ def assess(
     ):
         if len(names) != 1:
             continue
-        b = model_b.role(layer, role)
+        b = role_rows(model_b, layer, role)
         if b is None:
             continue
         layer_a = source_of.get(layer) if layer is not None else None
         a = (
-            model_a.role(layer_a if layer is not None else None, role)
+            role_rows(model_a, layer_a if layer is not None else None, role)
             if (layer is None or layer_a is not None)
             else None
         )
         if a is None and role == "lm_head.weight":  # A ties its output head to its embedding
-            a = model_a.role(None, "embed.weight")
-        component = "added layers" if layer in added else None
-        if (
-            role in ("embed.weight", "lm_head.weight")
-            and a is not None
-            and b.ndim == 2
-            and a.ndim == 2
-            and b.shape[0] > a.shape[0]
-            and b.shape[1] == a.shape[1]
-        ):
-            rows = a.shape[0]
-            value.tensors.append(compare_tensor(names[0], role, None, None, a, b[:rows], transform=transform))
-            extra = TensorChange(
-                f"{names[0]}[{rows}:]", "added vocabulary", None, None, int(b[rows:].size), NEW
+            a = role_rows(model_a, None, "embed.weight")
+        try:
+            value.tensors.extend(
+                _tensor_changes(names[0], role, layer, layer_a, a, b, layer in added, transform)
             )
-            value.tensors.append(extra)
-            continue
-        value.tensors.append(
-            compare_tensor(names[0], role, layer, layer_a, a, b, component=component, transform=transform)
-        )
+        finally:
+            b.close()
+            if a is not None:
+                a.close()
     return value
+
+
+def _tensor_changes(
+    name: str,
+    role: str,
+    layer: int | None,
+    layer_a: int | None,
+    a: Rows | None,
+    b: Rows,
+    added_layer: bool,
+    transform: np.ndarray | None,
+) -> list[TensorChange]:
+    if (
+        role in ("embed.weight", "lm_head.weight")
+        and a is not None
+        and len(b.shape) == 2
+        and len(a.shape) == 2
+        and b.shape[0] > a.shape[0]
+        and b.shape[1] == a.shape[1]
+    ):
+        rows = a.shape[0]
+        extra = TensorChange(
+            f"{name}[{rows}:]", "added vocabulary", None, None, (b.rows - rows) * b.columns, NEW
+        )
+        return [compare_tensor(name, role, None, None, a, b.head(rows), transform=transform), extra]
+    component = "added layers" if added_layer else None
+    return [compare_tensor(name, role, layer, layer_a, a, b, component=component, transform=transform)]
 
 
 TRAINING_WORDS = ("finetune", "continued-pretraining")

@@ -157,3 +157,20 @@ def test_stored_rows_release_their_pages_on_every_pass(
     from_the_top = [size for offset, size in released if offset == rows.info.offset]
     assert len(from_the_top) == 2 and all(size < rows.info.nbytes for size in from_the_top)
     assert sum(size for _, size in released) == 2 * rows.info.nbytes  # every page, once a pass
+
+
+def test_without_a_layer_map_every_layer_is_against_its_own_index(tmp_path: Path) -> None:
+    """`assess` with no layer map pairs each layer of B with A's of the same index: all three of
+    them, not only the first (the map once filled up after layer 0 and left the rest "added")."""
+    from foreign_layouts import make_tiny_llama
+    from unshell.lineage.canonical import canonical_model
+    from unshell.lineage.change import assess
+
+    folder = make_tiny_llama(tmp_path / "a", layers=3)
+    with open_checkpoint(folder) as checkpoint:
+        model = canonical_model(checkpoint)
+        value = assess(model, model, [], None)
+    layer_kinds = {(t.layer_b, t.kind) for t in value.tensors if t.layer_b is not None}
+    assert {layer for layer, _ in layer_kinds} == {0, 1, 2}
+    assert {kind for _, kind in layer_kinds} == {COPIED}
+    assert "added layers" not in {t.component for t in value.tensors}

@@ -1110,8 +1110,9 @@ def assess(
     # B's layers without their own source: a layer of A used a second time, or none at all.
     used: set[int] = set()
     added: set[int] = set()
+    by_index = not source_of  # no layer map: each layer of B against A's of the same index
     for index in model_b.layers:
-        source = source_of.get(index, index if not source_of and index in model_a.layers else None)
+        source = source_of.get(index, index if by_index and index in model_a.layers else None)
         if source is None or source in used:
             added.add(index)
         else:

@@ -9,7 +9,8 @@ files are evicted from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). 
 sequential read of both models' files in 16 MiB chunks; fingerprint and search read one model (A,
 resp. B), so their ratio is taken against the read of that model alone. "search" fingerprints A
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
-candidate. "CPU s" is the step's user + system time (every thread), which a loaded machine
+candidate. "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
+the lineage stage alone, the suspect's hashing excluded), which a loaded machine
 inflates far less than wall time. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
 ``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
 """
@@ -66,10 +67,19 @@ elif step == "search":
         library = Library(Path(work) / "library.sqlite")
         library.add(fingerprint(a, name="a"), name="a")
         drop()
+        searching = sys.modules["unshell.library.search"]
+        compare_all, lineage_cpu = searching._compare_all, []
+        def timed(*args, **kwargs):
+            begin = time.process_time()
+            try:
+                return compare_all(*args, **kwargs)
+            finally:
+                lineage_cpu.append(time.process_time() - begin)
+        searching._compare_all = timed
         result = search(b, library, top=1, workers=1)
         c = result.candidates[0]
         out = {"seconds": result.lineage_seconds / max(result.tested, 1), "verdict": c.verdict,
-               "p_value": c.p_adjusted}
+               "p_value": c.p_adjusted, "stage_cpu": sum(lineage_cpu) / max(result.tested, 1)}
 if profile_to:
     profiler.disable()
     profiler.dump_stats(profile_to)
@@ -146,9 +156,11 @@ def main() -> None:
         rss = max(int(r["rss"]) for r in runs)  # type: ignore[call-overload]
         cpu = statistics.median(float(r["cpu"]) for r in runs)  # type: ignore[arg-type]
         last = runs[-1]
+        stage = [float(r["stage_cpu"]) for r in runs if "stage_cpu" in r]  # type: ignore[arg-type]
         print(
             f"{step:12} {median:>9.2f} {', '.join(f'{x:.1f}' for x in seconds):>24} {baseline_of[step]:>9} "
             f"{median / base:>6.2f} {cpu:>7.1f} {rss / 2**20:>7.0f}MiB  {last['verdict']} p={last['p_value']}"
+            + (f"  (lineage stage CPU s per candidate: {statistics.median(stage):.1f})" if stage else "")
         )
 
 

@@ -32,6 +32,8 @@ only said when the embedding alignment succeeded; a failed one gives `inconclusi
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
 import os
@@ -386,6 +388,17 @@ def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick:
     for name in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick))
     return units
+
+
+def suspect_units(
+    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False
+) -> list[Unit]:
+    """`model_units`, kept on the model (`CanonicalModel.memo`) by the basis's content: a search
+    sketches its suspect under each candidate's basis, and candidates that share one (the identity
+    alignment of every base of the suspect's width whose anchors do not fit) share the pass."""
+    basis = np.ascontiguousarray(basis)
+    key = ("units", hashlib.blake2b(basis.data, digest_size=16).digest(), basis.shape, basis.dtype.str, quick)
+    return list(model.memo(key, functools.partial(model_units, model, hidden, basis, quick=quick)))
 
 
 def tensor_units(
@@ -1413,7 +1426,7 @@ def weigh_lineage(
             units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
         else:
             candidate = Candidate(alignment)
-            units_b = model_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
+            units_b = suspect_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null

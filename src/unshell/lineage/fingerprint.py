@@ -51,6 +51,7 @@ import math
 import os
 import struct
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -826,8 +827,10 @@ class AnchorGrams:
     embeddings have the same rows and width, so B's Gram is made once per search, not once per
     candidate and embedding pairing. Safe to share between the search's threads."""
 
+    KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096), the most recently used
+
     def __init__(self) -> None:
-        self._grams: dict[tuple[bytes, tuple[int, ...]], AnchorGram] = {}
+        self._grams: OrderedDict[tuple[bytes, tuple[int, ...]], AnchorGram] = OrderedDict()
         self._lock = threading.Lock()
 
     def of(self, rows_b: np.ndarray) -> AnchorGram:
@@ -837,6 +840,9 @@ class AnchorGrams:
             gram = self._grams.get(key)
             if gram is None:
                 gram = self._grams[key] = AnchorGram(rows)
+                while len(self._grams) > self.KEEP:
+                    self._grams.popitem(last=False)
+            self._grams.move_to_end(key)
             return gram
 
 

@@ -2,14 +2,16 @@
 stage against a plain sequential read of the same files, measured in one run.
 
     python benchmarks/make_7b_pair.py DIR --layers 32      # or make_real_pair.py for a real pair
-    python benchmarks/bench_speed.py A B [--repeat 3] [--steps read,compare,quick,fingerprint,search]
+    python benchmarks/bench_speed.py A B [--repeat 3] [--steps read,compare,quick,fingerprint,search] [--candidate M]
 
 Every step but the read runs in its own process (so its peak RSS is its own), after A's and B's
 files are evicted from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). "read" is a plain
 sequential read of both models' files in 16 MiB chunks; fingerprint and search read one model (A,
 resp. B), so their ratio is taken against the read of that model alone. "search" fingerprints A
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
-candidate. "CPU s" is the step's user + system time (every thread), which a loaded machine
+candidate (``--candidate M``, repeatable: M's fingerprint joins the library too, and the figure is
+per candidate tested). "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
+the lineage stage alone, the suspect's hashing excluded), which a loaded machine
 inflates far less than wall time. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
 ``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 step, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
 evict = json.loads(sys.argv[4])
 profile_to = sys.argv[5] if len(sys.argv) > 5 else ""
+others = json.loads(sys.argv[6]) if len(sys.argv) > 6 else []
 def drop():
     import os
     for path in evict:
@@ -65,11 +68,22 @@ elif step == "search":
     with tempfile.TemporaryDirectory() as work:
         library = Library(Path(work) / "library.sqlite")
         library.add(fingerprint(a, name="a"), name="a")
+        for index, other in enumerate(others):
+            library.add(fingerprint(other, name=f"other-{index}"), name=f"other-{index}")
         drop()
-        result = search(b, library, top=1, workers=1)
+        searching = sys.modules["unshell.library.search"]
+        compare_all, lineage_cpu = searching._compare_all, []
+        def timed(*args, **kwargs):
+            begin = time.process_time()
+            try:
+                return compare_all(*args, **kwargs)
+            finally:
+                lineage_cpu.append(time.process_time() - begin)
+        searching._compare_all = timed
+        result = search(b, library, top=1 + len(others), workers=1)
         c = result.candidates[0]
         out = {"seconds": result.lineage_seconds / max(result.tested, 1), "verdict": c.verdict,
-               "p_value": c.p_adjusted}
+               "p_value": c.p_adjusted, "stage_cpu": sum(lineage_cpu) / max(result.tested, 1)}
 if profile_to:
     profiler.disable()
     profiler.dump_stats(profile_to)
@@ -86,10 +100,22 @@ def files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin"))
 
 
-def run_step(step: str, a: Path, b: Path, evict: list[Path], profile: str = "") -> dict[str, object]:
+def run_step(
+    step: str, a: Path, b: Path, evict: list[Path], profile: str = "", others: list[Path] | None = None
+) -> dict[str, object]:
     drop_cache(evict)
     completed = subprocess.run(
-        [sys.executable, "-c", CHILD, step, str(a), str(b), json.dumps([str(p) for p in evict]), profile],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            step,
+            str(a),
+            str(b),
+            json.dumps([str(p) for p in evict]),
+            profile,
+            json.dumps([str(p) for p in others or []]),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -110,6 +136,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", default="", help="folder: each step's cProfile of its last run goes to STEP.prof there"
     )
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        action="append",
+        default=[],
+        help="search: another model whose fingerprint joins A's in the library (repeatable), so the "
+        "lineage stage tests several candidates and the per-candidate figure includes what they share",
+    )
     args = parser.parse_args()
     steps = args.steps.split(",")
     files_a, files_b = files_of(args.a), files_of(args.b)
@@ -123,7 +157,7 @@ def main() -> None:
         reads["b"].append(sequential_read(files_b))
         for step in results:
             profile = str(Path(args.profile) / f"{step}.prof") if args.profile else ""
-            results[step].append(run_step(step, args.a, args.b, both, profile))
+            results[step].append(run_step(step, args.a, args.b, both, profile, args.candidate))
     load_after = os.getloadavg()
     read = {k: statistics.median(v) for k, v in reads.items() if v}
     size = {"both": sum(p.stat().st_size for p in both), "a": sum(p.stat().st_size for p in files_a)}
@@ -146,9 +180,11 @@ def main() -> None:
         rss = max(int(r["rss"]) for r in runs)  # type: ignore[call-overload]
         cpu = statistics.median(float(r["cpu"]) for r in runs)  # type: ignore[arg-type]
         last = runs[-1]
+        stage = [float(r["stage_cpu"]) for r in runs if "stage_cpu" in r]  # type: ignore[arg-type]
         print(
             f"{step:12} {median:>9.2f} {', '.join(f'{x:.1f}' for x in seconds):>24} {baseline_of[step]:>9} "
             f"{median / base:>6.2f} {cpu:>7.1f} {rss / 2**20:>7.0f}MiB  {last['verdict']} p={last['p_value']}"
+            + (f"  (lineage stage CPU s per candidate: {statistics.median(stage):.1f})" if stage else "")
         )
 
 

@@ -8,9 +8,11 @@ disguiser can do the same fold (and then rotate the residual stream) without cha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +20,8 @@ from ..arch.catalog import Family, family_by_id
 from ..formats.base import Checkpoint
 from ..inspection import InspectResult, inspect_checkpoint
 from .sketch import finite
+
+T = TypeVar("T")
 
 # Matrices that read the residual stream, and the norm whose gain multiplies their input.
 READS_RESIDUAL = {
@@ -42,6 +46,28 @@ class CanonicalModel:
     # (layer or None, role) -> source tensor names; several names when the role is ambiguous.
     slots: dict[tuple[int | None, str], list[str]] = field(default_factory=dict)
     fused: dict[tuple[int | None, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # What `memo` keeps: results of whole passes over the weights that several comparisons of this
+    # model may share (a search's candidates), the most recently used last.
+    _memos: OrderedDict[Hashable, Any] = field(
+        default_factory=OrderedDict, init=False, repr=False, compare=False
+    )
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def memo(self, key: Hashable, compute: Callable[[], T], *, keep: int = 2) -> T:
+        """``compute()``, or the value it gave for ``key`` while this model is open: one of the
+        ``keep`` most recently used (a bound on the memory held). ``compute`` runs outside the lock:
+        two threads asking for a new key at once may both compute it (the same value)."""
+        with self._memo_lock:
+            if key in self._memos:
+                self._memos.move_to_end(key)
+                found: T = self._memos[key]
+                return found
+        value = compute()
+        with self._memo_lock:
+            self._memos[key] = value
+            while len(self._memos) > keep:
+                self._memos.popitem(last=False)
+        return value
 
     @property
     def hidden(self) -> int | None:

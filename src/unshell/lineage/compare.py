@@ -32,6 +32,8 @@ only said when the embedding alignment succeeded; a failed one gives `inconclusi
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import math
 import os
@@ -62,9 +64,9 @@ from .sketch import (
     anchor_stride,
     finite,
     fit_rotation,
-    gram_sketch,
     identity_alignment,
     projection,
+    unit_sketch,
 )
 from .summary import ModelSummary
 
@@ -75,6 +77,10 @@ SCHEMA_VERSION = 1
 DERIVED_P = 1e-6
 INDEPENDENT_P = 0.01
 MIN_UNITS = 4
+# Sampled rows further apart than this (bytes from one to the next) are read without readahead;
+# closer ones (the anchors: every 4th row of a 7B embedding, 32 KiB apart) are read sequentially,
+# since readahead fetches the pages in between in large requests instead of one fault per row.
+SPARSE_ROWS_GAP = 1 << 16
 QUICK_ROW_STEP = 20  # --quick reads 1 row in 20 (of matrices whose names give their storage)
 # ... of matrices larger than this: a smaller one is read whole (a tiny model's 7 sampled rows of
 # 128 would sketch nothing, and reading all of it costs nothing).
@@ -384,6 +390,17 @@ def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick:
     return units
 
 
+def suspect_units(
+    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False
+) -> list[Unit]:
+    """`model_units`, kept on the model (`CanonicalModel.memo`) by the basis's content: a search
+    sketches its suspect under each candidate's basis, and candidates that share one (the identity
+    alignment of every base of the suspect's width whose anchors do not fit) share the pass."""
+    basis = np.ascontiguousarray(basis)
+    key = ("units", hashlib.blake2b(basis.data, digest_size=16).digest(), basis.shape, basis.dtype.str, quick)
+    return list(model.memo(key, functools.partial(model_units, model, hidden, basis, quick=quick)))
+
+
 def tensor_units(
     model: CanonicalModel,
     name: str,
@@ -421,19 +438,13 @@ def tensor_units(
     matrix = read_rows(model, name, _quick_step(model, name) if sampled else 1)
     for orientation in orientations:
         vectors = matrix if orientation == "rows" else matrix.T
+        gain = None
         if orientation == "rows" and role in READS_RESIDUAL:
             gain = model.role(assignment.layer, READS_RESIDUAL[role])
-            if gain is not None and gain.shape == (vectors.shape[1],):
-                vectors = vectors * gain[None, :]
-        vectors = finite(vectors)  # a huge gain times a huge weight overflows
-        std = float(vectors.std())
-        # Unit length per vector: scaling a neuron's input against its output (or a query row
-        # against its key row) preserves the function, so it must not change the sketch.
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
-        units.append(
-            Unit(name, assignment.layer, role, orientation, gram_sketch(vectors, basis).ravel(), std)
-        )
+            if gain is None or gain.shape != (vectors.shape[1],):
+                gain = None
+        sketch, std = unit_sketch(vectors, basis, gain=gain, overwrite=len(orientations) == 1)
+        units.append(Unit(name, assignment.layer, role, orientation, sketch.ravel(), std))
     del matrix
     return units
 
@@ -483,8 +494,10 @@ def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     """A matrix as float32, or every ``step``-th row of it. Where rows decode on their own (plain
     dtypes and quantized blocks), only the sampled rows are read from disk and decoded."""
     info = model.checkpoint.info(name)
-    if step > 1 and info.shape[0] >= 64 and model.checkpoint.row_bytes(info) is not None:
-        model.checkpoint.advise_random(info)
+    row_bytes = model.checkpoint.row_bytes(info) if step > 1 and info.shape[0] >= 64 else None
+    if row_bytes is not None:
+        if step * row_bytes > SPARSE_ROWS_GAP:  # else readahead reads the pages we need anyway
+            model.checkpoint.advise_random(info)
         values = np.asarray(model.checkpoint.read_rows(name, slice(None, None, step)), dtype=np.float32)
         model.checkpoint.release(info)
         return finite(values)
@@ -1476,7 +1489,7 @@ def weigh_lineage(
             units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
         else:
             candidate = Candidate(alignment)
-            units_b = model_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
+            units_b = suspect_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null

@@ -50,6 +50,8 @@ import json
 import math
 import os
 import struct
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -771,18 +773,77 @@ def fit_anchor_basis(rows_b: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     """B's sketch basis from its anchor rows: the polar factor of the ridge least-squares map from
     B's centered rows (n x H_B) onto A's anchor projections (n x r), and the relative residual of
     the fit (with a free scale). Exact for a rotated, permuted or sign-flipped residual stream."""
-    x = np.asarray(rows_b, dtype=np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
-    y = np.asarray(target, dtype=np.float64)
-    y = y - y.mean(axis=0, keepdims=True)
-    gram = finite(x.T @ x)
-    ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
-    solution = finite(np.linalg.solve(gram + ridge * np.eye(gram.shape[0]), finite(x.T @ y)))
-    basis = polar_factor(solution)
-    fitted = x @ basis
-    scale = float(np.sum(fitted * y)) / max(float(np.sum(fitted * fitted)), 1e-30)
-    residual = float(np.linalg.norm(scale * fitted - y)) / max(float(np.linalg.norm(y)), 1e-30)
-    return basis.astype(np.float32), residual
+    return AnchorGram(rows_b).fit(rows_b, [target])[0]
+
+
+class AnchorGram:
+    """B's side of `fit_anchor_basis` for one set of anchor rows: the ridge-regularized Gram of the
+    centered rows (H_B x H_B, float64), the costliest part of the fit (n x H_B² products), which
+    depends on B's rows alone. Made once, it serves every fit against those rows: each of A's
+    embedding candidates, the fit with the rows paired at random (a permutation of the rows leaves
+    the Gram and the mean as they are), and every candidate of a search (`AnchorGrams`)."""
+
+    def __init__(self, rows_b: np.ndarray) -> None:
+        x = np.asarray(rows_b, dtype=np.float64)
+        x = x - x.mean(axis=0, keepdims=True)
+        gram = finite(x.T @ x)
+        self.ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
+        gram[np.diag_indices_from(gram)] += self.ridge  # gram + ridge * I, without a second H² array
+        self.regularized = gram
+
+    def fit(self, rows_b: np.ndarray, targets: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """`fit_anchor_basis(rows_b, target)` for each target, with one solve for all of them.
+        ``rows_b``: the rows this Gram was made of, in any order."""
+        x = np.asarray(rows_b, dtype=np.float64)
+        x = x - x.mean(axis=0, keepdims=True)
+        centered = [np.asarray(t, dtype=np.float64) for t in targets]
+        centered = [y - y.mean(axis=0, keepdims=True) for y in centered]
+        widths = [y.shape[1] for y in centered]
+        cross = finite(x.T @ np.concatenate(centered, axis=1))
+        solutions = finite(np.linalg.solve(self.regularized, cross))
+        fits = []
+        start = 0
+        for y, width in zip(centered, widths, strict=True):
+            basis = polar_factor(solutions[:, start : start + width])
+            # The fitted rows x @ basis in closed form, no n x H x r product: |x basis|² is
+            # tr(basisᵀ xᵀx basis), the regularized Gram less the ridge, and
+            # sum((x basis) * y) = sum(basis * xᵀy).
+            fitted_norm = float(np.sum(basis * (self.regularized @ basis))) - self.ridge * float(
+                np.sum(basis * basis)
+            )
+            dot = float(np.sum(basis * cross[:, start : start + width]))
+            target_norm = float(np.sum(y * y))
+            scale = dot / max(fitted_norm, 1e-30)
+            residual_sq = scale * scale * fitted_norm - 2 * scale * dot + target_norm
+            residual = math.sqrt(max(residual_sq, 0.0)) / max(math.sqrt(target_norm), 1e-30)
+            fits.append((basis.astype(np.float32), residual))
+            start += width
+        return fits
+
+
+class AnchorGrams:
+    """`AnchorGram`s by the content of their rows, shared by the comparisons of one suspect
+    (`PreparedSuspect`): a search's candidates anchor on the same rows of B whenever their
+    embeddings have the same rows and width, so B's Gram is made once per search, not once per
+    candidate and embedding pairing. Safe to share between the search's threads."""
+
+    KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096), the most recently used
+
+    def __init__(self) -> None:
+        self._grams: OrderedDict[tuple[bytes, tuple[int, ...]], AnchorGram] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, rows_b: np.ndarray) -> AnchorGram:
+        rows = np.ascontiguousarray(rows_b)
+        key = (hashlib.blake2b(rows.data, digest_size=16).digest() + rows.dtype.str.encode(), rows.shape)
+        with self._lock:  # one Gram per rows; a thread that needs the same one waits for it
+            gram = self._grams.get(key)
+            if gram is None:
+                gram = self._grams[key] = AnchorGram(rows)
+                while len(self._grams) > self.KEEP:
+                    self._grams.popitem(last=False)
+            self._grams.move_to_end(key)
+            return gram
 
 
 def _embedding_names(model: CanonicalModel, hidden: int) -> list[str]:
@@ -814,6 +875,7 @@ class FingerprintEvidence:
     `LAYER_GRAM_MAX_HIDDEN` no layer-matrix alignment is tried."""
 
     base: Fingerprint
+    anchor_grams: AnchorGrams = field(default_factory=AnchorGrams)  # B's, shared across a search
 
     @property
     def summary(self) -> ModelSummary:
@@ -899,14 +961,19 @@ class FingerprintEvidence:
         candidates_a = [c[:rows] for c in candidates_a]
         candidates_b = [c[:rows] for c in candidates_b]
 
+        solved: dict[int, list[tuple[np.ndarray, float]]] = {}
+
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
             if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
                 return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
-            transform, residual = fit_anchor_basis(candidates_b[j], candidates_a[i])
+            gram = self.anchor_grams.of(candidates_b[j])
+            if j not in solved:  # every pairing with B's candidate j is fitted: all of A's at once
+                solved[j] = gram.fit(candidates_b[j], candidates_a)
+            transform, residual = solved[j][i]
             shuffled = float("nan")
             if chance:
                 order = np.random.default_rng(CHANCE_SEED).permutation(rows)
-                shuffled = fit_anchor_basis(candidates_b[j][order], candidates_a[i])[1]
+                shuffled = gram.fit(candidates_b[j][order], [candidates_a[i]])[0][1]
             return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
 
         alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)
@@ -956,6 +1023,7 @@ class PreparedSuspect:
     vocabulary: Vocabulary | None
     vocabulary_sample: tuple[np.ndarray, np.ndarray, int] | None
     tokenizer: dict[str, Any] | None
+    anchor_grams: AnchorGrams = field(default_factory=AnchorGrams)
 
     @property
     def summary(self) -> ModelSummary:
@@ -1085,7 +1153,11 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
     hashes_a = base.hashes()
     twins = exact_twin_match(hashes_a if hashes_a.tensors else None, suspect.hashes, suspect.model)
     lineage = weigh_lineage(
-        FingerprintEvidence(base), suspect.model, summary_b, suspect.vocabulary, twins=twins
+        FingerprintEvidence(base, suspect.anchor_grams),
+        suspect.model,
+        summary_b,
+        suspect.vocabulary,
+        twins=twins,
     )
     return _result(base, summary_b, path_b, hashes, notes, twins=twins, **lineage.fields())
 

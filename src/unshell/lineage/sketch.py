@@ -15,6 +15,7 @@ aligned space (``r`` = 256 by default), so that a 7B model costs n x H x r per m
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,11 +66,23 @@ def finite(values: np.ndarray) -> np.ndarray:
     refuses to decompose them), so one bad value would hide the evidence of every other value of
     the matrix, or stop the comparison.
     """
-    if np.isfinite(values).all():
+    if all_finite(values):
         return values
     if not values.flags.writeable:
         values = values.copy()
     return np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite, for float arrays by their sum first: a NaN or an infinity
+    makes the sum NaN or infinite, so a finite sum proves them all finite in one read of the values
+    (no boolean temporary as large as the array). Only a non-finite sum, which huge finite values
+    also give, takes the element-wise test."""
+    if values.dtype.kind == "f" and values.size:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(float(np.sum(values))):
+                return True
+    return bool(np.isfinite(values).all())
 
 
 def align_embeddings(embed_a: np.ndarray, embed_b: np.ndarray, *, chance: bool = False) -> Alignment:
@@ -230,7 +243,11 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     The isotropic part and the leading principal directions are removed: every matrix has the
     first, and independently trained models share the second.
     """
-    projected = np.asarray(vectors, dtype=np.float32) @ basis  # no copy of a float32 matrix
+    return projected_sketch(np.asarray(vectors, dtype=np.float32) @ basis)  # no copy of a float32 matrix
+
+
+def projected_sketch(projected: np.ndarray) -> np.ndarray:
+    """`gram_sketch` of vectors already projected on the basis (n x r)."""
     gram = finite((projected.T @ projected).astype(np.float64))
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     top = shared_directions(gram.shape[0])
@@ -238,6 +255,44 @@ def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     gram -= np.eye(gram.shape[0]) * (np.trace(gram) / gram.shape[0])
     norm = np.linalg.norm(gram)
     return (gram / norm if norm > 0 else gram).astype(np.float32)
+
+
+def unit_sketch(
+    vectors: np.ndarray, basis: np.ndarray, *, gain: np.ndarray | None = None, overwrite: bool = False
+) -> tuple[np.ndarray, float]:
+    """(`gram_sketch` of ``vectors`` (n x H, times ``gain`` per column) each scaled to unit length,
+    the std of their values), NaN and infinities counting as zero (`finite`).
+
+    Unit length per vector: scaling a neuron's input against its output (or a query row against its
+    key row) preserves the function, so it must not change the sketch. The row lengths and the
+    std come from one pass of row moments (sums by BLAS, squares by ``einsum``; the std from their
+    float64 totals), which also proves the values finite (a NaN or an infinity makes its row's
+    moments non-finite); the rows are scaled after the projection (n x r), not before (n x H).
+    Values whose squares overflow float32 take the element-wise path (`finite`, ``std``, norms).
+    ``overwrite``: the gain may be applied in place (the caller owns ``vectors`` and reads it no more).
+    """
+    if gain is not None:
+        if overwrite and vectors.flags.writeable and vectors.dtype == np.result_type(vectors, gain):
+            vectors = np.multiply(vectors, gain[None, :], out=vectors)
+        else:
+            vectors = vectors * gain[None, :]
+    vectors = np.asarray(vectors, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        squares = np.einsum("ij,ij->i", vectors, vectors)
+        sums = vectors @ np.ones(vectors.shape[1], dtype=np.float32)
+        total_squares = float(np.sum(squares, dtype=np.float64))
+        total = float(np.sum(sums, dtype=np.float64))
+    count = vectors.size
+    if not (math.isfinite(total_squares) and math.isfinite(total)) or count == 0:
+        vectors = finite(vectors)  # a huge gain times a huge weight overflows
+        std = float(vectors.std())
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return gram_sketch(vectors / np.maximum(norms, 1e-12), basis), std
+    mean = total / count
+    std = math.sqrt(max(total_squares / count - mean * mean, 0.0))
+    projected = vectors @ basis
+    projected /= np.maximum(np.sqrt(squares), 1e-12)[:, None]
+    return projected_sketch(projected), std
 
 
 def fit_rotation(grams_a: list[np.ndarray], grams_b: list[np.ndarray], iterations: int = 25) -> np.ndarray:

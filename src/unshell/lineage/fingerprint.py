@@ -1162,6 +1162,12 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
     return _result(base, summary_b, path_b, hashes, notes, twins=twins, **lineage.fields())
 
 
+def _relative_residual(fitted: np.ndarray, target: np.ndarray) -> float:
+    """|scale * fitted - target| / |target| at the best free scale (shapes compared, not scales)."""
+    scale = float(np.sum(fitted * target)) / max(float(np.sum(fitted * fitted)), 1e-30)
+    return float(np.linalg.norm(scale * fitted - target)) / max(float(np.linalg.norm(target)), 1e-30)
+
+
 def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareResult:
     """Both sides compressed (weaker: see the module docstring)."""
     summary_b = suspect.summary()
@@ -1212,9 +1218,14 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         pb -= pb.mean(axis=0)
         rotation = polar_factor(pb.T @ pa).astype(np.float32)
         fitted = pb @ rotation
-        scale = float(np.sum(fitted * pa)) / max(float(np.sum(fitted * fitted)), 1e-30)
-        residual = float(np.linalg.norm(scale * fitted - pa)) / max(float(np.linalg.norm(pa)), 1e-30)
-        alignment = Alignment(rotation, residual, len(ids), "procrustes-fingerprint-anchors")
+        residual = _relative_residual(fitted, pa)
+        alignment = Alignment(
+            rotation,
+            residual,
+            len(ids),
+            "procrustes-fingerprint-anchors",
+            untransformed=_relative_residual(pb, pa),  # `compare`'s test of a transformed stream
+        )
     else:
         notes.append("no shared anchor rows: B's sketches compared in the stored basis")
     units_b = []

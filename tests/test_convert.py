@@ -865,6 +865,9 @@ def test_a_failed_write_is_reported_as_the_outputs(tmp_path: Path) -> None:
 
 INTERRUPTED_AT_COMMIT = """
 import os, signal, sys, time
+# A shell's background job inherits SIGINT ignored (CI scripts run under nohup): start from
+# Python's own handler, as at a terminal, or the signal would never arrive.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_rename = os.rename
 def rename(src, dst, *args, **kwargs):
     real_rename(src, dst, *args, **kwargs)

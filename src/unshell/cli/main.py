@@ -7,6 +7,7 @@ import inspect
 import itertools
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -559,7 +560,7 @@ def probe_command(
     from ..behaviour import probe
 
     suspect = _served_source(suspect, endpoint, model, "suspect")
-    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    progress = _probe_progress_for(fmt)
     result = probe(
         suspect,
         candidates,
@@ -571,17 +572,27 @@ def probe_command(
         library=library_path,
         **behaviour,
     )
-    if html_path is not None:
-        from ..report.html import write_html
-        from ..report.probe import probe_html
-
-        write_html(probe_html(result.to_dict()), html_path)
-        _report_written(html_path)
-    Output(fmt).document(result.to_dict(), render_probe)
+    _probe_output(result.to_dict(), fmt, html_path)
 
 
 def _probe_progress(done: int, total: int) -> None:
     click.echo(f"\rprobe: {done}/{total} prompts answered", err=True, nl=done == total)
+
+
+def _probe_progress_for(fmt: str) -> Callable[[int, int], None] | None:
+    """Prompt progress on stderr: only on a terminal, for table output, and not under --quiet."""
+    return _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+
+
+def _probe_output(document: dict[str, Any], fmt: str, html_path: str | None) -> None:
+    """A probe result (of `probe` or `search --endpoint`): the HTML report if asked, then the document."""
+    if html_path is not None:
+        from ..report.html import write_html
+        from ..report.probe import probe_html
+
+        write_html(probe_html(document), html_path)
+        _report_written(html_path)
+    Output(fmt).document(document, render_probe)
 
 
 @cli.command("audit")
@@ -791,7 +802,7 @@ def library_profile_command(
     from ..behaviour.profiles import record_profile
 
     source = _served_source(source, endpoint, model, "source")
-    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    progress = _probe_progress_for(fmt)
     with _open_library(library_path, create=True) as library:
         recorded = record_profile(
             source,
@@ -1002,7 +1013,7 @@ def _search_by_behaviour(
         raise UsageError(
             "searching by behaviour needs --controls: models known to be unrelated to the suspect"
         )
-    progress = _probe_progress if sys.stderr.isatty() and fmt == "table" and not quiet() else None
+    progress = _probe_progress_for(fmt)
     result = search_profiles(
         endpoint or path or "",
         controls,
@@ -1013,13 +1024,7 @@ def _search_by_behaviour(
         cache_dir=cache_dir,
         progress=progress,
     )
-    if html_path is not None:
-        from ..report.html import write_html
-        from ..report.probe import probe_html
-
-        write_html(probe_html(result.to_dict()), html_path)
-        _report_written(html_path)
-    Output(fmt).document(result.to_dict(), render_probe)
+    _probe_output(result.to_dict(), fmt, html_path)
 
 
 @cli.command("scan")

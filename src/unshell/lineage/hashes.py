@@ -72,15 +72,22 @@ def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarr
     embedding never holds more than one block."""
     row_bytes = checkpoint.row_bytes(info)
     if row_bytes is None:
-        yield np.asarray(checkpoint.read(info.name), dtype=np.float32).ravel()
+        yield _float32_values(checkpoint.read(info.name))
         return
     rows = info.shape[0]
     step = max(1, _BLOCK_ELEMENTS // max(1, info.numel // rows))
     for start in range(0, rows, step):
-        yield np.asarray(
-            checkpoint.read_rows(info.name, slice(start, start + step)), dtype=np.float32
-        ).ravel()
+        yield _float32_values(checkpoint.read_rows(info.name, slice(start, start + step)))
     checkpoint.release(info)
+
+
+def _float32_values(values: np.ndarray) -> np.ndarray:
+    """Flat float32 values; a complex tensor's real and imaginary parts both count (interleaved),
+    so two tensors that differ only in imaginary parts do not hash alike."""
+    values = np.asarray(values)
+    if values.dtype.kind == "c":
+        values = np.ascontiguousarray(values).view(values.real.dtype)
+    return np.asarray(values, dtype=np.float32).ravel()
 
 
 def _stored_bf16(checkpoint: Checkpoint, info: TensorInfo) -> bool:

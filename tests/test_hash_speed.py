@@ -150,6 +150,8 @@ def test_complex_values_hash_both_parts(tmp_path: Path) -> None:
         with open_checkpoint(path) as checkpoint:
             got = hash_tensor(checkpoint, "w")
         parts = array.view(np.float32)
-        assert (got.exact, got.rounded, got.multiset, got.distinct) == reference_hashes(parts, array.tobytes())
+        assert (got.exact, got.rounded, got.multiset, got.distinct) == reference_hashes(
+            parts, array.tobytes()
+        )
         digests.append(got)
     assert digests[0].rounded != digests[1].rounded and digests[0].multiset != digests[1].multiset

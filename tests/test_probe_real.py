@@ -28,6 +28,7 @@ import unshell
 from artifacts import fetch
 from llama_server import LlamaServer, finetuned_smollm2, requantized_smollm2
 from unshell.behaviour.cache import ResponseCache
+from unshell.behaviour.probe import SAME_MODEL_EXACT
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +160,7 @@ def test_a_fine_tune_of_smollm2_is_derived_from_it(
     assert candidate.verdict == "derived", candidate
     assert candidate.p_value < result.alpha
     # Changed, but still far closer to SmolLM2 than the unrelated controls are.
-    assert candidate.exact_match < 0.6
+    assert candidate.exact_match <= SAME_MODEL_EXACT  # not most of its answers
     assert candidate.agreement > 2 * max(result.control_agreements.values())
     assert result.spending.requests == PROMPTS  # only the fine-tune was asked: the rest was cached
 

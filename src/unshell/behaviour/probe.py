@@ -55,9 +55,13 @@ MIN_PROMPTS = 8
 # The smallest mean excess agreement (fraction of the continuation shared beyond the controls)
 # that `not-derived` rules out; derivatives seen so far exceed it several times over.
 NOT_DERIVED_MARGIN = 0.15
-# One model under two quantizations gives the same greedy text on most prompts; a fine-tune
-# does not. Both bounds must hold for `same-model`.
-SAME_MODEL_EXACT = 0.6
+# One model under two quantizations gives the same greedy text on most prompts (more than this
+# share); a fine-tune does not. Both bounds must hold for `same-model`. SmolLM2-135M's Q4_1 and
+# Q8_0 files served by llama.cpp at 24 prompts of 8 tokens: 58 % identical on an AVX-512 build,
+# more on the AVX2 build measured before (benchmarks/RESULTS.md); its real fine-tunes 17 to 33 %.
+# The share depends on the server's arithmetic (near-ties in greedy decoding), which a prober
+# does not control, so the bound is "most", not a figure fitted to one build.
+SAME_MODEL_EXACT = 0.5
 SAME_MODEL_LOGPROB_NATS = 0.5
 
 VERDICTS = ("same-model", "derived", "not-derived", "inconclusive")
@@ -334,11 +338,7 @@ def _decide(
     for k, (scores, exact, distance) in enumerate(parts):
         upper = excess_upper_bound(scores, alpha)
         related = adjusted[k] < alpha
-        if (
-            related
-            and exact >= SAME_MODEL_EXACT
-            and (distance is None or distance <= SAME_MODEL_LOGPROB_NATS)
-        ):
+        if related and exact > SAME_MODEL_EXACT and (distance is None or distance <= SAME_MODEL_LOGPROB_NATS):
             verdict = "same-model"
             reason = f"{exact:.0%} of continuations identical" + (
                 f", first-token log-probs {distance:.2f} nats apart" if distance is not None else ""

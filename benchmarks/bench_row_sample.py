@@ -12,18 +12,22 @@ independently trained models share). For K vectors kept, prints the sketch cosin
 
 next to the exact null scale (`compare.haar_scale`) and the CPU seconds of one `unit_sketch`.
 
+``--pair DIR`` instead compares `make_7b_pair.py`'s ``base`` with its ``noisy`` and ``rotated``
+relatives (full `compare`, `--quick`, and base's fingerprint against the checkpoint), printing each
+verdict, log10 p, `how`, similarity and the CPU seconds: the power of the sampled statistic at full
+7B width. Run it once per source tree (``PYTHONPATH=.../src``) for before and after.
+
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_row_sample.py [--keep 1024,2048,4096,0]
+    python benchmarks/bench_row_sample.py --pair benchmarks/_work/llama2-7b-pair
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
-
-from unshell.lineage.compare import haar_scale
-from unshell.lineage.sketch import projection, sampled_rows, unit_sketch
 
 HIDDEN = 4096
 R = 256
@@ -39,6 +43,8 @@ def rows(kind: str, count: int, seed: int) -> np.ndarray:
 
 
 def sketch(matrix: np.ndarray, basis: np.ndarray, keep: int) -> tuple[np.ndarray, float]:
+    from unshell.lineage.sketch import sampled_rows, unit_sketch
+
     ids = sampled_rows(matrix.shape[0], keep)
     vectors = matrix if ids is None else matrix[ids]
     start = time.process_time()
@@ -46,11 +52,46 @@ def sketch(matrix: np.ndarray, basis: np.ndarray, keep: int) -> tuple[np.ndarray
     return result.ravel(), time.process_time() - start
 
 
+def pair(directory: Path) -> None:
+    import unshell
+    from unshell.lineage.fingerprint import Fingerprint, compare_with_fingerprint, fingerprint
+
+    print(f"unshell from {Path(unshell.__file__).parent}")
+    print("| B | mode | verdict | log10 p | how | similarity | CPU s |")
+    print("|---|---|---|---:|---|---:|---:|")
+    base = directory / "base"
+    for label in ("noisy", "rotated"):
+        for mode in ("full", "quick", "fingerprint"):
+            start = time.process_time()
+            if mode == "fingerprint":
+                result = compare_with_fingerprint(
+                    Fingerprint.from_bytes(fingerprint(base).to_bytes()), directory / label
+                )
+            else:
+                result = unshell.compare(base, directory / label, quick=mode == "quick")
+            seconds = time.process_time() - start
+            out = result.to_dict()
+            log10 = out.get("log10_p_value")
+            score = out.get("score")
+            print(
+                f"| {label} | {mode} | {result.verdict} | {'' if log10 is None else f'{log10:.1f}'} | "
+                f"{', '.join(out.get('how') or []) or '-'} | {'' if score is None else f'{score:.3f}'} | {seconds:.1f} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", default="1024,2048,4096,0", help="vectors kept (0: all)")
     parser.add_argument("--counts", default="11008,4096")
+    parser.add_argument("--pair", type=Path, help="make_7b_pair.py's folder: compare base with its relatives")
     args = parser.parse_args()
+    if args.pair:
+        pair(args.pair)
+        return
+    from unshell.lineage.compare import haar_scale
+    from unshell.lineage.sketch import projection
+
     basis = projection(HIDDEN, R)
     print(f"null scale (Haar, r = {R}): {haar_scale(R):.4f}")
     print("| kind | vectors | K | finetune | permuted | independent | CPU s per sketch |")

@@ -85,7 +85,14 @@ def main() -> None:
     parser.add_argument("--keep", default="1024,2048,4096,0", help="vectors kept (0: all)")
     parser.add_argument("--counts", default="11008,4096")
     parser.add_argument("--pair", type=Path, help="make_7b_pair.py's folder: compare base with its relatives")
+    parser.add_argument(
+        "--per-dim", type=int, help="--pair: vectors kept per sketch dimension (default unshell's; 0: all)"
+    )
     args = parser.parse_args()
+    if args.per_dim is not None:
+        import unshell.lineage.sketch as sketch_module
+
+        sketch_module.ROW_SAMPLE_PER_DIM = args.per_dim  # read at every `row_sample_size` call
     if args.pair:
         pair(args.pair)
         return

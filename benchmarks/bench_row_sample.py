@@ -19,6 +19,7 @@ verdict, log10 p, `how`, similarity and the CPU seconds: the power of the sample
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_row_sample.py [--keep 1024,2048,4096,0]
     python benchmarks/bench_row_sample.py --pair benchmarks/_work/llama2-7b-pair
+    python benchmarks/bench_row_sample.py --zoo --per-dim 1     # the zoo's derivatives sampled hard
 """
 
 from __future__ import annotations
@@ -80,11 +81,38 @@ def pair(directory: Path) -> None:
             )
 
 
+def zoo_power() -> None:
+    """Every derived pair of the lineage zoo (tests/zoo_fixture.py) through full `compare` at the
+    current sample (set with --per-dim): its verdict and `how` against the zoo's truth."""
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(root / "tests"), str(root / "tools")]
+    import unshell
+    from zoo_fixture import zoo
+
+    print("| pair | truth | verdict | log10 p | how |")
+    print("|---|---|---|---:|---|")
+    counts: dict[str, int] = {}
+    for pair in zoo().derived:
+        result = unshell.compare(pair.a, pair.b)
+        out = result.to_dict()
+        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+        log10 = out.get("log10_p_value")
+        print(
+            f"| {pair.name} | {', '.join(pair.how)} | {result.verdict} | "
+            f"{'' if log10 is None else f'{log10:.1f}'} | {', '.join(result.how) or '-'} |",
+            flush=True,
+        )
+    print(f"verdicts: {counts}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", default="1024,2048,4096,0", help="vectors kept (0: all)")
     parser.add_argument("--counts", default="11008,4096")
     parser.add_argument("--pair", type=Path, help="make_7b_pair.py's folder: compare base with its relatives")
+    parser.add_argument("--zoo", action="store_true", help="the lineage zoo's derived pairs, full compare")
     parser.add_argument(
         "--per-dim", type=int, help="--pair: vectors kept per sketch dimension (default unshell's; 0: all)"
     )
@@ -95,6 +123,9 @@ def main() -> None:
         sketch_module.ROW_SAMPLE_PER_DIM = args.per_dim  # read at every `row_sample_size` call
     if args.pair:
         pair(args.pair)
+        return
+    if args.zoo:
+        zoo_power()
         return
     from unshell.lineage.compare import haar_scale
     from unshell.lineage.sketch import projection

@@ -13,7 +13,9 @@ The decisive evidence is a test of H0 "B was trained independently of A", on wei
    p-value is multiplied by the number of alignments in the plan (Bonferroni).
 2. Units: every matrix that touches the residual stream, as the set of its vectors in residual
    space. A unit's sketch (`sketch.gram_sketch`) forgets neuron and head permutations, sign
-   flips, rotations inside heads and the scaling of one matrix against the next.
+   flips, rotations inside heads and the scaling of one matrix against the next. A matrix with
+   more than `sketch.row_sample_size` vectors is sketched from a fixed sample of them, chosen by
+   its shape alone (`sketch.sampled_rows`; why the null stays valid is written beside it).
 3. Each of B's units is matched to its most similar unit of A, by name-blind search over all of A.
    The unit's null is the rest of its own row: how similar B's unit is to A's *other* units,
    robustly located (median) and scaled (MAD, floored at the exact spread of two randomly

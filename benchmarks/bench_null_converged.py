@@ -19,6 +19,10 @@ got a candidate that is not `independent`, and the smallest Holm-adjusted p.
 
 Another version of unshell (a "before" table): put its ``src`` first on ``PYTHONPATH``; the
 populations come from this checkout's ``tests/`` and ``tools/`` either way.
+
+``--row-sample-per-dim N`` (a stress test of row sampling, not a setting of unshell): sketch every
+matrix from at most N x r of its vectors instead of `sketch.ROW_SAMPLE_PER_DIM` x r, so that the
+populations' small matrices (which the default never samples) are sampled too.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5)
 MODES = ("full", "quick", "fingerprint")
+
+
+def _set_row_sample(per_dim: int | None) -> None:
+    """Worker initializer: `--row-sample-per-dim` (None: unshell's own)."""
+    if per_dim is not None:
+        import unshell.lineage.sketch as sketch
+
+        sketch.ROW_SAMPLE_PER_DIM = per_dim  # read at every call of `sketch.row_sample_size`
 
 
 def _one(job: tuple[str, str, str]) -> tuple[float, str]:
@@ -120,6 +132,11 @@ def main() -> int:
     parser.add_argument("--extra", default="", help="comma-separated groups of tools/null_extra_groups.py")
     parser.add_argument("--brief-pairs", type=int, default=210, help="the first N of the zoo's null pairs")
     parser.add_argument("--search", action="store_true", help="leave-one-out search in every group")
+    parser.add_argument(
+        "--row-sample-per-dim",
+        type=int,
+        help="stress test: vectors kept per sketch dimension (default unshell's)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     only = set(args.only.split(",")) if args.only else None
@@ -127,7 +144,9 @@ def main() -> int:
     sets = populations(only, [name for name in args.extra.split(",") if name], args.brief_pairs)
     jobs = [(a, b, mode) for pairs in sets.values() for (a, b) in pairs for mode in modes]
     started = time.monotonic()
-    with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        args.workers, initializer=_set_row_sample, initargs=(args.row_sample_per_dim,)
+    ) as pool:
         results = dict(zip(jobs, pool.map(_one, jobs, chunksize=4), strict=True))
     seconds = time.monotonic() - started
     header = "| population | mode | pairs | " + " | ".join(f"p < {a:g}" for a in ALPHAS)
@@ -161,7 +180,9 @@ def main() -> int:
             for model in models
         ]
         started = time.monotonic()
-        with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+        with concurrent.futures.ProcessPoolExecutor(
+            args.workers, initializer=_set_row_sample, initargs=(args.row_sample_per_dim,)
+        ) as pool:
             found = dict(zip([s[0] for s in searches], pool.map(_leave_one_out, searches), strict=True))
         print(
             "\n| population | suspects (library of the others) | suspects with a candidate not `independent` "

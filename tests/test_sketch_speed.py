@@ -177,13 +177,13 @@ def test_a_search_sketches_its_suspect_once_per_basis(
     sketched: list[bytes] = []
     suspect_units, model_units = compare.suspect_units, compare.model_units
 
-    def requesting(model: Any, hidden: int, basis: np.ndarray, *, quick: bool = False) -> Any:
+    def requesting(model: Any, hidden: int, basis: np.ndarray, **options: Any) -> Any:
         requested.append(digest(basis))
-        return suspect_units(model, hidden, basis, quick=quick)
+        return suspect_units(model, hidden, basis, **options)
 
-    def sketching(model: Any, hidden: int, basis: np.ndarray, *, quick: bool = False) -> Any:
+    def sketching(model: Any, hidden: int, basis: np.ndarray, **options: Any) -> Any:
         sketched.append(digest(basis))
-        return model_units(model, hidden, basis, quick=quick)
+        return model_units(model, hidden, basis, **options)
 
     monkeypatch.setattr(compare, "suspect_units", requesting)
     monkeypatch.setattr(compare, "model_units", sketching)

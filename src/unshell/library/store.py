@@ -667,6 +667,7 @@ class Library:
             "tensors": len(fp.tensor_numels),
             "sketched_matrices": len(fp.units),
             "sketch_dim": fp.sketch_dim,
+            "row_sample": fp.row_sample,
             "sketched_roles": dict(sorted(roles.items())),
             "anchor_tokens": int(fp.anchors.shape[1]) if fp.anchors.ndim == 3 else 0,
             "tokenizer": {k: v for k, v in tokenizer.items() if isinstance(v, str | int | float | bool)},

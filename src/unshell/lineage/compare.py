@@ -13,7 +13,9 @@ The decisive evidence is a test of H0 "B was trained independently of A", on wei
    p-value is multiplied by the number of alignments in the plan (Bonferroni).
 2. Units: every matrix that touches the residual stream, as the set of its vectors in residual
    space. A unit's sketch (`sketch.gram_sketch`) forgets neuron and head permutations, sign
-   flips, rotations inside heads and the scaling of one matrix against the next.
+   flips, rotations inside heads and the scaling of one matrix against the next. A matrix with
+   more than `sketch.row_sample_size` vectors is sketched from a fixed sample of them, chosen by
+   its shape alone (`sketch.sampled_rows`; why the null stays valid is written beside it).
 3. Each of B's units is matched to its most similar unit of A, by name-blind search over all of A.
    The unit's null is the rest of its own row: how similar B's unit is to A's *other* units,
    robustly located (median) and scaled (MAD, floored at the exact spread of two randomly
@@ -66,6 +68,8 @@ from .sketch import (
     fit_rotation,
     identity_alignment,
     projection,
+    row_sample_size,
+    sampled_rows,
     unit_sketch,
 )
 from .summary import ModelSummary
@@ -376,29 +380,43 @@ def _side(path: str, result: ModelSummary) -> dict[str, Any]:
 # --- units ---------------------------------------------------------------------------------------
 
 
-def model_units(model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False) -> list[Unit]:
+def model_units(
+    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False, sample: int | None = None
+) -> list[Unit]:
     """Every 2-D weight with a residual-sized side, oriented so its vectors live in residual space,
     streamed one tensor at a time into its sketch (``basis`` maps the model's residual coordinates
     onto A's sketch space). ``quick`` reads every 20th row of the matrices that read the residual
-    stream and skips those that write it, whose residual side is their rows."""
+    stream and skips those that write it, whose residual side is their rows. ``sample``: sketch a
+    matrix from at most this many of its vectors (`sketch.sampled_rows`; 0: all of them; None:
+    `default_sample` of the basis)."""
     units: list[Unit] = []
     roles = {a.name: a for a in model.result.recognition.assignments}
     checkpoint = model.checkpoint
     label = f"sketching {checkpoint.path.name}"
+    keep = default_sample(basis) if sample is None else sample
     for name in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
-        units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick))
+        units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick, sample=keep))
     return units
 
 
+def default_sample(basis: np.ndarray) -> int:
+    """The vectors a sketch in ``basis``'s dimensions takes of each matrix (`sketch.row_sample_size`)."""
+    return row_sample_size(basis.shape[1])
+
+
 def suspect_units(
-    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False
+    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False, sample: int | None = None
 ) -> list[Unit]:
     """`model_units`, kept on the model (`CanonicalModel.memo`) by the basis's content: a search
     sketches its suspect under each candidate's basis, and candidates that share one (the identity
     alignment of every base of the suspect's width whose anchors do not fit) share the pass."""
     basis = np.ascontiguousarray(basis)
-    key = ("units", hashlib.blake2b(basis.data, digest_size=16).digest(), basis.shape, basis.dtype.str, quick)
-    return list(model.memo(key, functools.partial(model_units, model, hidden, basis, quick=quick)))
+    keep = default_sample(basis) if sample is None else sample
+    digest = hashlib.blake2b(basis.data, digest_size=16).digest()
+    key = ("units", digest, basis.shape, basis.dtype.str, quick, keep)
+    return list(
+        model.memo(key, functools.partial(model_units, model, hidden, basis, quick=quick, sample=keep))
+    )
 
 
 def tensor_units(
@@ -409,9 +427,12 @@ def tensor_units(
     basis: np.ndarray,
     *,
     quick: bool = False,
+    sample: int | None = None,
 ) -> list[Unit]:
     """The units of one tensor (none when it does not touch the residual stream); see `model_units`.
-    ``roles``: the recognition's assignments by tensor name."""
+    ``roles``: the recognition's assignments by tensor name. ``sample`` (None: `default_sample`):
+    a matrix with more vectors than this is sketched from the fixed sample `sketch.sampled_rows`
+    gives for its vector count, whatever its values; a matrix read by rows reads only those rows."""
     info = model.checkpoint.info(name)
     assignment = roles.get(name)
     if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
@@ -435,9 +456,18 @@ def tensor_units(
     if not orientations:
         return []
     units: list[Unit] = []
-    matrix = read_rows(model, name, _quick_step(model, name) if sampled else 1)
+    keep = default_sample(basis) if sample is None else sample
+    step = _quick_step(model, name) if sampled else 1
+    if orientations == ["rows"]:  # only the sampled rows are read (and decoded)
+        matrix = _sampled_matrix(model, name, step, keep)
+    else:
+        matrix = read_rows(model, name, step)
     for orientation in orientations:
         vectors = matrix if orientation == "rows" else matrix.T
+        if orientation == "columns" or len(orientations) > 1:
+            ids = sampled_rows(vectors.shape[0], keep)
+            if ids is not None:
+                vectors = vectors[ids]
         gain = None
         if orientation == "rows" and role in READS_RESIDUAL:
             gain = model.role(assignment.layer, READS_RESIDUAL[role])
@@ -447,6 +477,19 @@ def tensor_units(
         units.append(Unit(name, assignment.layer, role, orientation, sketch.ravel(), std))
     del matrix
     return units
+
+
+def _sampled_matrix(model: CanonicalModel, name: str, step: int, keep: int) -> np.ndarray:
+    """Every ``step``-th row of a matrix (`read_rows`), then of those the fixed sample of ``keep``
+    (`sketch.sampled_rows`), reading and decoding only the rows kept where rows decode on their own."""
+    rows = model.checkpoint.info(name).shape[0]
+    strided = -(-rows // step) if step > 1 and rows >= 64 else rows
+    ids = sampled_rows(strided, keep)
+    if ids is None:
+        return read_rows(model, name, step)
+    if strided != rows:
+        ids = ids * step
+    return read_row_ids(model, name, ids, sparse=True)
 
 
 def storage_known(assignment: Assignment) -> bool:
@@ -939,11 +982,18 @@ def _anchor_matrix(model: CanonicalModel, name: str, rows: int, hidden: int) -> 
     return read_rows(model, name, anchor_stride(rows, hidden))
 
 
-def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray) -> np.ndarray:
-    """The rows ``ids`` of a matrix as float32; where rows decode on their own, only those rows."""
+def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray, *, sparse: bool = False) -> np.ndarray:
+    """The rows ``ids`` of a matrix as float32; where rows decode on their own, only those rows.
+    ``sparse``: sorted ids that may lie far apart; readahead is turned off when they do on average
+    (`SPARSE_ROWS_GAP`), and NaN and infinities read as zero (`finite`), as `read_rows` does."""
+    info = model.checkpoint.info(name)
+    if sparse and ids.size:
+        row_bytes = model.checkpoint.row_bytes(info)
+        if row_bytes is not None and row_bytes * info.shape[0] > SPARSE_ROWS_GAP * ids.size:
+            model.checkpoint.advise_random(info)
     values = np.asarray(model.checkpoint.read_rows(name, ids), dtype=np.float32)
-    model.checkpoint.release(model.checkpoint.info(name))
-    return values
+    model.checkpoint.release(info)
+    return finite(values) if sparse else values
 
 
 @dataclass(frozen=True)
@@ -1168,7 +1218,7 @@ def _layer_parity(unit: Unit) -> int:
 
 
 def _cross_fitted_units(
-    model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool
+    model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool, sample: int
 ) -> list[Unit]:
     """B's units, each layer's through the rotation fitted on the other parity's layers."""
     units: list[Unit] = []
@@ -1176,7 +1226,7 @@ def _cross_fitted_units(
         transform = fit.folds[1 - parity]
         units += [
             u
-            for u in model_units(model_b, hidden, transform @ basis_a, quick=quick)
+            for u in model_units(model_b, hidden, transform @ basis_a, quick=quick, sample=sample)
             if (u.layer or 0) % 2 == parity
         ]
     return units
@@ -1364,6 +1414,11 @@ class BaseEvidence(Protocol):
         """A's units, sketched in `basis`."""
         ...
 
+    def row_sample(self) -> int:
+        """How many vectors of each matrix A's sketches took (`tensor_units`' ``sample``; 0: all):
+        B's are sketched alike, so that both sides are the same statistic."""
+        ...
+
     def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
         """The residual alignment anchored on the embedding rows (see `_best_alignment`)."""
         ...
@@ -1407,7 +1462,12 @@ class CheckpointEvidence:
 
     def units(self) -> list[Unit]:
         quick = self.quick and not self.with_writers
-        return model_units(self.model, self.model.hidden or 0, self.basis(), quick=quick)
+        return model_units(
+            self.model, self.model.hidden or 0, self.basis(), quick=quick, sample=self.row_sample()
+        )
+
+    def row_sample(self) -> int:
+        return row_sample_size(min(self.model.hidden or 0, SKETCH_DIM))  # `basis`'s width
 
     def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
         return _best_alignment(
@@ -1486,10 +1546,14 @@ def weigh_lineage(
                 continue
             # Shown as the fold fitted on even layers unless it decides (then the whole fit).
             candidate = Candidate(replace(alignment, transform=fitted.folds[0]))
-            units_b = _cross_fitted_units(model_b, hidden_b, fitted, basis_a, quick=quick)
+            units_b = _cross_fitted_units(
+                model_b, hidden_b, fitted, basis_a, quick=quick, sample=base.row_sample()
+            )
         else:
             candidate = Candidate(alignment)
-            units_b = suspect_units(model_b, hidden_b, base.suspect_basis(alignment), quick=quick)
+            units_b = suspect_units(
+                model_b, hidden_b, base.suspect_basis(alignment), quick=quick, sample=base.row_sample()
+            )
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:
             # A rotation fitted role by role pulls all of a role's matrices together: their null

@@ -1,13 +1,14 @@
 """Compact fingerprints: test a suspect against a base without the base's weights.
 
-A fingerprint (format version 2) holds A's side of `compare`'s calibrated test, computed in one
+A fingerprint (format version 3) holds A's side of `compare`'s calibrated test, computed in one
 streaming pass over A's weights (tensor by tensor), so that `compare_with_fingerprint` runs
 `compare`'s own weighing (`compare.weigh_lineage`, over the `BaseEvidence` a fingerprint provides
 as `FingerprintEvidence`) and reaches its verdicts:
 
 - **unit sketches**: every matrix that touches the residual stream, as `sketch.gram_sketch` of its
   vectors in `compare`'s own basis (``r = min(H, 256)`` dimensions, `FINGERPRINT_DIM`), stored as
-  upper triangles in float16;
+  upper triangles in float16; a matrix with more than ``row_sample`` vectors (8 r) is sketched from
+  `compare`'s fixed sample of them (`sketch.sampled_rows`), as `compare` sketches it;
 - **anchors**: A's embedding rows at the ids `compare` anchors on (every `sketch.anchor_stride`-th
   id), whole up to width `FULL_ANCHOR_MAX_HIDDEN`, so the residual alignment is `compare`'s
   Procrustes fit; above it, their projection on the sketch basis, fitted by least squares
@@ -24,7 +25,12 @@ as `FingerprintEvidence`) and reaches its verdicts:
 
 Sizes, before and after format 2, and the null pairs: `benchmarks/RESULTS.md` ("search as strong
 as compare"). Format 1 (64-dimension sketches, no token strings nor layer moments) is refused with
-`StaleFingerprintError`: re-fingerprint the checkpoint.
+`StaleFingerprintError`: re-fingerprint the checkpoint. Format 2 is format 3 without row sampling
+(every vector of every matrix sketched; ``row_sample`` 0): it still loads, and a checkpoint
+compared against it is sketched the same way (all vectors), so the test is the one it was made for.
+Against a format 3 fingerprint the checkpoint is sampled as the fingerprint was. Two fingerprints
+that sampled differently are still compared (each side's sketch depends on its own weights only,
+so the null holds), with a note: a derivative's match is weaker there.
 
 Where a fingerprint comparison still differs from the full one: `how` is `compare --quick`'s
 (no finetune / continued-pretraining distinction: both need A's raw rows); the tokenizer relation is
@@ -95,6 +101,7 @@ from .sketch import (
     finite,
     polar_factor,
     projection,
+    row_sample_size,
 )
 from .summary import ModelSummary
 
@@ -109,9 +116,12 @@ __all__ = [
     "header_hash",
 ]
 
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
 # Version 1 sketched in 64 dimensions and kept no token strings nor layer moments: its verdicts
-# were weaker than `compare`'s, so it is refused (re-fingerprint), never silently used.
+# were weaker than `compare`'s, so it is refused (re-fingerprint), never silently used. Version 2
+# sketched every vector of every matrix (no ``row_sample``): still read, and compared as it was made.
+ROW_SAMPLING_VERSION = 3
+MIN_READ_VERSION = 2
 FINGERPRINT_DIM = SKETCH_DIM  # sketches in min(H, 256) dimensions: `compare`'s own
 # A's layer second moments (H x H each, for the alignment read off the layer matrices) are kept up
 # to this width: they cost H^2 / 2 float16 values per matrix (benchmarks/RESULTS.md).
@@ -221,6 +231,9 @@ class Fingerprint:
     # A's layer second moments (`compare.layer_grams`), unit Frobenius norm, upper triangles.
     gram_keys: list[tuple[int, str]] = field(default_factory=list)
     grams: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
+    # The most vectors of a matrix its sketches took (`compare.tensor_units`' ``sample``): 0 for
+    # every vector (format 2, which predates row sampling).
+    row_sample: int = 0
 
     # -- views ------------------------------------------------------------------------------------
 
@@ -330,6 +343,7 @@ class Fingerprint:
             "anchor_scale": self.anchor_scale,
             "total_bytes": self.total_bytes,
             "gram_keys": [[layer, role] for layer, role in self.gram_keys],
+            **({"row_sample": self.row_sample} if self.version >= ROW_SAMPLING_VERSION else {}),
             "arrays": layout,
             "payload_bytes": len(payload),
             "payload_sha256": hashlib.sha256(payload).hexdigest(),
@@ -435,10 +449,20 @@ def _parse(data: bytes) -> Fingerprint:
     if not isinstance(header, dict):
         raise _bad("header is not an object")
     version = header.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < FINGERPRINT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < MIN_READ_VERSION:
         raise StaleFingerprintError(stale_message(f"a fingerprint of format version {version}"))
-    if version != FINGERPRINT_VERSION:
+    if (
+        not isinstance(version, int)
+        or isinstance(version, bool)
+        or not MIN_READ_VERSION <= version <= FINGERPRINT_VERSION
+    ):
         raise _bad(f"unsupported fingerprint version {sanitize(repr(version))}")
+    if version >= ROW_SAMPLING_VERSION:
+        row_sample = _count(header, "row_sample") or 0
+    elif "row_sample" in header:
+        raise _bad(f"a row sample in a fingerprint of format version {version}")
+    else:
+        row_sample = 0
     payload = data[start + length :]
     if len(payload) != _count(header, "payload_bytes"):
         raise _bad(f"payload holds {len(payload)} bytes, the header says {header.get('payload_bytes')}")
@@ -478,6 +502,8 @@ def _parse(data: bytes) -> Fingerprint:
     sketches = arrays["sketches"]
     if sketches.shape != (len(units), r * (r + 1) // 2) and not (len(units) == 0 and sketches.size == 0):
         raise _bad("sketch table does not match the units")
+    if 0 < row_sample < r:  # a second moment in r dimensions needs at least r vectors
+        raise _bad(f"row sample {row_sample} is smaller than the sketch dimension {r}")
     for unit in units:
         _check_unit(unit)
     anchors = arrays["anchors"]
@@ -550,7 +576,7 @@ def _parse(data: bytes) -> Fingerprint:
         content.extend((row[0].tobytes().hex(), row[1].tobytes().hex()))
         multiset.append(row[2].tobytes().hex())
     return Fingerprint(
-        version=FINGERPRINT_VERSION,
+        version=version,
         name=_typed(header, "name", str),
         source=_typed(header, "source", str),
         format=_typed(header, "format", str),
@@ -579,6 +605,7 @@ def _parse(data: bytes) -> Fingerprint:
         anchor_tokens=anchor_tokens.copy(),
         gram_keys=[(int(layer), str(role)) for layer, role in gram_keys],
         grams=grams.copy(),
+        row_sample=row_sample,
     )
 
 
@@ -675,6 +702,7 @@ def fingerprint_checkpoint(
     display = name if name is not None else (Path(source).name or source)
     r = min(FINGERPRINT_DIM, hidden) if hidden else 0
     basis = projection(hidden, FINGERPRINT_DIM) if hidden else np.zeros((0, 0), dtype=np.float32)
+    sample = row_sample_size(r)  # `compare`'s (`CheckpointEvidence.row_sample`)
     vocabulary = analysed.vocabulary
     if hidden:
         anchor_names, rows, stride, anchors = _anchors(model, hidden, basis)
@@ -693,7 +721,7 @@ def fingerprint_checkpoint(
         if tensor in hash_names:
             tensor_hashes.append(analysed.tensor_hashes(tensor))
         if hidden:
-            units.extend(tensor_units(model, tensor, roles, hidden, basis))
+            units.extend(tensor_units(model, tensor, roles, hidden, basis, sample=sample))
     upper = np.triu_indices(r)
     sketches = (
         np.stack([u.sketch.reshape(r, r)[upper] for u in units]).astype(np.float16)
@@ -744,6 +772,7 @@ def fingerprint_checkpoint(
         anchor_tokens=tokens,
         gram_keys=gram_keys,
         grams=grams,
+        row_sample=sample,
     )
 
 
@@ -890,6 +919,9 @@ class FingerprintEvidence:
 
     def units(self) -> list[Unit]:
         return self.base.unit_list()
+
+    def row_sample(self) -> int:
+        return self.base.row_sample
 
     def _in_sketch_space(self, transform: np.ndarray) -> bool:
         """An alignment fitted to projected anchors maps B straight into A's sketch space."""
@@ -1228,6 +1260,12 @@ def _compare_fingerprints(base: Fingerprint, suspect: Fingerprint) -> CompareRes
         )
     else:
         notes.append("no shared anchor rows: B's sketches compared in the stored basis")
+    if base.row_sample != suspect.row_sample:
+        notes.append(
+            f"the two fingerprints sampled their matrices' vectors differently (at most {base.row_sample or 'all'} "
+            f"against {suspect.row_sample or 'all'}): still a valid test, but a derivative matches less closely; "
+            "re-fingerprint the older one"
+        )
     units_b = []
     for unit in suspect.unit_list():
         sketch = unit.sketch.reshape(r, r)

@@ -225,6 +225,80 @@ def _projection(hidden: int, dim: int, seed: int) -> np.ndarray:
     return q.astype(np.float32)
 
 
+# --- row sampling ----------------------------------------------------------------------------
+# A matrix with more vectors in residual space than `row_sample_size` (8 per sketch dimension: 2,048
+# at r = 256) is sketched from a fixed sample of that many of them, not from all. The sketch is a
+# second moment in r dimensions; its cost is n x H x r, and 8 r vectors estimate it well enough that
+# a derivative whose rows sit where its parent's do (fine-tunes, quantized or converted copies,
+# rotated residual streams) keeps nearly its whole similarity, since both sides sample the same
+# rows. Where rows were moved (neurons permuted, width pruned), the two samples are different
+# vectors and the similarity falls to about the sampled fraction K/n of the unsampled one (0.19 of
+# it for a 7B FFN: z still about 30 per matrix); benchmarks/RESULTS.md has the measurements.
+#
+# Why the p-values stay calibrated: which vectors are kept is a function of the vector count,
+# ``keep`` and `ROW_SAMPLE_SEED` only, never of any value. Under H0 (B trained independently of A)
+# B's sampled sketch is then a function of B's weights alone, exactly as its full sketch was, so it
+# is still independent of every sketch of A, and the test's null (a B sketch against A's other
+# sketches, floored at the exact spread of randomly rotated sketches, then Sidak and Bonferroni
+# corrections that hold whatever the sketches are) is valid for it unchanged. Sampling adds
+# estimation noise to both sides; under H0 that noise is independent of the other side too, so it
+# widens no tail, it only makes matches weaker. A matrix of at most ``keep`` vectors (every matrix
+# of every model up to hidden 256 with FFN <= 2,048, which is every null population and zoo model
+# the tests calibrate on) is sketched from all of them, bit for bit as before.
+ROW_SAMPLE_PER_DIM = 8
+ROW_SAMPLE_SEED = 0x5EED_0F_2026
+
+
+def row_sample_size(dim: int) -> int:
+    """How many of a matrix's vectors a sketch in ``dim`` dimensions takes (see the comment above)."""
+    return ROW_SAMPLE_PER_DIM * dim
+
+
+def sampled_rows(count: int, keep: int) -> np.ndarray | None:
+    """The sorted indices of the ``keep`` of ``count`` vectors a sketch takes, or None when
+    ``count <= keep`` (or ``keep`` is 0: no sampling) and every vector is taken.
+
+    A fixed function of ``(count, keep)`` and `ROW_SAMPLE_SEED`, the same on every machine and numpy
+    version (splitmix64 keys, smallest ``keep`` by stable sort; numpy's generators do not promise
+    their streams across versions, and a fingerprint written today must sample as a checkpoint read
+    tomorrow). Random rather than an even stride: a stride aliases with a layout's period (rotary
+    pairs inside a head, interleaved against half-split), so two layouts of one matrix would sample
+    different kinds of rows; a random set of rows is as likely in every layout.
+    """
+    if keep <= 0 or count <= keep:
+        return None
+    return _sampled_rows(count, keep)
+
+
+@functools.lru_cache(maxsize=64)
+def _sampled_rows(count: int, keep: int) -> np.ndarray:
+    keys = _splitmix64(
+        np.arange(count, dtype=np.uint64) + np.uint64(_splitmix_scalar(ROW_SAMPLE_SEED ^ count))
+    )
+    chosen = np.sort(np.argsort(keys, kind="stable")[:keep]).astype(np.int64)
+    chosen.flags.writeable = False
+    return chosen
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix_scalar(value: int) -> int:
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's output function on each uint64 (wrapping arithmetic, as the scalar version)."""
+    with np.errstate(over="ignore"):
+        z = values * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
 def shared_directions(dim: int) -> int:
     """How many leading principal directions to drop from a sketch: an eighth of its dimension.
 

@@ -57,14 +57,16 @@ GRID_BLOCK = 16
 # within this fraction of a step (a bf16-stored grid of up to 32 levels stays within 1/16).
 GRID_TOLERANCE = 0.1
 # The step is the smallest gap divided by 1..this (the smallest gap of 16 values drawn from a
-# 255-level Q8_0 grid is a few steps; of a Q8_0 requantization of a 16-level Q4 block, one or two
-# Q4 steps: 9 to 34 Q8_0 steps).
-GRID_MAX_DIVISOR = 64
+# 255-level Q8_0 grid is a few steps).
+GRID_MAX_DIVISOR = 16
 # A step that divides every gap within this fraction of itself fits exactly (a dequantizer's
-# float32 arithmetic stays near 1e-5): the first exact divisor wins over the first within
-# `GRID_TOLERANCE`, so a fine grid holding the image of a coarse one (Q8_0 values of a Q4_1 block:
-# gaps of 15 or 16 steps, which a step of 15.4 fits within 0.07) gets its own step.
+# float32 arithmetic stays near 1e-5). An exact fit wins over one within `GRID_TOLERANCE`, so a
+# fine grid holding the image of a coarse one (Q8_0 values of a Q4_1 block: gaps of 15 and 16
+# steps, which a step of 15.4 fits within 0.07) gets its own step.
 GRID_EXACT = 0.01
+# Steps tried exactly besides the smallest gap: the smallest difference between two of a block's
+# gaps (Euclid's first step: 16 - 15 = 1 step of the image above) divided by 1 to this.
+GRID_DIFFERENCE_DIVISORS = 4
 # A tensor is requantized when at least this fraction of its sampled values are the other side's,
 # rounded to the nearest point of the grid (ties and float rounding of the scale flip a few):
 # pure quantization explains 99.98 % or more, while a tenth of the zoo's lightest fine-tune
@@ -502,36 +504,54 @@ def grid_steps(blocks: np.ndarray) -> np.ndarray:
     steps = np.full(blocks.shape[0], np.nan)
     steps[~np.isfinite(smallest)] = 0.0
     pending = np.isfinite(smallest)
-    # The first divisor settles a block it fits exactly (nearly every grid block); the blocks left
-    # (a noisy block is left by all of them) try every divisor at once: the smallest one that fits
-    # exactly wins, else the smallest that fits within `GRID_TOLERANCE`.
-    _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(1, 2), GRID_EXACT)
+    # The smallest gap settles nearly every block of a grid read as stored. A block it does not
+    # fit exactly tries the smallest difference between two of its gaps (and its halves, thirds,
+    # quarters): a fine grid holding a coarse grid's image. A block left takes the first step of
+    # the form smallest gap / k that fits within `GRID_TOLERANCE` (a grid stored in bf16, off by
+    # its rounding), if any.
+    _fit_first(steps, pending, gaps, positive, smallest[:, None], GRID_EXACT)
     if pending.any():
-        _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(1, GRID_MAX_DIVISOR + 1))
+        differences = np.full(len(blocks), np.inf)
+        differences[pending] = _smallest_gap_difference(gaps[pending], positive[pending], smallest[pending])
+        divided = differences[:, None] / np.arange(1, GRID_DIFFERENCE_DIVISORS + 1)[None, :]
+        _fit_first(steps, pending, gaps, positive, divided, GRID_EXACT)
+    if pending.any():
+        divided = smallest[:, None] / np.arange(1, GRID_MAX_DIVISOR + 1)[None, :]
+        _fit_first(steps, pending, gaps, positive, divided, GRID_TOLERANCE)
     return steps
 
 
-def _fit_divisors(
+def _smallest_gap_difference(gaps: np.ndarray, positive: np.ndarray, smallest: np.ndarray) -> np.ndarray:
+    """Per block, the smallest positive difference between two of its gaps (inf where none)."""
+    ordered = np.sort(np.where(positive, gaps, np.inf), axis=1)
+    with np.errstate(invalid="ignore"):
+        differences = np.diff(ordered, axis=1)
+    real = np.isfinite(differences) & (differences > smallest[:, None] * 1e-3)
+    return np.where(real, differences, np.inf).min(axis=1)
+
+
+def _fit_first(
     steps: np.ndarray,
     pending: np.ndarray,
     gaps: np.ndarray,
     positive: np.ndarray,
-    smallest: np.ndarray,
-    divisors: np.ndarray,
-    tolerance: float = GRID_TOLERANCE,
+    candidates: np.ndarray,
+    tolerance: float,
 ) -> None:
-    """For each pending block, the first of ``divisors`` whose step (smallest gap / divisor)
-    divides all of its gaps within `GRID_EXACT` or, failing that, within ``tolerance``: its step
-    goes into ``steps`` and the block is no longer pending."""
-    for chunk in np.array_split(np.flatnonzero(pending), max(1, int(pending.sum()) // 1024 + 1)):
+    """For each pending block, the first of its ``candidates`` (blocks x candidate steps) that
+    divides all of its gaps within ``tolerance`` of a step: it goes into ``steps``, and the block
+    is no longer pending."""
+    for chunk in np.array_split(np.flatnonzero(pending), max(1, int(pending.sum()) // 4096 + 1)):
         if not chunk.size:
             continue
-        step = smallest[chunk][:, None] / divisors[None, :]
-        ratio = gaps[chunk][:, None, :] / step[:, :, None]
-        worst = np.where(positive[chunk][:, None, :], np.abs(ratio - np.round(ratio)), 0.0).max(axis=2)
-        exact, fits = worst < GRID_EXACT, worst < tolerance
+        step = candidates[chunk]
+        usable = np.isfinite(step) & (step > 0)
+        safe = np.where(usable, step, 1.0)
+        ratio = gaps[chunk][:, None, :] / safe[:, :, None]
+        off = np.abs(ratio - np.round(ratio))
+        fits = usable & np.all(np.where(positive[chunk][:, None, :], off < tolerance, True), axis=2)
         found = fits.any(axis=1)
-        first = np.where(exact.any(axis=1), np.argmax(exact, axis=1), np.argmax(fits, axis=1))
+        first = np.argmax(fits, axis=1)
         rows = chunk[found]
         steps[rows] = step[found, first[found]]
         pending[rows] = False

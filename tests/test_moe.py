@@ -135,6 +135,9 @@ def test_a_fine_grained_upcycled_moe_maps_each_expert_to_its_slice_of_the_ffn() 
     doc = compared(pair.a, pair.b).to_dict()
     assert doc["verdict"] == "derived", doc["reason"]
     assert "upcycled" in doc["how"], doc["how"]
+    # Every neuron of A's FFN is in some expert and every layer is kept: nothing was pruned
+    # (an expert's 64 neurons against the FFN's 256 are slices, not a narrowed FFN).
+    assert "pruned" not in doc["how"], doc["how"]
     experts = doc["experts"]
     assert experts["experts_per_layer_a"] == 0 and experts["experts_per_layer_b"] == 8
     assert experts["granularity"] == "fine-grained"

@@ -325,6 +325,28 @@ def test_real_smollm2_upcycled_moe_is_derived_upcycled_with_its_expert_map() -> 
     for layer, sources in _expert_sources(doc).items():
         assert sources == [(truth[layer][e], "ffn", True) for e in range(SMOLLM_EXPERTS)], (layer, sources)
     print(json.dumps({k: v for k, v in experts.items() if k != "layers"}))
+    # The value added. Each expert is its FFN plus noise of 1 % of the std, stored Q8_0. That noise
+    # is about half a Q8_0 step, and Q8_0 does not erase it: A's values rounded onto B's Q8_0 grid
+    # give B's for only 0.57 to 0.60 of them (measured on layer 0, 2026-12-06). Every value of B
+    # still rounds onto A's Q4_1 grid (the noise is a thirtieth of its step), which read the gate
+    # and up experts as requantized until the rounding test asked where B's values lie in A's
+    # cells: 0.034 of a Q4_1 step from the points on average and none more than a quarter step
+    # away, where values rounded onto that grid lie anywhere (0.25 and 0.47). So every expert
+    # part is fine-tuned by 0.0114: the noise (0.0100) and the Q8_0 rounding (0.0056, what the
+    # attention, requantized alone, shows) in quadrature; spread over every direction, full-rank.
+    value = doc["value_added"]
+    parts = [t for t in value["tensors"] if "_exps" in t["name"]]
+    assert len(parts) == 30 * SMOLLM_EXPERTS * 3, len(parts)
+    for part in parts:
+        assert part["kind"] == "fine-tuned" and 0.0105 < part["relative_change"] < 0.0125, part
+        assert part["low_rank"] is False, part
+    attention = [t for t in value["tensors"] if t["component"] == "attention"]
+    assert len(attention) == 30 * 4
+    for tensor in attention:  # Q4_1 values requantized to Q8_0, nothing added: B's grid explains them
+        assert tensor["kind"] == "requantized" and tensor["explained_by"] == "grid of B", tensor
+        assert 0.004 < tensor["relative_change"] < 0.007, tensor
+    assert value["components"]["ffn"]["low_rank"] is False
+    assert "quantized" in doc["how"] and "finetune" in doc["how"], doc["how"]
 
 
 # --- built here from the zoo's base-s0: experts with a known change, and DeepSeek-MoE v1 shapes ----

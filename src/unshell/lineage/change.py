@@ -73,6 +73,8 @@ GRID_DIFFERENCE_DIVISORS = 4
 # (relative change 0.008) explains at most 0.986 under Q4_0 and 0.79 under Q8_0
 # (benchmarks/RESULTS.md, "Value added").
 EXPLAINED_FRACTION = 0.99
+# A stored f16 scale is within this relative distance of the one the values were rounded with.
+SCALE_ROUNDING = 2.0**-10
 # Rounding does not know the grid it rounds onto: the values a grid was rounded from lie anywhere in
 # their cells, about half of them (0.45 to 0.49 measured: Gaussian and SmolLM2-135M weights under
 # Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K) more than a quarter step from the grid point. A change
@@ -584,7 +586,10 @@ def _explained(grid: np.ndarray, other: np.ndarray) -> tuple[float, float | None
     g, o, d = grid[usable].astype(np.float64), other[usable].astype(np.float64), steps[usable][:, None]
     low, high = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
     predicted = np.clip(low + d * np.round((o - low) / d), low, high)
-    matched = np.abs(predicted - g) < d / 4
+    # ggml quantizes with the exact scale and stores it in f16 (llama.cpp's quantize_row_q8_0 and
+    # gguf-py alike): a value near the middle of a cell can land on the point next to the nearest
+    # one, within half a step plus the scale's f16 rounding (0.7 % of Q8_0's values).
+    matched = (np.abs(predicted - g) < d / 4) | (np.abs(o - g) <= d / 2 + np.abs(g) * SCALE_ROUNDING)
     # Blocks that are not grids count as unexplained.
     fraction = float(matched.sum()) / float(grid.size)
     return fraction, rounding_spread(g, o, d, matched)

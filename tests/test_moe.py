@@ -327,7 +327,7 @@ def test_real_smollm2_upcycled_moe_is_derived_upcycled_with_its_expert_map() -> 
     print(json.dumps({k: v for k, v in experts.items() if k != "layers"}))
     # The value added. Each expert is its FFN plus noise of 1 % of the std, stored Q8_0. That noise
     # is about half a Q8_0 step, and Q8_0 does not erase it: A's values rounded onto B's Q8_0 grid
-    # give B's for only 0.57 to 0.60 of them (measured on layer 0, 2026-12-06). Every value of B
+    # give B's for only 0.60 to 0.63 of them (layer 0's parts, 2026-12-06). Every value of B
     # still rounds onto A's Q4_1 grid (the noise is a thirtieth of its step), which read the gate
     # and up experts as requantized until the rounding test asked where B's values lie in A's
     # cells: 0.034 of a Q4_1 step from the points on average and none more than a quarter step

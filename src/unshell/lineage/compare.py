@@ -793,7 +793,11 @@ def derivation_kinds(
         how.append("upscaled")
     elif layers_b and layers_a and layers_b < layers_a:
         how.append("pruned")
-    for key in ("hidden_size", "intermediate_size"):
+    # An FFN width is only comparable between sides with as many experts: a fine-grained expert
+    # is narrower than the dense FFN it holds a slice of without anything having been pruned
+    # (the expert map says which neurons it holds).
+    same_experts = (config_a.get("num_experts") or 0) == (config_b.get("num_experts") or 0)
+    for key in ("hidden_size", "intermediate_size") if same_experts else ("hidden_size",):
         if config_a.get(key) and config_b.get(key) and config_b[key] < config_a[key] and "pruned" not in how:
             how.append("pruned")
     if (

@@ -9,8 +9,14 @@ the source block is compared with that neuron (``copied``, ``requantized`` or ``
 its change), a neuron with no twin (re-initialized) is ``new``, and a block that copies nothing
 (a new expert) is ``new``. Several experts copying one source (replicas) each count as derived,
 not new: the information they add is their change. The router has no counterpart in a dense
-model and stays ``new``. An expert's change is not tested for low rank (a test per expert part, of
-which a large MoE has thousands, would cost more than the map): it is read as full-rank.
+model and stays ``new``. An expert part's change is tested for low rank like any tensor's
+(`change.compare_tensor`), so a LoRA-style change of an upcycled expert reads low-rank: a part
+whose smaller side is at most `change.EXACT_RANK_MAX` (512) gets exact singular values (the
+Gram matrix of that side), a larger one the rank screen, made in the pass that measures the
+change (each column times a random sign, summed into 64 columns: two more passes over the part's
+values), which settles a change spread over many directions (a trained or noisy copy) with no
+further pass; only a change the screen lets through gets the range finder (six products with 48
+columns). Requantized and copied parts get neither.
 """
 
 from __future__ import annotations
@@ -128,7 +134,6 @@ def _block_changes(
                 b_twins,
                 component="ffn",
                 transform=transform,
-                with_rank=False,  # one test per expert part would cost more than the map itself
             )
             out.append(change)
         if fresh.size:

@@ -12,7 +12,8 @@ zoo, no null).
 "max weight error" is over the tensors where the parents differ (`Merge.identifiable`: for the
 SmolLM2 merges, the blocks the fine-tunes trained; elsewhere both parents hold the same values,
 the merge is a copy of them and no weight can be identified); "copies" counts the tensors the fit
-set aside as copies of one parent.
+set aside as copies of one parent; "beyond ancestor" is how much of what B being the candidates'
+common ancestor would leave the merge explains (`MergeFit.beyond_ancestor`).
 """
 
 from __future__ import annotations
@@ -58,12 +59,13 @@ def row(name: str, truth: str, result: MergeFit, error: float | None, seconds: f
     p = "n/a" if result.p_value is None else f"{result.p_value:.2g}"
     explained = "n/a" if result.explained is None else f"{result.explained:.3f}"
     sparse = "n/a" if result.sparse_fraction is None else f"{result.sparse_fraction:.3f}"
+    beyond = "n/a" if result.beyond_ancestor is None else f"{result.beyond_ancestor:.3f}"
     err = "" if error is None else f"{error:.1e}"
     weights = ", ".join(f"{w:.3f}" for w in result.weights)
     said = f"merged ({result.method})" if result.merged else "not merged"
     copies = sum(1 for t in result.tensors if not t.evidence)
     return (
-        f"| {name} | {truth} | {said} | {p} | {explained} | {sparse} | {weights} | {err} "
+        f"| {name} | {truth} | {said} | {p} | {explained} | {beyond} | {sparse} | {weights} | {err} "
         f"| {copies}/{len(result.tensors)} | {seconds:.2f} |"
     )
 
@@ -84,9 +86,9 @@ def main() -> int:
 
         zoos.append(module.load_or_build_smollm2(fetch("smollm2_gguf")))
     print(
-        "| case | truth | said | p | explained | sparse | weights (median) | max weight error | copies | fit s |"
+        "| case | truth | said | p | explained | beyond ancestor | sparse | weights (median) | max weight error | copies | fit s |"
     )
-    print("|---|---|---|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for merges in zoos:
         for merge in merges.merges.values():
             result, model_b, seconds = fit(merge.path, merge.parents)

@@ -40,8 +40,9 @@ tests compare the fitted weights with what was done.
 Cached like the vocabulary cases: ``~/.cache/unshell-tests/zoo-merges/<key>/`` (this file, the
 settings and the main zoo's key) and ``zoo-merges-smollm2/<key>/`` (this file, the settings, the
 GGUF's sha256 and the two fine-tunes' cache keys). Building takes seconds after the main zoo (no
-training); the SmolLM2 cases need the two fine-tunes (about 25 CPU-seconds each, cached by
-tools/smollm2_finetune.py, the first shared with tests/test_probe_real.py) and then about 20 s.
+training); the SmolLM2 cases need three fine-tunes (about 25 CPU-seconds each, cached by
+tools/smollm2_finetune.py, the first shared with tests/test_probe_real.py; the third only for a
+control, the original against its three fine-tunes) and then about 25 CPU-seconds.
 
     python tools/zoo_merges.py build
 """
@@ -112,6 +113,10 @@ class MergeSettings:
     smollm_sibling_seed: int = 1
     smollm_sibling_corpus_start: int = 4160  # two training slices later: no token shared
     smollm_sibling_train_layers: int = 8
+    # A third fine-tune, only for the control "the original against its three fine-tunes".
+    smollm_third_seed: int = 2
+    smollm_third_corpus_start: int = 8320
+    smollm_third_train_layers: int = 6
 
 
 SETTINGS = MergeSettings()
@@ -514,9 +519,10 @@ def finetune_module() -> ModuleType:
     return module
 
 
-def smollm2_parents(gguf: Path, log: Callable[[str], None] | None = None) -> tuple[Any, Any]:
-    """The two real fine-tunes of SmolLM2 merged here: tools/smollm2_finetune.py's default recipe
-    (the one tests/test_probe_real.py uses) and a sibling (`MergeSettings`' ``smollm_sibling_*``)."""
+def smollm2_parents(gguf: Path, log: Callable[[str], None] | None = None) -> tuple[Any, Any, Any]:
+    """The real fine-tunes of SmolLM2: the two merged here, tools/smollm2_finetune.py's default
+    recipe (the one tests/test_probe_real.py uses) and a sibling (`MergeSettings`'
+    ``smollm_sibling_*``), and a third one for a control (``smollm_third_*``)."""
     ft = finetune_module()
     s = SETTINGS
     sibling = dataclasses.replace(
@@ -525,7 +531,13 @@ def smollm2_parents(gguf: Path, log: Callable[[str], None] | None = None) -> tup
         corpus_start=s.smollm_sibling_corpus_start,
         train_layers=s.smollm_sibling_train_layers,
     )
-    return ft.load_or_build(gguf, ft.SETTINGS, log), ft.load_or_build(gguf, sibling, log)
+    third = dataclasses.replace(
+        ft.SETTINGS,
+        seed=s.smollm_third_seed,
+        corpus_start=s.smollm_third_corpus_start,
+        train_layers=s.smollm_third_train_layers,
+    )
+    return tuple(ft.load_or_build(gguf, recipe, log) for recipe in (ft.SETTINGS, sibling, third))
 
 
 def _trained_layers(manifest: Mapping[str, Any]) -> set[int]:
@@ -535,11 +547,11 @@ def _trained_layers(manifest: Mapping[str, Any]) -> set[int]:
 
 def load_or_build_smollm2(gguf: Path, log: Callable[[str], None] | None = None) -> MergeZoo:
     """Merges of two real fine-tunes of SmolLM2-135M-Instruct (``gguf``, the Q4_1 original), as F16
-    GGUFs: about 1.1 GB in the cache; the fine-tunes (cached apart) about 25 CPU-seconds each,
-    then about 20 s."""
+    GGUFs: about 1.1 GB in the cache; the three fine-tunes (cached apart) about 25 CPU-seconds
+    each, then about 25 CPU-seconds."""
     s = SETTINGS
     ft = finetune_module()
-    first, second = smollm2_parents(gguf, log)
+    first, second, third = smollm2_parents(gguf, log)
     identifiable = sorted(_trained_layers(first.manifest) | _trained_layers(second.manifest))
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
     layers = int(ft.read_shape(gguf).layers)
@@ -613,21 +625,37 @@ def load_or_build_smollm2(gguf: Path, log: Callable[[str], None] | None = None) 
                 "note": "SmolLM2 (stored F16, as the fine-tunes store what they did not train) against "
                 "its two fine-tunes: only the trained blocks decide",
             },
+            {
+                "name": "smollm2-base-vs-three-finetunes",
+                "b": "smollm2-f16",
+                "candidates": ["smollm2-ft", "smollm2-ft-sibling", "smollm2-ft-third"],
+                "note": "SmolLM2 (stored F16) against three of its fine-tunes: their weighted mean is "
+                "closer to it than any one of them",
+            },
         ]
         manifest = {
             "merges": merges,
             "negatives": negatives,
             "files": files,
-            "parents": {"smollm2-ft": first.manifest, "smollm2-ft-sibling": second.manifest},
+            "parents": {
+                "smollm2-ft": first.manifest,
+                "smollm2-ft-sibling": second.manifest,
+                "smollm2-ft-third": third.manifest,
+            },
             "settings": dataclasses.asdict(s),
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
     Z = zoo_module()
     base_dir = Z.cache_root() / "zoo-merges-smollm2"
-    key = _cache_key(digest, first.path.parent.name, second.path.parent.name)
+    key = _cache_key(digest, first.path.parent.name, second.path.parent.name, third.path.parent.name)
     manifest = _load_or_build(base_dir, key, build)
-    paths = {"smollm2": gguf, "smollm2-ft": first.path, "smollm2-ft-sibling": second.path}
+    paths = {
+        "smollm2": gguf,
+        "smollm2-ft": first.path,
+        "smollm2-ft-sibling": second.path,
+        "smollm2-ft-third": third.path,
+    }
     return _resolve(manifest, base_dir / key, paths)
 
 

@@ -57,7 +57,8 @@ in the span of the parents, but B's residual against the base is *sparse*: many 
 equal to the base's (where a fine-tune or a linear merge changes nearly all of them), and each
 changed entry equals one parent's delta, or the mean of several, rescaled. With the base among the
 candidates, the exact-equality count (`SPARSE_MIN_FRACTION`) names the method ``sparse`` and the
-base; the decision is still the one above, so a very sparse merge whose linear fit explains less
+base (`TensorMoments.base_candidate`: the candidate B keeps where the others are close to it, since
+TIES trims the smallest deltas); the decision is still the one above, so a very sparse merge whose linear fit explains less
 than half of B's change is not called ``merged`` (its pairwise comparisons still say ``derived``).
 A merge obfuscated afterwards (a rotated residual stream, permuted neurons) is not in its parents'
 span either: the pairwise comparisons still find it, the merge test does not.
@@ -105,8 +106,10 @@ SLERP_MIN_SEPARATION = 1e-3
 # TIES and DARE leave many of the base's values exactly as they were: where the parents differ,
 # the zoo's TIES merge (density 0.5) holds 27 to 38 % of base-s0's values exactly (median 29 %);
 # linear and SLERP merges, fine-tunes and unrelated models, 0 (median over tensors; single
-# tensors up to 0.3 % and one of 39 at 32 %); merges of two near-identical SmolLM2 copies stored
-# in F16, 3 % (rounding lands on a parent's value). A median above this calls the merge sparse.
+# tensors up to 0.3 % and one of 39 at 32 %); linear and SLERP merges of two real SmolLM2
+# fine-tunes stored in F16, 5 to 6 % (rounding lands on a parent's value where the parents differ
+# by a few units in the last place), their TIES merge 25 % of the base's. A median above this
+# calls the merge sparse.
 SPARSE_MIN_FRACTION = 0.1
 # Tensors are read in row blocks of about this many values (float64 working copies).
 CHUNK_VALUES = 1 << 20

@@ -1,12 +1,19 @@
 """The merge test (`unshell compare B --against A1 A2`) on the zoo's merges and non-merges, and its
 null over triples of independently trained models.
 
-    python benchmarks/bench_merges.py [--null 100] [--smollm2]
+    python benchmarks/bench_merges.py [--null 100] [--smollm2 | --smollm2-only]
 
 Prints one row per case (the merge fit only: the pairwise comparisons are `compare`'s own
 benchmark), then the null: B and two candidates all trained independently (the zoo's null models,
 same data and recipe, different seeds), where no p should fall below alpha more than alpha of the
-time and `explained` should stay near 0.
+time and `explained` should stay near 0. ``--smollm2-only`` runs the SmolLM2 cases alone (no main
+zoo, no null).
+
+"max weight error" is over the tensors where the parents differ (`Merge.identifiable`: for the
+SmolLM2 merges, the blocks the fine-tunes trained; elsewhere both parents hold the same values,
+the merge is a copy of them and no weight can be identified); "copies" counts the tensors the fit
+set aside as copies of one parent; "beyond ancestor" is how much of what B being the candidates'
+common ancestor would leave the merge explains (`MergeFit.beyond_ancestor`).
 """
 
 from __future__ import annotations
@@ -36,12 +43,15 @@ def fit(b: Path, parents: tuple[Path, ...]) -> tuple[MergeFit, Any, float]:
     return result, models[0], seconds
 
 
-def weight_error(result: MergeFit, model_b: Any, truth: dict[str, list[float]]) -> float | None:
+def weight_error(
+    result: MergeFit, model_b: Any, truth: dict[str, list[float]], identifiable: tuple[int, ...] | None
+) -> float | None:
     if not truth:
         return None
     return max(
         max(abs(w - e) for w, e in zip(t.weights, truth[model_b.slots[(t.layer, t.role)][0]], strict=True))
         for t in result.tensors
+        if identifiable is None or t.layer in identifiable
     )
 
 
@@ -49,28 +59,36 @@ def row(name: str, truth: str, result: MergeFit, error: float | None, seconds: f
     p = "n/a" if result.p_value is None else f"{result.p_value:.2g}"
     explained = "n/a" if result.explained is None else f"{result.explained:.3f}"
     sparse = "n/a" if result.sparse_fraction is None else f"{result.sparse_fraction:.3f}"
+    beyond = "n/a" if result.beyond_ancestor is None else f"{result.beyond_ancestor:.3f}"
     err = "" if error is None else f"{error:.1e}"
     weights = ", ".join(f"{w:.3f}" for w in result.weights)
     said = f"merged ({result.method})" if result.merged else "not merged"
-    return f"| {name} | {truth} | {said} | {p} | {explained} | {sparse} | {weights} | {err} | {seconds:.2f} |"
+    copies = sum(1 for t in result.tensors if not t.evidence)
+    return (
+        f"| {name} | {truth} | {said} | {p} | {explained} | {beyond} | {sparse} | {weights} | {err} "
+        f"| {copies}/{len(result.tensors)} | {seconds:.2f} |"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--null", type=int, default=100, help="null triples of independent models")
-    parser.add_argument("--smollm2", action="store_true", help="also the SmolLM2-135M merges (1 GB cache)")
+    parser.add_argument("--smollm2", action="store_true", help="also the SmolLM2-135M merges (1.1 GB cache)")
+    parser.add_argument("--smollm2-only", action="store_true", help="only the SmolLM2-135M merges")
     args = parser.parse_args()
     from test_merges import _zoo_merges
     from zoo_fixture import zoo
 
     module = _zoo_merges()
-    zoos = [module.load_or_build()]
-    if args.smollm2:
+    zoos = [] if args.smollm2_only else [module.load_or_build()]
+    if args.smollm2 or args.smollm2_only:
         from artifacts import fetch
 
         zoos.append(module.load_or_build_smollm2(fetch("smollm2_gguf")))
-    print("| case | truth | said | p | explained | sparse | weights (median) | max weight error | fit s |")
-    print("|---|---|---|---:|---:|---:|---|---:|---:|")
+    print(
+        "| case | truth | said | p | explained | beyond ancestor | sparse | weights (median) | max weight error | copies | fit s |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for merges in zoos:
         for merge in merges.merges.values():
             result, model_b, seconds = fit(merge.path, merge.parents)
@@ -79,13 +97,15 @@ def main() -> int:
                     merge.name,
                     f"{merge.method} merge",
                     result,
-                    weight_error(result, model_b, merge.truth),
+                    weight_error(result, model_b, merge.truth, merge.identifiable),
                     seconds,
                 )
             )
         for case in merges.negatives.values():
             result, _, seconds = fit(case.path, case.candidates)
             print(row(case.name, "not a merge", result, None, seconds))
+    if args.smollm2_only:
+        return 0
     paths = [pair.a for pair in zoo().null_pairs(300)] + [pair.b for pair in zoo().null_pairs(300)]
     models = sorted(set(paths))
     triples = list(itertools.islice(itertools.permutations(models, 3), 0, None, 7))[: args.null]

@@ -14,6 +14,11 @@ tokenizer and chat template included) copied, ``general.name`` marked as this fi
 matrices stored F16 and vectors F32. The recipe is small enough that the model is still clearly
 SmolLM2 (most tensors untouched) while its greedy continuations change on many prompts.
 
+Other recipes are other real fine-tunes: ``Settings(seed=..., corpus_start=..., train_layers=...)``
+trains on another stretch of the documentation (``corpus_start``, in tokens), in another order
+(``seed``), or more or fewer of the last blocks. tools/zoo_merges.py merges the default fine-tune
+with such a sibling; its ``general.name`` lists the settings that differ from the default.
+
 Cached under ``~/.cache/unshell-tests/smollm2-finetune/<key>/`` (``UNSHELL_TEST_CACHE`` moves the
 root), ``<key>`` hashing this file, the settings, the source GGUF's sha256, the corpus text and
 the Python and torch versions; built in a temporary folder renamed into place, under a lock, so
@@ -56,6 +61,7 @@ CACHE_ENV = "UNSHELL_TEST_CACHE"
 MODEL_FILE = "smollm2-135m-instruct-finetune.gguf"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+DEFAULT_NAME = "SmolLM2-135M-Instruct fine-tuned on Python's documentation (unshell test model)"
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,27 @@ class Settings:
     seed: int = 0
     corpus_chars: int = 60_000  # how much of the corpus is tokenized (more than the steps use)
     threads: int = 1
+    # The first token of the training slice: sibling fine-tunes (tools/zoo_merges.py's SmolLM2
+    # merge parents) train on different stretches of the same documentation.
+    corpus_start: int = 0
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings as the cache key sees them: ``corpus_start`` only when it is not 0, so
+        that the recipe from before it existed keeps its settings string."""
+        fields = dataclasses.asdict(self)
+        if fields["corpus_start"] == 0:
+            del fields["corpus_start"]
+        return fields
+
+    def label(self) -> str:
+        """What differs from the default recipe, for the model's ``general.name``."""
+        default = Settings()
+        changed = [
+            f"{field.name}={getattr(self, field.name)}"
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(default, field.name)
+        ]
+        return f" [{', '.join(changed)}]" if changed else ""
 
 
 SETTINGS = Settings()
@@ -109,7 +136,7 @@ def cache_key(source: Path, settings: Settings = SETTINGS) -> str:
 
     parts = [
         hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-        json.dumps(dataclasses.asdict(settings), sort_keys=True),
+        json.dumps(settings.key_fields(), sort_keys=True),
         hashlib.sha256(source.read_bytes()).hexdigest(),
         hashlib.sha256(corpus_text(settings.corpus_chars).encode()).hexdigest(),
         f"{sys.version_info[0]}.{sys.version_info[1]}",
@@ -267,9 +294,10 @@ def build(source: Path, out: Path, settings: Settings, log: Callable[[str], None
     ids = tokenize(source, corpus_text(settings.corpus_chars))
     window = settings.sequence + 1
     count = settings.steps * settings.batch
-    if len(ids) < count * window:
-        raise RuntimeError(f"the corpus gives {len(ids)} tokens; {count * window} are needed")
-    sequences = torch.tensor(ids[: count * window], dtype=torch.long).view(count, window)
+    first, end = settings.corpus_start, settings.corpus_start + count * window
+    if first < 0 or len(ids) < end:
+        raise RuntimeError(f"the corpus gives {len(ids)} tokens; tokens {first} to {end} are needed")
+    sequences = torch.tensor(ids[first:end], dtype=torch.long).view(count, window)
 
     first_trained = shape.layers - settings.train_layers
     with torch.no_grad():  # the frozen blocks' output, once
@@ -311,11 +339,12 @@ def build(source: Path, out: Path, settings: Settings, log: Callable[[str], None
         value = parameter.detach().numpy()
         tuned[name] = value
         changed[name] = float(np.linalg.norm(value - weights[name]) / np.linalg.norm(weights[name]))
-    write_gguf(source, out / MODEL_FILE, tuned)
+    write_gguf(source, out / MODEL_FILE, tuned, name=f"{DEFAULT_NAME}{settings.label()}")
     manifest = {
         "source": source.name,
         "settings": dataclasses.asdict(settings),
-        "corpus": "pydoc_data.topics (sorted by topic), first corpus_chars characters",
+        "corpus": "pydoc_data.topics (sorted by topic), first corpus_chars characters, "
+        "tokens corpus_start on",
         "losses": losses,
         "changed": changed,
         "unchanged": sorted(set(weights) - set(changed)),
@@ -348,7 +377,7 @@ def write_gguf(
         value_type = field.types[0]
         sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(key, field.contents(), value_type, sub_type=sub_type)
-    writer.add_name(name or "SmolLM2-135M-Instruct fine-tuned on Python's documentation (unshell test model)")
+    writer.add_name(name or DEFAULT_NAME)
     half = matrices == "F16"
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if half else gguf.LlamaFileType.ALL_F32)
     for record in reader.tensors:
@@ -365,15 +394,21 @@ def write_gguf(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build the fine-tune (or find it in the cache)")
-    parser.parse_args(argv)
+    build_command = commands.add_parser("build", help="build the fine-tune (or find it in the cache)")
+    build_command.add_argument("--seed", type=int, default=SETTINGS.seed)
+    build_command.add_argument("--corpus-start", type=int, default=SETTINGS.corpus_start)
+    build_command.add_argument("--train-layers", type=int, default=SETTINGS.train_layers)
+    args = parser.parse_args(argv)
+    settings = dataclasses.replace(
+        SETTINGS, seed=args.seed, corpus_start=args.corpus_start, train_layers=args.train_layers
+    )
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "tests"))
     sys.path.insert(0, str(root / "src"))
     from artifacts import fetch
 
     started = time.monotonic()
-    tuned = load_or_build(fetch("smollm2_gguf"), log=lambda message: print(message, flush=True))
+    tuned = load_or_build(fetch("smollm2_gguf"), settings, log=lambda message: print(message, flush=True))
     print(f"{tuned.path} ({time.monotonic() - started:.1f} s)")
     return 0
 

@@ -24,15 +24,25 @@ real SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized):
 * stories260K (as a Hugging Face folder) and the zoo's fine-tune of it merged linearly (0.5 / 0.5)
   and by SLERP (t = 0.3); a perturbed copy of stories260K (low-rank noise, as a LoRA would add)
   for the negative case;
-* SmolLM2: two perturbed copies (low-rank noise of 1 % of each matrix's norm, two seeds) merged
-  linearly (0.6 / 0.4) and by SLERP (t = 0.3); stored as F16 safetensors beside the real GGUF.
+* SmolLM2: two real fine-tunes of it (``tools/smollm2_finetune.py``: its default recipe, the last
+  6 blocks trained on the first stretch of Python's documentation, and a sibling, the last 8
+  blocks on a later stretch in another order) merged linearly (0.6 / 0.4), by SLERP (t from 0.2
+  to 0.8 over the layers for attention, 0.8 to 0.2 for the MLP, 0.5 elsewhere) and by TIES over
+  the original stored F16 (density 0.5); stored as F16 GGUFs (vectors F32, as the fine-tunes).
+  Only the blocks either fine-tune trained (the last 8) differ between the parents: everywhere
+  else both parents hold the same values, every merge there is a copy of them, and the merge
+  weights can only be identified in those 8 blocks. The two parents are within a degree of each
+  other (cosine above mergekit's 0.9995), so mergekit's SLERP falls back to linear interpolation.
 
 Every merge records, per tensor name, the coefficients it applied to each parent (``truth``), so
 tests compare the fitted weights with what was done.
 
 Cached like the vocabulary cases: ``~/.cache/unshell-tests/zoo-merges/<key>/`` (this file, the
-settings and the main zoo's key) and ``zoo-merges-smollm2/<key>/`` (this file, the settings and
-the GGUF's sha256). Building takes seconds after the main zoo (no training).
+settings and the main zoo's key) and ``zoo-merges-smollm2/<key>/`` (this file, the settings, the
+GGUF's sha256 and the two fine-tunes' cache keys). Building takes seconds after the main zoo (no
+training); the SmolLM2 cases need three fine-tunes (about 25 CPU-seconds each, cached by
+tools/smollm2_finetune.py, the first shared with tests/test_probe_real.py; the third only for a
+control, the original against its three fine-tunes) and then about 25 CPU-seconds.
 
     python tools/zoo_merges.py build
 """
@@ -94,7 +104,19 @@ class MergeSettings:
     perturbation: float = 0.01  # low-rank noise, relative to each matrix's norm
     perturbation_rank: int = 8
     smollm_linear: tuple[float, float] = (0.6, 0.4)
-    smollm_slerp: float = 0.3
+    smollm_slerp_attention: tuple[float, ...] = (0.2, 0.8)
+    smollm_slerp_mlp: tuple[float, ...] = (0.8, 0.2)
+    smollm_slerp_other: float = 0.5
+    smollm_ties_density: float = 0.5
+    # The second parent: tools/smollm2_finetune.py's recipe with these changed (the first parent
+    # is its default: the last 6 blocks, tokens 0 to 2,080 of the corpus, seed 0).
+    smollm_sibling_seed: int = 1
+    smollm_sibling_corpus_start: int = 4160  # two training slices later: no token shared
+    smollm_sibling_train_layers: int = 8
+    # A third fine-tune, only for the control "the original against its three fine-tunes".
+    smollm_third_seed: int = 2
+    smollm_third_corpus_start: int = 8320
+    smollm_third_train_layers: int = 6
 
 
 SETTINGS = MergeSettings()
@@ -148,6 +170,22 @@ def ties(
     return (origin + mixed).astype(np.float32)
 
 
+def gradient_t(
+    attention: Sequence[float], mlp: Sequence[float], other: float, layers: int
+) -> Callable[[str], float]:
+    """SLERP's t for a tensor name: mergekit's gradients over the layers, one for the attention
+    matrices and one for the MLP's (``filter: self_attn`` / ``filter: mlp``), ``other`` elsewhere."""
+
+    def t_of(name: str) -> float:
+        layer = layer_of(name)
+        kind = category(name)
+        if layer is None or kind == "other":
+            return other
+        return gradient(attention if kind == "attention" else mlp, layer, layers)
+
+    return t_of
+
+
 def category(name: str) -> str:
     """mergekit's filters: ``self_attn`` (the attention matrices), ``mlp``, or everything else."""
     if ATTENTION.search(name):
@@ -193,16 +231,24 @@ def write_model(directory: Path, tensors: Mapping[str, np.ndarray], like: Path |
 Combine = Callable[[str, list[np.ndarray]], tuple[np.ndarray, list[float]]]
 
 
-def merge_models(
-    directory: Path, parents: Sequence[Path], combine: Combine, dtype: str = "F32"
-) -> dict[str, list[float]]:
-    """Merge tensor by tensor (``combine(name, arrays)`` -> merged tensor, coefficients); returns
-    the coefficients applied to each parent, per tensor name (the truth tests check)."""
-    tensors = [read_all(p) for p in parents]
+def combine_all(
+    tensors: Sequence[Mapping[str, np.ndarray]], combine: Combine
+) -> tuple[dict[str, np.ndarray], dict[str, list[float]]]:
+    """Merge tensor by tensor (``combine(name, arrays)`` -> merged tensor, coefficients): the
+    merged tensors, and the coefficients applied to each parent per tensor name (the truth tests
+    check)."""
     merged: dict[str, np.ndarray] = {}
     truth: dict[str, list[float]] = {}
     for name in tensors[0]:
         merged[name], truth[name] = combine(name, [t[name] for t in tensors])
+    return merged, truth
+
+
+def merge_models(
+    directory: Path, parents: Sequence[Path], combine: Combine, dtype: str = "F32"
+) -> dict[str, list[float]]:
+    """Merge ``parents`` into a safetensors folder; returns the truth (see `combine_all`)."""
+    merged, truth = combine_all([read_all(p) for p in parents], combine)
     write_model(directory, merged, parents[0], dtype)
     return truth
 
@@ -255,6 +301,9 @@ class Merge:
     parents: tuple[Path, ...]
     truth: dict[str, list[float]]  # coefficients per tensor name, one per parent
     note: str
+    # The layers where the parents differ (elsewhere the merge is a copy of them and its weights
+    # cannot be identified); None: every layer.
+    identifiable: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -292,8 +341,10 @@ def _load_or_build(base: Path, key: str, build: Callable[[Path], None]) -> dict[
 
 
 def _resolve(manifest: dict[str, Any], root: Path, paths: Mapping[str, Path]) -> MergeZoo:
+    files: dict[str, str] = manifest.get("files", {})  # models stored as one file under root
+
     def path(name: str) -> Path:
-        return paths.get(name) or root / name
+        return paths.get(name) or root / files.get(name, name)
 
     merges = {
         m["name"]: Merge(
@@ -303,6 +354,7 @@ def _resolve(manifest: dict[str, Any], root: Path, paths: Mapping[str, Path]) ->
             tuple(path(p) for p in m["parents"]),
             m["truth"],
             m["note"],
+            None if m.get("identifiable") is None else tuple(m["identifiable"]),
         )
         for m in manifest["merges"]
     }
@@ -329,13 +381,9 @@ def load_or_build(log: Callable[[str], None] | None = None) -> MergeZoo:
             truth = merge_models(out / name, paths, combine)
             merges.append({"name": name, "method": method, "parents": parents, "truth": truth, "note": note})
 
-        def finetune_t(name: str) -> float:
-            layer = layer_of(name)
-            kind = category(name)
-            if layer is None or kind == "other":
-                return s.finetunes_slerp_other
-            values = s.finetunes_slerp_attention if kind == "attention" else s.finetunes_slerp_mlp
-            return gradient(values, layer, layers)
+        finetune_t = gradient_t(
+            s.finetunes_slerp_attention, s.finetunes_slerp_mlp, s.finetunes_slerp_other, layers
+        )
 
         add(
             "ft-linear",
@@ -454,47 +502,161 @@ def load_or_build(log: Callable[[str], None] | None = None) -> MergeZoo:
     return _resolve(manifest, root, zoo.models)
 
 
-def load_or_build_smollm2(gguf: Path, log: Callable[[str], None] | None = None) -> MergeZoo:
-    """Merges of two perturbed copies of the real SmolLM2-135M-Instruct (``gguf``, dequantized),
-    F16; about 1 GB in the cache, under a minute to build."""
+_FINETUNE_MODULE = "unshell_tools_smollm2_finetune"  # the name tests/llama_server.py loads it under
+
+
+def finetune_module() -> ModuleType:
+    """``tools/smollm2_finetune.py``, loaded once per process under the name the tests use."""
+    module = sys.modules.get(_FINETUNE_MODULE)
+    if module is None:
+        path = Path(__file__).resolve().parent / "smollm2_finetune.py"
+        spec = importlib.util.spec_from_file_location(_FINETUNE_MODULE, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[_FINETUNE_MODULE] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def smollm2_parents(gguf: Path, log: Callable[[str], None] | None = None) -> tuple[Any, Any, Any]:
+    """The real fine-tunes of SmolLM2: the two merged here, tools/smollm2_finetune.py's default
+    recipe (the one tests/test_probe_real.py uses) and a sibling (`MergeSettings`'
+    ``smollm_sibling_*``), and a third one for a control (``smollm_third_*``)."""
+    ft = finetune_module()
     s = SETTINGS
+    sibling = dataclasses.replace(
+        ft.SETTINGS,
+        seed=s.smollm_sibling_seed,
+        corpus_start=s.smollm_sibling_corpus_start,
+        train_layers=s.smollm_sibling_train_layers,
+    )
+    third = dataclasses.replace(
+        ft.SETTINGS,
+        seed=s.smollm_third_seed,
+        corpus_start=s.smollm_third_corpus_start,
+        train_layers=s.smollm_third_train_layers,
+    )
+    return tuple(ft.load_or_build(gguf, recipe, log) for recipe in (ft.SETTINGS, sibling, third))
+
+
+def _trained_layers(manifest: Mapping[str, Any]) -> set[int]:
+    """The blocks a fine-tune changed, from its build manifest."""
+    return {layer for name in manifest["changed"] if (layer := layer_of(name)) is not None}
+
+
+def load_or_build_smollm2(gguf: Path, log: Callable[[str], None] | None = None) -> MergeZoo:
+    """Merges of two real fine-tunes of SmolLM2-135M-Instruct (``gguf``, the Q4_1 original), as F16
+    GGUFs: about 1.1 GB in the cache; the three fine-tunes (cached apart) about 25 CPU-seconds
+    each, then about 25 CPU-seconds."""
+    s = SETTINGS
+    ft = finetune_module()
+    first, second, third = smollm2_parents(gguf, log)
+    identifiable = sorted(_trained_layers(first.manifest) | _trained_layers(second.manifest))
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+    layers = int(ft.read_shape(gguf).layers)
+    files = {
+        name: f"{name}.gguf" for name in ("smollm2-f16", "smollm2-linear", "smollm2-slerp", "smollm2-ties")
+    }
 
     def build(out: Path) -> None:
-        for seed in (1, 2):
-            perturbed(gguf, out / f"smollm2-p{seed}", s.perturbation, s.perturbation_rank, seed, "F16")
-        parents = [out / "smollm2-p1", out / "smollm2-p2"]
+        original = read_all(gguf)
+        # The original as the fine-tunes store their untouched tensors (F16): TIES's base, and the
+        # base-against-its-fine-tunes control.
+        ft.write_gguf(gguf, out / files["smollm2-f16"], original, name="SmolLM2-135M-Instruct (stored F16)")
+        base = read_all(out / files["smollm2-f16"])
+        parents = [read_all(first.path), read_all(second.path)]
+        slerp_t = gradient_t(s.smollm_slerp_attention, s.smollm_slerp_mlp, s.smollm_slerp_other, layers)
         merges = []
-        for name, method, combine in (
-            ("smollm2-linear", "linear", linear_combine(s.smollm_linear)),
-            ("smollm2-slerp", "slerp", slerp_combine(lambda name: s.smollm_slerp)),
+        for name, method, combine, note in (
+            ("smollm2-linear", "linear", linear_combine(s.smollm_linear), f"{s.smollm_linear}"),
+            (
+                "smollm2-slerp",
+                "slerp",
+                slerp_combine(slerp_t),
+                f"t {s.smollm_slerp_attention} (attention), {s.smollm_slerp_mlp} (mlp), "
+                f"{s.smollm_slerp_other} elsewhere",
+            ),
         ):
-            truth = merge_models(out / name, parents, combine, "F16")
+            merged, truth = combine_all(parents, combine)
+            ft.write_gguf(gguf, out / files[name], merged, name=f"SmolLM2 fine-tunes, {method} merge")
             merges.append(
                 {
                     "name": name,
                     "method": method,
-                    "parents": ["smollm2-p1", "smollm2-p2"],
+                    "parents": ["smollm2-ft", "smollm2-ft-sibling"],
                     "truth": truth,
-                    "note": f"mergekit {method} of two perturbed copies of SmolLM2-135M-Instruct",
+                    "identifiable": identifiable,
+                    "note": f"mergekit {method} {note} of two real fine-tunes of SmolLM2-135M-Instruct",
                 }
             )
+        tied, _ = combine_all(
+            [base, *parents],
+            lambda name, arrays: (ties(arrays[0], arrays[1:], [1.0, 1.0], s.smollm_ties_density), []),
+        )
+        ft.write_gguf(gguf, out / files["smollm2-ties"], tied, name="SmolLM2 fine-tunes, ties merge")
+        merges.append(
+            {
+                "name": "smollm2-ties",
+                "method": "ties",
+                "parents": ["smollm2-f16", "smollm2-ft", "smollm2-ft-sibling"],
+                "truth": {},
+                "identifiable": identifiable,
+                "note": f"mergekit ties density {s.smollm_ties_density} over SmolLM2 stored F16",
+            }
+        )
         negatives = [
             {
-                "name": "smollm2-perturbed-vs-sibling",
-                "b": "smollm2-p1",
-                "candidates": ["smollm2", "smollm2-p2"],
-                "note": "a perturbed copy of SmolLM2 against the original and another perturbed copy",
+                "name": "smollm2-finetune-vs-sibling",
+                "b": "smollm2-ft",
+                "candidates": ["smollm2", "smollm2-ft-sibling"],
+                "note": "a real fine-tune of SmolLM2 against the original and a sibling fine-tune",
+            },
+            {
+                "name": "smollm2-sibling-vs-finetune",
+                "b": "smollm2-ft-sibling",
+                "candidates": ["smollm2", "smollm2-ft"],
+                "note": "the sibling fine-tune against the original and the first fine-tune",
+            },
+            {
+                "name": "smollm2-base-vs-its-finetunes",
+                "b": "smollm2-f16",
+                "candidates": ["smollm2-ft", "smollm2-ft-sibling"],
+                "note": "SmolLM2 (stored F16, as the fine-tunes store what they did not train) against "
+                "its two fine-tunes: only the trained blocks decide",
+            },
+            {
+                "name": "smollm2-base-vs-three-finetunes",
+                "b": "smollm2-f16",
+                "candidates": ["smollm2-ft", "smollm2-ft-sibling", "smollm2-ft-third"],
+                "note": "SmolLM2 (stored F16) against three of its fine-tunes: their weighted mean is "
+                "closer to it than any one of them",
             },
         ]
-        manifest = {"merges": merges, "negatives": negatives, "settings": dataclasses.asdict(s)}
+        manifest = {
+            "merges": merges,
+            "negatives": negatives,
+            "files": files,
+            "parents": {
+                "smollm2-ft": first.manifest,
+                "smollm2-ft-sibling": second.manifest,
+                "smollm2-ft-third": third.manifest,
+            },
+            "settings": dataclasses.asdict(s),
+        }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
     Z = zoo_module()
-    base = Z.cache_root() / "zoo-merges-smollm2"
-    key = _cache_key(digest)
-    manifest = _load_or_build(base, key, build)
-    return _resolve(manifest, base / key, {"smollm2": gguf})
+    base_dir = Z.cache_root() / "zoo-merges-smollm2"
+    key = _cache_key(digest, first.path.parent.name, second.path.parent.name, third.path.parent.name)
+    manifest = _load_or_build(base_dir, key, build)
+    paths = {
+        "smollm2": gguf,
+        "smollm2-ft": first.path,
+        "smollm2-ft-sibling": second.path,
+        "smollm2-ft-third": third.path,
+    }
+    return _resolve(manifest, base_dir / key, paths)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,17 @@ best single parent leaves (`MERGE_MIN_EXPLAINED`, the median over tensors of
 ``1 - residual(merge) / residual(best parent)``: 1 for an exact merge, about 0.2 for the zoo's
 sibling fine-tunes) and at least two parents to carry weight (`MERGE_MIN_SHARE`).
 
+The common ancestor. If B is the parents' common base (each ``P_i = B + d_i``, the fine-tunes'
+changes ``d_i`` uncorrelated, as real fine-tunes on different data are), the parents' weighted
+mean with weights ``1 / |d_i|^2`` is B plus a change of only ``1 / sum_i 1 / |d_i|^2``: the merge
+fit explains ``1 - 1 / sum_i (r_best / r_i)`` of what the best parent leaves (``r_i`` each single
+parent's residual), 1/2 for two equally changed fine-tunes, 2/3 for three, whatever the models.
+So ``merged`` also needs the merge to explain at least half of what that common-ancestor account
+leaves (`MERGE_MIN_BEYOND_ANCESTOR`, median over tensors; exact merges: all of it). Without it, the
+original SmolLM2-135M-Instruct against three real fine-tunes of it was called a merge of them
+(explained 0.59). Sparse merges (below) are exempt: B holding many of one candidate's values
+exactly, where the others differ, is not what a common ancestor shows.
+
 TIES and DARE (sparsified merges). Both work on the parents' deltas from a base
 (``d_i = P_i - base``): TIES keeps each delta's largest entries (``density``), elects one sign per
 entry (the sign of the summed deltas) and averages the entries that agree with it; DARE drops
@@ -46,7 +57,8 @@ in the span of the parents, but B's residual against the base is *sparse*: many 
 equal to the base's (where a fine-tune or a linear merge changes nearly all of them), and each
 changed entry equals one parent's delta, or the mean of several, rescaled. With the base among the
 candidates, the exact-equality count (`SPARSE_MIN_FRACTION`) names the method ``sparse`` and the
-base; the decision is still the one above, so a very sparse merge whose linear fit explains less
+base (`TensorMoments.base_candidate`: the candidate B keeps where the others are close to it, since
+TIES trims the smallest deltas); the decision is still the one above, so a very sparse merge whose linear fit explains less
 than half of B's change is not called ``merged`` (its pairwise comparisons still say ``derived``).
 A merge obfuscated afterwards (a rotated residual stream, permuted neurons) is not in its parents'
 span either: the pairwise comparisons still find it, the merge test does not.
@@ -78,8 +90,12 @@ MERGE_P = 1e-6
 # less; the zoo's fine-tune of base-s0 against base-s0 and a sibling fine-tune, and base-s0
 # against its two fine-tunes: 0.19 to 0.20, benchmarks/RESULTS.md) ...
 MERGE_MIN_EXPLAINED = 0.5
-# ... and at least two parents carry at least this share of the weight (mean over tensors).
+# ... and at least two parents carry at least this share of the weight (mean over tensors) ...
 MERGE_MIN_SHARE = 0.02
+# ... and (dense merges) the merge explains at least this much of what B being the parents' common
+# ancestor would leave (median over tensors of (explained - ancestor) / (1 - ancestor); exact
+# merges about 1; SmolLM2 against two or three of its real fine-tunes, -0.1 to -0.2).
+MERGE_MIN_BEYOND_ANCESTOR = 0.5
 # A tensor whose best single parent leaves less than this (relative to B's squared norm) is a
 # copy of that parent (mergekit's SLERP at t = 0 or 1 does this): it tells nothing about a merge.
 COPY_RESIDUAL = 1e-10
@@ -90,8 +106,10 @@ SLERP_MIN_SEPARATION = 1e-3
 # TIES and DARE leave many of the base's values exactly as they were: where the parents differ,
 # the zoo's TIES merge (density 0.5) holds 27 to 38 % of base-s0's values exactly (median 29 %);
 # linear and SLERP merges, fine-tunes and unrelated models, 0 (median over tensors; single
-# tensors up to 0.3 % and one of 39 at 32 %); merges of two near-identical SmolLM2 copies stored
-# in F16, 3 % (rounding lands on a parent's value). A median above this calls the merge sparse.
+# tensors up to 0.3 % and one of 39 at 32 %); linear and SLERP merges of two real SmolLM2
+# fine-tunes stored in F16, 5 to 6 % (rounding lands on a parent's value where the parents differ
+# by a few units in the last place), their TIES merge 25 % of the base's. A median above this
+# calls the merge sparse.
 SPARSE_MIN_FRACTION = 0.1
 # Tensors are read in row blocks of about this many values (float64 working copies).
 CHUNK_VALUES = 1 << 20
@@ -130,6 +148,9 @@ class TensorFit:
     # Where the parents differ, the fraction of values B holds exactly as `sparse_parent` does.
     sparse_fraction: float | None = None
     sparse_parent: int | None = None
+    # What the merge fit would explain if B were the parents' common ancestor and their changes
+    # from it uncorrelated: 1 - 1 / sum_i (residual of the best parent / residual of parent i).
+    ancestor: float | None = None
 
     @property
     def evidence(self) -> bool:
@@ -149,6 +170,7 @@ class TensorFit:
             "angle_degrees": None if self.angle_degrees is None else round(self.angle_degrees, 4),
             "sparse_fraction": None if self.sparse_fraction is None else round(self.sparse_fraction, 6),
             "sparse_parent": self.sparse_parent,
+            "ancestor": None if self.ancestor is None else round(self.ancestor, 6),
         }
 
 
@@ -171,6 +193,9 @@ class MergeFit:
     # differ, and that parent when it is above `SPARSE_MIN_FRACTION` (TIES/DARE's base).
     sparse_fraction: float | None = None
     sparse_base: int | None = None
+    # Median over tensors of (explained - ancestor) / (1 - ancestor): how much of what B being the
+    # parents' common ancestor would leave unexplained the merge explains.
+    beyond_ancestor: float | None = None
 
     def layers(self) -> list[dict[str, Any]]:
         """Per layer (None: tensors outside the layers): the parents' mean weights, SLERP's mean t
@@ -215,11 +240,13 @@ class MergeFit:
                 "p": MERGE_P,
                 "min_explained": MERGE_MIN_EXPLAINED,
                 "min_share": MERGE_MIN_SHARE,
+                "min_beyond_ancestor": MERGE_MIN_BEYOND_ANCESTOR,
             },
             "sparse_fraction": None if self.sparse_fraction is None else round(self.sparse_fraction, 6),
             "sparse_base": None
             if self.sparse_base is None
             else sanitize(self.parents[self.sparse_base], limit=4096),
+            "beyond_ancestor": None if self.beyond_ancestor is None else round(self.beyond_ancestor, 6),
             "notes": self.notes,
         }
 
@@ -265,6 +292,29 @@ class TensorMoments:
     grams: np.ndarray  # (2, k+1, k+1), see `tensor_moments`
     equal: np.ndarray  # (k,): values where B equals parent i exactly while the parents differ
     differ: int  # values where the parents are not all equal
+    # (k,): the other parents' mean distance from parent i, summed where B equals parent i (and
+    # the parents differ), and its mean where the parents differ (over the row blocks where B
+    # equals parent i somewhere).
+    near: np.ndarray
+    spread: np.ndarray
+
+    def base_candidate(self) -> int:
+        """The parent most likely to be a TIES/DARE base: among those B equals most often (at
+        least half as often as the most), the one whose values B keeps where the other parents are
+        closest to it. TIES keeps the base's value where every parent's delta from it is small (it
+        trims the smallest), while a parent whose delta alone survived is kept where its distance
+        from the others is large; at density 0.5 with uncorrelated deltas that parent is kept a
+        little more often than the base (about 31 % against 25 %)."""
+        top = float(np.max(self.equal))
+        if top <= 0 or self.differ == 0:
+            return int(np.argmax(self.equal))
+        ratios = [
+            (self.near[i] / self.equal[i]) / max(float(self.spread[i]), 1e-300)
+            if self.equal[i] >= 0.5 * top
+            else math.inf
+            for i in range(len(self.equal))
+        ]
+        return int(np.argmin(ratios))
 
 
 def tensor_moments(b: np.ndarray, parents: list[np.ndarray]) -> TensorMoments:
@@ -278,6 +328,9 @@ def tensor_moments(b: np.ndarray, parents: list[np.ndarray]) -> TensorMoments:
     rows_p = [_as_rows(p) for p in parents]
     grams = np.zeros((2, k + 1, k + 1))
     equal = np.zeros(k)
+    near = np.zeros(k)
+    spread = np.zeros(k)
+    spread_count = np.zeros(k)
     differ = 0
     step = max(2, (CHUNK_VALUES // max(1, rows_b.shape[1])) // 2 * 2)  # even: folds stay aligned
     for start in range(0, rows_b.shape[0], step):
@@ -288,14 +341,23 @@ def tensor_moments(b: np.ndarray, parents: list[np.ndarray]) -> TensorMoments:
             differs |= other != raw_p[0]
         differ += int(differs.sum())
         for i, parent in enumerate(raw_p):
-            equal[i] += int(np.count_nonzero((raw_b == parent) & differs))
+            same = (raw_b == parent) & differs
+            count = int(np.count_nonzero(same))
+            equal[i] += count
+            if count and k > 1:  # where B keeps parent i's value: how far the others are from it
+                others = [o for j, o in enumerate(raw_p) if j != i]
+                distance = sum(np.abs(o.astype(np.float32) - parent) for o in others) / (k - 1)
+                near[i] += float(distance[same].sum(dtype=np.float64))
+                spread[i] += float(distance[differs].sum(dtype=np.float64))
+                spread_count[i] += int(differs.sum())
         first = raw_p[0].astype(np.float64)
         vectors = [raw_b.astype(np.float64) - first, first]
         vectors += [p.astype(np.float64) - first for p in raw_p[1:]]
         for fold in (0, 1):
             stacked = np.stack([v[fold::2].ravel() for v in vectors])
             grams[fold] += stacked @ stacked.T
-    return TensorMoments(grams, equal, differ)
+    spread /= np.maximum(spread_count, 1)
+    return TensorMoments(grams, equal, differ, near, spread)
 
 
 def _fit(gram: np.ndarray, target: np.ndarray, regressors: np.ndarray) -> np.ndarray:
@@ -320,7 +382,7 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
     moments = tensor_moments(b, parents)
     grams = moments.grams
     whole = grams[0] + grams[1]
-    sparse_parent = int(np.argmax(moments.equal))
+    sparse_parent = moments.base_candidate()
     sparse = float(moments.equal[sparse_parent]) / moments.differ if moments.differ else None
     unit = np.eye(k + 1)
     # B - P_1 against the span of the parents: (P_1, P_2 - P_1, ...).
@@ -361,6 +423,7 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
         )
     gain = (heldout_single - heldout_merge) / max(heldout_single, 1e-300)
     explained = 1.0 - merge_residual / singles[best]
+    ancestor = 1.0 - 1.0 / sum(singles[best] / max(r, 1e-300) for r in singles)
     method, slerp_t, angle = "linear", None, None
     if k == 2:
         p1, p2 = unit[1], unit[1] + unit[2]
@@ -371,7 +434,19 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
         angle = math.degrees(theta)
         method, slerp_t = _slerp_or_linear(weights[0], weights[1], theta)
     return TensorFit(
-        layer, role, elements, weights, best, explained, gain, method, slerp_t, angle, sparse, sparse_parent
+        layer,
+        role,
+        elements,
+        weights,
+        best,
+        explained,
+        gain,
+        method,
+        slerp_t,
+        angle,
+        sparse,
+        sparse_parent,
+        ancestor,
     )
 
 
@@ -471,6 +546,12 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             "weights are then only an approximation"
         )
     heldout = f"the merge predicts held-out rows better than the best single parent in {positive} of {len(evidence)} tensors"
+    beyond = [
+        (f.explained - f.ancestor) / max(1.0 - f.ancestor, 1e-12)
+        for f in evidence
+        if f.explained is not None and f.ancestor is not None
+    ]
+    beyond_ancestor = float(np.median(beyond)) if beyond else None
 
     def answer(merged: bool, reason: str) -> MergeFit:
         return MergeFit(
@@ -487,6 +568,7 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             notes,
             sparse_fraction,
             sparse_base,
+            beyond_ancestor,
         )
 
     if log10_p > math.log10(MERGE_P):
@@ -497,6 +579,14 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             f"not a merge: the other parents explain only {explained:.0%} of what B's best single parent "
             f"leaves (a merge explains at least {MERGE_MIN_EXPLAINED:.0%}); they are related to B's change, "
             "as a sibling fine-tune is",
+        )
+    if sparse_base is None and beyond_ancestor is not None and beyond_ancestor < MERGE_MIN_BEYOND_ANCESTOR:
+        return answer(
+            False,
+            f"not a merge: B may be the candidates' common ancestor; if it were, with their changes from it "
+            f"uncorrelated, the candidates' weighted mean would already explain what this fit explains "
+            f"({explained:.0%}), and the fit explains only {max(beyond_ancestor, 0.0):.0%} of what that account "
+            f"leaves (a merge explains at least {MERGE_MIN_BEYOND_ANCESTOR:.0%})",
         )
     if len(carrying) < 2:
         return answer(

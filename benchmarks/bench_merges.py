@@ -13,7 +13,8 @@ zoo, no null).
 SmolLM2 merges, the blocks the fine-tunes trained; elsewhere both parents hold the same values,
 the merge is a copy of them and no weight can be identified); "copies" counts the tensors the fit
 set aside as copies of one parent; "beyond ancestor" is how much of what B being the candidates'
-common ancestor would leave the merge explains (`MergeFit.beyond_ancestor`).
+common ancestor would leave the merge explains (`MergeFit.beyond_ancestor`); "base closeness" is
+`MergeFit.sparse_base_closeness` (a sparse reading's base: TIES about 0.4).
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ def row(name: str, truth: str, result: MergeFit, error: float | None, seconds: f
     explained = "n/a" if result.explained is None else f"{result.explained:.3f}"
     sparse = "n/a" if result.sparse_fraction is None else f"{result.sparse_fraction:.3f}"
     beyond = "n/a" if result.beyond_ancestor is None else f"{result.beyond_ancestor:.3f}"
+    close = "n/a" if result.sparse_base_closeness is None else f"{result.sparse_base_closeness:.2f}"
     err = "" if error is None else f"{error:.1e}"
     weights = ", ".join(f"{w:.3f}" for w in result.weights)
     said = f"merged ({result.method})" if result.merged else "not merged"
     copies = sum(1 for t in result.tensors if not t.evidence)
     return (
-        f"| {name} | {truth} | {said} | {p} | {explained} | {beyond} | {sparse} | {weights} | {err} "
+        f"| {name} | {truth} | {said} | {p} | {explained} | {beyond} | {sparse} | {close} | {weights} | {err} "
         f"| {copies}/{len(result.tensors)} | {seconds:.2f} |"
     )
 
@@ -86,9 +88,10 @@ def main() -> int:
 
         zoos.append(module.load_or_build_smollm2(fetch("smollm2_gguf")))
     print(
-        "| case | truth | said | p | explained | beyond ancestor | sparse | weights (median) | max weight error | copies | fit s |"
+        "| case | truth | said | p | explained | beyond ancestor | sparse | base closeness | weights (median) "
+        "| max weight error | copies | fit s |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for merges in zoos:
         for merge in merges.merges.values():
             result, model_b, seconds = fit(merge.path, merge.parents)

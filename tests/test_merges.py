@@ -22,6 +22,7 @@ from unshell.lineage.canonical import canonical_model
 from unshell.lineage.merges import (
     MERGE_MIN_BEYOND_ANCESTOR,
     MERGE_MIN_EXPLAINED,
+    SPARSE_BASE_MAX_CLOSENESS,
     MergeFit,
     binomial_upper_tail_log10,
     compare_merge,
@@ -187,6 +188,37 @@ def test_ties_base_is_named_when_the_finetunes_are_uncorrelated() -> None:
         fits.append(fit)
     decided = decide_merge(fits, ["base", "ft1", "ft2"])
     assert decided.sparse_base == 0 and decided.method == "sparse"
+
+
+def _bf16(values: np.ndarray) -> np.ndarray:
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return ((((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16).astype(np.uint32)).view(np.float32)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("change", [0.002, 0.01])
+def test_an_original_is_not_a_sparse_merge_of_its_light_bf16_finetunes(k: int, change: float) -> None:
+    """Truth: B is the original, stored bf16; each candidate is B plus its own Gaussian change of
+    ``change`` times the weights' scale, rounded to bf16 (a light fine-tune: 60 % or 17 % of the
+    values round back to B's). B holds each candidate's values exactly where it left them, which
+    reads as sparse (TIES-like); B is their common ancestor, not their merge. Before the closeness
+    check the three-candidate cases were `merged` (benchmarks/bench_merge_ancestor.py)."""
+    rng = np.random.default_rng(11)
+    fits = []
+    for tensor in range(40):
+        original = _bf16(rng.standard_normal((256, 128)) * 0.02)
+        tuned = [_bf16(original + change * 0.02 * rng.standard_normal(original.shape)) for _ in range(k)]
+        fits.append(fit_tensor(tensor // 4, "mlp.up.weight", original, tuned))
+    decided = decide_merge(fits, [f"ft{i}" for i in range(k)])
+    assert decided.sparse_fraction is not None and decided.sparse_fraction > 0.1  # read as sparse
+    assert not decided.merged, decided.reason
+    # Not a base the others were tuned from, so the common-ancestor rule applies, whatever
+    # `explained` reads (two candidates sit at 0.5, the `MERGE_MIN_EXPLAINED` edge).
+    assert decided.sparse_base_closeness is not None
+    assert decided.sparse_base_closeness > SPARSE_BASE_MAX_CLOSENESS
+    if k == 3:  # explained about 2/3: only the common-ancestor rule stops it
+        assert decided.explained is not None and decided.explained > MERGE_MIN_EXPLAINED
+        assert "common ancestor" in decided.reason
 
 
 def test_no_shared_tensor_is_not_a_merge() -> None:

@@ -111,6 +111,16 @@ SLERP_MIN_SEPARATION = 1e-3
 # by a few units in the last place), their TIES merge 25 % of the base's. A median above this
 # calls the merge sparse.
 SPARSE_MIN_FRACTION = 0.1
+# A sparse reading is a TIES/DARE merge only over a base the others were fine-tuned from, and only
+# then is it exempt from the common-ancestor rule (a real TIES merge reads like an ancestor there).
+# TIES keeps the base's value where every delta from it was small: there the other candidates are
+# close to the base. An original release against light bf16 fine-tunes of itself holds each one's
+# value exactly wherever that one left it, whatever the others did there; it read as sparse and
+# was called a merge of them (benchmarks/bench_merge_ancestor.py). `TensorMoments.closeness` of
+# the base (the others' distance from it where B keeps its value, over their distance where the
+# candidates differ; median over tensors): TIES at density 0.5, 0.39 to 0.41 for changes of
+# correlation 0 to 0.8; the original against 2 or 3 light fine-tunes, 0.71 to 1.01.
+SPARSE_BASE_MAX_CLOSENESS = 0.6
 # Tensors are read in row blocks of about this many values (float64 working copies).
 CHUNK_VALUES = 1 << 20
 # A merge only needs tensors that exist in every model: the layer matrices, norms, embeddings.
@@ -151,6 +161,8 @@ class TensorFit:
     # What the merge fit would explain if B were the parents' common ancestor and their changes
     # from it uncorrelated: 1 - 1 / sum_i (residual of the best parent / residual of parent i).
     ancestor: float | None = None
+    # `TensorMoments.closeness` of `sparse_parent` (`SPARSE_BASE_MAX_CLOSENESS`).
+    base_closeness: float | None = None
 
     @property
     def evidence(self) -> bool:
@@ -196,6 +208,9 @@ class MergeFit:
     # Median over tensors of (explained - ancestor) / (1 - ancestor): how much of what B being the
     # parents' common ancestor would leave unexplained the merge explains.
     beyond_ancestor: float | None = None
+    # Median over the tensors that name `sparse_base` of `TensorFit.base_closeness` (None: no
+    # sparse reading, or B keeps none of its values).
+    sparse_base_closeness: float | None = None
 
     def layers(self) -> list[dict[str, Any]]:
         """Per layer (None: tensors outside the layers): the parents' mean weights, SLERP's mean t
@@ -241,12 +256,16 @@ class MergeFit:
                 "min_explained": MERGE_MIN_EXPLAINED,
                 "min_share": MERGE_MIN_SHARE,
                 "min_beyond_ancestor": MERGE_MIN_BEYOND_ANCESTOR,
+                "max_sparse_base_closeness": SPARSE_BASE_MAX_CLOSENESS,
             },
             "sparse_fraction": None if self.sparse_fraction is None else round(self.sparse_fraction, 6),
             "sparse_base": None
             if self.sparse_base is None
             else sanitize(self.parents[self.sparse_base], limit=4096),
             "beyond_ancestor": None if self.beyond_ancestor is None else round(self.beyond_ancestor, 6),
+            "sparse_base_closeness": None
+            if self.sparse_base_closeness is None
+            else round(self.sparse_base_closeness, 6),
             "notes": self.notes,
         }
 
@@ -297,6 +316,13 @@ class TensorMoments:
     # equals parent i somewhere).
     near: np.ndarray
     spread: np.ndarray
+
+    def closeness(self, i: int) -> float | None:
+        """Where B keeps parent i's value (and the parents differ), the other parents' mean
+        distance from it, over that distance where the parents differ (None where B keeps none)."""
+        if self.equal[i] <= 0 or self.spread[i] <= 0:
+            return None
+        return float(self.near[i] / self.equal[i] / self.spread[i])
 
     def base_candidate(self) -> int:
         """The parent most likely to be a TIES/DARE base: among those B equals most often (at
@@ -433,6 +459,7 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
         theta = math.acos(min(1.0, max(-1.0, cosine)))
         angle = math.degrees(theta)
         method, slerp_t = _slerp_or_linear(weights[0], weights[1], theta)
+    base_closeness = moments.closeness(sparse_parent)
     return TensorFit(
         layer,
         role,
@@ -447,6 +474,7 @@ def fit_tensor(layer: int | None, role: str, b: np.ndarray, parents: list[np.nda
         sparse,
         sparse_parent,
         ancestor,
+        base_closeness,
     )
 
 
@@ -545,6 +573,13 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             "(median over tensors): sparse deltas over that base, as TIES or DARE leave them; the linear "
             "weights are then only an approximation"
         )
+    closeness = None
+    if sparse_base is not None:
+        known = [f.base_closeness for f in evidence if f.sparse_parent == sparse_base]
+        values = [v for v in known if v is not None]
+        closeness = float(np.median(values)) if values else None
+    # A sparse reading is exempt from the common-ancestor rule only over a base of the others.
+    over_a_base = closeness is not None and closeness <= SPARSE_BASE_MAX_CLOSENESS
     heldout = f"the merge predicts held-out rows better than the best single parent in {positive} of {len(evidence)} tensors"
     beyond = [
         (f.explained - f.ancestor) / max(1.0 - f.ancestor, 1e-12)
@@ -569,6 +604,7 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             sparse_fraction,
             sparse_base,
             beyond_ancestor,
+            closeness,
         )
 
     if log10_p > math.log10(MERGE_P):
@@ -580,10 +616,18 @@ def decide_merge(fits: list[TensorFit], names: list[str], skipped: int = 0) -> M
             f"leaves (a merge explains at least {MERGE_MIN_EXPLAINED:.0%}); they are related to B's change, "
             "as a sibling fine-tune is",
         )
-    if sparse_base is None and beyond_ancestor is not None and beyond_ancestor < MERGE_MIN_BEYOND_ANCESTOR:
+    if not over_a_base and beyond_ancestor is not None and beyond_ancestor < MERGE_MIN_BEYOND_ANCESTOR:
+        sparse_note = ""
+        if sparse_base is not None:
+            shown = "unknown" if closeness is None else f"{closeness:.2f}"
+            sparse_note = (
+                f"B holds many of {names[sparse_base]}'s values exactly, as a TIES/DARE merge holds its base's, "
+                "but not where the other candidates are close to it, as TIES does (closeness "
+                f"{shown}; a TIES base's is about 0.4, at most {SPARSE_BASE_MAX_CLOSENESS}); "
+            )
         return answer(
             False,
-            f"not a merge: B may be the candidates' common ancestor; if it were, with their changes from it "
+            f"not a merge: {sparse_note}B may be the candidates' common ancestor; if it were, with their changes from it "
             f"uncorrelated, the candidates' weighted mean would already explain what this fit explains "
             f"({explained:.0%}), and the fit explains only {max(beyond_ancestor, 0.0):.0%} of what that account "
             f"leaves (a merge explains at least {MERGE_MIN_BEYOND_ANCESTOR:.0%})",

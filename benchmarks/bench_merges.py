@@ -107,7 +107,7 @@ def main() -> int:
         for case in merges.negatives.values():
             result, _, seconds = fit(case.path, case.candidates)
             print(row(case.name, "not a merge", result, None, seconds))
-    if args.smollm2_only:
+    if args.smollm2_only or args.null <= 0:
         return 0
     paths = [pair.a for pair in zoo().null_pairs(300)] + [pair.b for pair in zoo().null_pairs(300)]
     models = sorted(set(paths))

@@ -74,18 +74,24 @@ MLP = re.compile(r"(gate_proj|up_proj|down_proj|ffn_gate\.|ffn_up\.|ffn_down\.)"
 LAYER = re.compile(r"(?:layers|blk)\.(\d+)\.")
 
 
-def zoo_module() -> ModuleType:
-    """``tools/zoo.py``, loaded once per process under the name the tests use."""
-    module = sys.modules.get(_ZOO_MODULE)
+def _tool_module(filename: str, name: str) -> ModuleType:
+    """``tools/<filename>``, loaded once per process under ``name`` (the name the tests load it under,
+    so that tests and this module share one copy)."""
+    module = sys.modules.get(name)
     if module is None:
-        path = Path(__file__).resolve().parent / "zoo.py"
-        spec = importlib.util.spec_from_file_location(_ZOO_MODULE, path)
+        path = Path(__file__).resolve().parent / filename
+        spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[_ZOO_MODULE] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
     return module
+
+
+def zoo_module() -> ModuleType:
+    """``tools/zoo.py``, loaded once per process under the name the tests use."""
+    return _tool_module("zoo.py", _ZOO_MODULE)
 
 
 @dataclass(frozen=True)
@@ -507,16 +513,7 @@ _FINETUNE_MODULE = "unshell_tools_smollm2_finetune"  # the name tests/llama_serv
 
 def finetune_module() -> ModuleType:
     """``tools/smollm2_finetune.py``, loaded once per process under the name the tests use."""
-    module = sys.modules.get(_FINETUNE_MODULE)
-    if module is None:
-        path = Path(__file__).resolve().parent / "smollm2_finetune.py"
-        spec = importlib.util.spec_from_file_location(_FINETUNE_MODULE, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_FINETUNE_MODULE] = module
-        spec.loader.exec_module(module)
-    return module
+    return _tool_module("smollm2_finetune.py", _FINETUNE_MODULE)
 
 
 def smollm2_parents(gguf: Path, log: Callable[[str], None] | None = None) -> tuple[Any, Any, Any]:

@@ -46,8 +46,9 @@ parent's residual), 1/2 for two equally changed fine-tunes, 2/3 for three, whate
 So ``merged`` also needs the merge to explain at least half of what that common-ancestor account
 leaves (`MERGE_MIN_BEYOND_ANCESTOR`, median over tensors; exact merges: all of it). Without it, the
 original SmolLM2-135M-Instruct against three real fine-tunes of it was called a merge of them
-(explained 0.59). Sparse merges (below) are exempt: B holding many of one candidate's values
-exactly, where the others differ, is not what a common ancestor shows.
+(explained 0.59). Sparse merges (below) are exempt only over a base that B keeps where the other
+candidates are close to it, as TIES does (`SPARSE_BASE_MAX_CLOSENESS`): an original holds each of
+its light bf16 fine-tunes' values exactly wherever that one left them, which alone reads as sparse.
 
 TIES and DARE (sparsified merges). Both work on the parents' deltas from a base
 (``d_i = P_i - base``): TIES keeps each delta's largest entries (``density``), elects one sign per
@@ -320,9 +321,9 @@ class TensorMoments:
     def closeness(self, i: int) -> float | None:
         """Where B keeps parent i's value (and the parents differ), the other parents' mean
         distance from it, over that distance where the parents differ (None where B keeps none)."""
-        if self.equal[i] <= 0 or self.spread[i] <= 0:
+        if self.equal[i] <= 0:
             return None
-        return float(self.near[i] / self.equal[i] / self.spread[i])
+        return float(self.near[i] / self.equal[i] / max(float(self.spread[i]), 1e-300))
 
     def base_candidate(self) -> int:
         """The parent most likely to be a TIES/DARE base: among those B equals most often (at
@@ -335,9 +336,7 @@ class TensorMoments:
         if top <= 0 or self.differ == 0:
             return int(np.argmax(self.equal))
         ratios = [
-            (self.near[i] / self.equal[i]) / max(float(self.spread[i]), 1e-300)
-            if self.equal[i] >= 0.5 * top
-            else math.inf
+            math.inf if self.equal[i] < 0.5 * top or (close := self.closeness(i)) is None else close
             for i in range(len(self.equal))
         ]
         return int(np.argmin(ratios))

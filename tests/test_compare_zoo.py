@@ -78,6 +78,29 @@ def test_no_independent_pair_is_accused(results: dict) -> None:
     assert hardest and all(r.verdict == "independent" for r in hardest)
 
 
+def test_the_identity_is_kept_only_for_unrotated_derivatives(results: dict) -> None:
+    """The embedding alignment is fitted for every independent pair (so their p-values are what
+    the fitted test gives: `sketch.IDENTITY_KEPT_RESIDUAL` leaves the null as it was) and for every
+    derivative whose residual stream was rotated; most unrotated derivatives keep the identity."""
+    wrongly_kept = [
+        pair.name
+        for pair, result in (results[p.name] for p in zoo().independent)
+        if result.anchored is not None and not result.anchored.fitted
+    ]
+    assert not wrongly_kept, wrongly_kept
+    kept = 0
+    for pair, result in (results[p.name] for p in zoo().derived):
+        steps = _obfuscations(pair.note) or set()
+        if result.anchored is None:
+            continue
+        if steps & {"rotate-residual", "signed-permute-residual"}:
+            wrongly_kept += [pair.name] if not result.anchored.fitted else []
+        else:
+            kept += not result.anchored.fitted
+    assert not wrongly_kept, wrongly_kept
+    assert kept >= 10
+
+
 def test_how_names_what_was_done(results: dict) -> None:
     missing = []
     for pair, result in (results[p.name] for p in zoo().derived):

@@ -268,6 +268,7 @@ class CompareResult:
             "failure": self.alignment_failure,
             "anchored_by": None if anchored is None else anchored.anchored_by,
             "anchor_residual": None if anchored is None else number(anchored.residual),
+            "anchor_fitted": None if anchored is None else anchored.fitted,
             "chance_residual": None if anchored is None else number(anchored.chance),
             "min_gap": ALIGNMENT_MIN_GAP,
             "candidates": [c.to_dict() for c in self.candidates],
@@ -337,6 +338,8 @@ def alignment_text(alignment: dict[str, Any] | None) -> str | None:
         fit = "no embedding anchors"
     else:
         fit = f"embedding rows of the same {str(alignment['anchored_by']).removeprefix('token ')}, residual {anchor:.3f}"
+        if alignment.get("anchor_fitted") is False:
+            fit += " untransformed (no rotation fitted: none needed)"
         if chance is not None:
             fit += f" (rows paired at random: {chance:.3f})"
     text = f"{alignment['quality']}: {fit}"

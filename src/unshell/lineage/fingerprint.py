@@ -94,6 +94,7 @@ from .compare import (
 from .hashes import ContentHashes, TensorHashes, match_hashes
 from .sketch import (
     CHANCE_SEED,
+    IDENTITY_KEPT_RESIDUAL,
     SKETCH_DIM,
     Alignment,
     align_embeddings,
@@ -102,6 +103,7 @@ from .sketch import (
     polar_factor,
     projection,
     row_sample_size,
+    untransformed_residual,
 )
 from .summary import ModelSummary
 
@@ -928,6 +930,22 @@ class FingerprintEvidence:
         hidden = self.base.hidden or 0
         return self.base.sketch_dim < hidden and transform.shape[1] == self.base.sketch_dim
 
+    def _identity_kept(self, projected_a: np.ndarray, rows_b: np.ndarray) -> Alignment | None:
+        """The stored basis as B's, unfitted, when B's anchor rows projected on it already agree
+        with A's recorded projections (`sketch.IDENTITY_KEPT_RESIDUAL`, the rule `compare`'s own
+        alignment follows); None when they do not. Spares the search a Gram of B's rows and a
+        solve at H x H per candidate, and every candidate of one basis shares B's sketches."""
+        basis = self.basis()
+        x = np.asarray(rows_b, dtype=np.float32)
+        projected_b = (x - x.mean(axis=0, keepdims=True)) @ basis
+        y = np.asarray(projected_a, dtype=np.float32)
+        residual = untransformed_residual(y - y.mean(axis=0, keepdims=True), projected_b)
+        if not residual <= IDENTITY_KEPT_RESIDUAL:
+            return None
+        return Alignment(
+            basis, residual, rows_b.shape[0], "procrustes-embeddings", untransformed=residual, fitted=False
+        )
+
     def suspect_basis(self, alignment: Alignment) -> np.ndarray:
         if self._in_sketch_space(alignment.transform):
             return alignment.transform
@@ -998,6 +1016,10 @@ class FingerprintEvidence:
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
             if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
                 return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
+            if not chance and hidden_a == hidden_b:
+                kept = self._identity_kept(candidates_a[i], candidates_b[j])
+                if kept is not None:
+                    return kept
             gram = self.anchor_grams.of(candidates_b[j])
             if j not in solved:  # every pairing with B's candidate j is fitted: all of A's at once
                 solved[j] = gram.fit(candidates_b[j], candidates_a)

@@ -36,7 +36,7 @@ def fake_lineage(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeResult]:
     module.fingerprint = lambda path, *, name=None: FakeFingerprint(str(name or path))  # type: ignore[attr-defined]
     module.fingerprint_checkpoint = lambda checkpoint, *, name=None, path="": FakeFingerprint("x")  # type: ignore[attr-defined]
     module.prepare_suspect = lambda checkpoint, path="": pytest.fail("a fake suspect is never prepared")  # type: ignore[attr-defined]
-    module.compare_with_fingerprint = lambda base, suspect: answers[base.name]  # type: ignore[attr-defined]
+    module.compare_with_fingerprint = lambda base, suspect, screen=False: answers[base.name]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "unshell.lineage.fingerprint", module)
     monkeypatch.setattr(store, "_decode", FakeFingerprint.from_bytes)
     return answers

@@ -8,7 +8,11 @@ Three stages:
    walks conjunctions of those signals from the highest score down, one index range per
    conjunction with a ``LIMIT``, and stops once ``MAX_CANDIDATES`` rows beat every conjunction
    not yet read (a threshold algorithm: exact top-k by cheap score, never a scan of the library).
-2. **Lineage**: `compare_with_fingerprint(candidate, suspect)` for every kept candidate.
+2. **Lineage**: `compare_with_fingerprint(candidate, suspect, screen=True)` for every kept
+   candidate: the suspect's matrices of a few layers are weighed first (one in eight, spread,
+   for a model of more than eight layers: `compare.screening_layers`), and the rest only when
+   they show something. A screen never says `derived` on its own, and its p-value is as valid as
+   the full test's, so stopping there costs no calibration (see `compare.SCREEN_ABOVE_LAYERS`).
 3. **Multiple testing**: Holm–Bonferroni over the whole library, not only the candidates tested.
    The screened-out fingerprints count as hypotheses with p = 1. Holm is monotone (raising a
    p-value never adds a rejection), so what is rejected here is a subset of what Holm over every
@@ -280,7 +284,7 @@ def _compare_all(
         if fp is None:
             return None
         try:
-            return compare_with_fingerprint(fp, suspect)
+            return compare_with_fingerprint(fp, suspect, screen=True)
         except UnshellError as error:
             notes.append(f"{kept[index].name}: could not be compared ({error})")
             return None

@@ -384,20 +384,29 @@ def _side(path: str, result: ModelSummary) -> dict[str, Any]:
 
 
 def model_units(
-    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False, sample: int | None = None
+    model: CanonicalModel,
+    hidden: int,
+    basis: np.ndarray,
+    *,
+    quick: bool = False,
+    sample: int | None = None,
+    layers: frozenset[int] | None = None,
 ) -> list[Unit]:
     """Every 2-D weight with a residual-sized side, oriented so its vectors live in residual space,
     streamed one tensor at a time into its sketch (``basis`` maps the model's residual coordinates
     onto A's sketch space). ``quick`` reads every 20th row of the matrices that read the residual
     stream and skips those that write it, whose residual side is their rows. ``sample``: sketch a
     matrix from at most this many of its vectors (`sketch.sampled_rows`; 0: all of them; None:
-    `default_sample` of the basis)."""
+    `default_sample` of the basis). ``layers``: only the matrices of these layers (None: all)."""
     units: list[Unit] = []
     roles = {a.name: a for a in model.result.recognition.assignments}
     checkpoint = model.checkpoint
     label = f"sketching {checkpoint.path.name}"
     keep = default_sample(basis) if sample is None else sample
-    for name in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
+    names = [
+        n for n in checkpoint.tensors if layers is None or ((role := roles.get(n)) and role.layer in layers)
+    ]
+    for name in track(names, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
         units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick, sample=keep))
     return units
 
@@ -408,7 +417,13 @@ def default_sample(basis: np.ndarray) -> int:
 
 
 def suspect_units(
-    model: CanonicalModel, hidden: int, basis: np.ndarray, *, quick: bool = False, sample: int | None = None
+    model: CanonicalModel,
+    hidden: int,
+    basis: np.ndarray,
+    *,
+    quick: bool = False,
+    sample: int | None = None,
+    layers: frozenset[int] | None = None,
 ) -> list[Unit]:
     """`model_units`, kept on the model (`CanonicalModel.memo`) by the basis's content: a search
     sketches its suspect under each candidate's basis, and candidates that share one (the identity
@@ -416,9 +431,11 @@ def suspect_units(
     basis = np.ascontiguousarray(basis)
     keep = default_sample(basis) if sample is None else sample
     digest = hashlib.blake2b(basis.data, digest_size=16).digest()
-    key = ("units", digest, basis.shape, basis.dtype.str, quick, keep)
+    key = ("units", digest, basis.shape, basis.dtype.str, quick, keep, layers)
     return list(
-        model.memo(key, functools.partial(model_units, model, hidden, basis, quick=quick, sample=keep))
+        model.memo(
+            key, functools.partial(model_units, model, hidden, basis, quick=quick, sample=keep, layers=layers)
+        )
     )
 
 
@@ -1121,11 +1138,15 @@ def alignment_failure(alignment: Alignment | None) -> str | None:
 # --- alignment from the layer matrices -------------------------------------------------------------
 
 
-def layer_grams(model: CanonicalModel, hidden: int, *, quick: bool) -> dict[tuple[int, str], np.ndarray]:
+def layer_grams(
+    model: CanonicalModel, hidden: int, *, quick: bool, layers: frozenset[int] | None = None
+) -> dict[tuple[int, str], np.ndarray]:
     """Each layer matrix's second moment in residual space (unit-length vectors, norm gains folded),
-    keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers."""
+    keyed by (layer, role). ``quick`` samples every 20th row of the readers and skips the writers.
+    ``layers``: only these layers (None: all)."""
     grams: dict[tuple[int, str], np.ndarray] = {}
-    for layer in track(model.layers, f"layer moments of {model.checkpoint.path.name}", unit="layer"):
+    chosen = [n for n in model.layers if layers is None or n in layers]
+    for layer in track(chosen, f"layer moments of {model.checkpoint.path.name}", unit="layer"):
         for role in LAYER_ROLES:
             if quick and role not in READS_RESIDUAL:
                 continue
@@ -1220,12 +1241,39 @@ def layer_fit_from_grams(
     return LayerFit((fits[0], fits[1]), every)
 
 
+# A search screens each candidate on a few of the suspect's layers first (`screening_layers`) and
+# reads the rest only when the screen is not `independent`. Under H0 the screen's p-value is as
+# valid as the full test's (B's sketches of any layers are a function of B alone), and a screen
+# never says `derived` on its own, so stopping there can cost power, never calibration: only a
+# derivative whose screened layers all show nothing is missed (one that copied some layers only,
+# all between the screened ones). Models of at most `SCREEN_ABOVE_LAYERS` layers are not screened.
+SCREEN_ABOVE_LAYERS = 8
+SCREEN_EVERY = 8  # one layer screened per this many, evenly spread, first and last included
+
+
+def screening_layers(layers: list[int]) -> frozenset[int] | None:
+    """The layers a search screens a candidate on, or None when the model is too shallow to screen."""
+    if len(layers) <= SCREEN_ABOVE_LAYERS:
+        return None
+    ordered = sorted(layers)
+    count = max(2, -(-len(ordered) // SCREEN_EVERY))
+    picks = np.linspace(0, len(ordered) - 1, count).round().astype(int)
+    return frozenset(ordered[i] for i in picks)
+
+
 def _layer_parity(unit: Unit) -> int:
     return (unit.layer or 0) % 2
 
 
 def _cross_fitted_units(
-    model_b: CanonicalModel, hidden: int, fit: LayerFit, basis_a: np.ndarray, *, quick: bool, sample: int
+    model_b: CanonicalModel,
+    hidden: int,
+    fit: LayerFit,
+    basis_a: np.ndarray,
+    *,
+    quick: bool,
+    sample: int,
+    layers: frozenset[int] | None = None,
 ) -> list[Unit]:
     """B's units, each layer's through the rotation fitted on the other parity's layers."""
     units: list[Unit] = []
@@ -1233,7 +1281,9 @@ def _cross_fitted_units(
         transform = fit.folds[1 - parity]
         units += [
             u
-            for u in model_units(model_b, hidden, transform @ basis_a, quick=quick, sample=sample)
+            for u in model_units(
+                model_b, hidden, transform @ basis_a, quick=quick, sample=sample, layers=layers
+            )
             if (u.layer or 0) % 2 == parity
         ]
     return units
@@ -1510,10 +1560,12 @@ def weigh_lineage(
     *,
     twins: TwinMatch | None,
     quick: bool = False,
+    layers: frozenset[int] | None = None,
 ) -> Lineage:
     """The test of H0 "B was trained independently of A" (the module docstring's steps 1 to 3),
     with A given as `BaseEvidence`: the one weighing behind `compare` and the comparison against
-    a fingerprint, so both reach the same verdict from the same evidence."""
+    a fingerprint, so both reach the same verdict from the same evidence. ``layers``: weigh only
+    B's matrices of these layers (a search's screen, `screening_layers`), against all of A's."""
     hidden_a, hidden_b = base.hidden, model_b.hidden
     if not hidden_a or not hidden_b:
         verdict, reason = _with_twins(
@@ -1546,7 +1598,7 @@ def weigh_lineage(
             fitted = (
                 None
                 if grams_a is None or hidden_b > LAYER_FIT_MAX_HIDDEN
-                else layer_fit_from_grams(grams_a, layer_grams(model_b, hidden_b, quick=quick))
+                else layer_fit_from_grams(grams_a, layer_grams(model_b, hidden_b, quick=quick, layers=layers))
             )
             if fitted is None:
                 tried.append(Candidate(alignment))
@@ -1554,12 +1606,17 @@ def weigh_lineage(
             # Shown as the fold fitted on even layers unless it decides (then the whole fit).
             candidate = Candidate(replace(alignment, transform=fitted.folds[0]))
             units_b = _cross_fitted_units(
-                model_b, hidden_b, fitted, basis_a, quick=quick, sample=base.row_sample()
+                model_b, hidden_b, fitted, basis_a, quick=quick, sample=base.row_sample(), layers=layers
             )
         else:
             candidate = Candidate(alignment)
             units_b = suspect_units(
-                model_b, hidden_b, base.suspect_basis(alignment), quick=quick, sample=base.row_sample()
+                model_b,
+                hidden_b,
+                base.suspect_basis(alignment),
+                quick=quick,
+                sample=base.row_sample(),
+                layers=layers,
             )
         tried.append(candidate)
         if len(units_a) >= 2 and len(units_b) >= 1:

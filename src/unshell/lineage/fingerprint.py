@@ -75,8 +75,11 @@ from ..tokenizers import families
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, CanonicalModel
 from .compare import (
+    INDEPENDENT_P,
     MIN_ANCHORS_PER_DIMENSION,
+    MIN_UNITS,
     CompareResult,
+    Lineage,
     Unit,
     choose_anchor,
     derivation_kinds,
@@ -87,11 +90,12 @@ from .compare import (
     layer_grams,
     read_row_ids,
     read_rows,
+    screening_layers,
     tensor_units,
     weigh_lineage,
     weigh_units,
 )
-from .hashes import ContentHashes, TensorHashes, match_hashes
+from .hashes import ContentHashes, TensorHashes, TwinMatch, match_hashes
 from .sketch import (
     CHANCE_SEED,
     IDENTITY_KEPT_RESIDUAL,
@@ -1133,7 +1137,10 @@ def prepare_suspect(source: Model | Checkpoint, path: str = "") -> PreparedSuspe
 
 
 def compare_with_fingerprint(
-    base: Fingerprint, suspect: Checkpoint | str | os.PathLike[str] | Fingerprint | PreparedSuspect
+    base: Fingerprint,
+    suspect: Checkpoint | str | os.PathLike[str] | Fingerprint | PreparedSuspect,
+    *,
+    screen: bool = False,
 ) -> CompareResult:
     """`compare`'s test of H0 "B was trained independently of A", with A given as a fingerprint.
 
@@ -1142,15 +1149,17 @@ def compare_with_fingerprint(
     `how`) stay None or coarse, and the notes say it was a fingerprint comparison. What
     Fingerprint-vs-Fingerprint can and cannot detect: see the module docstring. Comparing one
     suspect with many bases: pass a `prepare_suspect` result, so that B is recognized and hashed once.
+    ``screen`` (a search's candidates): weigh B's `compare.screening_layers` first and stop there
+    when they say `independent` (a note says so); the rest of B is read only otherwise.
     """
     if isinstance(suspect, Fingerprint):
         return _compare_fingerprints(base, suspect)
     if isinstance(suspect, PreparedSuspect):
-        return _compare_checkpoint(base, suspect)
+        return _compare_checkpoint(base, suspect, screen=screen)
     if isinstance(suspect, Checkpoint):
-        return _compare_checkpoint(base, prepare_suspect(suspect))
+        return _compare_checkpoint(base, prepare_suspect(suspect), screen=screen)
     with open_checkpoint(suspect) as checkpoint:
-        return _compare_checkpoint(base, prepare_suspect(checkpoint, str(Path(suspect))))
+        return _compare_checkpoint(base, prepare_suspect(checkpoint, str(Path(suspect))), screen=screen)
 
 
 def _result(
@@ -1194,7 +1203,9 @@ def _identical(base: Fingerprint, hashes_b: ContentHashes) -> tuple[Any, tuple[s
     return forward, identical_by_hashes(forward, reverse)
 
 
-def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareResult:
+def _compare_checkpoint(
+    base: Fingerprint, suspect: PreparedSuspect, *, screen: bool = False
+) -> CompareResult:
     summary_b, path_b = suspect.summary, suspect.path
     notes = [f"fingerprint comparison: A is the fingerprint of {base.name!r}; B's weights were read in full"]
     if suspect.vocabulary_sample is not None:
@@ -1206,14 +1217,38 @@ def _compare_checkpoint(base: Fingerprint, suspect: PreparedSuspect) -> CompareR
         return _result(base, summary_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
     hashes_a = base.hashes()
     twins = exact_twin_match(hashes_a if hashes_a.tensors else None, suspect.hashes, suspect.model)
-    lineage = weigh_lineage(
-        FingerprintEvidence(base, suspect.anchor_grams),
-        suspect.model,
-        summary_b,
-        suspect.vocabulary,
-        twins=twins,
-    )
+    evidence = FingerprintEvidence(base, suspect.anchor_grams)
+    screened = screening_layers(suspect.model.layers) if screen else None
+    if screened is not None:
+        lineage = weigh_lineage(
+            evidence, suspect.model, summary_b, suspect.vocabulary, twins=twins, layers=screened
+        )
+        if _screen_says_nothing(lineage, twins):
+            shown = ", ".join(str(n) for n in sorted(screened))
+            screen_text = f"screened on {len(screened)} of B's {len(suspect.model.layers)} layers ({shown})"
+            notes.append(
+                f"{screen_text}: no sign of derivation there, so the other layers were not read "
+                "(`unshell compare` reads them all)"
+            )
+            fields = lineage.fields()
+            fields["reason"] = f"{lineage.reason} ({screen_text}; the others were not read)"
+            return _result(base, summary_b, path_b, hashes, notes, twins=twins, **fields)
+    lineage = weigh_lineage(evidence, suspect.model, summary_b, suspect.vocabulary, twins=twins)
     return _result(base, summary_b, path_b, hashes, notes, twins=twins, **lineage.fields())
+
+
+def _screen_says_nothing(lineage: Lineage, twins: TwinMatch | None) -> bool:
+    """Whether a search may stop at a candidate's screen: enough of B's matrices were weighed
+    (`MIN_UNITS`), none matched A's beyond `INDEPENDENT_P` under any alignment tried, and no tensor
+    of B is an exact twin of one of A's. The verdict is then the screen's (`independent`, or
+    `inconclusive` where the embedding alignment failed), never `derived`."""
+    return (
+        lineage.verdict in ("independent", "inconclusive")
+        and lineage.p_value is not None
+        and lineage.p_value >= INDEPENDENT_P
+        and len(lineage.matches) >= MIN_UNITS
+        and (twins is None or twins.tensors == 0)
+    )
 
 
 def _relative_residual(fitted: np.ndarray, target: np.ndarray) -> float:

@@ -1,0 +1,85 @@
+"""A search screens each candidate on a few of the suspect's layers (`compare.screening_layers`)
+and reads the rest only when the screen is not `independent`.
+
+The models are made here with `benchmarks/make_7b_pair.py`'s generator at a tiny Llama shape (16
+layers, hidden 64): `base` (seeded Gaussian weights, per-role scales), `noisy` (base plus 10 %
+element noise: a derivative) and `other` (another seed: independent of both). Ground truth is how
+they were made.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import unshell
+from unshell.lineage.compare import DERIVED_P, INDEPENDENT_P, screening_layers
+from unshell.lineage.fingerprint import compare_with_fingerprint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_7b_pair", ROOT / "benchmarks" / "make_7b_pair.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_7b_pair", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    make = _generator()
+    shape = make.Llama(hidden=64, layers=16, heads=4, kv_heads=4, intermediate=160, vocab=600)
+    root = tmp_path_factory.mktemp("screen")
+    variants = {
+        "base": make.base_variant(shape, 0),
+        "noisy": make.noisy_variant(shape, 0, 0.1),
+        "other": make.base_variant(shape, 1),
+    }
+    for label, variant in variants.items():
+        make.write_model(root / label, shape, variant)
+    return {label: root / label for label in variants}
+
+
+def test_screening_layers_spread_one_in_eight() -> None:
+    assert screening_layers(list(range(8))) is None  # too shallow: weighed in full
+    assert screening_layers(list(range(9))) == {0, 8}
+    assert screening_layers(list(range(32))) == {0, 10, 21, 31}
+    assert screening_layers([3, 1, 2, 0, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]) == {0, 15}
+
+
+def test_search_stops_an_unrelated_candidate_at_its_screen(models: dict[str, Path], tmp_path: Path) -> None:
+    library = unshell.Library(tmp_path / "library.sqlite")
+    library.add(unshell.fingerprint(models["base"]), name="base")
+    library.add(unshell.fingerprint(models["other"]), name="other")
+    found = unshell.search(models["noisy"], library, top=5, max_candidates=5)
+    by_name = {c.name: c for c in found.candidates}
+    assert set(by_name) == {"base", "other"}
+
+    derived = by_name["base"]  # not stopped: the screen found it, the full test decided
+    assert derived.verdict == "derived" and derived.p_value is not None and derived.p_value < DERIVED_P
+    assert "screened" not in derived.reason
+
+    # Random embeddings carry nothing to align on, so the verdict is `inconclusive` (as the full
+    # test says too, below); the screen found no match under any alignment and stopped there.
+    unrelated = by_name["other"]
+    assert unrelated.verdict == "inconclusive"
+    assert "screened on 2 of B's 16 layers (0, 15)" in unrelated.reason
+    assert unrelated.p_value is not None and unrelated.p_value >= INDEPENDENT_P
+
+
+def test_the_full_comparison_agrees_with_the_screen(models: dict[str, Path]) -> None:
+    other = unshell.fingerprint(models["other"])
+    screened = compare_with_fingerprint(other, models["noisy"], screen=True)
+    full = compare_with_fingerprint(other, models["noisy"])
+    assert screened.verdict == full.verdict == "inconclusive"
+    assert screened.p_value is not None and screened.p_value >= INDEPENDENT_P
+    assert any(note.startswith("screened on 2 of B's 16 layers") for note in screened.notes)
+    assert not any(note.startswith("screened") for note in full.notes)
+    assert len(screened.matches) < len(full.matches)  # the screen weighed fewer of B's matrices

@@ -61,8 +61,14 @@ class ContentHashes:
 
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
-# Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
-_CHUNK_ELEMENTS = 1 << 18  # 256k: bincount's int64 copy of them stays in the caches
+# Values rounded, counted and hashed per step. Each bincount widens its values to int64 and pays a
+# pass over 64k bins: 1M values per call was the fastest measured (1.72 GB/s of bf16 against 1.47
+# at 256k and 1.46 at 2M, whose int64 copy no longer fits the caches; RESULTS.md, session 8).
+_CHUNK_ELEMENTS = 1 << 20
+# Stored bytes of a bf16 tensor read per step into a reused buffer (`Checkpoint.read_into`): the
+# buffer stays in the caches for the sha256 and the count, which mapped pages read once from memory
+# for each do not. Even, so a step always ends between two values.
+_READ_BYTES = 1 << 22
 # Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
 _THREAD_MIN_BYTES = 1 << 22
 
@@ -123,19 +129,52 @@ def _exact_digest(parts: list[np.ndarray]) -> Iterator[Callable[[], str]]:
         yield future.result
 
 
+def _count(histogram: np.ndarray, bits: np.ndarray) -> None:
+    """Add the counts of ``bits`` (uint16) to ``histogram``, `_CHUNK_ELEMENTS` at a time."""
+    for start in range(0, bits.size, _CHUNK_ELEMENTS):
+        histogram += np.bincount(bits[start : start + _CHUNK_ELEMENTS], minlength=1 << 16)
+
+
+def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, histogram: np.ndarray) -> str:
+    """The sha256 of a bf16 tensor's stored bytes, its values counted into ``histogram``: one pass,
+    read `_READ_BYTES` at a time into a buffer (`Checkpoint.read_into`). When the thread budget
+    allows (`unshell.threads.budget`), a second thread hashes each buffer and then reads the next
+    one into a second buffer while this thread counts: hashlib and ``pread`` release the GIL, so
+    the sha256, the read and the count run side by side, two buffers in memory."""
+    size = max(2, min(_READ_BYTES, info.nbytes) & ~1)
+    digest = hashlib.sha256()
+    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
+        buffer = np.empty(size, dtype=np.uint8)
+        for start in range(0, info.nbytes, size):
+            chunk = buffer[: checkpoint.read_into(info, start, buffer)]
+            _count(histogram, chunk.view("<u2"))
+            digest.update(chunk)  # while the chunk is still in the caches
+        return digest.hexdigest()
+    buffers = (np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8))
+
+    def hash_then_read(index: int, count: int, start: int) -> int:
+        # Writes only the buffer this thread's caller is not counting (the other one).
+        digest.update(buffers[index][:count])
+        return checkpoint.read_into(info, start, buffers[1 - index]) if start < info.nbytes else 0
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-sha256") as pool:
+        index, count = 0, checkpoint.read_into(info, 0, buffers[0])
+        start = count
+        while count:
+            following = pool.submit(hash_then_read, index, count, start)
+            _count(histogram, buffers[index][:count].view("<u2"))
+            count = following.result()  # the buffer just counted is free again only after this
+            start += count
+            index = 1 - index
+    return digest.hexdigest()
+
+
 def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
     info = checkpoint.info(name)
     histogram = np.zeros(1 << 16, dtype=np.int64)
     if _stored_bf16(checkpoint, info):
         # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
-        raw = checkpoint.raw_bytes(info)
-        step = 2 * _CHUNK_ELEMENTS
-        with _exact_digest([raw]) as exact:
-            for start in range(0, raw.size, step):
-                histogram += np.bincount(raw[start : start + step].view("<u2"), minlength=1 << 16)
-            digest = exact()
-        checkpoint.release(info)
-        rounded_digest = digest
+        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, histogram)
     else:
         parts = list(info.parts or (info,))
         with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:

@@ -104,12 +104,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", type=Path, nargs="+", help="A [B]")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="thread budget of the hash pass (0: every core)")
-    parser.add_argument("--digests", type=Path, default=None, help="write the hashes here (A's; B's to OUT.b.json)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="thread budget of the hash pass (0: every core)"
+    )
+    parser.add_argument(
+        "--digests", type=Path, default=None, help="write the hashes here (A's; B's to OUT.b.json)"
+    )
     args = parser.parse_args()
 
-    print(f"load average {os.getloadavg()[0]:.2f} before; threads {args.threads or 'default'}; "
-          f"{os.cpu_count()} cores; medians of {args.repeat}")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} before; threads {args.threads or 'default'}; "
+        f"{os.cpu_count()} cores; medians of {args.repeat}"
+    )
     header = f"{'step':28} {'wall s':>7} {'user s':>7} {'sys s':>7} {'CPU s':>7} {'GB/s':>6} {'maj flt':>8} {'min flt':>9} {'disk GB':>6} {'iowait':>7} {'RSS MiB':>7}"
     print(header)
     for index, model in enumerate(args.models):

@@ -276,22 +276,6 @@ def decode(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
     return array
 
 
-class _Descriptor:
-    """An open file descriptor that closes itself when dropped (a checkpoint nobody closed)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
-    def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            self.close()
-
-
 @dataclass
 class Checkpoint:
     """A checkpoint opened for reading: tensor table, declared metadata and lazy values.
@@ -324,8 +308,6 @@ class Checkpoint:
     sidecars: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False)
-    # The descriptor each map was made from, kept open: `read_into` reads the very file the map shows.
-    _descriptors: dict[Path, _Descriptor] = field(default_factory=dict, repr=False)
     # Facts derived from this checkpoint, computed once (`memo`; `unshell.model.Model` reads them).
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -369,31 +351,6 @@ class Checkpoint:
                 "(was it truncated after opening?)"
             )
         return np.frombuffer(mapped, dtype=np.uint8, count=info.nbytes, offset=info.offset)
-
-    def read_into(self, info: TensorInfo, start: int, out: np.ndarray) -> int:
-        """Copy one tensor's (one part's) stored bytes from ``start`` into ``out`` (uint8, C-contiguous),
-        as many as fit before the tensor ends, with ``pread``: the bytes `raw_bytes` would show.
-        Returns the count. A pass that visits every byte once (the content hashes) reads this way
-        into a buffer it reuses: the buffer stays in the CPU caches for every step over it, and
-        the tensor's pages are never mapped into the process (no page faults, no resident pages)."""
-        mapped = self._map(info.file)
-        want = max(0, min(out.size, info.nbytes - start))
-        if info.offset < 0 or info.offset + info.nbytes > len(mapped) or start < 0:
-            raise CorruptCheckpointError(
-                f"{info.file.name}: tensor {sanitize(info.name)!r} lies beyond the end of the file "
-                "(was it truncated after opening?)"
-            )
-        view = memoryview(out).cast("B")
-        done = 0
-        while done < want:  # pread may return fewer bytes than asked (a signal, a network file system)
-            count = os.preadv(self._descriptors[info.file].fd, [view[done:want]], info.offset + start + done)
-            if count == 0:
-                raise CorruptCheckpointError(
-                    f"{info.file.name}: the file ends inside tensor {sanitize(info.name)!r} "
-                    "(was it truncated after opening?)"
-                )
-            done += count
-        return want
 
     def raw_is_value(self, info: TensorInfo) -> bool:
         """Whether the stored bytes decode to the tensor's values on their own, so a caller may
@@ -474,16 +431,14 @@ class Checkpoint:
     def _map(self, path: Path) -> mmap.mmap:
         mapped = self._maps.get(path)
         if mapped is None:
-            descriptor = _Descriptor(os.open(path, os.O_RDONLY))
+            fd = os.open(path, os.O_RDONLY)
             try:
-                if os.fstat(descriptor.fd).st_size == 0:
+                if os.fstat(fd).st_size == 0:
                     raise CorruptCheckpointError(f"{path.name}: the file is empty")
-                mapped = mmap.mmap(descriptor.fd, 0, access=mmap.ACCESS_READ)
-            except BaseException:
-                descriptor.close()
-                raise
+                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
             self._maps[path] = mapped
-            self._descriptors[path] = descriptor
         return mapped
 
     def close(self) -> None:
@@ -492,9 +447,6 @@ class Checkpoint:
             with contextlib.suppress(BufferError):
                 mapped.close()
         self._maps.clear()
-        for descriptor in self._descriptors.values():
-            descriptor.close()
-        self._descriptors.clear()
 
     def __enter__(self) -> Checkpoint:
         return self

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -62,13 +62,14 @@ class ContentHashes:
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
 # Values rounded, counted and hashed per step. Each bincount widens its values to int64 and pays a
-# pass over 64k bins: 1M values per call was the fastest measured (1.72 GB/s of bf16 against 1.47
-# at 256k and 1.46 at 2M, whose int64 copy no longer fits the caches; RESULTS.md, session 8).
-_CHUNK_ELEMENTS = 1 << 20
-# Stored bytes of a bf16 tensor read per step into a reused buffer (`Checkpoint.read_into`): the
-# buffer stays in the caches for the sha256 and the count, which mapped pages read once from memory
-# for each do not. Even, so a step always ends between two values.
-_READ_BYTES = 1 << 22
+# pass over 64k bins; 512k values per call is the compromise measured in session 8 (RESULTS.md):
+# counting stored bf16 runs at 1.69 GB/s (1.64 at 256k, 1.72 at 1M, 1.65 at 2M, whose int64 copy
+# leaves the caches) and rounding float32 is at its fastest (1M is 13% slower there).
+_CHUNK_ELEMENTS = 1 << 19
+# Stored bf16 bytes counted and hashed per step; each step's pages leave the process once both are
+# done (`Checkpoint.release`), so the pass holds two steps of a tensor, never the whole of it (a
+# 262k-token bf16 embedding is over 1 GB). A multiple of the page size.
+_STEP_BYTES = 1 << 22
 # Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
 _THREAD_MIN_BYTES = 1 << 22
 
@@ -136,36 +137,39 @@ def _count(histogram: np.ndarray, bits: np.ndarray) -> None:
 
 
 def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, histogram: np.ndarray) -> str:
-    """The sha256 of a bf16 tensor's stored bytes, its values counted into ``histogram``: one pass,
-    read `_READ_BYTES` at a time into a buffer (`Checkpoint.read_into`). When the thread budget
-    allows (`unshell.threads.budget`), a second thread hashes each buffer and then reads the next
-    one into a second buffer while this thread counts: hashlib and ``pread`` release the GIL, so
-    the sha256, the read and the count run side by side, two buffers in memory."""
-    size = max(2, min(_READ_BYTES, info.nbytes) & ~1)
+    """The sha256 of a bf16 tensor's stored bytes, its values counted into ``histogram``, in one
+    pass over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
+    (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while this
+    one counts (hashlib releases the GIL): the hash is at most one step behind the count, so both
+    read a step while it is in the caches, and a step's pages are released once both are done."""
+    raw = checkpoint.raw_bytes(info)
     digest = hashlib.sha256()
+
+    def release(start: int) -> None:
+        step = replace(info, offset=info.offset + start, nbytes=min(_STEP_BYTES, info.nbytes - start))
+        checkpoint.release(step)
+
+    steps = range(0, info.nbytes, _STEP_BYTES)
     if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
-        buffer = np.empty(size, dtype=np.uint8)
-        for start in range(0, info.nbytes, size):
-            chunk = buffer[: checkpoint.read_into(info, start, buffer)]
-            _count(histogram, chunk.view("<u2"))
-            digest.update(chunk)  # while the chunk is still in the caches
+        for start in steps:
+            step = raw[start : start + _STEP_BYTES]
+            _count(histogram, step.view("<u2"))
+            digest.update(step.data)
+            release(start)
         return digest.hexdigest()
-    buffers = (np.empty(size, dtype=np.uint8), np.empty(size, dtype=np.uint8))
-
-    def hash_then_read(index: int, count: int, start: int) -> int:
-        # Writes only the buffer this thread's caller is not counting (the other one).
-        digest.update(buffers[index][:count])
-        return checkpoint.read_into(info, start, buffers[1 - index]) if start < info.nbytes else 0
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-sha256") as pool:
-        index, count = 0, checkpoint.read_into(info, 0, buffers[0])
-        start = count
-        while count:
-            following = pool.submit(hash_then_read, index, count, start)
-            _count(histogram, buffers[index][:count].view("<u2"))
-            count = following.result()  # the buffer just counted is free again only after this
-            start += count
-            index = 1 - index
+        hashing: deque[tuple[Future[None], int]] = deque()
+        for start in steps:
+            step = raw[start : start + _STEP_BYTES]
+            hashing.append((pool.submit(digest.update, step.data), start))  # one worker: in order
+            _count(histogram, step.view("<u2"))
+            while len(hashing) > 1 or (hashing and hashing[0][0].done()):
+                done, begun = hashing.popleft()
+                done.result()
+                release(begun)
+        for done, begun in hashing:
+            done.result()
+            release(begun)
     return digest.hexdigest()
 
 

@@ -67,9 +67,12 @@ _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
 # leaves the caches) and rounding float32 is at its fastest (1M is 13% slower there).
 _CHUNK_ELEMENTS = 1 << 19
 # Stored bf16 bytes counted and hashed per step; each step's pages leave the process once both are
-# done (`Checkpoint.release`), so the pass holds two steps of a tensor, never the whole of it (a
-# 262k-token bf16 embedding is over 1 GB). A multiple of the page size.
+# done (`Checkpoint.release`), so the pass holds a few steps of a tensor (`_HASH_LAG` + 1 at most),
+# never the whole of it (a 262k-token bf16 embedding is over 1 GB). A multiple of the page size.
 _STEP_BYTES = 1 << 22
+# Steps the sha256 thread may fall behind the count before the count waits for it: enough that a
+# busy machine's scheduling (a thread not run for a few milliseconds) does not stall the other.
+_HASH_LAG = 8
 # Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
 _THREAD_MIN_BYTES = 1 << 22
 
@@ -140,8 +143,8 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, histogram: np.nd
     """The sha256 of a bf16 tensor's stored bytes, its values counted into ``histogram``, in one
     pass over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
     (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while this
-    one counts (hashlib releases the GIL): the hash is at most one step behind the count, so both
-    read a step while it is in the caches, and a step's pages are released once both are done."""
+    one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages are
+    released once both are done with it."""
     raw = checkpoint.raw_bytes(info)
     digest = hashlib.sha256()
 
@@ -163,7 +166,7 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, histogram: np.nd
             step = raw[start : start + _STEP_BYTES]
             hashing.append((pool.submit(digest.update, step.data), start))  # one worker: in order
             _count(histogram, step.view("<u2"))
-            while len(hashing) > 1 or (hashing and hashing[0][0].done()):
+            while len(hashing) > _HASH_LAG or (hashing and hashing[0][0].done()):
                 done, begun = hashing.popleft()
                 done.result()
                 release(begun)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -61,8 +61,18 @@ class ContentHashes:
 
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
-# Values rounded, counted and hashed per step (each bincount also pays a pass over 64k bins).
-_CHUNK_ELEMENTS = 1 << 18  # 256k: bincount's int64 copy of them stays in the caches
+# Values rounded, counted and hashed per step. Each bincount widens its values to int64 and pays a
+# pass over 64k bins; 512k values per call is the compromise measured in session 8 (RESULTS.md):
+# counting stored bf16 runs at 1.69 GB/s (1.64 at 256k, 1.72 at 1M, 1.65 at 2M, whose int64 copy
+# leaves the caches) and rounding float32 is at its fastest (1M is 13% slower there).
+_CHUNK_ELEMENTS = 1 << 19
+# Stored bf16 bytes counted and hashed per step; each step's pages leave the process once both are
+# done (`Checkpoint.release`), so the pass holds a few steps of a tensor (`_HASH_LAG` + 1 at most),
+# never the whole of it (a 262k-token bf16 embedding is over 1 GB). A multiple of the page size.
+_STEP_BYTES = 1 << 22
+# Steps the sha256 thread may fall behind the count before the count waits for it: enough that a
+# busy machine's scheduling (a thread not run for a few milliseconds) does not stall the other.
+_HASH_LAG = 8
 # Below this, a tensor's sha256 runs in line: starting a thread would cost more than it overlaps.
 _THREAD_MIN_BYTES = 1 << 22
 
@@ -123,19 +133,55 @@ def _exact_digest(parts: list[np.ndarray]) -> Iterator[Callable[[], str]]:
         yield future.result
 
 
+def _count(histogram: np.ndarray, bits: np.ndarray) -> None:
+    """Add the counts of ``bits`` (uint16) to ``histogram``, `_CHUNK_ELEMENTS` at a time."""
+    for start in range(0, bits.size, _CHUNK_ELEMENTS):
+        histogram += np.bincount(bits[start : start + _CHUNK_ELEMENTS], minlength=1 << 16)
+
+
+def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, histogram: np.ndarray) -> str:
+    """The sha256 of a bf16 tensor's stored bytes, its values counted into ``histogram``, in one
+    pass over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
+    (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while this
+    one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages are
+    released once both are done with it."""
+    raw = checkpoint.raw_bytes(info)
+    digest = hashlib.sha256()
+
+    def release(start: int) -> None:
+        step = replace(info, offset=info.offset + start, nbytes=min(_STEP_BYTES, info.nbytes - start))
+        checkpoint.release(step)
+
+    steps = range(0, info.nbytes, _STEP_BYTES)
+    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
+        for start in steps:
+            step = raw[start : start + _STEP_BYTES]
+            _count(histogram, step.view("<u2"))
+            digest.update(step.data)
+            release(start)
+        return digest.hexdigest()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unshell-sha256") as pool:
+        hashing: deque[tuple[Future[None], int]] = deque()
+        for start in steps:
+            step = raw[start : start + _STEP_BYTES]
+            hashing.append((pool.submit(digest.update, step.data), start))  # one worker: in order
+            _count(histogram, step.view("<u2"))
+            while len(hashing) > _HASH_LAG or (hashing and hashing[0][0].done()):
+                done, begun = hashing.popleft()
+                done.result()
+                release(begun)
+        for done, begun in hashing:
+            done.result()
+            release(begun)
+    return digest.hexdigest()
+
+
 def hash_tensor(checkpoint: Checkpoint, name: str) -> TensorHashes:
     info = checkpoint.info(name)
     histogram = np.zeros(1 << 16, dtype=np.int64)
     if _stored_bf16(checkpoint, info):
         # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
-        raw = checkpoint.raw_bytes(info)
-        step = 2 * _CHUNK_ELEMENTS
-        with _exact_digest([raw]) as exact:
-            for start in range(0, raw.size, step):
-                histogram += np.bincount(raw[start : start + step].view("<u2"), minlength=1 << 16)
-            digest = exact()
-        checkpoint.release(info)
-        rounded_digest = digest
+        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, histogram)
     else:
         parts = list(info.parts or (info,))
         with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:

@@ -1,0 +1,113 @@
+"""The content hashes of real fixture tensors, pinned digest for digest.
+
+Fingerprints in a library, search's content-hash index and every `compare` report carry these
+digests: a change to how the hash pass reads, chunks, counts or threads its work must leave every
+one of them as it was. The pinned values were computed by the hash pass as it stood before session
+8's rewrite of its bf16 path (main at 4b887cf); `test_hash_speed.py` checks the definitions on
+synthetic tensors, this file checks that real ones did not move.
+
+Three paths: stories260K's float32 tensors (decoded, rounded to bfloat16, hashed), the llama-2-tiny
+GGUF's float16 ones (a 32000 x 8 embedding among them), and stories260K written as bfloat16
+safetensors (the stored bytes hashed and counted as they are), the last in steps of several sizes,
+in line and with the sha256 on a second thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from unshell.formats import open_checkpoint
+from unshell.formats.base import Checkpoint
+from unshell.formats.safetensors import write_safetensors
+from unshell.lineage import hashes
+from unshell.lineage.hashes import TensorHashes, hash_tensor
+from unshell.threads import limited
+
+# tok_embeddings.weight of stories260K (512 x 64 float32).
+STORIES_EMBEDDING = TensorHashes(
+    name="tok_embeddings.weight",
+    numel=32768,
+    exact="452158377d2f8703b5b38935f894b628d3c7e2ac26bc167bfbfc68655dfe2c8a",
+    rounded="068cab9d1f63c7dbab5ce5cc9a120ad64cc15558b2a2951c7e853c1c219a3196",
+    multiset="90c3bc959064a2ceb339789a6cafab720ef72144941384481ae2a948b3b084bb",
+    distinct=2156,
+)
+# token_embd.weight of llama-2-tiny-random.gguf (32000 x 8 float16).
+TINY_EMBEDDING = TensorHashes(
+    name="token_embd.weight",
+    numel=256000,
+    exact="20d11b1af9867eb745affaf279a1f2371687215d93e8eca28f8ec2ff09186774",
+    rounded="8101ed7839ebff031b58c41c1411e7e955819fc785406b88315b1f2e5f9c579b",
+    multiset="6952e09c017e9a532175e4c972a6467f9317f12a8d39505bf5c6fc446890b190",
+    distinct=2952,
+)
+# The sha256 of every tensor's (name, numel, exact, rounded, multiset, distinct), in tensor order (`digest_of`).
+WHOLE = {
+    "stories260K.bin": "ab74fb6960e29f242754c9c0ab977451d6c9f7ffb10e5f53b37f1f9c310e2b0f",
+    "llama-2-tiny-random.gguf": "bd3efa9b410fdacd002aee36cc878cb1d99f2781547d371bdf52140c3e86c303",
+    "stories260K-bf16.safetensors": "7acb1b80973f30c7d10b0916f7b3fa843fec95983d548fc36e9ddac87fc0baa1",
+}
+# The bfloat16 file itself (the writer rounds to nearest even): if it moved, the writer did, not the hashes.
+BF16_FILE = "e73239a17c580a7d6ee18791c4a82d36fc1245b48a2a3d85086008bae67d7cb3"
+
+
+def all_hashes(checkpoint: Checkpoint, threads: int) -> list[TensorHashes]:
+    with limited(threads):
+        return [hash_tensor(checkpoint, name) for name in checkpoint.tensors]
+
+
+def digest_of(tensors: list[TensorHashes]) -> str:
+    rows = [[t.name, t.numel, t.exact, t.rounded, t.multiset, t.distinct] for t in tensors]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def bf16_copy(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """stories260K's tensors stored as bfloat16 safetensors (in the writer's order)."""
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as source:
+        tensors = {name: source.read(name) for name in source.tensors}
+    path = tmp_path_factory.mktemp("bf16") / "model.safetensors"
+    write_safetensors(path, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == BF16_FILE
+    return path
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("fixture", "pinned"),
+    [("stories260K.bin", STORIES_EMBEDDING), ("llama-2-tiny-random.gguf", TINY_EMBEDDING)],
+)
+def test_real_tensors_keep_their_digests(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, fixture: str, pinned: TensorHashes, threads: int
+) -> None:
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)  # the exact sha256 on its own thread too
+    with open_checkpoint(fixtures_dir / fixture) as checkpoint:
+        got = all_hashes(checkpoint, threads)
+        assert got[0] == pinned
+        assert digest_of(got) == WHOLE[fixture]
+
+
+# Steps: bigger than any tensor; a page; not a whole number of pages; an odd count of values.
+@pytest.mark.parametrize("step_bytes", [1 << 22, 4096, 1000, 130])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_tensors_keep_their_digests_whatever_the_step(
+    bf16_copy: Path, monkeypatch: pytest.MonkeyPatch, step_bytes: int, threads: int
+) -> None:
+    monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(hashes, "_STEP_BYTES", step_bytes)
+    monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 300)  # counts end mid-step as well
+    with open_checkpoint(bf16_copy) as checkpoint:
+        got = all_hashes(checkpoint, threads)
+    assert digest_of(got) == WHOLE["stories260K-bf16.safetensors"]
+    embedding = next(t for t in got if t.name == STORIES_EMBEDDING.name)
+    # Stored as bfloat16, the values are the float32 originals rounded: the bf16 copy's exact and
+    # rounded digests are the float32 tensor's rounded one, and the multiset is the same.
+    assert embedding.exact == embedding.rounded == STORIES_EMBEDDING.rounded
+    assert (embedding.multiset, embedding.distinct) == (
+        STORIES_EMBEDDING.multiset,
+        STORIES_EMBEDDING.distinct,
+    )

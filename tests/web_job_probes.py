@@ -72,9 +72,9 @@ def recording_search(roots: Roots, path: Path, top: int, library: Path) -> Finis
     seen: list[tuple[str, bool]] = []
     real = fingerprint_module.compare_with_fingerprint
 
-    def recording(base: Any, suspect: Any) -> Any:
+    def recording(base: Any, suspect: Any, *, screen: bool = False) -> Any:
         seen.append((threading.current_thread().name, paths._confined_to.get() is not None))
-        return real(base, suspect)
+        return real(base, suspect, screen=screen)
 
     fingerprint_module.compare_with_fingerprint = recording  # type: ignore[assignment]
     os.cpu_count = lambda: 2  # threads even on a one-core machine

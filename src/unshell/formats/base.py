@@ -200,6 +200,10 @@ def sanitize(text: str, limit: int = 300) -> str:
     return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
+# Values decoded per block of rows when `Checkpoint.read_columns` cannot gather before decoding.
+_COLUMN_BLOCK_ELEMENTS = 1 << 22
+
+
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     # Widened and shifted in one pass: one tensor-sized array, written once.
     return np.left_shift(raw, 16, dtype=np.uint32).view(np.float32)
@@ -403,6 +407,39 @@ class Checkpoint:
         if np.shares_memory(values, self._map(info.file)):
             values = values.copy()
         return values
+
+    def read_columns(self, name: str, columns: np.ndarray) -> np.ndarray:
+        """Values of some columns (indices along the second axis) of a 2-D tensor: the values of
+        ``read(name)[:, columns]``. Plain dtypes gather the stored elements first and widen only
+        those (a sketch of a 4096 x 11008 bf16 matrix samples 2,048 columns: a fifth of the
+        decoding); rows of block types are decoded a block of rows at a time."""
+        info = self.info(name)
+        if len(info.shape) != 2:
+            return np.asarray(self.read(name)[:, columns])
+        rows, cols = info.shape
+        stored_type = PLAIN_DTYPES.get(info.dtype)
+        if (
+            self.raw_is_value(info)
+            and stored_type is not None
+            and info.nbytes == info.numel * stored_type.itemsize
+        ):
+            # Gathered as rows of the transpose (numpy gathers along the first axis fastest), so
+            # the result is a transposed view of contiguous columns: what a caller that wants the
+            # columns as vectors lays out anyway.
+            stored = self.raw_bytes(info).view(stored_type).reshape(rows, cols).T[columns]
+            picked = replace(info, shape=stored.shape, nbytes=stored.nbytes)
+            values = decode(stored.reshape(-1).view(np.uint8), picked)
+            self.release(info)
+            return values.T
+        if self.row_bytes(info) is None or cols == 0:
+            return np.asarray(self.read(name)[:, columns])
+        step = max(1, _COLUMN_BLOCK_ELEMENTS // cols)
+        blocks = [
+            np.asarray(self.read_rows(name, slice(start, start + step)))[:, columns]
+            for start in range(0, rows, step)
+        ]
+        self.release(info)
+        return np.concatenate(blocks, axis=0) if blocks else np.asarray(self.read(name)[:, columns])
 
     def release(self, info: TensorInfo) -> None:
         """Drop one tensor's file pages from this process's resident memory (they stay on disk)."""

@@ -478,13 +478,19 @@ def tensor_units(
     units: list[Unit] = []
     keep = default_sample(basis) if sample is None else sample
     step = _quick_step(model, name) if sampled else 1
+    columns = sampled_rows(info.shape[1], keep) if orientations == ["columns"] else None
     if orientations == ["rows"]:  # only the sampled rows are read (and decoded)
         matrix = _sampled_matrix(model, name, step, keep)
+    elif columns is not None:  # only the sampled columns are decoded, then laid out as vectors
+        matrix = np.ascontiguousarray(
+            finite(np.asarray(model.checkpoint.read_columns(name, columns), dtype=np.float32)).T
+        )
     else:
         matrix = read_rows(model, name, step)
     for orientation in orientations:
-        vectors = matrix if orientation == "rows" else matrix.T
-        if orientation == "columns" or len(orientations) > 1:
+        # Sampled columns were laid out one vector per row already.
+        vectors = matrix if columns is not None or orientation == "rows" else matrix.T
+        if columns is None and (orientation == "columns" or len(orientations) > 1):
             ids = sampled_rows(vectors.shape[0], keep)
             if ids is not None:
                 vectors = vectors[ids]

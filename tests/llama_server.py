@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import os
 import re
 import socket
@@ -23,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from artifacts import cache_root, fetch
+from file_modules import file_module
 
 START_TIMEOUT_S = 300
 _ACCESS = re.compile(r'"POST /v1/(chat/)?completions HTTP/1\.[01]" 200')
@@ -127,14 +127,6 @@ def requantized_smollm2(quant: str = "Q8_0") -> Path:
 def finetuned_smollm2() -> Path:
     """SmolLM2-135M-Instruct with its last blocks briefly fine-tuned (``tools/smollm2_finetune.py``:
     about 33 CPU-seconds to build cold, then cached), as an F16 GGUF."""
-    name = "unshell_tools_smollm2_finetune"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, _FINETUNE_TOOL)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {_FINETUNE_TOOL}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+    module = file_module(_FINETUNE_TOOL, "unshell_tools_smollm2_finetune")
     path: Path = module.load_or_build(fetch("smollm2_gguf")).path
     return path

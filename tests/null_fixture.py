@@ -10,23 +10,18 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
+
+from file_modules import file_module
 
 _TOOL = Path(__file__).resolve().parent.parent / "tools" / "null_population.py"
 
 
 @functools.cache
 def _module() -> Any:
-    spec = importlib.util.spec_from_file_location("unshell_tools_null_population", _TOOL)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {_TOOL}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unshell_tools_null_population"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return file_module(_TOOL, "unshell_tools_null_population")
 
 
 @functools.cache

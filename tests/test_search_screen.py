@@ -9,32 +9,19 @@ they were made.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import unshell
+from file_modules import ROOT, file_module
 from unshell.lineage.compare import DERIVED_P, INDEPENDENT_P, screening_layers
 from unshell.lineage.fingerprint import compare_with_fingerprint
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_7b_pair", ROOT / "benchmarks" / "make_7b_pair.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_7b_pair", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    make = _generator()
+    make = file_module(ROOT / "benchmarks" / "make_7b_pair.py", "unshell_bench_make_7b_pair")
     shape = make.Llama(hidden=64, layers=16, heads=4, kv_heads=4, intermediate=160, vocab=600)
     root = tmp_path_factory.mktemp("screen")
     variants = {

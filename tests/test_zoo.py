@@ -473,15 +473,9 @@ def test_null_pairs_are_distinct_independent_models(built: Zoo) -> None:
 
 
 def test_make_7b_pair_writes_a_noisy_copy_and_a_function_preserving_rotation(tmp_path: Path) -> None:
-    import importlib.util
-    import sys
+    from file_modules import ROOT, file_module
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "make_7b_pair.py"
-    spec = importlib.util.spec_from_file_location("unshell_bench_make_7b_pair", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = file_module(ROOT / "benchmarks" / "make_7b_pair.py", "unshell_bench_make_7b_pair")
     shape = module.Llama(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=96, vocab=3000)
     record = module.make_pair(tmp_path, shape, seed=3, noise=0.1, log=lambda _: None)
     assert set(record["models"]) == {"base", "noisy", "rotated"}

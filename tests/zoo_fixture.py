@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.util
 import shutil
 import sys
 import tempfile
@@ -26,21 +25,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from file_modules import file_module
+
 _TOOLS_ZOO = Path(__file__).resolve().parent.parent / "tools" / "zoo.py"
 _MODULE_NAME = "unshell_tools_zoo"
 
 
 def zoo_module() -> ModuleType:
     """``tools/zoo.py`` as a module (loaded once per process)."""
-    module = sys.modules.get(_MODULE_NAME)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(_MODULE_NAME, _TOOLS_ZOO)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {_TOOLS_ZOO}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_MODULE_NAME] = module  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(module)
-    return module
+    return file_module(_TOOLS_ZOO, _MODULE_NAME)
 
 
 _zoo = zoo_module()
@@ -67,12 +60,7 @@ _TOOLS_ZOO_VOCAB = _TOOLS_ZOO.with_name("zoo_vocab.py")
 def vocab_zoo() -> Any:
     """The zoo's vocabulary cases (``tools/zoo_vocab.py``): built (about 8 minutes on 2 cores,
     after ``zoo()``) or loaded from the cache."""
-    spec = importlib.util.spec_from_file_location("unshell_tools_zoo_vocab", _TOOLS_ZOO_VOCAB)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {_TOOLS_ZOO_VOCAB}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["unshell_tools_zoo_vocab"] = module
-    spec.loader.exec_module(module)
+    module = file_module(_TOOLS_ZOO_VOCAB, "unshell_tools_zoo_vocab")
     return module.load_or_build(log=lambda message: print(message, file=sys.stderr, flush=True))
 
 

@@ -70,3 +70,23 @@ def test_the_full_comparison_agrees_with_the_screen(models: dict[str, Path]) -> 
     assert any(note.startswith("screened on 2 of B's 16 layers") for note in screened.notes)
     assert not any(note.startswith("screened") for note in full.notes)
     assert len(screened.matches) < len(full.matches)  # the screen weighed fewer of B's matrices
+
+
+def test_a_candidate_past_its_screen_fits_its_alignment_once(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The screen and the full test rest on one embedding alignment, fitted once."""
+    from unshell.lineage import fingerprint as fingerprint_module
+
+    fits = []
+    real = fingerprint_module.align_embeddings
+
+    def counted(*args: object, **kwargs: object) -> object:
+        fits.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    base = unshell.fingerprint(models["base"])
+    monkeypatch.setattr(fingerprint_module, "align_embeddings", counted)
+    result = compare_with_fingerprint(base, models["noisy"], screen=True)
+    assert result.verdict == "derived" and not any(n.startswith("screened") for n in result.notes)
+    assert len(fits) == 1

@@ -911,6 +911,10 @@ class FingerprintEvidence:
 
     base: Fingerprint
     anchor_grams: AnchorGrams = field(default_factory=AnchorGrams)  # B's, shared across a search
+    # `anchor_alignment` by (model, vocabulary): a search's screen and its full test fit it once.
+    _anchored: dict[tuple[int, int], Alignment | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def summary(self) -> ModelSummary:
@@ -934,20 +938,19 @@ class FingerprintEvidence:
         hidden = self.base.hidden or 0
         return self.base.sketch_dim < hidden and transform.shape[1] == self.base.sketch_dim
 
-    def _identity_kept(self, projected_a: np.ndarray, rows_b: np.ndarray) -> Alignment | None:
-        """The stored basis as B's, unfitted, when B's anchor rows projected on it already agree
-        with A's recorded projections (`sketch.IDENTITY_KEPT_RESIDUAL`, the rule `compare`'s own
-        alignment follows); None when they do not. Spares the search a Gram of B's rows and a
-        solve at H x H per candidate, and every candidate of one basis shares B's sketches."""
-        basis = self.basis()
-        x = np.asarray(rows_b, dtype=np.float32)
-        projected_b = (x - x.mean(axis=0, keepdims=True)) @ basis
+    def _identity_kept(self, projected_a: np.ndarray, projected_b: np.ndarray) -> Alignment | None:
+        """The stored basis as B's, unfitted, when B's centered anchor rows projected on it
+        (``projected_b``) already agree with A's recorded projections (`sketch.IDENTITY_KEPT_RESIDUAL`,
+        the rule `compare`'s own alignment follows); None when they do not. Spares the search a
+        Gram of B's rows and a solve at H x H per candidate, and every candidate of one basis
+        shares B's sketches."""
         y = np.asarray(projected_a, dtype=np.float32)
         residual = untransformed_residual(y - y.mean(axis=0, keepdims=True), projected_b)
         if not residual <= IDENTITY_KEPT_RESIDUAL:
             return None
+        rows = projected_b.shape[0]
         return Alignment(
-            basis, residual, rows_b.shape[0], "procrustes-embeddings", untransformed=residual, fitted=False
+            self.basis(), residual, rows, "procrustes-embeddings", untransformed=residual, fitted=False
         )
 
     def suspect_basis(self, alignment: Alignment) -> np.ndarray:
@@ -977,7 +980,16 @@ class FingerprintEvidence:
 
     def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
         """`compare`'s embedding alignment (`_best_alignment`) on the recorded anchor rows: rows of
-        the same token string when both sides know their tokens and some moved, else of the same id."""
+        the same token string when both sides know their tokens and some moved, else of the same id.
+        Fitted once per model and vocabulary (both stay open while this evidence is used)."""
+        key = (id(model_b), id(vocabulary_b))
+        if key not in self._anchored:
+            self._anchored[key] = self._fit_anchor_alignment(model_b, vocabulary_b)
+        return self._anchored[key]
+
+    def _fit_anchor_alignment(
+        self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None
+    ) -> Alignment | None:
         base = self.base
         hidden_a, hidden_b = base.hidden or 0, model_b.hidden or 0
         names_b = _embedding_names(model_b, hidden_b)
@@ -1016,12 +1028,16 @@ class FingerprintEvidence:
         candidates_b = [c[:rows] for c in candidates_b]
 
         solved: dict[int, list[tuple[np.ndarray, float]]] = {}
+        projected: dict[int, np.ndarray] = {}  # B's centered rows on the stored basis, by candidate
 
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
             if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
                 return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
             if not chance and hidden_a == hidden_b:
-                kept = self._identity_kept(candidates_a[i], candidates_b[j])
+                if j not in projected:
+                    x = np.asarray(candidates_b[j], dtype=np.float32)
+                    projected[j] = (x - x.mean(axis=0, keepdims=True)) @ self.basis()
+                kept = self._identity_kept(candidates_a[i], projected[j])
                 if kept is not None:
                     return kept
             gram = self.anchor_grams.of(candidates_b[j])
@@ -1150,7 +1166,8 @@ def compare_with_fingerprint(
     Fingerprint-vs-Fingerprint can and cannot detect: see the module docstring. Comparing one
     suspect with many bases: pass a `prepare_suspect` result, so that B is recognized and hashed once.
     ``screen`` (a search's candidates): weigh B's `compare.screening_layers` first and stop there
-    when they say `independent` (a note says so); the rest of B is read only otherwise.
+    when they show no match (`_screen_says_nothing`; a note says so); B's other layers are weighed
+    only otherwise.
     """
     if isinstance(suspect, Fingerprint):
         return _compare_fingerprints(base, suspect)
@@ -1227,11 +1244,11 @@ def _compare_checkpoint(
             shown = ", ".join(str(n) for n in sorted(screened))
             screen_text = f"screened on {len(screened)} of B's {len(suspect.model.layers)} layers ({shown})"
             notes.append(
-                f"{screen_text}: no sign of derivation there, so the other layers were not read "
-                "(`unshell compare` reads them all)"
+                f"{screen_text}: no sign of derivation there, so the other layers were not weighed "
+                "(`unshell compare` weighs them all)"
             )
             fields = lineage.fields()
-            fields["reason"] = f"{lineage.reason} ({screen_text}; the others were not read)"
+            fields["reason"] = f"{lineage.reason} ({screen_text}; the others were not weighed)"
             return _result(base, summary_b, path_b, hashes, notes, twins=twins, **fields)
     lineage = weigh_lineage(evidence, suspect.model, summary_b, suspect.vocabulary, twins=twins)
     return _result(base, summary_b, path_b, hashes, notes, twins=twins, **lineage.fields())

@@ -4,7 +4,7 @@
 
 Runs one `compare(A, B)` in this process, after evicting both models' files from the page cache,
 and prints its wall and CPU seconds, its peak RSS and the CPU seconds (user + system, every thread
-of the process) spent in each phase: the content hashes (`Model.content_hashes`), the sketches
+of the process) and wall seconds spent in each phase: the content hashes (`Model.content_hashes`), the sketches
 (`model_units`, A's and B's), the embedding alignment (`_best_alignment`), the value-added account
 (`assess`) and the expert map. On a shared machine CPU seconds are the figures to hold on to: a
 loaded machine stretches the wall time, much less the CPU time. ``--json`` writes the result's
@@ -42,13 +42,19 @@ def files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".gguf", ".bin"))
 
 
-def timed(function: Callable[..., Any], spent: collections.Counter[str], label: str) -> Callable[..., Any]:
+def timed(
+    function: Callable[..., Any],
+    spent: collections.Counter[str],
+    walls: collections.Counter[str],
+    label: str,
+) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.process_time()
+        start, wall_start = time.process_time(), time.perf_counter()
         try:
             return function(*args, **kwargs)
         finally:
             spent[label] += time.process_time() - start
+            walls[label] += time.perf_counter() - wall_start
 
     return wrapper
 
@@ -70,12 +76,13 @@ def main() -> None:
     from unshell.threads import limited
 
     spent: collections.Counter[str] = collections.Counter()
+    walls: collections.Counter[str] = collections.Counter()
     for module_name, dotted, label in PHASES:
         owner: Any = importlib.import_module(module_name)
         *path, attribute = dotted.split(".")
         for part in path:
             owner = getattr(owner, part)
-        setattr(owner, attribute, timed(getattr(owner, attribute), spent, label))
+        setattr(owner, attribute, timed(getattr(owner, attribute), spent, walls, label))
 
     drop_cache(files_of(args.a) + files_of(args.b))
     load = os.getloadavg()[0]
@@ -90,10 +97,10 @@ def main() -> None:
         f"{'quick' if args.quick else 'full'} compare: wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:,.0f} MiB, "
         f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; {result.verdict}, p = {result.p_value}"
     )
-    print(f"{'phase':32} {'CPU s':>7} {'share':>6}")
+    print(f"{'phase':32} {'CPU s':>7} {'share':>6} {'wall s':>7}")
     for label, seconds in spent.most_common():
-        print(f"{label:32} {seconds:>7.1f} {seconds / cpu:>6.1%}")
-    print(f"{'the rest':32} {cpu - sum(spent.values()):>7.1f}")
+        print(f"{label:32} {seconds:>7.1f} {seconds / cpu:>6.1%} {walls[label]:>7.1f}")
+    print(f"{'the rest':32} {cpu - sum(spent.values()):>7.1f} {'':>6} {wall - sum(walls.values()):>7.1f}")
 
 
 if __name__ == "__main__":

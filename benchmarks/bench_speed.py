@@ -10,7 +10,8 @@ sequential read of both models' files in 16 MiB chunks; fingerprint and search r
 resp. B), so their ratio is taken against the read of that model alone. "search" fingerprints A
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
 candidate (``--candidate M``, repeatable: M's fingerprint joins the library too, and the figure is
-per candidate tested). "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
+per candidate tested; each candidate's own wall and CPU seconds are listed below the table, the
+suspect's comparison with it alone). "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
 the lineage stage alone, the suspect's hashing excluded), which a loaded machine
 inflates far less than wall time. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
 ``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
@@ -80,10 +81,20 @@ elif step == "search":
             finally:
                 lineage_cpu.append(time.process_time() - begin)
         searching._compare_all = timed
+        each, compare_one = [], searching.compare_with_fingerprint
+        def timed_one(base, *args, **kwargs):
+            begin, cpu_begin = time.perf_counter(), time.process_time()
+            try:
+                return compare_one(base, *args, **kwargs)
+            finally:
+                each.append((base.name, time.perf_counter() - begin, time.process_time() - cpu_begin))
+        searching.compare_with_fingerprint = timed_one
         result = search(b, library, top=1 + len(others), workers=1)
         c = result.candidates[0]
+        verdicts = {x.name: x.verdict for x in result.candidates}
         out = {"seconds": result.lineage_seconds / max(result.tested, 1), "verdict": c.verdict,
-               "p_value": c.p_adjusted, "stage_cpu": sum(lineage_cpu) / max(result.tested, 1)}
+               "p_value": c.p_adjusted, "stage_cpu": sum(lineage_cpu) / max(result.tested, 1),
+               "each": [[name, wall, cpu, verdicts.get(name, "")] for name, wall, cpu in each]}
 if profile_to:
     profiler.disable()
     profiler.dump_stats(profile_to)
@@ -186,6 +197,8 @@ def main() -> None:
             f"{median / base:>6.2f} {cpu:>7.1f} {rss / 2**20:>7.0f}MiB  {last['verdict']} p={last['p_value']}"
             + (f"  (lineage stage CPU s per candidate: {statistics.median(stage):.1f})" if stage else "")
         )
+        for name, wall, cpu_s, verdict in last.get("each", []):  # type: ignore[attr-defined]
+            print(f"  candidate {name}: {wall:.2f} s wall, {cpu_s:.1f} CPU s, {verdict} (last run)")
 
 
 if __name__ == "__main__":

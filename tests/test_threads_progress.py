@@ -434,3 +434,72 @@ def test_one_thread_and_the_default_give_the_same_verdicts(
         assert one["log10_p_value"] == pytest.approx(default["log10_p_value"], rel=1e-5, abs=1e-9)
         assert one["score"] == pytest.approx(default["score"], abs=1e-5)
         assert one["how"] == default["how"]
+
+
+# -- work side by side within the budget (`map_in_order`) ---------------------------------------------
+
+
+def test_map_in_order_keeps_the_order_and_runs_side_by_side(uncapped: None) -> None:
+    """Two tasks that each wait for the other can only finish on two threads at once; results come
+    back in the items' order, ``done`` is told every index, and each task sees its share of the
+    budget (one thread each), so a pool inside it cannot oversubscribe."""
+    from unshell.threads import map_in_order
+
+    meeting = threading.Barrier(2, timeout=20)
+    seen: list[tuple[int, int, int]] = []
+
+    def work(item: int) -> int:
+        if item < 2:
+            meeting.wait()  # raises BrokenBarrierError when the items run one after the other
+        seen.append((item, budget(), threading.get_ident()))
+        return item * item
+
+    finished: list[int] = []
+    with limited(2):
+        assert map_in_order(work, range(6), done=finished.append) == [0, 1, 4, 9, 16, 25]
+        assert budget() == 2
+    assert sorted(finished) == list(range(6))
+    assert {share for _, share, _ in seen} == {1}
+    assert len({thread for item, _, thread in seen if item < 2}) == 2
+
+
+def test_map_in_order_on_one_thread_runs_in_line_and_raises_the_tasks_error() -> None:
+    from unshell.threads import map_in_order
+
+    here = threading.get_ident()
+    with limited(1):
+        assert map_in_order(lambda item: (item, threading.get_ident()), [3, 1]) == [(3, here), (1, here)]
+
+    def fails(item: int) -> int:
+        if item == 1:
+            raise UsageError("item one")
+        return item
+
+    for count in (1, 2):
+        with limited(count), pytest.raises(UsageError, match="item one"):
+            map_in_order(fails, range(4))
+
+
+@pytest.mark.slow
+def test_the_value_added_account_is_the_same_on_one_thread_and_two() -> None:
+    """The account measures B's tensors side by side on the budget's workers: stories260K's LoRA and
+    full fine-tune (tests/derivatives.py) give the same document, value by value, on one thread
+    and on two, and the pass is reported as one stage of B's bytes."""
+    from derivatives import stories_derivatives
+
+    made = stories_derivatives()
+    for name in ("lora", "finetune"):
+        documents, recorders = [], []
+        for count in (1, 2):
+            recorder = Recorder()
+            with limited(count):
+                result = unshell.compare(STORIES, made[name], progress=recorder)
+            assert result.value_added is not None
+            documents.append(result.value_added.to_dict())
+            recorders.append(recorder)
+        assert documents[0] == documents[1]
+        assert documents[0]["tensors"], name
+        for recorder in recorders:
+            measured = [s for s in recorder.stages if s["label"].startswith("measuring changes in ")]
+            assert len(measured) == 1 and measured[0]["unit"] == BYTES
+            assert_complete(recorder)

@@ -15,12 +15,14 @@ in the library read it (`budget`) without a parameter on every function.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import UsageError
 
@@ -34,8 +36,12 @@ __all__ = [
     "check_threads",
     "environment_cap",
     "limited",
+    "map_in_order",
     "split",
 ]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_THREADS = 1024
 # Caps on the numeric libraries' threads that a user, a batch scheduler (Ray starts its workers
@@ -150,3 +156,45 @@ def limited(count: int | None = None, *, blas: int | None = None) -> Iterator[in
             yield total
     finally:
         _bound.reset(token)
+
+
+def map_in_order(
+    function: Callable[[T], R], items: Iterable[T], *, done: Callable[[int], None] | None = None
+) -> list[R]:
+    """``[function(item) for item in items]``, the items side by side on `split`'s workers.
+
+    For work whose NumPy steps release the GIL (elementwise passes, reductions, BLAS). Each task
+    runs in a copy of the caller's context (the web server's path confinement holds there too)
+    with the budget narrowed to its share, so a pool inside a task stays within it, and BLAS is
+    bounded to that share while the pool runs. ``done(i)``, on the calling thread, as each item
+    finishes (a progress stage's advance). The first error any task raises is raised here, after
+    the tasks already begun have ended."""
+    listed = list(items)
+    workers, blas = split(len(listed))
+    if workers <= 1:
+        results = []
+        for index, item in enumerate(listed):
+            results.append(function(item))
+            if done is not None:
+                done(index)
+        return results
+
+    def run(item: T) -> R:
+        token = _bound.set(_Bound(blas, blas))
+        try:
+            return function(item)
+        finally:
+            _bound.reset(token)
+
+    with blas_limit(blas), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unshell-work") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, run, item) for item in listed]
+        try:
+            for index, future in enumerate(futures):
+                future.result()
+                if done is not None:
+                    done(index)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return [future.result() for future in futures]

@@ -566,7 +566,7 @@ def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     row_bytes = model.checkpoint.row_bytes(info) if step > 1 and info.shape[0] >= 64 else None
     if row_bytes is not None:
         if step * row_bytes > SPARSE_ROWS_GAP:  # else readahead reads the pages we need anyway
-            model.checkpoint.advise_random(info)
+            model.checkpoint.advise_rows(info, slice(None, None, step))
         values = np.asarray(model.checkpoint.read_rows(name, slice(None, None, step)), dtype=np.float32)
         model.checkpoint.release(info)
         return finite(values)
@@ -1020,7 +1020,7 @@ def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray, *, sparse: b
     if sparse and ids.size:
         row_bytes = model.checkpoint.row_bytes(info)
         if row_bytes is not None and row_bytes * info.shape[0] > SPARSE_ROWS_GAP * ids.size:
-            model.checkpoint.advise_random(info)
+            model.checkpoint.advise_rows(info, ids)
     values = np.asarray(model.checkpoint.read_rows(name, ids), dtype=np.float32)
     model.checkpoint.release(info)
     return finite(values) if sparse else values

@@ -81,14 +81,15 @@ elif step == "search":
             finally:
                 lineage_cpu.append(time.process_time() - begin)
         searching._compare_all = timed
-        each, compare_one = [], searching.compare_with_fingerprint
+        fingerprints = sys.modules["unshell.lineage.fingerprint"]  # search imports it from there per call
+        each, compare_one = [], fingerprints.compare_with_fingerprint
         def timed_one(base, *args, **kwargs):
             begin, cpu_begin = time.perf_counter(), time.process_time()
             try:
                 return compare_one(base, *args, **kwargs)
             finally:
                 each.append((base.name, time.perf_counter() - begin, time.process_time() - cpu_begin))
-        searching.compare_with_fingerprint = timed_one
+        fingerprints.compare_with_fingerprint = timed_one
         result = search(b, library, top=1 + len(others), workers=1)
         c = result.candidates[0]
         verdicts = {x.name: x.verdict for x in result.candidates}

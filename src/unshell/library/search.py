@@ -374,6 +374,8 @@ def search(
             start = time.perf_counter()
             kept = cheap_candidates(library, signals, hashes, limit=max_candidates)
             candidate_seconds = time.perf_counter() - start
+            if target is not suspect:
+                target.expect(len(kept))
             start = time.perf_counter()
             threads = workers if workers is not None else min(budget(), 4)
             tested = _compare_all(library, kept, target, notes, max(1, threads))

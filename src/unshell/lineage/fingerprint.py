@@ -816,26 +816,40 @@ class AnchorGram:
     centered rows (H_B x H_B, float64), the costliest part of the fit (n x H_B² products), which
     depends on B's rows alone. Made once, it serves every fit against those rows: each of A's
     embedding candidates, the fit with the rows paired at random (a permutation of the rows leaves
-    the Gram and the mean as they are), and every candidate of a search (`AnchorGrams`)."""
+    the Gram and the mean as they are), and every candidate of a search (`AnchorGrams`).
+    ``inverted``: the Gram's inverse is kept too, and every fit is a product with it instead of a
+    solve (`AnchorGrams.invert`)."""
 
-    def __init__(self, rows_b: np.ndarray) -> None:
-        x = np.asarray(rows_b, dtype=np.float64)
-        x = x - x.mean(axis=0, keepdims=True)
+    def __init__(self, rows_b: np.ndarray, *, inverted: bool = False) -> None:
+        x = _centered(rows_b)
         gram = finite(x.T @ x)
+        del x
         self.ridge = RIDGE * max(float(np.trace(gram)) / gram.shape[0], 1e-30)
         gram[np.diag_indices_from(gram)] += self.ridge  # gram + ridge * I, without a second H² array
         self.regularized = gram
+        self.inverse = finite(np.linalg.inv(gram)) if inverted else None
 
-    def fit(self, rows_b: np.ndarray, targets: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+    def fit(
+        self, rows_b: np.ndarray, targets: list[np.ndarray], *, paired: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, float]]:
         """`fit_anchor_basis(rows_b, target)` for each target, with one solve for all of them.
-        ``rows_b``: the rows this Gram was made of, in any order."""
-        x = np.asarray(rows_b, dtype=np.float64)
-        x = x - x.mean(axis=0, keepdims=True)
+        ``rows_b``: the rows this Gram was made of, in any order. ``paired``: a permutation, B's row
+        ``paired[k]`` fitted to row k of each target (the rows paired at random), where None pairs
+        them as given; the targets' rows are put in B's order instead, which is the same sum."""
+        x = _centered(rows_b)
         centered = [np.asarray(t, dtype=np.float64) for t in targets]
         centered = [y - y.mean(axis=0, keepdims=True) for y in centered]
+        if paired is not None:
+            order = np.empty_like(paired)
+            order[paired] = np.arange(paired.size)
+            centered = [y[order] for y in centered]
         widths = [y.shape[1] for y in centered]
         cross = finite(x.T @ np.concatenate(centered, axis=1))
-        solutions = finite(np.linalg.solve(self.regularized, cross))
+        del x
+        if self.inverse is not None:
+            solutions = finite(self.inverse @ cross)
+        else:
+            solutions = finite(np.linalg.solve(self.regularized, cross))
         fits = []
         start = 0
         for y, width in zip(centered, widths, strict=True):
@@ -856,29 +870,75 @@ class AnchorGram:
         return fits
 
 
+def _centered(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as float64 less their mean, in one new array (centered in place: no second n x H copy)."""
+    x = np.array(rows, dtype=np.float64)
+    x -= x.mean(axis=0, keepdims=True)
+    return x
+
+
+# A search compares one suspect with many candidates, each fitted twice against the same Gram
+# (its alignment, and the rows paired at random when that alignment is poor). Inverting the Gram
+# costs about three solves (4.4 s against 1.4 s at H 4096, one thread); each fit is then a product
+# (0.18 s). A search of at least this many candidates inverts it (`AnchorGrams.invert`).
+INVERT_FOR_CANDIDATES = 3
+
+
 class AnchorGrams:
     """`AnchorGram`s by the content of their rows, shared by the comparisons of one suspect
     (`PreparedSuspect`): a search's candidates anchor on the same rows of B whenever their
     embeddings have the same rows and width, so B's Gram is made once per search, not once per
-    candidate and embedding pairing. Safe to share between the search's threads."""
+    candidate and embedding pairing. Safe to share between the search's threads. ``invert``: the
+    Grams made keep their inverse (`INVERT_FOR_CANDIDATES`); a search sets it before it compares,
+    so that every candidate is fitted the same way whatever the order."""
 
-    KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096), the most recently used
+    KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096, twice that inverted), the most recently used
+    KEEP_PROJECTED = 8  # B's projected anchor rows kept (8 MB each at 8,000 rows), the most recently used
 
-    def __init__(self) -> None:
+    def __init__(self, *, invert: bool = False) -> None:
         self._grams: OrderedDict[tuple[bytes, tuple[int, ...]], AnchorGram] = OrderedDict()
+        self._projected: OrderedDict[tuple[tuple[bytes, tuple[int, ...]], tuple[int, ...]], np.ndarray] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
+        self.invert = invert
 
-    def of(self, rows_b: np.ndarray) -> AnchorGram:
+    @staticmethod
+    def key(rows_b: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
+        """What identifies a set of rows: a digest of their bytes, their dtype and shape."""
         rows = np.ascontiguousarray(rows_b)
-        key = (hashlib.blake2b(rows.data, digest_size=16).digest() + rows.dtype.str.encode(), rows.shape)
+        return (hashlib.blake2b(rows.data, digest_size=16).digest() + rows.dtype.str.encode(), rows.shape)
+
+    def of(self, rows_b: np.ndarray, key: tuple[bytes, tuple[int, ...]] | None = None) -> AnchorGram:
+        """The Gram of ``rows_b`` (``key``: their `key`, when the caller has it)."""
+        key = self.key(rows_b) if key is None else key
         with self._lock:  # one Gram per rows; a thread that needs the same one waits for it
             gram = self._grams.get(key)
             if gram is None:
-                gram = self._grams[key] = AnchorGram(rows)
+                gram = self._grams[key] = AnchorGram(np.ascontiguousarray(rows_b), inverted=self.invert)
                 while len(self._grams) > self.KEEP:
                     self._grams.popitem(last=False)
             self._grams.move_to_end(key)
             return gram
+
+    def projected(
+        self, rows_b: np.ndarray, basis: np.ndarray, key: tuple[bytes, tuple[int, ...]] | None = None
+    ) -> np.ndarray:
+        """``rows_b`` centered, on ``basis`` (n x r float32, read-only): what keeping the identity is
+        judged on, the same for every candidate of one width."""
+        key = self.key(rows_b) if key is None else key
+        with self._lock:
+            found = self._projected.get((key, basis.shape))
+        if found is None:
+            x = np.asarray(rows_b, dtype=np.float32)
+            found = (x - x.mean(axis=0, keepdims=True)) @ basis
+            found.setflags(write=False)
+            with self._lock:
+                found = self._projected.setdefault((key, basis.shape), found)
+                self._projected.move_to_end((key, basis.shape))
+                while len(self._projected) > self.KEEP_PROJECTED:
+                    self._projected.popitem(last=False)
+        return found
 
 
 def _embedding_names(model: CanonicalModel, hidden: int) -> list[str]:
@@ -1028,26 +1088,29 @@ class FingerprintEvidence:
         candidates_b = [c[:rows] for c in candidates_b]
 
         solved: dict[int, list[tuple[np.ndarray, float]]] = {}
-        projected: dict[int, np.ndarray] = {}  # B's centered rows on the stored basis, by candidate
+        keys: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # `AnchorGrams.key` of B's candidate j
+
+        def rows_key(j: int) -> tuple[bytes, tuple[int, ...]]:
+            if j not in keys:
+                keys[j] = self.anchor_grams.key(candidates_b[j])
+            return keys[j]
 
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
             if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
                 return align_embeddings(candidates_a[i].copy(), candidates_b[j].copy(), chance=chance)
             if not chance and hidden_a == hidden_b:
-                if j not in projected:
-                    x = np.asarray(candidates_b[j], dtype=np.float32)
-                    projected[j] = (x - x.mean(axis=0, keepdims=True)) @ self.basis()
-                kept = self._identity_kept(candidates_a[i], projected[j])
+                projected = self.anchor_grams.projected(candidates_b[j], self.basis(), rows_key(j))
+                kept = self._identity_kept(candidates_a[i], projected)
                 if kept is not None:
                     return kept
-            gram = self.anchor_grams.of(candidates_b[j])
+            gram = self.anchor_grams.of(candidates_b[j], rows_key(j))
             if j not in solved:  # every pairing with B's candidate j is fitted: all of A's at once
                 solved[j] = gram.fit(candidates_b[j], candidates_a)
             transform, residual = solved[j][i]
             shuffled = float("nan")
             if chance:
                 order = np.random.default_rng(CHANCE_SEED).permutation(rows)
-                shuffled = gram.fit(candidates_b[j][order], [candidates_a[i]])[0][1]
+                shuffled = gram.fit(candidates_b[j], [candidates_a[i]], paired=order)[0][1]
             return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
 
         alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)
@@ -1102,6 +1165,13 @@ class PreparedSuspect:
     @property
     def summary(self) -> ModelSummary:
         return ModelSummary.of(self.inspect, self.path)
+
+    def expect(self, comparisons: int) -> None:
+        """Say, before the first, how many fingerprints this suspect will be compared with (a
+        search's candidates): from `INVERT_FOR_CANDIDATES` on, B's anchor Grams keep their inverse,
+        so that each candidate's fits are products instead of solves. Set once, before any Gram
+        is made, every candidate is fitted the same way whatever their order."""
+        self.anchor_grams.invert = comparisons >= INVERT_FOR_CANDIDATES
 
     @property
     def signals(self) -> Fingerprint:

@@ -202,6 +202,9 @@ def sanitize(text: str, limit: int = 300) -> str:
 
 # Values decoded per block of rows when `Checkpoint.read_columns` cannot gather before decoding.
 _COLUMN_BLOCK_ELEMENTS = 1 << 22
+# Rows whose stored elements `Checkpoint.read_columns` gathers at a time (16 was the fastest of 16,
+# 64 and 256 on 4096 x 4096 and 4096 x 11008 bf16 matrices: the block and its transpose stay in L1/L2).
+_GATHER_ROWS = 16
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -423,10 +426,16 @@ class Checkpoint:
             and stored_type is not None
             and info.nbytes == info.numel * stored_type.itemsize
         ):
-            # Gathered as rows of the transpose (numpy gathers along the first axis fastest), so
-            # the result is a transposed view of contiguous columns: what a caller that wants the
-            # columns as vectors lays out anyway.
-            stored = self.raw_bytes(info).view(stored_type).reshape(rows, cols).T[columns]
+            # Laid out as rows of the transpose (the result is a transposed view of contiguous
+            # columns: what a caller that wants the columns as vectors lays out anyway), gathered
+            # along each row a few rows at a time, where gathering down each column strides
+            # through the whole matrix once per column (2 to 3.5 times slower at 7B shapes).
+            matrix = self.raw_bytes(info).view(stored_type).reshape(rows, cols)
+            stored = np.empty((len(columns), rows), dtype=stored_type)
+            for start in range(0, rows, _GATHER_ROWS):
+                stored[:, start : start + _GATHER_ROWS] = np.take(
+                    matrix[start : start + _GATHER_ROWS], columns, axis=1
+                ).T
             picked = replace(info, shape=stored.shape, nbytes=stored.nbytes)
             values = decode(stored.reshape(-1).view(np.uint8), picked)
             self.release(info)

@@ -166,9 +166,10 @@ def map_in_order(
     For work whose NumPy steps release the GIL (elementwise passes, reductions, BLAS). Each task
     runs in a copy of the caller's context (the web server's path confinement holds there too)
     with the budget narrowed to its share, so a pool inside a task stays within it, and BLAS is
-    bounded to that share while the pool runs. ``done(i)``, on the calling thread, as each item
-    finishes (a progress stage's advance). The first error any task raises is raised here, after
-    the tasks already begun have ended."""
+    bounded to that share while the pool runs. ``done(i)``: called on the calling thread for each
+    item, in order, once it and those before it have finished (a progress stage's advance). The
+    error of the first item (in order) whose task raised is raised here; tasks not begun are
+    cancelled, and those already running end first."""
     listed = list(items)
     workers, blas = split(len(listed))
     if workers <= 1:

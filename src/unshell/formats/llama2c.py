@@ -245,7 +245,10 @@ def _decode_grouped_int8(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
         )
     values = raw[:count].view(np.int8).astype(np.float32)
     scales = raw[count:].view("<f4").astype(np.float32)
-    return (values.reshape(groups, group_size) * scales[:, None]).reshape(info.shape)
+    # A damaged or hostile scale overflows float32 (to an infinity, or NaN times a zero value), as
+    # run.c would compute it; every reader of the values treats non-finite ones (`sketch.finite`).
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (values.reshape(groups, group_size) * scales[:, None]).reshape(info.shape)
 
 
 register_decoder(GROUPED_INT8, _decode_grouped_int8)

@@ -93,7 +93,8 @@ class CanonicalModel:
             return matrix
         gain = self.role(layer, READS_RESIDUAL[role])
         if gain is not None and gain.shape == (matrix.shape[1],):
-            return matrix * gain[None, :]
+            with np.errstate(over="ignore", invalid="ignore"):  # huge gains: non-finite, handled by readers
+                return matrix * gain[None, :]
         return matrix
 
     def embedding(self) -> np.ndarray | None:

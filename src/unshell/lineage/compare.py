@@ -892,9 +892,11 @@ def _relative_drift(
             continue
         if alignment is not None and alignment.transform.shape == (wb.shape[1], wa.shape[1]):
             wb = wb @ alignment.transform
-        norm_a = np.linalg.norm(wa, axis=1)
-        norm_b = np.linalg.norm(wb, axis=1)
-        cosines = np.sum(wa * wb, axis=1) / np.maximum(norm_a * norm_b, 1e-30)
+        # Rows of huge values overflow float32 to non-finite cosines, which no threshold below passes.
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm_a = np.linalg.norm(wa, axis=1)
+            norm_b = np.linalg.norm(wb, axis=1)
+            cosines = np.sum(wa * wb, axis=1) / np.maximum(norm_a * norm_b, 1e-30)
         median = float(np.median(cosines))
         # Rows far from their stored counterparts: permuted neurons (each still has a twin
         # elsewhere in A) or rows that long training moved (no twin): only the first is
@@ -920,6 +922,11 @@ def _rows_have_twins(a: CanonicalModel, layer_a: int | None, rows_b: np.ndarray)
     """Whether most of ``rows_b`` (B's MLP input rows, already in A's residual basis) have a twin
     among all of A's rows of ``layer_a``: the mark of permuted neurons. A's rows are read in blocks
     (a 70B model's matrix would be most of a gigabyte at once)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # huge rows: non-finite cosines, never twins
+        return _have_twins(a, layer_a, rows_b)
+
+
+def _have_twins(a: CanonicalModel, layer_a: int | None, rows_b: np.ndarray) -> bool:
     role = "mlp.up.weight"
     names = a.slots.get((layer_a, role))
     gain = a.role(layer_a, READS_RESIDUAL[role])
@@ -986,6 +993,8 @@ def _profile_correlation(units_a: list[Unit], units_b: list[Unit]) -> float | No
     if len(keys) < 3:
         return None
     va, vb = np.array([pa[k] for k in keys]), np.array([pb[k] for k in keys])
+    if not (np.isfinite(va).all() and np.isfinite(vb).all()):  # a std past float32's range
+        return None
     if np.std(va) == 0 or np.std(vb) == 0:
         return None
     return float(np.corrcoef(va, vb)[0, 1])
@@ -1159,9 +1168,19 @@ def layer_grams(
             vectors = _layer_vectors(model, layer, role, hidden, quick=quick)
             if vectors is None:
                 continue
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = _unit_rows(vectors)
             grams[(layer, role)] = (vectors.T @ vectors).astype(np.float64)
     return grams
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (an all-zero row stays zero), as `sketch.unit_sketch` scales
+    them: non-finite values count as zero, and a row whose squares overflow float32 (hostile or
+    diverged weights) has an infinite length and becomes zero, where it used to become NaN."""
+    vectors = finite(vectors)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
 
 
 def _layer_vectors(

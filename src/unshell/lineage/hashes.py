@@ -97,7 +97,8 @@ def _float32_values(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
     if values.dtype.kind == "c":
         values = np.ascontiguousarray(values).view(values.real.dtype)
-    return np.asarray(values, dtype=np.float32).ravel()
+    with np.errstate(over="ignore"):  # past float32's range: infinities, as a float32 copy stores them
+        return np.asarray(values, dtype=np.float32).ravel()
 
 
 def _stored_bf16(checkpoint: Checkpoint, info: TensorInfo) -> bool:

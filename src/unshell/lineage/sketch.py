@@ -374,11 +374,13 @@ def unit_sketch(
     ``overwrite``: the gain may be applied in place (the caller owns ``vectors`` and reads it no more).
     """
     if gain is not None:
-        if overwrite and vectors.flags.writeable and vectors.dtype == np.result_type(vectors, gain):
-            vectors = np.multiply(vectors, gain[None, :], out=vectors)
-        else:
-            vectors = vectors * gain[None, :]
-    vectors = np.asarray(vectors, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # a huge gain: handled below
+            if overwrite and vectors.flags.writeable and vectors.dtype == np.result_type(vectors, gain):
+                vectors = np.multiply(vectors, gain[None, :], out=vectors)
+            else:
+                vectors = vectors * gain[None, :]
+    with np.errstate(over="ignore"):  # float64 values past float32's range: infinities, handled below
+        vectors = np.asarray(vectors, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
         squares = np.einsum("ij,ij->i", vectors, vectors)
         sums = vectors @ np.ones(vectors.shape[1], dtype=np.float32)
@@ -386,9 +388,13 @@ def unit_sketch(
         total = float(np.sum(sums, dtype=np.float64))
     count = vectors.size
     if not (math.isfinite(total_squares) and math.isfinite(total)) or count == 0:
-        vectors = finite(vectors)  # a huge gain times a huge weight overflows
-        std = float(vectors.std())
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        # A huge gain times a huge weight overflows. The definition's float32 arithmetic holds
+        # here too (tests/test_sketch_speed.py): a row whose squares overflow has an infinite
+        # length and sketches as zero, and the std may be infinite.
+        vectors = finite(vectors)
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = float(vectors.std())
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return gram_sketch(vectors / np.maximum(norms, 1e-12), basis), std
     mean = total / count
     std = math.sqrt(max(total_squares / count - mean * mean, 0.0))

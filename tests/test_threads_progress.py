@@ -503,3 +503,22 @@ def test_the_value_added_account_is_the_same_on_one_thread_and_two() -> None:
             measured = [s for s in recorder.stages if s["label"].startswith("measuring changes in ")]
             assert len(measured) == 1 and measured[0]["unit"] == BYTES
             assert_complete(recorder)
+
+
+def test_map_in_order_takes_a_callers_worker_count_as_given(uncapped: None) -> None:
+    """Search's explicit ``workers``: three workers on a budget of two still run three at once (each
+    waits for the other two), in threads of the caller's name, with one BLAS thread each."""
+    from unshell.threads import map_in_order
+
+    meeting = threading.Barrier(3, timeout=20)
+    seen: list[tuple[str, int]] = []
+
+    def work(item: int) -> int:
+        meeting.wait()
+        seen.append((threading.current_thread().name, budget()))
+        return -item
+
+    with limited(2):
+        assert map_in_order(work, range(3), workers=3, name="unshell-probe") == [0, -1, -2]
+    assert len(seen) == 3
+    assert all(name.startswith("unshell-probe") and share == 1 for name, share in seen)

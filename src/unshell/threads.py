@@ -19,7 +19,7 @@ import contextvars
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -159,19 +159,29 @@ def limited(count: int | None = None, *, blas: int | None = None) -> Iterator[in
 
 
 def map_in_order(
-    function: Callable[[T], R], items: Iterable[T], *, done: Callable[[int], None] | None = None
+    function: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int | None = None,
+    done: Callable[[int], None] | None = None,
+    name: str = "unshell-work",
 ) -> list[R]:
-    """``[function(item) for item in items]``, the items side by side on `split`'s workers.
+    """``[function(item) for item in items]``, the items side by side on a pool of threads named
+    ``name``: `split`'s workers, or ``workers`` where the caller gives a count (taken as given,
+    with BLAS threads so that workers x BLAS threads stay within the budget where they can).
 
     For work whose NumPy steps release the GIL (elementwise passes, reductions, BLAS). Each task
     runs in a copy of the caller's context (the web server's path confinement holds there too)
     with the budget narrowed to its share, so a pool inside a task stays within it, and BLAS is
-    bounded to that share while the pool runs. ``done(i)``: called on the calling thread for each
-    item, in order, once it and those before it have finished (a progress stage's advance). The
-    error of the first item (in order) whose task raised is raised here; tasks not begun are
-    cancelled, and those already running end first."""
+    bounded to that share while the pool runs. ``done(i)``: called on the calling thread as item
+    ``i`` finishes (a progress stage's advance). The first error a task raises is raised here;
+    tasks not begun are cancelled, and those already running end first."""
     listed = list(items)
-    workers, blas = split(len(listed))
+    if workers is None:
+        workers, blas = split(len(listed))
+    else:
+        workers = max(1, min(workers, len(listed)))
+        blas = max(1, min(budget() // workers, blas_ceiling()))
     if workers <= 1:
         results = []
         for index, item in enumerate(listed):
@@ -187,13 +197,14 @@ def map_in_order(
         finally:
             _bound.reset(token)
 
-    with blas_limit(blas), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unshell-work") as pool:
+    with blas_limit(blas), ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         futures = [pool.submit(contextvars.copy_context().run, run, item) for item in listed]
+        index_of = {future: index for index, future in enumerate(futures)}
         try:
-            for index, future in enumerate(futures):
+            for future in as_completed(futures):
                 future.result()
                 if done is not None:
-                    done(index)
+                    done(index_of[future])
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -24,12 +24,10 @@ Three stages:
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +37,7 @@ from ..formats.base import Checkpoint, sanitize
 from ..lineage.compare import DERIVED_P
 from ..model import Model
 from ..progress import ProgressReporter, reporting, stage
-from ..threads import blas_ceiling, blas_limit, budget
+from ..threads import budget, map_in_order
 from .store import TIER_INDEXES, Library, cheap_signals, hashes_of
 
 if TYPE_CHECKING:
@@ -291,25 +289,10 @@ def _compare_all(
 
     # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it
     # (the default workers never exceed it; a caller's explicit count is taken as given).
-    pool_size = max(1, min(workers, len(kept)))
-    blas_threads = max(1, min(budget() // pool_size, blas_ceiling()))
     with stage("testing candidates", len(kept), "candidate") as shown:
-        if pool_size > 1:
-            with (
-                blas_limit(blas_threads),
-                ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="unshell-search") as pool,
-            ):
-                # Each task runs in a copy of the caller's context: whatever the caller set there
-                # (the web server's path confinement, for one) holds in the worker threads too.
-                futures = [pool.submit(contextvars.copy_context().run, one, i) for i in range(len(kept))]
-                for _ in as_completed(futures):
-                    shown.advance()
-                results = [future.result() for future in futures]
-        else:
-            results = []
-            for i in range(len(kept)):
-                results.append(one(i))
-                shown.advance()
+        results = map_in_order(
+            one, range(len(kept)), workers=workers, done=lambda _: shown.advance(), name="unshell-search"
+        )
     return list(zip(kept, results, strict=True))
 
 

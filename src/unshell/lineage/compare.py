@@ -918,15 +918,12 @@ TWIN_COSINE = 0.5
 TWIN_BLOCK_ROWS = 4096
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def _rows_have_twins(a: CanonicalModel, layer_a: int | None, rows_b: np.ndarray) -> bool:
     """Whether most of ``rows_b`` (B's MLP input rows, already in A's residual basis) have a twin
     among all of A's rows of ``layer_a``: the mark of permuted neurons. A's rows are read in blocks
-    (a 70B model's matrix would be most of a gigabyte at once)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # huge rows: non-finite cosines, never twins
-        return _have_twins(a, layer_a, rows_b)
-
-
-def _have_twins(a: CanonicalModel, layer_a: int | None, rows_b: np.ndarray) -> bool:
+    (a 70B model's matrix would be most of a gigabyte at once). Rows of huge values overflow
+    float32 to non-finite cosines, which are never twins."""
     role = "mlp.up.weight"
     names = a.slots.get((layer_a, role))
     gain = a.role(layer_a, READS_RESIDUAL[role])

@@ -925,7 +925,8 @@ class AnchorGrams:
         self, rows_b: np.ndarray, basis: np.ndarray, key: tuple[bytes, tuple[int, ...]] | None = None
     ) -> np.ndarray:
         """``rows_b`` centered, on ``basis`` (n x r float32, read-only): what keeping the identity is
-        judged on, the same for every candidate of one width."""
+        judged on, the same for every candidate of one width. ``basis`` is the stored basis
+        (`sketch.projection`), which its shape determines: the shape keys it."""
         key = self.key(rows_b) if key is None else key
         with self._lock:
             found = self._projected.get((key, basis.shape))

@@ -522,3 +522,121 @@ def test_map_in_order_takes_a_callers_worker_count_as_given(uncapped: None) -> N
         assert map_in_order(work, range(3), workers=3, name="unshell-probe") == [0, -1, -2]
     assert len(seen) == 3
     assert all(name.startswith("unshell-probe") and share == 1 for name, share in seen)
+
+
+# -- a tensor's hashes beside its sketches ------------------------------------------------------------
+
+
+def _meeting_first_calls(monkeypatch: pytest.MonkeyPatch, *targets: tuple[Any, str]) -> list[int]:
+    """Patch each ``(owner, name)`` so that the first call to each waits for the other side's first
+    call (a barrier of two, which breaks after 20 s when the calls run one after the other); returns
+    the threads those first calls ran on."""
+    meeting = threading.Barrier(2, timeout=20)
+    threads: list[int] = []
+    lock = threading.Lock()
+    for owner, name in targets:
+        real = getattr(owner, name)
+        first = [True]
+
+        def patched(*args: Any, _real: Any = real, _first: list[bool] = first, **kwargs: Any) -> Any:
+            with lock:
+                waits, _first[0] = _first[0], False
+            if waits:
+                meeting.wait()
+                threads.append(threading.get_ident())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, patched)
+    return threads
+
+
+def test_a_fingerprint_hashes_a_tensor_beside_its_sketch(
+    monkeypatch: pytest.MonkeyPatch, uncapped: None
+) -> None:
+    """On two threads the fingerprint's hash and sketch jobs run at the same time (each first call
+    waits for the other), on two threads; on one thread the barrier would break."""
+    from unshell.lineage import fingerprint as fingerprint_module
+    from unshell.model import Model
+
+    threads = _meeting_first_calls(
+        monkeypatch, (Model, "tensor_hashes"), (fingerprint_module, "tensor_units")
+    )
+    with limited(2):
+        fingerprint_module.fingerprint(STORIES)
+    assert len(set(threads)) == 2
+
+
+def test_sketches_run_side_by_side(monkeypatch: pytest.MonkeyPatch, uncapped: None) -> None:
+    """`model_units` sketches two tensors at once on two threads (the first two calls meet)."""
+    from unshell.lineage import compare as compare_module
+
+    real = compare_module.tensor_units
+    meeting = threading.Barrier(2, timeout=20)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append(threading.get_ident())
+            first_two = len(calls) <= 2
+        if first_two:
+            meeting.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "tensor_units", patched)
+    with limited(2):
+        result = unshell.compare(STORIES, LLAMA2XS)
+    assert result.verdict == "independent"
+    assert len(set(calls[:2])) == 2
+
+
+def test_a_fingerprint_is_the_same_on_one_thread_and_two(uncapped: None) -> None:
+    """The fingerprint hashes each tensor beside its sketches when it has two threads: the same
+    fingerprint, byte for byte, as one thread that does one after the other (real llama2.c models
+    and a GGUF), and one progress stage of the model's bytes, advanced to the end."""
+    from unshell.lineage.fingerprint import fingerprint
+
+    for path in (STORIES, LLAMA2XS, FIXTURES / "llama-2-tiny-random.gguf"):
+        prints, recorders = [], []
+        for count in (1, 2):
+            recorder = Recorder()
+            with limited(count):
+                prints.append(fingerprint(path, progress=recorder).to_bytes())
+            recorders.append(recorder)
+        assert prints[0] == prints[1]
+        for recorder in recorders:
+            (shown,) = [s for s in recorder.stages if s["label"] == f"fingerprinting {path.name}"]
+            assert shown["unit"] == BYTES and shown["done"] == shown["total"] > 0
+
+
+def test_decoded_tensors_are_hashed_side_by_side(monkeypatch: pytest.MonkeyPatch, uncapped: None) -> None:
+    """A GGUF's tensors are decoded to be hashed, on one core each: on two threads two of them are
+    hashed at once (the first two calls meet), and the hashes are those of one thread, in order."""
+    from unshell.formats import open_checkpoint
+    from unshell.lineage import hashes as hashes_module
+    from unshell.lineage.compare import hashable_names
+    from unshell.model import Model
+
+    gguf = FIXTURES / "llama-2-tiny-random.gguf"
+    with limited(1), open_checkpoint(gguf) as checkpoint:
+        alone = Model.of(checkpoint).content_hashes(hashable_names(checkpoint))
+    real = hashes_module.hash_tensor
+    meeting = threading.Barrier(2, timeout=20)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls.append(threading.get_ident())
+            first_two = len(calls) <= 2
+        if first_two:
+            meeting.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hashes_module, "hash_tensor", patched)
+    with limited(2), open_checkpoint(gguf) as checkpoint:
+        names = hashable_names(checkpoint)
+        assert all(hashes_module.hashed_on_one_core(checkpoint, name) for name in names)
+        side_by_side = Model.of(checkpoint).content_hashes(names)
+    assert len(set(calls[:2])) == 2
+    assert side_by_side == alone

@@ -115,9 +115,25 @@ class Model:
 
     def content_hashes(self, names: list[str]) -> ContentHashes:
         """`tensor_hashes` of ``names``, in order (bytes hashed go to the bound progress reporter)."""
-        from .lineage.hashes import ContentHashes
-        from .progress import BYTES, track
+        from .lineage.hashes import ContentHashes, hashed_on_one_core
+        from .progress import BYTES, stage
+        from .threads import map_in_order
 
-        label = f"hashing {self.checkpoint.path.name}"
-        sized = track(names, label, unit=BYTES, size=lambda name: self.checkpoint.info(name).nbytes)
-        return ContentHashes([self.tensor_hashes(name) for name in sized])
+        sizes = {name: self.checkpoint.info(name).nbytes for name in names}
+        # Tensors whose values are decoded (quantized blocks, f16, f32) hash on one core each, so
+        # they run side by side on the thread budget's workers; a stored bf16 tensor's count and
+        # sha256 already share two threads, and one at a time reads the file in order.
+        decoded = [name for name in names if hashed_on_one_core(self.checkpoint, name)]
+        with stage(f"hashing {self.checkpoint.path.name}", sum(sizes[n] for n in names), BYTES) as shown:
+            side_by_side = map_in_order(
+                self.tensor_hashes,
+                decoded,
+                done=lambda index: shown.advance(sizes[decoded[index]]),
+                name="unshell-hash",
+            )
+            found = dict(zip(decoded, side_by_side, strict=True))
+            for name in names:
+                if name not in found:
+                    found[name] = self.tensor_hashes(name)
+                    shown.advance(sizes[name])
+        return ContentHashes([found[name] for name in names])

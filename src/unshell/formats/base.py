@@ -15,6 +15,7 @@ import contextlib
 import math
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -315,6 +316,8 @@ class Checkpoint:
     sidecars: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     _maps: dict[Path, mmap.mmap] = field(default_factory=dict, repr=False)
+    # Workers may read one checkpoint side by side (`threads.map_in_order`): a file is mapped once.
+    _mapping: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # Facts derived from this checkpoint, computed once (`memo`; `unshell.model.Model` reads them).
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -488,15 +491,19 @@ class Checkpoint:
 
     def _map(self, path: Path) -> mmap.mmap:
         mapped = self._maps.get(path)
-        if mapped is None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if os.fstat(fd).st_size == 0:
-                    raise CorruptCheckpointError(f"{path.name}: the file is empty")
-                mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-            self._maps[path] = mapped
+        if mapped is not None:
+            return mapped
+        with self._mapping:
+            mapped = self._maps.get(path)
+            if mapped is None:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    if os.fstat(fd).st_size == 0:
+                        raise CorruptCheckpointError(f"{path.name}: the file is empty")
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                finally:
+                    os.close(fd)
+                self._maps[path] = mapped
         return mapped
 
     def close(self) -> None:

@@ -1239,10 +1239,13 @@ def assess(
     # Tensor by tensor on the thread budget's workers: the pass is NumPy's elementwise work and
     # reductions, which release the GIL, so one thread left the other cores idle (31 of
     # `compare`'s 150 CPU s at 32 layers, all on one core).
-    sizes = [model_b.checkpoint.info(name).nbytes for name, _, _ in tasks]
+    # Last tensor first: the sketches read A, then B, start to end, so the ends of both files are
+    # what the page cache still holds when a pair does not fit in memory (RESULTS.md, session 10).
+    backwards = tasks[::-1]
+    sizes = [model_b.checkpoint.info(name).nbytes for name, _, _ in backwards]
     with stage(f"measuring changes in {model_b.checkpoint.path.name}", sum(sizes), BYTES) as shown:
-        measured = map_in_order(measure, tasks, done=lambda index: shown.advance(sizes[index]))
-    for changes in measured:
+        measured = map_in_order(measure, backwards, done=lambda index: shown.advance(sizes[index]))
+    for changes in measured[::-1]:
         value.tensors.extend(changes)
     return value
 

@@ -51,7 +51,8 @@ from ..errors import UsageError
 from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult, weight_tensors
 from ..model import Model
-from ..progress import BYTES, ProgressReporter, reporting, track
+from ..progress import BYTES, ProgressReporter, reporting, stage, track
+from ..threads import map_in_order
 from ..tokenizers.relations import TokenizerRelation, relate
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel
@@ -393,22 +394,31 @@ def model_units(
     layers: frozenset[int] | None = None,
 ) -> list[Unit]:
     """Every 2-D weight with a residual-sized side, oriented so its vectors live in residual space,
-    streamed one tensor at a time into its sketch (``basis`` maps the model's residual coordinates
+    streamed a tensor at a time into its sketch (``basis`` maps the model's residual coordinates
     onto A's sketch space). ``quick`` reads every 20th row of the matrices that read the residual
     stream and skips those that write it, whose residual side is their rows. ``sample``: sketch a
     matrix from at most this many of its vectors (`sketch.sampled_rows`; 0: all of them; None:
-    `default_sample` of the basis). ``layers``: only the matrices of these layers (None: all)."""
-    units: list[Unit] = []
+    `default_sample` of the basis). ``layers``: only the matrices of these layers (None: all).
+
+    The tensors are sketched side by side on the thread budget's workers, one BLAS thread each: a
+    sketch's decoding, sampling and row norms run on one core, and its projection is too skinny
+    for two BLAS threads to halve (RESULTS.md, session 10). The units come back in file order."""
     roles = {a.name: a for a in model.result.recognition.assignments}
     checkpoint = model.checkpoint
-    label = f"sketching {checkpoint.path.name}"
     keep = default_sample(basis) if sample is None else sample
     names = [
         n for n in checkpoint.tensors if layers is None or ((role := roles.get(n)) and role.layer in layers)
     ]
-    for name in track(names, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
-        units.extend(tensor_units(model, name, roles, hidden, basis, quick=quick, sample=keep))
-    return units
+    with stage(
+        f"sketching {checkpoint.path.name}", sum(checkpoint.info(n).nbytes for n in names), BYTES
+    ) as shown:
+        made = map_in_order(
+            lambda name: tensor_units(model, name, roles, hidden, basis, quick=quick, sample=keep),
+            names,
+            done=lambda index: shown.advance(checkpoint.info(names[index]).nbytes),
+            name="unshell-sketch",
+        )
+    return [u for units in made for u in units]
 
 
 def default_sample(basis: np.ndarray) -> int:
@@ -1386,8 +1396,9 @@ def compare_checkpoints(
     summary_a, summary_b = ModelSummary.of(inspect_a, path_a), ModelSummary.of(inspect_b, path_b)
     notes: list[str] = []
 
-    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a))
+    # B first: A's bytes are then the ones still in the page cache when A is sketched, first.
     hashes_b = None if quick else analysed_b.content_hashes(hashable_names(b))
+    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a))
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     twins = exact_twin_match(hashes_a, hashes_b, model_b)

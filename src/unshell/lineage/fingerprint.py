@@ -70,7 +70,8 @@ from ..formats.base import Checkpoint, sanitize
 from ..inspection import InspectResult
 from ..model import Model
 from ..numbers import checked_float, checked_int, describe
-from ..progress import BYTES, ProgressReporter, reporting, track
+from ..progress import BYTES, ProgressReporter, reporting, stage
+from ..threads import map_in_order
 from ..tokenizers import families
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, CanonicalModel
@@ -720,14 +721,29 @@ def fingerprint_checkpoint(
     scale = peak / 32768.0 if peak > 0 else 1.0  # keep float16 far from overflow
     hash_names = set(hashable_names(checkpoint))
     roles = {a.name: a for a in result.recognition.assignments}
-    tensor_hashes: list[TensorHashes] = []
-    units: list[Unit] = []
-    label = f"fingerprinting {checkpoint.path.name}"
-    for tensor in track(checkpoint.tensors, label, unit=BYTES, size=lambda n: checkpoint.info(n).nbytes):
-        if tensor in hash_names:
-            tensor_hashes.append(analysed.tensor_hashes(tensor))
-        if hidden:
-            units.extend(tensor_units(model, tensor, roles, hidden, basis, sample=sample))
+
+    def part(job: tuple[str, bool]) -> TensorHashes | list[Unit] | None:
+        tensor, hashing = job
+        if hashing:
+            return analysed.tensor_hashes(tensor) if tensor in hash_names else None
+        return tensor_units(model, tensor, roles, hidden, basis, sample=sample) if hidden else []
+
+    # Each tensor's hashes (sha256 and a count, no BLAS) and its sketches (projections) are two
+    # jobs, taken in order by the budget's workers (one BLAS thread each): both cores stay busy
+    # whichever job is longer, and a tensor's two jobs run close together, so its bytes are read
+    # from the disk once (RESULTS.md, session 10). One thread: hashes, then sketches, per tensor.
+    jobs = [(tensor, hashing) for tensor in checkpoint.tensors for hashing in (True, False)]
+    with stage(f"fingerprinting {checkpoint.path.name}", checkpoint.total_bytes, BYTES) as shown:
+        done = [False] * len(jobs)
+
+        def advance(index: int) -> None:  # a tensor counts once both of its jobs are done
+            done[index] = True
+            if done[index ^ 1]:
+                shown.advance(checkpoint.info(jobs[index][0]).nbytes)
+
+        parts = map_in_order(part, jobs, done=advance, name="unshell-fingerprint")
+    tensor_hashes = [p for p in parts[0::2] if isinstance(p, TensorHashes)]
+    units = [u for p in parts[1::2] if isinstance(p, list) for u in p]
     upper = np.triu_indices(r)
     sketches = (
         np.stack([u.sketch.reshape(r, r)[upper] for u in units]).astype(np.float16)

@@ -113,6 +113,12 @@ def _stored_bf16(checkpoint: Checkpoint, info: TensorInfo) -> bool:
     )
 
 
+def hashed_on_one_core(checkpoint: Checkpoint, name: str) -> bool:
+    """Whether `hash_tensor` works on one core for this tensor: it decodes the values (quantized
+    blocks, f16, f32...), against a stored bf16 tensor's count and sha256 on two threads."""
+    return not _stored_bf16(checkpoint, checkpoint.info(name))
+
+
 def _sha256(parts: list[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for part in parts:

@@ -527,23 +527,27 @@ def test_map_in_order_takes_a_callers_worker_count_as_given(uncapped: None) -> N
 # -- a tensor's hashes beside its sketches ------------------------------------------------------------
 
 
-def _meeting_first_calls(monkeypatch: pytest.MonkeyPatch, *targets: tuple[Any, str]) -> list[int]:
-    """Patch each ``(owner, name)`` so that the first call to each waits for the other side's first
-    call (a barrier of two, which breaks after 20 s when the calls run one after the other); returns
-    the threads those first calls ran on."""
-    meeting = threading.Barrier(2, timeout=20)
+def _meeting_first_calls(
+    monkeypatch: pytest.MonkeyPatch, *targets: tuple[Any, str], calls_each: int = 1
+) -> list[int]:
+    """Patch each ``(owner, name)`` so that its first ``calls_each`` calls wait for one another and
+    for the other targets' (a barrier of them all, which breaks after 20 s when the calls run one
+    after the other); returns the threads those calls ran on."""
+    meeting = threading.Barrier(len(targets) * calls_each, timeout=20)
     threads: list[int] = []
     lock = threading.Lock()
     for owner, name in targets:
         real = getattr(owner, name)
-        first = [True]
+        left = [calls_each]
 
-        def patched(*args: Any, _real: Any = real, _first: list[bool] = first, **kwargs: Any) -> Any:
+        def patched(*args: Any, _real: Any = real, _left: list[int] = left, **kwargs: Any) -> Any:
             with lock:
-                waits, _first[0] = _first[0], False
+                waits = _left[0] > 0
+                _left[0] -= 1
             if waits:
                 meeting.wait()
-                threads.append(threading.get_ident())
+                with lock:
+                    threads.append(threading.get_ident())
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(owner, name, patched)
@@ -553,8 +557,8 @@ def _meeting_first_calls(monkeypatch: pytest.MonkeyPatch, *targets: tuple[Any, s
 def test_a_fingerprint_hashes_a_tensor_beside_its_sketch(
     monkeypatch: pytest.MonkeyPatch, uncapped: None
 ) -> None:
-    """On two threads the fingerprint's hash and sketch jobs run at the same time (each first call
-    waits for the other), on two threads; on one thread the barrier would break."""
+    """On two threads the fingerprint's hash and sketch jobs run at the same time, on two threads
+    (the first call of each waits for the other's); on one thread the barrier would break."""
     from unshell.lineage import fingerprint as fingerprint_module
     from unshell.model import Model
 
@@ -570,24 +574,11 @@ def test_sketches_run_side_by_side(monkeypatch: pytest.MonkeyPatch, uncapped: No
     """`model_units` sketches two tensors at once on two threads (the first two calls meet)."""
     from unshell.lineage import compare as compare_module
 
-    real = compare_module.tensor_units
-    meeting = threading.Barrier(2, timeout=20)
-    calls: list[int] = []
-    lock = threading.Lock()
-
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            calls.append(threading.get_ident())
-            first_two = len(calls) <= 2
-        if first_two:
-            meeting.wait()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(compare_module, "tensor_units", patched)
+    threads = _meeting_first_calls(monkeypatch, (compare_module, "tensor_units"), calls_each=2)
     with limited(2):
         result = unshell.compare(STORIES, LLAMA2XS)
     assert result.verdict == "independent"
-    assert len(set(calls[:2])) == 2
+    assert len(set(threads)) == 2
 
 
 def test_a_fingerprint_is_the_same_on_one_thread_and_two(uncapped: None) -> None:
@@ -620,23 +611,10 @@ def test_decoded_tensors_are_hashed_side_by_side(monkeypatch: pytest.MonkeyPatch
     gguf = FIXTURES / "llama-2-tiny-random.gguf"
     with limited(1), open_checkpoint(gguf) as checkpoint:
         alone = Model.of(checkpoint).content_hashes(hashable_names(checkpoint))
-    real = hashes_module.hash_tensor
-    meeting = threading.Barrier(2, timeout=20)
-    calls: list[int] = []
-    lock = threading.Lock()
-
-    def patched(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            calls.append(threading.get_ident())
-            first_two = len(calls) <= 2
-        if first_two:
-            meeting.wait()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(hashes_module, "hash_tensor", patched)
+    threads = _meeting_first_calls(monkeypatch, (hashes_module, "hash_tensor"), calls_each=2)
     with limited(2), open_checkpoint(gguf) as checkpoint:
         names = hashable_names(checkpoint)
         assert all(hashes_module.hashed_on_one_core(checkpoint, name) for name in names)
         side_by_side = Model.of(checkpoint).content_hashes(names)
-    assert len(set(calls[:2])) == 2
+    assert len(set(threads)) == 2
     assert side_by_side == alone

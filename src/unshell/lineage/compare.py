@@ -66,6 +66,7 @@ from .sketch import (
     align_embeddings,
     anchor_stride,
     finite,
+    finite_unit_rows,
     fit_rotation,
     identity_alignment,
     projection,
@@ -1175,19 +1176,9 @@ def layer_grams(
             vectors = _layer_vectors(model, layer, role, hidden, quick=quick)
             if vectors is None:
                 continue
-            vectors = _unit_rows(vectors)
+            vectors = finite_unit_rows(vectors)
             grams[(layer, role)] = (vectors.T @ vectors).astype(np.float64)
     return grams
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Each row scaled to unit length (an all-zero row stays zero), as `sketch.unit_sketch` scales
-    them: non-finite values count as zero, and a row whose squares overflow float32 (hostile or
-    diverged weights) has an infinite length and becomes zero, where it used to become NaN."""
-    vectors = finite(vectors)
-    with np.errstate(over="ignore"):
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def _layer_vectors(

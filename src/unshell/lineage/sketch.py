@@ -339,6 +339,17 @@ def shared_directions(dim: int) -> int:
     return max(1, dim // 8)
 
 
+def finite_unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (an all-zero row stays zero), NaN and infinities counting as
+    zero (`finite`): a row whose squares overflow float32 (hostile or diverged weights) has an
+    infinite length and becomes zero, not NaN. `unit_sketch`'s element-wise path, and the layer
+    moments' rows (`compare.layer_grams`), so both scale a row alike."""
+    vectors = finite(vectors)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
 def gram_sketch(vectors: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Traceless, unit-norm sketch of the bulk second moment of ``vectors`` (n x H) in ``basis`` (H x r).
 
@@ -394,8 +405,7 @@ def unit_sketch(
         vectors = finite(vectors)
         with np.errstate(over="ignore", invalid="ignore"):
             std = float(vectors.std())
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return gram_sketch(vectors / np.maximum(norms, 1e-12), basis), std
+        return gram_sketch(finite_unit_rows(vectors), basis), std
     mean = total / count
     std = math.sqrt(max(total_squares / count - mean * mean, 0.0))
     projected = vectors @ basis

@@ -10,6 +10,7 @@ they were made.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 import unshell
 from file_modules import ROOT, file_module
+from unshell.lineage import fingerprint
 from unshell.lineage.compare import DERIVED_P
 from unshell.lineage.fingerprint import (
     FULL_ANCHOR_MAX_HIDDEN,
@@ -112,3 +114,46 @@ def test_an_inverted_gram_and_rows_paired_by_permutation_fit_as_before(models: d
     by_rows = gram.fit(rows_b[order], [target])[0][1]
     assert by_targets == pytest.approx(by_rows, rel=1e-9)
     assert by_targets > solved[1] + 0.4  # paired at random: far worse than the true pairing
+
+
+def test_a_search_reads_and_centers_the_suspects_anchor_rows_once(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every candidate of a search anchors on the same rows of B (every `anchor_stride`-th row of
+    its embedding): they are read, decoded and keyed once for the search (`AnchorGrams.rows`), and
+    each unrelated candidate centers them once for its two fits (its alignment, then its rows paired
+    at random), where each fit centered them again before. The fits are the comparisons' alone."""
+    printed = {name: unshell.fingerprint(models[name]) for name in OTHERS}
+    alone = {name: compare_with_fingerprint(fp, models["noisy"]) for name, fp in printed.items()}
+    reads: list[str] = []
+    keyed: list[tuple[int, ...]] = []
+    centered: list[tuple[int, ...]] = []
+    read_rows, key, center = fingerprint.read_rows, fingerprint.AnchorGrams.key, fingerprint._centered
+
+    def counted_read(model: Any, name: str, step: int) -> np.ndarray:
+        reads.append(name)
+        return read_rows(model, name, step)
+
+    def counted_key(rows: np.ndarray) -> Any:
+        keyed.append(rows.shape)
+        return key(rows)
+
+    def counted_center(rows: np.ndarray) -> np.ndarray:
+        centered.append(rows.shape)
+        return center(rows)
+
+    monkeypatch.setattr(fingerprint, "read_rows", counted_read)
+    monkeypatch.setattr(fingerprint.AnchorGrams, "key", staticmethod(counted_key))
+    monkeypatch.setattr(fingerprint, "_centered", counted_center)
+    with unshell.open_checkpoint(models["noisy"]) as checkpoint:
+        suspect = prepare_suspect(checkpoint)
+        suspect.expect(len(OTHERS))
+        together = {name: compare_with_fingerprint(fp, suspect, screen=True) for name, fp in printed.items()}
+    assert reads == ["model.embed_tokens.weight"]
+    assert len(keyed) == 1
+    # One Gram (its own centered rows), then one centering per candidate for both of its fits.
+    assert len(centered) == 1 + len(OTHERS)
+    for name in OTHERS:
+        assert together[name].alignment is not None and alone[name].alignment is not None
+        assert math.isfinite(together[name].alignment.chance), name  # the fit by chance ran
+        assert together[name].to_dict() == alone[name].to_dict(), name

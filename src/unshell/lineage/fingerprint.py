@@ -51,6 +51,7 @@ is the same test's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -58,6 +59,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -846,21 +848,28 @@ class AnchorGram:
         self.inverse = finite(np.linalg.inv(gram)) if inverted else None
 
     def fit(
-        self, rows_b: np.ndarray, targets: list[np.ndarray], *, paired: np.ndarray | None = None
+        self,
+        rows_b: np.ndarray,
+        targets: list[np.ndarray],
+        *,
+        paired: np.ndarray | None = None,
+        centered: np.ndarray | None = None,
     ) -> list[tuple[np.ndarray, float]]:
         """`fit_anchor_basis(rows_b, target)` for each target, with one solve for all of them.
         ``rows_b``: the rows this Gram was made of, in any order. ``paired``: a permutation, B's row
         ``paired[k]`` fitted to row k of each target (the rows paired at random), where None pairs
-        them as given; the targets' rows are put in B's order instead, which is the same sum."""
-        x = _centered(rows_b)
-        centered = [np.asarray(t, dtype=np.float64) for t in targets]
-        centered = [y - y.mean(axis=0, keepdims=True) for y in centered]
+        them as given; the targets' rows are put in B's order instead, which is the same sum.
+        ``centered``: ``_centered(rows_b)``, when the caller fits the same rows again (a
+        candidate's alignment, then its rows paired at random) and keeps it between the fits."""
+        x = _centered(rows_b) if centered is None else centered
+        ys = [np.asarray(t, dtype=np.float64) for t in targets]
+        ys = [y - y.mean(axis=0, keepdims=True) for y in ys]
         if paired is not None:
             order = np.empty_like(paired)
             order[paired] = np.arange(paired.size)
-            centered = [y[order] for y in centered]
-        widths = [y.shape[1] for y in centered]
-        cross = finite(x.T @ np.concatenate(centered, axis=1))
+            ys = [y[order] for y in ys]
+        widths = [y.shape[1] for y in ys]
+        cross = finite(x.T @ np.concatenate(ys, axis=1))
         del x
         if self.inverse is not None:
             solutions = finite(self.inverse @ cross)
@@ -868,7 +877,7 @@ class AnchorGram:
             solutions = finite(np.linalg.solve(self.regularized, cross))
         fits = []
         start = 0
-        for y, width in zip(centered, widths, strict=True):
+        for y, width in zip(ys, widths, strict=True):
             basis = polar_factor(solutions[:, start : start + width])
             # The fitted rows x @ basis in closed form, no n x H x r product: |x basis|² is
             # tr(basisᵀ xᵀx basis), the regularized Gram less the ridge, and
@@ -910,12 +919,17 @@ class AnchorGrams:
 
     KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096, twice that inverted), the most recently used
     KEEP_PROJECTED = 8  # B's projected anchor rows kept (8 MB each at 8,000 rows), the most recently used
+    KEEP_ROWS = (
+        2  # B's anchor rows kept (n x H float32: 134 MB at 8,192 rows of 4096), the most recently used
+    )
 
     def __init__(self, *, invert: bool = False) -> None:
         self._grams: OrderedDict[tuple[bytes, tuple[int, ...]], AnchorGram] = OrderedDict()
         self._projected: OrderedDict[tuple[tuple[bytes, tuple[int, ...]], tuple[int, ...]], np.ndarray] = (
             OrderedDict()
         )
+        self._rows: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._keys: dict[tuple[Hashable, tuple[int, ...]], tuple[bytes, tuple[int, ...]]] = {}
         self._lock = threading.Lock()
         self.invert = invert
 
@@ -924,6 +938,37 @@ class AnchorGrams:
         """What identifies a set of rows: a digest of their bytes, their dtype and shape."""
         rows = np.ascontiguousarray(rows_b)
         return (hashlib.blake2b(rows.data, digest_size=16).digest() + rows.dtype.str.encode(), rows.shape)
+
+    def rows(self, recipe: Hashable, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """B's anchor rows that ``recipe`` names (a tensor of B and the rows taken of it: one recipe
+        reads the same rows, since these Grams serve one suspect), as ``read()`` gives them, read
+        and decoded once for every candidate of a search that anchors on them (0.4 s each at H
+        4096, RESULTS.md, session 11). Read-only: a fit copies what it changes."""
+        with self._lock:
+            found = self._rows.get(recipe)
+            if found is not None:
+                self._rows.move_to_end(recipe)
+                return found
+        rows = np.ascontiguousarray(read())
+        rows.setflags(write=False)
+        with self._lock:
+            found = self._rows.setdefault(recipe, rows)
+            self._rows.move_to_end(recipe)
+            while len(self._rows) > self.KEEP_ROWS:
+                self._rows.popitem(last=False)
+        return found
+
+    def rows_key(self, recipe: Hashable, rows: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
+        """The `key` of ``rows``, the first rows of what `rows` gave for ``recipe`` (a candidate
+        takes as many as both sides have): their count names them, so they are keyed once
+        (0.14 s at 8,192 rows of 4096)."""
+        with self._lock:
+            found = self._keys.get((recipe, rows.shape))
+        if found is None:
+            found = self.key(rows)
+            with self._lock:
+                self._keys[(recipe, rows.shape)] = found
+        return found
 
     def of(self, rows_b: np.ndarray, key: tuple[bytes, tuple[int, ...]] | None = None) -> AnchorGram:
         """The Gram of ``rows_b`` (``key``: their `key`, when the caller has it)."""
@@ -1092,12 +1137,21 @@ class FingerprintEvidence:
                 candidates_a = [
                     base.anchor_projection(i)[rows_a_index] for i in range(len(base.anchor_names))
                 ]
-                candidates_b = [read_row_ids(model_b, n, ids_b) for n in names_b]
+                ids_digest = hashlib.blake2b(ids_b.tobytes(), digest_size=16).digest()
+                recipes: list[Hashable] = [("ids", n, ids_digest) for n in names_b]
+                candidates_b = [
+                    self.anchor_grams.rows(recipe, functools.partial(read_row_ids, model_b, n, ids_b))
+                    for n, recipe in zip(names_b, recipes, strict=True)
+                ]
                 by_strings = True
         if not by_strings:
             count = min(base.anchors.shape[1], -(-rows_b // stride))
             candidates_a = [base.anchor_projection(i)[:count] for i in range(len(base.anchor_names))]
-            candidates_b = [read_rows(model_b, n, stride)[:count] for n in names_b]
+            recipes = [("every", n, stride) for n in names_b]
+            candidates_b = [
+                self.anchor_grams.rows(recipe, functools.partial(read_rows, model_b, n, stride))[:count]
+                for n, recipe in zip(names_b, recipes, strict=True)
+            ]
         rows = min(c.shape[0] for c in candidates_a + candidates_b)
         if rows < 2:
             return None
@@ -1105,12 +1159,12 @@ class FingerprintEvidence:
         candidates_b = [c[:rows] for c in candidates_b]
 
         solved: dict[int, list[tuple[np.ndarray, float]]] = {}
-        keys: dict[int, tuple[bytes, tuple[int, ...]]] = {}  # `AnchorGrams.key` of B's candidate j
+        # B's last-fitted candidate centered (n x H float64, 268 MB at 8,192 rows of 4096), kept
+        # for the fit with its rows paired at random, which follows when the alignment is poor.
+        centered: dict[int, np.ndarray] = {}
 
         def rows_key(j: int) -> tuple[bytes, tuple[int, ...]]:
-            if j not in keys:
-                keys[j] = self.anchor_grams.key(candidates_b[j])
-            return keys[j]
+            return self.anchor_grams.rows_key(recipes[j], candidates_b[j])
 
         def fit(i: int, j: int, chance: bool = False) -> Alignment:
             if base.anchors.shape[2] == hidden_a:  # the anchors are A's rows themselves
@@ -1121,13 +1175,18 @@ class FingerprintEvidence:
                 if kept is not None:
                     return kept
             gram = self.anchor_grams.of(candidates_b[j], rows_key(j))
+            if j not in centered:
+                centered.clear()
+                centered[j] = _centered(candidates_b[j])
             if j not in solved:  # every pairing with B's candidate j is fitted: all of A's at once
-                solved[j] = gram.fit(candidates_b[j], candidates_a)
+                solved[j] = gram.fit(candidates_b[j], candidates_a, centered=centered[j])
             transform, residual = solved[j][i]
             shuffled = float("nan")
             if chance:
                 order = np.random.default_rng(CHANCE_SEED).permutation(rows)
-                shuffled = gram.fit(candidates_b[j], [candidates_a[i]], paired=order)[0][1]
+                shuffled = gram.fit(candidates_b[j], [candidates_a[i]], paired=order, centered=centered[j])[
+                    0
+                ][1]
             return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
 
         alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)

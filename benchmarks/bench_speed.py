@@ -11,7 +11,8 @@ resp. B), so their ratio is taken against the read of that model alone. "search"
 into a fresh library first (untimed), evicts, then times `search(B)`'s lineage stage for the one
 candidate (``--candidate M``, repeatable: M's fingerprint joins the library too, and the figure is
 per candidate tested; each candidate's own wall and CPU seconds are listed below the table, the
-suspect's comparison with it alone). "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
+suspect's comparison with it alone: what a search prepares for a batch of candidates, their
+alignments and the suspect's screened sketches, is in the stage's figure, not in theirs). "CPU s" is the step's user + system time (every thread; for search also the per-candidate CPU of
 the lineage stage alone, the suspect's hashing excluded), which a loaded machine
 inflates far less than wall time. ``--profile DIR`` writes each step's cProfile to DIR/STEP.prof (read them with
 ``python -m pstats``). Figures are medians over ``--repeat`` runs; the load average is printed before and after.
@@ -37,6 +38,7 @@ step, a, b = sys.argv[1], sys.argv[2], sys.argv[3]
 evict = json.loads(sys.argv[4])
 profile_to = sys.argv[5] if len(sys.argv) > 5 else ""
 others = json.loads(sys.argv[6]) if len(sys.argv) > 6 else []
+search_workers = int(sys.argv[7]) if len(sys.argv) > 7 else 1
 def drop():
     import os
     for path in evict:
@@ -90,7 +92,7 @@ elif step == "search":
             finally:
                 each.append((base.name, time.perf_counter() - begin, time.process_time() - cpu_begin))
         fingerprints.compare_with_fingerprint = timed_one
-        result = search(b, library, top=1 + len(others), workers=1)
+        result = search(b, library, top=1 + len(others), workers=search_workers or None)
         c = result.candidates[0]
         verdicts = {x.name: x.verdict for x in result.candidates}
         out = {"seconds": result.lineage_seconds / max(result.tested, 1), "verdict": c.verdict,
@@ -113,7 +115,13 @@ def files_of(path: Path) -> list[Path]:
 
 
 def run_step(
-    step: str, a: Path, b: Path, evict: list[Path], profile: str = "", others: list[Path] | None = None
+    step: str,
+    a: Path,
+    b: Path,
+    evict: list[Path],
+    profile: str = "",
+    others: list[Path] | None = None,
+    search_workers: int = 1,
 ) -> dict[str, object]:
     drop_cache(evict)
     completed = subprocess.run(
@@ -127,6 +135,7 @@ def run_step(
             json.dumps([str(p) for p in evict]),
             profile,
             json.dumps([str(p) for p in others or []]),
+            str(search_workers),
         ],
         capture_output=True,
         text=True,
@@ -156,6 +165,12 @@ def main() -> None:
         help="search: another model whose fingerprint joins A's in the library (repeatable), so the "
         "lineage stage tests several candidates and the per-candidate figure includes what they share",
     )
+    parser.add_argument(
+        "--search-workers",
+        type=int,
+        default=1,
+        help="search: candidates tested side by side (default 1; 0: search's own default, the thread budget up to 4)",
+    )
     args = parser.parse_args()
     steps = args.steps.split(",")
     files_a, files_b = files_of(args.a), files_of(args.b)
@@ -169,7 +184,9 @@ def main() -> None:
         reads["b"].append(sequential_read(files_b))
         for step in results:
             profile = str(Path(args.profile) / f"{step}.prof") if args.profile else ""
-            results[step].append(run_step(step, args.a, args.b, both, profile, args.candidate))
+            results[step].append(
+                run_step(step, args.a, args.b, both, profile, args.candidate, args.search_workers)
+            )
     load_after = os.getloadavg()
     read = {k: statistics.median(v) for k, v in reads.items() if v}
     size = {"both": sum(p.stat().st_size for p in both), "a": sum(p.stat().st_size for p in files_a)}

@@ -574,7 +574,7 @@ def test_sketches_run_side_by_side(monkeypatch: pytest.MonkeyPatch, uncapped: No
     """`model_units` sketches two tensors at once on two threads (the first two calls meet)."""
     from unshell.lineage import compare as compare_module
 
-    threads = _meeting_first_calls(monkeypatch, (compare_module, "tensor_units"), calls_each=2)
+    threads = _meeting_first_calls(monkeypatch, (compare_module, "tensor_unit_sets"), calls_each=2)
     with limited(2):
         result = unshell.compare(STORIES, LLAMA2XS)
     assert result.verdict == "independent"

@@ -24,10 +24,11 @@ Three stages:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_CANDIDATES = 32
+# Candidates whose alignments are fitted, and the suspect's screened matrices sketched under all of
+# them in one pass, before they are compared (`PreparedSuspect.prepare`): the sketches a batch
+# holds are 28 x 256 KB per candidate at a 7B's 4 screened layers, 59 MB for 8.
+SCREEN_BATCH = 8
 COMMON_HASH_LIMIT = 1000  # a hash held by more fingerprints than this is a constant, not evidence
 # Cheap score: shared content hashes dominate (100 x the fraction of the suspect's hashes shared, so
 # one shared constant tensor, an all-ones norm, weighs next to nothing while a copy weighs 100); then
@@ -262,11 +267,19 @@ def _relation(result: Any) -> str | None:
 
 
 def _compare_all(
-    library: Library, kept: list[CheapCandidate], suspect: Any, notes: list[str], workers: int
+    library: Library,
+    kept: list[CheapCandidate],
+    suspect: Any,
+    notes: list[str],
+    workers: int,
+    prepare: Callable[[list[Any]], None] | None = None,
 ) -> list[tuple[CheapCandidate, Any]]:
     """Every kept candidate against the suspect. With a prepared checkpoint, candidates run on
     ``workers`` threads: each comparison is numpy matrix work and memory-mapped reads, which
-    release the GIL, and each holds about one tensor of the suspect at a time."""
+    release the GIL, and each holds about one tensor of the suspect at a time. ``prepare``: told
+    each batch of `SCREEN_BATCH` candidates' fingerprints before they are compared
+    (`PreparedSuspect.prepare`: their alignments, and the suspect's screened sketches under all of
+    them in one pass)."""
     from ..lineage.fingerprint import compare_with_fingerprint
 
     fingerprints: list[Any] = []
@@ -289,10 +302,17 @@ def _compare_all(
 
     # The pool and BLAS share the thread budget (`unshell.threads`): workers x BLAS threads <= it
     # (the default workers never exceed it; a caller's explicit count is taken as given).
+    results: list[Any] = []
     with stage("testing candidates", len(kept), "candidate") as shown:
-        results = map_in_order(
-            one, range(len(kept)), workers=workers, done=lambda _: shown.advance(), name="unshell-search"
-        )
+        step = SCREEN_BATCH if prepare is not None else max(1, len(kept))
+        for start in range(0, len(kept), step):
+            batch = range(start, min(start + step, len(kept)))
+            if prepare is not None:
+                with contextlib.suppress(UnshellError):  # each comparison meets it again, in a note
+                    prepare([fingerprints[i] for i in batch if fingerprints[i] is not None])
+            results += map_in_order(
+                one, batch, workers=workers, done=lambda _: shown.advance(), name="unshell-search"
+            )
     return list(zip(kept, results, strict=True))
 
 
@@ -361,7 +381,8 @@ def search(
                 target.expect(len(kept))
             start = time.perf_counter()
             threads = workers if workers is not None else min(budget(), 4)
-            tested = _compare_all(library, kept, target, notes, max(1, threads))
+            prepare = target.prepare if target is not suspect else None
+            tested = _compare_all(library, kept, target, notes, max(1, threads), prepare)
             lineage_seconds = time.perf_counter() - start
     finally:
         if opened is not None:

@@ -51,13 +51,20 @@ class CanonicalModel:
     _memos: OrderedDict[Hashable, Any] = field(
         default_factory=OrderedDict, init=False, repr=False, compare=False
     )
+    # What `hold` was given: values made ahead for keys that `memo` will be asked for, kept until
+    # the next `hold` (a search's batch of candidates, several of which may share one).
+    _held: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def memo(self, key: Hashable, compute: Callable[[], T], *, keep: int = 2) -> T:
         """``compute()``, or the value it gave for ``key`` while this model is open: one of the
-        ``keep`` most recently used (a bound on the memory held). ``compute`` runs outside the lock:
-        two threads asking for a new key at once may both compute it (the same value)."""
+        ``keep`` most recently used (a bound on the memory held), or a value `hold` holds.
+        ``compute`` runs outside the lock: two threads asking for a new key at once may both
+        compute it (the same value)."""
         with self._memo_lock:
+            if key in self._held:
+                held: T = self._held[key]
+                return held
             if key in self._memos:
                 self._memos.move_to_end(key)
                 found: T = self._memos[key]
@@ -68,6 +75,13 @@ class CanonicalModel:
             while len(self._memos) > keep:
                 self._memos.popitem(last=False)
         return value
+
+    def hold(self, values: dict[Hashable, Any]) -> None:
+        """Values made ahead for `memo`'s keys (a batch of a search's candidates), in place of any
+        held before: `memo` gives them for their keys until the next batch, outside its ``keep``
+        most recently used (a batch's candidates share some, and other passes come between)."""
+        with self._memo_lock:
+            self._held = dict(values)
 
     @property
     def hidden(self) -> int | None:

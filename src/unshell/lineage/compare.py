@@ -39,7 +39,7 @@ import hashlib
 import itertools
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -72,7 +72,7 @@ from .sketch import (
     projection,
     row_sample_size,
     sampled_rows,
-    unit_sketch,
+    unit_sketches,
 )
 from .summary import ModelSummary
 
@@ -404,9 +404,23 @@ def model_units(
     The tensors are sketched side by side on the thread budget's workers, one BLAS thread each: a
     sketch's decoding, sampling and row norms run on one core, and its projection is too skinny
     for two BLAS threads to halve (RESULTS.md, session 10). The units come back in file order."""
+    return model_unit_sets(model, hidden, [basis], quick=quick, sample=sample, layers=layers)[0]
+
+
+def model_unit_sets(
+    model: CanonicalModel,
+    hidden: int,
+    bases: list[np.ndarray],
+    *,
+    quick: bool = False,
+    sample: int | None = None,
+    layers: frozenset[int] | None = None,
+) -> list[list[Unit]]:
+    """`model_units` in each of ``bases`` (of one width), in one pass: each tensor is read, decoded
+    and sampled once, and projected on every basis (`tensor_unit_sets`)."""
     roles = {a.name: a for a in model.result.recognition.assignments}
     checkpoint = model.checkpoint
-    keep = default_sample(basis) if sample is None else sample
+    keep = default_sample(bases[0]) if sample is None else sample
     names = [
         n for n in checkpoint.tensors if layers is None or ((role := roles.get(n)) and role.layer in layers)
     ]
@@ -414,12 +428,12 @@ def model_units(
         f"sketching {checkpoint.path.name}", sum(checkpoint.info(n).nbytes for n in names), BYTES
     ) as shown:
         made = map_in_order(
-            lambda name: tensor_units(model, name, roles, hidden, basis, quick=quick, sample=keep),
+            lambda name: tensor_unit_sets(model, name, roles, hidden, bases, quick=quick, sample=keep),
             names,
             done=lambda index: shown.advance(checkpoint.info(names[index]).nbytes),
             name="unshell-sketch",
         )
-    return [u for units in made for u in units]
+    return [[u for sets in made for u in sets[k]] for k in range(len(bases))]
 
 
 def default_sample(basis: np.ndarray) -> int:
@@ -438,16 +452,47 @@ def suspect_units(
 ) -> list[Unit]:
     """`model_units`, kept on the model (`CanonicalModel.memo`) by the basis's content: a search
     sketches its suspect under each candidate's basis, and candidates that share one (the identity
-    alignment of every base of the suspect's width whose anchors do not fit) share the pass."""
+    alignment of every base of the suspect's width whose anchors do not fit) share the pass. Units
+    made ahead for this key (`units_ahead`, `CanonicalModel.hold`) are taken from there."""
     basis = np.ascontiguousarray(basis)
     keep = default_sample(basis) if sample is None else sample
-    digest = hashlib.blake2b(basis.data, digest_size=16).digest()
-    key = ("units", digest, basis.shape, basis.dtype.str, quick, keep, layers)
     return list(
         model.memo(
-            key, functools.partial(model_units, model, hidden, basis, quick=quick, sample=keep, layers=layers)
+            _units_key(basis, quick, keep, layers),
+            functools.partial(model_units, model, hidden, basis, quick=quick, sample=keep, layers=layers),
         )
     )
+
+
+def units_ahead(
+    model: CanonicalModel,
+    hidden: int,
+    bases: list[np.ndarray],
+    *,
+    sample: int | None = None,
+    layers: frozenset[int] | None = None,
+) -> dict[Hashable, list[Unit]]:
+    """`suspect_units` under each of ``bases`` (of one width), made in one pass over the model
+    (`model_unit_sets`), by the keys `suspect_units` asks `CanonicalModel.memo` for, to be held
+    there (`CanonicalModel.hold`): a search's candidates, each with its own alignment, read, decode
+    and sample the suspect's screened matrices once instead of once each (RESULTS.md, session 11)."""
+    if not bases:
+        return {}
+    keep = default_sample(bases[0]) if sample is None else sample
+    keyed: dict[Hashable, np.ndarray] = {}
+    for basis in bases:
+        basis = np.ascontiguousarray(basis)
+        keyed.setdefault(_units_key(basis, False, keep, layers), basis)
+    made = model_unit_sets(model, hidden, list(keyed.values()), sample=keep, layers=layers)
+    return dict(zip(keyed, made, strict=True))
+
+
+def _units_key(
+    basis: np.ndarray, quick: bool, keep: int, layers: frozenset[int] | None
+) -> tuple[Hashable, ...]:
+    """What identifies a model's units: the basis's content, shape and dtype, and how they were read."""
+    digest = hashlib.blake2b(np.ascontiguousarray(basis).data, digest_size=16).digest()
+    return ("units", digest, basis.shape, basis.dtype.str, quick, keep, layers)
 
 
 def tensor_units(
@@ -464,19 +509,35 @@ def tensor_units(
     ``roles``: the recognition's assignments by tensor name. ``sample`` (None: `default_sample`):
     a matrix with more vectors than this is sketched from the fixed sample `sketch.sampled_rows`
     gives for its vector count, whatever its values; a matrix read by rows reads only those rows."""
+    return tensor_unit_sets(model, name, roles, hidden, [basis], quick=quick, sample=sample)[0]
+
+
+def tensor_unit_sets(
+    model: CanonicalModel,
+    name: str,
+    roles: dict[str, Assignment],
+    hidden: int,
+    bases: list[np.ndarray],
+    *,
+    quick: bool = False,
+    sample: int | None = None,
+) -> list[list[Unit]]:
+    """`tensor_units` in each of ``bases`` (of one width): the tensor read and its vectors taken
+    once, then sketched in every basis (`sketch.unit_sketches`)."""
     info = model.checkpoint.info(name)
     assignment = roles.get(name)
+    none: list[list[Unit]] = [[] for _ in bases]
     if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
-        return []
+        return none
     role = assignment.role
     if role in ("embed.weight", "lm_head.weight", "pos_embed.weight", "type_embed.weight"):
-        return []
+        return none
     if (
         role is None
         and assignment.candidates
         and set(assignment.candidates) <= {"embed.weight", "lm_head.weight"}
     ):
-        return []
+        return none
     orientations = _orientations(role, info.shape, hidden)
     # --quick samples the rows of the matrices that read the residual stream, and skips those that
     # write it. That needs the storage order, which only a role read from a name gives: a matrix
@@ -485,9 +546,8 @@ def tensor_units(
     if sampled:
         orientations = [o for o in orientations if o == "rows"]
     if not orientations:
-        return []
-    units: list[Unit] = []
-    keep = default_sample(basis) if sample is None else sample
+        return none
+    keep = default_sample(bases[0]) if sample is None else sample
     step = _quick_step(model, name) if sampled else 1
     columns = sampled_rows(info.shape[1], keep) if orientations == ["columns"] else None
     if orientations == ["rows"]:  # only the sampled rows are read (and decoded)
@@ -498,6 +558,7 @@ def tensor_units(
         )
     else:
         matrix = read_rows(model, name, step)
+    units = none
     for orientation in orientations:
         # Sampled columns were laid out one vector per row already.
         vectors = matrix if columns is not None or orientation == "rows" else matrix.T
@@ -510,8 +571,9 @@ def tensor_units(
             gain = model.role(assignment.layer, READS_RESIDUAL[role])
             if gain is None or gain.shape != (vectors.shape[1],):
                 gain = None
-        sketch, std = unit_sketch(vectors, basis, gain=gain, overwrite=len(orientations) == 1)
-        units.append(Unit(name, assignment.layer, role, orientation, sketch.ravel(), std))
+        sketches = unit_sketches(vectors, bases, gain=gain, overwrite=len(orientations) == 1)
+        for made, (sketch, std) in zip(units, sketches, strict=True):
+            made.append(Unit(name, assignment.layer, role, orientation, sketch.ravel(), std))
     del matrix
     return units
 
@@ -1576,6 +1638,19 @@ class CheckpointEvidence:
         )
 
 
+def alignment_plan(anchored: Alignment | None, hidden_a: int, hidden_b: int) -> list[Alignment]:
+    """The alignments `weigh_lineage` tries, in order, until one decides: the embedding alignment
+    (``anchored``), then, when it failed or fits poorly and the widths agree, the identity and the
+    alignment read off the layer matrices (fitted lazily: its transform here is a placeholder)."""
+    plan: list[Alignment] = [] if anchored is None else [anchored]
+    if (
+        alignment_failure(anchored) is not None or anchored is None or anchored.residual > TRUSTED_RESIDUAL
+    ) and hidden_a == hidden_b:
+        plan.append(identity_alignment(hidden_a, hidden_b))
+        plan.append(Alignment(np.eye(hidden_a, dtype=np.float32), float("nan"), 0, "layer-matrices"))
+    return plan
+
+
 def weigh_lineage(
     base: BaseEvidence,
     model_b: CanonicalModel,
@@ -1598,14 +1673,7 @@ def weigh_lineage(
         return Lineage(verdict, reason)
     anchored = base.anchor_alignment(model_b, vocabulary_b)
     failure = alignment_failure(anchored)
-    plan: list[Alignment] = [] if anchored is None else [anchored]
-    if (
-        failure is not None or anchored is None or anchored.residual > TRUSTED_RESIDUAL
-    ) and hidden_a == hidden_b:
-        plan.append(identity_alignment(hidden_a, hidden_b))
-        plan.append(
-            Alignment(np.eye(hidden_a, dtype=np.float32), float("nan"), 0, "layer-matrices")
-        )  # fitted lazily
+    plan = alignment_plan(anchored, hidden_a, hidden_b)
     if not plan:
         verdict, reason = _with_twins(
             "inconclusive", "different hidden sizes and no embeddings to align them", twins

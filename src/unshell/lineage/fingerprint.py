@@ -84,6 +84,7 @@ from .compare import (
     CompareResult,
     Lineage,
     Unit,
+    alignment_plan,
     choose_anchor,
     derivation_kinds,
     embedding_candidates,
@@ -95,6 +96,7 @@ from .compare import (
     read_rows,
     screening_layers,
     tensor_units,
+    units_ahead,
     weigh_lineage,
     weigh_units,
 )
@@ -1237,6 +1239,14 @@ class PreparedSuspect:
     vocabulary_sample: tuple[np.ndarray, np.ndarray, int] | None
     tokenizer: dict[str, Any] | None
     anchor_grams: AnchorGrams = field(default_factory=AnchorGrams)
+    # What `prepare` fitted for a batch of bases, by the base's id (with the base, so that a new
+    # object at a freed one's address is not taken for it), each taken by its comparison once.
+    _prepared: dict[int, tuple[Fingerprint, FingerprintEvidence]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _prepared_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     @property
     def summary(self) -> ModelSummary:
@@ -1248,6 +1258,47 @@ class PreparedSuspect:
         so that each candidate's fits are products instead of solves. Set once, before any Gram
         is made, every candidate is fitted the same way whatever their order."""
         self.anchor_grams.invert = comparisons >= INVERT_FOR_CANDIDATES
+
+    def prepare(self, bases: list[Fingerprint]) -> None:
+        """Before the screens against ``bases`` (a batch of a search's candidates, compared next
+        with ``screen=True``): fit each base's anchor alignment, then sketch B's screened matrices
+        under all of their bases in one pass (`compare.units_ahead`). Each comparison then finds its
+        alignment and its sketches made, the same as it would have made them; B's screened
+        matrices are read, decoded and sampled once per batch instead of once per candidate. The
+        batch's sketches are held until the next batch (`CanonicalModel.hold`). Does nothing for a
+        suspect too shallow to screen, or a batch of one."""
+        screened = screening_layers(self.model.layers)
+        hidden_b = self.model.hidden
+        with self._prepared_lock:
+            self._prepared = {}
+        self.model.hold({})  # the last batch's sketches
+        if screened is None or not hidden_b or len(bases) < 2:
+            return
+        prepared: dict[int, tuple[Fingerprint, FingerprintEvidence]] = {}
+        by_sample: dict[int, list[np.ndarray]] = {}
+        for base in bases:  # one at a time, on every BLAS thread: the fits share B's anchor Gram
+            evidence = FingerprintEvidence(base, self.anchor_grams)
+            prepared[id(base)] = (base, evidence)
+            if not evidence.hidden:
+                continue
+            anchored = evidence.anchor_alignment(self.model, self.vocabulary)
+            for alignment in alignment_plan(anchored, evidence.hidden, hidden_b):  # as `weigh_lineage`
+                if alignment.method != "layer-matrices":  # sketched by its own pass, when it is fitted
+                    by_sample.setdefault(evidence.row_sample(), []).append(evidence.suspect_basis(alignment))
+        with self._prepared_lock:
+            self._prepared = prepared
+        held: dict[Hashable, Any] = {}
+        for sample, suspect_bases in by_sample.items():
+            held.update(units_ahead(self.model, hidden_b, suspect_bases, sample=sample, layers=screened))
+        self.model.hold(held)
+
+    def evidence(self, base: Fingerprint) -> FingerprintEvidence:
+        """``base`` as `BaseEvidence` against this suspect: what `prepare` fitted for it, once, or new."""
+        with self._prepared_lock:
+            found = self._prepared.pop(id(base), None)
+        if found is not None and found[0] is base:
+            return found[1]
+        return FingerprintEvidence(base, self.anchor_grams)
 
     @property
     def signals(self) -> Fingerprint:
@@ -1380,7 +1431,7 @@ def _compare_checkpoint(
         return _result(base, summary_b, path_b, hashes, notes, "identical", same[0], how=same[1], score=1.0)
     hashes_a = base.hashes()
     twins = exact_twin_match(hashes_a if hashes_a.tensors else None, suspect.hashes, suspect.model)
-    evidence = FingerprintEvidence(base, suspect.anchor_grams)
+    evidence = suspect.evidence(base)
     screened = screening_layers(suspect.model.layers) if screen else None
     if screened is not None:
         lineage = weigh_lineage(

@@ -374,7 +374,16 @@ def unit_sketch(
     vectors: np.ndarray, basis: np.ndarray, *, gain: np.ndarray | None = None, overwrite: bool = False
 ) -> tuple[np.ndarray, float]:
     """(`gram_sketch` of ``vectors`` (n x H, times ``gain`` per column) each scaled to unit length,
-    the std of their values), NaN and infinities counting as zero (`finite`).
+    the std of their values), NaN and infinities counting as zero (`finite`): `unit_sketches`
+    in one basis."""
+    return unit_sketches(vectors, [basis], gain=gain, overwrite=overwrite)[0]
+
+
+def unit_sketches(
+    vectors: np.ndarray, bases: list[np.ndarray], *, gain: np.ndarray | None = None, overwrite: bool = False
+) -> list[tuple[np.ndarray, float]]:
+    """`unit_sketch` of ``vectors`` in each of ``bases``: the gain, the row lengths and the std
+    once, a projection per basis (a search sketches its suspect under each candidate's basis).
 
     Unit length per vector: scaling a neuron's input against its output (or a query row against its
     key row) preserves the function, so it must not change the sketch. The row lengths and the
@@ -405,12 +414,17 @@ def unit_sketch(
         vectors = finite(vectors)
         with np.errstate(over="ignore", invalid="ignore"):
             std = float(vectors.std())
-        return gram_sketch(finite_unit_rows(vectors), basis), std
+        unit_rows = finite_unit_rows(vectors)
+        return [(gram_sketch(unit_rows, basis), std) for basis in bases]
     mean = total / count
     std = math.sqrt(max(total_squares / count - mean * mean, 0.0))
-    projected = vectors @ basis
-    projected /= np.maximum(np.sqrt(squares), 1e-12)[:, None]
-    return projected_sketch(projected), std
+    lengths = np.maximum(np.sqrt(squares), 1e-12)[:, None]
+    sketches = []
+    for basis in bases:
+        projected = vectors @ basis
+        projected /= lengths
+        sketches.append((projected_sketch(projected), std))
+    return sketches
 
 
 def fit_rotation(grams_a: list[np.ndarray], grams_b: list[np.ndarray], iterations: int = 25) -> np.ndarray:

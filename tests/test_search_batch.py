@@ -12,6 +12,7 @@ layers: `base`, `noisy` (base plus 10 % element noise: a derivative) and three o
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ import pytest
 
 import unshell
 from file_modules import ROOT, file_module
-from unshell.lineage import compare
+from unshell.lineage import compare, fingerprint
 from unshell.lineage.canonical import CanonicalModel
 from unshell.lineage.compare import DERIVED_P, screening_layers
 from unshell.lineage.fingerprint import compare_with_fingerprint, prepare_suspect
 from unshell.lineage.sketch import projection
+from unshell.threads import limited
 
 HIDDEN = 576
 LAYERS = 10
@@ -136,3 +138,29 @@ def test_held_values_serve_until_the_next_batch(models: dict[str, Path]) -> None
         model.hold({"c": 3})  # the next batch: "a" and "b" are dropped
         assert model.memo("b", lambda: 20) == 20
         assert model.memo("c", lambda: 30) == 3
+
+
+def test_a_prepared_batch_is_compared_on_the_whole_budget_by_default(
+    models: dict[str, Path], printed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is left of a prepared comparison is milliseconds, or a derived candidate's weighing of
+    every layer, which sketches its tensors side by side itself: by default the batch's candidates
+    are compared one at a time on the calling thread (with two workers, the derived one had one
+    core and took twice as long at 32 layers, RESULTS.md, session 11); a caller's count holds."""
+    library = unshell.Library(tmp_path / "library.sqlite")
+    for name, fp in printed.items():
+        library.add(fp, name=name)
+    threads: list[int] = []
+    original = fingerprint.compare_with_fingerprint
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fingerprint, "compare_with_fingerprint", recorded)
+    with limited(2):
+        found = unshell.search(models["noisy"], library, top=5, max_candidates=5)
+        assert len(found.candidates) == 4 and threads == [threading.get_ident()] * 4
+        threads.clear()
+        unshell.search(models["noisy"], library, top=5, max_candidates=5, workers=2)
+    assert len(threads) == 4 and threading.get_ident() not in threads

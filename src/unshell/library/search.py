@@ -271,15 +271,18 @@ def _compare_all(
     kept: list[CheapCandidate],
     suspect: Any,
     notes: list[str],
-    workers: int,
-    prepare: Callable[[list[Any]], None] | None = None,
+    workers: int | None,
+    prepare: Callable[[list[Any]], bool] | None = None,
 ) -> list[tuple[CheapCandidate, Any]]:
     """Every kept candidate against the suspect. With a prepared checkpoint, candidates run on
-    ``workers`` threads: each comparison is numpy matrix work and memory-mapped reads, which
-    release the GIL, and each holds about one tensor of the suspect at a time. ``prepare``: told
-    each batch of `SCREEN_BATCH` candidates' fingerprints before they are compared
-    (`PreparedSuspect.prepare`: their alignments, and the suspect's screened sketches under all of
-    them in one pass)."""
+    ``workers`` threads (None: the thread budget, at most 4): each comparison is numpy matrix work
+    and memory-mapped reads, which release the GIL, and each holds about one tensor of the suspect
+    at a time. ``prepare``: told each batch of `SCREEN_BATCH` candidates' fingerprints before they
+    are compared (`PreparedSuspect.prepare`: their alignments, and the suspect's screened sketches
+    under all of them in one pass). A batch it prepared is compared one candidate at a time unless
+    ``workers`` says otherwise: what is left of each comparison is either milliseconds (a screen
+    that shows nothing) or a derived candidate's weighing of every layer, which sketches its
+    tensors side by side on the whole budget, where a second worker would leave it one core."""
     from ..lineage.fingerprint import compare_with_fingerprint
 
     fingerprints: list[Any] = []
@@ -307,11 +310,17 @@ def _compare_all(
         step = SCREEN_BATCH if prepare is not None else max(1, len(kept))
         for start in range(0, len(kept), step):
             batch = range(start, min(start + step, len(kept)))
+            prepared = False
             if prepare is not None:
                 with contextlib.suppress(UnshellError):  # each comparison meets it again, in a note
-                    prepare([fingerprints[i] for i in batch if fingerprints[i] is not None])
+                    prepared = prepare([fingerprints[i] for i in batch if fingerprints[i] is not None])
+            side_by_side = workers if workers is not None else 1 if prepared else min(budget(), 4)
             results += map_in_order(
-                one, batch, workers=workers, done=lambda _: shown.advance(), name="unshell-search"
+                one,
+                batch,
+                workers=max(1, side_by_side),
+                done=lambda _: shown.advance(),
+                name="unshell-search",
             )
     return list(zip(kept, results, strict=True))
 
@@ -330,8 +339,9 @@ def search(
 
     ``library`` is a `Library`, the path of one, or None for the default library. ``workers``
     threads test candidates side by side (default: the thread budget, `unshell.threads.budget`, at
-    most 4, since each holds about one tensor of the suspect in memory), each with its share of
-    the budget's BLAS threads. ``progress``: where to report the suspect's bytes hashed and the candidates tested
+    most 4, since each holds about one tensor of the suspect in memory; one where a batch of
+    candidates was prepared ahead, see `_compare_all`), each with its share of the budget's BLAS
+    threads. ``progress``: where to report the suspect's bytes hashed and the candidates tested
     (`unshell.progress`).
 
     Example:
@@ -380,9 +390,8 @@ def search(
             if target is not suspect:
                 target.expect(len(kept))
             start = time.perf_counter()
-            threads = workers if workers is not None else min(budget(), 4)
             prepare = target.prepare if target is not suspect else None
-            tested = _compare_all(library, kept, target, notes, max(1, threads), prepare)
+            tested = _compare_all(library, kept, target, notes, workers, prepare)
             lineage_seconds = time.perf_counter() - start
     finally:
         if opened is not None:

@@ -1259,21 +1259,21 @@ class PreparedSuspect:
         is made, every candidate is fitted the same way whatever their order."""
         self.anchor_grams.invert = comparisons >= INVERT_FOR_CANDIDATES
 
-    def prepare(self, bases: list[Fingerprint]) -> None:
+    def prepare(self, bases: list[Fingerprint]) -> bool:
         """Before the screens against ``bases`` (a batch of a search's candidates, compared next
         with ``screen=True``): fit each base's anchor alignment, then sketch B's screened matrices
         under all of their bases in one pass (`compare.units_ahead`). Each comparison then finds its
         alignment and its sketches made, the same as it would have made them; B's screened
         matrices are read, decoded and sampled once per batch instead of once per candidate. The
         batch's sketches are held until the next batch (`CanonicalModel.hold`). Does nothing for a
-        suspect too shallow to screen, or a batch of one."""
+        suspect too shallow to screen, or a batch of one. Returns whether it prepared the batch."""
         screened = screening_layers(self.model.layers)
         hidden_b = self.model.hidden
         with self._prepared_lock:
             self._prepared = {}
         self.model.hold({})  # the last batch's sketches
         if screened is None or not hidden_b or len(bases) < 2:
-            return
+            return False
         prepared: dict[int, tuple[Fingerprint, FingerprintEvidence]] = {}
         by_sample: dict[int, list[np.ndarray]] = {}
         for base in bases:  # one at a time, on every BLAS thread: the fits share B's anchor Gram
@@ -1291,6 +1291,7 @@ class PreparedSuspect:
         for sample, suspect_bases in by_sample.items():
             held.update(units_ahead(self.model, hidden_b, suspect_bases, sample=sample, layers=screened))
         self.model.hold(held)
+        return True
 
     def evidence(self, base: Fingerprint) -> FingerprintEvidence:
         """``base`` as `BaseEvidence` against this suspect: what `prepare` fitted for it, once, or new."""

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import unshell
-from file_modules import ROOT, file_module
+from seeded_llamas import seeded_llamas
 from unshell.lineage import compare, fingerprint
 from unshell.lineage.canonical import CanonicalModel
 from unshell.lineage.compare import DERIVED_P, screening_layers
@@ -36,14 +36,15 @@ OTHERS = ("other1", "other2", "other3")
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    make = file_module(ROOT / "benchmarks" / "make_7b_pair.py", "unshell_bench_make_7b_pair")
-    shape = make.Llama(hidden=HIDDEN, layers=LAYERS, heads=4, kv_heads=4, intermediate=256, vocab=2000)
-    root = tmp_path_factory.mktemp("batch")
-    variants = {"base": make.base_variant(shape, 0), "noisy": make.noisy_variant(shape, 0, 0.1)}
-    variants.update({name: make.base_variant(shape, seed) for seed, name in enumerate(OTHERS, start=1)})
-    for label, variant in variants.items():
-        make.write_model(root / label, shape, variant)
-    return {label: root / label for label in variants}
+    shape = {
+        "hidden": HIDDEN,
+        "layers": LAYERS,
+        "heads": 4,
+        "kv_heads": 4,
+        "intermediate": 256,
+        "vocab": 2000,
+    }
+    return seeded_llamas(tmp_path_factory.mktemp("batch"), OTHERS, **shape)
 
 
 @pytest.fixture(scope="module")

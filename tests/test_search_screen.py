@@ -14,24 +14,15 @@ from pathlib import Path
 import pytest
 
 import unshell
-from file_modules import ROOT, file_module
+from seeded_llamas import seeded_llamas
 from unshell.lineage.compare import DERIVED_P, INDEPENDENT_P, screening_layers
 from unshell.lineage.fingerprint import compare_with_fingerprint
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    make = file_module(ROOT / "benchmarks" / "make_7b_pair.py", "unshell_bench_make_7b_pair")
-    shape = make.Llama(hidden=64, layers=16, heads=4, kv_heads=4, intermediate=160, vocab=600)
-    root = tmp_path_factory.mktemp("screen")
-    variants = {
-        "base": make.base_variant(shape, 0),
-        "noisy": make.noisy_variant(shape, 0, 0.1),
-        "other": make.base_variant(shape, 1),
-    }
-    for label, variant in variants.items():
-        make.write_model(root / label, shape, variant)
-    return {label: root / label for label in variants}
+    shape = {"hidden": 64, "layers": 16, "heads": 4, "kv_heads": 4, "intermediate": 160, "vocab": 600}
+    return seeded_llamas(tmp_path_factory.mktemp("screen"), ("other",), **shape)
 
 
 def test_screening_layers_spread_one_in_eight() -> None:

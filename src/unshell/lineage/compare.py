@@ -526,18 +526,18 @@ def tensor_unit_sets(
     once, then sketched in every basis (`sketch.unit_sketches`)."""
     info = model.checkpoint.info(name)
     assignment = roles.get(name)
-    none: list[list[Unit]] = [[] for _ in bases]
+    units: list[list[Unit]] = [[] for _ in bases]  # one list per basis
     if assignment is None or len(info.shape) != 2 or hidden not in info.shape:
-        return none
+        return units
     role = assignment.role
     if role in ("embed.weight", "lm_head.weight", "pos_embed.weight", "type_embed.weight"):
-        return none
+        return units
     if (
         role is None
         and assignment.candidates
         and set(assignment.candidates) <= {"embed.weight", "lm_head.weight"}
     ):
-        return none
+        return units
     orientations = _orientations(role, info.shape, hidden)
     # --quick samples the rows of the matrices that read the residual stream, and skips those that
     # write it. That needs the storage order, which only a role read from a name gives: a matrix
@@ -546,7 +546,7 @@ def tensor_unit_sets(
     if sampled:
         orientations = [o for o in orientations if o == "rows"]
     if not orientations:
-        return none
+        return units
     keep = default_sample(bases[0]) if sample is None else sample
     step = _quick_step(model, name) if sampled else 1
     columns = sampled_rows(info.shape[1], keep) if orientations == ["columns"] else None
@@ -558,7 +558,6 @@ def tensor_unit_sets(
         )
     else:
         matrix = read_rows(model, name, step)
-    units = none
     for orientation in orientations:
         # Sampled columns were laid out one vector per row already.
         vectors = matrix if columns is not None or orientation == "rows" else matrix.T

@@ -921,9 +921,8 @@ class AnchorGrams:
 
     KEEP = 2  # Grams kept (H² float64 each: 134 MB at H 4096, twice that inverted), the most recently used
     KEEP_PROJECTED = 8  # B's projected anchor rows kept (8 MB each at 8,000 rows), the most recently used
-    KEEP_ROWS = (
-        2  # B's anchor rows kept (n x H float32: 134 MB at 8,192 rows of 4096), the most recently used
-    )
+    # B's anchor rows kept (n x H float32: 134 MB at 8,192 rows of 4096), the most recently used
+    KEEP_ROWS = 2
 
     def __init__(self, *, invert: bool = False) -> None:
         self._grams: OrderedDict[tuple[bytes, tuple[int, ...]], AnchorGram] = OrderedDict()
@@ -946,18 +945,26 @@ class AnchorGrams:
         reads the same rows, since these Grams serve one suspect), as ``read()`` gives them, read
         and decoded once for every candidate of a search that anchors on them (0.4 s each at H
         4096, RESULTS.md, session 11). Read-only: a fit copies what it changes."""
+        return self._kept(self._rows, recipe, lambda: np.ascontiguousarray(read()), self.KEEP_ROWS)
+
+    def _kept(
+        self, cache: OrderedDict[Any, np.ndarray], key: Any, make: Callable[[], np.ndarray], keep: int
+    ) -> np.ndarray:
+        """``cache[key]``, or ``make()`` made read-only and kept there among the ``keep`` most
+        recently used. ``make`` runs outside the lock: two threads asking for a new key at once
+        may both make it (the same value), and the first kept is the one both get."""
         with self._lock:
-            found = self._rows.get(recipe)
+            found = cache.get(key)
             if found is not None:
-                self._rows.move_to_end(recipe)
+                cache.move_to_end(key)
                 return found
-        rows = np.ascontiguousarray(read())
-        rows.setflags(write=False)
+        made = make()
+        made.setflags(write=False)
         with self._lock:
-            found = self._rows.setdefault(recipe, rows)
-            self._rows.move_to_end(recipe)
-            while len(self._rows) > self.KEEP_ROWS:
-                self._rows.popitem(last=False)
+            found = cache.setdefault(key, made)
+            cache.move_to_end(key)
+            while len(cache) > keep:
+                cache.popitem(last=False)
         return found
 
     def rows_key(self, recipe: Hashable, rows: np.ndarray) -> tuple[bytes, tuple[int, ...]]:
@@ -991,18 +998,12 @@ class AnchorGrams:
         judged on, the same for every candidate of one width. ``basis`` is the stored basis
         (`sketch.projection`), which its shape determines: the shape keys it."""
         key = self.key(rows_b) if key is None else key
-        with self._lock:
-            found = self._projected.get((key, basis.shape))
-        if found is None:
+
+        def make() -> np.ndarray:
             x = np.asarray(rows_b, dtype=np.float32)
-            found = (x - x.mean(axis=0, keepdims=True)) @ basis
-            found.setflags(write=False)
-            with self._lock:
-                found = self._projected.setdefault((key, basis.shape), found)
-                self._projected.move_to_end((key, basis.shape))
-                while len(self._projected) > self.KEEP_PROJECTED:
-                    self._projected.popitem(last=False)
-        return found
+            return (x - x.mean(axis=0, keepdims=True)) @ basis
+
+        return self._kept(self._projected, (key, basis.shape), make, self.KEEP_PROJECTED)
 
 
 def _embedding_names(model: CanonicalModel, hidden: int) -> list[str]:
@@ -1186,9 +1187,9 @@ class FingerprintEvidence:
             shuffled = float("nan")
             if chance:
                 order = np.random.default_rng(CHANCE_SEED).permutation(rows)
-                shuffled = gram.fit(candidates_b[j], [candidates_a[i]], paired=order, centered=centered[j])[
-                    0
-                ][1]
+                ((_, shuffled),) = gram.fit(
+                    candidates_b[j], [candidates_a[i]], paired=order, centered=centered[j]
+                )
             return Alignment(transform, residual, rows, "procrustes-embeddings", chance=shuffled)
 
         alignment = choose_anchor(len(candidates_a), len(candidates_b), fit)

@@ -43,6 +43,7 @@ import json, os, resource, sys, time
 step, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = json.loads(sys.argv[4])
 digests_to = sys.argv[5]
+uncounted = sys.argv[6] == "uncounted"
 
 def iowait():
     with open("/proc/stat") as handle:
@@ -84,7 +85,13 @@ if step == "read":
                 done += len(chunk)
 else:
     with limited(threads or None):
-        hashes = model.content_hashes(names)
+        if uncounted:
+            try:  # as `compare` hashes: no multiset counted (a tree before it counted every one)
+                hashes = model.content_hashes(names, counted=False)
+            except TypeError:
+                hashes = model.content_hashes(names)
+        else:
+            hashes = model.content_hashes(names)
     done = sum(checkpoint.info(name).nbytes for name in names)
 wall = time.perf_counter() - wall_before
 after, wait = resource.getrusage(resource.RUSAGE_SELF), iowait() - wait_before
@@ -92,7 +99,8 @@ with open("/proc/self/io") as handle:
     io = dict(line.split(": ") for line in handle.read().splitlines())
 if step == "hash" and digests_to:
     with open(digests_to, "w") as handle:
-        json.dump([[t.name, t.numel, t.exact, t.rounded, t.multiset, t.distinct] for t in hashes.tensors], handle)
+        counts = [] if uncounted else ["multiset", "distinct"]  # uncounted: the digests alone
+        json.dump([[getattr(t, f) for f in ["name", "numel", "exact", "rounded", *counts]] for t in hashes.tensors], handle)
 print(json.dumps({
     "wall": wall, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
     "bytes": done, "majflt": after.ru_majflt - before.ru_majflt, "minflt": after.ru_minflt - before.ru_minflt,
@@ -102,10 +110,17 @@ print(json.dumps({
 
 
 def run_step(
-    step: str, model: Path, threads: int, digests: Path | None, source: Path | None = None
+    step: str,
+    model: Path,
+    threads: int,
+    digests: Path | None,
+    source: Path | None = None,
+    *,
+    uncounted: bool = False,
 ) -> dict[str, Any]:
     """One step in a fresh process after evicting the model's files; ``source``: the ``src``
-    folder whose unshell it imports (default: the one this interpreter finds)."""
+    folder whose unshell it imports (default: the one this interpreter finds); ``uncounted``:
+    hash as `compare` does, without counting the multisets."""
     files = files_of(model)
     drop_cache(files)
     environment = dict(os.environ)
@@ -113,7 +128,11 @@ def run_step(
         environment["PYTHONPATH"] = str(source)
     argv = [sys.executable, "-c", CHILD, step, str(model), str(threads), json.dumps([str(f) for f in files])]
     completed = subprocess.run(
-        [*argv, str(digests or "")], capture_output=True, text=True, check=True, env=environment
+        [*argv, str(digests or ""), "uncounted" if uncounted else "counted"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=environment,
     )
     return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
 
@@ -147,6 +166,11 @@ def main() -> None:
         "--digests", type=Path, default=None, help="write the hashes here (A's; B's to OUT.b.json)"
     )
     parser.add_argument(
+        "--uncounted",
+        action="store_true",
+        help="hash as compare does: no multiset counted (a tree without that option counts them)",
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         default=None,
@@ -178,6 +202,7 @@ def main() -> None:
                             args.threads,
                             compared.get(step),
                             args.before if step == "before" else None,
+                            uncounted=args.uncounted,
                         )
                     )
             if digests is not None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unshell.formats import open_checkpoint
@@ -55,9 +57,22 @@ WHOLE = {
 BF16_FILE = "e73239a17c580a7d6ee18791c4a82d36fc1245b48a2a3d85086008bae67d7cb3"
 
 
-def all_hashes(checkpoint: Checkpoint, threads: int) -> list[TensorHashes]:
+def all_hashes(checkpoint: Checkpoint, threads: int, *, counted: bool = True) -> list[TensorHashes]:
     with limited(threads):
-        return [hash_tensor(checkpoint, name) for name in checkpoint.tensors]
+        return [hash_tensor(checkpoint, name, counted=counted) for name in checkpoint.tensors]
+
+
+def bf16_patterns(checkpoint: Checkpoint, name: str) -> np.ndarray:
+    """The tensor's values rounded to bfloat16 (nearest even), as int64 bit patterns, in order:
+    computed here with float64 arithmetic on the uint32 bits, not with `hashes._bf16_bits`."""
+    bits = np.asarray(checkpoint.read(name), dtype=np.float32).ravel().view(np.uint32).astype(np.int64)
+    return (bits + ((bits >> 16) & 1) + 0x7FFF) >> 16 & 0xFFFF
+
+
+def key_of(checkpoint: Checkpoint, name: str) -> tuple[int, int, int]:
+    """`TensorHashes.key` by its definition: the lowest, highest and sum of the bit patterns."""
+    patterns = bf16_patterns(checkpoint, name)
+    return (int(patterns.min()), int(patterns.max()), int(patterns.sum()))
 
 
 def digest_of(tensors: list[TensorHashes]) -> str:
@@ -87,8 +102,30 @@ def test_real_tensors_keep_their_digests(
     monkeypatch.setattr(hashes, "_THREAD_MIN_BYTES", 0)  # the exact sha256 on its own thread too
     with open_checkpoint(fixtures_dir / fixture) as checkpoint:
         got = all_hashes(checkpoint, threads)
-        assert got[0] == pinned
+        assert got[0] == replace(pinned, key=key_of(checkpoint, pinned.name))
         assert digest_of(got) == WHOLE[fixture]
+
+
+@pytest.mark.parametrize("chunk", [1 << 19, 300])  # the first chunk whole, and split across blocks
+@pytest.mark.parametrize("fixture", ["stories260K.bin", "llama-2-tiny-random.gguf"])
+def test_uncounted_hashes_keep_the_digests_and_key_the_values(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch, fixture: str, chunk: int
+) -> None:
+    """As `compare` hashes (``counted=False``): the same exact and rounded digests, no multiset,
+    the key every counted tensor has, and the distinct values of the first `_CHUNK_ELEMENTS`."""
+    monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(hashes, "_BLOCK_ELEMENTS", 1000)  # blocks of a few rows: chunks end inside them
+    with open_checkpoint(fixtures_dir / fixture) as checkpoint:
+        counted = all_hashes(checkpoint, 1)
+        uncounted = all_hashes(checkpoint, 1, counted=False)
+        for full, light in zip(counted, uncounted, strict=True):
+            assert (light.exact, light.rounded, light.key) == (full.exact, full.rounded, full.key)
+            assert light.multiset is None
+            assert light.key == key_of(checkpoint, full.name)
+            first = bf16_patterns(checkpoint, full.name)[:chunk]
+            assert light.distinct == len(set(first.tolist())) <= full.distinct
+        with pytest.raises(ValueError, match="not counted"):
+            _ = uncounted[0].counted_multiset
 
 
 # Steps: bigger than any tensor; a page; not a whole number of pages; an odd count of values.
@@ -103,6 +140,12 @@ def test_bf16_tensors_keep_their_digests_whatever_the_step(
     with open_checkpoint(bf16_copy) as checkpoint:
         got = all_hashes(checkpoint, threads)
     assert digest_of(got) == WHOLE["stories260K-bf16.safetensors"]
+    with open_checkpoint(bf16_copy) as checkpoint:
+        light = all_hashes(checkpoint, threads, counted=False)
+        for full, uncounted in zip(got, light, strict=True):
+            first = bf16_patterns(checkpoint, full.name)[:300]
+            assert (uncounted.exact, uncounted.key) == (full.exact, key_of(checkpoint, full.name))
+            assert uncounted.distinct == len(set(first.tolist()))
     embedding = next(t for t in got if t.name == STORIES_EMBEDDING.name)
     # Stored as bfloat16, the values are the float32 originals rounded: the bf16 copy's exact and
     # rounded digests are the float32 tensor's rounded one, and the multiset is the same.

@@ -618,3 +618,30 @@ def test_decoded_tensors_are_hashed_side_by_side(monkeypatch: pytest.MonkeyPatch
         side_by_side = Model.of(checkpoint).content_hashes(names)
     assert len(set(threads)) == 2
     assert side_by_side == alone
+
+
+def test_compare_hashes_bf16_tensors_side_by_side(
+    monkeypatch: pytest.MonkeyPatch, uncapped: None, tmp_path: Path
+) -> None:
+    """Without the multiset count (as `compare` hashes), a stored bf16 tensor's sha256 is the
+    whole of its work: on two threads two of them are hashed at once (the first two calls meet),
+    and the hashes are those of one thread, in order."""
+    from unshell.formats import open_checkpoint
+    from unshell.formats.safetensors import write_safetensors
+    from unshell.lineage import hashes as hashes_module
+    from unshell.lineage.compare import hashable_names
+    from unshell.model import Model
+
+    with open_checkpoint(STORIES) as source:
+        tensors = {name: source.read(name) for name in source.tensors}
+    copy = tmp_path / "model.safetensors"
+    write_safetensors(copy, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+    with limited(1), open_checkpoint(copy) as checkpoint:
+        names = hashable_names(checkpoint)
+        assert not any(hashes_module.hashed_on_one_core(checkpoint, name) for name in names)
+        alone = Model.of(checkpoint).content_hashes(names, counted=False)
+    threads = _meeting_first_calls(monkeypatch, (hashes_module, "hash_tensor"), calls_each=2)
+    with limited(2), open_checkpoint(copy) as checkpoint:
+        side_by_side = Model.of(checkpoint).content_hashes(names, counted=False)
+    assert len(set(threads)) == 2
+    assert side_by_side == alone

@@ -41,6 +41,7 @@ class Model:
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
+        self._hashes: dict[str, TensorHashes] = {}  # by tensor name, counted or not (`tensor_hashes`)
 
     @classmethod
     def of(cls, source: Checkpoint | Model) -> Model:
@@ -106,27 +107,41 @@ class Model:
 
         return self.checkpoint.memo("canonical", lambda: canonical_model(self.checkpoint, self.inspection))
 
-    def tensor_hashes(self, name: str) -> TensorHashes:
+    def tensor_hashes(self, name: str, *, counted: bool = True) -> TensorHashes:
         """The content hashes of one tensor, read and hashed once per opened checkpoint however
-        many verbs ask (a fleet scan fingerprints a model, then searches and audits it)."""
-        from .lineage.hashes import hash_tensor
+        many verbs ask (a fleet scan fingerprints a model, then searches and audits it).
+        ``counted=False``: the multiset may be left uncounted (`hashes.hash_tensor`); hashes
+        counted already serve too, and a later counted request counts what was left, without
+        hashing again."""
+        from .lineage.hashes import count_tensor, hash_tensor
 
-        return self.checkpoint.memo(f"hashes:{name}", lambda: hash_tensor(self.checkpoint, name))
+        known = self._hashes
+        found = known.get(name)
+        if found is None:
+            found = known[name] = hash_tensor(self.checkpoint, name, counted=counted)
+        elif counted and found.multiset is None:
+            found = known[name] = count_tensor(self.checkpoint, found)
+        return found
 
-    def content_hashes(self, names: list[str]) -> ContentHashes:
+    def content_hashes(self, names: list[str], *, counted: bool = True) -> ContentHashes:
         """`tensor_hashes` of ``names``, in order (bytes hashed go to the bound progress reporter)."""
         from .lineage.hashes import ContentHashes, hashed_on_one_core
         from .progress import BYTES, stage
         from .threads import map_in_order
 
         sizes = {name: self.checkpoint.info(name).nbytes for name in names}
+
+        def hashes(name: str) -> TensorHashes:
+            return self.tensor_hashes(name, counted=counted)
+
         # Tensors whose values are decoded (quantized blocks, f16, f32) hash on one core each, so
         # they run side by side on the thread budget's workers; a stored bf16 tensor's count and
-        # sha256 already share two threads, and one at a time reads the file in order.
-        decoded = [name for name in names if hashed_on_one_core(self.checkpoint, name)]
+        # sha256 already share two threads, and one at a time reads the file in order. Without
+        # the count, a bf16 tensor's sha256 is the whole of its work: those go side by side too.
+        decoded = [name for name in names if not counted or hashed_on_one_core(self.checkpoint, name)]
         with stage(f"hashing {self.checkpoint.path.name}", sum(sizes[n] for n in names), BYTES) as shown:
             side_by_side = map_in_order(
-                self.tensor_hashes,
+                hashes,
                 decoded,
                 done=lambda index: shown.advance(sizes[decoded[index]]),
                 name="unshell-hash",
@@ -134,6 +149,6 @@ class Model:
             found = dict(zip(decoded, side_by_side, strict=True))
             for name in names:
                 if name not in found:
-                    found[name] = self.tensor_hashes(name)
+                    found[name] = hashes(name)
                     shown.advance(sizes[name])
         return ContentHashes([found[name] for name in names])

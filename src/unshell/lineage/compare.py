@@ -59,7 +59,7 @@ from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel
 from .change import ValueAdded, assess, copied_everywhere, revise_how
 from .expert_change import account_experts
 from .experts import ExpertMap, expert_map
-from .hashes import ContentHashes, HashMatch, TwinMatch, exact_twins, match_hashes
+from .hashes import ContentHashes, HashMatch, TwinMatch, exact_twins, match_hashes, settle_multisets
 from .sketch import (
     SKETCH_DIM,
     Alignment,
@@ -1449,8 +1449,17 @@ def compare_checkpoints(
     notes: list[str] = []
 
     # B first: A's bytes are then the ones still in the page cache when A is sketched, first.
-    hashes_b = None if quick else analysed_b.content_hashes(hashable_names(b))
-    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a))
+    hashes_b = None if quick else analysed_b.content_hashes(hashable_names(b), counted=False)
+    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a), counted=False)
+    if hashes_a is not None and hashes_b is not None:
+        # Only tensors that could share a multiset with one on the other side are counted.
+        hashes_a, hashes_b = settle_multisets(
+            hashes_a,
+            hashes_b,
+            lambda t: analysed_a.tensor_hashes(t.name),
+            lambda t: analysed_b.tensor_hashes(t.name),
+            min_distinct=TWIN_MIN_DISTINCT,
+        )
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     twins = exact_twin_match(hashes_a, hashes_b, model_b)

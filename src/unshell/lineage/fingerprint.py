@@ -775,7 +775,7 @@ def fingerprint_checkpoint(
         header_hash=header_hash(checkpoint),
         config=_json_safe(config),
         dtypes=result.dtypes,
-        multiset_hashes=[t.multiset for t in tensor_hashes],
+        multiset_hashes=[t.counted_multiset for t in tensor_hashes],
         tensor_numels=[t.numel for t in tensor_hashes],
         sketch_dim=r,
         units=[

@@ -1,0 +1,172 @@
+"""`compare` counts a tensor's multiset only where a tensor on the other side could share it.
+
+`hashes.settle_multisets` must give `match_hashes` and `exact_twins` exactly what counting every
+tensor gives. Each pair is stories260K (the real llama2.c checkpoint, float32) against a
+derivative made here and written as safetensors:
+
+- ``cast``: every tensor stored as bfloat16 (a dtype cast: every rounded digest matches);
+- ``relaid``: the bf16 cast with the embedding's and the first FFN matrix's rows reversed and
+  the second FFN matrix transposed (the same values re-laid out: multisets match, digests do not);
+- ``noisy``: every tensor plus Gaussian noise of 1% of its std (a fine-tune stand-in: nothing
+  matches but what noise cannot move).
+
+Counting everything is the reference (`hash_tensor` with its default, as before this change).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unshell.formats import open_checkpoint
+from unshell.formats.base import Checkpoint
+from unshell.formats.safetensors import write_safetensors
+from unshell.lineage import hashes
+from unshell.lineage.hashes import (
+    ContentHashes,
+    TensorHashes,
+    count_tensor,
+    exact_twins,
+    hash_tensor,
+    match_hashes,
+    settle_multisets,
+)
+
+EMBEDDING = "tok_embeddings.weight"
+W1, W2 = "layers.0.feed_forward.w1.weight", "layers.0.feed_forward.w2.weight"
+MIN_DISTINCT = 256  # compare's TWIN_MIN_DISTINCT: the 64-value norm gains fall short of it
+
+
+def derivative(source: Checkpoint, kind: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    tensors = {name: np.asarray(source.read(name), dtype=np.float32) for name in source.tensors}
+    if kind == "noisy":
+        rng = np.random.default_rng(7)
+        noisy = {n: v + rng.normal(0, 0.01 * float(v.std()) + 1e-6, v.shape) for n, v in tensors.items()}
+        return {n: v.astype(np.float32) for n, v in noisy.items()}, {}
+    if kind == "relaid":
+        tensors[EMBEDDING] = tensors[EMBEDDING][::-1].copy()
+        tensors[W1] = tensors[W1][::-1].copy()
+        tensors[W2] = tensors[W2].T.copy()
+    return tensors, dict.fromkeys(tensors, "BF16")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> dict[str, Path]:
+    made = {}
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as source:
+        for kind in ("cast", "relaid", "noisy"):
+            tensors, dtypes = derivative(source, kind)
+            path = tmp_path_factory.mktemp(kind) / "model.safetensors"
+            write_safetensors(path, tensors, dtypes=dtypes)
+            made[kind] = path
+    return made
+
+
+def settled(a: Checkpoint, b: Checkpoint) -> tuple[ContentHashes, ContentHashes, Counter[str]]:
+    """Both sides hashed as `compare` hashes them, settled, and the tensors counted on the way."""
+    counted: Counter[str] = Counter()
+
+    def counter(checkpoint: Checkpoint, side: str) -> Callable[[TensorHashes], TensorHashes]:
+        def count(tensor: TensorHashes) -> TensorHashes:
+            counted[f"{side}:{tensor.name}"] += 1
+            return count_tensor(checkpoint, tensor)
+
+        return count
+
+    light_a = ContentHashes([hash_tensor(a, n, counted=False) for n in a.tensors])
+    light_b = ContentHashes([hash_tensor(b, n, counted=False) for n in b.tensors])
+    settled_a, settled_b = settle_multisets(
+        light_a, light_b, counter(a, "a"), counter(b, "b"), min_distinct=MIN_DISTINCT
+    )
+    return settled_a, settled_b, counted
+
+
+@pytest.mark.parametrize("kind", ["cast", "relaid", "noisy"])
+def test_settled_multisets_match_as_counting_every_tensor_does(
+    fixtures_dir: Path, pairs: dict[str, Path], kind: str
+) -> None:
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as a, open_checkpoint(pairs[kind]) as b:
+        full_a = ContentHashes([hash_tensor(a, n) for n in a.tensors])
+        full_b = ContentHashes([hash_tensor(b, n) for n in b.tensors])
+        settled_a, settled_b, counted = settled(a, b)
+    assert match_hashes(settled_a, settled_b) == match_hashes(full_a, full_b)
+    assert match_hashes(settled_b, settled_a) == match_hashes(full_b, full_a)
+    twins = exact_twins(full_a, full_b, min_elements=1024, min_distinct=MIN_DISTINCT)
+    assert exact_twins(settled_a, settled_b, min_elements=1024, min_distinct=MIN_DISTINCT) == twins
+    # Where a settled multiset is a counted digest, it is the digest counting gives.
+    for settled_side, full_side in ((settled_a, full_a), (settled_b, full_b)):
+        for light, full in zip(settled_side.tensors, full_side.tensors, strict=True):
+            if light.multiset is not None and not light.multiset.startswith("values:"):
+                assert (light.multiset, light.distinct) == (full.multiset, full.distinct)
+
+    forward = match_hashes(full_a, full_b)
+    if kind == "cast":
+        # Every tensor's values are A's, in A's order: nothing needs counting but the 64-value norm
+        # gains, whose distinct values fall short of the twin threshold (one side of each group).
+        assert forward.rounded == 1.0 and forward.multiset == 1.0
+        assert counted and all(name.endswith("norm.weight") for name in counted)
+        assert all(count == 1 for count in counted.values())
+    elif kind == "relaid":
+        # The re-laid-out matrices: the same values in another order, counted on both sides.
+        assert forward.multiset == 1.0 and forward.rounded < 1.0
+        for name in (EMBEDDING, W1, W2):
+            assert counted[f"a:{name}"] == 1 and counted[f"b:{name}"] == 1
+    else:
+        # Noise moves every key: nothing is counted, nothing matches.
+        assert forward.multiset == 0.0 and not counted
+
+
+def test_twins_known_only_by_a_lower_bound_of_their_distinct_values_are_counted_once(
+    fixtures_dir: Path, pairs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the first chunk at 200 values, an uncounted tensor's distinct count (a lower bound)
+    is below the twin threshold for every tensor: each group of twins is counted once, on one
+    side, so `exact_twins` reads the exact count (the embedding and the matrices have at least 256
+    distinct values: they stay twins)."""
+    monkeypatch.setattr(hashes, "_CHUNK_ELEMENTS", 200)
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as a, open_checkpoint(pairs["cast"]) as b:
+        full_a = ContentHashes([hash_tensor(a, n) for n in a.tensors])
+        full_b = ContentHashes([hash_tensor(b, n) for n in b.tensors])
+        settled_a, settled_b, counted = settled(a, b)
+    twins = exact_twins(full_a, full_b, min_elements=1024, min_distinct=MIN_DISTINCT)
+    assert twins.tensors > 0
+    assert exact_twins(settled_a, settled_b, min_elements=1024, min_distinct=MIN_DISTINCT) == twins
+    assert match_hashes(settled_a, settled_b) == match_hashes(full_a, full_b)
+    assert len(counted) == len(a.tensors) and all(count == 1 for count in counted.values())
+
+
+def test_a_model_hashes_each_tensor_once_and_counts_what_was_left_when_asked(
+    fixtures_dir: Path, pairs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compare` hashes without counting, a fingerprint of the same opened model afterwards
+    counts: each tensor is hashed once and counted once (no second sha256), and the counted hashes
+    are those a fresh count gives. Counted first, an uncounted request is served as it is."""
+    from unshell.model import Model
+
+    calls: Counter[str] = Counter()
+    for name in ("hash_tensor", "count_tensor"):
+        real = getattr(hashes, name)
+
+        def spy(
+            *args: object, _real: Callable[..., TensorHashes] = real, _name: str = name, **kw: object
+        ) -> TensorHashes:
+            calls[_name] += 1
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(hashes, name, spy)
+    with open_checkpoint(pairs["cast"]) as checkpoint:
+        names = list(checkpoint.tensors)
+        fresh = [hashes.hash_tensor(checkpoint, n) for n in names]
+        calls.clear()
+        model = Model.of(checkpoint)
+        light = model.content_hashes(names, counted=False)
+        assert all(t.multiset is None for t in light.tensors)
+        full = model.content_hashes(names)
+        assert full.tensors == fresh
+        assert calls == {"hash_tensor": len(names), "count_tensor": len(names)}
+        assert model.content_hashes(names, counted=False) == full
+        assert calls == {"hash_tensor": len(names), "count_tensor": len(names)}

@@ -59,7 +59,15 @@ from .canonical import LAYER_ROLES, READS_RESIDUAL, CanonicalModel
 from .change import ValueAdded, assess, copied_everywhere, revise_how
 from .expert_change import account_experts
 from .experts import ExpertMap, expert_map
-from .hashes import ContentHashes, HashMatch, TwinMatch, exact_twins, match_hashes, settle_multisets
+from .hashes import (
+    ContentHashes,
+    HashMatch,
+    TensorHashes,
+    TwinMatch,
+    exact_twins,
+    match_hashes,
+    settle_multisets,
+)
 from .sketch import (
     SKETCH_DIM,
     Alignment,
@@ -485,6 +493,62 @@ def units_ahead(
         keyed.setdefault(_units_key(basis, False, keep, layers), basis)
     made = model_unit_sets(model, hidden, list(keyed.values()), sample=keep, layers=layers)
     return dict(zip(keyed, made, strict=True))
+
+
+def read_once(
+    analysed: Model, model: CanonicalModel, bases: list[np.ndarray], sample: int
+) -> tuple[ContentHashes, dict[Hashable, list[Unit]]]:
+    """The model's content hashes (multisets not counted: `settle_multisets`) and its units in each
+    of ``bases`` (of one width, ``sample`` vectors a matrix), in one pass over the model: the
+    hashes of `hashable_names`, in that order, and the units by the keys `suspect_units` asks
+    `CanonicalModel.memo` for (to be held there: `CanonicalModel.hold`).
+
+    A tensor's hash and its sketches are two jobs, taken in order by the thread budget's workers
+    (one BLAS thread each), as in a fingerprint. Hashing every tensor, then sketching them, read
+    a pair larger than memory from the disk twice, and the hashes, bound by the disk, left a core
+    idle (RESULTS.md, session 12). The sketches are wasted only when the hashes prove the pair
+    identical: `compare` asks for them before it knows."""
+    checkpoint = analysed.checkpoint
+    hashed = hashable_names(checkpoint)
+    hashing = set(hashed)
+    hidden = model.hidden or 0
+    roles = {a.name: a for a in model.result.recognition.assignments}
+    keyed: dict[Hashable, np.ndarray] = {}
+    for basis in bases:
+        basis = np.ascontiguousarray(basis)
+        keyed.setdefault(_units_key(basis, False, sample, None), basis)
+    unique = list(keyed.values()) if hidden else []
+    names = list(checkpoint.tensors)
+    # A tensor's sketch comes after the next tensor's hash: its own hash is done, or nearly, when a
+    # worker takes it, so the sketch's scattered rows come from the page cache. Taken at once, the
+    # two read the tensor from the disk side by side (4 CPU s more at 4 layers of a 7B pair).
+    jobs = [(name, True) for name in names[:1]]
+    for index, name in enumerate(names):
+        jobs.extend([(names[index + 1], True)] if index + 1 < len(names) else [])
+        jobs.append((name, False))
+
+    def run(job: tuple[str, bool]) -> TensorHashes | list[list[Unit]] | None:
+        name, hash_job = job
+        if hash_job:
+            return analysed.tensor_hashes(name, counted=False) if name in hashing else None
+        return tensor_unit_sets(model, name, roles, hidden, unique, sample=sample) if unique else None
+
+    left = dict.fromkeys(names, 2)  # jobs of each tensor not done yet
+    with stage(
+        f"hashing {checkpoint.path.name}", sum(checkpoint.info(n).nbytes for n in hashed), BYTES
+    ) as shown:
+
+        def advance(index: int) -> None:  # a tensor counts once both of its jobs are done
+            name = jobs[index][0]
+            left[name] -= 1
+            if not left[name] and name in hashing:
+                shown.advance(checkpoint.info(name).nbytes)
+
+        parts = map_in_order(run, jobs, done=advance, name="unshell-read")
+    found = {job[0]: part for job, part in zip(jobs, parts, strict=True) if isinstance(part, TensorHashes)}
+    made = [part for job, part in zip(jobs, parts, strict=True) if not job[1] and isinstance(part, list)]
+    units = {key: [u for sets in made for u in sets[k]] for k, key in enumerate(keyed)} if made else {}
+    return ContentHashes([found[name] for name in hashed]), units
 
 
 def _units_key(
@@ -1448,9 +1512,28 @@ def compare_checkpoints(
     summary_a, summary_b = ModelSummary.of(inspect_a, path_a), ModelSummary.of(inspect_b, path_b)
     notes: list[str] = []
 
-    # B first: A's bytes are then the ones still in the page cache when A is sketched, first.
-    hashes_b = None if quick else analysed_b.content_hashes(hashable_names(b), counted=False)
-    hashes_a = None if quick else analysed_a.content_hashes(hashable_names(a), counted=False)
+    vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
+    base = CheckpointEvidence(
+        model_a, summary_a, vocabulary_a, quick=quick, with_writers=quick and quick_reads_writers(model_b)
+    )
+    hashes_a = hashes_b = None
+    if not quick:
+        # Each model is hashed and sketched in one pass (`read_once`), B first, B's sketches in the
+        # bases `weigh_lineage` will ask for: its alignments come from the embeddings alone (the
+        # identity's too, when the embeddings align poorly, though the first may decide).
+        bases_b = []
+        if model_a.hidden and model_b.hidden:
+            anchored = base.anchor_alignment(model_b, vocabulary_b)
+            plan = alignment_plan(anchored, model_a.hidden, model_b.hidden)
+            bases_b = [base.suspect_basis(a) for a in plan if a.method != "layer-matrices"]
+        hashes_b, units_b = read_once(analysed_b, model_b, bases_b, base.row_sample())
+        bases_a = [base.basis()] if model_a.hidden else []
+        hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample())
+        if model_a is model_b:  # one model compared with itself: one hold for both
+            model_a.hold({**units_b, **units_a})
+        else:
+            model_b.hold(units_b)
+            model_a.hold(units_a)
     if hashes_a is not None and hashes_b is not None:
         # Only tensors that could share a multiset with one on the other side are counted.
         hashes_a, hashes_b = settle_multisets(
@@ -1463,7 +1546,6 @@ def compare_checkpoints(
     hashes = match_hashes(hashes_a, hashes_b) if hashes_a and hashes_b else None
     reverse = match_hashes(hashes_b, hashes_a) if hashes_a and hashes_b else None
     twins = exact_twin_match(hashes_a, hashes_b, model_b)
-    vocabulary_a, vocabulary_b = vocabulary_of(a), vocabulary_of(b)
     tokenizer = _tokenizer_relation(vocabulary_a, vocabulary_b)
 
     def result(verdict: str, reason: str, **kwargs: Any) -> CompareResult:
@@ -1497,9 +1579,6 @@ def compare_checkpoints(
             profile_correlation=None,
             value_added=None if quick else copied_everywhere(summary_b.parameters),
         )
-    base = CheckpointEvidence(
-        model_a, summary_a, vocabulary_a, quick=quick, with_writers=quick and quick_reads_writers(model_b)
-    )
     lineage = weigh_lineage(base, model_b, summary_b, vocabulary_b, twins=twins, quick=quick)
     experts = None
     value_added = None
@@ -1603,6 +1682,10 @@ class CheckpointEvidence:
     quick: bool = False
     # --quick, and B's storage is unknown: A's matrices are all sketched (`quick_reads_writers`).
     with_writers: bool = False
+    # The last `anchor_alignment`: (model B, its vocabulary, the alignment).
+    _anchored: tuple[CanonicalModel, Vocabulary | None, Alignment | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def hidden(self) -> int | None:
@@ -1612,8 +1695,9 @@ class CheckpointEvidence:
         return projection(self.model.hidden or 0, SKETCH_DIM)
 
     def units(self) -> list[Unit]:
+        # Through the model's memo: `compare` made them ahead, in the pass that hashed A (`read_once`).
         quick = self.quick and not self.with_writers
-        return model_units(
+        return suspect_units(
             self.model, self.model.hidden or 0, self.basis(), quick=quick, sample=self.row_sample()
         )
 
@@ -1621,9 +1705,13 @@ class CheckpointEvidence:
         return row_sample_size(min(self.model.hidden or 0, SKETCH_DIM))  # `basis`'s width
 
     def anchor_alignment(self, model_b: CanonicalModel, vocabulary_b: Vocabulary | None) -> Alignment | None:
-        return _best_alignment(
-            self.model, model_b, _string_anchors(self.model, model_b, self.vocabulary, vocabulary_b)
-        )
+        """Fitted once for a model B and its vocabulary: `compare` asks before it reads B (for
+        the bases B is sketched in), then `weigh_lineage` again."""
+        found = self._anchored
+        if found is None or found[0] is not model_b or found[1] is not vocabulary_b:
+            anchors = _string_anchors(self.model, model_b, self.vocabulary, vocabulary_b)
+            found = self._anchored = (model_b, vocabulary_b, _best_alignment(self.model, model_b, anchors))
+        return found[2]
 
     def suspect_basis(self, alignment: Alignment) -> np.ndarray:
         return alignment.transform @ self.basis()

@@ -1,0 +1,103 @@
+"""`compare` hashes and sketches each model in one pass (`compare.read_once`).
+
+The pair is stories260K (the real llama2.c checkpoint) against a fine-tune stand-in made here:
+every tensor plus Gaussian noise of 1% of its std, written as float32 safetensors. Each tensor of
+each model is sketched once, in the pass that hashes it, and the result is the one `compare`
+gives when nothing is made ahead (every unit sketched when `weigh_lineage` asks for it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import unshell
+from unshell.formats import open_checkpoint
+from unshell.formats.safetensors import write_safetensors
+from unshell.lineage import compare as compare_module
+from unshell.lineage.canonical import CanonicalModel
+from unshell.model import Model
+from unshell.threads import limited
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple[Path, Path]:
+    original = fixtures_dir / "stories260K.bin"
+    rng = np.random.default_rng(11)
+    with open_checkpoint(original) as source:
+        tensors = {}
+        for name in source.tensors:
+            values = np.asarray(source.read(name), dtype=np.float32)
+            noise = rng.normal(0.0, 0.01 * float(values.std()) + 1e-6, values.shape)
+            tensors[name] = (values + noise).astype(np.float32)
+    tuned = tmp_path_factory.mktemp("tuned") / "model.safetensors"
+    write_safetensors(tuned, tensors)
+    return original, tuned
+
+
+def document(result: Any) -> dict[str, Any]:
+    out = dict(result.to_dict())
+    out.pop("timing", None)
+    return out
+
+
+def test_each_tensor_is_sketched_once_in_the_pass_that_hashes_it(
+    pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original, tuned = pair
+    alone = unshell.compare(str(original), str(tuned))
+    assert alone.verdict == "derived"
+
+    sketched: Counter[str] = Counter()
+    real_sets = compare_module.tensor_unit_sets
+
+    def counting_sets(model: CanonicalModel, name: str, *args: Any, **kwargs: Any) -> Any:
+        sketched[f"{model.checkpoint.path.name}:{name}"] += 1
+        return real_sets(model, name, *args, **kwargs)
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("compare asked for a pass of its own")
+
+    monkeypatch.setattr(compare_module, "tensor_unit_sets", counting_sets)
+    monkeypatch.setattr(compare_module, "model_units", refused)
+    monkeypatch.setattr(Model, "content_hashes", refused)
+    result = unshell.compare(str(original), str(tuned))
+    with open_checkpoint(original) as a, open_checkpoint(tuned) as b:
+        expected = {f"{original.name}:{n}" for n in a.tensors} | {f"{tuned.name}:{n}" for n in b.tensors}
+    assert set(sketched) == expected and set(sketched.values()) == {1}
+
+    # Nothing made ahead: every unit is sketched when `weigh_lineage` asks, by `model_units`.
+    monkeypatch.undo()
+    monkeypatch.setattr(CanonicalModel, "hold", lambda self, values: None)
+    assert document(result) == document(alone) == document(unshell.compare(str(original), str(tuned)))
+
+
+def test_a_tensor_is_hashed_beside_another_one_s_sketch(
+    pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On two threads the pass's first hash job and first sketch job run at the same time (each
+    waits for the other at a barrier, which breaks after 20 s when they run one after the other)."""
+    original, tuned = pair
+    meeting = threading.Barrier(2, timeout=20)
+    threads: list[int] = []
+    for owner, name in ((Model, "tensor_hashes"), (compare_module, "tensor_unit_sets")):
+        real = getattr(owner, name)
+        first = [True]
+
+        def patched(*args: Any, _real: Any = real, _first: list[bool] = first, **kwargs: Any) -> Any:
+            if _first[0]:
+                _first[0] = False
+                meeting.wait()
+                threads.append(threading.get_ident())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, patched)
+    with limited(2):
+        result = unshell.compare(str(original), str(tuned))
+    assert result.verdict == "derived"
+    assert len(set(threads)) == 2

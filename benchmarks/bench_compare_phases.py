@@ -5,8 +5,9 @@
 Runs one `compare(A, B)` in this process, after evicting both models' files from the page cache,
 and prints its wall and CPU seconds, its peak RSS and the CPU seconds (user + system, every thread
 of the process), wall seconds and bytes read from the disk (``/proc/self/io``: what the page cache
-did not hold) spent in each phase: the content hashes (`Model.content_hashes`), the sketches
-(`model_units`, A's and B's), the embedding alignment (`_best_alignment`), the value-added account
+did not hold) spent in each phase: the content hashes and sketches of each model in one pass
+(`read_once`, since session 12; before it, the content hashes, `Model.content_hashes`, then the
+sketches, `model_units`, A's and B's), the embedding alignment (`_best_alignment`), the value-added account
 (`assess`) and the expert map. On a shared machine CPU seconds are the figures to hold on to: a
 loaded machine stretches the wall time, much less the CPU time. ``--json`` writes the result's
 document (sorted keys), to check that a change left every output byte as it was.
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_compare import drop_cache
 
 PHASES = (
+    ("unshell.lineage.compare", "read_once", "hashes and sketches (read_once)"),
     ("unshell.model", "Model.content_hashes", "content hashes"),
     ("unshell.lineage.compare", "model_units", "sketches (model_units)"),
     ("unshell.lineage.compare", "_best_alignment", "alignment (_best_alignment)"),

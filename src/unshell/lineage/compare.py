@@ -1525,7 +1525,9 @@ def compare_checkpoints(
         if model_a.hidden and model_b.hidden:
             anchored = base.anchor_alignment(model_b, vocabulary_b)
             plan = alignment_plan(anchored, model_a.hidden, model_b.hidden)
-            bases_b = [base.suspect_basis(a) for a in plan if a.method != "layer-matrices"]
+            bases_b = [
+                base.suspect_basis(alignment) for alignment in plan if alignment.method != "layer-matrices"
+            ]
         hashes_b, units_b = read_once(analysed_b, model_b, bases_b, base.row_sample())
         bases_a = [base.basis()] if model_a.hidden else []
         hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample())

@@ -123,25 +123,21 @@ class Model:
             found = known[name] = count_tensor(self.checkpoint, found)
         return found
 
-    def content_hashes(self, names: list[str], *, counted: bool = True) -> ContentHashes:
+    def content_hashes(self, names: list[str]) -> ContentHashes:
         """`tensor_hashes` of ``names``, in order (bytes hashed go to the bound progress reporter)."""
         from .lineage.hashes import ContentHashes, hashed_on_one_core
         from .progress import BYTES, stage
         from .threads import map_in_order
 
         sizes = {name: self.checkpoint.info(name).nbytes for name in names}
-
-        def hashes(name: str) -> TensorHashes:
-            return self.tensor_hashes(name, counted=counted)
-
         # Tensors whose values are decoded (quantized blocks, f16, f32) hash on one core each, so
         # they run side by side on the thread budget's workers; a stored bf16 tensor's count and
-        # sha256 already share two threads, and one at a time reads the file in order. Without
-        # the count, a bf16 tensor's sha256 is the whole of its work: those go side by side too.
-        decoded = [name for name in names if not counted or hashed_on_one_core(self.checkpoint, name)]
+        # sha256 already share two threads, and one at a time reads the file in order (`compare`
+        # hashes without the count, side by side: `lineage.compare.read_once`).
+        decoded = [name for name in names if hashed_on_one_core(self.checkpoint, name)]
         with stage(f"hashing {self.checkpoint.path.name}", sum(sizes[n] for n in names), BYTES) as shown:
             side_by_side = map_in_order(
-                hashes,
+                self.tensor_hashes,
                 decoded,
                 done=lambda index: shown.advance(sizes[decoded[index]]),
                 name="unshell-hash",
@@ -149,6 +145,6 @@ class Model:
             found = dict(zip(decoded, side_by_side, strict=True))
             for name in names:
                 if name not in found:
-                    found[name] = hashes(name)
+                    found[name] = self.tensor_hashes(name)
                     shown.advance(sizes[name])
         return ContentHashes([found[name] for name in names])

@@ -487,10 +487,7 @@ def units_ahead(
     if not bases:
         return {}
     keep = default_sample(bases[0]) if sample is None else sample
-    keyed: dict[Hashable, np.ndarray] = {}
-    for basis in bases:
-        basis = np.ascontiguousarray(basis)
-        keyed.setdefault(_units_key(basis, False, keep, layers), basis)
+    keyed = _bases_by_key(bases, keep, layers)
     made = model_unit_sets(model, hidden, list(keyed.values()), sample=keep, layers=layers)
     return dict(zip(keyed, made, strict=True))
 
@@ -513,10 +510,7 @@ def read_once(
     hashing = set(hashed)
     hidden = model.hidden or 0
     roles = {a.name: a for a in model.result.recognition.assignments}
-    keyed: dict[Hashable, np.ndarray] = {}
-    for basis in bases:
-        basis = np.ascontiguousarray(basis)
-        keyed.setdefault(_units_key(basis, False, sample, None), basis)
+    keyed = _bases_by_key(bases, sample, None)
     unique = list(keyed.values()) if hidden else []
     names = list(checkpoint.tensors)
     # A tensor's sketch comes after the next tensor's hash: its own hash is done, or nearly, when a
@@ -549,6 +543,17 @@ def read_once(
     made = [part for job, part in zip(jobs, parts, strict=True) if not job[1] and isinstance(part, list)]
     units = {key: [u for sets in made for u in sets[k]] for k, key in enumerate(keyed)} if made else {}
     return ContentHashes([found[name] for name in hashed]), units
+
+
+def _bases_by_key(
+    bases: list[np.ndarray], keep: int, layers: frozenset[int] | None
+) -> dict[Hashable, np.ndarray]:
+    """``bases`` (contiguous, one of each content) by the `_units_key` of their units, in order."""
+    keyed: dict[Hashable, np.ndarray] = {}
+    for basis in bases:
+        basis = np.ascontiguousarray(basis)
+        keyed.setdefault(_units_key(basis, False, keep, layers), basis)
+    return keyed
 
 
 def _units_key(

@@ -113,6 +113,14 @@ def _value_blocks(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarr
     checkpoint.release(info)
 
 
+def _rounded_bits(checkpoint: Checkpoint, info: TensorInfo) -> Iterator[np.ndarray]:
+    """A tensor's values rounded to bfloat16 bits (`_bf16_bits`), in order, `_CHUNK_ELEMENTS` at
+    a time (`_value_blocks`: never more than a block of rows decoded)."""
+    for values in _value_blocks(checkpoint, info):
+        for start in range(0, values.size, _CHUNK_ELEMENTS):
+            yield _bf16_bits(values[start : start + _CHUNK_ELEMENTS])
+
+
 def _float32_values(values: np.ndarray) -> np.ndarray:
     """Flat float32 values; a complex tensor's real and imaginary parts both count (interleaved),
     so two tensors that differ only in imaginary parts do not hash alike."""
@@ -218,6 +226,12 @@ def _counted(hashes: TensorHashes, histogram: np.ndarray) -> TensorHashes:
     return replace(hashes, multiset=multiset, distinct=int(present.size), key=key)
 
 
+def _release_step(checkpoint: Checkpoint, info: TensorInfo, start: int) -> None:
+    """Drop the pages of the `_STEP_BYTES` of ``info``'s stored bytes from ``start``."""
+    step = replace(info, offset=info.offset + start, nbytes=min(_STEP_BYTES, info.nbytes - start))
+    checkpoint.release(step)
+
+
 def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -> str:
     """The sha256 of a bf16 tensor's stored bytes, its values given to ``tally``, in one pass
     over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
@@ -228,8 +242,7 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -
     digest = hashlib.sha256()
 
     def release(start: int) -> None:
-        step = replace(info, offset=info.offset + start, nbytes=min(_STEP_BYTES, info.nbytes - start))
-        checkpoint.release(step)
+        _release_step(checkpoint, info, start)
 
     steps = range(0, info.nbytes, _STEP_BYTES)
     if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
@@ -268,11 +281,9 @@ def hash_tensor(checkpoint: Checkpoint, name: str, *, counted: bool = True) -> T
         parts = list(info.parts or (info,))
         with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:
             rounded = hashlib.sha256()
-            for values in _value_blocks(checkpoint, info):
-                for start in range(0, values.size, _CHUNK_ELEMENTS):
-                    bits = _bf16_bits(values[start : start + _CHUNK_ELEMENTS])
-                    rounded.update(bits.data)
-                    tally.add(bits)
+            for bits in _rounded_bits(checkpoint, info):
+                rounded.update(bits.data)
+                tally.add(bits)
             digest = exact()
         for part in parts:
             checkpoint.release(part)
@@ -287,14 +298,14 @@ def count_tensor(checkpoint: Checkpoint, hashes: TensorHashes) -> TensorHashes:
     histogram = np.zeros(1 << 16, dtype=np.int64)
     if _stored_bf16(checkpoint, info):
         raw = checkpoint.raw_bytes(info)
-        for start in range(0, info.nbytes, _STEP_BYTES):
+        for start in range(0, info.nbytes, _STEP_BYTES):  # a step's pages dropped once counted
             _count(histogram, raw[start : start + _STEP_BYTES].view("<u2"))
+            _release_step(checkpoint, info, start)
     else:
-        for values in _value_blocks(checkpoint, info):
-            for start in range(0, values.size, _CHUNK_ELEMENTS):
-                _count(histogram, _bf16_bits(values[start : start + _CHUNK_ELEMENTS]))
-    for part in info.parts or (info,):
-        checkpoint.release(part)
+        for bits in _rounded_bits(checkpoint, info):
+            _count(histogram, bits)
+        for part in info.parts or (info,):
+            checkpoint.release(part)
     return _counted(hashes, histogram)
 
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_compare_phases.py A B [--quick] [--threads 1] [--json OUT.json]
 
 Runs one `compare(A, B)` in this process, after evicting both models' files from the page cache,
-and prints its wall and CPU seconds, its peak RSS and the CPU seconds (user + system, every thread
+and prints its wall and CPU seconds (and the kernel's share of them: page faults, reads, reclaim), its peak RSS and the CPU seconds (user + system, every thread
 of the process), wall seconds and bytes read from the disk (``/proc/self/io``: what the page cache
 did not hold) spent in each phase: the content hashes and sketches of each model in one pass
 (`read_once`, since session 12; before it, the content hashes, `Model.content_hashes`, then the
@@ -61,13 +61,16 @@ def timed(
     walls: collections.Counter[str],
     label: str,
     disk: collections.Counter[str],
+    system: collections.Counter[str],
 ) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start, wall_start, read_start = time.process_time(), time.perf_counter(), disk_bytes()
+        system_start = os.times().system
         try:
             return function(*args, **kwargs)
         finally:
             spent[label] += time.process_time() - start
+            system[label] += os.times().system - system_start
             walls[label] += time.perf_counter() - wall_start
             disk[label] += disk_bytes() - read_start
 
@@ -93,6 +96,7 @@ def main() -> None:
     spent: collections.Counter[str] = collections.Counter()
     walls: collections.Counter[str] = collections.Counter()
     disk: collections.Counter[str] = collections.Counter()
+    system: collections.Counter[str] = collections.Counter()
     for module_name, dotted, label in PHASES:
         owner: Any = importlib.import_module(module_name)
         *path, attribute = dotted.split(".")
@@ -100,14 +104,16 @@ def main() -> None:
             owner = getattr(owner, part)
         if not hasattr(owner, attribute):  # an older tree (``PYTHONPATH=OLD/src``) without this phase
             continue
-        setattr(owner, attribute, timed(getattr(owner, attribute), spent, walls, label, disk))
+        setattr(owner, attribute, timed(getattr(owner, attribute), spent, walls, label, disk, system))
 
     drop_cache(files_of(args.a) + files_of(args.b))
     load = os.getloadavg()[0]
     start, cpu_start, read_start = time.perf_counter(), time.process_time(), disk_bytes()
+    system_start = os.times().system
     with limited(args.threads):
         result = unshell.compare(str(args.a), str(args.b), quick=args.quick)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    system_all = os.times().system - system_start
     read = disk_bytes() - read_start
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_dict(), sort_keys=True, indent=1, default=str))
@@ -116,16 +122,18 @@ def main() -> None:
         f"{'quick' if args.quick else 'full'} compare: wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:,.0f} MiB, "
         f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after; {result.verdict}, p = {result.p_value}"
     )
-    print(f"{'phase':32} {'CPU s':>7} {'share':>6} {'wall s':>7} {'disk GB':>8}")
+    print(f"{'phase':32} {'CPU s':>7} {'of it sys':>9} {'share':>6} {'wall s':>7} {'disk GB':>8}")
     for label, seconds in spent.most_common():
         print(
-            f"{label:32} {seconds:>7.1f} {seconds / cpu:>6.1%} {walls[label]:>7.1f} {disk[label] / 1e9:>8.2f}"
+            f"{label:32} {seconds:>7.1f} {system[label]:>9.1f} {seconds / cpu:>6.1%} {walls[label]:>7.1f}"
+            f" {disk[label] / 1e9:>8.2f}"
         )
     rest = read - sum(disk.values())
     print(
-        f"{'the rest':32} {cpu - sum(spent.values()):>7.1f} {'':>6} {wall - sum(walls.values()):>7.1f} {rest / 1e9:>8.2f}"
+        f"{'the rest':32} {cpu - sum(spent.values()):>7.1f} {system_all - sum(system.values()):>9.1f} {'':>6}"
+        f" {wall - sum(walls.values()):>7.1f} {rest / 1e9:>8.2f}"
     )
-    print(f"{'all':32} {cpu:>7.1f} {'':>6} {wall:>7.1f} {read / 1e9:>8.2f}")
+    print(f"{'all':32} {cpu:>7.1f} {system_all:>9.1f} {'':>6} {wall:>7.1f} {read / 1e9:>8.2f}")
 
 
 if __name__ == "__main__":

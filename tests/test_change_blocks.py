@@ -112,6 +112,29 @@ def test_stored_rows_give_the_account_of_the_whole_matrix(tmp_path: Path) -> Non
     assert head.shape == (100, 768) and np.array_equal(head.block(0, 100), whole["tuned"][:100])
 
 
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning"
+)
+def test_stored_rows_zero_non_finite_values_in_the_account(tmp_path: Path) -> None:
+    # The pass over both matrices reads their blocks without the finiteness check, which their sums
+    # of squares stand for: a NaN in A, an infinity in B and a value whose square overflows float32
+    # must give the account of the matrices with their non-finite values zeroed, as before.
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((1024, 768)).astype(np.float32)
+    tuned = a + 0.05 * rng.standard_normal(a.shape).astype(np.float32)
+    a[5, 7], tuned[900, 3], tuned[600, 1] = np.nan, np.inf, 3e20
+    path = tmp_path / "pair.safetensors"
+    write_safetensors(path, {"a": a, "tuned": tuned}, dtypes={"a": "BF16", "tuned": "BF16"})
+    checkpoint = open_checkpoint(path)
+    whole = {name: np.asarray(checkpoint.read(name), dtype=np.float32) for name in ("a", "tuned")}
+    zeroed = {name: np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) for name, values in whole.items()}
+    by_rows = compare_tensor(
+        "tuned", "mlp.up.weight", 0, 0, StoredRows(checkpoint, "a"), StoredRows(checkpoint, "tuned")
+    )
+    assert by_rows == compare_tensor("tuned", "mlp.up.weight", 0, 0, zeroed["a"], zeroed["tuned"])
+    assert by_rows.kind == FINETUNED and by_rows.relative_change == float("inf")  # 3e20 squared
+
+
 @pytest.mark.parametrize("low_rank", [False, True])
 def test_large_account_holds_no_whole_change(low_rank: bool) -> None:
     rng = np.random.default_rng(5)

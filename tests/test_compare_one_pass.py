@@ -101,3 +101,54 @@ def test_a_tensor_is_hashed_beside_another_one_s_sketch(
         result = unshell.compare(str(original), str(tuned))
     assert result.verdict == "derived"
     assert len(set(threads)) == 2
+
+
+def test_an_identical_pair_is_hashed_without_sketches(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stories260K against its cast to bf16 (every value rounded, each tensor's bytes new): every
+    tensor's leading values have a twin, so the pass only hashes, and the hashes prove the pair
+    identical; no unit is sketched."""
+    original = fixtures_dir / "stories260K.bin"
+    with open_checkpoint(original) as source:
+        tensors = {name: np.asarray(source.read(name), dtype=np.float32) for name in source.tensors}
+    cast = tmp_path / "model.safetensors"
+    write_safetensors(cast, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an identical pair was sketched")
+
+    monkeypatch.setattr(compare_module, "tensor_unit_sets", refused)
+    monkeypatch.setattr(compare_module, "model_units", refused)
+    result = unshell.compare(str(original), str(cast))
+    assert result.verdict == "identical" and result.how == ["dtype-cast"]
+
+
+def test_a_pair_alike_only_in_leading_values_is_sketched_when_weighed(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stories260K against a copy whose every tensor of more than 4,096 values has noise (1% of its
+    std) past its first 4,096: the probe of leading values takes them for twins, the hashes do not,
+    and `weigh_lineage` sketches what it needs. The document is the one `compare` gives when the
+    probe finds a difference (each model hashed and sketched in one pass)."""
+    original = fixtures_dir / "stories260K.bin"
+    rng = np.random.default_rng(5)
+    with open_checkpoint(original) as source:
+        tensors = {}
+        for name in source.tensors:
+            values = np.asarray(source.read(name), dtype=np.float32).copy()
+            flat = values.reshape(-1)
+            if flat.size > 4096:
+                flat[4096:] += rng.normal(0.0, 0.01 * float(values.std()), flat.size - 4096).astype(
+                    np.float32
+                )
+            tensors[name] = values
+    late = tmp_path / "model.safetensors"
+    write_safetensors(late, tensors)
+    probed = unshell.compare(str(original), str(late))
+    assert probed.verdict == "derived"
+    seen: list[bool] = []
+    real_probe = compare_module.probably_identical
+    monkeypatch.setattr(compare_module, "probably_identical", lambda *a: seen.append(real_probe(*a)) or False)
+    assert document(unshell.compare(str(original), str(late))) == document(probed)
+    assert seen == [True]

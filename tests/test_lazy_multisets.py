@@ -170,3 +170,47 @@ def test_a_model_hashes_each_tensor_once_and_counts_what_was_left_when_asked(
         assert calls == {"hash_tensor": len(names), "count_tensor": len(names)}
         assert [model.tensor_hashes(n, counted=False) for n in names] == full.tensors
         assert calls == {"hash_tensor": len(names), "count_tensor": len(names)}
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("cast", True),
+        ("renamed", True),
+        ("shuffled", False),
+        ("shifted", False),
+        ("relaid", False),
+        ("noisy", False),
+    ],
+)
+def test_probe_of_leading_values_guesses_identity_as_the_hashes_prove_it(
+    fixtures_dir: Path, pairs: dict[str, Path], tmp_path: Path, kind: str, expected: bool
+) -> None:
+    """`probably_identical` (read before `compare`'s pass, to spare an identical pair its sketches)
+    says True where the rounded digests prove every tensor a twin: the bf16 cast, and the cast with
+    every tensor renamed (as Yi renamed Llama's norms); False where a tensor has no twin: the cast
+    with one norm gain's first value moved by a bf16 step, and the re-laid-out and noisy copies.
+    It gives up on the renamed cast stored in reversed order (its tensors of one size are twins of
+    A's last first: more than `_PROBE_MISSES` of A's probed in vain), which is then hashed and
+    sketched in one pass, as a pair that differs."""
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as source:
+        tensors, _ = derivative(source, "cast")  # in A's order
+    path = pairs.get(kind)
+    if kind in ("renamed", "shuffled"):
+        order = list(tensors) if kind == "renamed" else list(tensors)[::-1]
+        made = {f"blk.{i:03d}": tensors[n] for i, n in enumerate(order)}  # names that sort in order
+    elif kind == "shifted":
+        norm = "layers.0.attention_norm.weight"
+        made = dict(tensors, **{norm: tensors[norm].copy()})
+        made[norm][0] += 2**-6 * abs(made[norm][0])  # past the next bf16 value
+    if path is None:
+        path = tmp_path / f"{kind}.safetensors"
+        write_safetensors(path, made, dtypes=dict.fromkeys(made, "BF16"))
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as a, open_checkpoint(path) as b:
+        guess = hashes.probably_identical(a, list(a.tensors), b, list(b.tensors))
+        proof = match_hashes(
+            ContentHashes([hash_tensor(a, n) for n in a.tensors]),
+            ContentHashes([hash_tensor(b, n) for n in b.tensors]),
+        ).rounded
+    assert guess is expected
+    assert (proof == 1.0) is (expected or kind == "shuffled")

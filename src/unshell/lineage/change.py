@@ -688,6 +688,11 @@ class Rows:
         """Rows ``start`` to ``stop`` as a (stop - start) x `columns` matrix."""
         raise NotImplementedError
 
+    def unchecked_block(self, start: int, stop: int) -> np.ndarray:
+        """`block`, where a source that zeroes non-finite values may skip that check: for a caller
+        that sums the block's squares anyway, and asks for `block` when a sum is not finite."""
+        return self.block(start, stop)
+
     def take(self, index: np.ndarray) -> np.ndarray:
         """Some rows, in the order of ``index``."""
         raise NotImplementedError
@@ -739,13 +744,19 @@ class StoredRows(Rows):
         self.kept_from = 0  # the first row whose pages may still be held
         self.taken = 0  # bytes spanned by `take` since the pages were last released
 
-    def _values(self, rows: slice | np.ndarray, count: int) -> np.ndarray:
+    def _values(self, rows: slice | np.ndarray, count: int, *, checked: bool = True) -> np.ndarray:
         values = np.asarray(self.checkpoint.read_rows(self.name, rows), dtype=np.float32).reshape(count, -1)
         # A finite sum has no NaN or infinity among its terms: one cheap reduction for the common case.
-        return values if math.isfinite(float(values.sum())) else finite(values)
+        return values if not checked or math.isfinite(float(values.sum())) else finite(values)
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        values = self._values(slice(start, stop), stop - start)
+        return self._block(start, stop, checked=True)
+
+    def unchecked_block(self, start: int, stop: int) -> np.ndarray:
+        return self._block(start, stop, checked=False)
+
+    def _block(self, start: int, stop: int, *, checked: bool) -> np.ndarray:
+        values = self._values(slice(start, stop), stop - start, checked=checked)
         self.kept_from = min(self.kept_from, start)  # a new pass starts again from the top
         if (stop - self.kept_from) * self.row_size >= RELEASE_BYTES:
             offset = self.info.offset + self.kept_from * self.row_size
@@ -899,15 +910,19 @@ def _screen_signs(columns: int) -> np.ndarray:
     return signs
 
 
-def screen_product(block: np.ndarray, signs: np.ndarray) -> np.ndarray:
+def screen_product(block: np.ndarray, signs: np.ndarray, *, overwrite: bool = False) -> np.ndarray:
     """The rank screen's sketch of some rows of a change: column j, times a random sign, summed
     into column j mod (`SVD_SKETCH` + `SCREEN_COLUMNS`). Like a product with Gaussian vectors it
     keeps a change's energy in expectation (the signs cancel the cross terms) and cannot raise its
-    rank, at the cost of two passes over the block instead of 128 flops per value."""
+    rank, at the cost of two passes over the block instead of 128 flops per value. ``overwrite``:
+    a float32 block may be signed in place (a block its caller is done with)."""
     width = SVD_SKETCH + SCREEN_COLUMNS
     rows, columns = block.shape
     whole = columns - columns % width
-    signed = np.multiply(block, signs, dtype=np.float32)
+    if overwrite and block.dtype == np.float32 and block.flags.writeable:
+        signed = np.multiply(block, signs, out=block)
+    else:
+        signed = np.multiply(block, signs, dtype=np.float32)
     out = signed[:, :whole].reshape(rows, -1, width).sum(axis=1)
     out[:, : columns - whole] += signed[:, whole:]
     return out
@@ -925,6 +940,8 @@ def _rank(change: _Change, total: float, sketch: np.ndarray | None) -> tuple[int
         return None, False
     if total == 0.0:
         return 0, True
+    if not math.isfinite(total):  # squares past float32's range (a hostile or diverged weight)
+        return None, False
     if not _needs_range_finder(shape):
         values, total = _exact_singular_values(change)
     else:
@@ -1060,6 +1077,16 @@ class _Pass:
     sketch: np.ndarray | None = None  # the change's `screen_product`, when asked for
 
 
+def _squared_block(rows: Rows, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """A block of rows (`Rows.block`'s values) and the sum of squares of each row."""
+    block = rows.unchecked_block(start, stop)
+    squares = np.einsum("ij,ij->i", block, block)
+    if not math.isfinite(float(squares.sum())):
+        block = rows.block(start, stop)
+        squares = np.einsum("ij,ij->i", block, block)
+    return block, squares
+
+
 def _measure(change: _Change, *, with_sketch: bool) -> _Pass:
     """One pass over A and B: the row agreement, equality, ||A||, ||B - A|| and, when asked, the
     rank screen's product (float32 row sums, summed in float64)."""
@@ -1071,23 +1098,24 @@ def _measure(change: _Change, *, with_sketch: bool) -> _Pass:
     sketch = None if signs is None else np.empty((rows, SVD_SKETCH + SCREEN_COLUMNS), dtype=np.float32)
     equal, squares_a, squares_change = True, 0.0, 0.0
     for start, stop in _spans(rows, columns):
-        block_a, block_b = a.block(start, stop), b.block(start, stop)
+        # Finite sums of squares have no NaN or infinity among their terms: they stand for the
+        # check a stored block makes (a pass over it), and a block that fails is read checked.
+        block_a, squares_a_rows = _squared_block(a, start, stop)
+        block_b, squares_b_rows = _squared_block(b, start, stop)
         delta = np.subtract(block_b, block_a)
         if equal:  # of finite values, B - A is zero exactly where they are equal
             equal = not delta.any()
-        squares_a_rows = np.einsum("ij,ij->i", block_a, block_a)
         squares_change_rows = np.einsum("ij,ij->i", delta, delta)
         squares_a += float(squares_a_rows.sum(dtype=np.float64))
         squares_change += float(squares_change_rows.sum(dtype=np.float64))
         if cosines.size:
             # a.b = (|a|^2 + |b|^2 - |b - a|^2) / 2: the cosine to about 1e-6, ample against
             # `ALIGNED_COSINE`, for one reduction less.
-            squares_b_rows = np.einsum("ij,ij->i", block_b, block_b)
             norms = np.sqrt(squares_a_rows, dtype=np.float64) * np.sqrt(squares_b_rows, dtype=np.float64)
             dots = (squares_a_rows.astype(np.float64) + squares_b_rows - squares_change_rows) / 2
             cosines[start:stop] = dots / np.maximum(norms, 1e-30)
         if sketch is not None and signs is not None:
-            sketch[start:stop] = screen_product(delta, signs)
+            sketch[start:stop] = screen_product(delta, signs, overwrite=True)  # delta's last use
     return _Pass(
         agreement=float(np.median(cosines)) if cosines.size else 1.0,
         equal=equal,

@@ -66,6 +66,7 @@ from .hashes import (
     TwinMatch,
     exact_twins,
     match_hashes,
+    probably_identical,
     settle_multisets,
 )
 from .sketch import (
@@ -1522,7 +1523,13 @@ def compare_checkpoints(
         model_a, summary_a, vocabulary_a, quick=quick, with_writers=quick and quick_reads_writers(model_b)
     )
     hashes_a = hashes_b = None
-    if not quick:
+    if not quick and probably_identical(a, hashable_names(a), b, hashable_names(b)):
+        # Every tensor's leading values have a twin on the other side: the hashes alone may decide
+        # (`identical`), and sketches made in the same pass would be thrown away. When they do
+        # not, `weigh_lineage` sketches what it needs, a second read of the rows it samples.
+        hashes_b, _ = read_once(analysed_b, model_b, [], 0)
+        hashes_a, _ = read_once(analysed_a, model_a, [], 0)
+    elif not quick:
         # Each model is hashed and sketched in one pass (`read_once`), B first, B's sketches in the
         # bases `weigh_lineage` will ask for: its alignments come from the embeddings alone (the
         # identity's too, when the embeddings align poorly, though the first may decide).

@@ -309,6 +309,65 @@ def count_tensor(checkpoint: Checkpoint, hashes: TensorHashes) -> TensorHashes:
     return _counted(hashes, histogram)
 
 
+# Leading values of a tensor that `probe_key` reads: a few pages, which tell two different tensors
+# of one size apart unless they differ only further in.
+_PROBE_VALUES = 4096
+# A tensor whose first row holds more values than this is probed by its size alone (a stacked
+# expert tensor's first "row" is a whole matrix).
+_PROBE_MAX_ROW = 1 << 20
+# Tensors of A probed in vain before `probably_identical` gives up: a pair it gives up on is hashed
+# and sketched in one pass, as a pair that differs.
+_PROBE_MISSES = 8
+
+
+def probe_key(checkpoint: Checkpoint, name: str) -> tuple[int, str | None]:
+    """(size, digest of its first `_PROBE_VALUES` values rounded to bfloat16): what a tensor shares
+    with any tensor whose rounded digest (`hash_tensor`) equals its own, read from its first pages
+    (the digest None where its rows cannot be read a few at a time)."""
+    info = checkpoint.info(name)
+    rows = info.shape[0] if info.shape else 0
+    row_values = info.numel // rows if rows else 0
+    if 0 < info.numel <= _PROBE_VALUES:  # a norm's gains, a bias: read whole
+        values = checkpoint.read(name)
+    elif 0 < row_values <= _PROBE_MAX_ROW and checkpoint.row_bytes(info) is not None:
+        values = checkpoint.read_rows(name, slice(0, -(-_PROBE_VALUES // row_values)))
+    else:
+        return info.numel, None
+    checkpoint.release(info)
+    bits = _bf16_bits(_float32_values(values)[:_PROBE_VALUES])
+    return info.numel, hashlib.blake2b(bits.data, digest_size=16).hexdigest()
+
+
+def probably_identical(a: Checkpoint, names_a: list[str], b: Checkpoint, names_b: list[str]) -> bool:
+    """Whether every tensor of B may have a rounded twin in A, one for one (`probe_key`: the same
+    size and leading values). False where one has none, or where `_PROBE_MISSES` of A's tensors
+    probed for B's were not their twins: a derived pair is told in a few reads (B's first tensor is
+    its twin's in A, by name, when it has one). True is a guess that the content hashes settle."""
+    if Counter(a.info(n).numel for n in names_a) != Counter(b.info(n).numel for n in names_b):
+        return False
+    unprobed = set(names_a)
+    in_order: dict[int, deque[str]] = {}  # A's names of each size, in order (some probed since)
+    for name in names_a:
+        in_order.setdefault(a.info(name).numel, deque()).append(name)
+    found: Counter[tuple[int, str | None]] = Counter()  # A's keys probed, not yet matched
+    misses = 0
+    for name in names_b:
+        key = probe_key(b, name)
+        while not found[key]:
+            pool = in_order[key[0]]
+            while pool and pool[0] not in unprobed:
+                pool.popleft()
+            if not pool or misses == _PROBE_MISSES:
+                return False
+            candidate = name if name in unprobed and a.info(name).numel == key[0] else pool[0]
+            unprobed.discard(candidate)  # the same name first
+            probed = probe_key(a, candidate)
+            found[probed] += 1
+            misses += probed != key
+        found[key] -= 1
+    return True
+
+
 def settle_multisets(
     a: ContentHashes,
     b: ContentHashes,

@@ -118,7 +118,9 @@ def test_stored_rows_give_the_account_of_the_whole_matrix(tmp_path: Path) -> Non
 def test_stored_rows_zero_non_finite_values_in_the_account(tmp_path: Path) -> None:
     # The pass over both matrices reads their blocks without the finiteness check, which their sums
     # of squares stand for: a NaN in A, an infinity in B and a value whose square overflows float32
-    # must give the account of the matrices with their non-finite values zeroed, as before.
+    # must give the account of the matrices with their non-finite values zeroed, as before. The
+    # change's squares overflow float32: a matrix this large (past `EXACT_RANK_MAX`) is then
+    # reported full-rank, where its rank screen used to hand LAPACK infinities (LinAlgError).
     rng = np.random.default_rng(12)
     a = rng.standard_normal((1024, 768)).astype(np.float32)
     tuned = a + 0.05 * rng.standard_normal(a.shape).astype(np.float32)

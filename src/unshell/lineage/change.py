@@ -940,11 +940,11 @@ def _rank(change: _Change, total: float, sketch: np.ndarray | None) -> tuple[int
         return None, False
     if total == 0.0:
         return 0, True
-    if not math.isfinite(total):  # squares past float32's range (a hostile or diverged weight)
-        return None, False
     if not _needs_range_finder(shape):
         values, total = _exact_singular_values(change)
     else:
+        if not math.isfinite(total):  # squares past float32's: its float32 products would overflow
+            return None, False
         if sketch is None:
             sketch = change.screened()
         if _spread(sketch):

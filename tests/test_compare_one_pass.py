@@ -152,3 +152,47 @@ def test_a_pair_alike_only_in_leading_values_is_sketched_when_weighed(
     monkeypatch.setattr(compare_module, "probably_identical", lambda *a: seen.append(real_probe(*a)) or False)
     assert document(unshell.compare(str(original), str(late))) == document(probed)
     assert seen == [True]
+
+
+def test_a_s_tensors_without_a_key_in_b_are_not_digested(
+    fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A is stories260K cast to bf16 with its first two layers fine-tuned (noise of 1% of each
+    tensor's std), B the original. B is hashed first; A's stored bf16 tensors get a sha256 only
+    where B has a tensor of their size and key (the lowest, highest and sum of their bf16 bit
+    patterns), which the noised ones do not: their digests are left out, and the document is the
+    one every digest gives."""
+    original = fixtures_dir / "stories260K.bin"
+    rng = np.random.default_rng(9)
+    with open_checkpoint(original) as source:
+        tensors = {}
+        for name in source.tensors:
+            values = np.asarray(source.read(name), dtype=np.float32)
+            if name.startswith(("layers.0.", "layers.1.")):
+                values = values + rng.normal(0.0, 0.01 * float(values.std()) + 1e-6, values.shape)
+            tensors[name] = values.astype(np.float32)
+    tuned = tmp_path / "model.safetensors"
+    write_safetensors(tuned, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+
+    hashed: dict[str, Any] = {}
+    real_hash = Model.tensor_hashes
+
+    def recording(self: Model, name: str, **kwargs: Any) -> Any:
+        found = real_hash(self, name, **kwargs)
+        if self.checkpoint.path == tuned:
+            hashed.setdefault(name, found)  # as the pass left it
+        return found
+
+    monkeypatch.setattr(Model, "tensor_hashes", recording)
+    result = unshell.compare(str(tuned), str(original))
+    assert result.verdict == "derived"
+    noised = {name for name in tensors if name.startswith(("layers.0.", "layers.1."))}
+    assert {name for name, found in hashed.items() if found.exact is None} == noised
+    assert all(found.exact is not None for name, found in hashed.items() if name not in noised)
+
+    monkeypatch.undo()
+    real_read = compare_module.read_once
+    monkeypatch.setattr(
+        compare_module, "read_once", lambda *args, only_for=None, **kwargs: real_read(*args, **kwargs)
+    )
+    assert document(unshell.compare(str(tuned), str(original))) == document(result)

@@ -214,3 +214,23 @@ def test_probe_of_leading_values_guesses_identity_as_the_hashes_prove_it(
         ).rounded
     assert guess is expected
     assert (proof == 1.0) is (expected or kind == "shuffled")
+
+
+def test_a_tensor_left_undigested_is_digested_when_a_fingerprint_asks(pairs: dict[str, Path]) -> None:
+    """A stored bf16 tensor hashed for a comparison whose other side has no tensor of its size and
+    key is left without digests (its key and distinct lower bound kept); a later request without
+    ``only_for`` (a fingerprint of the same opened model, in a fleet scan) hashes it in full, as
+    `hash_tensor` alone does, and a fingerprint refuses the undigested record."""
+    from unshell.model import Model
+
+    with open_checkpoint(pairs["cast"]) as checkpoint:
+        model = Model.of(checkpoint)
+        light = model.tensor_hashes(W1, counted=False, only_for=frozenset())
+        assert light.exact is None and light.rounded is None and light.key is not None
+        with pytest.raises(ValueError, match="not digested"):
+            _ = light.digests
+        assert model.tensor_hashes(W1, counted=False, only_for=frozenset()) is light  # kept
+        full = model.tensor_hashes(W1)
+        assert full == hash_tensor(checkpoint, W1)
+        keyed = hash_tensor(checkpoint, W1, counted=False, only_for=frozenset({(full.numel, light.key)}))
+        assert keyed.digests == full.digests and keyed.key == light.key

@@ -62,6 +62,7 @@ from .experts import ExpertMap, expert_map
 from .hashes import (
     ContentHashes,
     HashMatch,
+    SizesAndKeys,
     TensorHashes,
     TwinMatch,
     exact_twins,
@@ -494,12 +495,18 @@ def units_ahead(
 
 
 def read_once(
-    analysed: Model, model: CanonicalModel, bases: list[np.ndarray], sample: int
+    analysed: Model,
+    model: CanonicalModel,
+    bases: list[np.ndarray],
+    sample: int,
+    *,
+    only_for: SizesAndKeys | None = None,
 ) -> tuple[ContentHashes, dict[Hashable, list[Unit]]]:
-    """The model's content hashes (multisets not counted: `settle_multisets`) and its units in each
-    of ``bases`` (of one width, ``sample`` vectors a matrix), in one pass over the model: the
-    hashes of `hashable_names`, in that order, and the units by the keys `suspect_units` asks
-    `CanonicalModel.memo` for (to be held there: `CanonicalModel.hold`).
+    """The model's content hashes (multisets not counted: `settle_multisets`; digests only where
+    ``only_for``, the other model's sizes and keys, has the tensor's: `hashes.hash_tensor`) and its
+    units in each of ``bases`` (of one width, ``sample`` vectors a matrix), in one pass over the
+    model: the hashes of `hashable_names`, in that order, and the units by the keys
+    `suspect_units` asks `CanonicalModel.memo` for (to be held there: `CanonicalModel.hold`).
 
     A tensor's hash and its sketches are two jobs, taken in order by the thread budget's workers
     (one BLAS thread each), as in a fingerprint. Hashing every tensor, then sketching them, read
@@ -525,7 +532,7 @@ def read_once(
     def run(job: tuple[str, bool]) -> TensorHashes | list[list[Unit]] | None:
         name, hash_job = job
         if hash_job:
-            return analysed.tensor_hashes(name, counted=False) if name in hashing else None
+            return analysed.tensor_hashes(name, counted=False, only_for=only_for) if name in hashing else None
         return tensor_unit_sets(model, name, roles, hidden, unique, sample=sample) if unique else None
 
     left = dict.fromkeys(names, 2)  # jobs of each tensor not done yet
@@ -1542,7 +1549,9 @@ def compare_checkpoints(
             ]
         hashes_b, units_b = read_once(analysed_b, model_b, bases_b, base.row_sample())
         bases_a = [base.basis()] if model_a.hidden else []
-        hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample())
+        # A's tensors are digested only where B has one of their size and key: no other can match.
+        keys_b = frozenset((t.numel, t.key) for t in hashes_b.tensors)
+        hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample(), only_for=keys_b)
         if model_a is model_b:  # one model compared with itself: one hold for both
             model_a.hold({**units_b, **units_a})
         else:

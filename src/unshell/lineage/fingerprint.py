@@ -756,7 +756,7 @@ def fingerprint_checkpoint(
     )
     content: list[str] = []
     for t in tensor_hashes:
-        content.extend((t.exact, t.rounded))
+        content.extend(t.digests)
     layers = config.get("num_hidden_layers")
     vocab = config.get("vocab_size")
     return Fingerprint(
@@ -1309,7 +1309,7 @@ class PreparedSuspect:
         layers, vocab = config.get("num_hidden_layers"), config.get("vocab_size")
         content: list[str] = []
         for tensor in self.hashes.tensors:
-            content.extend((tensor.exact, tensor.rounded))
+            content.extend(tensor.digests)
         return Fingerprint(
             name=Path(self.path).name or self.path,
             family=self.inspect.recognition.family,

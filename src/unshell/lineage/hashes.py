@@ -49,8 +49,10 @@ def _bf16_bits(values: np.ndarray) -> np.ndarray:
 class TensorHashes:
     name: str
     numel: int
-    exact: str
-    rounded: str
+    # None, both: not digested, and no tensor on the other side of a comparison shares its key
+    # (``hash_tensor(only_for=...)``), so neither digest could match there.
+    exact: str | None
+    rounded: str | None
     # None: not counted, and no tensor on the other side of a comparison can share it
     # (`settle_multisets`). "values:<rounded>": a comparison's stand-in for the histogram of values
     # that only tensors with these very values have there (never stored).
@@ -61,6 +63,13 @@ class TensorHashes:
     # (lowest, highest, sum) of the bfloat16 bit patterns: equal histograms have equal keys (None:
     # not hashed here, as in a fingerprint's records).
     key: tuple[int, int, int] | None = None
+
+    @property
+    def digests(self) -> tuple[str, str]:
+        """(exact, rounded), which a fingerprint stores: only a digested tensor has them."""
+        if self.exact is None or self.rounded is None:
+            raise ValueError(f"the content of {self.name!r} was not digested")
+        return self.exact, self.rounded
 
     @property
     def counted_multiset(self) -> str:
@@ -209,7 +218,7 @@ class _Tally:
         self.high = max(self.high, int(bits.max()))
         self.total += int(np.add.reduce(bits, dtype=np.uint64))
 
-    def hashes(self, info: TensorInfo, exact: str, rounded: str) -> TensorHashes:
+    def hashes(self, info: TensorInfo, exact: str | None, rounded: str | None) -> TensorHashes:
         histogram = self.histogram
         if histogram is None:
             key = (self.low, self.high, self.total) if self.seen else (0, 0, 0)
@@ -232,12 +241,20 @@ def _release_step(checkpoint: Checkpoint, info: TensorInfo, start: int) -> None:
     checkpoint.release(step)
 
 
-def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -> str:
-    """The sha256 of a bf16 tensor's stored bytes, its values given to ``tally``, in one pass
-    over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
-    (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while this
-    one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages are
-    released once both are done with it."""
+def _tally_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -> None:
+    """A bf16 tensor's stored values given to ``tally``, `_STEP_BYTES` at a time, no sha256."""
+    raw = checkpoint.raw_bytes(info)
+    for start in range(0, info.nbytes, _STEP_BYTES):
+        tally.add(raw[start : start + _STEP_BYTES].view("<u2"))
+        _release_step(checkpoint, info, start)
+
+
+def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally | None) -> str:
+    """The sha256 of a bf16 tensor's stored bytes, its values given to ``tally`` (None: tallied
+    already), in one pass over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget
+    allows (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while
+    this one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages
+    are released once both are done with it."""
     raw = checkpoint.raw_bytes(info)
     digest = hashlib.sha256()
 
@@ -245,10 +262,11 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -
         _release_step(checkpoint, info, start)
 
     steps = range(0, info.nbytes, _STEP_BYTES)
-    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
+    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES or tally is None:
         for start in steps:
             step = raw[start : start + _STEP_BYTES]
-            tally.add(step.view("<u2"))
+            if tally is not None:
+                tally.add(step.view("<u2"))
             digest.update(step.data)
             release(start)
         return digest.hexdigest()
@@ -268,15 +286,32 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -
     return digest.hexdigest()
 
 
-def hash_tensor(checkpoint: Checkpoint, name: str, *, counted: bool = True) -> TensorHashes:
+# What ``hash_tensor(only_for=...)`` takes: the (size, `TensorHashes.key`) of every tensor of the
+# other side of a comparison.
+SizesAndKeys = frozenset[tuple[int, "tuple[int, int, int] | None"]]
+
+
+def hash_tensor(
+    checkpoint: Checkpoint, name: str, *, counted: bool = True, only_for: SizesAndKeys | None = None
+) -> TensorHashes:
     """A tensor's content hashes, in one pass over its bytes. ``counted=False``: its multiset is
     not counted, only its `TensorHashes.key` kept (`settle_multisets` counts what a comparison
-    needs)."""
+    needs). ``only_for`` (with ``counted=False``): a stored bf16 tensor, whose sha256 is nearly all
+    of its cost, is digested only when its size and key are among these (the other side's): equal
+    digests have equal keys, so without one there it can match nothing there (its digests None).
+    Its key is then read first, its sha256 taken in a second pass when needed."""
     info = checkpoint.info(name)
     tally = _Tally(counted)
     if _stored_bf16(checkpoint, info):
+        first: _Tally | None = tally
+        if only_for is not None and not counted:
+            _tally_stored_bf16(checkpoint, info, tally)
+            keyed = tally.hashes(info, None, None)
+            if (keyed.numel, keyed.key) not in only_for:
+                return keyed
+            first = None
         # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
-        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, tally)
+        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, first)
     else:
         parts = list(info.parts or (info,))
         with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:
@@ -359,8 +394,9 @@ def probably_identical(a: Checkpoint, names_a: list[str], b: Checkpoint, names_b
                 pool.popleft()
             if not pool or misses == _PROBE_MISSES:
                 return False
+            # Its namesake in A first (a copy keeps most names), else A's next tensor of its size.
             candidate = name if name in unprobed and a.info(name).numel == key[0] else pool[0]
-            unprobed.discard(candidate)  # the same name first
+            unprobed.discard(candidate)
             probed = probe_key(a, candidate)
             found[probed] += 1
             misses += probed != key
@@ -402,7 +438,8 @@ def settle_multisets(
         group = [sides[side][index] for side, index in members]
         if all(t.multiset is not None for t in group):
             continue
-        if len({t.rounded for t in group}) == 1:
+        rounded = {t.rounded for t in group}
+        if len(rounded) == 1 and group[0].rounded is not None:  # one order (undigested: counted)
             known = next((t for t in group if t.multiset is not None), None)
             if known is None and group[0].distinct < min_distinct:
                 side, index = members[0]
@@ -486,6 +523,8 @@ def exact_twins(
     tensors = parameters = 0
     for tensor in b.tensors:
         if tensor.numel < min_elements or tensor.distinct < min_distinct or tensor.name in excluded:
+            continue
+        if tensor.rounded is None:  # not digested: no twin in A (`hash_tensor`)
             continue
         if available[tensor.rounded] > 0:
             available[tensor.rounded] -= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,33 @@ from unshell.model import Model
 from unshell.threads import limited
 
 
+def noised(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``values`` plus Gaussian noise of 1% of their std (a fine-tune stand-in)."""
+    return values + rng.normal(0.0, 0.01 * float(values.std()) + 1e-6, values.shape)
+
+
+def derivative(
+    fixtures_dir: Path,
+    path: Path,
+    change: Callable[[str, np.ndarray], np.ndarray] = lambda name, values: values,
+    dtype: str | None = None,
+) -> Path:
+    """stories260K with ``change`` applied to each tensor (by name), written to ``path`` as float32
+    safetensors, or as ``dtype``."""
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as source:
+        tensors = {
+            name: change(name, np.asarray(source.read(name), dtype=np.float32)).astype(np.float32)
+            for name in source.tensors
+        }
+    write_safetensors(path, tensors, dtypes=dict.fromkeys(tensors, dtype) if dtype else None)
+    return path
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> tuple[Path, Path]:
-    original = fixtures_dir / "stories260K.bin"
     rng = np.random.default_rng(11)
-    with open_checkpoint(original) as source:
-        tensors = {}
-        for name in source.tensors:
-            values = np.asarray(source.read(name), dtype=np.float32)
-            noise = rng.normal(0.0, 0.01 * float(values.std()) + 1e-6, values.shape)
-            tensors[name] = (values + noise).astype(np.float32)
     tuned = tmp_path_factory.mktemp("tuned") / "model.safetensors"
-    write_safetensors(tuned, tensors)
-    return original, tuned
+    return fixtures_dir / "stories260K.bin", derivative(fixtures_dir, tuned, lambda _, v: noised(v, rng))
 
 
 def document(result: Any) -> dict[str, Any]:
@@ -110,10 +125,7 @@ def test_an_identical_pair_is_hashed_without_sketches(
     tensor's leading values have a twin, so the pass only hashes, and the hashes prove the pair
     identical; no unit is sketched."""
     original = fixtures_dir / "stories260K.bin"
-    with open_checkpoint(original) as source:
-        tensors = {name: np.asarray(source.read(name), dtype=np.float32) for name in source.tensors}
-    cast = tmp_path / "model.safetensors"
-    write_safetensors(cast, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+    cast = derivative(fixtures_dir, tmp_path / "model.safetensors", dtype="BF16")
 
     def refused(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an identical pair was sketched")
@@ -133,18 +145,14 @@ def test_a_pair_alike_only_in_leading_values_is_sketched_when_weighed(
     probe finds a difference (each model hashed and sketched in one pass)."""
     original = fixtures_dir / "stories260K.bin"
     rng = np.random.default_rng(5)
-    with open_checkpoint(original) as source:
-        tensors = {}
-        for name in source.tensors:
-            values = np.asarray(source.read(name), dtype=np.float32).copy()
-            flat = values.reshape(-1)
-            if flat.size > 4096:
-                flat[4096:] += rng.normal(0.0, 0.01 * float(values.std()), flat.size - 4096).astype(
-                    np.float32
-                )
-            tensors[name] = values
-    late = tmp_path / "model.safetensors"
-    write_safetensors(late, tensors)
+
+    def past_4096(name: str, values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(-1)
+        if flat.size <= 4096:
+            return values
+        return np.concatenate([flat[:4096], noised(flat[4096:], rng)]).reshape(values.shape)
+
+    late = derivative(fixtures_dir, tmp_path / "model.safetensors", past_4096)
     probed = unshell.compare(str(original), str(late))
     assert probed.verdict == "derived"
     seen: list[bool] = []
@@ -164,15 +172,15 @@ def test_a_s_tensors_without_a_key_in_b_are_not_digested(
     one every digest gives."""
     original = fixtures_dir / "stories260K.bin"
     rng = np.random.default_rng(9)
+    first_two = ("layers.0.", "layers.1.")
+    tuned = derivative(
+        fixtures_dir,
+        tmp_path / "model.safetensors",
+        lambda name, values: noised(values, rng) if name.startswith(first_two) else values,
+        dtype="BF16",
+    )
     with open_checkpoint(original) as source:
-        tensors = {}
-        for name in source.tensors:
-            values = np.asarray(source.read(name), dtype=np.float32)
-            if name.startswith(("layers.0.", "layers.1.")):
-                values = values + rng.normal(0.0, 0.01 * float(values.std()) + 1e-6, values.shape)
-            tensors[name] = values.astype(np.float32)
-    tuned = tmp_path / "model.safetensors"
-    write_safetensors(tuned, tensors, dtypes=dict.fromkeys(tensors, "BF16"))
+        names = list(source.tensors)
 
     hashed: dict[str, Any] = {}
     real_hash = Model.tensor_hashes
@@ -186,9 +194,9 @@ def test_a_s_tensors_without_a_key_in_b_are_not_digested(
     monkeypatch.setattr(Model, "tensor_hashes", recording)
     result = unshell.compare(str(tuned), str(original))
     assert result.verdict == "derived"
-    noised = {name for name in tensors if name.startswith(("layers.0.", "layers.1."))}
-    assert {name for name, found in hashed.items() if found.exact is None} == noised
-    assert all(found.exact is not None for name, found in hashed.items() if name not in noised)
+    changed = {name for name in names if name.startswith(first_two)}
+    assert {name for name, found in hashed.items() if found.exact is None} == changed
+    assert all(found.exact is not None for name, found in hashed.items() if name not in changed)
 
     monkeypatch.undo()
     real_read = compare_module.read_once

@@ -42,7 +42,7 @@ import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -508,11 +508,11 @@ def read_once(
     model: the hashes of `hashable_names`, in that order, and the units by the keys
     `suspect_units` asks `CanonicalModel.memo` for (to be held there: `CanonicalModel.hold`).
 
-    A tensor's hash and its sketches are two jobs, taken in order by the thread budget's workers
-    (one BLAS thread each), as in a fingerprint. Hashing every tensor, then sketching them, read
-    a pair larger than memory from the disk twice, and the hashes, bound by the disk, left a core
-    idle (RESULTS.md, session 12). The sketches are wasted only when the hashes prove the pair
-    identical: `compare` asks for them before it knows."""
+    A tensor's hash and its sketches are two jobs (`hashed_and_sketched`), as in a fingerprint.
+    Hashing every tensor, then sketching them, read a pair larger than memory from the disk twice,
+    and the hashes, bound by the disk, left a core idle (RESULTS.md, session 12). The sketches are
+    wasted when the hashes prove the pair identical: `compare` hashes a pair alone when a probe of
+    every tensor's leading values says they may (`hashes.probably_identical`)."""
     checkpoint = analysed.checkpoint
     hashed = hashable_names(checkpoint)
     hashing = set(hashed)
@@ -520,37 +520,75 @@ def read_once(
     roles = {a.name: a for a in model.result.recognition.assignments}
     keyed = _bases_by_key(bases, sample, None)
     unique = list(keyed.values()) if hidden else []
-    names = list(checkpoint.tensors)
-    # A tensor's sketch comes after the next tensor's hash: its own hash is done, or nearly, when a
-    # worker takes it, so the sketch's scattered rows come from the page cache. Taken at once, the
-    # two read the tensor from the disk side by side (4 CPU s more at 4 layers of a 7B pair).
-    jobs = [(name, True) for name in names[:1]]
-    for index, name in enumerate(names):
-        jobs.extend([(names[index + 1], True)] if index + 1 < len(names) else [])
-        jobs.append((name, False))
 
-    def run(job: tuple[str, bool]) -> TensorHashes | list[list[Unit]] | None:
-        name, hash_job = job
-        if hash_job:
-            return analysed.tensor_hashes(name, counted=False, only_for=only_for) if name in hashing else None
+    def hash_job(name: str) -> TensorHashes | None:
+        return analysed.tensor_hashes(name, counted=False, only_for=only_for) if name in hashing else None
+
+    def sketch_job(name: str) -> list[list[Unit]] | None:
         return tensor_unit_sets(model, name, roles, hidden, unique, sample=sample) if unique else None
 
-    left = dict.fromkeys(names, 2)  # jobs of each tensor not done yet
     with stage(
         f"hashing {checkpoint.path.name}", sum(checkpoint.info(n).nbytes for n in hashed), BYTES
     ) as shown:
+        found, made = hashed_and_sketched(
+            list(checkpoint.tensors),
+            hash_job,
+            sketch_job,
+            done=lambda name: shown.advance(checkpoint.info(name).nbytes) if name in hashing else None,
+            name="unshell-read",
+        )
+    sets = [part for part in made if part is not None]
+    units = {key: [u for each in sets for u in each[k]] for k, key in enumerate(keyed)} if sets else {}
+    by_name = {name: h for name, h in zip(checkpoint.tensors, found, strict=True) if h is not None}
+    return ContentHashes([by_name[name] for name in hashed]), units
 
-        def advance(index: int) -> None:  # a tensor counts once both of its jobs are done
-            name = jobs[index][0]
-            left[name] -= 1
-            if not left[name] and name in hashing:
-                shown.advance(checkpoint.info(name).nbytes)
 
-        parts = map_in_order(run, jobs, done=advance, name="unshell-read")
-    found = {job[0]: part for job, part in zip(jobs, parts, strict=True) if isinstance(part, TensorHashes)}
-    made = [part for job, part in zip(jobs, parts, strict=True) if not job[1] and isinstance(part, list)]
-    units = {key: [u for sets in made for u in sets[k]] for k, key in enumerate(keyed)} if made else {}
-    return ContentHashes([found[name] for name in hashed]), units
+H = TypeVar("H")
+S = TypeVar("S")
+
+
+def hashed_and_sketched(
+    names: list[str],
+    hash_job: Callable[[str], H],
+    sketch_job: Callable[[str], S],
+    *,
+    done: Callable[[str], None],
+    name: str,
+) -> tuple[list[H], list[S]]:
+    """Each tensor's hash job and sketch job, in one pass over ``names`` on the thread budget's
+    workers (one BLAS thread each, `map_in_order`), as `read_once` and a fingerprint read a model:
+    ``done(tensor)`` once both of its jobs are done. Returns the hash jobs' results and the sketch
+    jobs', each in the order of ``names``.
+
+    A tensor's sketch job comes after the next tensor's hash job: its own hash is done, or nearly,
+    when a worker takes it, so the sketch's scattered rows come from the page cache. Taken at
+    once, the two read the tensor from the disk side by side (4 CPU s more at 4 layers of a 7B
+    pair, RESULTS.md session 12); a hash job alone keeps a core busy however long the sketches."""
+    jobs = [(tensor, True) for tensor in names[:1]]
+    for index, tensor in enumerate(names):
+        jobs.extend([(names[index + 1], True)] if index + 1 < len(names) else [])
+        jobs.append((tensor, False))
+
+    def run(job: tuple[str, bool]) -> H | S:
+        tensor, hashing = job
+        return hash_job(tensor) if hashing else sketch_job(tensor)
+
+    left = dict.fromkeys(names, 2)  # jobs of each tensor not done yet
+
+    def advance(index: int) -> None:
+        tensor = jobs[index][0]
+        left[tensor] -= 1
+        if not left[tensor]:
+            done(tensor)
+
+    hashes: dict[str, H] = {}
+    sketches: dict[str, S] = {}
+    for (tensor, hashing), part in zip(jobs, map_in_order(run, jobs, done=advance, name=name), strict=True):
+        if hashing:
+            hashes[tensor] = cast(H, part)
+        else:
+            sketches[tensor] = cast(S, part)
+    return [hashes[t] for t in names], [sketches[t] for t in names]
 
 
 def _bases_by_key(

@@ -73,7 +73,6 @@ from ..inspection import InspectResult
 from ..model import Model
 from ..numbers import checked_float, checked_int, describe
 from ..progress import BYTES, ProgressReporter, reporting, stage
-from ..threads import map_in_order
 from ..tokenizers import families
 from ..tokenizers.vocab import Vocabulary, vocabulary_of
 from .canonical import LAYER_ROLES, CanonicalModel
@@ -90,6 +89,7 @@ from .compare import (
     embedding_candidates,
     exact_twin_match,
     hashable_names,
+    hashed_and_sketched,
     identical_by_hashes,
     layer_grams,
     read_row_ids,
@@ -726,28 +726,26 @@ def fingerprint_checkpoint(
     hash_names = set(hashable_names(checkpoint))
     roles = {a.name: a for a in result.recognition.assignments}
 
-    def part(job: tuple[str, bool]) -> TensorHashes | list[Unit] | None:
-        tensor, hashing = job
-        if hashing:
-            return analysed.tensor_hashes(tensor) if tensor in hash_names else None
+    def hash_job(tensor: str) -> TensorHashes | None:
+        return analysed.tensor_hashes(tensor) if tensor in hash_names else None
+
+    def sketch_job(tensor: str) -> list[Unit]:
         return tensor_units(model, tensor, roles, hidden, basis, sample=sample) if hidden else []
 
     # Each tensor's hashes (sha256 and a count, no BLAS) and its sketches (projections) are two
-    # jobs, taken in order by the budget's workers (one BLAS thread each): both cores stay busy
-    # whichever job is longer, and a tensor's two jobs run close together, so its bytes are read
-    # from the disk once (RESULTS.md, session 10). One thread: hashes, then sketches, per tensor.
-    jobs = [(tensor, hashing) for tensor in checkpoint.tensors for hashing in (True, False)]
+    # jobs on the budget's workers (one BLAS thread each), as `compare` reads a model: both cores
+    # stay busy whichever job is longer, and a tensor's sketch follows its hash closely, so its
+    # bytes are read from the disk once (RESULTS.md, sessions 10 and 12).
     with stage(f"fingerprinting {checkpoint.path.name}", checkpoint.total_bytes, BYTES) as shown:
-        done = [False] * len(jobs)
-
-        def advance(index: int) -> None:  # a tensor counts once both of its jobs are done
-            done[index] = True
-            if done[index ^ 1]:
-                shown.advance(checkpoint.info(jobs[index][0]).nbytes)
-
-        parts = map_in_order(part, jobs, done=advance, name="unshell-fingerprint")
-    tensor_hashes = [p for p in parts[0::2] if isinstance(p, TensorHashes)]
-    units = [u for p in parts[1::2] if isinstance(p, list) for u in p]
+        found, made = hashed_and_sketched(
+            list(checkpoint.tensors),
+            hash_job,
+            sketch_job,
+            done=lambda tensor: shown.advance(checkpoint.info(tensor).nbytes),
+            name="unshell-fingerprint",
+        )
+    tensor_hashes = [h for h in found if h is not None]
+    units = [u for each in made for u in each]
     upper = np.triu_indices(r)
     sketches = (
         np.stack([u.sketch.reshape(r, r)[upper] for u in units]).astype(np.float16)

@@ -3,9 +3,10 @@
     python benchmarks/bench_compare_phases.py A B [--quick] [--threads 1] [--json OUT.json]
 
 Runs one `compare(A, B)` in this process, after evicting both models' files from the page cache,
-and prints its wall and CPU seconds (and the kernel's share of them: page faults, reads, reclaim), its peak RSS and the CPU seconds (user + system, every thread
-of the process), wall seconds and bytes read from the disk (``/proc/self/io``: what the page cache
-did not hold) spent in each phase: the content hashes and sketches of each model in one pass
+and prints its wall and CPU seconds, its peak RSS and the CPU seconds (user + system, every thread
+of the process; the kernel's share beside them: page faults, reads from the disk, reclaim), wall
+seconds and bytes read from the disk (``/proc/self/io``: what the page cache did not hold) spent
+in each phase: the content hashes and sketches of each model in one pass
 (`read_once`, since session 12; before it, the content hashes, `Model.content_hashes`, then the
 sketches, `model_units`, A's and B's), the embedding alignment (`_best_alignment`), the value-added account
 (`assess`) and the expert map. On a shared machine CPU seconds are the figures to hold on to: a

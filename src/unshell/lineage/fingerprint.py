@@ -752,9 +752,6 @@ def fingerprint_checkpoint(
         if units
         else np.zeros((0, r * (r + 1) // 2), dtype=np.float16)
     )
-    content: list[str] = []
-    for t in tensor_hashes:
-        content.extend(t.digests)
     layers = config.get("num_hidden_layers")
     vocab = config.get("vocab_size")
     return Fingerprint(
@@ -769,7 +766,7 @@ def fingerprint_checkpoint(
         vocab_size=int(vocab) if vocab else None,
         parameters=result.parameters,
         tokenizer=_tokenizer_record(vocabulary),
-        content_hashes=content,
+        content_hashes=ContentHashes(tensor_hashes).digests,
         header_hash=header_hash(checkpoint),
         config=_json_safe(config),
         dtypes=result.dtypes,
@@ -1305,9 +1302,6 @@ class PreparedSuspect:
         """What the library's cheap stage reads: a fingerprint without the weight evidence."""
         config = self.inspect.recognition.config
         layers, vocab = config.get("num_hidden_layers"), config.get("vocab_size")
-        content: list[str] = []
-        for tensor in self.hashes.tensors:
-            content.extend(tensor.digests)
         return Fingerprint(
             name=Path(self.path).name or self.path,
             family=self.inspect.recognition.family,
@@ -1320,7 +1314,7 @@ class PreparedSuspect:
             format=self.checkpoint.format,
             source=sanitize(self.path, limit=4096),
             version=FINGERPRINT_VERSION,
-            content_hashes=content,
+            content_hashes=self.hashes.digests,
             header_hash=header_hash(self.checkpoint),
         )
 

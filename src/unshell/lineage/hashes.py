@@ -90,6 +90,12 @@ class ContentHashes:
     def by(self, kind: str) -> Counter[str]:
         return Counter(getattr(t, kind) for t in self.tensors)
 
+    @property
+    def digests(self) -> list[str]:
+        """Every tensor's exact and rounded digests, in order: a fingerprint's content hashes
+        (`TensorHashes.digests`: an undigested tensor is refused)."""
+        return [digest for tensor in self.tensors for digest in tensor.digests]
+
 
 _BLOCK_ELEMENTS = 1 << 22  # 4M values (16 MB as float32) decoded per step
 # Values rounded, counted and hashed per step. Each bincount widens its values to int64 and pays a
@@ -438,8 +444,8 @@ def settle_multisets(
         group = [sides[side][index] for side, index in members]
         if all(t.multiset is not None for t in group):
             continue
-        rounded = {t.rounded for t in group}
-        if len(rounded) == 1 and group[0].rounded is not None:  # one order (undigested: counted)
+        # One set of values in one order (a group holding an undigested tensor is counted).
+        if len({t.rounded for t in group}) == 1 and group[0].rounded is not None:
             known = next((t for t in group if t.multiset is not None), None)
             if known is None and group[0].distinct < min_distinct:
                 side, index = members[0]

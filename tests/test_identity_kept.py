@@ -10,13 +10,14 @@ follow the rule on a real model.
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import unshell
-from unshell.lineage.sketch import IDENTITY_KEPT_RESIDUAL, align_embeddings
+from unshell.lineage.sketch import IDENTITY_KEPT_RESIDUAL, align_embeddings, is_identity, off_identity
 
 
 def _anchors(seed: int, rows: int = 600, hidden: int = 48) -> np.ndarray:
@@ -115,3 +116,39 @@ def test_a_real_finetune_keeps_the_identity_in_compare_and_against_a_fingerprint
     assert against.verdict == "derived"
     assert against.anchored is not None and against.anchored.fitted is False
     assert against.anchored.residual < 0.1
+
+
+def _written_out_off_identity(transform: np.ndarray) -> float:
+    """The definition: RMS distance from the identity per dimension, through the H x H difference."""
+    return float(np.linalg.norm(transform - np.eye(transform.shape[0]))) / np.sqrt(transform.shape[0])
+
+
+def test_off_identity_is_the_definition_and_tells_the_identity_apart() -> None:
+    rng = np.random.default_rng(6)
+    identity = np.eye(64, dtype=np.float32)
+    rotation = np.linalg.qr(rng.standard_normal((64, 64)))[0].astype(np.float32)
+    near = identity + rng.standard_normal((64, 64)).astype(np.float32) * 1e-3  # a fine-tune's fit
+    one_off = identity.copy()
+    one_off[3, 5] = 1e-30  # a single tiny off-diagonal value is not the identity
+    flipped = identity.copy()
+    flipped[7, 7] = -1.0  # a sign flip has the identity's non-zero pattern
+    scaled = identity * np.float32(1.0000001)
+    for transform in (rotation, near, one_off, flipped, scaled):
+        assert not is_identity(transform)
+        assert off_identity(transform) == _written_out_off_identity(transform)
+    assert is_identity(identity) and off_identity(identity) == 0.0
+    assert not is_identity(np.eye(64, 65, dtype=np.float32))  # not square
+    assert off_identity(flipped) == pytest.approx(2 / 8)
+
+
+def test_the_kept_identity_costs_no_h_by_h_temporary() -> None:
+    # A 7B model's kept identity (H 4096): the definition's float64 difference is 128 MiB, and
+    # `compare` asks for it several times a comparison. The identity is told in two reads.
+    identity = np.eye(4096, dtype=np.float32)
+    tracemalloc.start()
+    try:
+        assert off_identity(identity) == 0.0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

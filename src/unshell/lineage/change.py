@@ -40,7 +40,7 @@ from ..formats.base import Checkpoint
 from ..progress import BYTES, stage
 from ..threads import map_in_order
 from .canonical import READS_RESIDUAL, WRITES_RESIDUAL, CanonicalModel
-from .sketch import Alignment, finite
+from .sketch import Alignment, finite, off_identity
 
 COPIED, REQUANTIZED, FINETUNED, NEW, NOT_COMPARED = (
     "copied",
@@ -1197,11 +1197,7 @@ def residual_transform(alignment: Alignment | None) -> np.ndarray | None:
     t = alignment.transform
     # A fit between a model and its fine-tune is near the identity, not at it: only a stream
     # that was really transformed (`compare`'s "obfuscated" test) is undone.
-    square = t.shape[0] == t.shape[1]
-    if (
-        not square
-        or float(np.linalg.norm(t - np.eye(t.shape[0]))) / math.sqrt(t.shape[0]) > OBFUSCATED_OFF_IDENTITY
-    ):
+    if t.shape[0] != t.shape[1] or off_identity(t) > OBFUSCATED_OFF_IDENTITY:
         return np.asarray(t, dtype=np.float32)
     return None
 

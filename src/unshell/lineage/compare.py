@@ -74,11 +74,14 @@ from .sketch import (
     SKETCH_DIM,
     Alignment,
     align_embeddings,
+    all_finite,
     anchor_stride,
     finite,
     finite_unit_rows,
     fit_rotation,
     identity_alignment,
+    is_identity,
+    off_identity,
     projection,
     row_sample_size,
     sampled_rows,
@@ -1047,16 +1050,10 @@ TRANSFORM_GAIN = 0.2
 def _transformed(alignment: Alignment) -> bool:
     """Whether B's residual stream was really transformed: the alignment is far from the identity
     and explains the anchors clearly better than no transform (when that was measured)."""
-    if _off_identity(alignment.transform) <= 0.5:
+    if off_identity(alignment.transform) <= 0.5:
         return False
     untransformed = alignment.untransformed
     return math.isnan(untransformed) or untransformed - alignment.residual >= TRANSFORM_GAIN
-
-
-def _off_identity(transform: np.ndarray) -> float:
-    """How far an alignment is from "no change": RMS distance from the identity, per dimension
-    (0 for none; a random rotation gives about 1.4; fine-tuning noise stays near 0)."""
-    return float(np.linalg.norm(transform - np.eye(transform.shape[0]))) / math.sqrt(transform.shape[0])
 
 
 def _relative_drift(
@@ -1077,7 +1074,12 @@ def _relative_drift(
         wb, shape_b = folded_rows(b, row["layer_b"], "mlp.up.weight", 512)
         if wa is None or wb is None or shape_a != shape_b:
             continue
-        if alignment is not None and alignment.transform.shape == (wb.shape[1], wa.shape[1]):
+        # The identity kept unfitted maps finite rows to themselves: no 512 x H x H product.
+        if (
+            alignment is not None
+            and alignment.transform.shape == (wb.shape[1], wa.shape[1])
+            and not (is_identity(alignment.transform) and all_finite(wb))
+        ):
             wb = wb @ alignment.transform
         # Rows of huge values overflow float32 to non-finite cosines, which no threshold below passes.
         with np.errstate(over="ignore", invalid="ignore"):

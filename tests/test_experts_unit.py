@@ -5,6 +5,7 @@ flipped (up rows only: what keeps a SwiGLU FFN's function) is a twin; an indepen
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from unshell.lineage.experts import COPY_MIN_SIMILARITY, neuron_map, twin_similarity, unit_rows
 
@@ -59,3 +60,29 @@ def test_a_fine_grained_expert_maps_to_its_slice_and_its_reinitialized_neurons_h
     shuffled = rng.permutation(256)
     whole = neuron_map({p: m[shuffled] for p, m in dense.items()}, 256, _unit(dense), None, 64)
     assert whole is not None and not whole.fine_grained and whole.runs() == [(0, 255)]
+
+
+def test_hostile_values_leave_unit_rows_finite_and_the_similarity_a_number() -> None:
+    """A diverged or hostile FFN: a NaN, an infinity and a value whose square overflows float32,
+    each in its own row. The NaN and the infinity count as zero, the overflowing row is a zero
+    vector (no twin); every other row is the one a clean matrix gives, and the similarity stays a
+    number (it was NaN)."""
+    rng = np.random.default_rng(18)
+    dense = {part: m.astype(np.float32) for part, m in _ffn(rng).items()}
+    hostile = {part: m.copy() for part, m in dense.items()}
+    hostile["gate"][0, 5] = np.nan
+    hostile["gate"][1, 7] = np.inf
+    hostile["up"][2, 3] = np.float32(3e38)  # finite, but its square is not
+    kept = {part: m.copy() for part, m in hostile.items()}
+    unit = _unit(hostile)
+    assert all(np.array_equal(hostile[part], kept[part], equal_nan=True) for part in hostile)  # not modified
+    assert all(np.isfinite(m).all() for m in unit.values())
+    assert not unit["up"][2].any()  # its length overflows: a zero vector
+    for row in (0, 1):  # the NaN and the infinity count as zero; the rest of the row is kept
+        assert unit["gate"][row, 5 + 2 * row] == 0.0
+        assert np.linalg.norm(unit["gate"][row]) == pytest.approx(1.0, abs=1e-6)
+    clean = _unit(dense)
+    for part in unit:
+        np.testing.assert_array_equal(unit[part][3:], clean[part][3:])
+    similarity = twin_similarity({p: m[::2] for p, m in unit.items()}, clean)
+    assert similarity is not None and similarity > 0.95

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..arch.recognize import Assignment
 from .canonical import CanonicalModel
-from .sketch import Alignment, finite, projection
+from .sketch import Alignment, all_finite, finite, finite_unit_rows, projection
 
 EXPERT_ROLES = {
     "moe.expert.gate.weight": "gate",
@@ -353,8 +353,12 @@ def _residual_rows(matrix: np.ndarray, hidden: int) -> np.ndarray:
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
+    """Each row scaled to unit length, as float32 (`finite_unit_rows`: NaN and infinities count as
+    zero, and a row whose squares overflow is zero), so one hostile or diverged value cannot turn
+    every similarity of the map into NaN. ``matrix`` is left as it is."""
+    if not all_finite(matrix):
+        matrix = np.nan_to_num(matrix, nan=0.0, posinf=0.0, neginf=0.0)  # a copy
+    return finite_unit_rows(matrix).astype(np.float32)
 
 
 def twin_similarity(sample: dict[str, np.ndarray], whole: dict[str, np.ndarray]) -> float | None:

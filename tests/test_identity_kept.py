@@ -43,7 +43,7 @@ def test_rows_that_agree_untransformed_keep_the_identity() -> None:
     a = _anchors(0)
     b = _noisy(a, 0.1, 1)  # a fine-tune's drift: 10 % of the rows' norm
     alignment = align_embeddings(a.copy(), b.copy())
-    assert alignment.fitted is False
+    assert alignment.fitted is False and alignment.identity is True
     np.testing.assert_array_equal(alignment.transform, np.eye(48, dtype=np.float32))
     assert alignment.residual == pytest.approx(_written_out_residual(a, b), rel=1e-5)
     assert alignment.residual == alignment.untransformed < IDENTITY_KEPT_RESIDUAL
@@ -54,12 +54,13 @@ def test_rows_beyond_the_bound_or_rotated_are_fitted() -> None:
     a = _anchors(2)
     drifted = _noisy(a, 0.45, 3)  # heavier retraining: the identity no longer fits well enough
     assert _written_out_residual(a, drifted) > IDENTITY_KEPT_RESIDUAL
-    assert align_embeddings(a.copy(), drifted.copy()).fitted is True
+    refit = align_embeddings(a.copy(), drifted.copy())
+    assert refit.fitted is True and refit.identity is False
 
     rotation = np.linalg.qr(np.random.default_rng(4).standard_normal((48, 48)))[0].astype(np.float32)
     rotated = _noisy(a, 0.05, 5) @ rotation.T  # a rotated stream, lightly fine-tuned
     alignment = align_embeddings(a.copy(), rotated.copy())
-    assert alignment.fitted is True
+    assert alignment.fitted is True and alignment.identity is False
     assert alignment.untransformed > 0.9  # the identity explains nothing here...
     assert alignment.residual < 0.1  # ...and the fitted rotation nearly everything
     np.testing.assert_allclose(alignment.transform, rotation, atol=0.05)

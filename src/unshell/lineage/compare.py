@@ -80,7 +80,6 @@ from .sketch import (
     finite_unit_rows,
     fit_rotation,
     identity_alignment,
-    is_identity,
     off_identity,
     projection,
     row_sample_size,
@@ -1078,7 +1077,7 @@ def _relative_drift(
         if (
             alignment is not None
             and alignment.transform.shape == (wb.shape[1], wa.shape[1])
-            and not (is_identity(alignment.transform) and all_finite(wb))
+            and not (alignment.identity and all_finite(wb))
         ):
             wb = wb @ alignment.transform
         # Rows of huge values overflow float32 to non-finite cosines, which no threshold below passes.
@@ -1777,6 +1776,8 @@ class CheckpointEvidence:
         return found[2]
 
     def suspect_basis(self, alignment: Alignment) -> np.ndarray:
+        if alignment.identity:  # the identity kept: the basis itself, not H x H x r
+            return self.basis()
         return alignment.transform @ self.basis()
 
     def layer_grams(self) -> dict[tuple[int, str], np.ndarray] | None:

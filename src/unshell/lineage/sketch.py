@@ -42,6 +42,12 @@ class Alignment:
     # (`IDENTITY_KEPT_RESIDUAL`): the transform is then the identity and the residual its own.
     fitted: bool = True
 
+    @functools.cached_property
+    def identity(self) -> bool:
+        """Whether the transform is exactly the square identity (`is_identity`), told once: the
+        expert map asks for every block it aligns."""
+        return is_identity(self.transform)
+
 
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
 

@@ -154,3 +154,13 @@ def test_bf16_tensors_keep_their_digests_whatever_the_step(
         STORIES_EMBEDDING.multiset,
         STORIES_EMBEDDING.distinct,
     )
+
+
+@pytest.mark.parametrize("size", [0, 7, (1 << 16) - 1, 1 << 16, 3 * (1 << 16) + 5, 1 << 21])
+def test_the_key_sums_every_value_exactly(size: int) -> None:
+    """`TensorHashes.key`'s sum, in uint32 partial sums: every value at its largest (each partial
+    sum at its most, 65,536 x 65,535, within uint32), and random values."""
+    largest = np.full(size, 0xFFFF, dtype=np.uint16)
+    assert hashes._sum_bits(largest) == 0xFFFF * size
+    random = np.random.default_rng(size).integers(0, 1 << 16, size=size, dtype=np.uint16)
+    assert hashes._sum_bits(random) == sum(random.tolist())

@@ -195,6 +195,19 @@ def _count(histogram: np.ndarray, bits: np.ndarray) -> None:
         histogram += np.bincount(bits[start : start + _CHUNK_ELEMENTS], minlength=1 << 16)
 
 
+# uint16 values summed per uint32 partial sum: 65,536 x 65,535 < 2**32, so no partial overflows.
+_SUM_GROUP = 1 << 16
+
+
+def _sum_bits(bits: np.ndarray) -> int:
+    """The exact sum of uint16 values: uint32 sums of `_SUM_GROUP` values each, then their uint64
+    total. Widening every value to uint64 in the reduction took twice as long (0.55 against 0.28 ms
+    per 4 MiB), and a comparison sums every stored value of both models."""
+    whole = bits.size - bits.size % _SUM_GROUP
+    grouped = bits[:whole].reshape(-1, _SUM_GROUP).sum(axis=1, dtype=np.uint32)
+    return int(grouped.sum(dtype=np.uint64)) + int(bits[whole:].sum(dtype=np.uint64))
+
+
 class _Tally:
     """What one pass learns of a tensor's bfloat16 bit patterns, given in order: their histogram
     (``counted``), or only their `TensorHashes.key` and the distinct values among the first
@@ -222,7 +235,7 @@ class _Tally:
         self.seen += bits.size
         self.low = min(self.low, int(bits.min()))
         self.high = max(self.high, int(bits.max()))
-        self.total += int(np.add.reduce(bits, dtype=np.uint64))
+        self.total += _sum_bits(bits)
 
     def hashes(self, info: TensorInfo, exact: str | None, rounded: str | None) -> TensorHashes:
         histogram = self.histogram

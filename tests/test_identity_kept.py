@@ -45,6 +45,10 @@ def test_rows_that_agree_untransformed_keep_the_identity() -> None:
     alignment = align_embeddings(a.copy(), b.copy())
     assert alignment.fitted is False and alignment.identity is True
     np.testing.assert_array_equal(alignment.transform, np.eye(48, dtype=np.float32))
+    assert alignment.apply(b) is b  # finite rows, unmoved: no product
+    hostile = b.copy()
+    hostile[0, 0] = np.inf
+    assert np.isnan(alignment.apply(hostile)[0]).any()  # a non-finite row keeps the product's NaN
     assert alignment.residual == pytest.approx(_written_out_residual(a, b), rel=1e-5)
     assert alignment.residual == alignment.untransformed < IDENTITY_KEPT_RESIDUAL
     assert alignment.method == "procrustes-embeddings"
@@ -61,6 +65,7 @@ def test_rows_beyond_the_bound_or_rotated_are_fitted() -> None:
     rotated = _noisy(a, 0.05, 5) @ rotation.T  # a rotated stream, lightly fine-tuned
     alignment = align_embeddings(a.copy(), rotated.copy())
     assert alignment.fitted is True and alignment.identity is False
+    np.testing.assert_array_equal(alignment.apply(rotated), rotated @ alignment.transform)
     assert alignment.untransformed > 0.9  # the identity explains nothing here...
     assert alignment.residual < 0.1  # ...and the fitted rotation nearly everything
     np.testing.assert_allclose(alignment.transform, rotation, atol=0.05)

@@ -74,7 +74,6 @@ from .sketch import (
     SKETCH_DIM,
     Alignment,
     align_embeddings,
-    all_finite,
     anchor_stride,
     finite,
     finite_unit_rows,
@@ -1073,13 +1072,8 @@ def _relative_drift(
         wb, shape_b = folded_rows(b, row["layer_b"], "mlp.up.weight", 512)
         if wa is None or wb is None or shape_a != shape_b:
             continue
-        # The identity kept unfitted maps finite rows to themselves: no 512 x H x H product.
-        if (
-            alignment is not None
-            and alignment.transform.shape == (wb.shape[1], wa.shape[1])
-            and not (alignment.identity and all_finite(wb))
-        ):
-            wb = wb @ alignment.transform
+        if alignment is not None and alignment.transform.shape == (wb.shape[1], wa.shape[1]):
+            wb = alignment.apply(wb)
         # Rows of huge values overflow float32 to non-finite cosines, which no threshold below passes.
         with np.errstate(over="ignore", invalid="ignore"):
             norm_a = np.linalg.norm(wa, axis=1)

@@ -386,10 +386,7 @@ def _aligned(
     out = {}
     for part, matrix in neurons.items():
         if alignment is not None and alignment.transform.shape == (matrix.shape[1], hidden_a):
-            # The identity kept unfitted maps finite rows to themselves: no n x H x H product.
-            if not (alignment.identity and all_finite(matrix)):
-                matrix = matrix @ alignment.transform
-            matrix = matrix @ basis
+            matrix = alignment.apply(matrix) @ basis
         elif matrix.shape[1] == hidden_a:
             matrix = matrix @ basis
         out[part] = unit_rows(matrix)

@@ -48,6 +48,14 @@ class Alignment:
         expert map asks for every block it aligns."""
         return is_identity(self.transform)
 
+    def apply(self, rows: np.ndarray) -> np.ndarray:
+        """B's ``rows`` (n x H_B) in A's coordinates: ``rows @ transform``, except that the
+        identity kept unfitted returns finite rows as they are (no n x H x H product; a
+        non-finite row keeps the product's NaN)."""
+        if self.identity and all_finite(rows):
+            return rows
+        return rows @ self.transform
+
 
 ANCHOR_BYTES = 1 << 26  # float32 bytes of anchor rows per model: 64 MiB
 

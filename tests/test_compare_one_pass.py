@@ -162,14 +162,14 @@ def test_a_pair_alike_only_in_leading_values_is_sketched_when_weighed(
     assert seen == [True]
 
 
-def test_a_s_tensors_without_a_key_in_b_are_not_digested(
+def test_tensors_without_a_twin_on_the_other_side_are_not_digested(
     fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A is stories260K cast to bf16 with its first two layers fine-tuned (noise of 1% of each
-    tensor's std), B the original. B is hashed first; A's stored bf16 tensors get a sha256 only
-    where B has a tensor of their size and key (the lowest, highest and sum of their bf16 bit
-    patterns), which the noised ones do not: their digests are left out, and the document is the
-    one every digest gives."""
+    tensor's std), B the original (llama2.c float32). Each side's tensors get a sha256 only where
+    the other side has a tensor of their size and leading values (`hashes.digest_candidates`),
+    which the noised ones, on either side, do not: their digests are left out, on both sides, and
+    the document is the one every digest gives."""
     original = fixtures_dir / "stories260K.bin"
     rng = np.random.default_rng(9)
     first_two = ("layers.0.", "layers.1.")
@@ -182,25 +182,27 @@ def test_a_s_tensors_without_a_key_in_b_are_not_digested(
     with open_checkpoint(original) as source:
         names = list(source.tensors)
 
-    hashed: dict[str, Any] = {}
+    hashed: dict[tuple[Path, str], Any] = {}
     real_hash = Model.tensor_hashes
 
     def recording(self: Model, name: str, **kwargs: Any) -> Any:
         found = real_hash(self, name, **kwargs)
-        if self.checkpoint.path == tuned:
-            hashed.setdefault(name, found)  # as the pass left it
+        hashed.setdefault((self.checkpoint.path, name), found)  # as the pass left it
         return found
 
     monkeypatch.setattr(Model, "tensor_hashes", recording)
     result = unshell.compare(str(tuned), str(original))
     assert result.verdict == "derived"
     changed = {name for name in names if name.startswith(first_two)}
-    assert {name for name, found in hashed.items() if found.exact is None} == changed
-    assert all(found.exact is not None for name, found in hashed.items() if name not in changed)
+    for path in (tuned, original):
+        found = {name: hashes for (side, name), hashes in hashed.items() if side == path}
+        assert changed < set(found)
+        assert {name for name, hashes in found.items() if hashes.exact is None} == changed
+        assert all(hashes.exact is not None for name, hashes in found.items() if name not in changed)
 
     monkeypatch.undo()
     real_read = compare_module.read_once
     monkeypatch.setattr(
-        compare_module, "read_once", lambda *args, only_for=None, **kwargs: real_read(*args, **kwargs)
+        compare_module, "read_once", lambda *args, digested=None, **kwargs: real_read(*args, **kwargs)
     )
     assert document(unshell.compare(str(tuned), str(original))) == document(result)

@@ -30,6 +30,7 @@ from unshell.lineage.hashes import (
     ContentHashes,
     TensorHashes,
     count_tensor,
+    digest_candidates,
     exact_twins,
     hash_tensor,
     match_hashes,
@@ -66,8 +67,12 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> dict[
     return made
 
 
-def settled(a: Checkpoint, b: Checkpoint) -> tuple[ContentHashes, ContentHashes, Counter[str]]:
-    """Both sides hashed as `compare` hashes them, settled, and the tensors counted on the way."""
+def settled(
+    a: Checkpoint, b: Checkpoint, *, every_digest: bool = False
+) -> tuple[ContentHashes, ContentHashes, Counter[str]]:
+    """Both sides hashed as `compare` hashes them (digests only where the other side may hold a
+    twin: `digest_candidates`; ``every_digest``: every tensor digested, as before session 15),
+    settled, and the tensors counted on the way."""
     counted: Counter[str] = Counter()
 
     def counter(checkpoint: Checkpoint, side: str) -> Callable[[TensorHashes], TensorHashes]:
@@ -77,22 +82,27 @@ def settled(a: Checkpoint, b: Checkpoint) -> tuple[ContentHashes, ContentHashes,
 
         return count
 
-    light_a = ContentHashes([hash_tensor(a, n, counted=False) for n in a.tensors])
-    light_b = ContentHashes([hash_tensor(b, n, counted=False) for n in b.tensors])
+    names_a, names_b = list(a.tensors), list(b.tensors)
+    digest_a, digest_b = (
+        (set(names_a), set(names_b)) if every_digest else digest_candidates(a, names_a, b, names_b)
+    )
+    light_a = ContentHashes([hash_tensor(a, n, counted=False, digested=n in digest_a) for n in names_a])
+    light_b = ContentHashes([hash_tensor(b, n, counted=False, digested=n in digest_b) for n in names_b])
     settled_a, settled_b = settle_multisets(
         light_a, light_b, counter(a, "a"), counter(b, "b"), min_distinct=MIN_DISTINCT
     )
     return settled_a, settled_b, counted
 
 
+@pytest.mark.parametrize("every_digest", [False, True])
 @pytest.mark.parametrize("kind", ["cast", "relaid", "noisy"])
 def test_settled_multisets_match_as_counting_every_tensor_does(
-    fixtures_dir: Path, pairs: dict[str, Path], kind: str
+    fixtures_dir: Path, pairs: dict[str, Path], kind: str, every_digest: bool
 ) -> None:
     with open_checkpoint(fixtures_dir / "stories260K.bin") as a, open_checkpoint(pairs[kind]) as b:
         full_a = ContentHashes([hash_tensor(a, n) for n in a.tensors])
         full_b = ContentHashes([hash_tensor(b, n) for n in b.tensors])
-        settled_a, settled_b, counted = settled(a, b)
+        settled_a, settled_b, counted = settled(a, b, every_digest=every_digest)
     assert match_hashes(settled_a, settled_b) == match_hashes(full_a, full_b)
     assert match_hashes(settled_b, settled_a) == match_hashes(full_b, full_a)
     twins = exact_twins(full_a, full_b, min_elements=1024, min_distinct=MIN_DISTINCT)
@@ -216,21 +226,57 @@ def test_probe_of_leading_values_guesses_identity_as_the_hashes_prove_it(
     assert (proof == 1.0) is (expected or kind == "shuffled")
 
 
-def test_a_tensor_left_undigested_is_digested_when_a_fingerprint_asks(pairs: dict[str, Path]) -> None:
-    """A stored bf16 tensor hashed for a comparison whose other side has no tensor of its size and
-    key is left without digests (its key and distinct lower bound kept); a later request without
-    ``only_for`` (a fingerprint of the same opened model, in a fleet scan) hashes it in full, as
-    `hash_tensor` alone does, and a fingerprint refuses the undigested record."""
+@pytest.mark.parametrize("kind", ["cast", "original"])
+def test_a_tensor_left_undigested_is_digested_when_a_fingerprint_asks(
+    fixtures_dir: Path, pairs: dict[str, Path], kind: str
+) -> None:
+    """A tensor hashed for a comparison whose other side holds no tensor it may equal is left
+    without digests (its key and distinct lower bound kept), whether its stored bytes are its bf16
+    values (``cast``) or are decoded (``original``: llama2.c float32); a later request for digests
+    (a fingerprint of the same opened model, in a fleet scan) hashes it in full, as `hash_tensor`
+    alone does, and a fingerprint refuses the undigested record."""
     from unshell.model import Model
 
-    with open_checkpoint(pairs["cast"]) as checkpoint:
+    path = pairs["cast"] if kind == "cast" else fixtures_dir / "stories260K.bin"
+    with open_checkpoint(path) as checkpoint:
         model = Model.of(checkpoint)
-        light = model.tensor_hashes(W1, counted=False, only_for=frozenset())
+        light = model.tensor_hashes(W1, counted=False, digested=False)
         assert light.exact is None and light.rounded is None and light.key is not None
         with pytest.raises(ValueError, match="not digested"):
             _ = light.digests
-        assert model.tensor_hashes(W1, counted=False, only_for=frozenset()) is light  # kept
+        assert model.tensor_hashes(W1, counted=False, digested=False) is light  # kept
         full = model.tensor_hashes(W1)
         assert full == hash_tensor(checkpoint, W1)
-        keyed = hash_tensor(checkpoint, W1, counted=False, only_for=frozenset({(full.numel, light.key)}))
-        assert keyed.digests == full.digests and keyed.key == light.key
+        digested = hash_tensor(checkpoint, W1, counted=False)
+        assert digested.digests == full.digests and digested.key == light.key == full.key
+        assert light.distinct == digested.distinct
+
+
+def test_digests_are_left_out_only_where_no_twin_may_be(fixtures_dir: Path, pairs: dict[str, Path]) -> None:
+    """`digest_candidates` on real pairs: every tensor whose digest (exact or rounded) equals one
+    on the other side is a candidate on both sides, and a tensor with new leading values is not.
+    stories260K (llama2.c float32) against its bf16 cast (every tensor a rounded twin), its
+    re-laid-out cast (the embedding and W1 with their rows reversed, W2 transposed: the same
+    values in another order, no digest twin) and its noisy copy (no twin at all)."""
+    with open_checkpoint(fixtures_dir / "stories260K.bin") as a:
+        names_a = list(a.tensors)
+        full_a = {n: hash_tensor(a, n) for n in names_a}
+        for kind in ("cast", "relaid", "noisy"):
+            with open_checkpoint(pairs[kind]) as b:
+                names_b = list(b.tensors)
+                full_b = {n: hash_tensor(b, n) for n in names_b}
+                digest_a, digest_b = digest_candidates(a, names_a, b, names_b)
+            for mine, theirs, candidates in ((full_a, full_b, digest_a), (full_b, full_a, digest_b)):
+                exact = {t.exact for t in theirs.values()}
+                rounded = {t.rounded for t in theirs.values()}
+                twinned = {n for n, t in mine.items() if t.exact in exact or t.rounded in rounded}
+                assert twinned <= candidates, kind
+            if kind == "cast":
+                assert digest_a == set(names_a) and digest_b == set(names_b)
+            elif kind == "relaid":
+                moved = {EMBEDDING, W1, W2}
+                assert not moved & digest_a and not moved & digest_b
+                assert digest_a == set(names_a) - moved and digest_b == set(names_b) - moved
+            else:
+                # Noise moves every value; the norm gains keep no leading values either.
+                assert not digest_a and not digest_b

@@ -27,7 +27,7 @@ from .inspection import InspectResult, inspect_checkpoint
 
 if TYPE_CHECKING:
     from .lineage.canonical import CanonicalModel
-    from .lineage.hashes import ContentHashes, SizesAndKeys, TensorHashes
+    from .lineage.hashes import ContentHashes, TensorHashes
     from .tokenizers.describe import TokenizerInfo
     from .tokenizers.families import FamilyMatch
     from .tokenizers.vocab import Vocabulary
@@ -107,21 +107,19 @@ class Model:
 
         return self.checkpoint.memo("canonical", lambda: canonical_model(self.checkpoint, self.inspection))
 
-    def tensor_hashes(
-        self, name: str, *, counted: bool = True, only_for: SizesAndKeys | None = None
-    ) -> TensorHashes:
+    def tensor_hashes(self, name: str, *, counted: bool = True, digested: bool = True) -> TensorHashes:
         """The content hashes of one tensor, read and hashed once per opened checkpoint however
         many verbs ask (a fleet scan fingerprints a model, then searches and audits it).
-        ``counted=False``: the multiset may be left uncounted; ``only_for``: the digests may be
-        left out where no size and key among these is the tensor's (`hashes.hash_tensor`). Hashes
-        with more serve too, and a later request for more hashes again or counts what was left."""
+        ``counted=False``: the multiset may be left uncounted; ``digested=False``: the digests may
+        be left out (`hashes.hash_tensor`). Hashes with more serve too, and a later request for
+        more hashes the tensor again or counts what was left."""
         from .lineage.hashes import count_tensor, hash_tensor
 
         known = self._hashes
         found = known.get(name)
         if found is None:
-            found = known[name] = hash_tensor(self.checkpoint, name, counted=counted, only_for=only_for)
-        elif found.exact is None and (only_for is None or (found.numel, found.key) in only_for):
+            found = known[name] = hash_tensor(self.checkpoint, name, counted=counted, digested=digested)
+        elif found.exact is None and digested:
             again = counted or found.multiset is not None
             found = known[name] = hash_tensor(self.checkpoint, name, counted=again)
         if counted and found.multiset is None:

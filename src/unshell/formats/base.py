@@ -464,12 +464,17 @@ class Checkpoint:
         with contextlib.suppress(OSError, ValueError):
             mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
 
-    def advise_rows(self, info: TensorInfo, rows: slice | np.ndarray) -> None:
-        """Before reading some far-apart rows of a tensor (every n-th, or a sample): turn its
-        readahead off, so a fault reads only its own pages, and ask for all of those rows' pages
-        at once (``MADV_WILLNEED``), so a file not in the page cache is read with every request
-        queued instead of one fault at a time (a cold `compare --quick` was bound by those waits).
-        Advice only: a kernel or platform without it reads the rows as before."""
+    @contextlib.contextmanager
+    def rows_apart(self, info: TensorInfo, rows: slice | np.ndarray) -> Iterator[None]:
+        """While some far-apart rows of a tensor are read (every n-th, a sample, the leading rows
+        of many tensors): its readahead is off, so a fault reads only its own pages, and all of
+        those rows' pages are asked for at once (``MADV_WILLNEED``), so a file not in the page
+        cache is read with every request queued instead of one fault at a time (a cold
+        `compare --quick` was bound by those waits). On leaving, the tensor's readahead is back
+        (``MADV_NORMAL``): a later pass over all of its rows (a hash, the value-added account)
+        would otherwise fault them in a page at a time, 20 times slower from the disk
+        (RESULTS.md, session 15). Advice only: a kernel or platform without it reads the rows as
+        before."""
         size = self.row_bytes(info)
         mapped = self._map(info.file)
         page = mmap.PAGESIZE
@@ -477,12 +482,16 @@ class Checkpoint:
         end = min(len(mapped), info.offset + info.nbytes)
         with contextlib.suppress(OSError, ValueError, AttributeError):
             mapped.madvise(mmap.MADV_RANDOM, start, end - start)
-            if size is None:
-                return
-            picked = np.arange(info.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows)
-            firsts = info.offset + picked.astype(np.int64) * size
-            for first, last in _page_spans(firsts, firsts + size, page):
-                mapped.madvise(mmap.MADV_WILLNEED, first, min(last, end) - first)
+            if size is not None:
+                picked = np.arange(info.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows)
+                firsts = info.offset + picked.astype(np.int64) * size
+                for first, last in _page_spans(firsts, firsts + size, page):
+                    mapped.madvise(mmap.MADV_WILLNEED, first, min(last, end) - first)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                mapped.madvise(mmap.MADV_NORMAL, start, end - start)
 
     def iter_tensors(self, names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """Stream tensors one at a time (memory: one decoded tensor at once)."""

@@ -40,6 +40,7 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Hashable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
@@ -62,9 +63,9 @@ from .experts import ExpertMap, expert_map
 from .hashes import (
     ContentHashes,
     HashMatch,
-    SizesAndKeys,
     TensorHashes,
     TwinMatch,
+    digest_candidates,
     exact_twins,
     match_hashes,
     probably_identical,
@@ -501,13 +502,14 @@ def read_once(
     bases: list[np.ndarray],
     sample: int,
     *,
-    only_for: SizesAndKeys | None = None,
+    digested: frozenset[str] | None = None,
 ) -> tuple[ContentHashes, dict[Hashable, list[Unit]]]:
-    """The model's content hashes (multisets not counted: `settle_multisets`; digests only where
-    ``only_for``, the other model's sizes and keys, has the tensor's: `hashes.hash_tensor`) and its
-    units in each of ``bases`` (of one width, ``sample`` vectors a matrix), in one pass over the
-    model: the hashes of `hashable_names`, in that order, and the units by the keys
-    `suspect_units` asks `CanonicalModel.memo` for (to be held there: `CanonicalModel.hold`).
+    """The model's content hashes (multisets not counted: `settle_multisets`; digests only of the
+    tensors in ``digested``, those the other model may hold a twin of: `hashes.digest_candidates`;
+    None: of every tensor) and its units in each of ``bases`` (of one width, ``sample`` vectors a
+    matrix), in one pass over the model: the hashes of `hashable_names`, in that order, and the
+    units by the keys `suspect_units` asks `CanonicalModel.memo` for (to be held there:
+    `CanonicalModel.hold`).
 
     A tensor's hash and its sketches are two jobs (`hashed_and_sketched`), as in a fingerprint.
     Hashing every tensor, then sketching them, read a pair larger than memory from the disk twice,
@@ -523,7 +525,9 @@ def read_once(
     unique = list(keyed.values()) if hidden else []
 
     def hash_job(name: str) -> TensorHashes | None:
-        return analysed.tensor_hashes(name, counted=False, only_for=only_for) if name in hashing else None
+        if name not in hashing:
+            return None
+        return analysed.tensor_hashes(name, counted=False, digested=digested is None or name in digested)
 
     def sketch_job(name: str) -> list[list[Unit]] | None:
         return tensor_unit_sets(model, name, roles, hidden, unique, sample=sample) if unique else None
@@ -753,9 +757,10 @@ def read_rows(model: CanonicalModel, name: str, step: int) -> np.ndarray:
     info = model.checkpoint.info(name)
     row_bytes = model.checkpoint.row_bytes(info) if step > 1 and info.shape[0] >= 64 else None
     if row_bytes is not None:
-        if step * row_bytes > SPARSE_ROWS_GAP:  # else readahead reads the pages we need anyway
-            model.checkpoint.advise_rows(info, slice(None, None, step))
-        values = np.asarray(model.checkpoint.read_rows(name, slice(None, None, step)), dtype=np.float32)
+        rows = slice(None, None, step)
+        # Readahead reads the pages we need anyway where the rows lie close together.
+        with model.checkpoint.rows_apart(info, rows) if step * row_bytes > SPARSE_ROWS_GAP else nullcontext():
+            values = np.asarray(model.checkpoint.read_rows(name, rows), dtype=np.float32)
         model.checkpoint.release(info)
         return finite(values)
     matrix = finite(np.asarray(model.checkpoint.read(name), dtype=np.float32))
@@ -1205,11 +1210,12 @@ def read_row_ids(model: CanonicalModel, name: str, ids: np.ndarray, *, sparse: b
     ``sparse``: sorted ids that may lie far apart; readahead is turned off when they do on average
     (`SPARSE_ROWS_GAP`), and NaN and infinities read as zero (`finite`), as `read_rows` does."""
     info = model.checkpoint.info(name)
+    apart = False
     if sparse and ids.size:
         row_bytes = model.checkpoint.row_bytes(info)
-        if row_bytes is not None and row_bytes * info.shape[0] > SPARSE_ROWS_GAP * ids.size:
-            model.checkpoint.advise_rows(info, ids)
-    values = np.asarray(model.checkpoint.read_rows(name, ids), dtype=np.float32)
+        apart = row_bytes is not None and row_bytes * info.shape[0] > SPARSE_ROWS_GAP * ids.size
+    with model.checkpoint.rows_apart(info, ids) if apart else nullcontext():
+        values = np.asarray(model.checkpoint.read_rows(name, ids), dtype=np.float32)
     model.checkpoint.release(info)
     return finite(values) if sparse else values
 
@@ -1580,11 +1586,12 @@ def compare_checkpoints(
             bases_b = [
                 base.suspect_basis(alignment) for alignment in plan if alignment.method != "layer-matrices"
             ]
-        hashes_b, units_b = read_once(analysed_b, model_b, bases_b, base.row_sample())
+        # A tensor is digested only where the other model has one of its size and leading values:
+        # no other can share its digests (a derived pair's changed tensors need no sha256).
+        digested_a, digested_b = digest_candidates(a, hashable_names(a), b, hashable_names(b))
+        hashes_b, units_b = read_once(analysed_b, model_b, bases_b, base.row_sample(), digested=digested_b)
         bases_a = [base.basis()] if model_a.hidden else []
-        # A's tensors are digested only where B has one of their size and key: no other can match.
-        keys_b = frozenset((t.numel, t.key) for t in hashes_b.tensors)
-        hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample(), only_for=keys_b)
+        hashes_a, units_a = read_once(analysed_a, model_a, bases_a, base.row_sample(), digested=digested_a)
         if model_a is model_b:  # one model compared with itself: one hold for both
             model_a.hold({**units_b, **units_a})
         else:

@@ -23,7 +23,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -49,8 +49,8 @@ def _bf16_bits(values: np.ndarray) -> np.ndarray:
 class TensorHashes:
     name: str
     numel: int
-    # None, both: not digested, and no tensor on the other side of a comparison shares its key
-    # (``hash_tensor(only_for=...)``), so neither digest could match there.
+    # None, both: not digested, and no tensor on the other side of a comparison shares its size
+    # and leading values (`digest_candidates`), so neither digest could match there.
     exact: str | None
     rounded: str | None
     # None: not counted, and no tensor on the other side of a comparison can share it
@@ -268,12 +268,12 @@ def _tally_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) 
         _release_step(checkpoint, info, start)
 
 
-def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally | None) -> str:
-    """The sha256 of a bf16 tensor's stored bytes, its values given to ``tally`` (None: tallied
-    already), in one pass over the mapped bytes, `_STEP_BYTES` at a time. When the thread budget
-    allows (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while
-    this one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages
-    are released once both are done with it."""
+def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally) -> str:
+    """The sha256 of a bf16 tensor's stored bytes, its values given to ``tally``, in one pass over
+    the mapped bytes, `_STEP_BYTES` at a time. When the thread budget allows
+    (`unshell.threads.budget`), each step's sha256 runs on a second thread, in order, while this
+    one counts (hashlib releases the GIL), at most `_HASH_LAG` steps behind; a step's pages are
+    released once both are done with it."""
     raw = checkpoint.raw_bytes(info)
     digest = hashlib.sha256()
 
@@ -281,11 +281,10 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally | 
         _release_step(checkpoint, info, start)
 
     steps = range(0, info.nbytes, _STEP_BYTES)
-    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES or tally is None:
+    if budget() < 2 or info.nbytes < _THREAD_MIN_BYTES:
         for start in steps:
             step = raw[start : start + _STEP_BYTES]
-            if tally is not None:
-                tally.add(step.view("<u2"))
+            tally.add(step.view("<u2"))
             digest.update(step.data)
             release(start)
         return digest.hexdigest()
@@ -305,32 +304,29 @@ def _hash_stored_bf16(checkpoint: Checkpoint, info: TensorInfo, tally: _Tally | 
     return digest.hexdigest()
 
 
-# What ``hash_tensor(only_for=...)`` takes: the (size, `TensorHashes.key`) of every tensor of the
-# other side of a comparison.
-SizesAndKeys = frozenset[tuple[int, "tuple[int, int, int] | None"]]
-
-
 def hash_tensor(
-    checkpoint: Checkpoint, name: str, *, counted: bool = True, only_for: SizesAndKeys | None = None
+    checkpoint: Checkpoint, name: str, *, counted: bool = True, digested: bool = True
 ) -> TensorHashes:
     """A tensor's content hashes, in one pass over its bytes. ``counted=False``: its multiset is
     not counted, only its `TensorHashes.key` kept (`settle_multisets` counts what a comparison
-    needs). ``only_for`` (with ``counted=False``): a stored bf16 tensor, whose sha256 is nearly all
-    of its cost, is digested only when its size and key are among these (the other side's): equal
-    digests have equal keys, so without one there it can match nothing there (its digests None).
-    Its key is then read first, its sha256 taken in a second pass when needed."""
+    needs). ``digested=False``: no sha256 is taken (its digests None), for a tensor that no tensor
+    on the other side of a comparison may equal (`digest_candidates`); the sha256 is nearly all of
+    a stored bf16 tensor's cost when it is not counted."""
     info = checkpoint.info(name)
     tally = _Tally(counted)
-    if _stored_bf16(checkpoint, info):
-        first: _Tally | None = tally
-        if only_for is not None and not counted:
+    stored_bf16 = _stored_bf16(checkpoint, info)
+    if not digested:
+        if stored_bf16:
             _tally_stored_bf16(checkpoint, info, tally)
-            keyed = tally.hashes(info, None, None)
-            if (keyed.numel, keyed.key) not in only_for:
-                return keyed
-            first = None
+        else:
+            for bits in _rounded_bits(checkpoint, info):
+                tally.add(bits)
+            for part in info.parts or (info,):
+                checkpoint.release(part)
+        return tally.hashes(info, None, None)
+    if stored_bf16:
         # One pass over the bytes: no decoding, no rounding, one sha256 for both digests.
-        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, first)
+        digest = rounded_digest = _hash_stored_bf16(checkpoint, info, tally)
     else:
         parts = list(info.parts or (info,))
         with _exact_digest([checkpoint.raw_bytes(part) for part in parts]) as exact:
@@ -379,17 +375,38 @@ def probe_key(checkpoint: Checkpoint, name: str) -> tuple[int, str | None]:
     with any tensor whose rounded digest (`hash_tensor`) equals its own, read from its first pages
     (the digest None where its rows cannot be read a few at a time)."""
     info = checkpoint.info(name)
-    rows = info.shape[0] if info.shape else 0
-    row_values = info.numel // rows if rows else 0
-    if 0 < info.numel <= _PROBE_VALUES:  # a norm's gains, a bias: read whole
-        values = checkpoint.read(name)
-    elif 0 < row_values <= _PROBE_MAX_ROW and checkpoint.row_bytes(info) is not None:
-        values = checkpoint.read_rows(name, slice(0, -(-_PROBE_VALUES // row_values)))
-    else:
+    rows = _probe_rows(checkpoint, info)
+    if rows is None:
         return info.numel, None
+    values = checkpoint.read(name) if info.numel <= _PROBE_VALUES else checkpoint.read_rows(name, rows)
     checkpoint.release(info)
     bits = _bf16_bits(_float32_values(values)[:_PROBE_VALUES])
     return info.numel, hashlib.blake2b(bits.data, digest_size=16).hexdigest()
+
+
+def _probe_rows(checkpoint: Checkpoint, info: TensorInfo) -> slice | None:
+    """The leading rows `probe_key` reads of a tensor (all of a tensor of at most `_PROBE_VALUES`
+    values), or None where it reads none: its rows cannot be read a few at a time."""
+    rows = info.shape[0] if info.shape else 0
+    row_values = info.numel // rows if rows else 0
+    if 0 < info.numel <= _PROBE_VALUES:  # a norm's gains, a bias: read whole
+        return slice(0, max(rows, 1))
+    if 0 < row_values <= _PROBE_MAX_ROW and checkpoint.row_bytes(info) is not None:
+        return slice(0, -(-_PROBE_VALUES // row_values))
+    return None
+
+
+def probe_keys(checkpoint: Checkpoint, names: list[str]) -> dict[str, tuple[int, str | None]]:
+    """`probe_key` of each of ``names``, the leading pages of all of them asked for at once and
+    read without readahead (`Checkpoint.rows_apart`): a fault in a file the disk reads ahead 8 MB
+    at a time would read that much for the few kilobytes a probe needs."""
+    with ExitStack() as advised:
+        for name in names:
+            info = checkpoint.info(name)
+            rows = _probe_rows(checkpoint, info)
+            if rows is not None:  # a tensor read whole (no rows of its own) has its readahead off
+                advised.enter_context(checkpoint.rows_apart(info, rows))
+        return {name: probe_key(checkpoint, name) for name in names}
 
 
 def probably_identical(a: Checkpoint, names_a: list[str], b: Checkpoint, names_b: list[str]) -> bool:
@@ -421,6 +438,35 @@ def probably_identical(a: Checkpoint, names_a: list[str], b: Checkpoint, names_b
             misses += probed != key
         found[key] -= 1
     return True
+
+
+def digest_candidates(
+    a: Checkpoint, names_a: list[str], b: Checkpoint, names_b: list[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The tensors of A, and those of B, whose digests may equal a digest of a tensor on the other
+    side: the ones whose `probe_key` (size and leading values rounded to bfloat16) a tensor there
+    shares. Equal stored bytes, or equal values rounded to bfloat16, have equal leading values, so
+    a tensor left out has no digest twin there, and a comparison need not take its sha256
+    (``hash_tensor(digested=False)``). A probe that cannot read a tensor's leading values (None)
+    shares with every tensor of its size; a tensor of a size the other side lacks is not read."""
+    sizes_a = {a.info(name).numel for name in names_a}
+    sizes_b = {b.info(name).numel for name in names_b}
+    probes_a = probe_keys(a, [name for name in names_a if a.info(name).numel in sizes_b])
+    probes_b = probe_keys(b, [name for name in names_b if b.info(name).numel in sizes_a])
+    return _sharing(probes_a, probes_b), _sharing(probes_b, probes_a)
+
+
+def _sharing(
+    probes: dict[str, tuple[int, str | None]], others: dict[str, tuple[int, str | None]]
+) -> frozenset[str]:
+    """The names among ``probes`` whose probe one of ``others`` may share (None: any of its size)."""
+    keys = set(others.values())
+    unread = {size for size, probe in keys if probe is None}
+    return frozenset(
+        name
+        for name, (size, probe) in probes.items()
+        if probe is None or size in unread or (size, probe) in keys
+    )
 
 
 def settle_multisets(

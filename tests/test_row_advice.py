@@ -138,3 +138,27 @@ def test_readahead_is_back_after_a_comparison_reads_every_nth_row(
         values = read_rows(model, name, 20)
         assert events == ["advised", "read", "readahead back"]
         np.testing.assert_array_equal(values, np.asarray(checkpoint.read(name), dtype=np.float32)[::20])
+
+
+def test_a_few_leading_rows_of_a_tall_tensor_are_advised_without_an_index_of_every_row(
+    tmp_path: Path,
+) -> None:
+    """A probe reads the first 4,096 rows of a 4M x 1 float32 tensor: the advice for them
+    allocates an index of those rows, not of all 4M (32 MB)."""
+    import tracemalloc
+
+    from unshell.formats.safetensors import write_safetensors
+
+    path = tmp_path / "tall.safetensors"
+    write_safetensors(path, {"tall": np.zeros((1 << 22, 1), dtype=np.float32)})
+    with open_checkpoint(path) as checkpoint:
+        info = checkpoint.info("tall")
+        assert checkpoint.row_bytes(info) == 4
+        tracemalloc.start()
+        try:
+            with checkpoint.rows_apart(info, slice(0, 4096)):
+                pass
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 1 << 20

@@ -483,7 +483,10 @@ class Checkpoint:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             mapped.madvise(mmap.MADV_RANDOM, start, end - start)
             if size is not None:
-                picked = np.arange(info.shape[0])[rows] if isinstance(rows, slice) else np.asarray(rows)
+                # A slice's rows without an index of every row (a probe reads a few of millions).
+                picked = (
+                    np.arange(*rows.indices(info.shape[0])) if isinstance(rows, slice) else np.asarray(rows)
+                )
                 firsts = info.offset + picked.astype(np.int64) * size
                 for first, last in _page_spans(firsts, firsts + size, page):
                     mapped.madvise(mmap.MADV_WILLNEED, first, min(last, end) - first)
